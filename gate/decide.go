@@ -1,0 +1,159 @@
+package gate
+
+import (
+	"crypto/ecdh"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"sknock/knock"
+	"sknock/pki"
+)
+
+// Trust is everything a knock is checked against. It is immutable: a
+// reload (new CRL, new CA) builds a new Trust and swaps it in whole.
+type Trust struct {
+	// ServerKey decrypts knocks; it belongs to the certificate clients
+	// encrypt to.
+	ServerKey *ecdh.PrivateKey
+	// Verifier holds the CA certificates and the CRL.
+	Verifier *pki.Verifier
+	// Tolerance is how far a knock's timestamp may be from the clock,
+	// either way (the original's TIMESTAMP_THRESHOLD, 7 s).
+	Tolerance time.Duration
+}
+
+// Input is one knock to decide.
+type Input struct {
+	// Datagram is the UDP payload as received.
+	Datagram []byte
+	// Source is the datagram's source address; its family also decides
+	// how the embedded client address is read.
+	Source netip.Addr
+	// Now is the arrival time: the timestamp window and the replay
+	// window are measured from it.
+	Now time.Time
+	// CertTime is the instant at which the certificate and its CA must
+	// be valid. Zero means Now, which is what the gatekeeper uses;
+	// `sknock inspect --at` sets Now to judge an old capture and keeps
+	// CertTime at the real time.
+	CertTime time.Time
+}
+
+// Decision is the outcome of a knock.
+type Decision struct {
+	// Reason is ReasonNone for a grant.
+	Reason Reason
+	// Err says in words what failed; nil for a grant.
+	Err error
+	// Grant is what a granted knock opens. Valid only when Granted.
+	Grant Grant
+	// Knock is the opened knock, or nil when the datagram did not open.
+	Knock *knock.Knock
+	// Client is the verified certificate, or nil when it did not verify.
+	Client *pki.Client
+	// Skew is the arrival time minus the knock's timestamp; zero when the
+	// knock did not open.
+	Skew time.Duration
+	// ReplayKey names the datagram; the caller records it on a grant.
+	ReplayKey ReplayKey
+}
+
+// Granted reports whether the knock earns a grant.
+func (d Decision) Granted() bool { return d.Reason == ReasonNone }
+
+// Verdict returns "grant" or "deny".
+func (d Decision) Verdict() string {
+	if d.Granted() {
+		return "grant"
+	}
+	return "deny"
+}
+
+func deny(d Decision, r Reason, err error) Decision {
+	d.Reason, d.Err = r, err
+	return d
+}
+
+// Decide runs every check of PROTOCOL.md on one knock, in order, and says
+// whether it earns a grant. It is pure: it reads the replay cache (a knock
+// seen before is denied) but does not record the knock; the caller adds
+// d.ReplayKey when it acts on a grant, and that add is the final,
+// race-free replay check (Engine.Knock does both). seen may be nil.
+func Decide(in Input, trust *Trust, seen *ReplayCache) Decision {
+	var d Decision
+	if trust == nil || trust.ServerKey == nil || trust.Verifier == nil {
+		return deny(d, ReasonUntrusted, errors.New("no trust state loaded"))
+	}
+	certTime := in.CertTime
+	if certTime.IsZero() {
+		certTime = in.Now
+	}
+	src := in.Source.Unmap()
+
+	k, err := knock.Open(in.Datagram, trust.ServerKey, src.Is6())
+	if err != nil {
+		if errors.Is(err, knock.ErrPublicKey) || errors.Is(err, knock.ErrPadding) {
+			return deny(d, ReasonUndecryptable, err)
+		}
+		return deny(d, ReasonMalformed, err)
+	}
+	d.Knock = k
+	d.Skew = in.Now.Sub(k.Time())
+	d.Grant = Grant{Source: src, Proto: k.Proto, Port: k.Port}
+
+	d.ReplayKey = KeyOf(in.Datagram)
+	if seen != nil && seen.Seen(d.ReplayKey, in.Now) {
+		return deny(d, ReasonReplay, errors.New("datagram seen before"))
+	}
+
+	client, err := trust.Verifier.Verify(k.Certificate, certTime)
+	if err != nil {
+		return deny(d, certReason(err), err)
+	}
+	d.Client = client
+	if !k.VerifySignature(client.PublicKey) {
+		return deny(d, ReasonBadSignature, errors.New("signature does not verify with the certificate's key"))
+	}
+	if d.Skew > trust.Tolerance {
+		return deny(d, ReasonStaleTimestamp, fmt.Errorf("timestamp %ds old, tolerance %s", int64(d.Skew/time.Second), trust.Tolerance))
+	}
+	if -d.Skew > trust.Tolerance {
+		return deny(d, ReasonFutureTimestamp, fmt.Errorf("timestamp %ds ahead, tolerance %s", int64(-d.Skew/time.Second), trust.Tolerance))
+	}
+	if k.ClientIP != src {
+		return deny(d, ReasonSourceMismatch, fmt.Errorf("knock names %s but came from %s", k.ClientIP, src))
+	}
+	if !client.HasAuthorization {
+		return deny(d, ReasonNotAuthorized, errors.New("certificate carries no authorisation"))
+	}
+	if !client.Authorization.Allows(k.Proto, k.Port) {
+		return deny(d, ReasonNotAuthorized, fmt.Errorf("certificate allows %s, not %s/%d", client.Authorization.CLIString(), k.Proto, k.Port))
+	}
+	return d
+}
+
+// certReason maps a pki verification error to a Reason.
+func certReason(err error) Reason {
+	switch {
+	case errors.Is(err, pki.ErrRevoked):
+		return ReasonRevoked
+	case errors.Is(err, pki.ErrExpired):
+		return ReasonExpired
+	case errors.Is(err, pki.ErrNotYetValid):
+		return ReasonNotYetValid
+	}
+	return ReasonUntrusted
+}
+
+// ReplayExpiry is when a knock with timestamp ts stops needing replay
+// protection: once it is older than the tolerance, the timestamp check
+// refuses it on its own. The later of arrival and timestamp counts, so a
+// knock from a fast clock is remembered long enough too.
+func ReplayExpiry(ts, now time.Time, tolerance time.Duration) time.Time {
+	if ts.Before(now) {
+		ts = now
+	}
+	return ts.Add(tolerance + time.Second)
+}

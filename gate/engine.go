@@ -1,0 +1,188 @@
+package gate
+
+import (
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Config sets up an Engine. Zero values are noted per field.
+type Config struct {
+	// Policy is what happens to packets without a grant. Zero is drop.
+	Policy Policy
+	// OpenDuration is how long a grant lasts; zero means 15 s.
+	OpenDuration time.Duration
+	// MaxGrants bounds the grant table; zero means DefaultMaxGrants.
+	MaxGrants int
+	// MaxReplay bounds the replay cache; zero means DefaultReplayEntries.
+	MaxReplay int
+	// Clock returns the time; nil means time.Now.
+	Clock func() time.Time
+	// Log receives one line per knock decision and rate-limited gate
+	// denials; nil means no logging.
+	Log *zap.Logger
+	// LogPerSecond bounds denial log lines per second (knock denials not
+	// signed by a CA-issued certificate, and gate denials, each
+	// separately); zero means 20.
+	LogPerSecond int
+}
+
+// Engine is the running verdict engine: the trust state, the grants and
+// the replay cache, with the counters operators read.
+type Engine struct {
+	cfg    Config
+	clock  func() time.Time
+	log    *zap.Logger
+	trust  atomic.Pointer[Trust]
+	grants *GrantTable
+	replay *ReplayCache
+
+	knockLimit logLimiter
+	gateLimit  logLimiter
+	stats      Stats
+}
+
+// Stats are the engine's counters. Read them with Engine.Snapshot.
+type Stats struct {
+	knocks    [numReasons]atomic.Uint64 // by reason; ReasonNone = granted
+	gate      [3]atomic.Uint64          // by Verdict
+	gateAudit atomic.Uint64             // accepted only because the policy is none
+}
+
+// Snapshot is a copy of the engine's counters at one moment.
+type Snapshot struct {
+	// Knocks counts knock decisions by reason name ("none" = granted).
+	Knocks map[string]uint64
+	// Gate counts gate verdicts by name.
+	Gate map[string]uint64
+	// WouldDeny counts packets the none policy accepted without a grant.
+	WouldDeny uint64
+	// Grants and Replay are the sizes of the grant table and replay cache.
+	Grants, Replay int
+}
+
+// NewEngine returns an engine with the given trust state (which may be
+// nil until SetTrust; knocks are denied until then).
+func NewEngine(cfg Config, trust *Trust) *Engine {
+	if cfg.OpenDuration <= 0 {
+		cfg.OpenDuration = 15 * time.Second
+	}
+	if cfg.LogPerSecond <= 0 {
+		cfg.LogPerSecond = 20
+	}
+	e := &Engine{
+		cfg:    cfg,
+		clock:  cfg.Clock,
+		log:    cfg.Log,
+		grants: NewGrantTable(cfg.MaxGrants),
+		replay: NewReplayCache(cfg.MaxReplay),
+	}
+	if e.clock == nil {
+		e.clock = time.Now
+	}
+	if e.log == nil {
+		e.log = zap.NewNop()
+	}
+	e.knockLimit.perSecond = int64(cfg.LogPerSecond)
+	e.gateLimit.perSecond = int64(cfg.LogPerSecond)
+	e.trust.Store(trust)
+	return e
+}
+
+// SetTrust swaps in a new trust state (after a CRL or CA reload). Live
+// grants and the replay cache are kept.
+func (e *Engine) SetTrust(t *Trust) { e.trust.Store(t) }
+
+// Trust returns the current trust state.
+func (e *Engine) Trust() *Trust { return e.trust.Load() }
+
+// Grants returns the grant table, for listing and tests.
+func (e *Engine) Grants() *GrantTable { return e.grants }
+
+// Verdict answers for one packet to a protected port: accept when src
+// holds a live grant for (ipProto, port), otherwise what the policy says.
+// ipProto is the IP protocol number (6 TCP, 17 UDP); anything else is
+// dropped. It does not allocate.
+func (e *Engine) Verdict(src netip.Addr, ipProto uint8, port uint16) Verdict {
+	if ipProto != 6 && ipProto != 17 {
+		e.stats.gate[Drop].Add(1)
+		return Drop
+	}
+	now := e.clock()
+	if e.grants.Allowed(src, ipProto, port, now) {
+		e.stats.gate[Accept].Add(1)
+		return Accept
+	}
+	v := e.cfg.Policy.denyVerdict()
+	e.stats.gate[v].Add(1)
+	if e.cfg.Policy == PolicyNone {
+		e.stats.gateAudit.Add(1)
+	}
+	if ok, suppressed := e.gateLimit.allow(now); ok {
+		e.logGateDenial(src, ipProto, port, v, suppressed)
+	}
+	return v
+}
+
+func (e *Engine) logGateDenial(src netip.Addr, ipProto uint8, port uint16, v Verdict, suppressed uint64) {
+	msg := "gate denied"
+	if e.cfg.Policy == PolicyNone {
+		msg = "would deny"
+	}
+	proto := "udp"
+	if ipProto == 6 {
+		proto = "tcp"
+	}
+	e.log.Info(msg,
+		zap.Stringer("source", src),
+		zap.String("proto", proto),
+		zap.Uint16("port", port),
+		zap.Stringer("verdict", v),
+		zap.Uint64("suppressed_before", suppressed),
+	)
+}
+
+// Knock decides one knock datagram from src and, when it is granted, opens
+// its port for the open duration (extending a live grant). Every decision
+// is counted and logged; denials of unauthenticated knocks are rate-limited.
+func (e *Engine) Knock(src netip.Addr, datagram []byte) Decision {
+	now := e.clock()
+	trust := e.trust.Load()
+	d := Decide(Input{Datagram: datagram, Source: src, Now: now}, trust, e.replay)
+	if d.Granted() {
+		switch e.replay.Add(d.ReplayKey, ReplayExpiry(d.Knock.Time(), now, trust.Tolerance), now) {
+		case Present:
+			d.Reason, d.Err = ReasonReplay, errReplay
+		case Full:
+			d.Reason, d.Err = ReasonOverload, errReplayFull
+		}
+	}
+	if d.Granted() && !e.grants.Add(d.Grant, now.Add(e.cfg.OpenDuration)) {
+		d.Reason, d.Err = ReasonOverload, errGrantsFull
+	}
+	e.stats.knocks[d.Reason].Add(1)
+	e.logKnock(src, &d, now)
+	return d
+}
+
+// Sweep drops expired grants and returns how many went.
+func (e *Engine) Sweep() int { return e.grants.Sweep(e.clock()) }
+
+// Snapshot returns the current counters.
+func (e *Engine) Snapshot() Snapshot {
+	s := Snapshot{Knocks: map[string]uint64{}, Gate: map[string]uint64{}}
+	for r := Reason(0); r < numReasons; r++ {
+		if n := e.stats.knocks[r].Load(); n > 0 {
+			s.Knocks[r.String()] = n
+		}
+	}
+	for v := Drop; v <= Reject; v++ {
+		s.Gate[v.String()] = e.stats.gate[v].Load()
+	}
+	s.WouldDeny = e.stats.gateAudit.Load()
+	s.Grants = e.grants.Len()
+	s.Replay = e.replay.Len()
+	return s
+}

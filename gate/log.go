@@ -1,0 +1,65 @@
+package gate
+
+import (
+	"errors"
+	"net/netip"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+var (
+	errReplay     = errors.New("datagram seen before")
+	errReplayFull = errors.New("replay cache full")
+	errGrantsFull = errors.New("grant table full")
+)
+
+// logKnock writes the one line a knock decision gets. Grants and denials
+// of knocks signed by a CA-issued certificate are always logged: only
+// holders of certificates can cause them. Other denials go through the
+// limiter, because anyone can send garbage.
+func (e *Engine) logKnock(src netip.Addr, d *Decision, now time.Time) {
+	var suppressed uint64
+	if !d.Granted() && !d.Reason.Authenticated() {
+		var ok bool
+		if ok, suppressed = e.knockLimit.allow(now); !ok {
+			return
+		}
+	}
+	fields := make([]zap.Field, 0, 12)
+	fields = append(fields,
+		zap.String("verdict", d.Verdict()),
+		zap.Stringer("source", src),
+	)
+	if !d.Granted() {
+		fields = append(fields, zap.Stringer("reason", d.Reason))
+		if d.Err != nil {
+			fields = append(fields, zap.String("detail", d.Err.Error()))
+		}
+	}
+	if k := d.Knock; k != nil {
+		fields = append(fields,
+			zap.Stringer("proto", k.Proto),
+			zap.Uint16("port", k.Port),
+			zap.Stringer("client_ip", k.ClientIP),
+			zap.Float64("skew_seconds", d.Skew.Seconds()),
+		)
+	}
+	if c := d.Client; c != nil {
+		fields = append(fields,
+			zap.String("subject", c.Subject),
+			zap.String("serial", c.Serial.String()),
+		)
+	}
+	if d.Granted() {
+		fields = append(fields, zap.Duration("open_for", e.cfg.OpenDuration))
+	}
+	if suppressed > 0 {
+		fields = append(fields, zap.Uint64("suppressed_before", suppressed))
+	}
+	if d.Granted() {
+		e.log.Info("knock", fields...)
+	} else {
+		e.log.Warn("knock", fields...)
+	}
+}

@@ -1,0 +1,97 @@
+package gate
+
+import (
+	"crypto/sha256"
+	"sync"
+	"time"
+)
+
+// ReplayKey identifies a datagram: the SHA-256 of all its bytes. Any change
+// to a valid knock breaks its decryption or signature, so a knock that can
+// be granted has exactly one datagram, and its hash names it.
+type ReplayKey [sha256.Size]byte
+
+// KeyOf returns the replay key of a datagram.
+func KeyOf(datagram []byte) ReplayKey { return sha256.Sum256(datagram) }
+
+// ReplayCache remembers granted knocks until their timestamp leaves the
+// tolerance window, after which the timestamp check refuses them anyway.
+// It is bounded: when it holds max entries after sweeping the expired
+// ones, Add refuses, and the knock is denied as an overload rather than
+// granted without replay protection (fail closed). Only knocks that passed
+// every other check are added, so filling it takes that many valid,
+// distinct, fresh knocks from certificates the CA issued.
+type ReplayCache struct {
+	mu      sync.Mutex
+	seen    map[ReplayKey]int64 // key → expiry, Unix nanoseconds
+	max     int
+	nextGC  int64
+	gcEvery time.Duration
+}
+
+// DefaultReplayEntries is the replay cache's bound when none is given.
+const DefaultReplayEntries = 1 << 20
+
+// NewReplayCache returns a cache holding at most max entries (max ≤ 0
+// means DefaultReplayEntries).
+func NewReplayCache(max int) *ReplayCache {
+	if max <= 0 {
+		max = DefaultReplayEntries
+	}
+	return &ReplayCache{seen: make(map[ReplayKey]int64), max: max, gcEvery: time.Second}
+}
+
+// Seen reports whether key is remembered and still within its window.
+func (c *ReplayCache) Seen(key ReplayKey, now time.Time) bool {
+	c.mu.Lock()
+	exp, ok := c.seen[key]
+	c.mu.Unlock()
+	return ok && exp > now.UnixNano()
+}
+
+// AddResult is what Add did.
+type AddResult uint8
+
+// The outcomes of Add.
+const (
+	Added   AddResult = iota // key is new and now remembered
+	Present                  // key was already remembered: a replay
+	Full                     // the cache is full: refuse the knock
+)
+
+// Add remembers key until expiry unless it is already there. It is the
+// atomic "first one wins" step that makes two concurrent copies of one
+// datagram yield a single grant.
+func (c *ReplayCache) Add(key ReplayKey, expiry, now time.Time) AddResult {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := now.UnixNano()
+	if exp, ok := c.seen[key]; ok && exp > n {
+		return Present
+	}
+	if len(c.seen) >= c.max || n >= c.nextGC {
+		c.sweepLocked(n)
+		c.nextGC = n + int64(c.gcEvery)
+	}
+	if len(c.seen) >= c.max {
+		return Full
+	}
+	c.seen[key] = expiry.UnixNano()
+	return Added
+}
+
+// Len returns the number of remembered knocks, expired ones included
+// until the next sweep.
+func (c *ReplayCache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.seen)
+}
+
+func (c *ReplayCache) sweepLocked(now int64) {
+	for k, exp := range c.seen {
+		if exp <= now {
+			delete(c.seen, k)
+		}
+	}
+}

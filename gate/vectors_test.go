@@ -1,0 +1,155 @@
+package gate
+
+import (
+	"bytes"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"sknock/knock"
+	"sknock/pki"
+)
+
+const vectors = "../../shared/vectors"
+
+// vectorClock is the time every vector knock was sealed at.
+var vectorClock = time.Unix(1767225600, 0)
+
+// vectorTrust loads the vectors' server key, CA and CRL.
+func vectorTrust(t testing.TB) *Trust {
+	t.Helper()
+	b, err := pki.LoadBundle(filepath.Join(vectors, "server.pfx"), "portknocking")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := b.ECDHKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cas, err := pki.LoadCertificates(filepath.Join(vectors, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	crl, err := pki.LoadCRL(filepath.Join(vectors, "ca.crl"), cas)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Trust{ServerKey: key, Verifier: pki.NewVerifier(cas, crl), Tolerance: 7 * time.Second}
+}
+
+func readVector(t testing.TB, name string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(vectors, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// vectorInput is a vector knock arriving at the vectors' clock. The
+// vector certificates are issued when the vectors are made, which may be
+// after the knocks' timestamp, so certificates are judged at the real
+// time (as `sknock inspect --at` does).
+func vectorInput(data []byte, src string) Input {
+	return Input{Datagram: data, Source: netip.MustParseAddr(src), Now: vectorClock, CertTime: time.Now()}
+}
+
+func TestDecideVectors(t *testing.T) {
+	trust := vectorTrust(t)
+	tests := []struct {
+		name      string
+		give      string
+		src       string
+		want      Reason
+		wantGrant Grant
+	}{
+		{"a tcp 2000 v4", "knock-a-tcp2000-v4.bin", "198.18.0.2", ReasonNone, Grant{netip.MustParseAddr("198.18.0.2"), knock.TCP, 2000}},
+		{"a udp 8000 v4", "knock-a-udp8000-v4.bin", "198.18.0.2", ReasonNone, Grant{netip.MustParseAddr("198.18.0.2"), knock.UDP, 8000}},
+		{"a tcp 3000 v6", "knock-a-tcp3000-v6.bin", "fd00:5e::2", ReasonNone, Grant{netip.MustParseAddr("fd00:5e::2"), knock.TCP, 3000}},
+		{"b tcp 22 v4", "knock-b-tcp22-v4.bin", "198.18.0.3", ReasonNone, Grant{netip.MustParseAddr("198.18.0.3"), knock.TCP, 22}},
+		{"b unauthorised", "knock-b-tcp2000-unauthorized.bin", "198.18.0.3", ReasonNotAuthorized, Grant{}},
+		{"revoked", "knock-revoked-tcp2000.bin", "198.18.0.4", ReasonRevoked, Grant{}},
+		{"no authorisation", "knock-noauth-tcp2000.bin", "198.18.0.5", ReasonNotAuthorized, Grant{}},
+		{"rogue CA", "knock-rogue-tcp2000.bin", "198.18.0.6", ReasonUntrusted, Grant{}},
+		{"source mismatch v4", "knock-a-tcp2000-v4.bin", "198.18.0.9", ReasonSourceMismatch, Grant{}},
+		{"source mismatch v6", "knock-a-tcp3000-v6.bin", "fd00:5e::9", ReasonSourceMismatch, Grant{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := Decide(vectorInput(readVector(t, tt.give), tt.src), trust, NewReplayCache(0))
+			if d.Reason != tt.want {
+				t.Fatalf("Decide() reason = %v (%v), want %v", d.Reason, d.Err, tt.want)
+			}
+			if d.Granted() && d.Grant != tt.wantGrant {
+				t.Errorf("grant = %+v, want %+v", d.Grant, tt.wantGrant)
+			}
+		})
+	}
+}
+
+func TestDecideTimestampWindow(t *testing.T) {
+	trust := vectorTrust(t)
+	data := readVector(t, "knock-a-tcp2000-v4.bin")
+	tests := []struct {
+		name   string
+		offset time.Duration
+		want   Reason
+	}{
+		{"on time", 0, ReasonNone},
+		{"7s late is in", 7 * time.Second, ReasonNone},
+		{"7s early is in", -7 * time.Second, ReasonNone},
+		{"8s late is stale", 8 * time.Second, ReasonStaleTimestamp},
+		{"8s early is future", -8 * time.Second, ReasonFutureTimestamp},
+		{"a day late", 24 * time.Hour, ReasonStaleTimestamp},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := vectorInput(data, "198.18.0.2")
+			in.Now = vectorClock.Add(tt.offset)
+			if d := Decide(in, trust, nil); d.Reason != tt.want {
+				t.Errorf("reason = %v (%v), want %v", d.Reason, d.Err, tt.want)
+			}
+		})
+	}
+}
+
+func TestDecideEveryChangedByteDenied(t *testing.T) {
+	trust := vectorTrust(t)
+	data := readVector(t, "knock-a-tcp2000-v4.bin")
+	for i := range data {
+		for _, flip := range []byte{0x01, 0x80} {
+			mod := bytes.Clone(data)
+			mod[i] ^= flip
+			if d := Decide(vectorInput(mod, "198.18.0.2"), trust, nil); d.Granted() {
+				t.Fatalf("byte %d ^ %#x: granted", i, flip)
+			}
+		}
+	}
+}
+
+func TestEngineReplayAndGrant(t *testing.T) {
+	clock := &fakeClock{now: vectorClock}
+	e := NewEngine(Config{Clock: clock.Now, OpenDuration: 15 * time.Second}, vectorTrust(t))
+	data := readVector(t, "knock-a-tcp2000-v4.bin")
+	src := netip.MustParseAddr("198.18.0.2")
+	// Certificates are judged at the real time in vector tests; the
+	// engine uses one clock, so move it to a time the certificates hold
+	// and re-seal? No: the vectors' certificates start after the knocks'
+	// timestamp, so the engine test uses knocks it seals itself (see
+	// engine_test.go). Here only the replay cache's first-wins step is
+	// exercised through Decide and ReplayCache.
+	cache := NewReplayCache(0)
+	d := Decide(vectorInput(data, src.String()), e.Trust(), cache)
+	if !d.Granted() {
+		t.Fatalf("first: %v %v", d.Reason, d.Err)
+	}
+	if got := cache.Add(d.ReplayKey, ReplayExpiry(d.Knock.Time(), vectorClock, 7*time.Second), vectorClock); got != Added {
+		t.Fatalf("Add = %v, want Added", got)
+	}
+	d = Decide(vectorInput(data, src.String()), e.Trust(), cache)
+	if d.Reason != ReasonReplay {
+		t.Fatalf("second: reason %v, want replay", d.Reason)
+	}
+}
