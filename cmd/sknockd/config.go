@@ -1,0 +1,391 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"sknock/gate"
+	"sknock/rules"
+)
+
+// Config is the daemon's configuration after parsing and checking: every
+// value is in range, but no file named in it has been read yet.
+type Config struct {
+	Path string
+
+	ServerPKCS12       string
+	ServerPasswordFile string
+	ServerPasswordEnv  string
+	ServerCA           string
+
+	CRLFile    string
+	CRLURL     string
+	CRLRefresh time.Duration
+
+	KnockTolerance time.Duration
+	KnockWorkers   int
+	KnockBacklog   int
+
+	Policy       gate.Policy
+	OpenDuration time.Duration
+	MaxGrants    int
+
+	LogLevel string
+
+	// Rules is the rule set the config describes.
+	Rules rules.Config
+}
+
+// ConfigError is a configuration problem, naming the key (and line) it is
+// about.
+type ConfigError struct {
+	Path string
+	Key  string
+	Line int
+	Msg  string
+}
+
+func (e *ConfigError) Error() string {
+	loc := e.Path
+	if e.Line > 0 {
+		loc = fmt.Sprintf("%s:%d", e.Path, e.Line)
+	}
+	if e.Key == "" {
+		return fmt.Sprintf("%s: %s", loc, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s: %s", loc, e.Key, e.Msg)
+}
+
+// defaultConfig is the configuration an empty file gives.
+func defaultConfig() Config {
+	return Config{
+		ServerPKCS12:       "/etc/sknock/server.pfx",
+		ServerPasswordFile: "/etc/sknock/server.pass",
+		CRLRefresh:         30 * time.Minute,
+		KnockTolerance:     7 * time.Second,
+		Policy:             gate.PolicyDrop,
+		OpenDuration:       15 * time.Second,
+		LogLevel:           "info",
+		Rules:              rules.DefaultConfig(),
+	}
+}
+
+// keySetter stores one YAML value; it returns a message when the value is
+// wrong for the key.
+type keySetter func(c *Config, n *yaml.Node) string
+
+// configKeys lists every key the file may hold, by section. The names are
+// fixed by DESIGN.md; the ones it does not list are sknock's additions.
+var configKeys = map[string]map[string]keySetter{
+	"server": {
+		"pkcs12":        setString(func(c *Config) *string { return &c.ServerPKCS12 }),
+		"password_file": setString(func(c *Config) *string { return &c.ServerPasswordFile }),
+		"password_env":  setString(func(c *Config) *string { return &c.ServerPasswordEnv }),
+		"ca":            setString(func(c *Config) *string { return &c.ServerCA }),
+	},
+	"crl": {
+		"file":    setString(func(c *Config) *string { return &c.CRLFile }),
+		"url":     setString(func(c *Config) *string { return &c.CRLURL }),
+		"refresh": setDuration(func(c *Config) *time.Duration { return &c.CRLRefresh }, time.Second, 7*24*time.Hour),
+	},
+	"knock": {
+		"ports":               setKnockPorts,
+		"min_length":          setInt(func(c *Config) *int { return &c.Rules.MinLength }, 0, 65487),
+		"timestamp_tolerance": setDuration(func(c *Config) *time.Duration { return &c.KnockTolerance }, time.Second, 10*time.Minute),
+		"queue":               setQueue(func(c *Config) *uint16 { return &c.Rules.KnockQueue }),
+		"workers":             setInt(func(c *Config) *int { return &c.KnockWorkers }, 0, 1024),
+		"backlog":             setInt(func(c *Config) *int { return &c.KnockBacklog }, 0, 1<<20),
+		"rate_limit":          setString(func(c *Config) *string { return &c.Rules.KnockRateLimit }),
+	},
+	"gate": {
+		"queue":         setQueue(func(c *Config) *uint16 { return &c.Rules.GateQueue }),
+		"protect":       setPortList(func(c *Config) *[]rules.PortSpec { return &c.Rules.Protect }),
+		"always_allow":  setPortList(func(c *Config) *[]rules.PortSpec { return &c.Rules.AlwaysAllow }),
+		"open_duration": setDuration(func(c *Config) *time.Duration { return &c.OpenDuration }, time.Second, 24*time.Hour),
+		"policy":        setPolicy,
+		"chain":         setString(func(c *Config) *string { return &c.Rules.Chain }),
+		"reject_mark":   setMark,
+		"max_grants":    setInt(func(c *Config) *int { return &c.MaxGrants }, 0, 1<<26),
+	},
+	"log": {
+		"level": setLogLevel,
+	},
+}
+
+// LoadConfig reads and checks the file at path. The error names the key.
+func LoadConfig(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	return ParseConfig(path, data)
+}
+
+// ParseConfig parses a configuration file's contents; path is only used in
+// messages.
+func ParseConfig(path string, data []byte) (Config, error) {
+	c := defaultConfig()
+	c.Path = path
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
+		return c, &ConfigError{Path: path, Msg: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	if len(doc.Content) > 0 {
+		root := doc.Content[0]
+		if root.Kind != yaml.MappingNode {
+			return c, &ConfigError{Path: path, Line: root.Line, Msg: "the top level must be a mapping of sections"}
+		}
+		if err := c.apply(root); err != nil {
+			return c, err
+		}
+	}
+	c.Rules.RejectStray = c.Policy == gate.PolicyReject
+	if err := c.Rules.Validate(); err != nil {
+		return c, rulesError(path, err)
+	}
+	if c.ServerPKCS12 == "" {
+		return c, &ConfigError{Path: path, Key: "server.pkcs12", Msg: "required"}
+	}
+	if c.ServerPasswordFile != "" && c.ServerPasswordEnv != "" {
+		return c, &ConfigError{Path: path, Key: "server.password_env", Msg: "set either server.password_file or server.password_env, not both"}
+	}
+	if c.CRLURL != "" && c.CRLFile == "" {
+		return c, &ConfigError{Path: path, Key: "crl.file", Msg: "required when crl.url is set (the fetched CRL is kept there)"}
+	}
+	if c.CRLURL != "" && !strings.HasPrefix(c.CRLURL, "http://") && !strings.HasPrefix(c.CRLURL, "https://") {
+		return c, &ConfigError{Path: path, Key: "crl.url", Msg: fmt.Sprintf("%q is not an http:// or https:// URL", c.CRLURL)}
+	}
+	return c, nil
+}
+
+func (c *Config) apply(root *yaml.Node) error {
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		keys, ok := configKeys[k.Value]
+		if !ok {
+			return &ConfigError{Path: c.Path, Key: k.Value, Line: k.Line, Msg: "unknown section (want server, crl, knock, gate or log)"}
+		}
+		if seen[k.Value] {
+			return &ConfigError{Path: c.Path, Key: k.Value, Line: k.Line, Msg: "section given twice"}
+		}
+		seen[k.Value] = true
+		if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
+			continue
+		}
+		if v.Kind != yaml.MappingNode {
+			return &ConfigError{Path: c.Path, Key: k.Value, Line: v.Line, Msg: "must be a mapping"}
+		}
+		seenKey := map[string]bool{}
+		for j := 0; j+1 < len(v.Content); j += 2 {
+			kk, vv := v.Content[j], v.Content[j+1]
+			name := k.Value + "." + kk.Value
+			set, ok := keys[kk.Value]
+			if !ok {
+				return &ConfigError{Path: c.Path, Key: name, Line: kk.Line, Msg: "unknown key"}
+			}
+			if seenKey[kk.Value] {
+				return &ConfigError{Path: c.Path, Key: name, Line: kk.Line, Msg: "key given twice"}
+			}
+			seenKey[kk.Value] = true
+			if msg := set(c, vv); msg != "" {
+				return &ConfigError{Path: c.Path, Key: name, Line: vv.Line, Msg: msg}
+			}
+		}
+	}
+	return nil
+}
+
+func scalar(n *yaml.Node) (string, string) {
+	if n.Kind != yaml.ScalarNode {
+		return "", "must be a single value"
+	}
+	return n.Value, ""
+}
+
+func setString(field func(*Config) *string) keySetter {
+	return func(c *Config, n *yaml.Node) string {
+		s, msg := scalar(n)
+		if msg != "" {
+			return msg
+		}
+		if n.Tag == "!!null" {
+			s = ""
+		}
+		*field(c) = s
+		return ""
+	}
+}
+
+func setDuration(field func(*Config) *time.Duration, min, max time.Duration) keySetter {
+	return func(c *Config, n *yaml.Node) string {
+		s, msg := scalar(n)
+		if msg != "" {
+			return msg
+		}
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Sprintf("%q is not a duration (write e.g. 15s, 30m)", s)
+		}
+		if d < min || d > max {
+			return fmt.Sprintf("%s is out of range (%s to %s)", d, min, max)
+		}
+		*field(c) = d
+		return ""
+	}
+}
+
+func setInt(field func(*Config) *int, min, max int) keySetter {
+	return func(c *Config, n *yaml.Node) string {
+		s, msg := scalar(n)
+		if msg != "" {
+			return msg
+		}
+		v, err := strconv.Atoi(s)
+		if err != nil {
+			return fmt.Sprintf("%q is not a whole number", s)
+		}
+		if v < min || v > max {
+			return fmt.Sprintf("%d is out of range (%d to %d)", v, min, max)
+		}
+		*field(c) = v
+		return ""
+	}
+}
+
+func setQueue(field func(*Config) *uint16) keySetter {
+	return func(c *Config, n *yaml.Node) string {
+		var v int
+		if msg := setInt(func(*Config) *int { return &v }, 0, 65535)(c, n); msg != "" {
+			return msg
+		}
+		*field(c) = uint16(v)
+		return ""
+	}
+}
+
+func setKnockPorts(c *Config, n *yaml.Node) string {
+	s, msg := scalar(n)
+	if msg != "" {
+		return msg
+	}
+	lo, hi, ok := strings.Cut(s, ":")
+	if !ok {
+		hi = lo
+	}
+	first, err1 := strconv.ParseUint(strings.TrimSpace(lo), 10, 16)
+	last, err2 := strconv.ParseUint(strings.TrimSpace(hi), 10, 16)
+	if err1 != nil || err2 != nil || first == 0 || first > last {
+		return fmt.Sprintf("%q is not a port range (write FIRST:LAST, e.g. 10000:60000)", s)
+	}
+	c.Rules.KnockFirst, c.Rules.KnockLast = uint16(first), uint16(last)
+	return ""
+}
+
+func setPortList(field func(*Config) *[]rules.PortSpec) keySetter {
+	return func(c *Config, n *yaml.Node) string {
+		if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+			*field(c) = nil
+			return ""
+		}
+		if n.Kind != yaml.SequenceNode {
+			return "must be a list such as [tcp/2000, udp/8000]"
+		}
+		var specs []rules.PortSpec
+		for _, item := range n.Content {
+			s, msg := scalar(item)
+			if msg != "" {
+				return msg
+			}
+			p, err := rules.ParsePortSpec(s)
+			if err != nil {
+				return err.Error()
+			}
+			specs = append(specs, p)
+		}
+		*field(c) = specs
+		return ""
+	}
+}
+
+func setPolicy(c *Config, n *yaml.Node) string {
+	s, msg := scalar(n)
+	if msg != "" {
+		return msg
+	}
+	p, err := gate.ParsePolicy(s)
+	if err != nil {
+		return err.Error()
+	}
+	c.Policy = p
+	return ""
+}
+
+func setMark(c *Config, n *yaml.Node) string {
+	s, msg := scalar(n)
+	if msg != "" {
+		return msg
+	}
+	v, err := strconv.ParseUint(s, 0, 32)
+	if err != nil || v == 0 {
+		return fmt.Sprintf("%q is not a nonzero 32-bit mark (e.g. 0x1)", s)
+	}
+	c.Rules.Mark = uint32(v)
+	return ""
+}
+
+func setLogLevel(c *Config, n *yaml.Node) string {
+	s, msg := scalar(n)
+	if msg != "" {
+		return msg
+	}
+	switch s {
+	case "debug", "info", "warn", "error":
+		c.LogLevel = s
+		return ""
+	}
+	return fmt.Sprintf("%q is not a level (debug, info, warn or error)", s)
+}
+
+// rulesError turns a rules validation error into one naming the key.
+func rulesError(path string, err error) error {
+	var ce *rules.ConfigError
+	if !errors.As(err, &ce) {
+		return &ConfigError{Path: path, Msg: err.Error()}
+	}
+	return &ConfigError{Path: path, Key: rulesKey(ce.Field), Msg: ce.Value + ": " + ce.Reason}
+}
+
+// rulesKey names the config key behind a rules.Config field.
+func rulesKey(field string) string {
+	switch field {
+	case "Chain":
+		return "gate.chain"
+	case "Mark":
+		return "gate.reject_mark"
+	case "GateQueue":
+		return "gate.queue"
+	case "KnockQueue":
+		return "knock.queue"
+	case "KnockFirst", "KnockLast":
+		return "knock.ports"
+	case "MinLength":
+		return "knock.min_length"
+	case "AlwaysAllow":
+		return "gate.always_allow"
+	case "Protect":
+		return "gate.protect"
+	case "KnockRateLimit":
+		return "knock.rate_limit"
+	}
+	return field
+}

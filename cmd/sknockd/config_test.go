@@ -1,0 +1,119 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"sknock/gate"
+)
+
+func TestShippedConfigParses(t *testing.T) {
+	c, err := LoadConfig("../../config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Policy != gate.PolicyDrop || c.OpenDuration != 15*time.Second || c.KnockTolerance != 7*time.Second {
+		t.Errorf("shipped defaults changed: %+v", c)
+	}
+	if c.Rules.GateQueue != 101 || c.Rules.KnockQueue != 100 || c.Rules.KnockFirst != 10000 || c.Rules.KnockLast != 60000 {
+		t.Errorf("queues/ports: %+v", c.Rules)
+	}
+	if got := protectList(&c); got != "tcp/2000,tcp/3000,udp/8000" {
+		t.Errorf("protect = %s", got)
+	}
+}
+
+func TestConfigErrorsNameTheKey(t *testing.T) {
+	tests := []struct {
+		name string
+		give string
+		want string
+	}{
+		{"unknown section", "servre:\n  pkcs12: x\n", "servre: unknown section"},
+		{"unknown key", "knock:\n  portz: 1\n", "knock.portz: unknown key"},
+		{"bad duration", "gate:\n  open_duration: fifteen\n", "gate.open_duration: \"fifteen\" is not a duration"},
+		{"zero duration", "gate:\n  open_duration: 0s\n", "gate.open_duration: 0s is out of range"},
+		{"bad port spec", "gate:\n  protect: [tcp/70000]\n", "gate.protect"},
+		{"protected and allowed", "gate:\n  protect: [tcp/22]\n  always_allow: [tcp/22]\n", "gate.protect: tcp/22: overlaps always-allowed tcp/22"},
+		{"bad policy", "gate:\n  policy: maybe\n", "gate.policy: unknown policy \"maybe\""},
+		{"same queues", "gate:\n  queue: 100\n", "gate.queue"},
+		{"bad knock ports", "knock:\n  ports: \"60000:10000\"\n", "knock.ports"},
+		{"bad min length", "knock:\n  min_length: -1\n", "knock.min_length"},
+		{"bad mark", "gate:\n  reject_mark: 0\n", "gate.reject_mark"},
+		{"bad level", "log:\n  level: loud\n", "log.level"},
+		{"not a list", "gate:\n  protect: tcp/22\n", "gate.protect: must be a list"},
+		{"both passwords", "server:\n  password_file: a\n  password_env: B\n", "server.password_env"},
+		{"bad url", "crl:\n  file: /x\n  url: ftp://x\n", "crl.url"},
+		{"url without file", "crl:\n  url: https://x/ca.crl\n", "crl.file: required"},
+		{"not yaml", "gate: [\n", "not valid YAML"},
+		{"duplicate key", "gate:\n  queue: 1\n  queue: 2\n", "gate.queue"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseConfig("test.yaml", []byte(tt.give))
+			if err == nil {
+				t.Fatalf("accepted:\n%s", tt.give)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q does not contain %q", err, tt.want)
+			}
+			if strings.Count(err.Error(), "\n") > 0 {
+				t.Errorf("error is not one line: %q", err)
+			}
+		})
+	}
+}
+
+func TestEmptyConfigIsDefaults(t *testing.T) {
+	c, err := ParseConfig("empty.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ServerPKCS12 != "/etc/sknock/server.pfx" || c.Rules.Chain != "SKNOCK" {
+		t.Errorf("defaults: %+v", c)
+	}
+}
+
+func TestCheckRefusesBadFiles(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	abs, _ := filepath.Abs(filepath.Join("..", "..", "..", "shared", "vectors"))
+	pass := write("pass", "portknocking\n")
+	wrong := write("wrong", "nope\n")
+	tests := []struct {
+		name string
+		give string
+		code int
+		want string
+	}{
+		{"good", "server:\n  pkcs12: " + abs + "/server.pfx\n  password_file: " + pass + "\ncrl:\n  file: " + abs + "/ca.crl\n", 0, "is valid"},
+		{"wrong password", "server:\n  pkcs12: " + abs + "/server.pfx\n  password_file: " + wrong + "\n", 2, "password"},
+		{"missing bundle", "server:\n  pkcs12: " + dir + "/nope.pfx\n  password_file: " + pass + "\n", 2, "nope.pfx"},
+		{"missing password file", "server:\n  pkcs12: " + abs + "/server.pfx\n  password_file: " + dir + "/nope\n", 2, "server.password_file"},
+		{"unset env", "server:\n  pkcs12: " + abs + "/server.pfx\n  password_file: \"\"\n  password_env: SKNOCK_TEST_UNSET_VAR\n", 2, "SKNOCK_TEST_UNSET_VAR"},
+		{"bad crl", "server:\n  pkcs12: " + abs + "/server.pfx\n  password_file: " + pass + "\ncrl:\n  file: " + pass + "\n", 2, "crl.file"},
+		{"unknown key", "server:\n  pkcs12: " + abs + "/server.pfx\n  colour: blue\n", 2, "server.colour"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := write(strings.ReplaceAll(tt.name, " ", "_")+".yaml", tt.give)
+			var out, errOut strings.Builder
+			code := run([]string{"--config", cfg, "--check"}, &out, &errOut)
+			if code != tt.code {
+				t.Fatalf("exit %d, want %d; stderr: %s", code, tt.code, errOut.String())
+			}
+			if got := out.String() + errOut.String(); !strings.Contains(got, tt.want) {
+				t.Errorf("output %q does not contain %q", got, tt.want)
+			}
+		})
+	}
+}

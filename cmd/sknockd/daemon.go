@@ -1,0 +1,328 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"sknock/gate"
+	"sknock/queue"
+	"sknock/rules"
+)
+
+// daemon is one running gatekeeper: the engine, its two readers and the
+// state the maintenance loop keeps.
+type daemon struct {
+	cfg    *Config
+	log    *zap.Logger
+	engine *gate.Engine
+	gateQ  *queue.GateReader
+	knockQ *queue.KnockReader
+
+	crlStamp fileStamp // the CRL file the trust state was built from
+}
+
+func newLogger(level string, w io.Writer) *zap.Logger {
+	var lvl zapcore.Level
+	_ = lvl.UnmarshalText([]byte(level))
+	enc := zap.NewProductionEncoderConfig()
+	enc.TimeKey = "ts"
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	core := zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.Lock(zapcore.AddSync(w)), lvl)
+	return zap.New(core)
+}
+
+// serve runs the gatekeeper until ctx is done. It returns the exit status.
+func serve(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io.Writer) int {
+	log := newLogger(cfg.LogLevel, stderr)
+	defer log.Sync()
+
+	trust, info, warnings, err := loadTrust(ctx, cfg, httpFetch)
+	if err != nil {
+		fmt.Fprintf(stderr, "sknockd: %s: %v\n", cfg.Path, err)
+		return 2
+	}
+	for _, w := range warnings {
+		log.Warn("crl fetch failed", zap.Error(w))
+	}
+	lock, err := lockQueues(cfg.Rules.GateQueue, cfg.Rules.KnockQueue)
+	if err != nil {
+		fmt.Fprintf(stderr, "sknockd: %v\n", err)
+		return 1
+	}
+	defer lock.Close()
+
+	d := &daemon{cfg: cfg, log: log}
+	d.crlStamp = stampOf(cfg.CRLFile)
+	d.engine = gate.NewEngine(gate.Config{
+		Policy:       cfg.Policy,
+		OpenDuration: cfg.OpenDuration,
+		MaxGrants:    cfg.MaxGrants,
+		Log:          log,
+	}, trust)
+	logTrust(log, "trust loaded", info)
+
+	bound := make(chan error, 2)
+	open := func(sc queue.SocketConfig) (queue.Socket, error) {
+		s, err := queue.OpenNFQueue(sc)
+		bound <- err
+		return s, err
+	}
+	if d.gateQ, err = queue.NewGate(queue.GateConfig{
+		Queue:      cfg.Rules.GateQueue,
+		Decide:     d.decideGate,
+		RejectMark: cfg.Rules.Mark,
+		Open:       open,
+	}); err != nil {
+		fmt.Fprintf(stderr, "sknockd: %v\n", err)
+		return 1
+	}
+	if d.knockQ, err = queue.NewKnock(queue.KnockConfig{
+		Queue:   cfg.Rules.KnockQueue,
+		Handle:  d.handleKnock,
+		Workers: cfg.KnockWorkers,
+		Depth:   cfg.KnockBacklog,
+		Open:    open,
+	}); err != nil {
+		fmt.Fprintf(stderr, "sknockd: %v\n", err)
+		return 1
+	}
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	readerDone := make(chan error, 2)
+	go func() { readerDone <- d.gateQ.Run(runCtx) }()
+	go func() { readerDone <- d.knockQ.Run(runCtx) }()
+	stopReaders := func() {
+		cancel()
+		for range 2 {
+			select {
+			case <-readerDone:
+			case <-time.After(3 * time.Second):
+				log.Warn("queue reader slow to stop")
+				return
+			}
+		}
+	}
+	for range 2 {
+		if err := <-bound; err != nil {
+			stopReaders()
+			fmt.Fprintf(stderr, "sknockd: %v\n", err)
+			return 1
+		}
+	}
+
+	if err := rules.ApplyAll(cfg.Rules); err != nil {
+		stopReaders()
+		fmt.Fprintf(stderr, "sknockd: apply rules: %v\n", err)
+		return 1
+	}
+	log.Info("sknockd started",
+		zap.String("version", version),
+		zap.String("chain", cfg.Rules.Chain),
+		zap.Uint16("gate_queue", cfg.Rules.GateQueue),
+		zap.Uint16("knock_queue", cfg.Rules.KnockQueue),
+		zap.String("protect", protectList(cfg)),
+		zap.Stringer("policy", cfg.Policy),
+		zap.Duration("open_duration", cfg.OpenDuration),
+	)
+
+	status := d.loop(ctx, hup, readerDone)
+	if status == 0 {
+		// A clean stop removes everything; a broken reader leaves the
+		// rules in place, so protected ports stay closed (fail closed).
+		if err := rules.RemoveAll(cfg.Rules); err != nil {
+			log.Error("remove rules", zap.Error(err))
+			status = 1
+		}
+	}
+	stopReaders()
+	d.logStats()
+	log.Info("sknockd stopped", zap.Int("status", status))
+	return status
+}
+
+// loop is the maintenance loop: signals, grant sweeps, CRL refresh and
+// periodic counters. It returns the exit status.
+func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal, readerDone <-chan error) int {
+	sweep := time.NewTicker(time.Second)
+	defer sweep.Stop()
+	crl := time.NewTicker(d.cfg.CRLRefresh)
+	defer crl.Stop()
+	stats := time.NewTicker(time.Minute)
+	defer stats.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			d.log.Info("stopping", zap.String("signal", "SIGTERM/SIGINT"))
+			return 0
+		case err := <-readerDone:
+			d.log.Error("queue reader failed; exiting with the rules left in place (protected ports stay closed)", zap.Error(err))
+			return 1
+		case <-hup:
+			d.reload(ctx, true)
+		case <-crl.C:
+			d.reload(ctx, false)
+		case <-sweep.C:
+			d.engine.Sweep()
+		case <-stats.C:
+			d.logStats()
+		}
+	}
+}
+
+// reload rebuilds the trust state: on SIGHUP from a fresh read of the
+// config file, on the refresh tick only when the CRL (fetched or on disk)
+// changed. A failure keeps the current trust state; live grants are kept
+// either way.
+func (d *daemon) reload(ctx context.Context, hup bool) {
+	cfg := d.cfg
+	if hup {
+		fresh, err := LoadConfig(d.cfg.Path)
+		if err != nil {
+			d.log.Error("reload: config refused, keeping the current one", zap.Error(err))
+			return
+		}
+		if differsInRules(d.cfg, &fresh) {
+			d.log.Warn("reload: rule set, queues, policy or durations changed; they take effect on restart")
+		}
+		cfg = &fresh
+	}
+	var fetch Fetcher
+	if cfg.CRLURL != "" {
+		fetch = httpFetch
+	}
+	if !hup && fetch == nil && stampOf(cfg.CRLFile) == d.crlStamp {
+		return
+	}
+	trust, info, warnings, err := loadTrust(ctx, cfg, fetch)
+	for _, w := range warnings {
+		d.log.Warn("crl fetch failed, keeping the last good CRL", zap.Error(w))
+	}
+	if err != nil {
+		d.log.Error("reload failed, keeping the current trust state", zap.Error(err))
+		return
+	}
+	newStamp := stampOf(cfg.CRLFile)
+	if !hup && newStamp == d.crlStamp {
+		return
+	}
+	d.crlStamp = newStamp
+	if hup {
+		d.cfg.ServerPKCS12, d.cfg.ServerPasswordFile, d.cfg.ServerPasswordEnv, d.cfg.ServerCA = cfg.ServerPKCS12, cfg.ServerPasswordFile, cfg.ServerPasswordEnv, cfg.ServerCA
+		d.cfg.CRLFile, d.cfg.CRLURL, d.cfg.KnockTolerance = cfg.CRLFile, cfg.CRLURL, cfg.KnockTolerance
+	}
+	d.engine.SetTrust(trust)
+	msg := "trust reloaded (CRL refresh)"
+	if hup {
+		msg = "trust reloaded (SIGHUP)"
+	}
+	logTrust(d.log, msg, info)
+}
+
+// differsInRules reports whether b changes what only a restart applies.
+func differsInRules(a, b *Config) bool {
+	return fmt.Sprint(a.Rules) != fmt.Sprint(b.Rules) || a.Policy != b.Policy ||
+		a.OpenDuration != b.OpenDuration || a.MaxGrants != b.MaxGrants ||
+		a.KnockWorkers != b.KnockWorkers || a.KnockBacklog != b.KnockBacklog
+}
+
+func logTrust(log *zap.Logger, msg string, info TrustInfo) {
+	fields := []zap.Field{
+		zap.String("server", info.Server),
+		zap.Strings("cas", info.CAs),
+		zap.Int("crl_revoked", info.CRLSerials),
+	}
+	if !info.CRLNext.IsZero() {
+		fields = append(fields, zap.Time("crl_next_update", info.CRLNext))
+	}
+	log.Info(msg, fields...)
+	if info.CRLStale {
+		log.Warn("CRL is past its next update; its revocations still apply, publish a new one", zap.Time("crl_next_update", info.CRLNext))
+	}
+}
+
+// decideGate is the gate queue's verdict function. It does not allocate.
+func (d *daemon) decideGate(h *queue.Header) queue.Verdict {
+	switch d.engine.Verdict(h.Src, h.Proto, h.DstPort) {
+	case gate.Accept:
+		return queue.Accept
+	case gate.Reject:
+		return queue.Reject
+	}
+	return queue.Drop
+}
+
+// handleKnock runs on a knock worker.
+func (d *daemon) handleKnock(src netip.Addr, payload []byte) {
+	d.engine.Knock(src, payload)
+}
+
+func (d *daemon) logStats() {
+	s := d.engine.Snapshot()
+	g, k := d.gateQ.Stats(), d.knockQ.Stats()
+	d.log.Info("counters",
+		zap.Any("knocks", s.Knocks),
+		zap.Any("gate", s.Gate),
+		zap.Uint64("would_deny", s.WouldDeny),
+		zap.Int("grants", s.Grants),
+		zap.Int("replay_cache", s.Replay),
+		zap.Uint64("gate_packets", g.Packets.Load()),
+		zap.Uint64("gate_unknown", g.Unknown.Load()),
+		zap.Uint64("gate_receive_errors", g.ReceiveErrors.Load()),
+		zap.Uint64("knock_packets", k.Received.Load()),
+		zap.Uint64("knock_shed", k.Shed.Load()),
+		zap.Uint64("knock_truncated", k.Truncated.Load()),
+		zap.Uint64("knock_receive_errors", k.ReceiveErrors.Load()),
+	)
+}
+
+// fileStamp identifies a version of a file cheaply.
+type fileStamp struct {
+	mod  time.Time
+	size int64
+}
+
+func stampOf(path string) fileStamp {
+	if path == "" {
+		return fileStamp{}
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{}
+	}
+	return fileStamp{fi.ModTime(), fi.Size()}
+}
+
+// lockQueues makes sure only one sknockd serves these queues in this
+// network namespace: it binds abstract Unix sockets named after them,
+// which the kernel scopes to the namespace and frees when the process
+// dies, even by kill -9.
+func lockQueues(gateQ, knockQ uint16) (io.Closer, error) {
+	var held multiCloser
+	for _, q := range []uint16{gateQ, knockQ} {
+		l, err := net.Listen("unix", fmt.Sprintf("@sknockd/nfqueue/%d", q))
+		if err != nil {
+			held.Close()
+			return nil, fmt.Errorf("another sknockd is already serving NFQUEUE %d in this network namespace (stop it first): %v", q, err)
+		}
+		held = append(held, l)
+	}
+	return held, nil
+}
+
+type multiCloser []io.Closer
+
+func (m multiCloser) Close() error {
+	for _, c := range m {
+		c.Close()
+	}
+	return nil
+}

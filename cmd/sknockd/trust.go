@@ -1,0 +1,168 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"sknock/gate"
+	"sknock/pki"
+)
+
+// maxCRLSize bounds a fetched CRL (a million revoked serials is ~40 MB).
+const maxCRLSize = 256 << 20
+
+// Fetcher gets the bytes at url; the daemon's is HTTP(S), tests pass a
+// fake.
+type Fetcher func(ctx context.Context, url string) ([]byte, error)
+
+// httpFetch is the real Fetcher: one GET with a timeout and a size bound.
+func httpFetch(ctx context.Context, url string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("HTTP %s", resp.Status)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxCRLSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxCRLSize {
+		return nil, fmt.Errorf("larger than %d bytes", maxCRLSize)
+	}
+	return data, nil
+}
+
+// TrustInfo describes a loaded trust state, for logging.
+type TrustInfo struct {
+	Server     string
+	CAs        []string
+	CRLSerials int
+	CRLNext    time.Time
+	CRLStale   bool
+}
+
+// readPassword returns the server bundle's password from the file or the
+// environment variable the config names.
+func readPassword(c *Config) (string, error) {
+	switch {
+	case c.ServerPasswordEnv != "":
+		pw, ok := os.LookupEnv(c.ServerPasswordEnv)
+		if !ok {
+			return "", fmt.Errorf("server.password_env: environment variable %s is not set", c.ServerPasswordEnv)
+		}
+		return pw, nil
+	case c.ServerPasswordFile != "":
+		data, err := os.ReadFile(c.ServerPasswordFile)
+		if err != nil {
+			return "", fmt.Errorf("server.password_file: %w", err)
+		}
+		return strings.TrimRight(string(data), "\r\n"), nil
+	}
+	return "", nil
+}
+
+// loadTrust reads every file the trust state needs: the server bundle, the
+// CAs and the CRL. With crl.url set and fetch non-nil, it fetches the CRL
+// first (keeping the file's copy when the fetch fails). Nothing is
+// half-loaded: it returns a whole Trust or an error naming the key or file.
+func loadTrust(ctx context.Context, c *Config, fetch Fetcher) (*gate.Trust, TrustInfo, []error, error) {
+	var info TrustInfo
+	pw, err := readPassword(c)
+	if err != nil {
+		return nil, info, nil, err
+	}
+	bundle, err := pki.LoadBundle(c.ServerPKCS12, pw)
+	if err != nil {
+		return nil, info, nil, fmt.Errorf("server.pkcs12: %w", err)
+	}
+	key, err := bundle.ECDHKey()
+	if err != nil {
+		return nil, info, nil, fmt.Errorf("server.pkcs12: %s: %w", c.ServerPKCS12, err)
+	}
+	cas := bundle.CAs
+	if c.ServerCA != "" {
+		if cas, err = pki.LoadCertificates(c.ServerCA); err != nil {
+			return nil, info, nil, fmt.Errorf("server.ca: %w", err)
+		}
+	}
+	if len(cas) == 0 {
+		return nil, info, nil, fmt.Errorf("server.pkcs12: %s holds no CA certificate; name one in server.ca", c.ServerPKCS12)
+	}
+	var warnings []error
+	var crl *pki.CRL
+	if c.CRLURL != "" && fetch != nil {
+		if err := fetchCRL(ctx, fetch, c.CRLURL, cas, c.CRLFile); err != nil {
+			warnings = append(warnings, fmt.Errorf("crl.url: %w (keeping %s)", err, c.CRLFile))
+		}
+	}
+	if c.CRLFile != "" {
+		if crl, err = pki.LoadCRL(c.CRLFile, cas); err != nil {
+			return nil, info, warnings, fmt.Errorf("crl.file: %w", err)
+		}
+		info.CRLSerials, info.CRLNext = crl.Len(), crl.NextUpdate
+		info.CRLStale = crl.Stale(time.Now())
+	}
+	info.Server = bundle.Cert.Subject.String()
+	for _, ca := range cas {
+		info.CAs = append(info.CAs, ca.Subject.String())
+	}
+	return &gate.Trust{ServerKey: key, Verifier: pki.NewVerifier(cas, crl), Tolerance: c.KnockTolerance}, info, warnings, nil
+}
+
+// fetchCRL downloads the CRL, checks it against the CAs, and only then
+// replaces dest atomically, so a bad download never overwrites a good CRL.
+func fetchCRL(ctx context.Context, fetch Fetcher, url string, cas []*x509.Certificate, dest string) error {
+	data, err := fetch(ctx, url)
+	if err != nil {
+		return fmt.Errorf("fetch %s: %w", url, err)
+	}
+	if _, err := pki.ParseCRL(data, cas); err != nil {
+		return fmt.Errorf("fetched from %s: %w", url, err)
+	}
+	return writeAtomic(dest, data)
+}
+
+// writeAtomic writes data to a temporary file beside path and renames it
+// over path.
+func writeAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
