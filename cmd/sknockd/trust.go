@@ -72,7 +72,8 @@ func readPassword(c *Config) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("server.password_file: %w", err)
 		}
-		return strings.TrimRight(string(data), "\r\n"), nil
+		line, _, _ := strings.Cut(string(data), "\n")
+		return strings.TrimSuffix(line, "\r"), nil
 	}
 	return "", nil
 }
