@@ -51,8 +51,12 @@ grep -rl --include='*_test.go' '^func Fuzz' . | while read -r file; do
   dir=$(dirname "$file")
   for target in $(grep -o '^func Fuzz[A-Za-z0-9_]*' "$file" | sed 's/^func //'); do
     echo "--> $dir $target"
-    go test -run='^$' -fuzz="^${target}\$" -fuzztime="$FUZZTIME" "$dir" 2>&1 | tail -n 3
-    [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "fuzz target $target in $dir failed; the crashing input is in $dir/testdata/fuzz/$target"; exit 1; }
+    if ! out=$(go test -run='^$' -fuzz="^${target}\$" -fuzztime="$FUZZTIME" "$dir" 2>&1); then
+      printf '%s\n' "$out" | tail -n 30
+      echo "fuzz target $target in $dir failed; the crashing input is kept in $dir/testdata/fuzz/$target"
+      exit 1
+    fi
+    printf '%s\n' "$out" | tail -n 1
   done
 done
 echo "==> all tests passed"
