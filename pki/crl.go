@@ -1,0 +1,252 @@
+package pki
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"time"
+
+	"golang.org/x/crypto/cryptobyte"
+	"golang.org/x/crypto/cryptobyte/asn1"
+)
+
+// ErrCRLIssuer is returned (wrapped) when a CRL is not signed by any of the
+// trusted CAs.
+var ErrCRLIssuer = errors.New("CRL not signed by a trusted CA")
+
+// CRL is a parsed certificate revocation list whose signature was checked
+// against one of the trusted CAs. It is immutable.
+type CRL struct {
+	// ThisUpdate is when the CRL was issued.
+	ThisUpdate time.Time
+	// NextUpdate is when the next CRL is due; zero if the CRL has none.
+	NextUpdate time.Time
+	// Number is the CRL number extension, nil if absent.
+	Number *big.Int
+	// Issuer is the CA that signed the CRL.
+	Issuer *x509.Certificate
+
+	// revoked holds serial.Bytes() of every revoked certificate.
+	revoked map[string]struct{}
+}
+
+// LoadCRL reads a DER or PEM ("X509 CRL") CRL from path and checks that one
+// of cas signed it. Errors name the file.
+func LoadCRL(path string, cas []*x509.Certificate) (*CRL, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("load CRL %s: %w", path, err)
+	}
+	crl, err := ParseCRL(data, cas)
+	if err != nil {
+		return nil, fmt.Errorf("load CRL %s: %w", path, err)
+	}
+	return crl, nil
+}
+
+// ParseCRL parses a DER or PEM ("X509 CRL") CRL and checks that one of cas
+// signed it: a CA whose subject is the CRL's issuer (and whose subject key
+// identifier matches the CRL's authority key identifier, when both exist)
+// and whose signature on the CRL verifies.
+func ParseCRL(data []byte, cas []*x509.Certificate) (*CRL, error) {
+	der := data
+	if isPEM(data) {
+		der = nil
+		for rest := data; der == nil; {
+			var block *pem.Block
+			block, rest = pem.Decode(rest)
+			if block == nil {
+				return nil, errors.New("parse CRL: no PEM X509 CRL block found")
+			}
+			if block.Type == "X509 CRL" {
+				der = block.Bytes
+			}
+		}
+	}
+	// x509.ParseRevocationList builds a big.Int, a time and a struct per
+	// entry (about 1 kB allocated per entry); for a CRL of a million
+	// serials that is a gigabyte. So x509 parses the CRL without its
+	// entries, the signature is checked over the original TBS, and the
+	// entries are scanned here for their serials only.
+	skeleton, entries, err := splitCRL(der)
+	if err != nil {
+		return nil, fmt.Errorf("parse CRL: %w", err)
+	}
+	rl, err := x509.ParseRevocationList(skeleton.der)
+	if err != nil {
+		return nil, fmt.Errorf("parse CRL: %w", err)
+	}
+	rl.RawTBSRevocationList = skeleton.tbs
+	issuer, err := crlIssuer(rl, cas)
+	if err != nil {
+		return nil, err
+	}
+	revoked, err := revokedSerials(entries)
+	if err != nil {
+		return nil, fmt.Errorf("parse CRL: %w", err)
+	}
+	return &CRL{
+		ThisUpdate: rl.ThisUpdate,
+		NextUpdate: rl.NextUpdate,
+		Number:     rl.Number,
+		Issuer:     issuer,
+		revoked:    revoked,
+	}, nil
+}
+
+// crlSkeleton is a CRL re-encoded without its revokedCertificates, and the
+// original TBS that the signature covers.
+type crlSkeleton struct {
+	der []byte
+	tbs []byte
+}
+
+// splitCRL separates the revokedCertificates of a DER CertificateList
+// (RFC 5280 section 5.1) from the rest.
+func splitCRL(der []byte) (crlSkeleton, cryptobyte.String, error) {
+	var sk crlSkeleton
+	input := cryptobyte.String(der)
+	var certList, tbsElement cryptobyte.String
+	if !input.ReadASN1(&certList, asn1.SEQUENCE) || !input.Empty() ||
+		!certList.ReadASN1Element(&tbsElement, asn1.SEQUENCE) {
+		return sk, nil, errors.New("malformed CertificateList")
+	}
+	sk.tbs = tbsElement
+	var tbs cryptobyte.String
+	tbsElement.ReadASN1(&tbs, asn1.SEQUENCE)
+	var version, sigAlg, issuer, thisUpdate, nextUpdate, revoked cryptobyte.String
+	if tbs.PeekASN1Tag(asn1.INTEGER) && !tbs.ReadASN1Element(&version, asn1.INTEGER) {
+		return sk, nil, errors.New("malformed version")
+	}
+	var timeTag asn1.Tag
+	if !tbs.ReadASN1Element(&sigAlg, asn1.SEQUENCE) ||
+		!tbs.ReadASN1Element(&issuer, asn1.SEQUENCE) ||
+		!tbs.ReadAnyASN1Element(&thisUpdate, &timeTag) {
+		return sk, nil, errors.New("malformed tbsCertList")
+	}
+	if tbs.PeekASN1Tag(asn1.UTCTime) || tbs.PeekASN1Tag(asn1.GeneralizedTime) {
+		tbs.ReadAnyASN1Element(&nextUpdate, &timeTag)
+	}
+	if tbs.PeekASN1Tag(asn1.SEQUENCE) && !tbs.ReadASN1(&revoked, asn1.SEQUENCE) {
+		return sk, nil, errors.New("malformed revokedCertificates")
+	}
+	// Stricter than x509, which ignores bytes after the extensions: here
+	// they would end up where the skeleton's parser expects the entries.
+	var extensions cryptobyte.String
+	extensionsTag := asn1.Tag(0).ContextSpecific().Constructed()
+	if tbs.PeekASN1Tag(extensionsTag) && !tbs.ReadASN1Element(&extensions, extensionsTag) || !tbs.Empty() {
+		return sk, nil, errors.New("malformed crlExtensions or trailing data in tbsCertList")
+	}
+	var b cryptobyte.Builder
+	b.AddASN1(asn1.SEQUENCE, func(list *cryptobyte.Builder) {
+		list.AddASN1(asn1.SEQUENCE, func(t *cryptobyte.Builder) {
+			for _, part := range [][]byte{version, sigAlg, issuer, thisUpdate, nextUpdate, extensions} {
+				t.AddBytes(part)
+			}
+		})
+		list.AddBytes(certList) // signatureAlgorithm, signatureValue
+	})
+	var err error
+	if sk.der, err = b.Bytes(); err != nil {
+		return sk, nil, err
+	}
+	return sk, revoked, nil
+}
+
+// revokedSerials reads the serials of the revokedCertificates' content into
+// a set keyed by serial.Bytes(). Entry extensions are not interpreted: a
+// listed serial is revoked whatever its reason code.
+func revokedSerials(entries cryptobyte.String) (map[string]struct{}, error) {
+	count := 0
+	for scan := entries; !scan.Empty(); count++ {
+		if !scan.SkipASN1(asn1.SEQUENCE) {
+			return nil, fmt.Errorf("malformed revoked certificate %d", count+1)
+		}
+	}
+	revoked := make(map[string]struct{}, count)
+	for i := 1; !entries.Empty(); i++ {
+		var entry, serial, revocationDate cryptobyte.String
+		var timeTag asn1.Tag
+		entries.ReadASN1(&entry, asn1.SEQUENCE)
+		if !entry.ReadASN1(&serial, asn1.INTEGER) || len(serial) == 0 ||
+			!entry.ReadAnyASN1(&revocationDate, &timeTag) ||
+			(timeTag != asn1.UTCTime && timeTag != asn1.GeneralizedTime) ||
+			!entry.SkipOptionalASN1(asn1.SEQUENCE) || !entry.Empty() {
+			return nil, fmt.Errorf("malformed revoked certificate %d", i)
+		}
+		revoked[serialKey(serial)] = struct{}{}
+	}
+	return revoked, nil
+}
+
+// serialKey turns a DER INTEGER's content into the key Revoked looks up:
+// big.Int.Bytes() of the serial, i.e. the magnitude without leading zeros.
+func serialKey(der []byte) string {
+	if der[0]&0x80 != 0 { // negative: not allowed, but compute as x509 would
+		var n big.Int
+		n.SetBytes(der)
+		n.Sub(&n, new(big.Int).Lsh(big.NewInt(1), uint(8*len(der))))
+		return string(n.Bytes())
+	}
+	for len(der) > 0 && der[0] == 0 {
+		der = der[1:]
+	}
+	return string(der)
+}
+
+// crlIssuer finds the CA among cas that signed rl.
+func crlIssuer(rl *x509.RevocationList, cas []*x509.Certificate) (*x509.Certificate, error) {
+	var lastErr error
+	for _, ca := range cas {
+		if !bytes.Equal(ca.RawSubject, rl.RawIssuer) {
+			continue
+		}
+		if len(rl.AuthorityKeyId) > 0 && len(ca.SubjectKeyId) > 0 && !bytes.Equal(rl.AuthorityKeyId, ca.SubjectKeyId) {
+			continue
+		}
+		if err := rl.CheckSignatureFrom(ca); err != nil {
+			lastErr = err
+			continue
+		}
+		return ca, nil
+	}
+	if lastErr != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCRLIssuer, lastErr)
+	}
+	return nil, fmt.Errorf("%w: no CA named %q", ErrCRLIssuer, rl.Issuer)
+}
+
+// Revoked reports whether the certificate with this serial is on the CRL.
+// A nil CRL revokes nothing.
+func (c *CRL) Revoked(serial *big.Int) bool {
+	if c == nil || serial == nil {
+		return false
+	}
+	n := (serial.BitLen() + 7) / 8
+	if n > 32 {
+		_, ok := c.revoked[string(serial.Bytes())]
+		return ok
+	}
+	var buf [32]byte // no allocation for any real serial (at most 20 bytes)
+	b := serial.FillBytes(buf[:])
+	_, ok := c.revoked[string(b[len(b)-n:])]
+	return ok
+}
+
+// Len returns the number of revoked serials.
+func (c *CRL) Len() int {
+	if c == nil {
+		return 0
+	}
+	return len(c.revoked)
+}
+
+// Stale reports whether now is past the CRL's NextUpdate. A stale CRL is
+// still applied; the caller should log a warning and fetch a new one.
+func (c *CRL) Stale(now time.Time) bool {
+	return c != nil && !c.NextUpdate.IsZero() && now.After(c.NextUpdate)
+}

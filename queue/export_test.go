@@ -1,0 +1,29 @@
+package queue
+
+// HandleGatePacket runs g's per-packet path for p with s as the socket.
+func HandleGatePacket(g *GateReader, s Socket, p Packet) {
+	g.sock = s
+	g.handle(p)
+}
+
+// HandleKnockPacket runs k's receive-side per-packet path for p with s as
+// the socket.
+func HandleKnockPacket(k *KnockReader, s Socket, p Packet) {
+	k.sock = s
+	k.handle(p)
+}
+
+// ProcessOneKnock runs one queued knock through Handle on the calling
+// goroutine, as a worker would; it reports false when none was queued.
+func ProcessOneKnock(k *KnockReader) bool {
+	select {
+	case job := <-k.work:
+		k.process(job)
+		return true
+	default:
+		return false
+	}
+}
+
+// FreeBuffers returns how many pool buffers are free.
+func FreeBuffers(k *KnockReader) int { return len(k.free) }

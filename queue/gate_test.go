@@ -1,0 +1,227 @@
+package queue_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"sknock/queue"
+	"sknock/queue/queuetest"
+)
+
+// decideByPort accepts port 2000, drops 2001 and rejects 2002, and counts
+// its calls.
+type decideByPort struct{ calls atomic.Int64 }
+
+func (d *decideByPort) decide(h *queue.Header) queue.Verdict {
+	d.calls.Add(1)
+	switch h.DstPort {
+	case 2000:
+		return queue.Accept
+	case 2002:
+		return queue.Reject
+	}
+	return queue.Drop
+}
+
+// startGate runs a gate over a fake socket until the test ends.
+func startGate(t *testing.T, cfg queue.GateConfig) (*queue.GateReader, *queuetest.Socket) {
+	t.Helper()
+	fake := queuetest.New()
+	cfg.Open = fake.Open
+	g, err := queue.NewGate(cfg)
+	if err != nil {
+		t.Fatalf("NewGate: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return g, fake
+}
+
+func inject(t *testing.T, fake *queuetest.Socket, p queue.Packet) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := fake.InjectPacket(ctx, p); err != nil {
+		t.Fatalf("inject packet %d: %v", p.ID, err)
+	}
+}
+
+func TestGateVerdicts(t *testing.T) {
+	syn := func(dst uint16) []byte { return queuetest.TCPPacket(client4, 40000, server4, dst, queue.TCPSyn) }
+	tests := []struct {
+		name       string
+		rejectMark uint32
+		give       queue.Packet
+		want       queuetest.Verdict
+		wantDecide bool
+	}{
+		{name: "accept", give: queue.Packet{ID: 1, Data: syn(2000)}, want: queuetest.Verdict{ID: 1, Verdict: queue.NFAccept}, wantDecide: true},
+		{name: "accept keeps mark", give: queue.Packet{ID: 2, Mark: 0x100, Data: syn(2000)}, want: queuetest.Verdict{ID: 2, Verdict: queue.NFAccept}, wantDecide: true},
+		{name: "drop", give: queue.Packet{ID: 3, Data: syn(2001)}, want: queuetest.Verdict{ID: 3, Verdict: queue.NFDrop}, wantDecide: true},
+		{name: "reject repeats with mark", give: queue.Packet{ID: 4, Data: syn(2002)}, want: queuetest.Verdict{ID: 4, Verdict: queue.NFRepeat, Mark: queue.DefaultRejectMark, WithMark: true}, wantDecide: true},
+		{name: "reject keeps other mark bits", give: queue.Packet{ID: 5, Mark: 0x100, Data: syn(2002)}, want: queuetest.Verdict{ID: 5, Verdict: queue.NFRepeat, Mark: 0x101, WithMark: true}, wantDecide: true},
+		{name: "reject with configured mark", rejectMark: 0x40, give: queue.Packet{ID: 6, Data: syn(2002)}, want: queuetest.Verdict{ID: 6, Verdict: queue.NFRepeat, Mark: 0x40, WithMark: true}, wantDecide: true},
+		{name: "ipv6 reject", give: queue.Packet{ID: 7, Data: queuetest.TCPPacket(client6, 1, server6, 2002, queue.TCPSyn)}, want: queuetest.Verdict{ID: 7, Verdict: queue.NFRepeat, Mark: 1, WithMark: true}, wantDecide: true},
+		{name: "already marked is dropped", give: queue.Packet{ID: 8, Mark: 0x1, Data: syn(2002)}, want: queuetest.Verdict{ID: 8, Verdict: queue.NFDrop}, wantDecide: true},
+		{name: "unknown protocol dropped undecided", give: queue.Packet{ID: 9, Data: queuetest.IP(client4, server4, 1, make([]byte, 8))}, want: queuetest.Verdict{ID: 9, Verdict: queue.NFDrop}},
+		{name: "malformed dropped undecided", give: queue.Packet{ID: 10, Data: []byte{0x45, 0}}, want: queuetest.Verdict{ID: 10, Verdict: queue.NFDrop}},
+		{name: "empty dropped undecided", give: queue.Packet{ID: 11}, want: queuetest.Verdict{ID: 11, Verdict: queue.NFDrop}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var d decideByPort
+			_, fake := startGate(t, queue.GateConfig{Queue: 101, Decide: d.decide, RejectMark: tt.rejectMark})
+			inject(t, fake, tt.give)
+			if diff := cmp.Diff([]queuetest.Verdict{tt.want}, fake.Verdicts()); diff != "" {
+				t.Errorf("verdicts (-want +got):\n%s", diff)
+			}
+			if got := d.calls.Load() == 1; got != tt.wantDecide {
+				t.Errorf("Decide called: %v, want %v", got, tt.wantDecide)
+			}
+		})
+	}
+}
+
+// gateCounts is GateStats as plain numbers, for cmp.
+type gateCounts struct {
+	Packets, Accepted, Dropped, Rejected, Unknown, RejectLoops, ReceiveErrors, Overruns, VerdictErrors uint64
+}
+
+func countsOf(s *queue.GateStats) gateCounts {
+	return gateCounts{
+		Packets: s.Packets.Load(), Accepted: s.Accepted.Load(), Dropped: s.Dropped.Load(), Rejected: s.Rejected.Load(),
+		Unknown: s.Unknown.Load(), RejectLoops: s.RejectLoops.Load(), ReceiveErrors: s.ReceiveErrors.Load(),
+		Overruns: s.Overruns.Load(), VerdictErrors: s.VerdictErrors.Load(),
+	}
+}
+
+func TestGateStats(t *testing.T) {
+	var d decideByPort
+	stats := new(queue.GateStats)
+	g, fake := startGate(t, queue.GateConfig{Queue: 101, Decide: d.decide, Stats: stats})
+	if g.Stats() != stats {
+		t.Errorf("Stats() is not the configured *GateStats")
+	}
+	for i, dst := range []uint16{2000, 2000, 2001, 2002} {
+		inject(t, fake, queue.Packet{ID: uint32(i + 1), Data: queuetest.TCPPacket(client4, 1, server4, dst, queue.TCPSyn)})
+	}
+	inject(t, fake, queue.Packet{ID: 10, Mark: 1, Data: queuetest.TCPPacket(client4, 1, server4, 2002, queue.TCPSyn)})
+	inject(t, fake, queue.Packet{ID: 11, Data: []byte{0x60}})
+	ctx := context.Background()
+	if err := fake.InjectError(ctx, fmt.Errorf("recvmsg: %w", syscall.ENOBUFS)); err != nil {
+		t.Fatal(err)
+	}
+	if err := fake.InjectError(ctx, errors.New("something else")); err != nil {
+		t.Fatal(err)
+	}
+	fake.FailVerdicts(errors.New("netlink send failed"))
+	inject(t, fake, queue.Packet{ID: 12, Data: queuetest.TCPPacket(client4, 1, server4, 2000, queue.TCPSyn)})
+
+	want := gateCounts{Packets: 7, Accepted: 3, Dropped: 3, Rejected: 1, Unknown: 1, RejectLoops: 1, ReceiveErrors: 2, Overruns: 1, VerdictErrors: 1}
+	if diff := cmp.Diff(want, countsOf(stats)); diff != "" {
+		t.Errorf("stats (-want +got):\n%s", diff)
+	}
+}
+
+func TestGateConfigDefaults(t *testing.T) {
+	var d decideByPort
+	_, fake := startGate(t, queue.GateConfig{Queue: 101, Decide: d.decide, NetNS: 7})
+	inject(t, fake, queue.Packet{ID: 1}) // Open has happened once Serve runs
+	want := []queue.SocketConfig{{Queue: 101, CopyRange: queue.DefaultGateCopyRange, MaxQueueLen: queue.DefaultGateMaxQueueLen, ReadBuffer: queue.DefaultReadBuffer, NetNS: 7}}
+	if diff := cmp.Diff(want, fake.Configs()); diff != "" {
+		t.Errorf("socket configs (-want +got):\n%s", diff)
+	}
+}
+
+func TestGateRunTwice(t *testing.T) {
+	var d decideByPort
+	g, fake := startGate(t, queue.GateConfig{Queue: 101, Decide: d.decide})
+	inject(t, fake, queue.Packet{ID: 1}) // the first Run is serving
+	if err := g.Run(context.Background()); !errors.Is(err, queue.ErrRunning) {
+		t.Errorf("second Run = %v, want ErrRunning", err)
+	}
+}
+
+func TestGateOpenError(t *testing.T) {
+	boom := errors.New("no such queue")
+	g, err := queue.NewGate(queue.GateConfig{Decide: func(*queue.Header) queue.Verdict { return queue.Accept },
+		Open: func(queue.SocketConfig) (queue.Socket, error) { return nil, boom }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Run(context.Background()); !errors.Is(err, boom) {
+		t.Errorf("Run = %v, want it to wrap %v", err, boom)
+	}
+}
+
+func TestNewGateNeedsDecide(t *testing.T) {
+	if _, err := queue.NewGate(queue.GateConfig{}); err == nil {
+		t.Error("NewGate without Decide succeeded")
+	}
+}
+
+func TestVerdictString(t *testing.T) {
+	for v, want := range map[queue.Verdict]string{queue.Drop: "drop", queue.Accept: "accept", queue.Reject: "reject", 42: "verdict(42)"} {
+		if got := v.String(); got != want {
+			t.Errorf("Verdict(%d).String() = %q, want %q", uint8(v), got, want)
+		}
+	}
+}
+
+// discardSocket is a Socket that accepts verdicts without recording them,
+// so that it does not allocate.
+type discardSocket struct{ verdicts int }
+
+func (*discardSocket) Serve(context.Context, func(queue.Packet), func(error)) error { return nil }
+func (s *discardSocket) SetVerdict(uint32, int) error                               { s.verdicts++; return nil }
+func (s *discardSocket) SetVerdictWithMark(uint32, int, uint32) error               { s.verdicts++; return nil }
+func (*discardSocket) Close() error                                                 { return nil }
+
+func TestGateHandleAllocs(t *testing.T) {
+	var d decideByPort
+	g, err := queue.NewGate(queue.GateConfig{Decide: d.decide})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sock discardSocket
+	for _, dst := range []uint16{2000, 2001, 2002} {
+		p := queue.Packet{ID: 1, Data: queuetest.TCPPacket(client6, 1, server6, dst, queue.TCPSyn)}
+		if n := testing.AllocsPerRun(100, func() { queue.HandleGatePacket(g, &sock, p) }); n != 0 {
+			t.Errorf("port %d: %v allocations per packet, want 0", dst, n)
+		}
+	}
+}
+
+func BenchmarkGateHandle(b *testing.B) {
+	src := netip.MustParseAddr("198.18.0.2")
+	g, err := queue.NewGate(queue.GateConfig{Decide: func(h *queue.Header) queue.Verdict {
+		if h.Src == src {
+			return queue.Accept
+		}
+		return queue.Reject
+	}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var sock discardSocket
+	p := queue.Packet{ID: 1, Data: queuetest.TCPPacket(client4, 40000, server4, 2000, queue.TCPSyn)}
+	b.ReportAllocs()
+	for b.Loop() {
+		queue.HandleGatePacket(g, &sock, p)
+	}
+}

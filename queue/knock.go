@@ -1,0 +1,257 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+)
+
+// Defaults of KnockConfig's zero fields.
+const (
+	// DefaultKnockCopyRange is how many bytes of a knock packet, IP header
+	// included, are copied to us. sKnock knocks are at most about 1200
+	// bytes; 4096 leaves room for larger certificates while keeping the
+	// buffer pool small. A larger packet is counted as Truncated and
+	// dropped without being handed on.
+	DefaultKnockCopyRange = 4096
+	// DefaultKnockDepth bounds the channel from the receive goroutine to
+	// the workers.
+	DefaultKnockDepth = 1024
+	// DefaultKnockMaxQueueLen is how many knocks the kernel holds for us.
+	DefaultKnockMaxQueueLen = 1024
+)
+
+// KnockConfig configures a KnockReader.
+type KnockConfig struct {
+	// Queue is the knock NFQUEUE number.
+	Queue uint16
+	// Handle is given the source address and UDP payload of every knock,
+	// on one of the workers. The payload is a pooled buffer, reused once
+	// Handle returns: Handle must not retain it. Required.
+	Handle func(src netip.Addr, payload []byte)
+	// Workers is how many goroutines run Handle; zero: runtime.NumCPU().
+	Workers int
+	// Depth bounds the knocks waiting for a worker; when it is reached,
+	// new knocks are shed (dropped and counted). Zero: DefaultKnockDepth.
+	Depth int
+	// CopyRange is how many bytes of each packet are copied to us; zero:
+	// DefaultKnockCopyRange.
+	CopyRange uint32
+	// MaxQueueLen is the kernel's queue bound; zero:
+	// DefaultKnockMaxQueueLen.
+	MaxQueueLen uint32
+	// ReadBuffer is the socket receive buffer in bytes; zero:
+	// DefaultReadBuffer; negative: the system default.
+	ReadBuffer int
+	// NetNS is a file descriptor of the network namespace to bind in;
+	// zero: the caller's.
+	NetNS int
+	// Stats receives the reader's counters; nil: the reader keeps its own.
+	Stats *KnockStats
+	// Open binds the queue; nil: OpenNFQueue.
+	Open Opener
+}
+
+// KnockStats are a KnockReader's counters. Every packet counts in
+// Received, and then in exactly one of Queued, Shed, Unknown and Truncated.
+type KnockStats struct {
+	// Received is every packet received with an id; all are dropped.
+	Received atomic.Uint64
+	// Queued counts knocks handed to the workers.
+	Queued atomic.Uint64
+	// Shed counts knocks dropped because the workers were Depth behind.
+	Shed atomic.Uint64
+	// Unknown counts packets that were not UDP over IP.
+	Unknown atomic.Uint64
+	// Truncated counts knocks longer than the copy range.
+	Truncated atomic.Uint64
+	// Handled counts knocks Handle returned from.
+	Handled atomic.Uint64
+	// ReceiveErrors counts receive errors the reader survived, ENOBUFS
+	// included.
+	ReceiveErrors atomic.Uint64
+	// Overruns counts ENOBUFS (zero with NETLINK_NO_ENOBUFS; see
+	// ReadKernelStats).
+	Overruns atomic.Uint64
+	// VerdictErrors counts DROP verdicts the socket refused.
+	VerdictErrors atomic.Uint64
+}
+
+// knockJob is one copied knock on its way to a worker.
+type knockJob struct {
+	src netip.Addr
+	buf []byte // a pool buffer, sliced to the payload
+}
+
+// KnockReader serves the knock queue: it copies each knock's UDP payload
+// into a pooled buffer, drops the packet at once, and hands the copy to a
+// bounded pool of workers. The receive goroutine never blocks on them.
+type KnockReader struct {
+	cfg     KnockConfig
+	stats   *KnockStats
+	running atomic.Bool
+
+	// work holds at most Depth knocks; the receive goroutine sheds when it
+	// is full (a non-blocking send).
+	work chan knockJob
+	// free holds the buffers not in use. There are Depth+Workers+1 of
+	// them: Depth in work, one per worker, one in the receive goroutine,
+	// so it is never empty while the bound on work holds.
+	free chan []byte
+
+	// sock and hdr belong to the one receive goroutine while Run runs.
+	sock Socket
+	hdr  Header
+}
+
+// NewKnock checks cfg, fills in its defaults, allocates the buffer pool
+// ((Depth+Workers+1)×CopyRange bytes) and returns a reader that Run starts.
+func NewKnock(cfg KnockConfig) (*KnockReader, error) {
+	if cfg.Handle == nil {
+		return nil, errors.New("queue: knock config: Handle is nil")
+	}
+	if cfg.Workers < 0 || cfg.Depth < 0 {
+		return nil, fmt.Errorf("queue: knock config: Workers %d and Depth %d must not be negative", cfg.Workers, cfg.Depth)
+	}
+	if cfg.Workers == 0 {
+		cfg.Workers = runtime.NumCPU()
+	}
+	if cfg.Depth == 0 {
+		cfg.Depth = DefaultKnockDepth
+	}
+	if cfg.CopyRange == 0 {
+		cfg.CopyRange = DefaultKnockCopyRange
+	}
+	if cfg.MaxQueueLen == 0 {
+		cfg.MaxQueueLen = DefaultKnockMaxQueueLen
+	}
+	if cfg.ReadBuffer == 0 {
+		cfg.ReadBuffer = DefaultReadBuffer
+	}
+	if cfg.Stats == nil {
+		cfg.Stats = new(KnockStats)
+	}
+	if cfg.Open == nil {
+		cfg.Open = OpenNFQueue
+	}
+	k := &KnockReader{
+		cfg:   cfg,
+		stats: cfg.Stats,
+		work:  make(chan knockJob, cfg.Depth),
+		free:  make(chan []byte, cfg.Depth+cfg.Workers+1),
+	}
+	size := int(cfg.CopyRange)
+	backing := make([]byte, cap(k.free)*size)
+	for i := range cap(k.free) {
+		k.free <- backing[i*size : (i+1)*size : (i+1)*size]
+	}
+	return k, nil
+}
+
+// Stats returns the reader's counters.
+func (k *KnockReader) Stats() *KnockStats { return k.stats }
+
+// Run starts the workers, binds the knock queue and serves it until ctx is
+// done; then it unbinds and waits for the workers, which finish the knock
+// in hand and leave the rest unhandled. After Run returns, Handle is not
+// called again.
+func (k *KnockReader) Run(ctx context.Context) error {
+	if !k.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	defer k.running.Store(false)
+	sock, err := k.cfg.Open(SocketConfig{
+		Queue:       k.cfg.Queue,
+		CopyRange:   k.cfg.CopyRange,
+		MaxQueueLen: k.cfg.MaxQueueLen,
+		ReadBuffer:  k.cfg.ReadBuffer,
+		NetNS:       k.cfg.NetNS,
+	})
+	if err != nil {
+		return fmt.Errorf("knock: %w", err)
+	}
+	k.sock = sock
+
+	workCtx, stopWorkers := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for range k.cfg.Workers {
+		wg.Go(func() { k.worker(workCtx) })
+	}
+	err = serve(ctx, sock, k.handle, func(err error) { countReceiveError(err, &k.stats.ReceiveErrors, &k.stats.Overruns) })
+	stopWorkers()
+	wg.Wait()
+	k.drain()
+	return err
+}
+
+// handle is the receive goroutine's per-packet path: drop at once, copy,
+// hand off without blocking.
+func (k *KnockReader) handle(p Packet) {
+	st := k.stats
+	st.Received.Add(1)
+	// A knock is always dropped: nothing on the host answers it.
+	if err := k.sock.SetVerdict(p.ID, NFDrop); err != nil {
+		st.VerdictErrors.Add(1)
+	}
+	k.hdr.Decode(p.Data)
+	if k.hdr.Proto != ProtoUDP {
+		st.Unknown.Add(1)
+		return
+	}
+	if p.Truncated {
+		st.Truncated.Add(1)
+		return
+	}
+	var buf []byte
+	select {
+	case buf = <-k.free:
+	default:
+		st.Shed.Add(1) // cannot happen while the pool is sized as NewKnock sizes it
+		return
+	}
+	n := copy(buf[:cap(buf)], k.hdr.Payload)
+	select {
+	case k.work <- knockJob{src: k.hdr.Src, buf: buf[:n]}:
+		st.Queued.Add(1)
+	default:
+		// The workers are Depth knocks behind: shed this one.
+		k.free <- buf
+		st.Shed.Add(1)
+	}
+}
+
+// worker runs Handle for queued knocks until ctx is done.
+func (k *KnockReader) worker(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case job := <-k.work:
+			k.process(job)
+		}
+	}
+}
+
+// process runs Handle for job and returns its buffer to the pool.
+func (k *KnockReader) process(job knockJob) {
+	defer func() { k.free <- job.buf }()
+	k.cfg.Handle(job.src, job.buf)
+	k.stats.Handled.Add(1)
+}
+
+// drain returns the buffers of knocks left unhandled at shutdown to the
+// pool, so that Run can be called again.
+func (k *KnockReader) drain() {
+	for {
+		select {
+		case job := <-k.work:
+			k.free <- job.buf
+		default:
+			return
+		}
+	}
+}

@@ -1,0 +1,196 @@
+package queue_test
+
+import (
+	"bytes"
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"sknock/queue"
+	"sknock/queue/queuetest"
+)
+
+// knockSeen is one call of the knock handler, with the payload copied.
+type knockSeen struct {
+	Src     netip.Addr
+	Payload string
+}
+
+// startKnock runs a knock reader over a fake socket until the test ends
+// and returns a cancel that stops it and waits for Run.
+func startKnock(t *testing.T, cfg queue.KnockConfig) (*queue.KnockReader, *queuetest.Socket, func()) {
+	t.Helper()
+	fake := queuetest.New()
+	cfg.Open = fake.Open
+	k, err := queue.NewKnock(cfg)
+	if err != nil {
+		t.Fatalf("NewKnock: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- k.Run(ctx) }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}
+	t.Cleanup(stop)
+	return k, fake, stop
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestKnockDelivers(t *testing.T) {
+	seen := make(chan knockSeen, 10)
+	k, fake, _ := startKnock(t, queue.KnockConfig{Queue: 100, Workers: 2, Handle: func(src netip.Addr, payload []byte) {
+		seen <- knockSeen{src, string(payload)}
+	}})
+	inject(t, fake, queue.Packet{ID: 1, Data: queuetest.UDPPacket(client4, 5000, server4, 20000, []byte("knock-v4"))})
+	inject(t, fake, queue.Packet{ID: 2, Data: queuetest.UDPPacket(client6, 5000, server6, 20000, []byte("knock-v6"))})
+	inject(t, fake, queue.Packet{ID: 3, Data: queuetest.TCPPacket(client4, 5000, server4, 20000, queue.TCPSyn)})
+	inject(t, fake, queue.Packet{ID: 4, Data: []byte{0x45}})
+	inject(t, fake, queue.Packet{ID: 5, Truncated: true, Data: queuetest.UDPPacket(client4, 5000, server4, 20000, []byte("cut"))})
+
+	var got []knockSeen
+	for range 2 {
+		select {
+		case s := <-seen:
+			got = append(got, s)
+		case <-time.After(5 * time.Second):
+			t.Fatal("timed out waiting for the knocks")
+		}
+	}
+	if got[0].Src.Is6() {
+		got[0], got[1] = got[1], got[0] // two workers: either order
+	}
+	want := []knockSeen{{client4, "knock-v4"}, {client6, "knock-v6"}}
+	if diff := cmp.Diff(want, got, headerOpts...); diff != "" {
+		t.Errorf("knocks handled (-want +got):\n%s", diff)
+	}
+	var wantVerdicts []queuetest.Verdict
+	for id := range uint32(5) {
+		wantVerdicts = append(wantVerdicts, queuetest.Verdict{ID: id + 1, Verdict: queue.NFDrop})
+	}
+	if diff := cmp.Diff(wantVerdicts, fake.Verdicts()); diff != "" {
+		t.Errorf("verdicts (-want +got):\n%s", diff)
+	}
+	st := k.Stats()
+	waitFor(t, "Handled == 2", func() bool { return st.Handled.Load() == 2 })
+	if r, q, u, tr := st.Received.Load(), st.Queued.Load(), st.Unknown.Load(), st.Truncated.Load(); r != 5 || q != 2 || u != 2 || tr != 1 {
+		t.Errorf("Received, Queued, Unknown, Truncated = %d, %d, %d, %d, want 5, 2, 2, 1", r, q, u, tr)
+	}
+}
+
+func TestKnockShedsWhenWorkersAreBehind(t *testing.T) {
+	started := make(chan struct{}, 10)
+	release := make(chan struct{})
+	k, fake, stop := startKnock(t, queue.KnockConfig{Queue: 100, Workers: 1, Depth: 2, CopyRange: 64,
+		Handle: func(netip.Addr, []byte) {
+			started <- struct{}{}
+			<-release
+		}})
+	knock := queuetest.UDPPacket(client4, 5000, server4, 20000, []byte("k"))
+	inject(t, fake, queue.Packet{ID: 1, Data: knock})
+	<-started // the worker holds knock 1
+	for id := uint32(2); id <= 5; id++ {
+		inject(t, fake, queue.Packet{ID: id, Data: knock})
+	}
+	st := k.Stats()
+	if q, s := st.Queued.Load(), st.Shed.Load(); q != 3 || s != 2 {
+		t.Errorf("Queued, Shed = %d, %d, want 3, 2 (one in the worker, Depth 2 waiting)", q, s)
+	}
+	if n := len(fake.Verdicts()); n != 5 {
+		t.Errorf("%d verdicts, want 5: shed knocks are dropped too", n)
+	}
+	close(release)
+	waitFor(t, "Handled == 3", func() bool { return st.Handled.Load() == 3 })
+	stop()
+	if free, want := queue.FreeBuffers(k), 2+1+1; free != want {
+		t.Errorf("%d free buffers after Run, want all %d back", free, want)
+	}
+}
+
+func TestKnockBuffersReused(t *testing.T) {
+	var got []string
+	k, err := queue.NewKnock(queue.KnockConfig{Workers: 1, Depth: 1, CopyRange: 128, Handle: func(_ netip.Addr, payload []byte) {
+		got = append(got, string(payload))
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sock discardSocket
+	var want []string
+	// Many more knocks than buffers, of changing lengths: each must see
+	// its own bytes, not a leftover of an earlier one.
+	for i := range 20 {
+		payload := bytes.Repeat([]byte{byte('a' + i)}, 20-i)
+		want = append(want, string(payload))
+		queue.HandleKnockPacket(k, &sock, queue.Packet{ID: uint32(i), Data: queuetest.UDPPacket(client4, 1, server4, 20000, payload)})
+		if !queue.ProcessOneKnock(k) {
+			t.Fatalf("knock %d not queued", i)
+		}
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("payloads handled (-want +got):\n%s", diff)
+	}
+	if free := queue.FreeBuffers(k); free != 3 {
+		t.Errorf("%d free buffers, want 3", free)
+	}
+}
+
+func TestKnockAllocs(t *testing.T) {
+	k, err := queue.NewKnock(queue.KnockConfig{Workers: 1, Depth: 4, Handle: func(netip.Addr, []byte) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sock discardSocket
+	p := queue.Packet{ID: 1, Data: queuetest.UDPPacket(client6, 1, server6, 20000, make([]byte, 700))}
+	n := testing.AllocsPerRun(100, func() {
+		queue.HandleKnockPacket(k, &sock, p)
+		queue.ProcessOneKnock(k)
+	})
+	if n != 0 {
+		t.Errorf("%v allocations per knock, want 0", n)
+	}
+}
+
+func TestNewKnockChecksConfig(t *testing.T) {
+	handle := func(netip.Addr, []byte) {}
+	for _, cfg := range []queue.KnockConfig{{}, {Handle: handle, Workers: -1}, {Handle: handle, Depth: -1}} {
+		if _, err := queue.NewKnock(cfg); err == nil {
+			t.Errorf("NewKnock(%+v) succeeded", cfg)
+		}
+	}
+}
+
+func BenchmarkKnockHandle(b *testing.B) {
+	k, err := queue.NewKnock(queue.KnockConfig{Workers: 1, Depth: 4, Handle: func(netip.Addr, []byte) {}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var sock discardSocket
+	p := queue.Packet{ID: 1, Data: queuetest.UDPPacket(client4, 1, server4, 20000, make([]byte, 700))}
+	b.ReportAllocs()
+	for b.Loop() {
+		queue.HandleKnockPacket(k, &sock, p)
+		queue.ProcessOneKnock(k)
+	}
+}

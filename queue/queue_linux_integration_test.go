@@ -1,0 +1,329 @@
+//go:build linux
+
+package queue_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"sknock/internal/netns"
+	"sknock/internal/testenv"
+	"sknock/queue"
+)
+
+// Queue numbers inside the test's own server namespace: NFQUEUE numbers
+// are per namespace, so these never meet the host's queues.
+const (
+	itGateQueue  = 7001
+	itKnockQueue = 7002
+	itMark       = 0x1
+)
+
+// TestIntegrationGateAndKnock binds both readers in a server namespace
+// behind real iptables/ip6tables rules and talks to them from a client
+// namespace over a veth pair: the gate accepts TCP port 2000, drops 2001
+// and rejects 2002 (a TCP reset through the REJECT-on-mark rule); a UDP
+// knock to 20000 reaches the knock handler and draws no ICMP answer.
+func TestIntegrationGateAndKnock(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, tool := range []string{"ip", "iptables", "ip6tables"} {
+		_, err := exec.LookPath(tool)
+		testenv.Require(t, err == nil, tool+" is not installed")
+	}
+	server := netns.New(t, "qs")
+	client := netns.New(t, "qc")
+	netns.Link(t, server, []string{"198.18.0.1/24", "fd00:5e::1/64"}, client, []string{"198.18.0.2/24", "fd00:5e::2/64"})
+	installRules(t, server)
+
+	nsFile, err := os.Open("/run/netns/" + server.Name)
+	if err != nil {
+		t.Fatalf("open server namespace: %v", err)
+	}
+	defer nsFile.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	// The gate decides by port, and only for the client's addresses.
+	clients := map[netip.Addr]bool{netip.MustParseAddr("198.18.0.2"): true, netip.MustParseAddr("fd00:5e::2"): true}
+	gate, err := queue.NewGate(queue.GateConfig{
+		Queue: itGateQueue, RejectMark: itMark, NetNS: int(nsFile.Fd()),
+		Decide: func(h *queue.Header) queue.Verdict {
+			if !clients[h.Src] || h.TCPFlags&queue.TCPSyn == 0 {
+				return queue.Drop
+			}
+			switch h.DstPort {
+			case 2000:
+				return queue.Accept
+			case 2002:
+				return queue.Reject
+			}
+			return queue.Drop
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type knockSeen struct {
+		src     netip.Addr
+		payload string
+	}
+	knocks := make(chan knockSeen, 16)
+	knock, err := queue.NewKnock(queue.KnockConfig{
+		Queue: itKnockQueue, NetNS: int(nsFile.Fd()), Workers: 2,
+		Handle: func(src netip.Addr, payload []byte) {
+			select {
+			case knocks <- knockSeen{src, string(payload)}:
+			default:
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runErrs := make(chan error, 2)
+	go func() { runErrs <- gate.Run(ctx) }()
+	go func() { runErrs <- knock.Run(ctx) }()
+	defer func() {
+		cancel()
+		for range 2 {
+			if err := <-runErrs; err != nil {
+				t.Errorf("reader Run: %v", err)
+			}
+		}
+	}()
+	waitBound(t, server, itGateQueue, itKnockQueue)
+
+	// Services on all three ports, so that a refusal can only come from
+	// the gate's reject.
+	for _, addr := range []string{"198.18.0.1", "[fd00:5e::1]"} {
+		for _, port := range []string{"2000", "2001", "2002"} {
+			ln := listenIn(t, server.Name, addr+":"+port)
+			go acceptAll(ln)
+		}
+	}
+
+	for _, fam := range []struct{ name, server string }{{"ipv4", "198.18.0.1"}, {"ipv6", "fd00:5e::1"}} {
+		t.Run(fam.name, func(t *testing.T) {
+			host := func(port string) string { return net.JoinHostPort(fam.server, port) }
+
+			if err := dialIn(client.Name, host("2000"), 3*time.Second); err != nil {
+				t.Errorf("connect to accepted port 2000: %v, want success", err)
+			}
+			start := time.Now()
+			err := dialIn(client.Name, host("2002"), 3*time.Second)
+			if !errors.Is(err, syscall.ECONNREFUSED) {
+				t.Errorf("connect to rejected port 2002: %v, want connection refused", err)
+			} else if d := time.Since(start); d > time.Second {
+				t.Errorf("connect to rejected port 2002 refused after %v, want a prompt reset", d)
+			}
+			err = dialIn(client.Name, host("2001"), time.Second)
+			var nerr net.Error
+			if !errors.As(err, &nerr) || !nerr.Timeout() {
+				t.Errorf("connect to dropped port 2001: %v, want a timeout", err)
+			}
+
+			// Control: a UDP port without any rule answers ICMP port
+			// unreachable, which a connected socket reports as refused.
+			if err := udpIn(client.Name, host("20001"), "probe", 2*time.Second); !errors.Is(err, syscall.ECONNREFUSED) {
+				t.Fatalf("UDP to closed port 20001: %v, want connection refused (ICMP visible)", err)
+			}
+			payload := "knock over " + fam.name
+			err = udpIn(client.Name, host("20000"), payload, time.Second)
+			if !errors.As(err, &nerr) || !nerr.Timeout() {
+				t.Errorf("UDP knock to 20000: %v, want no answer at all (timeout)", err)
+			}
+			select {
+			case got := <-knocks:
+				want := knockSeen{netip.MustParseAddr(strings.Trim(clientOf(fam.server), "[]")), payload}
+				if got != want {
+					t.Errorf("knock handler got %+v, want %+v", got, want)
+				}
+			case <-time.After(5 * time.Second):
+				t.Errorf("knock handler not called")
+			}
+		})
+	}
+
+	gs, ks := gate.Stats(), knock.Stats()
+	if gs.Accepted.Load() < 2 || gs.Rejected.Load() < 2 || gs.Dropped.Load() < 2 {
+		t.Errorf("gate stats: accepted %d, rejected %d, dropped %d; want at least 2 each (ipv4 and ipv6)",
+			gs.Accepted.Load(), gs.Rejected.Load(), gs.Dropped.Load())
+	}
+	if ks.Queued.Load() != 2 || ks.Shed.Load() != 0 {
+		t.Errorf("knock stats: queued %d, shed %d; want 2, 0", ks.Queued.Load(), ks.Shed.Load())
+	}
+	t.Logf("kernel queue stats (queue port waiting mode range qdrop udrop seq 1):\n%s",
+		server.MustRun("cat", "/proc/net/netfilter/nfnetlink_queue"))
+}
+
+func clientOf(server string) string {
+	if strings.Contains(server, ":") {
+		return "fd00:5e::2"
+	}
+	return "198.18.0.2"
+}
+
+// installRules installs the static rule shape of DESIGN.md in ns, for
+// IPv4 and IPv6.
+func installRules(t *testing.T, ns *netns.NS) {
+	t.Helper()
+	for _, fam := range []struct{ cmd, unreachable string }{
+		{"iptables", "icmp-port-unreachable"},
+		{"ip6tables", "icmp6-port-unreachable"},
+	} {
+		mark := []string{"-m", "mark", "--mark", "0x1/0x1"}
+		for _, rule := range [][]string{
+			{"-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"},
+			append(append([]string{"-p", "tcp"}, mark...), "-j", "REJECT", "--reject-with", "tcp-reset"),
+			append(append([]string{"-p", "udp"}, mark...), "-j", "REJECT", "--reject-with", fam.unreachable),
+			{"-p", "tcp", "--syn", "--dport", "2000:2002", "-j", "NFQUEUE", "--queue-num", "7001"},
+			{"-p", "udp", "--dport", "20000", "-j", "NFQUEUE", "--queue-num", "7002", "--queue-bypass"},
+		} {
+			ns.MustRun(append([]string{fam.cmd, "-w", "-A", "INPUT"}, rule...)...)
+		}
+	}
+}
+
+// waitBound waits until every queue in queues has a socket bound in ns.
+func waitBound(t *testing.T, ns *netns.NS, queues ...int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, _ := ns.Run("cat", "/proc/net/netfilter/nfnetlink_queue")
+		bound := 0
+		for _, line := range strings.Split(out, "\n") {
+			f := strings.Fields(line)
+			for _, q := range queues {
+				if len(f) > 0 && f[0] == itoa(q) {
+					bound++
+				}
+			}
+		}
+		if bound == len(queues) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queues %v not bound in %s after 10s:\n%s", queues, ns.Name, out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// inNetNS runs fn on a thread moved into the named namespace, then moves
+// the thread back. If moving back fails the thread stays locked, so the
+// runtime ends it rather than reuse it in the wrong namespace. (A thread
+// left inside would make netns cleanup, which kills every process found
+// in the namespace, kill the test binary.) Sockets fn creates stay in the
+// namespace they were made in.
+func inNetNS(name string, fn func()) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		target, err := os.Open("/run/netns/" + name)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer target.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter netns %s: %w", name, err)
+			return
+		}
+		fn()
+		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("leave netns %s: %w", name, err) // thread stays locked and dies
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- nil
+	}()
+	return <-errc
+}
+
+// listenIn listens on TCP addr inside namespace ns until the test ends.
+func listenIn(t *testing.T, ns, addr string) net.Listener {
+	t.Helper()
+	var ln net.Listener
+	var lerr error
+	if err := inNetNS(ns, func() { ln, lerr = net.Listen("tcp", addr) }); err != nil {
+		t.Fatalf("enter %s: %v", ns, err)
+	}
+	if lerr != nil {
+		t.Fatalf("listen on %s in %s: %v", addr, ns, lerr)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+func acceptAll(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Close()
+	}
+}
+
+// dialIn connects to TCP addr from namespace ns.
+func dialIn(ns, addr string, timeout time.Duration) error {
+	var derr error
+	if err := inNetNS(ns, func() {
+		c, err := net.DialTimeout("tcp", addr, timeout)
+		if err == nil {
+			c.Close()
+		}
+		derr = err
+	}); err != nil {
+		return err
+	}
+	return derr
+}
+
+// udpIn sends payload to UDP addr from namespace ns on a connected socket
+// and waits up to wait for any answer: an ICMP error shows as a read error.
+func udpIn(ns, addr, payload string, wait time.Duration) error {
+	var uerr error
+	if err := inNetNS(ns, func() {
+		c, err := net.Dial("udp", addr)
+		if err != nil {
+			uerr = err
+			return
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte(payload)); err != nil {
+			uerr = err
+			return
+		}
+		c.SetReadDeadline(time.Now().Add(wait))
+		_, uerr = c.Read(make([]byte, 64))
+	}); err != nil {
+		return err
+	}
+	return uerr
+}

@@ -1,0 +1,188 @@
+package rules
+
+import (
+	"fmt"
+	"regexp"
+)
+
+// Config describes the rule set. The zero value is not valid; start from
+// DefaultConfig.
+type Config struct {
+	// Chain is the filter-table chain that holds the rules and that INPUT
+	// jumps to first. At most 28 characters of [A-Za-z0-9_-], starting with
+	// a letter, and no built-in chain or common target name.
+	Chain string
+	// Mark is the reject bit (or bits) of the packet mark: the daemon
+	// repeats a packet with Mark set to have it rejected. Must be nonzero;
+	// no other software on the host may set these bits on INPUT traffic.
+	Mark uint32
+	// GateQueue and KnockQueue are the NFQUEUE numbers of the gate (protected
+	// ports) and of knocks. They must differ.
+	GateQueue, KnockQueue uint16
+	// KnockFirst and KnockLast bound the inclusive range of UDP destination
+	// ports knocks arrive on; 1 ≤ KnockFirst ≤ KnockLast.
+	KnockFirst, KnockLast uint16
+	// MinLength is the smallest UDP payload, in bytes, that is taken for a
+	// knock; shorter datagrams on the knock ports are left to the kernel
+	// (which answers as for any closed port). Zero takes every datagram.
+	// At most 65487 so that the IPv6 length match (40+8 header bytes) fits.
+	MinLength int
+	// AlwaysAllow lists ports accepted before anything else, so that e.g.
+	// SSH never locks out. None of them may overlap a Protect port or range
+	// (tcp/* and udp/* protect every port not always allowed) or, for UDP,
+	// the knock ports. Empty: nothing is always allowed.
+	AlwaysAllow []PortSpec
+	// Protect lists the hidden ports whose new connections the gate decides.
+	// UDP specs may not overlap the knock ports, except udp/*, which
+	// excludes them. Empty: only knocks are queued.
+	Protect []PortSpec
+	// RejectStray answers protected-port TCP segments that are neither a
+	// SYN nor part of a tracked connection (ACK, FIN, NULL and Xmas probes,
+	// stray segments after a conntrack flush) with a TCP RST, exactly as the
+	// kernel answers them on a closed port. Set it together with the
+	// daemon's reject policy, so that such probes cannot tell hidden ports
+	// from closed ones. The zero value drops them silently, which fits the
+	// drop policy. Either way they never reach the service: a listening
+	// socket would otherwise answer FIN probes differently from a closed
+	// port, and could accept a guessed SYN-cookie ACK without any SYN.
+	RejectStray bool
+	// KnockRateLimit, when not empty, limits knocks per source address with
+	// iptables' hashlimit ("20/second", "600/minute"; units second, minute,
+	// hour, day); knocks over the limit are dropped before userspace sees
+	// them. Empty: no limit.
+	KnockRateLimit string
+}
+
+// DefaultConfig returns the configuration of DESIGN.md's defaults:
+// chain SKNOCK, reject mark 0x1, knock queue 100 on UDP ports 10000–60000
+// with at least 300 payload bytes, gate queue 101, tcp/22 always allowed
+// and nothing protected.
+func DefaultConfig() Config {
+	return Config{
+		Chain:       "SKNOCK",
+		Mark:        0x1,
+		GateQueue:   101,
+		KnockQueue:  100,
+		KnockFirst:  10000,
+		KnockLast:   60000,
+		MinLength:   300,
+		AlwaysAllow: []PortSpec{{Proto: "tcp", First: 22, Last: 22}},
+	}
+}
+
+// ConfigError is the error Validate returns: which field is wrong, the
+// offending value, and why.
+type ConfigError struct {
+	Field  string // the Config field, e.g. "Protect"
+	Value  string // the offending value as text, e.g. "udp/12000"
+	Reason string
+}
+
+// Error returns "rules: Field Value: Reason".
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("rules: %s %s: %s", e.Field, e.Value, e.Reason)
+}
+
+// maxMinLength keeps MinLength+48 (IPv6 and UDP headers) within the
+// 16-bit length match.
+const maxMinLength = 65535 - ipv6UDPHeaders
+
+// maxChainLen is iptables' limit on chain names (XT_EXTENSION_MAXNAMELEN-1).
+const maxChainLen = 28
+
+var chainName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]*$`)
+
+// reservedChains are built-in chains and targets iptables refuses or
+// misreads as chain names.
+var reservedChains = map[string]bool{
+	"INPUT": true, "OUTPUT": true, "FORWARD": true, "PREROUTING": true, "POSTROUTING": true,
+	"ACCEPT": true, "DROP": true, "QUEUE": true, "RETURN": true, "REJECT": true,
+	"NFQUEUE": true, "LOG": true, "MARK": true, "CONNMARK": true, "CT": true,
+	"NOTRACK": true, "TRACE": true, "DNAT": true, "SNAT": true, "MASQUERADE": true,
+}
+
+var rateLimit = regexp.MustCompile(`^[1-9][0-9]{0,8}/(second|minute|hour|day)$`)
+
+// Validate reports the first problem of c as a *ConfigError, or nil.
+func (c Config) Validate() error {
+	bad := func(field, value, reason string) error {
+		return &ConfigError{Field: field, Value: value, Reason: reason}
+	}
+	if err := c.validateChain(); err != nil {
+		return err
+	}
+	switch {
+	case c.Mark == 0:
+		return bad("Mark", "0", "must be nonzero")
+	case c.GateQueue == c.KnockQueue:
+		return bad("GateQueue", fmt.Sprint(c.GateQueue), "must differ from KnockQueue")
+	case c.KnockFirst == 0 || c.KnockFirst > c.KnockLast:
+		return bad("KnockFirst", fmt.Sprintf("%d-%d", c.KnockFirst, c.KnockLast), "knock port range must satisfy 1 ≤ first ≤ last")
+	case c.MinLength < 0 || c.MinLength > maxMinLength:
+		return bad("MinLength", fmt.Sprint(c.MinLength), fmt.Sprintf("must be 0-%d UDP payload bytes", maxMinLength))
+	case c.KnockRateLimit != "" && !rateLimit.MatchString(c.KnockRateLimit):
+		return bad("KnockRateLimit", fmt.Sprintf("%q", c.KnockRateLimit), "want N/second, N/minute, N/hour or N/day")
+	}
+	knock := c.knockPorts()
+	for _, field := range []struct {
+		name  string
+		specs []PortSpec
+	}{{"AlwaysAllow", c.AlwaysAllow}, {"Protect", c.Protect}} {
+		for _, p := range field.specs {
+			if err := checkSpec(p); err != nil {
+				return bad(field.name, p.String(), err.Error())
+			}
+		}
+	}
+	for _, a := range c.AlwaysAllow {
+		for _, p := range c.Protect {
+			// tcp/* and udp/* mean every port not always allowed.
+			if !p.All && a.Overlaps(p) {
+				return bad("Protect", p.String(), "overlaps always-allowed "+a.String())
+			}
+		}
+		if a.Overlaps(knock) {
+			return bad("AlwaysAllow", a.String(), "overlaps the knock ports "+knock.String()+"; knocks there would never be heard")
+		}
+	}
+	for _, p := range c.Protect {
+		if !p.All && p.Overlaps(knock) {
+			return bad("Protect", p.String(), "overlaps the knock ports "+knock.String())
+		}
+	}
+	return nil
+}
+
+// validateChain checks c.Chain alone, which is all Remove needs.
+func (c Config) validateChain() error {
+	bad := func(reason string) error {
+		return &ConfigError{Field: "Chain", Value: fmt.Sprintf("%q", c.Chain), Reason: reason}
+	}
+	switch {
+	case len(c.Chain) > maxChainLen:
+		return bad("longer than 28 characters")
+	case !chainName.MatchString(c.Chain):
+		return bad("must start with a letter and hold only A-Z a-z 0-9 _ -")
+	case reservedChains[c.Chain]:
+		return bad("is a built-in chain or target name")
+	}
+	return nil
+}
+
+// checkSpec checks a PortSpec built by hand rather than by ParsePortSpec.
+func checkSpec(p PortSpec) error {
+	switch {
+	case p.Proto != "tcp" && p.Proto != "udp":
+		return fmt.Errorf("protocol %q must be tcp or udp", p.Proto)
+	case p.All:
+		return nil
+	case p.First == 0 || p.First > p.Last:
+		return fmt.Errorf("port range must satisfy 1 ≤ first ≤ last")
+	}
+	return nil
+}
+
+// knockPorts returns the knock port range as a UDP PortSpec.
+func (c Config) knockPorts() PortSpec {
+	return PortSpec{Proto: "udp", First: c.KnockFirst, Last: c.KnockLast}
+}

@@ -1,0 +1,132 @@
+// Package rules owns sknock's static firewall rules: the rule set of
+// DESIGN.md as data (Config.Rules), applied and removed idempotently for
+// IPv4 and IPv6 through the IPTables interface (Apply, Remove, ApplyAll,
+// RemoveAll), and rendered as an equivalent shell script (Config.Script).
+//
+// The rules never change while the daemon runs. In order, the chain
+//
+//  1. accepts packets of tracked connections (ESTABLISHED, RELATED), so
+//     open connections outlive their grant, and everything on loopback;
+//  2. accepts the always-allowed ports, so SSH cannot lock out;
+//  3. rejects TCP and UDP packets carrying the reject mark, with exactly
+//     the kernel's closed-port answer (TCP RST, ICMP port unreachable): the
+//     daemon repeats a packet with the mark set to reject it;
+//  4. queues protected TCP SYNs and protected UDP packets to the gate queue
+//     without bypass (fail closed), and drops (or, with RejectStray,
+//     resets) other protected TCP segments; udp/* leaves out the knock ports;
+//  5. queues UDP datagrams to the knock ports whose payload is at least
+//     MinLength bytes to the knock queue, with bypass (a dead daemon only
+//     means knocks go unheard). Shorter datagrams fall through to the
+//     kernel, which answers them as for any closed port.
+package rules
+
+import (
+	"strconv"
+)
+
+// Header bytes in front of a UDP payload, which the length match counts.
+const (
+	ipv4UDPHeaders = 20 + 8 // IPv4 header without options, UDP header
+	ipv6UDPHeaders = 40 + 8 // IPv6 header without extensions, UDP header
+)
+
+// hashlimitName names the knock rate limit's table in the kernel (at most
+// 15 characters).
+const hashlimitName = "sknock_knock"
+
+// Jump returns the rule spec of INPUT's jump to the chain: "-j CHAIN".
+func (c Config) Jump() []string { return []string{"-j", c.Chain} }
+
+// Rules returns the chain's rule specs, in order, for IPv4 or IPv6: each is
+// the argument list that follows "-A CHAIN". c should be valid (Validate).
+func (c Config) Rules(ipv6 bool) [][]string {
+	rules := [][]string{
+		{"-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"},
+		// Loopback is the host talking to itself: hiding a service from
+		// its own host protects nothing, and tcp/* would break every local
+		// client (databases, resolvers, agents).
+		{"-i", "lo", "-j", "ACCEPT"},
+	}
+	for _, p := range c.AlwaysAllow {
+		rules = append(rules, append(match(p), "-j", "ACCEPT"))
+	}
+	rules = append(rules, c.rejectRules(ipv6)...)
+	for _, p := range c.Protect {
+		rules = append(rules, c.protectRules(p)...)
+	}
+	return append(rules, c.knockRules(ipv6)...)
+}
+
+// match returns the protocol and port match of p.
+func match(p PortSpec) []string {
+	if p.All {
+		return []string{"-p", p.Proto}
+	}
+	return []string{"-p", p.Proto, "-m", p.Proto, "--dport", p.dport()}
+}
+
+// rejectRules answer marked packets as the kernel answers a closed port.
+// Only TCP and UDP are ever queued, so only they are matched: a packet of
+// another protocol that happens to carry the bit passes on untouched.
+func (c Config) rejectRules(ipv6 bool) [][]string {
+	mark := "0x" + strconv.FormatUint(uint64(c.Mark), 16)
+	mark += "/" + mark
+	unreachable := "icmp-port-unreachable"
+	if ipv6 {
+		unreachable = "icmp6-port-unreachable"
+	}
+	return [][]string{
+		{"-p", "tcp", "-m", "mark", "--mark", mark, "-j", "REJECT", "--reject-with", "tcp-reset"},
+		{"-p", "udp", "-m", "mark", "--mark", mark, "-j", "REJECT", "--reject-with", unreachable},
+	}
+}
+
+// protectRules send p's new connections to the gate queue.
+//
+// UDP has no ctstate match on purpose: rule 1 has accepted tracked flows
+// already, so NEW, INVALID and UNTRACKED datagrams alike go to the gate and
+// a NOTRACK rule elsewhere cannot open a hidden port.
+func (c Config) protectRules(p PortSpec) [][]string {
+	gate := []string{"-j", "NFQUEUE", "--queue-num", strconv.Itoa(int(c.GateQueue))}
+	if p.Proto == "tcp" {
+		syn := append(match(p), "-m", "tcp", "--tcp-flags", "SYN,ACK,FIN,RST", "SYN")
+		if !p.All {
+			// match already loaded -m tcp for --dport.
+			syn = append(match(p), "--tcp-flags", "SYN,ACK,FIN,RST", "SYN")
+		}
+		stray := append(match(p), "-j", "DROP")
+		if c.RejectStray {
+			stray = append(match(p), "-j", "REJECT", "--reject-with", "tcp-reset")
+		}
+		return [][]string{append(syn, gate...), stray}
+	}
+	udp := match(p)
+	if p.All {
+		udp = []string{"-p", "udp", "-m", "udp", "!", "--dport", portRange(c.KnockFirst, c.KnockLast)}
+	}
+	return [][]string{append(udp, gate...)}
+}
+
+// knockRules queue long enough datagrams on the knock ports to the knock
+// queue. With a rate limit, datagrams over it are dropped rather than left
+// to the kernel, so that a knock is never answered.
+func (c Config) knockRules(ipv6 bool) [][]string {
+	headers := ipv4UDPHeaders
+	if ipv6 {
+		headers = ipv6UDPHeaders
+	}
+	knock := []string{
+		"-p", "udp", "-m", "udp", "--dport", portRange(c.KnockFirst, c.KnockLast),
+		"-m", "length", "--length", strconv.Itoa(c.MinLength+headers) + ":65535",
+	}
+	queue := []string{"-j", "NFQUEUE", "--queue-num", strconv.Itoa(int(c.KnockQueue)), "--queue-bypass"}
+	if c.KnockRateLimit == "" {
+		return [][]string{append(knock, queue...)}
+	}
+	limit := []string{
+		"-m", "hashlimit", "--hashlimit-upto", c.KnockRateLimit,
+		"--hashlimit-mode", "srcip", "--hashlimit-name", hashlimitName,
+	}
+	limited := append(append(append([]string(nil), knock...), limit...), queue...)
+	return [][]string{limited, append(knock, "-j", "DROP")}
+}

@@ -1,0 +1,227 @@
+package rules_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"sknock/rules"
+)
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// specs parses port specs or fails the test.
+func specs(t testing.TB, ss ...string) []rules.PortSpec {
+	t.Helper()
+	var out []rules.PortSpec
+	for _, s := range ss {
+		p, err := rules.ParsePortSpec(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// designConfig is DESIGN.md's example: the defaults protecting tcp/2000,
+// tcp/3000 and udp/8000.
+func designConfig(t testing.TB) rules.Config {
+	c := rules.DefaultConfig()
+	c.Protect = specs(t, "tcp/2000", "tcp/3000", "udp/8000")
+	return c
+}
+
+// split turns rule lines back into argument lists, for readable tables.
+func split(lines ...string) [][]string {
+	out := make([][]string, len(lines))
+	for i, l := range lines {
+		out[i] = strings.Fields(l)
+	}
+	return out
+}
+
+const (
+	established = "-m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
+	loopback    = "-i lo -j ACCEPT"
+	allowSSH    = "-p tcp -m tcp --dport 22 -j ACCEPT"
+	rejectTCP   = "-p tcp -m mark --mark 0x1/0x1 -j REJECT --reject-with tcp-reset"
+	rejectUDP4  = "-p udp -m mark --mark 0x1/0x1 -j REJECT --reject-with icmp-port-unreachable"
+	rejectUDP6  = "-p udp -m mark --mark 0x1/0x1 -j REJECT --reject-with icmp6-port-unreachable"
+	knock4      = "-p udp -m udp --dport 10000:60000 -m length --length 328:65535 -j NFQUEUE --queue-num 100 --queue-bypass"
+	knock6      = "-p udp -m udp --dport 10000:60000 -m length --length 348:65535 -j NFQUEUE --queue-num 100 --queue-bypass"
+)
+
+func TestRules(t *testing.T) {
+	tests := []struct {
+		name string
+		give func(*rules.Config)
+		ipv6 bool
+		want [][]string
+	}{
+		{
+			name: "design example v4",
+			give: func(*rules.Config) {},
+			want: split(established, loopback, allowSSH, rejectTCP, rejectUDP4,
+				"-p tcp -m tcp --dport 2000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 101",
+				"-p tcp -m tcp --dport 2000 -j DROP",
+				"-p tcp -m tcp --dport 3000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 101",
+				"-p tcp -m tcp --dport 3000 -j DROP",
+				"-p udp -m udp --dport 8000 -j NFQUEUE --queue-num 101",
+				knock4),
+		},
+		{
+			name: "design example v6",
+			give: func(*rules.Config) {},
+			ipv6: true,
+			want: split(established, loopback, allowSSH, rejectTCP, rejectUDP6,
+				"-p tcp -m tcp --dport 2000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 101",
+				"-p tcp -m tcp --dport 2000 -j DROP",
+				"-p tcp -m tcp --dport 3000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 101",
+				"-p tcp -m tcp --dport 3000 -j DROP",
+				"-p udp -m udp --dport 8000 -j NFQUEUE --queue-num 101",
+				knock6),
+		},
+		{
+			name: "udp all leaves out the knock ports",
+			give: func(c *rules.Config) {
+				c.Protect = specs(t, "udp/*")
+				c.AlwaysAllow = specs(t, "tcp/22", "udp/53")
+			},
+			want: split(established, loopback, allowSSH, "-p udp -m udp --dport 53 -j ACCEPT", rejectTCP, rejectUDP4,
+				"-p udp -m udp ! --dport 10000:60000 -j NFQUEUE --queue-num 101",
+				knock4),
+		},
+		{
+			name: "tcp all, ranges, stray reset, one knock port, mark bits, queues",
+			give: func(c *rules.Config) {
+				c.Protect = specs(t, "tcp/*", "udp/7000-7100")
+				c.AlwaysAllow = specs(t, "tcp/22", "udp/5000-5010")
+				c.RejectStray = true
+				c.KnockFirst, c.KnockLast = 4444, 4444
+				c.Mark = 0x40
+				c.GateQueue, c.KnockQueue = 7, 8
+				c.MinLength = 0
+			},
+			want: split(established, loopback, allowSSH, "-p udp -m udp --dport 5000:5010 -j ACCEPT",
+				"-p tcp -m mark --mark 0x40/0x40 -j REJECT --reject-with tcp-reset",
+				"-p udp -m mark --mark 0x40/0x40 -j REJECT --reject-with icmp-port-unreachable",
+				"-p tcp -m tcp --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 7",
+				"-p tcp -j REJECT --reject-with tcp-reset",
+				"-p udp -m udp --dport 7000:7100 -j NFQUEUE --queue-num 7",
+				"-p udp -m udp --dport 4444 -m length --length 28:65535 -j NFQUEUE --queue-num 8 --queue-bypass"),
+		},
+		{
+			name: "knock rate limit",
+			give: func(c *rules.Config) {
+				c.Protect = nil
+				c.AlwaysAllow = nil
+				c.KnockRateLimit = "20/second"
+			},
+			ipv6: true,
+			want: split(established, loopback, rejectTCP, rejectUDP6,
+				"-p udp -m udp --dport 10000:60000 -m length --length 348:65535 -m hashlimit --hashlimit-upto 20/second --hashlimit-mode srcip --hashlimit-name sknock_knock -j NFQUEUE --queue-num 100 --queue-bypass",
+				"-p udp -m udp --dport 10000:60000 -m length --length 348:65535 -j DROP"),
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := designConfig(t)
+			tt.give(&c)
+			if err := c.Validate(); err != nil {
+				t.Fatalf("Validate: %v", err)
+			}
+			if diff := cmp.Diff(tt.want, c.Rules(tt.ipv6)); diff != "" {
+				t.Errorf("Rules(%v) (-want +got):\n%s", tt.ipv6, diff)
+			}
+		})
+	}
+}
+
+func TestJump(t *testing.T) {
+	c := rules.DefaultConfig()
+	c.Chain = "GATE"
+	if diff := cmp.Diff([]string{"-j", "GATE"}, c.Jump()); diff != "" {
+		t.Errorf("Jump (-want +got):\n%s", diff)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name      string
+		give      func(*rules.Config)
+		wantField string
+		wantText  string // must appear in the error
+	}{
+		{name: "default is valid", give: func(*rules.Config) {}},
+		{name: "empty chain", give: func(c *rules.Config) { c.Chain = "" }, wantField: "Chain"},
+		{name: "long chain", give: func(c *rules.Config) { c.Chain = strings.Repeat("A", 29) }, wantField: "Chain", wantText: "28"},
+		{name: "28 chars ok", give: func(c *rules.Config) { c.Chain = strings.Repeat("A", 28) }},
+		{name: "chain with space", give: func(c *rules.Config) { c.Chain = "SK NOCK" }, wantField: "Chain", wantText: `"SK NOCK"`},
+		{name: "chain leading dash", give: func(c *rules.Config) { c.Chain = "-SK" }, wantField: "Chain"},
+		{name: "built-in chain", give: func(c *rules.Config) { c.Chain = "INPUT" }, wantField: "Chain"},
+		{name: "target name", give: func(c *rules.Config) { c.Chain = "DROP" }, wantField: "Chain"},
+		{name: "zero mark", give: func(c *rules.Config) { c.Mark = 0 }, wantField: "Mark"},
+		{name: "same queues", give: func(c *rules.Config) { c.KnockQueue = c.GateQueue }, wantField: "GateQueue"},
+		{name: "knock port zero", give: func(c *rules.Config) { c.KnockFirst = 0 }, wantField: "KnockFirst"},
+		{name: "knock range backwards", give: func(c *rules.Config) { c.KnockFirst, c.KnockLast = 9, 8 }, wantField: "KnockFirst", wantText: "9-8"},
+		{name: "negative min length", give: func(c *rules.Config) { c.MinLength = -1 }, wantField: "MinLength"},
+		{name: "min length too big for IPv6", give: func(c *rules.Config) { c.MinLength = 65488 }, wantField: "MinLength", wantText: "65488"},
+		{name: "largest min length", give: func(c *rules.Config) { c.MinLength = 65487 }},
+		{name: "bad rate", give: func(c *rules.Config) { c.KnockRateLimit = "fast" }, wantField: "KnockRateLimit", wantText: `"fast"`},
+		{name: "good rate", give: func(c *rules.Config) { c.KnockRateLimit = "600/minute" }},
+		{
+			name:      "protected and always allowed",
+			give:      func(c *rules.Config) { c.Protect = specs(t, "tcp/20-25") },
+			wantField: "Protect", wantText: "tcp/20-25",
+		},
+		{name: "tcp all with always allowed ssh", give: func(c *rules.Config) { c.Protect = specs(t, "tcp/*") }},
+		{
+			name:      "protected udp in knock ports",
+			give:      func(c *rules.Config) { c.Protect = specs(t, "udp/9000-10000") },
+			wantField: "Protect", wantText: "udp/9000-10000",
+		},
+		{name: "protected udp all", give: func(c *rules.Config) { c.Protect = specs(t, "udp/*") }},
+		{name: "protected tcp in knock range", give: func(c *rules.Config) { c.Protect = specs(t, "tcp/12000") }},
+		{
+			name:      "always allowed udp in knock ports",
+			give:      func(c *rules.Config) { c.AlwaysAllow = specs(t, "udp/51820") },
+			wantField: "AlwaysAllow", wantText: "udp/51820",
+		},
+		{
+			name:      "hand-made spec",
+			give:      func(c *rules.Config) { c.Protect = []rules.PortSpec{{Proto: "icmp", First: 1, Last: 1}} },
+			wantField: "Protect", wantText: "icmp",
+		},
+		{
+			name:      "hand-made port zero",
+			give:      func(c *rules.Config) { c.Protect = []rules.PortSpec{{Proto: "tcp"}} },
+			wantField: "Protect", wantText: "tcp/0",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := rules.DefaultConfig()
+			tt.give(&c)
+			err := c.Validate()
+			if tt.wantField == "" {
+				if err != nil {
+					t.Fatalf("Validate: %v", err)
+				}
+				return
+			}
+			var cerr *rules.ConfigError
+			if !errors.As(err, &cerr) {
+				t.Fatalf("Validate = %v, want a *ConfigError for %s", err, tt.wantField)
+			}
+			if cerr.Field != tt.wantField {
+				t.Errorf("Field = %q, want %q (error %v)", cerr.Field, tt.wantField, err)
+			}
+			if !contains(err.Error(), tt.wantText) {
+				t.Errorf("error %q does not mention %q", err, tt.wantText)
+			}
+		})
+	}
+}

@@ -1,0 +1,217 @@
+// Package rulestest provides Table, an in-memory stand-in for iptables that
+// satisfies rules.IPTables, for tests that must not need root.
+package rulestest
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// builtin lists the filter table's built-in chains, which always exist.
+var builtin = []string{"INPUT", "FORWARD", "OUTPUT"}
+
+// Table is an in-memory filter table. Rules are stored as their specs
+// joined with single spaces and compared exactly, without the
+// normalisation real iptables applies. It is not safe for concurrent use.
+type Table struct {
+	chains map[string][]string // chain name → rule specs, in order
+	// FailOn, when set, is called before every change (op is "NewChain",
+	// "ClearChain", "DeleteChain", "Append", "Insert", "Delete" or
+	// "DeleteById"); a non-nil result fails that call unchanged.
+	FailOn func(op, chain string, rulespec []string) error
+}
+
+// New returns a filter table with empty built-in chains.
+func New() *Table {
+	t := &Table{chains: map[string][]string{}}
+	for _, c := range builtin {
+		t.chains[c] = nil
+	}
+	return t
+}
+
+// Rules returns chain's rule specs, each joined with spaces, or nil when
+// the chain does not exist.
+func (t *Table) Rules(chain string) []string { return slices.Clone(t.chains[chain]) }
+
+// Chains returns the names of the chains, sorted.
+func (t *Table) Chains() []string {
+	var names []string
+	for c := range t.chains {
+		names = append(names, c)
+	}
+	slices.Sort(names)
+	return names
+}
+
+func (t *Table) fail(op, chain string, spec []string) error {
+	if t.FailOn == nil {
+		return nil
+	}
+	return t.FailOn(op, chain, spec)
+}
+
+func (t *Table) lookup(table, chain string) ([]string, error) {
+	if table != "filter" {
+		return nil, fmt.Errorf("rulestest: table %q not supported", table)
+	}
+	rules, ok := t.chains[chain]
+	if !ok {
+		return nil, fmt.Errorf("rulestest: no chain %q", chain)
+	}
+	return rules, nil
+}
+
+// ChainExists reports whether chain exists.
+func (t *Table) ChainExists(table, chain string) (bool, error) {
+	_, err := t.lookup(table, chain)
+	return err == nil, nil
+}
+
+// NewChain creates chain; it fails when chain exists.
+func (t *Table) NewChain(table, chain string) error {
+	if _, err := t.lookup(table, chain); err == nil {
+		return fmt.Errorf("rulestest: chain %q exists", chain)
+	}
+	if err := t.fail("NewChain", chain, nil); err != nil {
+		return err
+	}
+	t.chains[chain] = nil
+	return nil
+}
+
+// ClearChain flushes chain, creating it when missing.
+func (t *Table) ClearChain(table, chain string) error {
+	if err := t.fail("ClearChain", chain, nil); err != nil {
+		return err
+	}
+	t.chains[chain] = nil
+	return nil
+}
+
+// DeleteChain deletes an empty, unreferenced, user-defined chain.
+func (t *Table) DeleteChain(table, chain string) error {
+	rules, err := t.lookup(table, chain)
+	switch {
+	case err != nil:
+		return err
+	case slices.Contains(builtin, chain):
+		return fmt.Errorf("rulestest: cannot delete built-in chain %q", chain)
+	case len(rules) > 0:
+		return fmt.Errorf("rulestest: chain %q not empty", chain)
+	}
+	for name, rules := range t.chains {
+		for _, r := range rules {
+			if slices.Contains(strings.Fields(r), chain) {
+				return fmt.Errorf("rulestest: chain %q referenced from %q", chain, name)
+			}
+		}
+	}
+	if err := t.fail("DeleteChain", chain, nil); err != nil {
+		return err
+	}
+	delete(t.chains, chain)
+	return nil
+}
+
+// Append adds rulespec at the end of chain.
+func (t *Table) Append(table, chain string, rulespec ...string) error {
+	rules, err := t.lookup(table, chain)
+	if err != nil {
+		return err
+	}
+	if err := t.fail("Append", chain, rulespec); err != nil {
+		return err
+	}
+	t.chains[chain] = append(rules, strings.Join(rulespec, " "))
+	return nil
+}
+
+// Insert puts rulespec at 1-based position pos of chain.
+func (t *Table) Insert(table, chain string, pos int, rulespec ...string) error {
+	rules, err := t.lookup(table, chain)
+	if err != nil {
+		return err
+	}
+	if pos < 1 || pos > len(rules)+1 {
+		return fmt.Errorf("rulestest: index %d out of range in %q", pos, chain)
+	}
+	if err := t.fail("Insert", chain, rulespec); err != nil {
+		return err
+	}
+	t.chains[chain] = slices.Insert(rules, pos-1, strings.Join(rulespec, " "))
+	return nil
+}
+
+// Exists reports whether chain holds rulespec.
+func (t *Table) Exists(table, chain string, rulespec ...string) (bool, error) {
+	rules, err := t.lookup(table, chain)
+	if err != nil {
+		return false, err
+	}
+	return slices.Contains(rules, strings.Join(rulespec, " ")), nil
+}
+
+// Delete removes the first rule of chain equal to rulespec.
+func (t *Table) Delete(table, chain string, rulespec ...string) error {
+	rules, err := t.lookup(table, chain)
+	if err != nil {
+		return err
+	}
+	i := slices.Index(rules, strings.Join(rulespec, " "))
+	if i < 0 {
+		return fmt.Errorf("rulestest: no rule %q in %q", strings.Join(rulespec, " "), chain)
+	}
+	if err := t.fail("Delete", chain, rulespec); err != nil {
+		return err
+	}
+	t.chains[chain] = slices.Delete(rules, i, i+1)
+	return nil
+}
+
+// DeleteById removes the rule at 1-based position id of chain.
+func (t *Table) DeleteById(table, chain string, id int) error {
+	rules, err := t.lookup(table, chain)
+	if err != nil {
+		return err
+	}
+	if id < 1 || id > len(rules) {
+		return fmt.Errorf("rulestest: index %d out of range in %q", id, chain)
+	}
+	if err := t.fail("DeleteById", chain, []string{rules[id-1]}); err != nil {
+		return err
+	}
+	t.chains[chain] = slices.Delete(rules, id-1, id)
+	return nil
+}
+
+// List returns chain as "iptables -S chain" prints it: the policy or
+// declaration line, then one "-A chain spec" line per rule.
+func (t *Table) List(table, chain string) ([]string, error) {
+	rules, err := t.lookup(table, chain)
+	if err != nil {
+		return nil, err
+	}
+	head := "-N " + chain
+	if slices.Contains(builtin, chain) {
+		head = "-P " + chain + " ACCEPT"
+	}
+	lines := []string{head}
+	for _, r := range rules {
+		lines = append(lines, "-A "+chain+" "+r)
+	}
+	return lines, nil
+}
+
+// ListById returns the rule at 1-based position id as "-A chain spec".
+func (t *Table) ListById(table, chain string, id int) (string, error) {
+	rules, err := t.lookup(table, chain)
+	if err != nil {
+		return "", err
+	}
+	if id < 1 || id > len(rules) {
+		return "", fmt.Errorf("rulestest: index %d out of range in %q", id, chain)
+	}
+	return "-A " + chain + " " + rules[id-1], nil
+}

@@ -1,0 +1,83 @@
+package rules
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Script renders a POSIX shell script that does with the iptables and
+// ip6tables commands what ApplyAll ("apply") or RemoveAll ("remove") does,
+// for operators who set the rules up by hand (scripts/setup-rules.sh) or
+// want to read them. Like Apply, "apply" is idempotent and keeps protected
+// ports closed while it replaces a leftover chain; "remove" succeeds when
+// there is nothing to remove. It stops at the first failing command.
+func (c Config) Script(action string) (string, error) {
+	var b strings.Builder
+	switch action {
+	case "apply":
+		if err := c.Validate(); err != nil {
+			return "", err
+		}
+	case "remove":
+		if err := c.validateChain(); err != nil {
+			return "", err
+		}
+	default:
+		return "", fmt.Errorf("rules: script action %q: want apply or remove", action)
+	}
+	fmt.Fprintf(&b, "#!/bin/sh\n# sknock: %s the rules of chain %s for IPv4 and IPv6.\nset -eu\n", action, c.Chain)
+	for _, ipv6 := range []bool{false, true} {
+		ipt := family(ipv6) + " -w"
+		fmt.Fprintf(&b, "\n# %s\n", family(ipv6))
+		if action == "apply" {
+			c.writeApply(&b, ipt, ipv6)
+		} else {
+			c.writeRemove(&b, ipt)
+		}
+	}
+	return b.String(), nil
+}
+
+// writeApply writes the commands of Apply for one family: new rules go in
+// behind any leftover ones, which are then deleted from the top; a new jump
+// goes in at INPUT position 1 before any other jump is deleted.
+func (c Config) writeApply(b *strings.Builder, ipt string, ipv6 bool) {
+	chain := shellQuote(c.Chain)
+	jump := "-A INPUT " + strings.Join(c.Jump(), " ")
+	fmt.Fprintf(b, "if %s -S %s >/dev/null 2>&1; then\n", ipt, chain)
+	fmt.Fprintf(b, "\told=$(%s -S %s | grep -c '^-A ' || :)\n", ipt, chain)
+	fmt.Fprintf(b, "else\n\told=0\n\t%s -N %s\nfi\n", ipt, chain)
+	for _, rule := range c.Rules(ipv6) {
+		fmt.Fprintf(b, "%s -A %s %s\n", ipt, chain, shellJoin(rule))
+	}
+	fmt.Fprintf(b, "while [ \"$old\" -gt 0 ]; do %s -D %s 1; old=$((old - 1)); done\n", ipt, chain)
+	fmt.Fprintf(b, "%s -I INPUT 1 %s\n", ipt, shellJoin(c.Jump()))
+	fmt.Fprintf(b, "for n in $(%s -S INPUT | grep '^-A ' | grep -nxF -- %s | cut -d: -f1 | sort -rn); do\n", ipt, shellQuote(jump))
+	fmt.Fprintf(b, "\t[ \"$n\" -eq 1 ] || %s -D INPUT \"$n\"\ndone\n", ipt)
+}
+
+// writeRemove writes the commands of Remove for one family.
+func (c Config) writeRemove(b *strings.Builder, ipt string) {
+	chain := shellQuote(c.Chain)
+	fmt.Fprintf(b, "if %s -S %s >/dev/null 2>&1; then\n", ipt, chain)
+	fmt.Fprintf(b, "\twhile %s -D INPUT %s 2>/dev/null; do :; done\n", ipt, shellJoin(c.Jump()))
+	fmt.Fprintf(b, "\t%s -F %s\n\t%s -X %s\nfi\n", ipt, chain, ipt, chain)
+}
+
+// shellJoin quotes each argument for sh and joins them with spaces.
+func shellJoin(args []string) string {
+	quoted := make([]string, len(args))
+	for i, a := range args {
+		quoted[i] = shellQuote(a)
+	}
+	return strings.Join(quoted, " ")
+}
+
+// shellQuote returns s unchanged when it holds only characters sh never
+// interprets, else single-quoted.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./:,=+@%") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
