@@ -1,12 +1,287 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"time"
+
+	"sknock/knock"
+	"sknock/knock/client"
 )
 
-// runKnock is replaced by the client implementation.
+const knockUsage = `usage: sknock knock [flags] HOST PROTO/PORT...
+       sknock knock --connect [flags] HOST tcp/PORT
+
+Send one signed, encrypted knock per PROTO/PORT (tcp/22, udp/8000) to HOST's
+gatekeeper, then verify every TCP port by connecting to it, knocking again
+when a port is not open within --timeout. UDP ports cannot be verified.
+The bundle password comes from --password-file or $SKNOCK_PASSWORD.
+
+With --connect (exactly one TCP port) the verified connection is spliced to
+stdin and stdout, for use as an ssh ProxyCommand; messages go to stderr.
+
+Exit status: 0 when every port is open (UDP, or --no-verify: knocked),
+1 when a port failed, 2 for bad flags, unreadable files or a wrong password.
+
+Examples:
+  sknock knock --pkcs12 me.pfx --server-cert server.pem gate.example.net tcp/2000 udp/8000
+  ssh -o ProxyCommand='sknock knock --connect --pkcs12 ~/.sknock/me.pfx --server-cert ~/.sknock/server.pem %h tcp/%p' gate.example.net
+
+Flags:
+`
+
+// knockFlags is the parsed command line of "sknock knock".
+type knockFlags struct {
+	bundle, serverCert, passwordFile string
+	knockPort                        int
+	sourceIP                         string
+	ipv4, ipv6                       bool
+	noVerify, connect, quiet         bool
+	retries                          int
+	timeout                          time.Duration
+
+	host string
+	reqs []client.Request
+}
+
+// parseKnockFlags parses args; flags may come before or after HOST and
+// the ports. A usageError is a mistake on the command line.
+func parseKnockFlags(args []string, stdout io.Writer) (*knockFlags, error) {
+	var f knockFlags
+	fs := flag.NewFlagSet("sknock knock", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	fs.StringVar(&f.bundle, "pkcs12", "", "the client's PKCS#12 bundle (required)")
+	fs.StringVar(&f.serverCert, "server-cert", "", "the gatekeeper's certificate, DER or PEM (required)")
+	fs.StringVar(&f.passwordFile, "password-file", "", "file whose first line is the bundle password (default: $"+passwordEnv+")")
+	fs.IntVar(&f.knockPort, "knock-port", 0, "UDP port to knock on (default: random in 10000-60000)")
+	fs.StringVar(&f.sourceIP, "source-ip", "", "client address to embed, e.g. the public address behind NAT (default: the local address toward HOST)")
+	fs.BoolVar(&f.ipv4, "4", false, "use IPv4 only")
+	fs.BoolVar(&f.ipv6, "6", false, "use IPv6 only")
+	fs.BoolVar(&f.noVerify, "no-verify", false, "send the knocks, do not connect to TCP ports")
+	fs.BoolVar(&f.connect, "connect", false, "splice stdin/stdout to the verified TCP port (ssh ProxyCommand)")
+	fs.BoolVar(&f.quiet, "quiet", false, "print only failures")
+	fs.BoolVar(&f.quiet, "q", false, "short for --quiet")
+	fs.IntVar(&f.retries, "retries", client.DefaultRetries, "how many times to knock again when a TCP port did not open")
+	fs.DurationVar(&f.timeout, "timeout", client.DefaultTimeout, "how long each knock waits for its TCP port")
+
+	var positional []string
+	for rest := args; ; {
+		if err := fs.Parse(rest); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				io.WriteString(stdout, knockUsage)
+				fs.SetOutput(stdout)
+				fs.PrintDefaults()
+				return nil, err
+			}
+			return nil, usageError{msg: err.Error()}
+		}
+		rest = fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			positional = append(positional, rest...)
+			break
+		}
+		positional = append(positional, rest[0])
+		rest = rest[1:]
+	}
+	switch {
+	case len(positional) < 2:
+		return nil, usagef("want HOST and at least one PROTO/PORT")
+	case f.bundle == "":
+		return nil, usagef("--pkcs12 FILE is required")
+	case f.serverCert == "":
+		return nil, usagef("--server-cert FILE is required")
+	case f.ipv4 && f.ipv6:
+		return nil, usagef("-4 and -6 exclude each other")
+	case f.knockPort < 0 || f.knockPort > 65535:
+		return nil, usagef("--knock-port %d is not in 1..65535", f.knockPort)
+	case f.retries < 0:
+		return nil, usagef("--retries must not be negative, got %d", f.retries)
+	case f.timeout <= 0:
+		return nil, usagef("--timeout must be positive, got %s", f.timeout)
+	}
+	f.host = positional[0]
+	for _, arg := range positional[1:] {
+		req, err := client.ParseRequest(arg)
+		if err != nil {
+			return nil, usageError{msg: err.Error()}
+		}
+		f.reqs = append(f.reqs, req)
+	}
+	if f.connect && (len(f.reqs) != 1 || f.reqs[0].Proto != knock.TCP) {
+		return nil, usagef("--connect wants exactly one tcp/PORT")
+	}
+	return &f, nil
+}
+
+// config turns the flags into a client.Config.
+func (f *knockFlags) config() (*client.Config, error) {
+	cfg := &client.Config{
+		KnockPort: uint16(f.knockPort),
+		Retries:   f.retries,
+		Timeout:   f.timeout,
+		NoVerify:  f.noVerify,
+	}
+	if f.retries == 0 {
+		cfg.Retries = -1 // the flag's 0 means a single knock
+	}
+	switch {
+	case f.ipv4:
+		cfg.Network = "ip4"
+	case f.ipv6:
+		cfg.Network = "ip6"
+	}
+	if f.sourceIP != "" {
+		a, err := netip.ParseAddr(f.sourceIP)
+		if err != nil {
+			return nil, usagef("--source-ip %q is not an IP address", f.sourceIP)
+		}
+		cfg.SourceIP = a
+	}
+	return cfg, nil
+}
+
+// runKnock runs "sknock knock ARGS...". stdin is read only with --connect.
 func runKnock(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "sknock knock: not implemented yet")
-	return 1
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	f, err := parseKnockFlags(args, stdout)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "sknock knock: %s (see 'sknock knock -h')\n", oneLine(err.Error()))
+		return exitUsage
+	}
+	c, err := loadKnockClient(f)
+	if err != nil {
+		fmt.Fprintf(stderr, "sknock knock: %s\n", oneLine(err.Error()))
+		return exitUsage
+	}
+	if f.connect {
+		return knockConnect(ctx, c, f, stdin, stdout, stderr)
+	}
+	results, err := c.Knock(ctx, f.host, f.reqs...)
+	if results == nil && err != nil {
+		fmt.Fprintf(stderr, "sknock knock: %s\n", oneLine(err.Error()))
+		return exitFailure
+	}
+	code := exitOK
+	for _, r := range results {
+		if r.Status == client.StatusFailed {
+			code = exitFailure
+			fmt.Fprintf(stderr, "%s failed: %s\n", r.Request, oneLine(r.Err.Error()))
+			continue
+		}
+		if !f.quiet {
+			fmt.Fprintln(stdout, describeResult(r))
+		}
+	}
+	return code
+}
+
+// loadKnockClient reads the password, bundle and server certificate.
+func loadKnockClient(f *knockFlags) (*client.Client, error) {
+	cfg, err := f.config()
+	if err != nil {
+		return nil, err
+	}
+	password, err := bundlePassword(f.passwordFile)
+	if err != nil {
+		return nil, err
+	}
+	return client.Load(f.bundle, password, f.serverCert, cfg)
+}
+
+// describeResult is the line printed for a port that did not fail.
+func describeResult(r client.Result) string {
+	switch {
+	case r.Status == client.StatusOpen:
+		return fmt.Sprintf("%s open (verified in %s)", r.Request, roundDuration(r.Elapsed))
+	case r.Request.Proto == knock.UDP:
+		return fmt.Sprintf("%s knocked (UDP cannot be verified)", r.Request)
+	}
+	return fmt.Sprintf("%s knocked (not verified)", r.Request)
+}
+
+// roundDuration keeps three significant digits or so: 3.2ms, 41ms, 1.2s.
+func roundDuration(d time.Duration) time.Duration {
+	switch {
+	case d < time.Millisecond:
+		return d.Round(time.Microsecond)
+	case d < 10*time.Millisecond:
+		return d.Round(100 * time.Microsecond)
+	case d < time.Second:
+		return d.Round(time.Millisecond)
+	}
+	return d.Round(100 * time.Millisecond)
+}
+
+// knockConnect knocks, then splices stdin and stdout to the verified
+// connection until the remote end closes it. Only spliced bytes go to
+// stdout.
+func knockConnect(ctx context.Context, c *client.Client, f *knockFlags, stdin io.Reader, stdout, stderr io.Writer) int {
+	conn, _, err := c.Connect(ctx, f.host, f.reqs[0].Port)
+	if err != nil {
+		fmt.Fprintf(stderr, "sknock knock: %s\n", oneLine(err.Error()))
+		return exitFailure
+	}
+	defer conn.Close()
+	if err := splice(conn, stdin, stdout); err != nil {
+		fmt.Fprintf(stderr, "sknock knock: %s: %s\n", f.reqs[0], oneLine(err.Error()))
+		return exitFailure
+	}
+	return exitOK
+}
+
+// stdinGrace is how long splice waits, after the remote end closed, for
+// the stdin copier to stop. A reader that cannot be interrupted (a
+// terminal) is left to the process's exit.
+const stdinGrace = 100 * time.Millisecond
+
+// splice copies stdin to conn and conn to stdout. At EOF on stdin it
+// half-closes conn (the remote sees EOF and may still answer); it returns
+// when the remote closes conn.
+func splice(conn net.Conn, stdin io.Reader, stdout io.Writer) error {
+	sent := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(conn, stdin)
+		if cw, ok := conn.(interface{ CloseWrite() error }); ok && err == nil {
+			err = cw.CloseWrite()
+		}
+		sent <- err
+	}()
+	_, err := io.Copy(stdout, conn)
+	if err != nil {
+		err = fmt.Errorf("receive: %w", err)
+	}
+	if c, ok := stdin.(io.Closer); ok {
+		c.Close()
+	}
+	select {
+	case sendErr := <-sent:
+		if err == nil && sendErr != nil && !isClosedError(sendErr) {
+			err = fmt.Errorf("send: %w", sendErr)
+		}
+	case <-time.After(stdinGrace):
+	}
+	return err
+}
+
+// isClosedError reports whether err only says that a side was closed,
+// which is how the copier stops when the remote went first.
+func isClosedError(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe) || errors.Is(err, os.ErrClosed) ||
+		strings.Contains(err.Error(), "broken pipe") || strings.Contains(err.Error(), "connection reset")
 }
