@@ -181,7 +181,7 @@ func runKnock(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	for _, r := range results {
 		if r.Status == client.StatusFailed {
 			code = exitFailure
-			fmt.Fprintf(stderr, "%s failed: %s\n", r.Request, oneLine(r.Err.Error()))
+			fmt.Fprintf(stderr, "sknock knock: %s\n", oneLine(r.Err.Error()))
 			continue
 		}
 		if !f.quiet {
@@ -238,7 +238,12 @@ func knockConnect(ctx context.Context, c *client.Client, f *knockFlags, stdin io
 		return exitFailure
 	}
 	defer conn.Close()
+	// An interrupt during the splice ends it like a remote close.
+	defer context.AfterFunc(ctx, func() { conn.Close() })()
 	if err := splice(conn, stdin, stdout); err != nil {
+		if ctx.Err() != nil {
+			return exitFailure
+		}
 		fmt.Fprintf(stderr, "sknock knock: %s: %s\n", f.reqs[0], oneLine(err.Error()))
 		return exitFailure
 	}

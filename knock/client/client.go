@@ -1,0 +1,136 @@
+package client
+
+import (
+	"context"
+	"crypto/ecdh"
+	"crypto/ecdsa"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"sknock/pki"
+)
+
+// Defaults for the zero fields of Config.
+const (
+	// DefaultRetries is how many times a TCP port that did not open is
+	// knocked again.
+	DefaultRetries = 3
+	// DefaultTimeout is how long one knock waits for its TCP port.
+	DefaultTimeout = time.Second
+	// MinKnockPort and MaxKnockPort bound the random knock port, the
+	// gatekeeper's default knock range.
+	MinKnockPort, MaxKnockPort = 10000, 60000
+)
+
+// Config tunes a Client. The zero Config knocks on a random port in
+// 10000–60000, embeds the local address the kernel would use toward the
+// host, verifies TCP ports and knocks up to DefaultRetries more times.
+type Config struct {
+	// KnockPort is the UDP port knocks are sent to. Zero picks a random
+	// port in MinKnockPort..MaxKnockPort for every datagram.
+	KnockPort uint16
+	// SourceIP is the client address embedded in knocks, for a client
+	// behind NAT whose public address differs from its own. The zero
+	// Addr means the local address the kernel would send from toward the
+	// host. Its family must match the host's.
+	SourceIP netip.Addr
+	// Network restricts the host's address family: "ip4" or "ip6". Empty
+	// means either, taking the resolver's first answer.
+	Network string
+	// Retries is how many more times a TCP port is knocked when it did
+	// not open within Timeout. Zero means DefaultRetries; negative means
+	// a single knock.
+	Retries int
+	// Timeout is how long each knock waits for its TCP port to accept a
+	// connection. Zero means DefaultTimeout.
+	Timeout time.Duration
+	// NoVerify sends the knocks and does not connect to TCP ports.
+	NoVerify bool
+	// Dial makes the connections that verify TCP ports. Nil means a
+	// net.Dialer. It must honour ctx.
+	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+	// Now is the clock whose Unix seconds become the knock timestamp.
+	// Nil means time.Now.
+	Now func() time.Time
+}
+
+// Client knocks with one certificate at one gatekeeper. It is safe for
+// concurrent use.
+type Client struct {
+	key    *ecdsa.PrivateKey
+	cert   []byte // client certificate, DER
+	server *ecdh.PublicKey
+	cfg    Config
+}
+
+// New returns a Client that signs with bundle's key and certificate and
+// encrypts to serverCert's key, which must be P-256. cfg may be nil for the
+// defaults; New keeps a copy.
+func New(bundle *pki.Bundle, serverCert *x509.Certificate, cfg *Config) (*Client, error) {
+	if bundle == nil || bundle.Key == nil || bundle.Cert == nil {
+		return nil, errors.New("new knock client: bundle without key or certificate")
+	}
+	if serverCert == nil {
+		return nil, errors.New("new knock client: no server certificate")
+	}
+	pub, ok := serverCert.PublicKey.(*ecdsa.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("new knock client: server certificate %s has a %s key, want P-256 ECDSA", serverCert.Subject, serverCert.PublicKeyAlgorithm)
+	}
+	server, err := pub.ECDH()
+	if err != nil {
+		return nil, fmt.Errorf("new knock client: server certificate %s: %w", serverCert.Subject, err)
+	}
+	if server.Curve() != ecdh.P256() {
+		return nil, fmt.Errorf("new knock client: server certificate %s: key not on P-256", serverCert.Subject)
+	}
+	c := &Client{key: bundle.Key, cert: bundle.Cert.Raw, server: server}
+	if cfg != nil {
+		c.cfg = *cfg
+	}
+	switch c.cfg.Network {
+	case "", "ip", "ip4", "ip6":
+	default:
+		return nil, fmt.Errorf("new knock client: network %q (want ip4, ip6 or empty)", c.cfg.Network)
+	}
+	if c.cfg.Retries == 0 {
+		c.cfg.Retries = DefaultRetries
+	} else if c.cfg.Retries < 0 {
+		c.cfg.Retries = 0
+	}
+	if c.cfg.Timeout <= 0 {
+		c.cfg.Timeout = DefaultTimeout
+	}
+	if c.cfg.Dial == nil {
+		var d net.Dialer
+		c.cfg.Dial = d.DialContext
+	}
+	if c.cfg.Now == nil {
+		c.cfg.Now = time.Now
+	}
+	return c, nil
+}
+
+// Load reads the client's PKCS#12 bundle (legacy or modern) and the
+// server's certificate (DER or PEM; the first one counts) and returns a
+// Client for them. Errors name the file and, for a wrong password, wrap
+// pki.ErrPassword.
+func Load(pkcs12Path, password, serverCertPath string, cfg *Config) (*Client, error) {
+	bundle, err := pki.LoadBundle(pkcs12Path, password)
+	if err != nil {
+		return nil, err
+	}
+	certs, err := pki.LoadCertificates(serverCertPath)
+	if err != nil {
+		return nil, fmt.Errorf("server certificate: %w", err)
+	}
+	c, err := New(bundle, certs[0], cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", serverCertPath, err)
+	}
+	return c, nil
+}

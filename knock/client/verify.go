@@ -1,0 +1,121 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+)
+
+// Probe schedule. The first probe goes out right after the knock; the next
+// ones follow at growing gaps so that a port opened within milliseconds is
+// seen within milliseconds, and a slow one is not hammered. Probes overlap:
+// a SYN the gatekeeper dropped because it beat the knock would only be
+// retransmitted by the kernel a second later, so a new connection is tried
+// rather than waiting for it.
+const (
+	firstProbeGap = 2 * time.Millisecond
+	maxProbeGap   = 250 * time.Millisecond
+)
+
+// probeGap returns the wait after probe n (0-based) before probe n+1:
+// 2ms, 4ms, 8ms, … capped at 250ms. A knock takes the gatekeeper about a
+// millisecond, so the second probe usually connects.
+func probeGap(n int) time.Duration {
+	if n >= 16 {
+		return maxProbeGap
+	}
+	return min(firstProbeGap<<n, maxProbeGap)
+}
+
+// verify probes res's TCP port until it accepts a connection, knocking
+// again after every Timeout without success, at most Retries times. It
+// fills in res and returns the connection that verified the port, or nil.
+func (c *Client) verify(ctx context.Context, t target, res *Result, start time.Time) net.Conn {
+	addr := netip.AddrPortFrom(t.host, res.Request.Port).String()
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			if err := c.send(ctx, t, res.Request); err != nil {
+				lastErr = err
+				break
+			}
+			res.Knocks++
+		}
+		conn, probes, err := c.probe(ctx, addr)
+		res.Probes += probes
+		if conn != nil {
+			res.Status, res.Elapsed, res.Err = StatusOpen, time.Since(start), nil
+			return conn
+		}
+		lastErr = err
+		if ctx.Err() != nil || attempt >= c.cfg.Retries {
+			break
+		}
+	}
+	res.Status, res.Elapsed = StatusFailed, time.Since(start)
+	if err := ctx.Err(); err != nil {
+		res.Err = fmt.Errorf("%s on %s: %w", res.Request, t.host, err)
+	} else {
+		res.Err = fmt.Errorf("%s on %s: %w after %d knocks in %s (last probe: %w)",
+			res.Request, t.host, ErrNotOpen, res.Knocks, res.Elapsed.Round(time.Millisecond), lastErr)
+	}
+	return nil
+}
+
+// dialResult is the outcome of one probe.
+type dialResult struct {
+	conn net.Conn
+	err  error
+}
+
+// probe connects to addr on the probe schedule for at most Timeout and
+// returns the first connection made, closing any other that also
+// succeeds, and how many probes it started. Every probe has returned when
+// it returns.
+func (c *Client) probe(ctx context.Context, addr string) (net.Conn, int, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	results := make(chan dialResult)
+	pending, probes := 0, 0
+	// drain waits for the probes still running (cancel makes them return)
+	// so none outlives the call.
+	drain := func() {
+		cancel()
+		for ; pending > 0; pending-- {
+			if r := <-results; r.conn != nil {
+				r.conn.Close()
+			}
+		}
+	}
+	next := time.NewTimer(0)
+	defer next.Stop()
+	var lastErr error
+	for {
+		select {
+		case <-next.C:
+			pending++
+			go func() {
+				conn, err := c.cfg.Dial(ctx, "tcp", addr)
+				results <- dialResult{conn, err}
+			}()
+			next.Reset(probeGap(probes))
+			probes++
+		case r := <-results:
+			pending--
+			if r.err == nil {
+				drain()
+				return r.conn, probes, nil
+			}
+			lastErr = r.err
+		case <-ctx.Done():
+			drain()
+			if lastErr == nil || errors.Is(lastErr, context.DeadlineExceeded) {
+				lastErr = fmt.Errorf("connect %s: no answer within %s", addr, c.cfg.Timeout)
+			}
+			return nil, probes, lastErr
+		}
+	}
+}
