@@ -27,6 +27,7 @@ type daemon struct {
 	knockQ *queue.KnockReader
 
 	crlStamp fileStamp // the CRL file the trust state was built from
+	fetch    Fetcher   // gets crl.url
 }
 
 func newLogger(level string, w io.Writer) *zap.Logger {
@@ -39,12 +40,37 @@ func newLogger(level string, w io.Writer) *zap.Logger {
 	return zap.New(core)
 }
 
+// osDeps are the daemon's boundaries with the operating system: the
+// NFQUEUE sockets, iptables, the network for CRL fetches and the
+// single-instance lock. Tests replace them with fakes.
+type osDeps struct {
+	open        queue.Opener
+	applyRules  func(rules.Config) error
+	removeRules func(rules.Config) error
+	fetch       Fetcher
+	lock        func(gateQ, knockQ uint16) (io.Closer, error)
+}
+
+// realDeps are the kernel's and the network's.
+var realDeps = osDeps{
+	open:        queue.OpenNFQueue,
+	applyRules:  rules.ApplyAll,
+	removeRules: rules.RemoveAll,
+	fetch:       httpFetch,
+	lock:        lockQueues,
+}
+
 // serve runs the gatekeeper until ctx is done. It returns the exit status.
 func serve(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io.Writer) int {
+	return serveWith(ctx, cfg, hup, stderr, realDeps)
+}
+
+// serveWith is serve with the OS boundaries given.
+func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io.Writer, sys osDeps) int {
 	log := newLogger(cfg.LogLevel, stderr)
 	defer log.Sync()
 
-	trust, info, warnings, err := loadTrust(ctx, cfg, httpFetch)
+	trust, info, warnings, err := loadTrust(ctx, cfg, sys.fetch)
 	if err != nil {
 		fmt.Fprintf(stderr, "sknockd: %s: %v\n", cfg.Path, err)
 		return 2
@@ -52,14 +78,14 @@ func serve(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io.Wri
 	for _, w := range warnings {
 		log.Warn("crl fetch failed", zap.Error(w))
 	}
-	lock, err := lockQueues(cfg.Rules.GateQueue, cfg.Rules.KnockQueue)
+	lock, err := sys.lock(cfg.Rules.GateQueue, cfg.Rules.KnockQueue)
 	if err != nil {
 		fmt.Fprintf(stderr, "sknockd: %v\n", err)
 		return 1
 	}
 	defer lock.Close()
 
-	d := &daemon{cfg: cfg, log: log}
+	d := &daemon{cfg: cfg, log: log, fetch: sys.fetch}
 	d.crlStamp = stampOf(cfg.CRLFile)
 	d.engine = gate.NewEngine(gate.Config{
 		Policy:       cfg.Policy,
@@ -71,7 +97,7 @@ func serve(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io.Wri
 
 	bound := make(chan error, 2)
 	open := func(sc queue.SocketConfig) (queue.Socket, error) {
-		s, err := queue.OpenNFQueue(sc)
+		s, err := sys.open(sc)
 		bound <- err
 		return s, err
 	}
@@ -119,7 +145,7 @@ func serve(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io.Wri
 		}
 	}
 
-	if err := rules.ApplyAll(cfg.Rules); err != nil {
+	if err := sys.applyRules(cfg.Rules); err != nil {
 		stopReaders()
 		fmt.Fprintf(stderr, "sknockd: apply rules: %v\n", err)
 		return 1
@@ -138,7 +164,7 @@ func serve(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io.Wri
 	if status == 0 {
 		// A clean stop removes everything; a broken reader leaves the
 		// rules in place, so protected ports stay closed (fail closed).
-		if err := rules.RemoveAll(cfg.Rules); err != nil {
+		if err := sys.removeRules(cfg.Rules); err != nil {
 			log.Error("remove rules", zap.Error(err))
 			status = 1
 		}
@@ -197,7 +223,7 @@ func (d *daemon) reload(ctx context.Context, hup bool) {
 	}
 	var fetch Fetcher
 	if cfg.CRLURL != "" {
-		fetch = httpFetch
+		fetch = d.fetch
 	}
 	if !hup && fetch == nil && stampOf(cfg.CRLFile) == d.crlStamp {
 		return
