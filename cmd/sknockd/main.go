@@ -34,8 +34,9 @@ Usage:
 Example:
   sudo sknockd --config /etc/sknock/config.yaml
 
-Exit status: 0 clean stop or valid config; 2 bad flags or configuration
-(nothing applied); 1 a runtime failure (rules removed on the way out).
+Exit status: 0 clean stop (rules removed) or valid config; 2 bad flags or
+configuration (nothing applied); 1 a runtime failure: if the rules were
+applied they stay, so protected ports stay closed until sknockd is back.
 `
 
 func main() {
