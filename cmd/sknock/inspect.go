@@ -30,7 +30,8 @@ verdict with its reason. Use it to answer "why was my knock refused?".
                   at the real time.
   --ca, --crl     CA certificates (PEM/DER) and CRL (DER/PEM); default CA:
                   the one inside the server bundle
-The bundle password comes from --password-file or $SKNOCK_PASSWORD.
+  --tolerance D   the timestamp tolerance (default 7s, as sknockd's)
+The bundle password comes from --password-file FILE or $SKNOCK_PASSWORD.
 
 Exit status: 0 grant, 1 deny, 2 bad flags or unreadable files.
 
@@ -60,14 +61,25 @@ type inspectResult struct {
 func runInspect(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, inspectUsage) }
+	fs.Usage = func() {
+		out := stderr
+		for _, a := range args {
+			if a == "-h" || a == "-help" || a == "--help" {
+				out = stdout
+			}
+		}
+		fmt.Fprint(out, inspectUsage)
+		fs.SetOutput(out)
+		fmt.Fprintln(out, "\nFlags:")
+		fs.PrintDefaults()
+	}
 	bundlePath := fs.String("pkcs12", "", "the gatekeeper's PKCS#12 bundle")
 	passwordFile := fs.String("password-file", "", "file whose first line is the bundle password")
 	caPath := fs.String("ca", "", "CA certificates (default: the CA in the bundle)")
 	crlPath := fs.String("crl", "", "the CA's CRL")
 	source := fs.String("source", "", "the datagram's source address")
 	at := fs.String("at", "", "arrival time, Unix seconds")
-	tolerance := fs.Duration("tolerance", 7*time.Second, "timestamp tolerance")
+	tolerance := fs.Duration("tolerance", 7*time.Second, "how far the timestamp may be from --at (sknockd's knock.timestamp_tolerance)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0

@@ -46,7 +46,7 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("sknockd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	fs.Usage = func() { fmt.Fprint(helpOutput(args, stdout, stderr), usage) }
 	configPath := fs.String("config", "", "configuration file (YAML)")
 	check := fs.Bool("check", false, "validate the configuration and exit")
 	rulesScript := fs.String("rules-script", "", "print the rule set as shell commands for `apply` or `remove`")
@@ -120,4 +120,16 @@ func protectList(c *Config) string {
 		s += p.String()
 	}
 	return s
+}
+
+// helpOutput is where usage goes: stdout when it was asked for with -h or
+// --help (so it pages), stderr when it explains a bad flag.
+func helpOutput(args []string, stdout, stderr io.Writer) io.Writer {
+	for _, a := range args {
+		switch a {
+		case "-h", "-help", "--help":
+			return stdout
+		}
+	}
+	return stderr
 }

@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
+	"time"
 
 	"sknock/internal/netns"
 )
@@ -47,7 +49,26 @@ func NewNet(t testing.TB) *Net {
 	n.Server.MustRun("ip", "link", "set", "br0", "up")
 	attach(n.Server, "vcli", n.Client, ClientV4, ClientV6)
 	attach(n.Server, "vmal", n.Mallory, MalloryV4, MalloryV6)
+	waitForwarding(t, n.Server, 2)
 	return n
+}
+
+// waitForwarding waits until ports bridge ports forward: a port is
+// disabled until its peer's carrier is up, and a SYN sent before then is
+// lost and only retried a second later.
+func waitForwarding(t testing.TB, server *netns.NS, ports int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out, err := server.Run("bridge", "link", "show")
+		if err == nil && strings.Count(out, "state forwarding") >= ports {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bridge ports not forwarding after 5s: %v\n%s", err, out)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // attach links peer to the server's bridge: port is the server-side end,

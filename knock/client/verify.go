@@ -59,8 +59,12 @@ func (c *Client) verify(ctx context.Context, t target, res *Result, start time.T
 	if err := ctx.Err(); err != nil {
 		res.Err = fmt.Errorf("%s on %s: %w", res.Request, t.host, err)
 	} else {
-		res.Err = fmt.Errorf("%s on %s: %w after %d knocks in %s (last probe: %w)",
-			res.Request, t.host, ErrNotOpen, res.Knocks, res.Elapsed.Round(time.Millisecond), lastErr)
+		knocks := "knocks"
+		if res.Knocks == 1 {
+			knocks = "knock"
+		}
+		res.Err = fmt.Errorf("%s on %s: %w after %d %s in %s (last probe: %w)",
+			res.Request, t.host, ErrNotOpen, res.Knocks, knocks, res.Elapsed.Round(time.Millisecond), lastErr)
 	}
 	return nil
 }

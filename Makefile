@@ -1,0 +1,72 @@
+# sknock: build, test, demo and install.
+#
+#   make                      build bin/sknockd and bin/sknock
+#   make test                 scripts/test.sh (as root: also the kernel integration tests)
+#   sudo make demo            scripts/demo.sh, the self-contained demonstration
+#   sudo make install         binaries to $(PREFIX)/bin, config and systemd unit to /etc
+#   sudo make uninstall       remove what install put there (not /etc/sknock)
+#   make clean
+#
+# The module path is `sknock`, not a URL, so `go install ...@latest` cannot
+# fetch it; build from a checkout with `make install`.
+# Variables: PREFIX (/usr/local), DESTDIR (staging root for packagers),
+# SYSCONFDIR (/etc), UNITDIR (/etc/systemd/system), VERSION, GO, BUILDDIR.
+
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+SYSCONFDIR ?= /etc
+UNITDIR    ?= $(SYSCONFDIR)/systemd/system
+BINDIR     ?= $(PREFIX)/bin
+DATADIR    ?= $(PREFIX)/share/sknock
+STATEDIR   ?= /var/lib/sknock
+BUILDDIR   ?= bin
+GO         ?= go
+VERSION    ?= $(shell git -c safe.directory="$(CURDIR)" describe --tags --always --dirty 2>/dev/null || echo 0.1.0)
+
+# Go may live outside root's PATH under sudo.
+export PATH := $(PATH):/usr/local/go/bin
+
+LDFLAGS := -X main.version=$(VERSION)
+
+.PHONY: all build test demo install uninstall clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BUILDDIR)/ ./cmd/sknockd ./cmd/sknock
+
+test:
+	bash scripts/test.sh
+
+demo:
+	bash scripts/demo.sh
+
+install: build
+	install -d -m 0755 $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR) $(DESTDIR)$(UNITDIR)
+	install -m 0755 $(BUILDDIR)/sknockd $(BUILDDIR)/sknock $(DESTDIR)$(BINDIR)/
+	install -m 0755 scripts/setup-rules.sh $(DESTDIR)$(DATADIR)/setup-rules.sh
+	install -m 0644 config.yaml $(DESTDIR)$(DATADIR)/config.yaml.example
+	sed 's|/usr/local/bin/|$(BINDIR)/|g; s|/etc/sknock/|$(SYSCONFDIR)/sknock/|g' scripts/sknockd.service >$(DESTDIR)$(UNITDIR)/sknockd.service.tmp
+	chmod 0644 $(DESTDIR)$(UNITDIR)/sknockd.service.tmp
+	mv -f $(DESTDIR)$(UNITDIR)/sknockd.service.tmp $(DESTDIR)$(UNITDIR)/sknockd.service
+	install -d -m 0750 $(DESTDIR)$(SYSCONFDIR)/sknock $(DESTDIR)$(STATEDIR)
+	@# Never overwrite an operator's configuration.
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/sknock/config.yaml ]; then \
+		echo "kept existing $(DESTDIR)$(SYSCONFDIR)/sknock/config.yaml (the shipped one is $(DATADIR)/config.yaml.example)"; \
+	else \
+		install -m 0640 config.yaml $(DESTDIR)$(SYSCONFDIR)/sknock/config.yaml; \
+		echo "installed $(DESTDIR)$(SYSCONFDIR)/sknock/config.yaml"; \
+	fi
+	@echo "next: put server.pfx and server.pass in $(SYSCONFDIR)/sknock/, edit config.yaml, then"
+	@echo "  sknockd --config $(SYSCONFDIR)/sknock/config.yaml --check"
+	@echo "  systemctl daemon-reload && systemctl enable --now sknockd"
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/sknockd $(DESTDIR)$(BINDIR)/sknock
+	rm -f $(DESTDIR)$(UNITDIR)/sknockd.service
+	rm -f $(DESTDIR)$(DATADIR)/setup-rules.sh $(DESTDIR)$(DATADIR)/config.yaml.example
+	rmdir $(DESTDIR)$(DATADIR) 2>/dev/null || true
+	@echo "left $(DESTDIR)$(SYSCONFDIR)/sknock/ (configuration, keys) and /var/lib/sknock/ in place"
+
+clean:
+	rm -rf $(BUILDDIR)
