@@ -66,7 +66,7 @@ func (e *Engine) logKnock(src netip.Addr, d *Decision, now time.Time) {
 		}
 	}
 	if d.Granted() {
-		fields = append(fields, zap.Duration("open_for", e.cfg.OpenDuration))
+		fields = append(fields, zap.Float64("open_seconds", e.cfg.OpenDuration.Seconds()))
 	}
 	if suppressed > 0 {
 		fields = append(fields, zap.Uint64("suppressed_before", suppressed))

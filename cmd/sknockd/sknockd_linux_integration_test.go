@@ -406,7 +406,7 @@ func TestIntegrationExpiry(t *testing.T) {
 	addr := e2e.AddrPort(e2e.ServerV4, tcpA)
 
 	datagram, line := e.knock(t, e.alice, c, netip.Addr{}, knock.TCP, tcpA)
-	checkLine(t, line, map[string]string{"verdict": "grant", "open_for": "2"})
+	checkLine(t, line, map[string]string{"verdict": "grant", "open_seconds": "2"})
 	granted := time.Now()
 	conn, err := e2e.DialTCP(c.ns, addr, probeTimeout)
 	if err != nil {
