@@ -127,6 +127,10 @@ func (c Config) knockRules(ipv6 bool) [][]string {
 		"-m", "hashlimit", "--hashlimit-upto", c.KnockRateLimit,
 		"--hashlimit-mode", "srcip", "--hashlimit-name", hashlimitName,
 	}
+	if ipv6 {
+		// One IPv6 host usually holds a whole /64: count it as one source.
+		limit = append(limit, "--hashlimit-srcmask", "64")
+	}
 	limited := append(append(append([]string(nil), knock...), limit...), queue...)
 	return [][]string{limited, append(knock, "-j", "DROP")}
 }

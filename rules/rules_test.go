@@ -122,7 +122,7 @@ func TestRules(t *testing.T) {
 			},
 			ipv6: true,
 			want: split(established, loopback, rejectTCP, rejectUDP6,
-				"-p udp -m udp --dport 10000:60000 -m length --length 348:65535 -m hashlimit --hashlimit-upto 20/second --hashlimit-mode srcip --hashlimit-name sknock_knock -j NFQUEUE --queue-num 100 --queue-bypass",
+				"-p udp -m udp --dport 10000:60000 -m length --length 348:65535 -m hashlimit --hashlimit-upto 20/second --hashlimit-mode srcip --hashlimit-name sknock_knock --hashlimit-srcmask 64 -j NFQUEUE --queue-num 100 --queue-bypass",
 				"-p udp -m udp --dport 10000:60000 -m length --length 348:65535 -j DROP"),
 		},
 	}

@@ -74,8 +74,18 @@ func defaultConfig() Config {
 		Policy:             gate.PolicyDrop,
 		OpenDuration:       15 * time.Second,
 		LogLevel:           "info",
-		Rules:              rules.DefaultConfig(),
+		Rules:              defaultRules(),
 	}
+}
+
+// defaultRules are rules.DefaultConfig plus a per-source knock rate
+// limit: a knock costs an ECDH, so one flooding source must not be able to
+// crowd everyone else out of the knock backlog. A client sends one knock
+// per port it opens, so 20 a second is generous.
+func defaultRules() rules.Config {
+	r := rules.DefaultConfig()
+	r.KnockRateLimit = "20/second"
+	return r
 }
 
 // keySetter stores one YAML value; it returns a message when the value is
