@@ -32,8 +32,10 @@ LDFLAGS := -X main.version=$(VERSION)
 
 all: build
 
+# Static binaries (no cgo): nothing to resolve at exec, which saves the
+# client about a millisecond per knock, and they run on any glibc.
 build:
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BUILDDIR)/ ./cmd/sknockd ./cmd/sknock
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BUILDDIR)/ ./cmd/sknockd ./cmd/sknock
 
 test:
 	bash scripts/test.sh

@@ -85,7 +85,7 @@ ratio() {
 
 # ---- build -----------------------------------------------------------------
 log "building into $BIN"
-go build -o "$BIN/" ./cmd/sknockd ./cmd/sknock ./internal/bench/sknockbench ./internal/bench/nfqaccept
+CGO_ENABLED=0 go build -o "$BIN/" ./cmd/sknockd ./cmd/sknock ./internal/bench/sknockbench ./internal/bench/nfqaccept
 SB=$BIN/sknockbench
 
 # ---- PKI ---------------------------------------------------------------------

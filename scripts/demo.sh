@@ -202,7 +202,7 @@ info "sandbox directory $WORK"
 
 # ---------------------------------------------------------------- build
 VERSION=$(git -C "$ROOT" -c safe.directory="$ROOT" describe --tags --always --dirty 2>/dev/null || echo 0.1.0)
-(cd "$ROOT" && go build -ldflags "-X main.version=$VERSION" -o "$WORK/bin/" ./cmd/...) ||
+(cd "$ROOT" && CGO_ENABLED=0 go build -ldflags "-X main.version=$VERSION" -o "$WORK/bin/" ./cmd/...) ||
 	die "go build failed"
 mkdir -p "$WORK/service"
 cat >"$WORK/service/go.mod" <<'EOF'
