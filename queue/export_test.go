@@ -1,9 +1,10 @@
 package queue
 
-// HandleGatePacket runs g's per-packet path for p with s as the socket.
-func HandleGatePacket(g *GateReader, s Socket, p Packet) {
+// HandleGateBatch runs g's path for one receive's packets with s as the
+// socket.
+func HandleGateBatch(g *GateReader, s Socket, pkts []Packet) {
 	g.sock = s
-	g.handle(p)
+	g.handle(pkts)
 }
 
 // HandleKnockPacket runs k's receive-side per-packet path for p with s as

@@ -74,22 +74,27 @@ type GateStats struct {
 	// dropped packets. With NETLINK_NO_ENOBUFS (OpenNFQueue sets it) it
 	// stays zero; see ReadKernelStats.
 	Overruns atomic.Uint64
-	// VerdictErrors counts verdicts the socket refused; the kernel keeps
-	// such packets until the queue closes, then drops them.
+	// VerdictErrors counts verdict messages the socket refused (a batch
+	// verdict counts once); the kernel keeps such packets until a later
+	// drop or reject batch covers them or the queue closes, and drops them.
 	VerdictErrors atomic.Uint64
 }
 
 // GateReader serves the gate queue: every packet is decoded into one
-// reused Header, given to Decide and answered inline. Nothing on its side
-// allocates per packet.
+// reused Header and given to Decide, inline, in the kernel's order; the
+// packets of one receive are then answered together, one batch verdict
+// per run of equal verdicts. Nothing on its side allocates per packet.
 type GateReader struct {
 	cfg     GateConfig
 	stats   *GateStats
 	running atomic.Bool
 
-	// sock and hdr belong to the one receive goroutine while Run runs.
-	sock Socket
-	hdr  Header
+	// sock, hdr and unsettled belong to the one receive goroutine while
+	// Run runs. unsettled reports that a verdict the socket refused left a
+	// packet waiting in the kernel (see answer).
+	sock      Socket
+	hdr       Header
+	unsettled bool
 }
 
 // NewGate checks cfg, fills in its defaults and returns a reader that Run
@@ -145,15 +150,31 @@ func (g *GateReader) Run(ctx context.Context) error {
 	return serve(ctx, sock, g.handle, func(err error) { countReceiveError(err, &g.stats.ReceiveErrors, &g.stats.Overruns) })
 }
 
-// handle is the per-packet path: decode, decide, verdict. It runs on the
-// socket's single receive goroutine.
-//
-// TODO(batch): consecutive packets with the same verdict could share one
-// NFQNL_MSG_VERDICT_BATCH (it covers every id up to the given one), but
-// that needs the verdict deferred until the socket's read buffer is
-// drained, which go-nfqueue's callback API does not tell us; one verdict
-// per packet for now.
-func (g *GateReader) handle(p Packet) {
+// handle is the receive goroutine's path for one batch of packets: it
+// decides every packet in order, then answers each run of packets in a row
+// that get the same kernel verdict (and mark) with one batch verdict.
+// Every packet of the batch has its verdict when handle returns, so that a
+// batch verdict, which covers every waiting packet up to its id, never
+// covers one that was not decided.
+func (g *GateReader) handle(pkts []Packet) {
+	start := 0
+	var run kernelVerdict
+	for i := range pkts {
+		kv := g.decide(&pkts[i])
+		if i > start && kv != run {
+			g.answer(pkts[start:i], run)
+			start = i
+		}
+		run = kv
+	}
+	if len(pkts) > 0 {
+		g.answer(pkts[start:], run)
+	}
+}
+
+// decide decodes p, asks Decide, counts the verdict and returns what the
+// kernel is to be told.
+func (g *GateReader) decide(p *Packet) kernelVerdict {
 	st := g.stats
 	st.Packets.Add(1)
 	g.hdr.Decode(p.Data)
@@ -163,10 +184,7 @@ func (g *GateReader) handle(p Packet) {
 	} else {
 		v = g.cfg.Decide(&g.hdr)
 	}
-	loop, err := setVerdict(g.sock, p, v, g.cfg.RejectMark)
-	if err != nil {
-		st.VerdictErrors.Add(1)
-	}
+	kv, loop := kernelVerdictOf(p, v, g.cfg.RejectMark)
 	switch {
 	case loop:
 		st.RejectLoops.Add(1)
@@ -178,12 +196,56 @@ func (g *GateReader) handle(p Packet) {
 	default:
 		st.Dropped.Add(1)
 	}
+	return kv
+}
+
+// answer gives run, packets in a row that all get kv, their verdict: one
+// batch verdict for the last id, or a plain verdict for a run of one.
+//
+// A verdict the socket refused leaves its packet waiting in the kernel
+// (unsettled), where the next batch verdict would sweep it up. A drop or
+// reject sweeping it fails closed, so those go out as batches, even runs
+// of one, and settle it; accepts go out one by one until then, so that no
+// packet is ever accepted that Decide did not accept.
+func (g *GateReader) answer(run []Packet, kv kernelVerdict) {
+	last := run[len(run)-1].ID
+	switch {
+	case kv.verdict == NFAccept && g.unsettled:
+		for i := range run {
+			g.send(run[i].ID, kv, false)
+		}
+	case len(run) == 1 && !g.unsettled:
+		g.send(last, kv, false)
+	default:
+		if g.send(last, kv, true) && kv.verdict != NFAccept {
+			g.unsettled = false
+		}
+	}
+}
+
+// send passes one verdict message to the socket and counts a refusal.
+func (g *GateReader) send(id uint32, kv kernelVerdict, batch bool) bool {
+	var err error
+	switch {
+	case batch:
+		err = g.sock.SetVerdictBatch(id, kv.verdict, kv.mark, kv.withMark)
+	case kv.withMark:
+		err = g.sock.SetVerdictWithMark(id, kv.verdict, kv.mark)
+	default:
+		err = g.sock.SetVerdict(id, kv.verdict)
+	}
+	if err != nil {
+		g.stats.VerdictErrors.Add(1)
+		g.unsettled = true
+		return false
+	}
+	return true
 }
 
 // serve runs sock until ctx is done and closes it. The context Serve sees
-// is cancelled before Close, so go-nfqueue's receive goroutine leaves its
-// loop before its socket is closed under it.
-func serve(ctx context.Context, sock Socket, handle func(Packet), onError func(error)) error {
+// is cancelled before Close, so the receive loop has left before its
+// socket is closed under it.
+func serve(ctx context.Context, sock Socket, handle func([]Packet), onError func(error)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	serveErr := sock.Serve(ctx, handle, onError)
 	cancel()

@@ -184,13 +184,27 @@ func TestVerdictString(t *testing.T) {
 }
 
 // discardSocket is a Socket that accepts verdicts without recording them,
-// so that it does not allocate.
-type discardSocket struct{ verdicts int }
+// so that it does not allocate; it counts verdict messages.
+type discardSocket struct{ verdicts, batches int }
 
-func (*discardSocket) Serve(context.Context, func(queue.Packet), func(error)) error { return nil }
-func (s *discardSocket) SetVerdict(uint32, int) error                               { s.verdicts++; return nil }
-func (s *discardSocket) SetVerdictWithMark(uint32, int, uint32) error               { s.verdicts++; return nil }
-func (*discardSocket) Close() error                                                 { return nil }
+func (*discardSocket) Serve(context.Context, func([]queue.Packet), func(error)) error { return nil }
+func (s *discardSocket) SetVerdict(uint32, int) error                                 { s.verdicts++; return nil }
+func (s *discardSocket) SetVerdictWithMark(uint32, int, uint32) error                 { s.verdicts++; return nil }
+func (s *discardSocket) SetVerdictBatch(uint32, int, uint32, bool) error {
+	s.verdicts++
+	s.batches++
+	return nil
+}
+func (*discardSocket) Close() error { return nil }
+
+// synBatch returns SYNs from client6 to each of dsts with ids from 1.
+func synBatch(dsts ...uint16) []queue.Packet {
+	pkts := make([]queue.Packet, len(dsts))
+	for i, dst := range dsts {
+		pkts[i] = queue.Packet{ID: uint32(i + 1), Data: queuetest.TCPPacket(client6, 1, server6, dst, queue.TCPSyn)}
+	}
+	return pkts
+}
 
 func TestGateHandleAllocs(t *testing.T) {
 	var d decideByPort
@@ -198,11 +212,22 @@ func TestGateHandleAllocs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sock discardSocket
-	for _, dst := range []uint16{2000, 2001, 2002} {
-		p := queue.Packet{ID: 1, Data: queuetest.TCPPacket(client6, 1, server6, dst, queue.TCPSyn)}
-		if n := testing.AllocsPerRun(100, func() { queue.HandleGatePacket(g, &sock, p) }); n != 0 {
-			t.Errorf("port %d: %v allocations per packet, want 0", dst, n)
+	for _, tt := range []struct {
+		name string
+		give []queue.Packet
+	}{
+		{"accept", synBatch(2000)},
+		{"drop", synBatch(2001)},
+		{"reject", synBatch(2002)},
+		{"mixed batch", synBatch(2000, 2000, 2001, 2002, 2002, 2000, 2001)},
+		{"full batch", synBatch(make([]uint16, queue.MaxBatch)...)},
+	} {
+		var sock discardSocket
+		if n := testing.AllocsPerRun(100, func() { queue.HandleGateBatch(g, &sock, tt.give) }); n != 0 {
+			t.Errorf("%s: %v allocations per batch, want 0", tt.name, n)
+		}
+		if sock.verdicts == 0 {
+			t.Errorf("%s: no verdicts given", tt.name)
 		}
 	}
 }
@@ -218,10 +243,128 @@ func BenchmarkGateHandle(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var sock discardSocket
-	p := queue.Packet{ID: 1, Data: queuetest.TCPPacket(client4, 40000, server4, 2000, queue.TCPSyn)}
-	b.ReportAllocs()
-	for b.Loop() {
-		queue.HandleGatePacket(g, &sock, p)
+	for _, n := range []int{1, 16, queue.MaxBatch} {
+		b.Run(fmt.Sprintf("batch=%d", n), func(b *testing.B) {
+			var sock discardSocket
+			pkts := make([]queue.Packet, n)
+			for i := range pkts {
+				pkts[i] = queue.Packet{ID: uint32(i + 1), Data: queuetest.TCPPacket(client4, 40000, server4, 2000, queue.TCPSyn)}
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				queue.HandleGateBatch(g, &sock, pkts)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/packet")
+		})
+	}
+}
+
+func TestGateBatchVerdicts(t *testing.T) {
+	syn := func(id uint32, dst uint16) queue.Packet {
+		return queue.Packet{ID: id, Data: queuetest.TCPPacket(client4, 40000, server4, dst, queue.TCPSyn)}
+	}
+	marked := func(p queue.Packet, mark uint32) queue.Packet { p.Mark = mark; return p }
+	accept := func(id uint32, batch bool) queuetest.Verdict {
+		return queuetest.Verdict{ID: id, Verdict: queue.NFAccept, Batch: batch}
+	}
+	drop := func(id uint32, batch bool) queuetest.Verdict {
+		return queuetest.Verdict{ID: id, Verdict: queue.NFDrop, Batch: batch}
+	}
+	reject := func(id, mark uint32, batch bool) queuetest.Verdict {
+		return queuetest.Verdict{ID: id, Verdict: queue.NFRepeat, Mark: mark, WithMark: true, Batch: batch}
+	}
+	tests := []struct {
+		name string
+		give [][]queue.Packet // one receive batch each
+		want []queuetest.Verdict
+	}{
+		{name: "one packet, plain verdict", give: [][]queue.Packet{{syn(1, 2000)}}, want: []queuetest.Verdict{accept(1, false)}},
+		{name: "run of accepts, one batch verdict",
+			give: [][]queue.Packet{{syn(1, 2000), syn(2, 2000), syn(3, 2000), syn(4, 2000), syn(5, 2000)}},
+			want: []queuetest.Verdict{accept(5, true)}},
+		{name: "run of drops, one batch verdict",
+			give: [][]queue.Packet{{syn(7, 2001), syn(8, 2001), syn(9, 2001)}},
+			want: []queuetest.Verdict{drop(9, true)}},
+		{name: "mixed verdicts split into runs",
+			give: [][]queue.Packet{{syn(1, 2000), syn(2, 2000), syn(3, 2001), syn(4, 2001), syn(5, 2001), syn(6, 2002), syn(7, 2002), syn(8, 2000)}},
+			want: []queuetest.Verdict{accept(2, true), drop(5, true), reject(7, 1, true), accept(8, false)}},
+		{name: "alternating verdicts, one each",
+			give: [][]queue.Packet{{syn(1, 2000), syn(2, 2001), syn(3, 2000)}},
+			want: []queuetest.Verdict{accept(1, false), drop(2, false), accept(3, false)}},
+		{name: "rejects with different marks split",
+			give: [][]queue.Packet{{syn(1, 2002), marked(syn(2, 2002), 0x100), marked(syn(3, 2002), 0x100)}},
+			want: []queuetest.Verdict{reject(1, 0x1, false), reject(3, 0x101, true)}},
+		{name: "unknown and reject loops join a drop run",
+			give: [][]queue.Packet{{syn(1, 2001), {ID: 2, Data: []byte{0x45}}, marked(syn(3, 2002), 0x1), syn(4, 2001)}},
+			want: []queuetest.Verdict{drop(4, true)}},
+		{name: "each receive answered on its own",
+			give: [][]queue.Packet{{syn(1, 2000), syn(2, 2000)}, {syn(3, 2000), syn(4, 2000)}},
+			want: []queuetest.Verdict{accept(2, true), accept(4, true)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var d decideByPort
+			_, fake := startGate(t, queue.GateConfig{Queue: 101, Decide: d.decide})
+			for _, batch := range tt.give {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				err := fake.InjectBatch(ctx, batch)
+				cancel()
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if diff := cmp.Diff(tt.want, fake.Verdicts()); diff != "" {
+				t.Errorf("verdicts (-want +got):\n%s", diff)
+			}
+			if w := fake.Waiting(); len(w) != 0 {
+				t.Errorf("packets %v still wait for a verdict", w)
+			}
+		})
+	}
+}
+
+// TestGateBatchAfterRefusedVerdict checks that a packet whose drop the
+// socket refused is never swept up by a batch accept: accepts go one by
+// one until a drop batch has covered it.
+func TestGateBatchAfterRefusedVerdict(t *testing.T) {
+	var d decideByPort
+	stats := new(queue.GateStats)
+	_, fake := startGate(t, queue.GateConfig{Queue: 101, Decide: d.decide, Stats: stats})
+	syn := func(id uint32, dst uint16) queue.Packet {
+		return queue.Packet{ID: id, Data: queuetest.TCPPacket(client4, 40000, server4, dst, queue.TCPSyn)}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	fake.FailVerdicts(errors.New("netlink send failed"))
+	if err := fake.InjectBatch(ctx, []queue.Packet{syn(1, 2001)}); err != nil {
+		t.Fatal(err)
+	}
+	fake.FailVerdicts(nil)
+	for _, batch := range [][]queue.Packet{
+		{syn(2, 2000), syn(3, 2000)}, // accepted one by one: 1 still waits
+		{syn(4, 2001)},               // a drop batch, even of one, settles 1
+		{syn(5, 2000), syn(6, 2000)}, // batches again
+	} {
+		if err := fake.InjectBatch(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []queuetest.Verdict{
+		{ID: 1, Verdict: queue.NFDrop},
+		{ID: 2, Verdict: queue.NFAccept}, {ID: 3, Verdict: queue.NFAccept},
+		{ID: 4, Verdict: queue.NFDrop, Batch: true},
+		{ID: 6, Verdict: queue.NFAccept, Batch: true},
+	}
+	if diff := cmp.Diff(want, fake.Verdicts()); diff != "" {
+		t.Errorf("verdicts (-want +got):\n%s", diff)
+	}
+	if v, ok := fake.Settled(1); !ok || v.Verdict != queue.NFDrop {
+		t.Errorf("packet 1 settled by %+v (%v), want a drop", v, ok)
+	}
+	if w := fake.Waiting(); len(w) != 0 {
+		t.Errorf("packets %v still wait for a verdict", w)
+	}
+	if n := stats.VerdictErrors.Load(); n != 1 {
+		t.Errorf("VerdictErrors = %d, want 1", n)
 	}
 }

@@ -181,7 +181,12 @@ func (k *KnockReader) Run(ctx context.Context) error {
 	for range k.cfg.Workers {
 		wg.Go(func() { k.worker(workCtx) })
 	}
-	err = serve(ctx, sock, k.handle, func(err error) { countReceiveError(err, &k.stats.ReceiveErrors, &k.stats.Overruns) })
+	handle := func(pkts []Packet) {
+		for i := range pkts {
+			k.handle(pkts[i])
+		}
+	}
+	err = serve(ctx, sock, handle, func(err error) { countReceiveError(err, &k.stats.ReceiveErrors, &k.stats.Overruns) })
 	stopWorkers()
 	wg.Wait()
 	k.drain()

@@ -2,10 +2,13 @@ package queue
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"sync"
+	"syscall"
 	"time"
 
 	nfqueue "github.com/florianl/go-nfqueue/v2"
@@ -18,17 +21,28 @@ import (
 // catch up.
 const receiveErrorPause = 10 * time.Millisecond
 
-// nfSocket adapts go-nfqueue to Socket.
+// bindTimeout bounds the wait for the kernel's answer to the bind.
+const bindTimeout = 5 * time.Second
+
+// nfSocket is the kernel's NFQUEUE. go-nfqueue dials the netlink socket
+// (in the configured namespace); the bind, the receive loop and the
+// verdicts are ours, because go-nfqueue's callback API neither says where
+// one receive ends (which batch verdicts need) nor lets one read buffer
+// serve every packet.
 type nfSocket struct {
 	nf    *nfqueue.Nfqueue
 	queue uint16
+	recv  receiver      // belongs to the goroutine in bind or Serve
+	send  verdictSender // shared by whoever gives verdicts
 }
 
-// OpenNFQueue binds the NFQUEUE cfg names through go-nfqueue: full packet
-// copy up to cfg.CopyRange, no fail-open (a full queue drops), NETLINK_NO_ENOBUFS
-// set (overruns then show only in the kernel's counters, see
+// OpenNFQueue binds the NFQUEUE cfg names: full packet copy up to
+// cfg.CopyRange, no fail-open (a full queue drops), NETLINK_NO_ENOBUFS set
+// (overruns then show only in the kernel's counters, see
 // ReadKernelStats), and the receive buffer forced to cfg.ReadBuffer when
 // the process may (CAP_NET_ADMIN), else raised as far as rmem_max allows.
+// Packets the kernel queues before it confirmed the bind are dropped (the
+// peer retransmits).
 func OpenNFQueue(cfg SocketConfig) (Socket, error) {
 	nf, err := nfqueue.Open(&nfqueue.Config{
 		NfQueue:      cfg.Queue,
@@ -40,86 +54,286 @@ func OpenNFQueue(cfg SocketConfig) (Socket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open nfqueue %d: %w", cfg.Queue, err)
 	}
-	if err := nf.SetOption(netlink.NoENOBUFS, true); err != nil {
+	s, err := newNFSocket(nf, cfg)
+	if err != nil {
 		nf.Close()
-		return nil, fmt.Errorf("nfqueue %d: set NETLINK_NO_ENOBUFS: %w", cfg.Queue, err)
+		return nil, fmt.Errorf("nfqueue %d: %w", cfg.Queue, err)
+	}
+	return s, nil
+}
+
+func newNFSocket(nf *nfqueue.Nfqueue, cfg SocketConfig) (*nfSocket, error) {
+	if err := nf.SetOption(netlink.NoENOBUFS, true); err != nil {
+		return nil, fmt.Errorf("set NETLINK_NO_ENOBUFS: %w", err)
 	}
 	if cfg.ReadBuffer > 0 {
 		if err := setReadBuffer(nf.Con, cfg.ReadBuffer); err != nil {
-			nf.Close()
-			return nil, fmt.Errorf("nfqueue %d: set receive buffer to %d bytes: %w", cfg.Queue, cfg.ReadBuffer, err)
+			return nil, fmt.Errorf("set receive buffer to %d bytes: %w", cfg.ReadBuffer, err)
 		}
 	}
-	return &nfSocket{nf: nf, queue: cfg.Queue}, nil
+	raw, err := nf.Con.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	s := &nfSocket{nf: nf, queue: cfg.Queue}
+	s.recv.init(raw, int(cfg.CopyRange))
+	s.send.init(raw, cfg.Queue)
+	if err := s.bind(cfg); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
-// Serve registers with go-nfqueue, which receives and calls handle in one
-// goroutine of its own (socketCallback), and blocks until ctx is done or
-// the socket fails.
-func (s *nfSocket) Serve(ctx context.Context, handle func(Packet), onError func(error)) error {
-	failed := make(chan error, 1)
-	hook := func(a nfqueue.Attribute) int {
-		if a.PacketID == nil {
-			onError(ErrNoPacketID)
-			return 0
-		}
-		p := Packet{ID: *a.PacketID}
-		if a.Mark != nil {
-			p.Mark = *a.Mark
-		}
-		if a.Payload != nil {
-			p.Data = *a.Payload
-		}
-		// The kernel sends the original length only when it cut the packet.
-		p.Truncated = a.CapLen != nil && int(*a.CapLen) > len(p.Data)
-		handle(p)
-		return 0
+// bind binds the queue, sets its copy mode and length in the same message,
+// and waits for the kernel's answer.
+func (s *nfSocket) bind(cfg SocketConfig) error {
+	maxLen := cfg.MaxQueueLen
+	if maxLen == 0 {
+		maxLen = 1024
 	}
-	// go-nfqueue stops its receive loop when this returns non-zero.
-	errFn := func(err error) int {
-		if ctx.Err() != nil {
-			return 1 // the deadline go-nfqueue set to interrupt Receive
+	params := binary.BigEndian.AppendUint32(nil, cfg.CopyRange)
+	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{
+		{Type: nfqaCfgCmd, Data: []byte{nfqnlCfgCmdBind, 0, 0, 0}},
+		{Type: nfqaCfgParams, Data: append(params, nfqnlCopyPacket)},
+		{Type: nfqaCfgQueueMaxLen, Data: binary.BigEndian.AppendUint32(nil, maxLen)},
+	})
+	if err != nil {
+		return err
+	}
+	req, err := s.nf.Con.Send(netlink.Message{
+		Header: netlink.Header{Type: nfqnlMsgConfig, Flags: netlink.Request | netlink.Acknowledge},
+		Data:   append(nfGenHeader(cfg.Queue), attrs...),
+	})
+	if err != nil {
+		return fmt.Errorf("bind: %w", err)
+	}
+	if err := s.nf.Con.SetReadDeadline(time.Now().Add(bindTimeout)); err != nil {
+		return err
+	}
+	defer s.nf.Con.SetReadDeadline(time.Time{})
+	for {
+		errno, acked, err := s.recv.awaitAck(req.Header.Sequence, &s.send)
+		if err != nil {
+			return fmt.Errorf("bind: %w", err)
 		}
-		if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
-			select {
-			case failed <- err:
-			default:
+		if acked && errno != 0 {
+			return fmt.Errorf("bind: %w", errno)
+		}
+		if acked {
+			return nil
+		}
+	}
+}
+
+// nfGenHeader is struct nfgenmsg for queue: AF_UNSPEC, NFNETLINK_V0.
+func nfGenHeader(queue uint16) []byte {
+	return binary.BigEndian.AppendUint16([]byte{0, 0}, queue)
+}
+
+// Serve implements Socket: it drains the socket into one reused buffer and
+// hands each drain to handle, until ctx is done (which sets a read
+// deadline in the past to interrupt a waiting read) or the socket fails.
+func (s *nfSocket) Serve(ctx context.Context, handle func([]Packet), onError func(error)) error {
+	stop := context.AfterFunc(ctx, func() { s.nf.Con.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	for ctx.Err() == nil {
+		pkts, kernelErr, err := s.recv.receive()
+		if len(pkts) > 0 {
+			handle(pkts)
+		}
+		if kernelErr != nil {
+			onError(kernelErr)
+		}
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			return nil // the deadline AfterFunc set
+		case errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed):
+			return fmt.Errorf("receive from nfqueue %d: %w", s.queue, err)
+		default:
+			onError(err)
+			if !isENOBUFS(err) {
+				time.Sleep(receiveErrorPause)
 			}
-			return 1
 		}
-		onError(err)
-		if !isENOBUFS(err) {
-			time.Sleep(receiveErrorPause)
-		}
-		return 0
 	}
-	if err := s.nf.RegisterWithErrorFunc(ctx, hook, errFn); err != nil {
-		return fmt.Errorf("register on nfqueue %d: %w", s.queue, err)
-	}
-	select {
-	case <-ctx.Done():
-		return nil
-	case err := <-failed:
-		return fmt.Errorf("receive from nfqueue %d: %w", s.queue, err)
-	}
+	return nil
 }
 
 // SetVerdict implements Socket.
 func (s *nfSocket) SetVerdict(id uint32, verdict int) error {
-	return s.nf.SetVerdict(id, verdict)
+	return s.send.verdict(id, verdict, 0, false, false)
 }
 
 // SetVerdictWithMark implements Socket.
 func (s *nfSocket) SetVerdictWithMark(id uint32, verdict int, mark uint32) error {
-	return s.nf.SetVerdictWithOption(id, verdict, nfqueue.WithMark(mark))
+	return s.send.verdict(id, verdict, mark, true, false)
 }
 
-// Close implements Socket. go-nfqueue's receive goroutine has already
-// seen the cancelled context by then (Serve's caller cancels first), so it
-// leaves its loop instead of reading from a closed socket.
+// SetVerdictBatch implements Socket.
+func (s *nfSocket) SetVerdictBatch(id uint32, verdict int, mark uint32, withMark bool) error {
+	return s.send.verdict(id, verdict, mark, withMark, true)
+}
+
+// Close implements Socket: it unbinds the queue (closing the socket would
+// too) and closes the socket. Serve has returned by then.
 func (s *nfSocket) Close() error {
+	attrs, _ := netlink.MarshalAttributes([]netlink.Attribute{{Type: nfqaCfgCmd, Data: []byte{nfqnlCfgCmdUnbind, 0, 0, 0}}})
+	_, _ = s.nf.Con.Send(netlink.Message{
+		Header: netlink.Header{Type: nfqnlMsgConfig, Flags: netlink.Request},
+		Data:   append(nfGenHeader(s.queue), attrs...),
+	})
 	if err := s.nf.Close(); err != nil {
 		return fmt.Errorf("close nfqueue %d: %w", s.queue, err)
+	}
+	return nil
+}
+
+// receiver reads datagrams from the socket into one buffer with room for
+// MaxBatch packet messages; packets handed out point into it.
+type receiver struct {
+	raw  syscall.RawConn
+	buf  []byte
+	slot int // the largest message: the copy range plus packetMsgOverhead
+	pkts []Packet
+
+	// The state of one read, kept here so that readFn, made once, does
+	// not allocate a closure per read.
+	dst    []byte
+	n      int
+	err    error
+	wait   bool
+	readFn func(fd uintptr) bool
+}
+
+func (r *receiver) init(raw syscall.RawConn, copyRange int) {
+	r.raw = raw
+	r.slot = align4(copyRange) + packetMsgOverhead
+	r.buf = make([]byte, MaxBatch*r.slot)
+	r.pkts = make([]Packet, 0, MaxBatch)
+	r.readFn = r.read
+}
+
+// read is the RawConn callback: one read(2), waiting for data only when
+// r.wait says so.
+func (r *receiver) read(fd uintptr) bool {
+	for {
+		r.n, r.err = readFD(fd, r.dst)
+		if r.err != syscall.EINTR {
+			break
+		}
+	}
+	return !(r.wait && r.err == syscall.EAGAIN)
+}
+
+// readOne reads one datagram into dst; it waits for one when wait is set,
+// else it reports ok false when none is there.
+func (r *receiver) readOne(dst []byte, wait bool) (n int, ok bool, err error) {
+	r.dst, r.wait = dst, wait
+	if err := r.raw.Read(r.readFn); err != nil {
+		return 0, false, err // a deadline, or the socket closed
+	}
+	r.dst = nil
+	if r.err == syscall.EAGAIN {
+		return 0, false, nil
+	}
+	if r.err != nil {
+		return 0, false, r.err
+	}
+	return r.n, true, nil
+}
+
+// receive waits for a datagram, then takes the ones already waiting
+// without waiting again, until it holds MaxBatch packets or its buffer is
+// full. pkts is valid until the next call. kernelErr is a problem the
+// kernel reported in a message (a refused verdict, a malformed message);
+// err is a failed read, which ends the drain.
+func (r *receiver) receive() (pkts []Packet, kernelErr, err error) {
+	r.pkts = r.pkts[:0]
+	off := 0
+	for len(r.pkts) < MaxBatch && len(r.buf)-off >= r.slot {
+		n, ok, err := r.readOne(r.buf[off:], len(r.pkts) == 0)
+		if err != nil || !ok {
+			return r.pkts, kernelErr, err
+		}
+		var perr error
+		r.pkts, perr = appendPackets(r.pkts, r.buf[off:off+n])
+		kernelErr = firstError(kernelErr, perr)
+		off += align4(n)
+	}
+	return r.pkts, kernelErr, nil
+}
+
+// awaitAck reads one datagram while binding: it reports the answer to
+// request seq when the datagram holds it, and drops the packets queued
+// before it.
+func (r *receiver) awaitAck(seq uint32, send *verdictSender) (errno syscall.Errno, acked bool, err error) {
+	n, _, err := r.readOne(r.buf, true)
+	if err != nil {
+		return 0, false, err
+	}
+	b := r.buf[:n]
+	for {
+		m, rest, ok, err := nextMessage(b)
+		if !ok {
+			return errno, acked, err
+		}
+		b = rest
+		switch {
+		case m.typ == nlmsgError && m.seq == seq:
+			if errno, acked = errnoOf(m.data); !acked {
+				return 0, false, ErrMalformed
+			}
+		case m.typ == nfqnlMsgPacket:
+			if p, err := parsePacket(m.data); err == nil {
+				send.verdict(p.ID, NFDrop, 0, false, false)
+			}
+		}
+	}
+}
+
+// verdictSender writes verdict messages from one reused buffer.
+type verdictSender struct {
+	queue   uint16
+	raw     syscall.RawConn
+	writeFn func(fd uintptr) bool // made once: no closure per verdict
+
+	mu  sync.Mutex // guards msg, n and err
+	msg [verdictMaxLen]byte
+	n   int
+	err error
+}
+
+func (v *verdictSender) init(raw syscall.RawConn, queue uint16) {
+	v.raw, v.queue = raw, queue
+	v.writeFn = v.write
+}
+
+// write is the RawConn callback: one write(2) of the message. Netlink
+// hands it to the kernel synchronously, so it never waits.
+func (v *verdictSender) write(fd uintptr) bool {
+	for {
+		_, v.err = writeFD(fd, v.msg[:v.n])
+		if v.err != syscall.EINTR {
+			return v.err != syscall.EAGAIN
+		}
+	}
+}
+
+// verdict sends one verdict message; see putVerdict.
+func (v *verdictSender) verdict(id uint32, verdict int, mark uint32, withMark, batch bool) error {
+	if verdict != NFAccept && verdict != NFDrop && verdict != NFRepeat {
+		return fmt.Errorf("nfqueue %d: verdict %d: %w", v.queue, verdict, nfqueue.ErrInvalidVerdict)
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.n = putVerdict(v.msg[:], v.queue, id, verdict, mark, withMark, batch)
+	err := v.raw.Write(v.writeFn)
+	if err == nil {
+		err = v.err
+	}
+	if err != nil {
+		return fmt.Errorf("nfqueue %d: verdict for packet %d: %w", v.queue, id, err)
 	}
 	return nil
 }

@@ -33,3 +33,9 @@ func setReadBuffer(c *netlink.Conn, n int) error {
 // isENOBUFS reports whether err says the socket's receive buffer overran
 // and the kernel dropped packets.
 func isENOBUFS(err error) bool { return errors.Is(err, unix.ENOBUFS) }
+
+// readFD reads one datagram from the socket fd into b.
+func readFD(fd uintptr, b []byte) (int, error) { return unix.Read(int(fd), b) }
+
+// writeFD writes one message to the socket fd.
+func writeFD(fd uintptr, b []byte) (int, error) { return unix.Write(int(fd), b) }

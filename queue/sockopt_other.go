@@ -2,10 +2,20 @@
 
 package queue
 
-import "github.com/mdlayher/netlink"
+import (
+	"errors"
+
+	"github.com/mdlayher/netlink"
+)
 
 // setReadBuffer sets c's receive buffer to n bytes.
 func setReadBuffer(c *netlink.Conn, n int) error { return c.SetReadBuffer(n) }
 
 // isENOBUFS reports false: NFQUEUE exists only on Linux.
 func isENOBUFS(error) bool { return false }
+
+// readFD reports errors.ErrUnsupported: NFQUEUE exists only on Linux.
+func readFD(uintptr, []byte) (int, error) { return 0, errors.ErrUnsupported }
+
+// writeFD reports errors.ErrUnsupported: NFQUEUE exists only on Linux.
+func writeFD(uintptr, []byte) (int, error) { return 0, errors.ErrUnsupported }

@@ -47,20 +47,27 @@ const (
 // mark when its configuration names none.
 const DefaultRejectMark = 0x1
 
-// setVerdict passes v for p to s. reject is the mark bit of Reject. It
-// reports loop when p already carried that bit: the rules sent a marked
-// packet back to the queue instead of rejecting it, so it is dropped rather
-// than repeated forever.
-func setVerdict(s Socket, p Packet, v Verdict, reject uint32) (loop bool, err error) {
+// kernelVerdict is what the kernel is told about one packet.
+type kernelVerdict struct {
+	verdict  int // NFAccept, NFDrop or NFRepeat
+	mark     uint32
+	withMark bool
+}
+
+// kernelVerdictOf turns v for p into the kernel's verdict. reject is the
+// mark bit of Reject. It reports loop when p already carried that bit: the
+// rules sent a marked packet back to the queue instead of rejecting it, so
+// it is dropped rather than repeated forever.
+func kernelVerdictOf(p *Packet, v Verdict, reject uint32) (kv kernelVerdict, loop bool) {
 	switch v {
 	case Accept:
-		return false, s.SetVerdict(p.ID, NFAccept)
+		return kernelVerdict{verdict: NFAccept}, false
 	case Reject:
 		if p.Mark&reject != 0 {
-			return true, s.SetVerdict(p.ID, NFDrop)
+			return kernelVerdict{verdict: NFDrop}, true
 		}
-		return false, s.SetVerdictWithMark(p.ID, NFRepeat, p.Mark|reject)
+		return kernelVerdict{verdict: NFRepeat, mark: p.Mark | reject, withMark: true}, false
 	default:
-		return false, s.SetVerdict(p.ID, NFDrop)
+		return kernelVerdict{verdict: NFDrop}, false
 	}
 }

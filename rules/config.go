@@ -19,6 +19,12 @@ type Config struct {
 	// GateQueue and KnockQueue are the NFQUEUE numbers of the gate (protected
 	// ports) and of knocks. They must differ.
 	GateQueue, KnockQueue uint16
+	// GateQueues spreads the gate over that many consecutive queues from
+	// GateQueue (iptables --queue-balance, which hashes each packet's
+	// addresses, so one source always meets the same queue), one reader
+	// each. At most MaxGateQueues, and KnockQueue may not be among them.
+	// Zero or one: GateQueue alone.
+	GateQueues int
 	// KnockFirst and KnockLast bound the inclusive range of UDP destination
 	// ports knocks arrive on; 1 ≤ KnockFirst ≤ KnockLast.
 	KnockFirst, KnockLast uint16
@@ -116,6 +122,12 @@ func (c Config) Validate() error {
 		return bad("Mark", "0", "must be nonzero")
 	case c.GateQueue == c.KnockQueue:
 		return bad("GateQueue", fmt.Sprint(c.GateQueue), "must differ from KnockQueue")
+	case c.GateQueues < 0 || c.GateQueues > MaxGateQueues:
+		return bad("GateQueues", fmt.Sprint(c.GateQueues), fmt.Sprintf("must be 1-%d", MaxGateQueues))
+	case int(c.GateQueue)+c.gateQueues()-1 > 65535:
+		return bad("GateQueues", fmt.Sprint(c.GateQueues), fmt.Sprintf("queues %d-%d go past 65535", c.GateQueue, int(c.GateQueue)+c.gateQueues()-1))
+	case c.KnockQueue > c.GateQueue && int(c.KnockQueue) < int(c.GateQueue)+c.gateQueues():
+		return bad("GateQueues", fmt.Sprint(c.GateQueues), fmt.Sprintf("gate queues %d-%d take in KnockQueue %d", c.GateQueue, int(c.GateQueue)+c.gateQueues()-1, c.KnockQueue))
 	case c.KnockFirst == 0 || c.KnockFirst > c.KnockLast:
 		return bad("KnockFirst", fmt.Sprintf("%d-%d", c.KnockFirst, c.KnockLast), "knock port range must satisfy 1 ≤ first ≤ last")
 	case c.MinLength < 0 || c.MinLength > maxMinLength:
@@ -151,6 +163,21 @@ func (c Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// MaxGateQueues bounds Config.GateQueues.
+const MaxGateQueues = 16
+
+// gateQueues returns how many gate queues c has: GateQueues, at least one.
+func (c Config) gateQueues() int { return max(c.GateQueues, 1) }
+
+// GateQueueNumbers returns the gate's queue numbers, GateQueue first.
+func (c Config) GateQueueNumbers() []uint16 {
+	qs := make([]uint16, c.gateQueues())
+	for i := range qs {
+		qs[i] = c.GateQueue + uint16(i)
+	}
+	return qs
 }
 
 // validateChain checks c.Chain alone, which is all Remove needs.

@@ -12,7 +12,7 @@
 //     the kernel's closed-port answer (TCP RST, ICMP port unreachable): the
 //     daemon repeats a packet with the mark set to reject it;
 //  4. queues protected TCP SYNs and protected UDP packets to the gate queue
-//     without bypass (fail closed), and drops (or, with RejectStray,
+//     (or balances them over GateQueues queues) without bypass (fail closed), and drops (or, with RejectStray,
 //     resets) other protected TCP segments; udp/* leaves out the knock ports;
 //  5. queues UDP datagrams to the knock ports whose payload is at least
 //     MinLength bytes to the knock queue, with bypass (a dead daemon only
@@ -88,6 +88,10 @@ func (c Config) rejectRules(ipv6 bool) [][]string {
 // a NOTRACK rule elsewhere cannot open a hidden port.
 func (c Config) protectRules(p PortSpec) [][]string {
 	gate := []string{"-j", "NFQUEUE", "--queue-num", strconv.Itoa(int(c.GateQueue))}
+	if n := c.gateQueues(); n > 1 {
+		last := int(c.GateQueue) + n - 1
+		gate = []string{"-j", "NFQUEUE", "--queue-balance", strconv.Itoa(int(c.GateQueue)) + ":" + strconv.Itoa(last)}
+	}
 	if p.Proto == "tcp" {
 		syn := append(match(p), "-m", "tcp", "--tcp-flags", "SYN,ACK,FIN,RST", "SYN")
 		if !p.All {

@@ -114,6 +114,29 @@ func TestRules(t *testing.T) {
 				"-p udp -m udp --dport 4444 -m length --length 28:65535 -j NFQUEUE --queue-num 8 --queue-bypass"),
 		},
 		{
+			name: "gate balanced over four queues",
+			give: func(c *rules.Config) {
+				c.Protect = specs(t, "tcp/2000", "udp/*")
+				c.GateQueues = 4
+			},
+			ipv6: true,
+			want: split(established, loopback, allowSSH, rejectTCP, rejectUDP6,
+				"-p tcp -m tcp --dport 2000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-balance 101:104",
+				"-p tcp -m tcp --dport 2000 -j DROP",
+				"-p udp -m udp ! --dport 10000:60000 -j NFQUEUE --queue-balance 101:104",
+				knock6),
+		},
+		{
+			name: "one gate queue given explicitly",
+			give: func(c *rules.Config) {
+				c.Protect = specs(t, "udp/8000")
+				c.GateQueues = 1
+			},
+			want: split(established, loopback, allowSSH, rejectTCP, rejectUDP4,
+				"-p udp -m udp --dport 8000 -j NFQUEUE --queue-num 101",
+				knock4),
+		},
+		{
 			name: "knock rate limit",
 			give: func(c *rules.Config) {
 				c.Protect = nil
@@ -165,6 +188,13 @@ func TestValidate(t *testing.T) {
 		{name: "target name", give: func(c *rules.Config) { c.Chain = "DROP" }, wantField: "Chain"},
 		{name: "zero mark", give: func(c *rules.Config) { c.Mark = 0 }, wantField: "Mark"},
 		{name: "same queues", give: func(c *rules.Config) { c.KnockQueue = c.GateQueue }, wantField: "GateQueue"},
+		{name: "two gate queues", give: func(c *rules.Config) { c.GateQueues = 2; c.GateQueue = 200 }},
+		{name: "sixteen gate queues", give: func(c *rules.Config) { c.GateQueues = 16; c.GateQueue = 200 }},
+		{name: "seventeen gate queues", give: func(c *rules.Config) { c.GateQueues = 17 }, wantField: "GateQueues", wantText: "1-16"},
+		{name: "negative gate queues", give: func(c *rules.Config) { c.GateQueues = -1 }, wantField: "GateQueues"},
+		{name: "gate queues take in the knock queue", give: func(c *rules.Config) { c.GateQueue, c.KnockQueue, c.GateQueues = 99, 101, 3 }, wantField: "GateQueues", wantText: "99-101"},
+		{name: "gate queues end below the knock queue", give: func(c *rules.Config) { c.GateQueue, c.KnockQueue, c.GateQueues = 98, 100, 2 }},
+		{name: "gate queues past 65535", give: func(c *rules.Config) { c.GateQueue, c.GateQueues = 65534, 3 }, wantField: "GateQueues", wantText: "65535"},
 		{name: "knock port zero", give: func(c *rules.Config) { c.KnockFirst = 0 }, wantField: "KnockFirst"},
 		{name: "knock range backwards", give: func(c *rules.Config) { c.KnockFirst, c.KnockLast = 9, 8 }, wantField: "KnockFirst", wantText: "9-8"},
 		{name: "negative min length", give: func(c *rules.Config) { c.MinLength = -1 }, wantField: "MinLength"},
@@ -221,6 +251,26 @@ func TestValidate(t *testing.T) {
 			}
 			if !contains(err.Error(), tt.wantText) {
 				t.Errorf("error %q does not mention %q", err, tt.wantText)
+			}
+		})
+	}
+}
+
+func TestGateQueueNumbers(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		give int
+		want []uint16
+	}{
+		{"zero is one", 0, []uint16{101}},
+		{"one", 1, []uint16{101}},
+		{"three", 3, []uint16{101, 102, 103}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := rules.DefaultConfig()
+			c.GateQueues = tt.give
+			if diff := cmp.Diff(tt.want, c.GateQueueNumbers()); diff != "" {
+				t.Errorf("GateQueueNumbers (-want +got):\n%s", diff)
 			}
 		})
 	}

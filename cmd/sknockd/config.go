@@ -117,6 +117,7 @@ var configKeys = map[string]map[string]keySetter{
 	},
 	"gate": {
 		"queue":         setQueue(func(c *Config) *uint16 { return &c.Rules.GateQueue }),
+		"queues":        setInt(func(c *Config) *int { return &c.Rules.GateQueues }, 1, rules.MaxGateQueues),
 		"protect":       setPortList(func(c *Config) *[]rules.PortSpec { return &c.Rules.Protect }),
 		"always_allow":  setPortList(func(c *Config) *[]rules.PortSpec { return &c.Rules.AlwaysAllow }),
 		"open_duration": setDuration(func(c *Config) *time.Duration { return &c.OpenDuration }, time.Second, 24*time.Hour),
@@ -384,6 +385,8 @@ func rulesKey(field string) string {
 		return "gate.reject_mark"
 	case "GateQueue":
 		return "gate.queue"
+	case "GateQueues":
+		return "gate.queues"
 	case "KnockQueue":
 		return "knock.queue"
 	case "KnockFirst", "KnockLast":

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"sknock/gate"
 )
 
@@ -50,6 +52,10 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"url without file", "crl:\n  url: https://x/ca.crl\n", "crl.file: required"},
 		{"not yaml", "gate: [\n", "not valid YAML"},
 		{"duplicate key", "gate:\n  queue: 1\n  queue: 2\n", "gate.queue"},
+		{"zero gate queues", "gate:\n  queues: 0\n", "gate.queues: 0 is out of range (1 to 16)"},
+		{"too many gate queues", "gate:\n  queues: 17\n", "gate.queues: 17 is out of range (1 to 16)"},
+		{"gate queues not a number", "gate:\n  queues: many\n", "gate.queues: \"many\" is not a whole number"},
+		{"gate queues take in the knock queue", "gate:\n  queue: 99\n  queues: 2\n", "gate.queues: 2: gate queues 99-100 take in KnockQueue 100"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -62,6 +68,30 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 			}
 			if strings.Count(err.Error(), "\n") > 0 {
 				t.Errorf("error is not one line: %q", err)
+			}
+		})
+	}
+}
+
+func TestGateQueues(t *testing.T) {
+	tests := []struct {
+		name string
+		give string
+		want []uint16
+	}{
+		{"default", "", []uint16{101}},
+		{"one", "gate:\n  queues: 1\n", []uint16{101}},
+		{"four from 200", "gate:\n  queue: 200\n  queues: 4\n", []uint16{200, 201, 202, 203}},
+		{"below the knock queue", "gate:\n  queue: 98\n  queues: 2\n", []uint16{98, 99}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := ParseConfig("test.yaml", []byte(tt.give))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, c.Rules.GateQueueNumbers()); diff != "" {
+				t.Errorf("gate queues (-want +got):\n%s", diff)
 			}
 		})
 	}

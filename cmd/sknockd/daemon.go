@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -17,13 +18,13 @@ import (
 	"sknock/rules"
 )
 
-// daemon is one running gatekeeper: the engine, its two readers and the
-// state the maintenance loop keeps.
+// daemon is one running gatekeeper: the engine, its readers (one per gate
+// queue, one for knocks) and the state the maintenance loop keeps.
 type daemon struct {
 	cfg    *Config
 	log    *zap.Logger
 	engine *gate.Engine
-	gateQ  *queue.GateReader
+	gateQ  []*queue.GateReader // one per gate queue, all deciding with engine
 	knockQ *queue.KnockReader
 
 	crlStamp fileStamp // the CRL file the trust state was built from
@@ -48,7 +49,7 @@ type osDeps struct {
 	applyRules  func(rules.Config) error
 	removeRules func(rules.Config) error
 	fetch       Fetcher
-	lock        func(gateQ, knockQ uint16) (io.Closer, error)
+	lock        func(queues []uint16) (io.Closer, error)
 }
 
 // realDeps are the kernel's and the network's.
@@ -78,7 +79,9 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 	for _, w := range warnings {
 		log.Warn("crl fetch failed", zap.Error(w))
 	}
-	lock, err := sys.lock(cfg.Rules.GateQueue, cfg.Rules.KnockQueue)
+	gateQueues := cfg.Rules.GateQueueNumbers()
+	readers := len(gateQueues) + 1
+	lock, err := sys.lock(append(slices.Clip(gateQueues), cfg.Rules.KnockQueue))
 	if err != nil {
 		fmt.Fprintf(stderr, "sknockd: %v\n", err)
 		return 1
@@ -95,20 +98,24 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 	}, trust)
 	logTrust(log, "trust loaded", info)
 
-	bound := make(chan error, 2)
+	bound := make(chan error, readers)
 	open := func(sc queue.SocketConfig) (queue.Socket, error) {
 		s, err := sys.open(sc)
 		bound <- err
 		return s, err
 	}
-	if d.gateQ, err = queue.NewGate(queue.GateConfig{
-		Queue:      cfg.Rules.GateQueue,
-		Decide:     d.decideGate,
-		RejectMark: cfg.Rules.Mark,
-		Open:       open,
-	}); err != nil {
-		fmt.Fprintf(stderr, "sknockd: %v\n", err)
-		return 1
+	for _, q := range gateQueues {
+		g, err := queue.NewGate(queue.GateConfig{
+			Queue:      q,
+			Decide:     d.decideGate,
+			RejectMark: cfg.Rules.Mark,
+			Open:       open,
+		})
+		if err != nil {
+			fmt.Fprintf(stderr, "sknockd: %v\n", err)
+			return 1
+		}
+		d.gateQ = append(d.gateQ, g)
 	}
 	if d.knockQ, err = queue.NewKnock(queue.KnockConfig{
 		Queue:   cfg.Rules.KnockQueue,
@@ -123,12 +130,14 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	readerDone := make(chan error, 2)
-	go func() { readerDone <- d.gateQ.Run(runCtx) }()
+	readerDone := make(chan error, readers)
+	for _, g := range d.gateQ {
+		go func() { readerDone <- g.Run(runCtx) }()
+	}
 	go func() { readerDone <- d.knockQ.Run(runCtx) }()
 	stopReaders := func() {
 		cancel()
-		for range 2 {
+		for range readers {
 			select {
 			case <-readerDone:
 			case <-time.After(3 * time.Second):
@@ -137,7 +146,7 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 			}
 		}
 	}
-	for range 2 {
+	for range readers {
 		if err := <-bound; err != nil {
 			stopReaders()
 			fmt.Fprintf(stderr, "sknockd: %v\n", err)
@@ -154,6 +163,7 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 		zap.String("version", version),
 		zap.String("chain", cfg.Rules.Chain),
 		zap.Uint16("gate_queue", cfg.Rules.GateQueue),
+		zap.Int("gate_queues", len(gateQueues)),
 		zap.Uint16("knock_queue", cfg.Rules.KnockQueue),
 		zap.String("protect", protectList(cfg)),
 		zap.Stringer("policy", cfg.Policy),
@@ -293,21 +303,42 @@ func (d *daemon) handleKnock(src netip.Addr, payload []byte) {
 
 func (d *daemon) logStats() {
 	s := d.engine.Snapshot()
-	g, k := d.gateQ.Stats(), d.knockQ.Stats()
+	g, k := d.gateTotals(), d.knockQ.Stats()
 	d.log.Info("counters",
 		zap.Any("knocks", s.Knocks),
 		zap.Any("gate", s.Gate),
 		zap.Uint64("would_deny", s.WouldDeny),
 		zap.Int("grants", s.Grants),
 		zap.Int("replay_cache", s.Replay),
-		zap.Uint64("gate_packets", g.Packets.Load()),
-		zap.Uint64("gate_unknown", g.Unknown.Load()),
-		zap.Uint64("gate_receive_errors", g.ReceiveErrors.Load()),
+		zap.Uint64("gate_packets", g.Packets),
+		zap.Uint64("gate_unknown", g.Unknown),
+		zap.Uint64("gate_receive_errors", g.ReceiveErrors),
 		zap.Uint64("knock_packets", k.Received.Load()),
 		zap.Uint64("knock_shed", k.Shed.Load()),
 		zap.Uint64("knock_truncated", k.Truncated.Load()),
 		zap.Uint64("knock_receive_errors", k.ReceiveErrors.Load()),
 	)
+}
+
+// gateTotals are the counters of every gate reader, summed.
+type gateTotals struct {
+	Packets, Accepted, Dropped, Rejected, Unknown, ReceiveErrors uint64
+}
+
+// gateTotals sums the counters of the gate readers, which each count their
+// own queue (no shared cache line between them on the packet path).
+func (d *daemon) gateTotals() gateTotals {
+	var t gateTotals
+	for _, g := range d.gateQ {
+		s := g.Stats()
+		t.Packets += s.Packets.Load()
+		t.Accepted += s.Accepted.Load()
+		t.Dropped += s.Dropped.Load()
+		t.Rejected += s.Rejected.Load()
+		t.Unknown += s.Unknown.Load()
+		t.ReceiveErrors += s.ReceiveErrors.Load()
+	}
+	return t
 }
 
 // fileStamp identifies a version of a file cheaply.
@@ -331,9 +362,9 @@ func stampOf(path string) fileStamp {
 // network namespace: it binds abstract Unix sockets named after them,
 // which the kernel scopes to the namespace and frees when the process
 // dies, even by kill -9.
-func lockQueues(gateQ, knockQ uint16) (io.Closer, error) {
+func lockQueues(queues []uint16) (io.Closer, error) {
 	var held multiCloser
-	for _, q := range []uint16{gateQ, knockQ} {
+	for _, q := range queues {
 		l, err := net.Listen("unix", fmt.Sprintf("@sknockd/nfqueue/%d", q))
 		if err != nil {
 			held.Close()

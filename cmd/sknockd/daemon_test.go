@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"sknock/knock"
 	"sknock/pki"
 	"sknock/queue"
@@ -41,14 +43,16 @@ func (s *syncBuffer) String() string {
 
 // fakeOS is every OS boundary of the daemon, faked.
 type fakeOS struct {
-	gateSock, knockSock *queuetest.Socket
+	gateSock, gateSock2 *queuetest.Socket // queues 101 and 102
+	knockSock           *queuetest.Socket // any other queue
 	mu                  sync.Mutex
 	applied, removed    int
+	locked              []uint16
 	applyErr, openErr   error
 }
 
 func newFakeOS() *fakeOS {
-	return &fakeOS{gateSock: queuetest.New(), knockSock: queuetest.New()}
+	return &fakeOS{gateSock: queuetest.New(), gateSock2: queuetest.New(), knockSock: queuetest.New()}
 }
 
 func (f *fakeOS) deps() osDeps {
@@ -57,8 +61,11 @@ func (f *fakeOS) deps() osDeps {
 			if f.openErr != nil {
 				return nil, f.openErr
 			}
-			if sc.Queue == 101 {
+			switch sc.Queue {
+			case 101:
 				return f.gateSock.Open(sc)
+			case 102:
+				return f.gateSock2.Open(sc)
 			}
 			return f.knockSock.Open(sc)
 		},
@@ -75,7 +82,12 @@ func (f *fakeOS) deps() osDeps {
 			return nil
 		},
 		fetch: func(context.Context, string) ([]byte, error) { return nil, errors.New("no network in tests") },
-		lock:  func(uint16, uint16) (io.Closer, error) { return io.NopCloser(nil), nil },
+		lock: func(queues []uint16) (io.Closer, error) {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			f.locked = queues
+			return io.NopCloser(nil), nil
+		},
 	}
 }
 
@@ -134,23 +146,29 @@ func waitFor(t *testing.T, logs *syncBuffer, substr string, n int) {
 	}
 }
 
-// lastVerdict injects a SYN from src to port 2000 and returns the verdict.
+// synVerdict injects a SYN from src to port 2000 into gate queue 101 and
+// returns the verdict.
 func synVerdict(t *testing.T, f *fakeOS, src string) queuetest.Verdict {
+	t.Helper()
+	return synVerdictOn(t, f.gateSock, src)
+}
+
+// synVerdictOn injects a SYN from src to port 2000 into sock and returns
+// the verdict.
+func synVerdictOn(t *testing.T, sock *queuetest.Socket, src string) queuetest.Verdict {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	pkt := queuetest.TCPPacket(netip.MustParseAddr(src), 40000, netip.MustParseAddr("198.18.0.1"), 2000, queue.TCPSyn)
-	id, err := f.gateSock.Inject(ctx, pkt)
+	id, err := sock.Inject(ctx, pkt)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range f.gateSock.Verdicts() {
-		if v.ID == id {
-			return v
-		}
+	v, ok := sock.Settled(id)
+	if !ok {
+		t.Fatalf("no verdict for packet %d", id)
 	}
-	t.Fatalf("no verdict for packet %d", id)
-	return queuetest.Verdict{}
+	return v
 }
 
 func injectKnock(t *testing.T, f *fakeOS, src string, datagram []byte) {
@@ -241,5 +259,63 @@ func TestDaemonFailuresApplyNothingOrKeepRules(t *testing.T) {
 				t.Errorf("applied %d removed %d, want %d and 0", f.applied, f.removed, tt.wantApplied)
 			}
 		})
+	}
+}
+
+// TestDaemonTwoGateQueues runs the daemon with gate.queues: 2: both gate
+// queues are bound and locked with the knock queue, both decide with the
+// one engine (a grant heard on the knock queue opens the port on either),
+// a batch on either gets one batch verdict, and the counters are summed.
+func TestDaemonTwoGateQueues(t *testing.T) {
+	dir, cfg := daemonPKI(t)
+	cfg.Rules.GateQueues = 2
+	f := newFakeOS()
+	logs := &syncBuffer{}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() { done <- serveWith(ctx, &cfg, nil, logs, f.deps()) }()
+	waitFor(t, logs, `"msg":"sknockd started"`, 1)
+
+	f.mu.Lock()
+	locked := f.locked
+	f.mu.Unlock()
+	if diff := cmp.Diff([]uint16{101, 102, 100}, locked); diff != "" {
+		t.Errorf("locked queues (-want +got):\n%s", diff)
+	}
+	for i, sock := range []*queuetest.Socket{f.gateSock, f.gateSock2} {
+		if got := sock.Configs(); len(got) != 1 || got[0].Queue != uint16(101+i) {
+			t.Errorf("gate socket %d opened with %+v, want queue %d", i, got, 101+i)
+		}
+		if v := synVerdictOn(t, sock, "198.18.0.2"); v.Verdict != queue.NFRepeat {
+			t.Errorf("queue %d, SYN before the knock: %+v, want reject", 101+i, v)
+		}
+	}
+	injectKnock(t, f, "198.18.0.2", sealFor(t, dir, "alice", 2000, "198.18.0.2"))
+	waitFor(t, logs, `"verdict":"grant"`, 1)
+	syn := queuetest.TCPPacket(netip.MustParseAddr("198.18.0.2"), 40000, netip.MustParseAddr("198.18.0.1"), 2000, queue.TCPSyn)
+	for i, sock := range []*queuetest.Socket{f.gateSock, f.gateSock2} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ids, err := sock.InjectData(ctx, syn, syn, syn)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := queuetest.Verdict{ID: ids[2], Verdict: queue.NFAccept, Batch: true}
+		if diff := cmp.Diff([]queuetest.Verdict{want}, sock.Verdicts()[1:]); diff != "" {
+			t.Errorf("queue %d, SYNs after the knock (-want +got):\n%s", 101+i, diff)
+		}
+	}
+
+	stop()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("exit %d, want 0\n%s", code, logs.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("daemon did not stop")
+	}
+	if !strings.Contains(logs.String(), `"gate_packets":8`) {
+		t.Errorf("counters do not sum both gate queues (want gate_packets 8):\n%s", logs.String())
 	}
 }

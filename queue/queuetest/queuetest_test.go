@@ -36,3 +36,35 @@ func TestSocketThroughGate(t *testing.T) {
 		t.Errorf("Inject after Run = %v, want ErrClosed", err)
 	}
 }
+
+// TestSocketBatchModel checks the fake's model of the kernel queue: a
+// batch verdict settles every waiting packet up to its id, a plain one
+// only its own, and a refused one nothing.
+func TestSocketBatchModel(t *testing.T) {
+	fake := queuetest.New()
+	fake.Open(queue.SocketConfig{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go fake.Serve(ctx, func([]queue.Packet) {}, func(error) {})
+	if err := fake.InjectBatch(ctx, []queue.Packet{{ID: 1}, {ID: 2}, {ID: 3}, {ID: 4}}); err != nil {
+		t.Fatal(err)
+	}
+	fake.FailVerdicts(errors.New("refused"))
+	fake.SetVerdictBatch(4, queue.NFAccept, 0, false)
+	fake.FailVerdicts(nil)
+	fake.SetVerdict(3, queue.NFDrop)
+	fake.SetVerdictBatch(2, queue.NFRepeat, 1, true)
+	if got := fake.Waiting(); len(got) != 1 || got[0] != 4 {
+		t.Errorf("Waiting = %v, want [4]", got)
+	}
+	want := queuetest.Verdict{ID: 2, Verdict: queue.NFRepeat, Mark: 1, WithMark: true, Batch: true}
+	if got, ok := fake.Settled(1); !ok || got != want {
+		t.Errorf("Settled(1) = %+v, %v; want %+v", got, ok, want)
+	}
+	if got, ok := fake.Settled(3); !ok || got.Verdict != queue.NFDrop || got.Batch {
+		t.Errorf("Settled(3) = %+v, %v; want a plain drop", got, ok)
+	}
+	if _, ok := fake.Settled(4); ok {
+		t.Error("packet 4 settled by a refused verdict")
+	}
+}
