@@ -52,6 +52,14 @@ grep -rl --include='*_test.go' '^func Fuzz' . | while read -r file; do
   for target in $(grep -o '^func Fuzz[A-Za-z0-9_]*' "$file" | sed 's/^func //'); do
     echo "--> $dir $target"
     if ! out=$(go test -run='^$' -fuzz="^${target}\$" -fuzztime="$FUZZTIME" "$dir" 2>&1); then
+      # Go 1.26's fuzz coordinator can report a bare "context deadline
+      # exceeded" when -fuzztime runs out mid-exec (golang/go#75804, fixed
+      # in 1.27). A real finding always writes its input; only that fails.
+      if printf '%s\n' "$out" | grep -q 'context deadline exceeded' &&
+        ! printf '%s\n' "$out" | grep -q 'Failing input written'; then
+        echo "    (fuzztime-boundary flake of the Go fuzz coordinator, no failing input: not a finding)"
+        continue
+      fi
       printf '%s\n' "$out" | tail -n 30
       echo "fuzz target $target in $dir failed; the crashing input is kept in $dir/testdata/fuzz/$target"
       exit 1
