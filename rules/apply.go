@@ -3,6 +3,7 @@ package rules
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/coreos/go-iptables/iptables"
@@ -221,20 +222,39 @@ func Remove(ipt IPTables, c Config, ipv6 bool) error {
 }
 
 // handles opens go-iptables handles for iptables and ip6tables.
-func handles() (v4, v6 *iptables.IPTables, err error) {
-	if v4, err = iptables.New(iptables.IPFamily(iptables.ProtocolIPv4)); err != nil {
-		return nil, nil, fmt.Errorf("iptables: %w", err)
-	}
-	if v6, err = iptables.New(iptables.IPFamily(iptables.ProtocolIPv6)); err != nil {
-		return nil, nil, fmt.Errorf("ip6tables: %w", err)
-	}
-	return v4, v6, nil
+// inet6Path exists when the kernel has IPv6; booted with ipv6.disable=1 it
+// does not, and no IPv6 packet can reach the host.
+const inet6Path = "/proc/net/if_inet6"
+
+// IPv6Enabled reports whether the running kernel has IPv6, and so whether
+// the rules need ip6tables too.
+func IPv6Enabled() bool {
+	_, err := os.Stat(inet6Path)
+	return err == nil
 }
 
-// ApplyAll applies c with the system's iptables and ip6tables. When IPv6
-// fails, the IPv4 rules are removed again if ApplyAll created them; a chain
-// that was there before is kept (rebuilt), since removing it would open
-// the ports it kept closed.
+// handles returns the system's iptables handles; v6 is nil when the
+// kernel has no IPv6. A kernel with IPv6 but no working ip6tables is an
+// error: the ports would be hidden over IPv4 only.
+func handles() (v4, v6 IPTables, err error) {
+	h4, err := iptables.New(iptables.IPFamily(iptables.ProtocolIPv4))
+	if err != nil {
+		return nil, nil, fmt.Errorf("iptables: %w", err)
+	}
+	if !IPv6Enabled() {
+		return h4, nil, nil
+	}
+	h6, err := iptables.New(iptables.IPFamily(iptables.ProtocolIPv6))
+	if err != nil {
+		return nil, nil, fmt.Errorf("ip6tables (the kernel has IPv6, so its rules are needed too): %w", err)
+	}
+	return h4, h6, nil
+}
+
+// ApplyAll applies c with the system's iptables and ip6tables (iptables
+// alone when the kernel has no IPv6). When IPv6 fails, the IPv4 rules are
+// removed again if ApplyAll created them; a chain that was there before is
+// kept (rebuilt), since removing it would open the ports it kept closed.
 func ApplyAll(c Config) error {
 	v4, v6, err := handles()
 	if err != nil {
@@ -243,7 +263,7 @@ func ApplyAll(c Config) error {
 	return applyBoth(v4, v6, c)
 }
 
-// applyBoth is ApplyAll with the handles passed in.
+// applyBoth is ApplyAll with the handles passed in; v6 nil means IPv4 only.
 func applyBoth(v4, v6 IPTables, c Config) error {
 	existed, err := v4.ChainExists(filterTable, c.Chain)
 	if err != nil {
@@ -251,6 +271,9 @@ func applyBoth(v4, v6 IPTables, c Config) error {
 	}
 	if err := Apply(v4, c, false); err != nil {
 		return err
+	}
+	if v6 == nil {
+		return nil
 	}
 	if err := Apply(v6, c, true); err != nil {
 		if existed {
@@ -267,6 +290,9 @@ func RemoveAll(c Config) error {
 	v4, v6, err := handles()
 	if err != nil {
 		return err
+	}
+	if v6 == nil {
+		return Remove(v4, c, false)
 	}
 	return errors.Join(Remove(v4, c, false), Remove(v6, c, true))
 }

@@ -249,3 +249,13 @@ func TestApplyBothRollsBackIPv4(t *testing.T) {
 	checkApplied(t, v4, c, false)
 	checkApplied(t, v6, c, true)
 }
+
+func TestApplyBothWithoutIPv6(t *testing.T) {
+	c := designConfig(t)
+	v4 := rulestest.New()
+	// A kernel without IPv6 gets no ip6tables handle: IPv4 alone is applied.
+	if err := rules.ApplyBoth(v4, nil, c); err != nil {
+		t.Fatal(err)
+	}
+	checkApplied(t, v4, c, false)
+}

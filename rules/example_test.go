@@ -56,9 +56,11 @@ func ExampleConfig_Script() {
 	// fi
 	//
 	// # ip6tables
-	// if ip6tables -w -S SKNOCK >/dev/null 2>&1; then
-	// 	while ip6tables -w -D INPUT -j SKNOCK 2>/dev/null; do :; done
-	// 	ip6tables -w -F SKNOCK
-	// 	ip6tables -w -X SKNOCK
+	// if [ -e /proc/net/if_inet6 ]; then
+	// 	if ip6tables -w -S SKNOCK >/dev/null 2>&1; then
+	// 		while ip6tables -w -D INPUT -j SKNOCK 2>/dev/null; do :; done
+	// 		ip6tables -w -F SKNOCK
+	// 		ip6tables -w -X SKNOCK
+	// 	fi
 	// fi
 }

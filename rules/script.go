@@ -29,11 +29,24 @@ func (c Config) Script(action string) (string, error) {
 	for _, ipv6 := range []bool{false, true} {
 		ipt := family(ipv6) + " -w"
 		fmt.Fprintf(&b, "\n# %s\n", family(ipv6))
+		var body strings.Builder
 		if action == "apply" {
-			c.writeApply(&b, ipt, ipv6)
+			c.writeApply(&body, ipt, ipv6)
 		} else {
-			c.writeRemove(&b, ipt)
+			c.writeRemove(&body, ipt)
 		}
+		if !ipv6 {
+			b.WriteString(body.String())
+			continue
+		}
+		// A kernel without IPv6 (ipv6.disable=1) needs no IPv6 rules.
+		fmt.Fprintf(&b, "if [ -e %s ]; then\n", inet6Path)
+		for _, line := range strings.SplitAfter(body.String(), "\n") {
+			if line != "" {
+				b.WriteString("\t" + line)
+			}
+		}
+		b.WriteString("fi\n")
 	}
 	return b.String(), nil
 }
