@@ -39,9 +39,17 @@ type Engine struct {
 	grants *GrantTable
 	replay *ReplayCache
 
-	knockLimit logLimiter
-	gateLimit  logLimiter
-	stats      Stats
+	knockLimit  logLimiter // denials of unsigned or unverified knocks
+	signedLimit logLimiter // denials of knocks with a valid signature
+	gateLimit   logLimiter
+
+	// replayFloor (Unix seconds) is when the replay cache began to cover
+	// every acceptable knock: the engine's start, or the last reload that
+	// widened the timestamp tolerance (entries made under the narrower one
+	// may already be gone). A knock sealed earlier cannot be checked for
+	// replay, so it is refused; the client simply knocks again.
+	replayFloor atomic.Int64
+	stats       Stats
 }
 
 // Stats are the engine's counters. Read them with Engine.Snapshot.
@@ -86,14 +94,19 @@ func NewEngine(cfg Config, trust *Trust) *Engine {
 		e.log = zap.NewNop()
 	}
 	e.knockLimit.perSecond = int64(cfg.LogPerSecond)
+	e.signedLimit.perSecond = int64(cfg.LogPerSecond)
 	e.gateLimit.perSecond = int64(cfg.LogPerSecond)
-	e.trust.Store(trust)
+	e.SetTrust(trust)
 	return e
 }
 
 // SetTrust swaps in a new trust state (after a CRL or CA reload). Live
 // grants and the replay cache are kept.
-func (e *Engine) SetTrust(t *Trust) { e.trust.Store(t) }
+func (e *Engine) SetTrust(t *Trust) {
+	if old := e.trust.Swap(t); old == nil || t != nil && t.Tolerance > old.Tolerance {
+		e.replayFloor.Store(e.clock().Unix())
+	}
+}
 
 // Trust returns the current trust state.
 func (e *Engine) Trust() *Trust { return e.trust.Load() }
@@ -151,6 +164,9 @@ func (e *Engine) Knock(src netip.Addr, datagram []byte) Decision {
 	now := e.clock()
 	trust := e.trust.Load()
 	d := Decide(Input{Datagram: datagram, Source: src, Now: now}, trust, e.replay)
+	if d.Granted() && int64(d.Knock.Timestamp) < e.replayFloor.Load() {
+		d.Reason, d.Err = ReasonReplay, errBeforeFloor
+	}
 	if d.Granted() {
 		switch e.replay.Add(d.ReplayKey, ReplayExpiry(d.Knock.Time(), now, trust.Tolerance), now) {
 		case Present:

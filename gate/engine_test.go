@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
 	"sknock/knock"
 	"sknock/pki"
 )
@@ -338,4 +341,62 @@ func BenchmarkVerdict(b *testing.B) {
 func fileExists(path string) bool {
 	_, err := filepathStat(path)
 	return err == nil
+}
+
+func TestEngineLogsOfReplayedSignedKnocksAreLimited(t *testing.T) {
+	p := newTestPKI(t, map[string]string{"alice": "tcp/2000"})
+	clock := &fakeClock{now: time.Now()}
+	core, logs := observer.New(zap.InfoLevel)
+	e := NewEngine(Config{Clock: clock.Now, Log: zap.New(core), LogPerSecond: 5}, p.trust(t))
+	// A captured knock for a port alice may not open, replayed by anyone
+	// within its window: every copy is denied after a signature check.
+	data := p.seal(t, "alice", knock.TCP, 2001, "198.18.0.2", clock.Now())
+	for range 100 {
+		if d := e.Knock(netip.MustParseAddr("198.18.0.2"), data); d.Reason != ReasonNotAuthorized {
+			t.Fatalf("reason %v, want not_authorized", d.Reason)
+		}
+	}
+	if n := logs.Len(); n != 5 {
+		t.Errorf("%d log lines for 100 denials in one second, want 5", n)
+	}
+	// A grant is always logged, even with the denial budget spent.
+	e.Knock(netip.MustParseAddr("198.18.0.2"), p.seal(t, "alice", knock.TCP, 2000, "198.18.0.2", clock.Now()))
+	if n := logs.FilterField(zap.String("verdict", "grant")).Len(); n != 1 {
+		t.Errorf("%d grant lines, want 1", n)
+	}
+}
+
+func TestEngineRefusesKnocksSealedBeforeItsReplayMemory(t *testing.T) {
+	p := newTestPKI(t, map[string]string{"alice": "tcp/2000"})
+	clock := &fakeClock{now: time.Now().Truncate(time.Second)}
+	src := netip.MustParseAddr("198.18.0.2")
+	// Sealed and granted by a previous sknockd 3 s ago, then captured: a
+	// fresh engine has no memory of it, so it must not grant it again.
+	old := p.seal(t, "alice", knock.TCP, 2000, "198.18.0.2", clock.Now().Add(-3*time.Second))
+	trust := p.trust(t)
+	e := NewEngine(Config{Clock: clock.Now}, trust)
+	if d := e.Knock(src, old); d.Reason != ReasonReplay {
+		t.Fatalf("knock sealed before start: %v, want replay", d.Reason)
+	}
+	fresh := p.seal(t, "alice", knock.TCP, 2000, "198.18.0.2", clock.Now())
+	if d := e.Knock(src, fresh); !d.Granted() {
+		t.Fatalf("fresh knock: %v", d.Reason)
+	}
+
+	// A reload that widens the tolerance starts the memory afresh: a knock
+	// granted under the narrow window may be forgotten before the wide one
+	// ends.
+	clock.Advance(20 * time.Second)
+	recent := p.seal(t, "alice", knock.TCP, 2000, "198.18.0.2", clock.Now().Add(-time.Second))
+	wide := *trust
+	wide.Tolerance = 60 * time.Second
+	e.SetTrust(&wide)
+	if d := e.Knock(src, recent); d.Reason != ReasonReplay {
+		t.Fatalf("knock sealed before the widening: %v, want replay", d.Reason)
+	}
+	// Narrowing it again keeps the floor where it is.
+	e.SetTrust(trust)
+	if d := e.Knock(src, p.seal(t, "alice", knock.TCP, 2000, "198.18.0.2", clock.Now())); !d.Granted() {
+		t.Fatalf("fresh knock after reloads: %v", d.Reason)
+	}
 }

@@ -13,17 +13,26 @@ var (
 	errReplay     = errors.New("datagram seen before")
 	errReplayFull = errors.New("replay cache full")
 	errGrantsFull = errors.New("grant table full")
+	// errBeforeFloor: the replay cache cannot vouch for knocks sealed
+	// before it began (start, or a wider tolerance); the client knocks again.
+	errBeforeFloor = errors.New("sealed before sknockd's replay memory began (restart or wider tolerance); knock again")
 )
 
-// logKnock writes the one line a knock decision gets. Grants and denials
-// of knocks signed by a CA-issued certificate are always logged: only
-// holders of certificates can cause them. Other denials go through the
-// limiter, because anyone can send garbage.
+// logKnock writes the one line a knock decision gets. Grants are always
+// logged: each needs a fresh knock from a certificate holder. Denials go
+// through a limiter, because anyone can send them: garbage, and also a
+// captured, signed knock replayed after its window (stale) or from another
+// address (source mismatch). Denials of signed knocks have a budget of
+// their own, so a garbage flood cannot hide them.
 func (e *Engine) logKnock(src netip.Addr, d *Decision, now time.Time) {
 	var suppressed uint64
-	if !d.Granted() && !d.Reason.Authenticated() {
+	if !d.Granted() {
+		limit := &e.knockLimit
+		if d.Reason.Authenticated() {
+			limit = &e.signedLimit
+		}
 		var ok bool
-		if ok, suppressed = e.knockLimit.allow(now); !ok {
+		if ok, suppressed = limit.allow(now); !ok {
 			return
 		}
 	}
