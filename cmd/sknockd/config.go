@@ -42,6 +42,8 @@ type Config struct {
 
 	// Rules is the rule set the config describes.
 	Rules rules.Config
+
+	set map[string]bool // keys the file gave, "section.key"
 }
 
 // ConfigError is a configuration problem, naming the key (and line) it is
@@ -112,7 +114,7 @@ var configKeys = map[string]map[string]keySetter{
 		"timestamp_tolerance": setDuration(func(c *Config) *time.Duration { return &c.KnockTolerance }, time.Second, 10*time.Minute),
 		"queue":               setQueue(func(c *Config) *uint16 { return &c.Rules.KnockQueue }),
 		"workers":             setInt(func(c *Config) *int { return &c.KnockWorkers }, 0, 1024),
-		"backlog":             setInt(func(c *Config) *int { return &c.KnockBacklog }, 0, 1<<20),
+		"backlog":             setInt(func(c *Config) *int { return &c.KnockBacklog }, 0, 65536), // ×4 KiB of buffers each
 		"rate_limit":          setString(func(c *Config) *string { return &c.Rules.KnockRateLimit }),
 	},
 	"gate": {
@@ -166,6 +168,10 @@ func ParseConfig(path string, data []byte) (Config, error) {
 	if c.ServerPKCS12 == "" {
 		return c, &ConfigError{Path: path, Key: "server.pkcs12", Msg: "required"}
 	}
+	if c.ServerPasswordEnv != "" && !c.set["server.password_file"] {
+		// password_env alone replaces the default password file.
+		c.ServerPasswordFile = ""
+	}
 	if c.ServerPasswordFile != "" && c.ServerPasswordEnv != "" {
 		return c, &ConfigError{Path: path, Key: "server.password_env", Msg: "set either server.password_file or server.password_env, not both"}
 	}
@@ -179,6 +185,7 @@ func ParseConfig(path string, data []byte) (Config, error) {
 }
 
 func (c *Config) apply(root *yaml.Node) error {
+	c.set = map[string]bool{}
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, v := root.Content[i], root.Content[i+1]
@@ -211,6 +218,7 @@ func (c *Config) apply(root *yaml.Node) error {
 			if msg := set(c, vv); msg != "" {
 				return &ConfigError{Path: c.Path, Key: name, Line: vv.Line, Msg: msg}
 			}
+			c.set[name] = true
 		}
 	}
 	return nil

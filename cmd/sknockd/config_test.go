@@ -147,3 +147,13 @@ func TestCheckRefusesBadFiles(t *testing.T) {
 		})
 	}
 }
+
+func TestPasswordEnvAloneReplacesTheDefaultFile(t *testing.T) {
+	c, err := ParseConfig("t.yaml", []byte("server:\n  password_env: SKNOCK_PASSWORD\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ServerPasswordFile != "" || c.ServerPasswordEnv != "SKNOCK_PASSWORD" {
+		t.Errorf("password_file %q, password_env %q; want the env alone", c.ServerPasswordFile, c.ServerPasswordEnv)
+	}
+}

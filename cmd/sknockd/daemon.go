@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -68,7 +69,9 @@ func serve(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io.Wri
 
 // serveWith is serve with the OS boundaries given.
 func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io.Writer, sys osDeps) int {
-	log := newLogger(cfg.LogLevel, stderr)
+	sink := newAsyncWriter(stderr, 4096)
+	defer sink.Close()
+	log := newLogger(cfg.LogLevel, sink)
 	defer log.Sync()
 
 	trust, info, warnings, err := loadTrust(ctx, cfg, sys.fetch)
@@ -130,20 +133,25 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// readerDone has room for every reader, so none blocks on it; the
+	// wait group, not the channel, tells when all have returned.
 	readerDone := make(chan error, readers)
-	for _, g := range d.gateQ {
-		go func() { readerDone <- g.Run(runCtx) }()
+	var running sync.WaitGroup
+	runReader := func(run func(context.Context) error) {
+		running.Go(func() { readerDone <- run(runCtx) })
 	}
-	go func() { readerDone <- d.knockQ.Run(runCtx) }()
+	for _, g := range d.gateQ {
+		runReader(g.Run)
+	}
+	runReader(d.knockQ.Run)
 	stopReaders := func() {
 		cancel()
-		for range readers {
-			select {
-			case <-readerDone:
-			case <-time.After(3 * time.Second):
-				log.Warn("queue reader slow to stop")
-				return
-			}
+		stopped := make(chan struct{})
+		go func() { running.Wait(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(3 * time.Second):
+			log.Warn("queue reader slow to stop")
 		}
 	}
 	for range readers {
@@ -227,7 +235,7 @@ func (d *daemon) reload(ctx context.Context, hup bool) {
 			return
 		}
 		if differsInRules(d.cfg, &fresh) {
-			d.log.Warn("reload: rule set, queues, policy or durations changed; they take effect on restart")
+			d.log.Warn("reload: rule set, queues, policy, durations, crl.refresh or log.level changed; they take effect on restart")
 		}
 		cfg = &fresh
 	}
@@ -267,7 +275,8 @@ func (d *daemon) reload(ctx context.Context, hup bool) {
 func differsInRules(a, b *Config) bool {
 	return fmt.Sprint(a.Rules) != fmt.Sprint(b.Rules) || a.Policy != b.Policy ||
 		a.OpenDuration != b.OpenDuration || a.MaxGrants != b.MaxGrants ||
-		a.KnockWorkers != b.KnockWorkers || a.KnockBacklog != b.KnockBacklog
+		a.KnockWorkers != b.KnockWorkers || a.KnockBacklog != b.KnockBacklog ||
+		a.CRLRefresh != b.CRLRefresh || a.LogLevel != b.LogLevel
 }
 
 func logTrust(log *zap.Logger, msg string, info TrustInfo) {

@@ -319,3 +319,42 @@ func TestDaemonTwoGateQueues(t *testing.T) {
 		t.Errorf("counters do not sum both gate queues (want gate_packets 8):\n%s", logs.String())
 	}
 }
+
+// brokenSocket binds, then fails for good as soon as it is served.
+type brokenSocket struct{}
+
+func (brokenSocket) Serve(context.Context, func([]queue.Packet), func(error)) error {
+	return errors.New("socket broke")
+}
+func (brokenSocket) SetVerdict(uint32, int) error                    { return nil }
+func (brokenSocket) SetVerdictWithMark(uint32, int, uint32) error    { return nil }
+func (brokenSocket) SetVerdictBatch(uint32, int, uint32, bool) error { return nil }
+func (brokenSocket) Close() error                                    { return nil }
+
+func TestDaemonBrokenReaderExitsPromptlyKeepingRules(t *testing.T) {
+	_, cfg := daemonPKI(t)
+	f := newFakeOS()
+	deps := f.deps()
+	knockOpen := deps.open
+	deps.open = func(sc queue.SocketConfig) (queue.Socket, error) {
+		if sc.Queue == cfg.Rules.GateQueue {
+			return brokenSocket{}, nil
+		}
+		return knockOpen(sc)
+	}
+	var logs syncBuffer
+	start := time.Now()
+	code := serveWith(context.Background(), &cfg, nil, &logs, deps)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1\n%s", code, logs.String())
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("took %v to exit after a reader broke", took)
+	}
+	if strings.Contains(logs.String(), "slow to stop") {
+		t.Errorf("spurious slow-stop warning:\n%s", logs.String())
+	}
+	if f.applied != 1 || f.removed != 0 {
+		t.Errorf("applied %d removed %d, want the rules left in place (1, 0)", f.applied, f.removed)
+	}
+}

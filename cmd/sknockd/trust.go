@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"fmt"
@@ -73,7 +74,10 @@ func readPassword(c *Config) (string, error) {
 			return "", fmt.Errorf("server.password_file: %w", err)
 		}
 		line, _, _ := strings.Cut(string(data), "\n")
-		return strings.TrimSuffix(line, "\r"), nil
+		if line = strings.TrimSuffix(line, "\r"); line == "" {
+			return "", fmt.Errorf("server.password_file: %s: empty first line (the password goes there)", c.ServerPasswordFile)
+		}
+		return line, nil
 	}
 	return "", nil
 }
@@ -133,10 +137,31 @@ func fetchCRL(ctx context.Context, fetch Fetcher, url string, cas []*x509.Certif
 	if err != nil {
 		return fmt.Errorf("fetch %s: %w", url, err)
 	}
-	if _, err := pki.ParseCRL(data, cas); err != nil {
+	fetched, err := pki.ParseCRL(data, cas)
+	if err != nil {
 		return fmt.Errorf("fetched from %s: %w", url, err)
 	}
+	if cur, err := os.ReadFile(dest); err == nil {
+		if bytes.Equal(cur, data) {
+			return nil // unchanged: keep the file, and the certificate cache
+		}
+		// An older CRL, from a stale mirror or an attacker on a plain
+		// http:// path, would un-revoke certificates: refuse it.
+		if old, err := pki.ParseCRL(cur, cas); err == nil && olderCRL(fetched, old) {
+			return fmt.Errorf("fetched from %s: CRL number %v (this update %s) is older than %s's %v (%s); keeping %s",
+				url, fetched.Number, fetched.ThisUpdate.UTC().Format(time.RFC3339), dest, old.Number, old.ThisUpdate.UTC().Format(time.RFC3339), dest)
+		}
+	}
 	return writeAtomic(dest, data)
+}
+
+// olderCRL reports whether a was issued before b: by CRL number when both
+// have one, else by thisUpdate.
+func olderCRL(a, b *pki.CRL) bool {
+	if a.Number != nil && b.Number != nil {
+		return a.Number.Cmp(b.Number) < 0
+	}
+	return a.ThisUpdate.Before(b.ThisUpdate)
 }
 
 // writeAtomic writes data to a temporary file beside path and renames it

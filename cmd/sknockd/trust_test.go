@@ -6,7 +6,10 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"sknock/pki"
 )
 
 func vectorPath(name string) string {
@@ -63,5 +66,40 @@ func TestLoadTrustFetchesCRL(t *testing.T) {
 				t.Errorf("crl.file holds %d bytes, want %d", len(disk), len(tt.wantDisk))
 			}
 		})
+	}
+}
+
+func TestFetchRefusesAnOlderCRL(t *testing.T) {
+	dir := t.TempDir()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(pki.InitCA(dir, 0))
+	must(pki.IssueServer(dir, "server", "pw", pki.IssueOptions{}))
+	allow, _ := pki.ParseAllow("tcp/22")
+	must(pki.IssueClient(dir, "alice", allow, "pw", pki.IssueOptions{}))
+	must(pki.WriteCRL(dir, 0))
+	before, err := os.ReadFile(filepath.Join(dir, pki.CRLFile))
+	must(err)
+	must(pki.Revoke(dir, "alice"))
+	must(pki.WriteCRL(dir, 0)) // the current CRL, revoking alice, on disk
+
+	t.Setenv("SKNOCK_TEST_PW", "pw")
+	cfg := defaultConfig()
+	cfg.ServerPKCS12, cfg.ServerPasswordFile, cfg.ServerPasswordEnv = filepath.Join(dir, "server.pfx"), "", "SKNOCK_TEST_PW"
+	cfg.CRLFile, cfg.CRLURL = filepath.Join(dir, pki.CRLFile), "http://crl.invalid/ca.crl"
+	stale := func(context.Context, string) ([]byte, error) { return before, nil }
+	_, info, warnings, err := loadTrust(context.Background(), &cfg, stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warnings) != 1 || !strings.Contains(warnings[0].Error(), "older") {
+		t.Errorf("warnings = %v, want one saying the fetched CRL is older", warnings)
+	}
+	if info.CRLSerials != 1 {
+		t.Errorf("CRL in force revokes %d serials, want 1 (alice stays revoked)", info.CRLSerials)
 	}
 }
