@@ -147,7 +147,18 @@ func (g *GateReader) Run(ctx context.Context) error {
 		return fmt.Errorf("gate: %w", err)
 	}
 	g.sock = sock
-	return serve(ctx, sock, g.handle, func(err error) { countReceiveError(err, &g.stats.ReceiveErrors, &g.stats.Overruns) })
+	return serve(ctx, sock, g.handle, g.receiveError)
+}
+
+// receiveError counts err. An error that may have left a packet waiting
+// without a verdict (one that did not parse, or a verdict the kernel
+// refused after the write succeeded) marks the queue unsettled, so no
+// batch accept can sweep that packet up. It runs on the receive goroutine.
+func (g *GateReader) receiveError(err error) {
+	countReceiveError(err, &g.stats.ReceiveErrors, &g.stats.Overruns)
+	if errors.Is(err, ErrMalformed) || errors.Is(err, ErrNoPacketID) || errors.Is(err, ErrVerdictRefused) {
+		g.unsettled = true
+	}
 }
 
 // handle is the receive goroutine's path for one batch of packets: it

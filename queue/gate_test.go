@@ -368,3 +368,30 @@ func TestGateBatchAfterRefusedVerdict(t *testing.T) {
 		t.Errorf("VerdictErrors = %d, want 1", n)
 	}
 }
+
+// A packet message that did not parse may leave a packet waiting in the
+// kernel without a verdict; no batch accept may sweep it up afterwards.
+func TestGateNoBatchAcceptAfterUnparsedPacket(t *testing.T) {
+	for _, give := range []error{queue.ErrMalformed, queue.ErrNoPacketID, queue.ErrVerdictRefused} {
+		t.Run(give.Error(), func(t *testing.T) {
+			var d decideByPort
+			_, fake := startGate(t, queue.GateConfig{Queue: 101, Decide: d.decide})
+			syn := func(id uint32, dst uint16) queue.Packet {
+				return queue.Packet{ID: id, Data: queuetest.TCPPacket(client4, 40000, server4, dst, queue.TCPSyn)}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := fake.InjectError(ctx, fmt.Errorf("receive: %w", give)); err != nil {
+				t.Fatal(err)
+			}
+			if err := fake.InjectBatch(ctx, []queue.Packet{syn(2, 2000), syn(3, 2000)}); err != nil {
+				t.Fatal(err)
+			}
+			for _, v := range fake.Verdicts() {
+				if v.Batch && v.Verdict == queue.NFAccept {
+					t.Fatalf("batch accept %+v after %v", v, give)
+				}
+			}
+		})
+	}
+}

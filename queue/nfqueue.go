@@ -285,7 +285,7 @@ func (r *receiver) awaitAck(seq uint32, send *verdictSender) (errno syscall.Errn
 				return 0, false, ErrMalformed
 			}
 		case m.typ == nfqnlMsgPacket:
-			if p, err := parsePacket(m.data); err == nil {
+			if p, _ := parsePacket(m.data); p.ID != 0 {
 				send.verdict(p.ID, NFDrop, 0, false, false)
 			}
 		}

@@ -53,6 +53,10 @@ const (
 // ErrMalformed is a message from the kernel that does not parse.
 var ErrMalformed = errors.New("queue: malformed netlink message")
 
+// ErrVerdictRefused is the kernel's answer to a verdict it could not apply,
+// which arrives later in the receive stream.
+var ErrVerdictRefused = errors.New("queue: the kernel refused a verdict")
+
 // nlMessage is one netlink message of a datagram.
 type nlMessage struct {
 	typ  uint16
@@ -111,14 +115,20 @@ func appendPackets(pkts []Packet, b []byte) ([]Packet, error) {
 			p, err := parsePacket(m.data)
 			if err != nil {
 				first = firstError(first, err)
-				continue
+				if p.ID == 0 {
+					continue
+				}
+				// Its id is known: it must get a verdict of its own
+				// (without data it decodes as unknown and is dropped), or
+				// a later batch verdict would settle it unseen.
+				p = Packet{ID: p.ID}
 			}
 			pkts = append(pkts, p)
 		case nlmsgError:
 			if errno, ok := errnoOf(m.data); !ok {
 				first = firstError(first, ErrMalformed)
 			} else if errno != 0 {
-				first = firstError(first, fmt.Errorf("queue: the kernel refused a verdict: %w", errno))
+				first = firstError(first, fmt.Errorf("%w: %w", ErrVerdictRefused, errno))
 			}
 		}
 	}
@@ -133,6 +143,8 @@ func firstError(first, err error) error {
 }
 
 // parsePacket decodes an NFQNL_MSG_PACKET body: nfgenmsg, then attributes.
+// On an error the returned Packet still carries the id if one was read
+// (the kernel's packet ids start at 1, so zero means none).
 func parsePacket(b []byte) (Packet, error) {
 	var p Packet
 	if len(b) < nfGenLen {
