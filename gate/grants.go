@@ -10,9 +10,11 @@ import (
 
 // Grant is what a knock opens: one protocol and port, for one source.
 type Grant struct {
+	// Source is the address the grant is for (IPv4 sources unmapped).
 	Source netip.Addr
-	Proto  knock.Proto
-	Port   uint16
+	// Proto and Port are what it opens.
+	Proto knock.Proto
+	Port  uint16
 }
 
 // grantKey is a Grant as a map key without pointers, so a million grants

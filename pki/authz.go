@@ -27,6 +27,7 @@ const maxAuthorizationLen = 4096
 
 // Permission is one protocol and port a client certificate may open.
 type Permission struct {
+	// Proto and Port are one protocol and port the certificate may open.
 	Proto knock.Proto
 	Port  uint16
 }

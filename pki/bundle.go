@@ -20,9 +20,12 @@ var ErrPassword = errors.New("wrong bundle password")
 // Bundle is the content of a PKCS#12 file: a P-256 private key, its
 // certificate and the CA certificates shipped with it.
 type Bundle struct {
-	Key  *ecdsa.PrivateKey
+	// Key is the holder's P-256 private key.
+	Key *ecdsa.PrivateKey
+	// Cert is the holder's certificate, the one matching Key.
 	Cert *x509.Certificate
-	CAs  []*x509.Certificate
+	// CAs are the other certificates in the bundle: the issuing CA.
+	CAs []*x509.Certificate
 }
 
 // LoadBundle reads and decodes the PKCS#12 file at path. Errors name the file.

@@ -32,14 +32,19 @@ const MaxCachedCertificates = 65536
 // A Client returned by Verify may be shared between calls: treat it, and
 // its Authorization, as read-only.
 type Client struct {
-	Cert      *x509.Certificate
+	// Cert is the parsed certificate.
+	Cert *x509.Certificate
+	// PublicKey is its P-256 key, which verifies the knock's signature.
 	PublicKey *ecdsa.PublicKey
-	Serial    *big.Int
+	// Serial is its serial number, as the CRL lists it.
+	Serial *big.Int
 	// Subject is the certificate's subject, e.g. "CN=client-a,O=Vector Test".
 	Subject string
 	// Authorization is what the certificate allows; empty when
 	// HasAuthorization is false.
-	Authorization    Authorization
+	Authorization Authorization
+	// HasAuthorization reports whether the certificate carries the
+	// authorisation name at all; without it, it authorises nothing.
 	HasAuthorization bool
 }
 

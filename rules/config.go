@@ -81,7 +81,7 @@ func DefaultConfig() Config {
 type ConfigError struct {
 	Field  string // the Config field, e.g. "Protect"
 	Value  string // the offending value as text, e.g. "udp/12000"
-	Reason string
+	Reason string // why it is wrong, e.g. "overlaps always-allowed tcp/22"
 }
 
 // Error returns "rules: Field Value: Reason".

@@ -20,6 +20,7 @@ var ErrNotOpen = errors.New("port did not open")
 
 // Request is one port to open.
 type Request struct {
+	// Proto and Port are the protocol and port to open.
 	Proto knock.Proto
 	Port  uint16
 }
@@ -76,8 +77,11 @@ func (s Status) String() string {
 
 // Result is the outcome of one Request.
 type Result struct {
+	// Request is what was asked for.
 	Request Request
-	Status  Status
+	// Status is how it ended: open (verified), sent (UDP or --no-verify)
+	// or failed.
+	Status Status
 	// Elapsed runs from sending the first knock to the connection that
 	// verified the port (StatusOpen) or to giving up (StatusFailed).
 	Elapsed time.Duration
