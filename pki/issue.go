@@ -347,7 +347,7 @@ func writeCRL(dir string, validDays int) error {
 	if err != nil {
 		return fmt.Errorf("create CRL: %w", err)
 	}
-	return writeFileAtomic(filepath.Join(dir, CRLFile), der, 0o644)
+	return WriteFileAtomic(filepath.Join(dir, CRLFile), der, 0o644)
 }
 
 // loadCA reads DIR/ca.pem and DIR/ca.key.
@@ -428,15 +428,19 @@ func createFile(path string, data []byte, mode fs.FileMode) error {
 	return nil
 }
 
-// writeFileAtomic replaces path with data through a temporary file and a
+// WriteFileAtomic replaces path with data through a temporary file and a
 // rename, so readers (a daemon reloading ca.crl) never see half a file.
-func writeFileAtomic(path string, data []byte, mode fs.FileMode) error {
+func WriteFileAtomic(path string, data []byte, mode fs.FileMode) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(tmp.Name())
 	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil { // the rename must not outrun the data
 		tmp.Close()
 		return fmt.Errorf("write %s: %w", path, err)
 	}
@@ -521,5 +525,5 @@ func saveJSON(path string, v any) error {
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", path, err)
 	}
-	return writeFileAtomic(path, append(data, '\n'), 0o644)
+	return WriteFileAtomic(path, append(data, '\n'), 0o644)
 }

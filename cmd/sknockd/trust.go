@@ -152,7 +152,10 @@ func fetchCRL(ctx context.Context, fetch Fetcher, url string, cas []*x509.Certif
 				url, fetched.Number, fetched.ThisUpdate.UTC().Format(time.RFC3339), dest, old.Number, old.ThisUpdate.UTC().Format(time.RFC3339), dest)
 		}
 	}
-	return writeAtomic(dest, data)
+	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
+		return err
+	}
+	return pki.WriteFileAtomic(dest, data, 0o644)
 }
 
 // olderCRL reports whether a was issued before b: by CRL number when both
@@ -162,33 +165,4 @@ func olderCRL(a, b *pki.CRL) bool {
 		return a.Number.Cmp(b.Number) < 0
 	}
 	return a.ThisUpdate.Before(b.ThisUpdate)
-}
-
-// writeAtomic writes data to a temporary file beside path and renames it
-// over path.
-func writeAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
