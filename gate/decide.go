@@ -92,8 +92,11 @@ func Decide(in Input, trust *Trust, seen *ReplayCache) Decision {
 	}
 	src := in.Source.Unmap()
 
-	// A replay is refused before any public-key work: hashing the
-	// datagram costs a microsecond, an ECDH fifty.
+	// Garbage is refused before it is hashed, and a replay before any
+	// public-key work: hashing costs a microsecond, an ECDH fifty or more.
+	if err := knock.CheckEnvelope(in.Datagram); err != nil {
+		return deny(d, ReasonMalformed, err)
+	}
 	d.ReplayKey = KeyOf(in.Datagram)
 	if seen != nil && seen.Seen(d.ReplayKey, in.Now) {
 		return deny(d, ReasonReplay, errReplay)

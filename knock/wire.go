@@ -127,19 +127,10 @@ func deriveKeys(secret []byte) (key, iv []byte, err error) {
 // buffer, never datagram. Open checks the envelope and layout only; it
 // never panics, whatever the input.
 func Open(datagram []byte, server *ecdh.PrivateKey, ipv6 bool) (*Knock, error) {
-	if len(datagram) < MinDatagramSize {
-		return nil, fmt.Errorf("%w: %d bytes, need at least %d", ErrTooShort, len(datagram), MinDatagramSize)
-	}
-	if datagram[offProtocolID] != ProtocolID {
-		return nil, ErrProtocolID
-	}
-	if v := datagram[offVersion : offVersion+3]; !knownVersion(v[0], v[1], v[2]) {
-		return nil, fmt.Errorf("%w: %d.%d.%d", ErrVersion, v[0], v[1], v[2])
+	if err := CheckEnvelope(datagram); err != nil {
+		return nil, err
 	}
 	ciphertext := datagram[offCiphertext : len(datagram)-PublicKeySize]
-	if len(ciphertext)%blockSize != 0 {
-		return nil, fmt.Errorf("%w: %d bytes", ErrCiphertextSize, len(ciphertext))
-	}
 	peer, err := ecdh.P256().NewPublicKey(datagram[len(datagram)-PublicKeySize:])
 	if err != nil {
 		return nil, ErrPublicKey
@@ -163,6 +154,25 @@ func Open(datagram []byte, server *ecdh.PrivateKey, ipv6 bool) (*Knock, error) {
 		return nil, err
 	}
 	return parsePlaintext(plain, ipv6)
+}
+
+// CheckEnvelope makes the checks of a datagram that need no key: size,
+// protocol id, version and ciphertext length. Open makes them first; a
+// server may make them before anything costlier.
+func CheckEnvelope(datagram []byte) error {
+	if len(datagram) < MinDatagramSize {
+		return fmt.Errorf("%w: %d bytes, need at least %d", ErrTooShort, len(datagram), MinDatagramSize)
+	}
+	if datagram[offProtocolID] != ProtocolID {
+		return ErrProtocolID
+	}
+	if v := datagram[offVersion : offVersion+3]; !knownVersion(v[0], v[1], v[2]) {
+		return fmt.Errorf("%w: %d.%d.%d", ErrVersion, v[0], v[1], v[2])
+	}
+	if n := len(datagram) - offCiphertext - PublicKeySize; n%blockSize != 0 {
+		return fmt.Errorf("%w: %d bytes", ErrCiphertextSize, n)
+	}
+	return nil
 }
 
 // knownVersion reports whether major.minor.patch is a version this package
