@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -566,5 +567,54 @@ func writeIntegrationFile(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestIntegrationBurst sends bursts of simultaneous connections from a
+// granted and an ungranted source at once, so the gate queue holds many
+// packets with mixed verdicts and the reader answers them in batches: every
+// granted connection must be accepted and every other one rejected, none
+// crossing over.
+func TestIntegrationBurst(t *testing.T) {
+	requireTools(t)
+	e := newEnv(t, "reject", time.Minute)
+	_, line := e.knock(t, e.alice, e.client(false), netip.Addr{}, knock.TCP, tcpA)
+	checkLine(t, line, map[string]string{"verdict": "grant"})
+
+	const n = 64
+	type result struct {
+		granted bool
+		err     error
+	}
+	results := make(chan result, 2*n)
+	var wg sync.WaitGroup
+	for i := range 2 * n {
+		p := e.client(false)
+		if i%2 == 1 {
+			p = e.mallory(false)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results <- result{granted: p.ns == e.net.Client, err: probe(p, knock.TCP, tcpA, probeTimeout)}
+		}()
+	}
+	wg.Wait()
+	close(results)
+	var opened, refused int
+	for r := range results {
+		switch {
+		case r.granted && r.err != nil:
+			t.Errorf("granted client's connection failed: %v", r.err)
+		case !r.granted && !e2e.IsRefused(r.err):
+			t.Errorf("ungranted connection: %v, want connection refused", r.err)
+		case r.granted:
+			opened++
+		default:
+			refused++
+		}
+	}
+	if opened != n || refused != n {
+		t.Errorf("%d opened and %d refused, want %d each", opened, refused, n)
 	}
 }
