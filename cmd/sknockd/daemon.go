@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -210,7 +211,11 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal, readerDone <-ch
 		case err := <-readerDone:
 			d.log.Error("queue reader failed; exiting with the rules left in place (protected ports stay closed)", zap.Error(err))
 			return 1
-		case <-hup:
+		case sig := <-hup:
+			if sig == syscall.SIGUSR1 {
+				d.logStats()
+				continue
+			}
 			d.reload(ctx, true)
 		case <-crl.C:
 			d.reload(ctx, false)

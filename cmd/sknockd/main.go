@@ -25,7 +25,8 @@ const usage = `sknockd — the sknock gatekeeper (run as root)
 Usage:
   sknockd --config FILE            run: apply the rules, serve both queues,
                                    remove the rules on SIGTERM/SIGINT,
-                                   reload CRL and trust on SIGHUP
+                                   reload CRL and trust on SIGHUP,
+                                   log the counters now on SIGUSR1
   sknockd --config FILE --check    validate the config and every file it names, then exit
   sknockd --config FILE --rules-script apply|remove
                                    print the iptables commands of the rule set
@@ -103,7 +104,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
+	signal.Notify(hup, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(hup)
 	return serve(ctx, &cfg, hup, stderr)
 }
