@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -206,6 +207,9 @@ func TestDaemonWiring(t *testing.T) {
 	if v := synVerdict(t, f, "198.18.0.3"); v.Verdict != queue.NFRepeat {
 		t.Fatalf("SYN from another source: %+v, want reject", v)
 	}
+
+	hup <- syscall.SIGUSR1
+	waitFor(t, logs, `"msg":"counters"`, 1)
 
 	if err := pki.Revoke(dir, "alice"); err != nil {
 		t.Fatal(err)
