@@ -159,7 +159,7 @@ func (e *Engine) logGateDenial(src netip.Addr, ipProto uint8, port uint16, v Ver
 
 // Knock decides one knock datagram from src and, when it is granted, opens
 // its port for the open duration (extending a live grant). Every decision
-// is counted and logged; denials of unauthenticated knocks are rate-limited.
+// is counted and logged (denials through the log rate limits).
 func (e *Engine) Knock(src netip.Addr, datagram []byte) Decision {
 	now := e.clock()
 	trust := e.trust.Load()
