@@ -2,6 +2,7 @@ package gate
 
 import (
 	"crypto/ecdh"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -22,6 +23,21 @@ type Trust struct {
 	// Tolerance is how far a knock's timestamp may be from the clock,
 	// either way (the original's TIMESTAMP_THRESHOLD, 7 s).
 	Tolerance time.Duration
+}
+
+// NewTrust builds the trust state from the server's bundle (its key
+// decrypts knocks), the CAs that issue client certificates and their CRL
+// (nil: nothing revoked). sknockd and `sknock inspect` both build theirs
+// here, so they decide alike.
+func NewTrust(server *pki.Bundle, cas []*x509.Certificate, crl *pki.CRL, tolerance time.Duration) (*Trust, error) {
+	key, err := server.ECDHKey()
+	if err != nil {
+		return nil, err
+	}
+	if len(cas) == 0 {
+		return nil, errors.New("no CA certificate to check client certificates against")
+	}
+	return &Trust{ServerKey: key, Verifier: pki.NewVerifier(cas, crl), Tolerance: tolerance}, nil
 }
 
 // Input is one knock to decide.

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -59,17 +60,18 @@ func newTestPKI(t testing.TB, clients map[string]string) *testPKI {
 // trust builds the trust state, with the CA's current CRL if one exists.
 func (p *testPKI) trust(t testing.TB) *Trust {
 	t.Helper()
-	key, err := p.server.ECDHKey()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var crl *pki.CRL
 	if crlPath := filepath.Join(p.dir, pki.CRLFile); fileExists(crlPath) {
+		var err error
 		if crl, err = pki.LoadCRL(crlPath, p.server.CAs); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return &Trust{ServerKey: key, Verifier: pki.NewVerifier(p.server.CAs, crl), Tolerance: 7 * time.Second}
+	trust, err := NewTrust(p.server, p.server.CAs, crl, 7*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return trust
 }
 
 // seal makes a knock from the named client.
@@ -339,7 +341,7 @@ func BenchmarkVerdict(b *testing.B) {
 }
 
 func fileExists(path string) bool {
-	_, err := filepathStat(path)
+	_, err := os.Stat(path)
 	return err == nil
 }
 

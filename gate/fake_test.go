@@ -1,7 +1,6 @@
 package gate
 
 import (
-	"os"
 	"sync"
 	"time"
 )
@@ -23,5 +22,3 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 	c.mu.Unlock()
 }
-
-var filepathStat = os.Stat

@@ -24,10 +24,6 @@ func vectorTrust(t testing.TB) *Trust {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := b.ECDHKey()
-	if err != nil {
-		t.Fatal(err)
-	}
 	cas, err := pki.LoadCertificates(filepath.Join(vectors, "ca.pem"))
 	if err != nil {
 		t.Fatal(err)
@@ -36,7 +32,11 @@ func vectorTrust(t testing.TB) *Trust {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Trust{ServerKey: key, Verifier: pki.NewVerifier(cas, crl), Tolerance: 7 * time.Second}
+	trust, err := NewTrust(b, cas, crl, 7*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return trust
 }
 
 func readVector(t testing.TB, name string) []byte {

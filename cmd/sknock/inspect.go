@@ -143,10 +143,6 @@ func inspectTrust(bundlePath, password, caPath, crlPath string, tolerance time.D
 	if err != nil {
 		return nil, err
 	}
-	key, err := bundle.ECDHKey()
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", bundlePath, err)
-	}
 	cas := bundle.CAs
 	if caPath != "" {
 		if cas, err = pki.LoadCertificates(caPath); err != nil {
@@ -159,7 +155,11 @@ func inspectTrust(bundlePath, password, caPath, crlPath string, tolerance time.D
 			return nil, err
 		}
 	}
-	return &gate.Trust{ServerKey: key, Verifier: pki.NewVerifier(cas, crl), Tolerance: tolerance}, nil
+	trust, err := gate.NewTrust(bundle, cas, crl, tolerance)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", bundlePath, err)
+	}
+	return trust, nil
 }
 
 // embeddedAddress returns the client address inside the knock, read as
@@ -188,7 +188,7 @@ func describe(d gate.Decision, src netip.Addr) inspectResult {
 		out.ClientIP = k.ClientIP.String()
 		// The certificate is described even when it did not verify, so
 		// an operator sees whose knock was refused.
-		if c, err := x509Parse(k.Certificate); err == nil {
+		if c, err := x509.ParseCertificate(k.Certificate); err == nil {
 			out.Serial = json.Number(c.SerialNumber.String())
 			out.Subject = c.Subject.String()
 			out.Issuer = c.Issuer.String()
@@ -202,5 +202,3 @@ func describe(d gate.Decision, src netip.Addr) inspectResult {
 	}
 	return out
 }
-
-var x509Parse = x509.ParseCertificate

@@ -96,17 +96,13 @@ func loadTrust(ctx context.Context, c *Config, fetch Fetcher) (*gate.Trust, Trus
 	if err != nil {
 		return nil, info, nil, fmt.Errorf("server.pkcs12: %w", err)
 	}
-	key, err := bundle.ECDHKey()
-	if err != nil {
-		return nil, info, nil, fmt.Errorf("server.pkcs12: %s: %w", c.ServerPKCS12, err)
-	}
 	cas := bundle.CAs
 	if c.ServerCA != "" {
 		if cas, err = pki.LoadCertificates(c.ServerCA); err != nil {
 			return nil, info, nil, fmt.Errorf("server.ca: %w", err)
 		}
 	}
-	if len(cas) == 0 {
+	if len(cas) == 0 { // before the CRL, which is checked against them
 		return nil, info, nil, fmt.Errorf("server.pkcs12: %s holds no CA certificate; name one in server.ca", c.ServerPKCS12)
 	}
 	var warnings []error
@@ -127,7 +123,11 @@ func loadTrust(ctx context.Context, c *Config, fetch Fetcher) (*gate.Trust, Trus
 	for _, ca := range cas {
 		info.CAs = append(info.CAs, ca.Subject.String())
 	}
-	return &gate.Trust{ServerKey: key, Verifier: pki.NewVerifier(cas, crl), Tolerance: c.KnockTolerance}, info, warnings, nil
+	trust, err := gate.NewTrust(bundle, cas, crl, c.KnockTolerance)
+	if err != nil {
+		return nil, info, warnings, fmt.Errorf("server.pkcs12: %s: %w", c.ServerPKCS12, err)
+	}
+	return trust, info, warnings, nil
 }
 
 // fetchCRL downloads the CRL, checks it against the CAs, and only then
