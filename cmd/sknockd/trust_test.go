@@ -70,27 +70,19 @@ func TestLoadTrustFetchesCRL(t *testing.T) {
 }
 
 func TestFetchRefusesAnOlderCRL(t *testing.T) {
-	dir := t.TempDir()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
+	dir, cfg := daemonPKI(t) // a CA whose first CRL revokes nothing
+	before, err := os.ReadFile(cfg.CRLFile)
+	if err != nil {
+		t.Fatal(err)
 	}
-	must(pki.InitCA(dir, 0))
-	must(pki.IssueServer(dir, "server", "pw", pki.IssueOptions{}))
-	allow, _ := pki.ParseAllow("tcp/22")
-	must(pki.IssueClient(dir, "alice", allow, "pw", pki.IssueOptions{}))
-	must(pki.WriteCRL(dir, 0))
-	before, err := os.ReadFile(filepath.Join(dir, pki.CRLFile))
-	must(err)
-	must(pki.Revoke(dir, "alice"))
-	must(pki.WriteCRL(dir, 0)) // the current CRL, revoking alice, on disk
+	if err := pki.Revoke(dir, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.WriteCRL(dir, 0); err != nil { // the current CRL, revoking alice
+		t.Fatal(err)
+	}
 
-	t.Setenv("SKNOCK_TEST_PW", "pw")
-	cfg := defaultConfig()
-	cfg.ServerPKCS12, cfg.ServerPasswordFile, cfg.ServerPasswordEnv = filepath.Join(dir, "server.pfx"), "", "SKNOCK_TEST_PW"
-	cfg.CRLFile, cfg.CRLURL = filepath.Join(dir, pki.CRLFile), "http://crl.invalid/ca.crl"
+	cfg.CRLURL = "http://crl.invalid/ca.crl"
 	stale := func(context.Context, string) ([]byte, error) { return before, nil }
 	_, info, warnings, err := loadTrust(context.Background(), &cfg, stale)
 	if err != nil {
