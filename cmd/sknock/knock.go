@@ -24,6 +24,8 @@ Send one signed, encrypted knock per PROTO/PORT (tcp/22, udp/8000) to HOST's
 gatekeeper, then verify every TCP port by connecting to it, knocking again
 when a port is not open within --timeout. UDP ports cannot be verified.
 The bundle password comes from --password-file or $SKNOCK_PASSWORD.
+Unlocking the bundle costs about 2 ms; --key-cache 1h keeps it unlocked in
+the kernel's per-user keyring for an hour (purge: keyctl purge -p user sknock:).
 
 With --connect (exactly one TCP port) the verified connection is spliced to
 stdin and stdout, for use as an ssh ProxyCommand; messages go to stderr.
@@ -38,6 +40,10 @@ Examples:
 Flags:
 `
 
+// maxKeyCache bounds --key-cache: an unlocked key should not outlive a
+// working day.
+const maxKeyCache = 24 * time.Hour
+
 // knockFlags is the parsed command line of "sknock knock".
 type knockFlags struct {
 	bundle, serverCert, passwordFile string
@@ -46,7 +52,7 @@ type knockFlags struct {
 	ipv4, ipv6                       bool
 	noVerify, connect, quiet         bool
 	retries                          int
-	timeout                          time.Duration
+	timeout, keyCache                time.Duration
 
 	host string
 	reqs []client.Request
@@ -72,6 +78,7 @@ func parseKnockFlags(args []string, stdout io.Writer) (*knockFlags, error) {
 	fs.BoolVar(&f.quiet, "q", false, "short for --quiet")
 	fs.IntVar(&f.retries, "retries", client.DefaultRetries, "how many times to knock again when a TCP port did not open")
 	fs.DurationVar(&f.timeout, "timeout", client.DefaultTimeout, "how long each knock waits for its TCP port")
+	fs.DurationVar(&f.keyCache, "key-cache", 0, "keep the unlocked bundle in the kernel's per-user keyring this long (at most 24h), so later knocks skip the password derivation; any process of yours can use the key meanwhile, as with ssh-agent (default: off)")
 
 	var positional []string
 	for rest := args; ; {
@@ -110,6 +117,8 @@ func parseKnockFlags(args []string, stdout io.Writer) (*knockFlags, error) {
 		return nil, usagef("--retries must not be negative, got %d", f.retries)
 	case f.timeout <= 0:
 		return nil, usagef("--timeout must be positive, got %s", f.timeout)
+	case f.keyCache < 0 || f.keyCache > maxKeyCache:
+		return nil, usagef("--key-cache must be between 0 and %s, got %s", maxKeyCache, f.keyCache)
 	}
 	f.host = positional[0]
 	for _, arg := range positional[1:] {
@@ -132,6 +141,7 @@ func (f *knockFlags) config() (*client.Config, error) {
 		Retries:   f.retries,
 		Timeout:   f.timeout,
 		NoVerify:  f.noVerify,
+		KeyCache:  f.keyCache,
 	}
 	if f.retries == 0 {
 		cfg.Retries = -1 // the flag's 0 means a single knock

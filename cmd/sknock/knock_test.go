@@ -105,6 +105,8 @@ func TestKnockUsageErrors(t *testing.T) {
 		{name: "unknown flag", give: p.args("--bogus", "127.0.0.1", "tcp/22"), wantCode: 2, want: "bogus"},
 		{name: "bad source ip", give: p.args("--source-ip", "nope", "127.0.0.1", "tcp/22"), wantCode: 2, want: "--source-ip"},
 		{name: "connect with udp", give: p.args("--connect", "127.0.0.1", "udp/8000"), wantCode: 2, want: "--connect"},
+		{name: "negative key cache", give: p.args("--key-cache", "-1s", "127.0.0.1", "tcp/22"), wantCode: 2, want: "--key-cache"},
+		{name: "key cache over a day", give: p.args("--key-cache", "25h", "127.0.0.1", "tcp/22"), wantCode: 2, want: "--key-cache"},
 		{name: "connect with two ports", give: p.args("--connect", "127.0.0.1", "tcp/22", "tcp/23"), wantCode: 2, want: "--connect"},
 		{name: "wrong password", give: []string{"knock", "--pkcs12", p.clientPFX, "--server-cert", p.serverCert, "127.0.0.1", "tcp/22"}, env: "wrong", wantCode: 2, want: "password"},
 		{name: "no password", give: []string{"knock", "--pkcs12", p.clientPFX, "--server-cert", p.serverCert, "127.0.0.1", "tcp/22"}, wantCode: 2, want: "password"},
@@ -133,6 +135,26 @@ func TestKnockFlagsAfterArguments(t *testing.T) {
 	}
 	if f.host != "host" || len(f.reqs) != 2 || f.reqs[0].String() != "tcp/22" || f.reqs[1].String() != "udp/8000" || f.bundle != "a.pfx" || !f.quiet {
 		t.Errorf("parsed %+v", f)
+	}
+}
+
+func TestKnockKeyCacheFlag(t *testing.T) {
+	for give, want := range map[string]time.Duration{"": 0, "0": 0, "90m": 90 * time.Minute} {
+		args := []string{"--pkcs12", "a.pfx", "--server-cert", "s.pem", "host", "tcp/22"}
+		if give != "" {
+			args = append(args, "--key-cache", give)
+		}
+		f, err := parseKnockFlags(args, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := f.config()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.KeyCache != want {
+			t.Errorf("--key-cache %q: Config.KeyCache = %s, want %s", give, cfg.KeyCache, want)
+		}
 	}
 }
 

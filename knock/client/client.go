@@ -56,6 +56,12 @@ type Config struct {
 	// Now is the clock whose Unix seconds become the knock timestamp.
 	// Nil means time.Now.
 	Now func() time.Time
+	// KeyCache, used by Load only, keeps the unlocked bundle in the
+	// kernel's per-user keyring for this long (rounded up to seconds), so
+	// that Loads in that time skip the password derivation, about 2 ms.
+	// Like ssh-agent, it lets any process of the same user use the key
+	// without the password while the entry lives. Zero: no cache.
+	KeyCache time.Duration
 }
 
 // Client knocks with one certificate at one gatekeeper. It is safe for
@@ -118,9 +124,16 @@ func New(bundle *pki.Bundle, serverCert *x509.Certificate, cfg *Config) (*Client
 // Load reads the client's PKCS#12 bundle (legacy or modern) and the
 // server's certificate (DER or PEM; the first one counts) and returns a
 // Client for them. Errors name the file and, for a wrong password, wrap
-// pki.ErrPassword.
+// pki.ErrPassword. With cfg.KeyCache set, the bundle may come from the key
+// cache instead.
 func Load(pkcs12Path, password, serverCertPath string, cfg *Config) (*Client, error) {
-	bundle, err := pki.LoadBundle(pkcs12Path, password)
+	var bundle *pki.Bundle
+	var err error
+	if cfg != nil && cfg.KeyCache > 0 {
+		bundle, err = loadBundleCached(defaultKeyring, pkcs12Path, password, cfg.KeyCache)
+	} else {
+		bundle, err = pki.LoadBundle(pkcs12Path, password)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,67 @@
+package client
+
+import (
+	"fmt"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Key permission bits (linux/keyctl.h): the possessor may do anything; the
+// user (any process of the same uid) may find and read the entry; group
+// and others nothing.
+const (
+	keyPosAll    = 0x3f000000
+	keyUsrView   = 0x00010000
+	keyUsrRead   = 0x00020000
+	keyUsrSearch = 0x00080000
+	keyCachePerm = keyPosAll | keyUsrView | keyUsrRead | keyUsrSearch
+)
+
+// kernelKeyring keeps cache entries as "user" keys in the per-user
+// keyring (@u), which lives as long as the user has processes; each entry
+// also expires on its own.
+type kernelKeyring struct{}
+
+// defaultKeyring is the keyring Load uses.
+var defaultKeyring keyring = kernelKeyring{}
+
+func (kernelKeyring) get(desc string) ([]byte, bool) {
+	id, err := unix.KeyctlSearch(unix.KEY_SPEC_USER_KEYRING, "user", desc, 0)
+	if err != nil {
+		return nil, false
+	}
+	buf := make([]byte, 4096)
+	for {
+		n, err := unix.KeyctlBuffer(unix.KEYCTL_READ, id, buf, 0)
+		if err != nil {
+			return nil, false
+		}
+		if n <= len(buf) {
+			return buf[:n], true
+		}
+		buf = make([]byte, n)
+	}
+}
+
+// put adds the key to this process's keyring first, sets its permissions
+// and timeout there, and only then links it into @u: a process killed
+// half-way leaves no entry without an expiry behind.
+func (kernelKeyring) put(desc string, payload []byte, ttl time.Duration) error {
+	secs := int((ttl + time.Second - 1) / time.Second)
+	id, err := unix.AddKey("user", desc, payload, unix.KEY_SPEC_PROCESS_KEYRING)
+	if err != nil {
+		return fmt.Errorf("key cache: add key: %w", err)
+	}
+	if err := unix.KeyctlSetperm(id, keyCachePerm); err != nil {
+		return fmt.Errorf("key cache: set permissions: %w", err)
+	}
+	if _, err := unix.KeyctlInt(unix.KEYCTL_SET_TIMEOUT, id, secs, 0, 0); err != nil {
+		return fmt.Errorf("key cache: set timeout: %w", err)
+	}
+	if _, err := unix.KeyctlInt(unix.KEYCTL_LINK, id, unix.KEY_SPEC_USER_KEYRING, 0, 0); err != nil {
+		return fmt.Errorf("key cache: link into the user keyring: %w", err)
+	}
+	unix.KeyctlInt(unix.KEYCTL_UNLINK, id, unix.KEY_SPEC_PROCESS_KEYRING, 0, 0)
+	return nil
+}

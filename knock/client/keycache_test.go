@@ -1,0 +1,213 @@
+package client
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"sknock/pki"
+)
+
+const cachePassword = "portknocking"
+
+// fakeKeyring is a keyring in memory that counts its calls.
+type fakeKeyring struct {
+	entries    map[string][]byte
+	ttls       map[string]time.Duration
+	gets, puts int
+}
+
+func newFakeKeyring() *fakeKeyring {
+	return &fakeKeyring{entries: map[string][]byte{}, ttls: map[string]time.Duration{}}
+}
+
+func (f *fakeKeyring) get(desc string) ([]byte, bool) {
+	f.gets++
+	p, ok := f.entries[desc]
+	return p, ok
+}
+
+func (f *fakeKeyring) put(desc string, p []byte, ttl time.Duration) error {
+	f.puts++
+	f.entries[desc] = append([]byte(nil), p...)
+	f.ttls[desc] = ttl
+	return nil
+}
+
+// brokenKeyring fails every store and never finds anything.
+type brokenKeyring struct{}
+
+func (brokenKeyring) get(string) ([]byte, bool) { return nil, false }
+func (brokenKeyring) put(string, []byte, time.Duration) error {
+	return errors.New("keyring unavailable")
+}
+
+// cacheBundle issues a client bundle and returns its path; the server's
+// certificate is gatekeeper.pem beside it.
+func cacheBundle(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := pki.InitCA(dir, pki.DefaultCADays); err != nil {
+		t.Fatal(err)
+	}
+	allow, err := pki.ParseAllow("tcp/2000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.IssueClient(dir, "alice", allow, cachePassword, pki.IssueOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.IssueServer(dir, "gatekeeper", cachePassword, pki.IssueOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, "alice.pfx")
+}
+
+func TestKeyCacheHitSkipsDecryption(t *testing.T) {
+	path := cacheBundle(t)
+	kr := newFakeKeyring()
+	first, err := loadBundleCached(kr, path, cachePassword, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kr.puts != 1 || len(kr.entries) != 1 {
+		t.Fatalf("after the first load: %d puts, %d entries; want 1, 1", kr.puts, len(kr.entries))
+	}
+	for desc, ttl := range kr.ttls {
+		if !strings.HasPrefix(desc, keyCacheDescPrefix) || ttl != time.Hour {
+			t.Errorf("entry %q ttl %s; want prefix %q, ttl 1h", desc, ttl, keyCacheDescPrefix)
+		}
+	}
+	second, err := loadBundleCached(kr, path, cachePassword, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kr.puts != 1 {
+		t.Errorf("second load stored again (%d puts): it did not use the cache", kr.puts)
+	}
+	if !second.Key.Equal(first.Key) || !second.Cert.Equal(first.Cert) {
+		t.Error("cached bundle differs from the decrypted one")
+	}
+}
+
+func TestKeyCacheWrongPasswordMisses(t *testing.T) {
+	path := cacheBundle(t)
+	kr := newFakeKeyring()
+	if _, err := loadBundleCached(kr, path, cachePassword, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	_, err := loadBundleCached(kr, path, "not the password", time.Hour)
+	if !errors.Is(err, pki.ErrPassword) {
+		t.Fatalf("wrong password with a live entry: err = %v, want ErrPassword", err)
+	}
+	if !strings.Contains(err.Error(), path) {
+		t.Errorf("error %q does not name the bundle", err)
+	}
+	if len(kr.entries) != 1 {
+		t.Errorf("a wrong password stored an entry: %d entries", len(kr.entries))
+	}
+}
+
+func TestKeyCacheReissuedBundleMisses(t *testing.T) {
+	path := cacheBundle(t)
+	kr := newFakeKeyring()
+	if _, err := loadBundleCached(kr, path, cachePassword, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	other := cacheBundle(t)
+	data, err := os.ReadFile(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b, err := loadBundleCached(kr, path, cachePassword, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := pki.LoadBundle(other, cachePassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !b.Cert.Equal(want.Cert) {
+		t.Error("a replaced bundle file was served the old cached certificate")
+	}
+	if kr.puts != 2 {
+		t.Errorf("puts = %d, want 2 (one per bundle)", kr.puts)
+	}
+}
+
+func TestKeyCacheBadEntryIsAMiss(t *testing.T) {
+	path := cacheBundle(t)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, err := pki.DecodeBundle(data, cachePassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := encodeCachedBundle(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := pki.LoadBundle(cacheBundle(t), cachePassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mismatched, err := encodeCachedBundle(&pki.Bundle{Key: other.Key, Cert: good.Cert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, p := range map[string][]byte{
+		"empty":              nil,
+		"wrong version":      append([]byte{2}, payload[1:]...),
+		"truncated key":      payload[:40],
+		"truncated cert":     payload[:len(payload)-10],
+		"key of another one": mismatched,
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := decodeCachedBundle(p); err == nil {
+				t.Fatal("decodeCachedBundle accepted it")
+			}
+			kr := newFakeKeyring()
+			kr.entries[keyCacheDesc(data, cachePassword)] = p
+			b, err := loadBundleCached(kr, path, cachePassword, time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !b.Cert.Equal(good.Cert) || !b.Key.Equal(good.Key) {
+				t.Error("a bad entry was not replaced by the decrypted bundle")
+			}
+			if kr.puts != 1 {
+				t.Errorf("puts = %d, want 1 (the bad entry replaced)", kr.puts)
+			}
+		})
+	}
+}
+
+func TestKeyCacheBrokenKeyringStillLoads(t *testing.T) {
+	path := cacheBundle(t)
+	if _, err := loadBundleCached(brokenKeyring{}, path, cachePassword, time.Hour); err != nil {
+		t.Fatalf("a keyring that fails made Load fail: %v", err)
+	}
+	if _, err := loadBundleCached(brokenKeyring{}, filepath.Join(t.TempDir(), "missing.pfx"), cachePassword, time.Hour); err == nil || !strings.Contains(err.Error(), "missing.pfx") {
+		t.Errorf("missing bundle: err = %v, want one naming the file", err)
+	}
+}
+
+func TestKeyCacheDescDependsOnBytesAndPassword(t *testing.T) {
+	a := keyCacheDesc([]byte("bundle"), "pw")
+	for _, other := range []string{keyCacheDesc([]byte("bundle2"), "pw"), keyCacheDesc([]byte("bundle"), "pw2"), keyCacheDesc([]byte("bundlep"), "w")} {
+		if other == a {
+			t.Errorf("two different (bundle, password) pairs share the entry %q", a)
+		}
+	}
+	if !strings.HasPrefix(a, keyCacheDescPrefix) {
+		t.Errorf("description %q lacks the prefix %q", a, keyCacheDescPrefix)
+	}
+}
