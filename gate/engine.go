@@ -1,11 +1,11 @@
 package gate
 
 import (
+	"context"
+	"log/slog"
 	"net/netip"
 	"sync/atomic"
 	"time"
-
-	"go.uber.org/zap"
 )
 
 // Config sets up an Engine. Zero values are noted per field.
@@ -21,8 +21,8 @@ type Config struct {
 	// Clock returns the time; nil means time.Now.
 	Clock func() time.Time
 	// Log receives one line per knock decision and rate-limited gate
-	// denials; nil means no logging.
-	Log *zap.Logger
+	// denials; nil means no logging (nothing is formatted then).
+	Log *slog.Logger
 	// LogPerSecond bounds denial log lines per second (knock denials not
 	// signed by a CA-issued certificate, and gate denials, each
 	// separately); zero means 20.
@@ -34,7 +34,7 @@ type Config struct {
 type Engine struct {
 	cfg    Config
 	clock  func() time.Time
-	log    *zap.Logger
+	log    *slog.Logger
 	trust  atomic.Pointer[Trust]
 	grants *GrantTable
 	replay *ReplayCache
@@ -91,7 +91,7 @@ func NewEngine(cfg Config, trust *Trust) *Engine {
 		e.clock = time.Now
 	}
 	if e.log == nil {
-		e.log = zap.NewNop()
+		e.log = slog.New(slog.DiscardHandler)
 	}
 	e.knockLimit.perSecond = int64(cfg.LogPerSecond)
 	e.signedLimit.perSecond = int64(cfg.LogPerSecond)
@@ -133,8 +133,12 @@ func (e *Engine) Verdict(src netip.Addr, ipProto uint8, port uint16) Verdict {
 	if e.cfg.Policy == PolicyNone {
 		e.stats.gateAudit.Add(1)
 	}
-	if ok, suppressed := e.gateLimit.allow(now); ok {
-		e.logGateDenial(src, ipProto, port, v, suppressed)
+	// Asking the logger first keeps a disabled log off the limiter's
+	// atomics too.
+	if e.log.Enabled(context.Background(), slog.LevelInfo) {
+		if ok, suppressed := e.gateLimit.allow(now); ok {
+			e.logGateDenial(src, ipProto, port, v, suppressed)
+		}
 	}
 	return v
 }
@@ -148,12 +152,12 @@ func (e *Engine) logGateDenial(src netip.Addr, ipProto uint8, port uint16, v Ver
 	if ipProto == 6 {
 		proto = "tcp"
 	}
-	e.log.Info(msg,
-		zap.Stringer("source", src),
-		zap.String("proto", proto),
-		zap.Uint16("port", port),
-		zap.Stringer("verdict", v),
-		zap.Uint64("suppressed_before", suppressed),
+	e.log.LogAttrs(context.Background(), slog.LevelInfo, msg,
+		slog.String("source", src.String()),
+		slog.String("proto", proto),
+		slog.Uint64("port", uint64(port)),
+		slog.String("verdict", v.String()),
+		slog.Uint64("suppressed_before", suppressed),
 	)
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -98,7 +99,7 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 		Policy:       cfg.Policy,
 		OpenDuration: cfg.OpenDuration,
 		MaxGrants:    cfg.MaxGrants,
-		Log:          log,
+		Log:          slog.New(newZapHandler(log.Core())),
 	}, trust)
 	logTrust(log, "trust loaded", info)
 
