@@ -7,11 +7,18 @@ func HandleGateBatch(g *GateReader, s Socket, pkts []Packet) {
 	g.handle(pkts)
 }
 
-// HandleKnockPacket runs k's receive-side per-packet path for p with s as
-// the socket.
+// HandleKnockPacket runs k's receive-side path for a receive of one
+// packet, p, with s as the socket.
 func HandleKnockPacket(k *KnockReader, s Socket, p Packet) {
 	k.sock = s
-	k.handle(p)
+	k.handleBatch([]Packet{p})
+}
+
+// HandleKnockBatch runs k's receive-side path for one receive's packets
+// with s as the socket.
+func HandleKnockBatch(k *KnockReader, s Socket, pkts []Packet) {
+	k.sock = s
+	k.handleBatch(pkts)
 }
 
 // ProcessOneKnock runs one queued knock through Handle on the calling

@@ -181,27 +181,50 @@ func (k *KnockReader) Run(ctx context.Context) error {
 	for range k.cfg.Workers {
 		wg.Go(func() { k.worker(workCtx) })
 	}
-	handle := func(pkts []Packet) {
-		for i := range pkts {
-			k.handle(pkts[i])
-		}
-	}
-	err = serve(ctx, sock, handle, func(err error) { countReceiveError(err, &k.stats.ReceiveErrors, &k.stats.Overruns) })
+	err = serve(ctx, sock, k.handleBatch, func(err error) { countReceiveError(err, &k.stats.ReceiveErrors, &k.stats.Overruns) })
 	stopWorkers()
 	wg.Wait()
 	k.drain()
 	return err
 }
 
-// handle is the receive goroutine's per-packet path: drop at once, copy,
-// hand off without blocking.
+// handleBatch is the receive goroutine's path for one receive's packets:
+// copy and hand off each, then drop them all with one verdict message.
+func (k *KnockReader) handleBatch(pkts []Packet) {
+	if len(pkts) == 0 {
+		return
+	}
+	last := pkts[0].ID
+	for i := range pkts {
+		k.handle(pkts[i])
+		last = max(last, pkts[i].ID)
+	}
+	k.dropThrough(last, len(pkts) > 1)
+}
+
+// dropThrough drops the knock packets up to id. A knock is always
+// dropped, since nothing on the host answers it, so one batch verdict
+// settles a whole receive, and with it any packet of the knock queue the
+// kernel still holds below id (one whose message did not parse, or was
+// lost to a receive overrun). The copies are taken before: the verdict
+// only frees the kernel's.
+func (k *KnockReader) dropThrough(id uint32, batch bool) {
+	var err error
+	if batch {
+		err = k.sock.SetVerdictBatch(id, NFDrop, 0, false)
+	} else {
+		err = k.sock.SetVerdict(id, NFDrop)
+	}
+	if err != nil {
+		k.stats.VerdictErrors.Add(1)
+	}
+}
+
+// handle is the receive goroutine's per-packet path: copy and hand off
+// without blocking. handleBatch drops the packet afterwards.
 func (k *KnockReader) handle(p Packet) {
 	st := k.stats
 	st.Received.Add(1)
-	// A knock is always dropped: nothing on the host answers it.
-	if err := k.sock.SetVerdict(p.ID, NFDrop); err != nil {
-		st.VerdictErrors.Add(1)
-	}
 	k.hdr.Decode(p.Data)
 	if k.hdr.Proto != ProtoUDP {
 		st.Unknown.Add(1)

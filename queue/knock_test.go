@@ -3,6 +3,7 @@ package queue_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net/netip"
 	"testing"
 	"time"
@@ -96,6 +97,71 @@ func TestKnockDelivers(t *testing.T) {
 	waitFor(t, "Handled == 2", func() bool { return st.Handled.Load() == 2 })
 	if r, q, u, tr := st.Received.Load(), st.Queued.Load(), st.Unknown.Load(), st.Truncated.Load(); r != 5 || q != 2 || u != 2 || tr != 1 {
 		t.Errorf("Received, Queued, Unknown, Truncated = %d, %d, %d, %d, want 5, 2, 2, 1", r, q, u, tr)
+	}
+}
+
+// TestKnockDropsAReceiveWithOneVerdict: the knocks of one receive, good
+// and bad, are all dropped by one batch verdict for the last id, sent after
+// every payload was copied.
+func TestKnockDropsAReceiveWithOneVerdict(t *testing.T) {
+	seen := make(chan knockSeen, 10)
+	k, fake, _ := startKnock(t, queue.KnockConfig{Queue: 100, Workers: 1, Handle: func(src netip.Addr, payload []byte) {
+		seen <- knockSeen{src, string(payload)}
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := fake.InjectBatch(ctx, []queue.Packet{
+		{ID: 7, Data: queuetest.UDPPacket(client4, 5000, server4, 20000, []byte("one"))},
+		{ID: 8, Data: []byte{0x45}},
+		{ID: 9, Data: queuetest.UDPPacket(client6, 5000, server6, 20000, []byte("two"))},
+		{ID: 10, Truncated: true, Data: queuetest.UDPPacket(client4, 5000, server4, 20000, []byte("cut"))},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []queuetest.Verdict{{ID: 10, Verdict: queue.NFDrop, Batch: true}}
+	if diff := cmp.Diff(want, fake.Verdicts()); diff != "" {
+		t.Errorf("verdict messages (-want +got):\n%s", diff)
+	}
+	if w := fake.Waiting(); len(w) != 0 {
+		t.Errorf("packets %v still waiting in the kernel", w)
+	}
+	for _, payload := range []string{"one", "two"} {
+		select {
+		case s := <-seen:
+			if s.Payload != payload {
+				t.Errorf("handled %q, want %q", s.Payload, payload)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("timed out waiting for knock %q", payload)
+		}
+	}
+	if r := k.Stats().Received.Load(); r != 4 {
+		t.Errorf("Received = %d, want 4", r)
+	}
+}
+
+// TestKnockRefusedBatchVerdictIsCounted: a verdict the socket refuses is
+// counted once per message, and the knocks are still handled.
+func TestKnockRefusedBatchVerdictIsCounted(t *testing.T) {
+	handled := make(chan struct{}, 10)
+	k, fake, _ := startKnock(t, queue.KnockConfig{Queue: 100, Workers: 1, Handle: func(netip.Addr, []byte) { handled <- struct{}{} }})
+	fake.FailVerdicts(errors.New("ENOBUFS"))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	knock := queuetest.UDPPacket(client4, 5000, server4, 20000, []byte("k"))
+	if err := fake.InjectBatch(ctx, []queue.Packet{{ID: 1, Data: knock}, {ID: 2, Data: knock}}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		select {
+		case <-handled:
+		case <-time.After(5 * time.Second):
+			t.Fatal("timed out waiting for the knocks")
+		}
+	}
+	if n := k.Stats().VerdictErrors.Load(); n != 1 {
+		t.Errorf("VerdictErrors = %d, want 1 (one refused batch message)", n)
 	}
 }
 
