@@ -78,6 +78,10 @@ type GateStats struct {
 	// verdict counts once); the kernel keeps such packets until a later
 	// drop or reject batch covers them or the queue closes, and drops them.
 	VerdictErrors atomic.Uint64
+	// VerdictMessages counts verdict messages the socket took. Batch
+	// verdicts make it smaller than Packets under load: one message
+	// answers a run of packets with the same verdict.
+	VerdictMessages atomic.Uint64
 }
 
 // GateReader serves the gate queue: every packet is decoded into one
@@ -250,6 +254,7 @@ func (g *GateReader) send(id uint32, kv kernelVerdict, batch bool) bool {
 		g.unsettled = true
 		return false
 	}
+	g.stats.VerdictMessages.Add(1)
 	return true
 }
 

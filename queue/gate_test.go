@@ -100,13 +100,14 @@ func TestGateVerdicts(t *testing.T) {
 // gateCounts is GateStats as plain numbers, for cmp.
 type gateCounts struct {
 	Packets, Accepted, Dropped, Rejected, Unknown, RejectLoops, ReceiveErrors, Overruns, VerdictErrors uint64
+	VerdictMessages                                                                                    uint64
 }
 
 func countsOf(s *queue.GateStats) gateCounts {
 	return gateCounts{
 		Packets: s.Packets.Load(), Accepted: s.Accepted.Load(), Dropped: s.Dropped.Load(), Rejected: s.Rejected.Load(),
 		Unknown: s.Unknown.Load(), RejectLoops: s.RejectLoops.Load(), ReceiveErrors: s.ReceiveErrors.Load(),
-		Overruns: s.Overruns.Load(), VerdictErrors: s.VerdictErrors.Load(),
+		Overruns: s.Overruns.Load(), VerdictErrors: s.VerdictErrors.Load(), VerdictMessages: s.VerdictMessages.Load(),
 	}
 }
 
@@ -132,7 +133,7 @@ func TestGateStats(t *testing.T) {
 	fake.FailVerdicts(errors.New("netlink send failed"))
 	inject(t, fake, queue.Packet{ID: 12, Data: queuetest.TCPPacket(client4, 1, server4, 2000, queue.TCPSyn)})
 
-	want := gateCounts{Packets: 7, Accepted: 3, Dropped: 3, Rejected: 1, Unknown: 1, RejectLoops: 1, ReceiveErrors: 2, Overruns: 1, VerdictErrors: 1}
+	want := gateCounts{Packets: 7, Accepted: 3, Dropped: 3, Rejected: 1, Unknown: 1, RejectLoops: 1, ReceiveErrors: 2, Overruns: 1, VerdictErrors: 1, VerdictMessages: 6}
 	if diff := cmp.Diff(want, countsOf(stats)); diff != "" {
 		t.Errorf("stats (-want +got):\n%s", diff)
 	}

@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -326,4 +327,108 @@ func udpIn(ns, addr, payload string, wait time.Duration) error {
 		return err
 	}
 	return uerr
+}
+
+// TestIntegrationGateBatches holds the gate reader on its first packet
+// until a burst of SYNs waits in the kernel's queue, then lets it drain:
+// the kernel must take the batch verdict (far fewer verdict messages than
+// packets) and every held connection must open.
+func TestIntegrationGateBatches(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, tool := range []string{"ip", "iptables", "ip6tables"} {
+		_, err := exec.LookPath(tool)
+		testenv.Require(t, err == nil, tool+" is not installed")
+	}
+	server := netns.New(t, "qbs")
+	client := netns.New(t, "qbc")
+	netns.Link(t, server, []string{"198.18.0.1/24", "fd00:5e::1/64"}, client, []string{"198.18.0.2/24", "fd00:5e::2/64"})
+	installRules(t, server)
+	nsFile, err := os.Open("/run/netns/" + server.Name)
+	if err != nil {
+		t.Fatalf("open server namespace: %v", err)
+	}
+	defer nsFile.Close()
+
+	release := make(chan struct{})
+	var hold sync.Once
+	gate, err := queue.NewGate(queue.GateConfig{
+		Queue: itGateQueue, RejectMark: itMark, NetNS: int(nsFile.Fd()),
+		Decide: func(h *queue.Header) queue.Verdict {
+			hold.Do(func() { <-release })
+			if h.DstPort == 2000 {
+				return queue.Accept
+			}
+			return queue.Drop
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runErr := make(chan error, 1)
+	go func() { runErr <- gate.Run(ctx) }()
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+		cancel()
+		if err := <-runErr; err != nil {
+			t.Errorf("gate Run: %v", err)
+		}
+	}()
+	waitBound(t, server, itGateQueue)
+	go acceptAll(listenIn(t, server.Name, "198.18.0.1:2000"))
+
+	const n = 32
+	dialErrs := make(chan error, n)
+	for range n {
+		go func() { dialErrs <- dialIn(client.Name, "198.18.0.1:2000", 5*time.Second) }()
+	}
+	// All n SYNs wait in the kernel (the first one in the held reader).
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		waiting := kernelWaiting(t, server, itGateQueue)
+		if waiting >= n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d SYNs waiting in the kernel queue after 3s", waiting, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(release)
+	released = true
+	for range n {
+		if err := <-dialErrs; err != nil {
+			t.Errorf("held connection: %v, want it accepted", err)
+		}
+	}
+	gs := gate.Stats()
+	packets, messages := gs.Packets.Load(), gs.VerdictMessages.Load()
+	t.Logf("%d packets answered with %d verdict messages", packets, messages)
+	if packets < n || messages*4 > packets {
+		t.Errorf("%d packets answered with %d verdict messages, want at least %d packets and at most a quarter as many messages", packets, messages, n)
+	}
+	if e := gs.VerdictErrors.Load(); e != 0 {
+		t.Errorf("%d verdict messages refused", e)
+	}
+}
+
+// kernelWaiting reads how many packets wait in queue q of namespace ns
+// (the third column of /proc/net/netfilter/nfnetlink_queue there).
+func kernelWaiting(t *testing.T, ns *netns.NS, q int) int {
+	t.Helper()
+	for _, line := range strings.Split(ns.MustRun("cat", "/proc/net/netfilter/nfnetlink_queue"), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 3 && f[0] == itoa(q) {
+			n, err := strconv.Atoi(f[2])
+			if err != nil {
+				t.Fatalf("nfnetlink_queue line %q: %v", line, err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("queue %d not in %s's nfnetlink_queue", q, ns.Name)
+	return 0
 }

@@ -328,16 +328,20 @@ func (d *daemon) logStats() {
 		zap.Uint64("gate_packets", g.Packets),
 		zap.Uint64("gate_unknown", g.Unknown),
 		zap.Uint64("gate_receive_errors", g.ReceiveErrors),
+		zap.Uint64("gate_verdict_messages", g.VerdictMessages),
+		zap.Uint64("gate_verdict_errors", g.VerdictErrors),
 		zap.Uint64("knock_packets", k.Received.Load()),
 		zap.Uint64("knock_shed", k.Shed.Load()),
 		zap.Uint64("knock_truncated", k.Truncated.Load()),
 		zap.Uint64("knock_receive_errors", k.ReceiveErrors.Load()),
+		zap.Uint64("knock_verdict_errors", k.VerdictErrors.Load()),
 	)
 }
 
 // gateTotals are the counters of every gate reader, summed.
 type gateTotals struct {
 	Packets, Accepted, Dropped, Rejected, Unknown, ReceiveErrors uint64
+	VerdictMessages, VerdictErrors                               uint64
 }
 
 // gateTotals sums the counters of the gate readers, which each count their
@@ -352,6 +356,8 @@ func (d *daemon) gateTotals() gateTotals {
 		t.Rejected += s.Rejected.Load()
 		t.Unknown += s.Unknown.Load()
 		t.ReceiveErrors += s.ReceiveErrors.Load()
+		t.VerdictMessages += s.VerdictMessages.Load()
+		t.VerdictErrors += s.VerdictErrors.Load()
 	}
 	return t
 }
