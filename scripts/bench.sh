@@ -85,7 +85,7 @@ ratio() {
 
 # ---- build -----------------------------------------------------------------
 log "building into $BIN"
-CGO_ENABLED=0 go build -o "$BIN/" ./cmd/sknockd ./cmd/sknock ./internal/bench/sknockbench ./internal/bench/nfqaccept
+CGO_ENABLED=0 go build -o "$BIN/" ./cmd/sknockd ./cmd/sknock ./internal/bench/sknockbench ./internal/bench/nfqaccept ./internal/bench/empty
 SB=$BIN/sknockbench
 
 # ---- PKI ---------------------------------------------------------------------
@@ -207,6 +207,8 @@ if has_phase e2e; then
   in_cli "$SB" latency -mode run -cmd "$(knock_cmd "${CLIENTS[0]}")" -dst $SRV_IP -ports 2300 -n "$LAT_N" -prefix run | kvs
   in_cli "$SB" latency -mode run -cmd "$(knock_cmd "${CLIENTS[2]}" $KEY_CACHE)" -dst $SRV_IP -ports 2300 -n "$LAT_N" -prefix runc | kvs
   in_cli "$SB" latency -mode run -cmd "$BIN/sknock --version" -dst $SRV_IP -ports 2300 -n "$LAT_N" -prefix runv | kvs
+  in_cli "$SB" latency -mode run -cmd "$BIN/empty" -dst $SRV_IP -ports 2300 -n "$LAT_N" -prefix rune | kvs
+  in_cli "$SB" latency -mode run -cmd "$(command -v true)" -dst $SRV_IP -ports 2300 -n "$LAT_N" -prefix runt | kvs
   log "latency: sealed datagram + prober, no client process ($LAT_N)"
   in_cli "$SB" latency -mode datagram -pfx "${CLIENTS[1]}" -password-file "$PW" -server-cert "$SERVER_CERT" \
     -sources 198.18.1.1+64 -dst $SRV_IP -ports 2000-2039 -n "$LAT_N" -prefix dg | kvs
@@ -410,7 +412,7 @@ How each row is measured is described under the table.
 | 3c | kernel alone: plain DROP rule, same flood | $(get kdrop_rate)/s | minimal consumer | consumer/kernel $(get nfq_vs_kernel)× | — | |
 | 4a | knock-to-open, \`sknock knock\` process start → first accepted connect, bundle decrypted by every run (the default) | p50 $(get sk_p50_ms) ms, p99 $(get sk_p99_ms) ms (n=$(get sk_n), failed $(get sk_fail)) | connect to an already open port: p50 $(get open_p50_ms) ms, p99 $(get open_p99_ms) ms | | p50 ≤ 5 ms | $(verdict "$(get sk_p50_ms)" '<=' 5) |
 | 4a* | 4a with \`$KEY_CACHE\` (the unlocked key kept in the kernel's user keyring, as ssh-agent keeps it) | p50 $(get skc_p50_ms) ms, p99 $(get skc_p99_ms) ms (n=$(get skc_n), failed $(get skc_fail)) | | | p50 ≤ 5 ms | $(verdict "$(get skc_p50_ms)" '<=' 5) |
-| 4a′ | where 4a goes: the \`sknock knock\` process alone, start → exit | p50 $(get run_p50_ms) ms, p99 $(get run_p99_ms) ms; with the key cache p50 $(get runc_p50_ms) ms, p99 $(get runc_p99_ms) ms | \`sknock --version\` (exec + Go runtime start) p50 $(get runv_p50_ms) ms | | | |
+| 4a′ | where 4a goes: the \`sknock knock\` process alone, start → exit | p50 $(get run_p50_ms) ms, p99 $(get run_p99_ms) ms; with the key cache p50 $(get runc_p50_ms) ms, p99 $(get runc_p99_ms) ms | \`sknock --version\` (exec + Go runtime start) p50 $(get runv_p50_ms) ms; an empty Go program p50 $(get rune_p50_ms) ms; \`true\` (exec alone) p50 $(get runt_p50_ms) ms | | | |
 | 4b | gatekeeper's own share: engine takes the knock → grant in place (\`decide_us\`) | p50 $(get skl_decide_p50_ms) ms, p99 $(get skl_decide_p99_ms) ms (n=$(get skl_decide_n)) | | | ≤ 0.5 ms | $(verdict "$(get skl_decide_p50_ms)" '<=' 0.5) |
 | 4c | sealed knock datagram sent → first accepted connect (no client process; network, queue, engine, prober) | p50 $(get dg_p50_ms) ms, p99 $(get dg_p99_ms) ms (n=$(get dg_n), failed $(get dg_fail)) | | | | |
 | 5 | fwknop 2.6.10 knock-to-open, same prober | pcap mode p50 $(get fwpcap_p50_ms) ms, p99 $(get fwpcap_p99_ms) ms (failed $(get fwpcap_fail)); UDP-server mode p50 $(get fwudp_p50_ms) ms, p99 $(get fwudp_p99_ms) ms (failed $(get fwudp_fail)) | sknock p50 $(get sk_p50_ms) ms; with the key cache $(get skc_p50_ms) ms | sknock faster by $(get fwpcap_speedup)× (pcap), $(get fwudp_speedup)× (UDP); with the key cache $(get fwpcap_speedup_c)× and $(get fwudp_speedup_c)× | ≥ 10× | $(verdict "$min_speedup" '>=' 10); with the key cache $(verdict "$min_speedup_c" '>=' 10) |
