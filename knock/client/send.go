@@ -15,7 +15,8 @@ import (
 )
 
 // target is a resolved host: where knocks and probes go, and the client
-// address the knocks embed.
+// address the knocks embed when Config.SourceIP sets it (otherwise each
+// knock embeds the address its socket sends from).
 type target struct {
 	host   netip.Addr
 	source netip.Addr
@@ -96,8 +97,8 @@ func (c *Client) first(ctx context.Context, t target, req Request, start time.Ti
 	return res
 }
 
-// resolve finds host's address in the configured family and the source
-// address to embed.
+// resolve finds host's address in the configured family and checks the
+// configured source address against it.
 func (c *Client) resolve(ctx context.Context, host string) (target, error) {
 	network := c.cfg.Network
 	if network == "" {
@@ -125,13 +126,7 @@ func (c *Client) resolve(ctx context.Context, host string) (target, error) {
 		if t.source.Is4() != t.host.Is4() {
 			return t, fmt.Errorf("source address %s and host %s are of different families", t.source, t.host)
 		}
-		return t, nil
 	}
-	src, err := localAddrToward(t.host)
-	if err != nil {
-		return t, err
-	}
-	t.source = src
 	return t, nil
 }
 
@@ -145,18 +140,6 @@ func familyName(network string) string {
 	return "IP"
 }
 
-// localAddrToward returns the address the kernel would send from toward
-// dst: connecting a UDP socket picks the route and source without sending
-// anything.
-func localAddrToward(dst netip.Addr) (netip.Addr, error) {
-	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, MinKnockPort)))
-	if err != nil {
-		return netip.Addr{}, fmt.Errorf("find the source address toward %s: %w", dst, err)
-	}
-	defer conn.Close()
-	return conn.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap(), nil
-}
-
 // send seals a fresh knock for req (a re-knock must not repeat a datagram:
 // the gatekeeper refuses replays) and sends it to the knock port.
 func (c *Client) send(ctx context.Context, t target, req Request) error {
@@ -167,10 +150,22 @@ func (c *Client) send(ctx context.Context, t target, req Request) error {
 	if port == 0 {
 		port = uint16(MinKnockPort + rand.IntN(MaxKnockPort-MinKnockPort+1))
 	}
+	dst := netip.AddrPortFrom(t.host, port)
+	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
+	if err != nil {
+		return fmt.Errorf("send to %s: %w", dst, err)
+	}
+	defer conn.Close()
+	source := t.source
+	if !source.IsValid() {
+		// Connecting the socket chose the route and with it the address
+		// the kernel sends from: the one to embed.
+		source = conn.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
+	}
 	k := &knock.Knock{
 		Proto:       req.Proto,
 		Port:        req.Port,
-		ClientIP:    t.source,
+		ClientIP:    source,
 		Timestamp:   uint32(c.cfg.Now().Unix()),
 		Certificate: c.cert,
 	}
@@ -178,12 +173,6 @@ func (c *Client) send(ctx context.Context, t target, req Request) error {
 	if err != nil {
 		return fmt.Errorf("seal: %w", err)
 	}
-	dst := netip.AddrPortFrom(t.host, port)
-	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
-	if err != nil {
-		return fmt.Errorf("send to %s: %w", dst, err)
-	}
-	defer conn.Close()
 	if _, err := conn.Write(datagram); err != nil {
 		return fmt.Errorf("send to %s: %w", dst, err)
 	}
