@@ -211,3 +211,30 @@ func TestKeyCacheDescDependsOnBytesAndPassword(t *testing.T) {
 		t.Errorf("description %q lacks the prefix %q", a, keyCacheDescPrefix)
 	}
 }
+
+// FuzzDecodeCachedBundle: a keyring entry is bytes another process of the
+// same user could have planted; decoding one must fail cleanly or give a
+// key that matches its certificate.
+func FuzzDecodeCachedBundle(f *testing.F) {
+	path := cacheBundle(f)
+	b, err := pki.LoadBundle(path, cachePassword)
+	if err != nil {
+		f.Fatal(err)
+	}
+	good, err := encodeCachedBundle(b)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good)
+	f.Add(good[:3])
+	f.Add([]byte{keyCacheVersion, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		got, err := decodeCachedBundle(p)
+		if err != nil {
+			return
+		}
+		if !got.Key.PublicKey.Equal(got.Cert.PublicKey) {
+			t.Fatal("decoded a key that does not match its certificate")
+		}
+	})
+}
