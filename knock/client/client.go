@@ -83,18 +83,34 @@ func New(bundle *pki.Bundle, serverCert *x509.Certificate, cfg *Config) (*Client
 	if serverCert == nil {
 		return nil, errors.New("new knock client: no server certificate")
 	}
-	pub, ok := serverCert.PublicKey.(*ecdsa.PublicKey)
-	if !ok {
-		return nil, fmt.Errorf("new knock client: server certificate %s has a %s key, want P-256 ECDSA", serverCert.Subject, serverCert.PublicKeyAlgorithm)
-	}
-	server, err := pub.ECDH()
+	server, err := serverECDHKey(serverCert.PublicKey)
 	if err != nil {
 		return nil, fmt.Errorf("new knock client: server certificate %s: %w", serverCert.Subject, err)
 	}
-	if server.Curve() != ecdh.P256() {
-		return nil, fmt.Errorf("new knock client: server certificate %s: key not on P-256", serverCert.Subject)
+	return newClient(bundle.Key, bundle.Cert.Raw, server, cfg)
+}
+
+// serverECDHKey turns the server certificate's public key into the P-256
+// ECDH key knocks are sealed to.
+func serverECDHKey(pub any) (*ecdh.PublicKey, error) {
+	ec, ok := pub.(*ecdsa.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("%T key, want P-256 ECDSA", pub)
 	}
-	c := &Client{key: bundle.Key, cert: bundle.Cert.Raw, server: server}
+	server, err := ec.ECDH()
+	if err != nil {
+		return nil, err
+	}
+	if server.Curve() != ecdh.P256() {
+		return nil, errors.New("key not on P-256")
+	}
+	return server, nil
+}
+
+// newClient returns a Client signing with key, sending certDER, sealing to
+// server, with cfg's defaults filled in.
+func newClient(key *ecdsa.PrivateKey, certDER []byte, server *ecdh.PublicKey, cfg *Config) (*Client, error) {
+	c := &Client{key: key, cert: certDER, server: server}
 	if cfg != nil {
 		c.cfg = *cfg
 	}
@@ -127,23 +143,34 @@ func New(bundle *pki.Bundle, serverCert *x509.Certificate, cfg *Config) (*Client
 // pki.ErrPassword. With cfg.KeyCache set, the bundle may come from the key
 // cache instead.
 func Load(pkcs12Path, password, serverCertPath string, cfg *Config) (*Client, error) {
-	var bundle *pki.Bundle
-	var err error
+	var key *ecdsa.PrivateKey
+	var certDER []byte
 	if cfg != nil && cfg.KeyCache > 0 {
-		bundle, err = loadBundleCached(defaultKeyring, pkcs12Path, password, cfg.KeyCache)
+		k, err := loadKeyCached(defaultKeyring, pkcs12Path, password, cfg.KeyCache)
+		if err != nil {
+			return nil, err
+		}
+		key, certDER = k.key, k.cert
 	} else {
-		bundle, err = pki.LoadBundle(pkcs12Path, password)
+		bundle, err := pki.LoadBundle(pkcs12Path, password)
+		if err != nil {
+			return nil, err
+		}
+		key, certDER = bundle.Key, bundle.Cert.Raw
 	}
-	if err != nil {
-		return nil, err
-	}
-	certs, err := pki.LoadCertificates(serverCertPath)
+	// Only the server's key is needed: a full x509 parse of the certificate
+	// would cost a short-lived client more than the rest of loading.
+	der, err := pki.LoadCertificateDER(serverCertPath)
 	if err != nil {
 		return nil, fmt.Errorf("server certificate: %w", err)
 	}
-	c, err := New(bundle, certs[0], cfg)
+	pub, err := pki.CertificatePublicKey(der)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", serverCertPath, err)
+		return nil, fmt.Errorf("server certificate %s: %w", serverCertPath, err)
 	}
-	return c, nil
+	server, err := serverECDHKey(pub)
+	if err != nil {
+		return nil, fmt.Errorf("server certificate %s: %w", serverCertPath, err)
+	}
+	return newClient(key, certDER, server, cfg)
 }

@@ -52,73 +52,84 @@ func keyCacheDesc(bundle []byte, password string) string {
 	return keyCacheDescPrefix + hex.EncodeToString(h.Sum(nil)[:20])
 }
 
-// encodeCachedBundle is the payload: version, the PKCS#8 key's length
-// (two bytes, big endian), the key, then the certificate, all DER.
-func encodeCachedBundle(b *pki.Bundle) ([]byte, error) {
-	key, err := x509.MarshalPKCS8PrivateKey(b.Key)
+// unlockedKey is what the key cache keeps of a bundle: the private key
+// and the DER of its certificate, all a client needs to knock.
+type unlockedKey struct {
+	key  *ecdsa.PrivateKey
+	cert []byte
+}
+
+// encodeCachedKey is the payload: version, the PKCS#8 key's length (two
+// bytes, big endian), the key, then the certificate, all DER.
+func encodeCachedKey(k unlockedKey) ([]byte, error) {
+	key, err := x509.MarshalPKCS8PrivateKey(k.key)
 	if err != nil {
 		return nil, fmt.Errorf("marshal key for the key cache: %w", err)
 	}
 	if len(key) > 0xffff {
 		return nil, errors.New("marshal key for the key cache: key too long")
 	}
-	p := make([]byte, 0, 3+len(key)+len(b.Cert.Raw))
+	p := make([]byte, 0, 3+len(key)+len(k.cert))
 	p = append(p, keyCacheVersion)
 	p = binary.BigEndian.AppendUint16(p, uint16(len(key)))
 	p = append(p, key...)
-	return append(p, b.Cert.Raw...), nil
+	return append(p, k.cert...), nil
 }
 
-// decodeCachedBundle reverses encodeCachedBundle and checks, as
-// pki.DecodeBundle does, that the key is P-256 and the certificate's.
-func decodeCachedBundle(p []byte) (*pki.Bundle, error) {
+// decodeCachedKey reverses encodeCachedKey and checks, as pki.DecodeBundle
+// does, that the key is P-256 and the certificate's. It reads only the
+// certificate's public key (the cache wrote a certificate the bundle
+// held), which spares the client a full x509 parse.
+func decodeCachedKey(p []byte) (unlockedKey, error) {
 	if len(p) < 3 || p[0] != keyCacheVersion {
-		return nil, errors.New("cached bundle: unknown format")
+		return unlockedKey{}, errors.New("cached key: unknown format")
 	}
 	n := int(binary.BigEndian.Uint16(p[1:3]))
 	if len(p) < 3+n {
-		return nil, errors.New("cached bundle: truncated")
+		return unlockedKey{}, errors.New("cached key: truncated")
 	}
 	k, err := x509.ParsePKCS8PrivateKey(p[3 : 3+n])
 	if err != nil {
-		return nil, fmt.Errorf("cached bundle: key: %w", err)
+		return unlockedKey{}, fmt.Errorf("cached key: %w", err)
 	}
 	key, ok := k.(*ecdsa.PrivateKey)
 	if !ok || key.Curve.Params().Name != "P-256" {
-		return nil, errors.New("cached bundle: key is not P-256 ECDSA")
+		return unlockedKey{}, errors.New("cached key: not P-256 ECDSA")
 	}
-	cert, err := x509.ParseCertificate(p[3+n:])
+	cert := p[3+n:]
+	pub, err := pki.CertificatePublicKey(cert)
 	if err != nil {
-		return nil, fmt.Errorf("cached bundle: certificate: %w", err)
+		return unlockedKey{}, fmt.Errorf("cached key: certificate: %w", err)
 	}
-	if !key.PublicKey.Equal(cert.PublicKey) {
-		return nil, errors.New("cached bundle: key does not match the certificate")
+	if !key.PublicKey.Equal(pub) {
+		return unlockedKey{}, errors.New("cached key: key does not match the certificate")
 	}
-	return &pki.Bundle{Key: key, Cert: cert}, nil
+	return unlockedKey{key: key, cert: cert}, nil
 }
 
-// loadBundleCached reads the bundle at path and returns it from the key
-// cache when an entry for these bytes and this password lives; otherwise
-// it decodes the bundle (paying the password derivation) and, on success,
-// stores it for ttl. Errors are those of pki.LoadBundle; a cache that
-// fails is only a miss.
-func loadBundleCached(kr keyring, path, password string, ttl time.Duration) (*pki.Bundle, error) {
+// loadKeyCached reads the bundle at path and returns its key and
+// certificate from the key cache when an entry for these bytes and this
+// password lives; otherwise it decodes the bundle (paying the password
+// derivation) and, on success, stores it for ttl. Errors are those of
+// pki.LoadBundle; a cache that fails is only a miss.
+func loadKeyCached(kr keyring, path, password string, ttl time.Duration) (unlockedKey, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("load bundle %s: %w", path, err)
+		return unlockedKey{}, fmt.Errorf("load bundle %s: %w", path, err)
 	}
 	desc := keyCacheDesc(data, password)
 	if p, ok := kr.get(desc); ok {
-		if b, err := decodeCachedBundle(p); err == nil {
-			return b, nil
+		if k, err := decodeCachedKey(p); err == nil {
+			return k, nil
 		}
 	}
 	b, err := pki.DecodeBundle(data, password)
 	if err != nil {
-		return nil, fmt.Errorf("load bundle %s: %w", path, err)
+		return unlockedKey{}, fmt.Errorf("load bundle %s: %w", path, err)
 	}
-	if p, err := encodeCachedBundle(b); err == nil {
+	k := unlockedKey{key: b.Key, cert: b.Cert.Raw}
+	if p, err := encodeCachedKey(k); err == nil {
 		kr.put(desc, p, ttl)
 	}
-	return b, nil
+	return k, nil
 }

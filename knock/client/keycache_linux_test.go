@@ -120,11 +120,11 @@ func TestLoadUsesKernelKeyCache(t *testing.T) {
 	if !ok {
 		t.Fatal("Load with KeyCache stored nothing in the user keyring")
 	}
-	cached, err := decodeCachedBundle(p)
+	cached, err := decodeCachedKey(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !cached.Key.Equal(first.key) {
+	if !cached.key.Equal(first.key) {
 		t.Error("cached key differs from the loaded one")
 	}
 	// Put another bundle's key under this entry: if the second Load
@@ -133,7 +133,7 @@ func TestLoadUsesKernelKeyCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	swapped, err := encodeCachedBundle(other)
+	swapped, err := encodeCachedKey(unlockedKey{key: other.Key, cert: other.Cert.Raw})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,8 @@
 package client
 
 import (
+	"bytes"
+	"crypto/x509"
 	"errors"
 	"os"
 	"path/filepath"
@@ -69,7 +71,7 @@ func cacheBundle(t testing.TB) string {
 func TestKeyCacheHitSkipsDecryption(t *testing.T) {
 	path := cacheBundle(t)
 	kr := newFakeKeyring()
-	first, err := loadBundleCached(kr, path, cachePassword, time.Hour)
+	first, err := loadKeyCached(kr, path, cachePassword, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,25 +83,25 @@ func TestKeyCacheHitSkipsDecryption(t *testing.T) {
 			t.Errorf("entry %q ttl %s; want prefix %q, ttl 1h", desc, ttl, keyCacheDescPrefix)
 		}
 	}
-	second, err := loadBundleCached(kr, path, cachePassword, time.Hour)
+	second, err := loadKeyCached(kr, path, cachePassword, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if kr.puts != 1 {
 		t.Errorf("second load stored again (%d puts): it did not use the cache", kr.puts)
 	}
-	if !second.Key.Equal(first.Key) || !second.Cert.Equal(first.Cert) {
-		t.Error("cached bundle differs from the decrypted one")
+	if !second.key.Equal(first.key) || !bytes.Equal(second.cert, first.cert) {
+		t.Error("cached key differs from the decrypted one")
 	}
 }
 
 func TestKeyCacheWrongPasswordMisses(t *testing.T) {
 	path := cacheBundle(t)
 	kr := newFakeKeyring()
-	if _, err := loadBundleCached(kr, path, cachePassword, time.Hour); err != nil {
+	if _, err := loadKeyCached(kr, path, cachePassword, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	_, err := loadBundleCached(kr, path, "not the password", time.Hour)
+	_, err := loadKeyCached(kr, path, "not the password", time.Hour)
 	if !errors.Is(err, pki.ErrPassword) {
 		t.Fatalf("wrong password with a live entry: err = %v, want ErrPassword", err)
 	}
@@ -114,7 +116,7 @@ func TestKeyCacheWrongPasswordMisses(t *testing.T) {
 func TestKeyCacheReissuedBundleMisses(t *testing.T) {
 	path := cacheBundle(t)
 	kr := newFakeKeyring()
-	if _, err := loadBundleCached(kr, path, cachePassword, time.Hour); err != nil {
+	if _, err := loadKeyCached(kr, path, cachePassword, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	other := cacheBundle(t)
@@ -125,7 +127,7 @@ func TestKeyCacheReissuedBundleMisses(t *testing.T) {
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	b, err := loadBundleCached(kr, path, cachePassword, time.Hour)
+	b, err := loadKeyCached(kr, path, cachePassword, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +135,7 @@ func TestKeyCacheReissuedBundleMisses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !b.Cert.Equal(want.Cert) {
+	if !bytes.Equal(b.cert, want.Cert.Raw) {
 		t.Error("a replaced bundle file was served the old cached certificate")
 	}
 	if kr.puts != 2 {
@@ -151,7 +153,7 @@ func TestKeyCacheBadEntryIsAMiss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	payload, err := encodeCachedBundle(good)
+	payload, err := encodeCachedKey(unlockedKey{key: good.Key, cert: good.Cert.Raw})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +161,7 @@ func TestKeyCacheBadEntryIsAMiss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mismatched, err := encodeCachedBundle(&pki.Bundle{Key: other.Key, Cert: good.Cert})
+	mismatched, err := encodeCachedKey(unlockedKey{key: other.Key, cert: good.Cert.Raw})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,16 +173,16 @@ func TestKeyCacheBadEntryIsAMiss(t *testing.T) {
 		"key of another one": mismatched,
 	} {
 		t.Run(name, func(t *testing.T) {
-			if _, err := decodeCachedBundle(p); err == nil {
-				t.Fatal("decodeCachedBundle accepted it")
+			if _, err := decodeCachedKey(p); err == nil {
+				t.Fatal("decodeCachedKey accepted it")
 			}
 			kr := newFakeKeyring()
 			kr.entries[keyCacheDesc(data, cachePassword)] = p
-			b, err := loadBundleCached(kr, path, cachePassword, time.Minute)
+			b, err := loadKeyCached(kr, path, cachePassword, time.Minute)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !b.Cert.Equal(good.Cert) || !b.Key.Equal(good.Key) {
+			if !bytes.Equal(b.cert, good.Cert.Raw) || !b.key.Equal(good.Key) {
 				t.Error("a bad entry was not replaced by the decrypted bundle")
 			}
 			if kr.puts != 1 {
@@ -192,10 +194,10 @@ func TestKeyCacheBadEntryIsAMiss(t *testing.T) {
 
 func TestKeyCacheBrokenKeyringStillLoads(t *testing.T) {
 	path := cacheBundle(t)
-	if _, err := loadBundleCached(brokenKeyring{}, path, cachePassword, time.Hour); err != nil {
+	if _, err := loadKeyCached(brokenKeyring{}, path, cachePassword, time.Hour); err != nil {
 		t.Fatalf("a keyring that fails made Load fail: %v", err)
 	}
-	if _, err := loadBundleCached(brokenKeyring{}, filepath.Join(t.TempDir(), "missing.pfx"), cachePassword, time.Hour); err == nil || !strings.Contains(err.Error(), "missing.pfx") {
+	if _, err := loadKeyCached(brokenKeyring{}, filepath.Join(t.TempDir(), "missing.pfx"), cachePassword, time.Hour); err == nil || !strings.Contains(err.Error(), "missing.pfx") {
 		t.Errorf("missing bundle: err = %v, want one naming the file", err)
 	}
 }
@@ -221,7 +223,7 @@ func FuzzDecodeCachedBundle(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	good, err := encodeCachedBundle(b)
+	good, err := encodeCachedKey(unlockedKey{key: b.Key, cert: b.Cert.Raw})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -229,11 +231,15 @@ func FuzzDecodeCachedBundle(f *testing.F) {
 	f.Add(good[:3])
 	f.Add([]byte{keyCacheVersion, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, p []byte) {
-		got, err := decodeCachedBundle(p)
+		got, err := decodeCachedKey(p)
 		if err != nil {
 			return
 		}
-		if !got.Key.PublicKey.Equal(got.Cert.PublicKey) {
+		cert, err := x509.ParseCertificate(got.cert)
+		if err != nil {
+			return // only the public key was read; the rest may be anything
+		}
+		if !got.key.PublicKey.Equal(cert.PublicKey) {
 			t.Fatal("decoded a key that does not match its certificate")
 		}
 	})
