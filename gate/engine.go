@@ -27,6 +27,11 @@ type Config struct {
 	// signed by a CA-issued certificate, and gate denials, each
 	// separately); zero means 20.
 	LogPerSecond int
+	// KnockDecided, when set, is called with the source of every knock
+	// announced with KnockQueued, once Knock has decided it and its grant,
+	// if any, is in place; sknockd releases the gate packets held for it
+	// (Hold). It runs on the goroutine that called Knock.
+	KnockDecided func(src netip.Addr)
 }
 
 // Engine is the running verdict engine: the trust state, the grants and
@@ -49,6 +54,7 @@ type Engine struct {
 	// may already be gone). A knock sealed earlier cannot be checked for
 	// replay, so it is refused; the client simply knocks again.
 	replayFloor atomic.Int64
+	pending     pendingKnocks
 	stats       Stats
 }
 
@@ -161,10 +167,45 @@ func (e *Engine) logGateDenial(src netip.Addr, ipProto uint8, port uint16, v Ver
 	)
 }
 
+// KnockQueued notes that a knock from src waits for Knock: until then,
+// Hold says to hold src's packets that have no grant yet, so that a
+// connection racing its own knock is not refused a moment before the
+// grant. The knock reader calls it for every knock it hands to a worker;
+// each call must be followed by Knock or KnockUnhandled for src.
+func (e *Engine) KnockQueued(src netip.Addr) { e.pending.add(src) }
+
+// KnockUnhandled undoes KnockQueued for a knock that will not be decided
+// (the reader stopped before a worker took it).
+func (e *Engine) KnockUnhandled(src netip.Addr) {
+	if e.pending.done(src) && e.cfg.KnockDecided != nil {
+		e.cfg.KnockDecided(src)
+	}
+}
+
+// Hold reports whether a packet from src to (ipProto, port) should wait
+// for a knock from src that is queued or being decided: there is one, src
+// has no live grant for the port, and the policy denies. It costs one
+// atomic load while no knock is pending, and does not allocate.
+func (e *Engine) Hold(src netip.Addr, ipProto uint8, port uint16) bool {
+	if !e.pending.has(src) || e.cfg.Policy == PolicyNone || (ipProto != 6 && ipProto != 17) {
+		return false
+	}
+	return !e.grants.Allowed(src, ipProto, port, e.clock())
+}
+
 // Knock decides one knock datagram from src and, when it is granted, opens
 // its port for the open duration (extending a live grant). Every decision
-// is counted and logged (denials through the log rate limits).
+// is counted and logged (denials through the log rate limits). A knock
+// announced with KnockQueued then calls Config.KnockDecided.
 func (e *Engine) Knock(src netip.Addr, datagram []byte) Decision {
+	d := e.knock(src, datagram)
+	if e.pending.done(src) && e.cfg.KnockDecided != nil {
+		e.cfg.KnockDecided(src)
+	}
+	return d
+}
+
+func (e *Engine) knock(src netip.Addr, datagram []byte) Decision {
 	now := e.clock()
 	trust := e.trust.Load()
 	d := Decide(Input{Datagram: datagram, Source: src, Now: now}, trust, e.replay)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 )
 
 // Defaults of GateConfig's zero fields.
@@ -51,6 +52,26 @@ type GateConfig struct {
 	Stats *GateStats
 	// Open binds the queue; nil: OpenNFQueue.
 	Open Opener
+
+	// Hold, when set, is asked before Decide whether to hold a packet
+	// instead of deciding it now: one that Decide would not accept yet but
+	// soon may, a SYN from a source whose knock is being decided. A held
+	// packet gets no verdict until Release names its source or HoldTimeout
+	// passes; then Decide decides it. At most MaxHeld packets are held;
+	// beyond that Decide decides at once. While any packet is held,
+	// verdicts go out one per packet, because a batch verdict would settle
+	// the held ones too. Hold runs like Decide, and also under the hold
+	// list's lock, so it must be as quick. With Hold set, Decide is also
+	// called by whoever settles held packets (Release's caller, a timer),
+	// so both must be safe for concurrent use. Nil: nothing is held.
+	Hold func(h *Header) bool
+	// MaxHeld bounds the packets held at once; zero: DefaultMaxHeld.
+	MaxHeld int
+	// HoldTimeout is the longest a packet is held; zero:
+	// DefaultHoldTimeout.
+	HoldTimeout time.Duration
+	// Clock gives the time for hold deadlines; nil: time.Now.
+	Clock func() time.Time
 }
 
 // GateStats are a GateReader's counters. Every packet counts once in
@@ -82,6 +103,11 @@ type GateStats struct {
 	// verdicts make it smaller than Packets under load: one message
 	// answers a run of packets with the same verdict.
 	VerdictMessages atomic.Uint64
+	// Held counts packets held for a knock's decision (see
+	// GateConfig.Hold); HoldTimeouts those decided because the hold timed
+	// out rather than being released. A held packet counts in Packets and
+	// its verdict once it is decided.
+	Held, HoldTimeouts atomic.Uint64
 }
 
 // GateReader serves the gate queue: every packet is decoded into one
@@ -93,12 +119,14 @@ type GateReader struct {
 	stats   *GateStats
 	running atomic.Bool
 
-	// sock, hdr and unsettled belong to the one receive goroutine while
-	// Run runs. unsettled reports that a verdict the socket refused left a
-	// packet waiting in the kernel (see answer).
+	// sock and hdr belong to the one receive goroutine while Run runs;
+	// sock is also read, under held.mu, by whoever settles held packets.
+	// unsettled reports that a verdict the socket refused left a packet
+	// waiting in the kernel (see answer).
 	sock      Socket
 	hdr       Header
-	unsettled bool
+	unsettled atomic.Bool
+	held      holdList
 }
 
 // NewGate checks cfg, fills in its defaults and returns a reader that Run
@@ -125,7 +153,23 @@ func NewGate(cfg GateConfig) (*GateReader, error) {
 	if cfg.Open == nil {
 		cfg.Open = OpenNFQueue
 	}
-	return &GateReader{cfg: cfg, stats: cfg.Stats}, nil
+	if cfg.MaxHeld < 0 || cfg.HoldTimeout < 0 {
+		return nil, errors.New("queue: gate config: MaxHeld and HoldTimeout must not be negative")
+	}
+	if cfg.MaxHeld == 0 {
+		cfg.MaxHeld = DefaultMaxHeld
+	}
+	if cfg.HoldTimeout == 0 {
+		cfg.HoldTimeout = DefaultHoldTimeout
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	g := &GateReader{cfg: cfg, stats: cfg.Stats}
+	if cfg.Hold != nil {
+		g.held.init(g, cfg.MaxHeld)
+	}
+	return g, nil
 }
 
 // Stats returns the reader's counters.
@@ -150,7 +194,10 @@ func (g *GateReader) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("gate: %w", err)
 	}
+	g.held.mu.Lock()
 	g.sock = sock
+	g.held.mu.Unlock()
+	defer g.held.forget()
 	return serve(ctx, sock, g.handle, g.receiveError)
 }
 
@@ -161,43 +208,58 @@ func (g *GateReader) Run(ctx context.Context) error {
 func (g *GateReader) receiveError(err error) {
 	countReceiveError(err, &g.stats.ReceiveErrors, &g.stats.Overruns)
 	if errors.Is(err, ErrMalformed) || errors.Is(err, ErrNoPacketID) || errors.Is(err, ErrVerdictRefused) {
-		g.unsettled = true
+		g.unsettled.Store(true)
 	}
 }
 
 // handle is the receive goroutine's path for one batch of packets: it
 // decides every packet in order, then answers each run of packets in a row
 // that get the same kernel verdict (and mark) with one batch verdict.
-// Every packet of the batch has its verdict when handle returns, so that a
+// Every packet of the batch has its verdict when handle returns, or is
+// held (and then no batch verdict goes out until it is settled), so that a
 // batch verdict, which covers every waiting packet up to its id, never
 // covers one that was not decided.
 func (g *GateReader) handle(pkts []Packet) {
-	start := 0
+	start, inRun := 0, false
 	var run kernelVerdict
 	for i := range pkts {
-		kv := g.decide(&pkts[i])
-		if i > start && kv != run {
-			g.answer(pkts[start:i], run)
-			start = i
+		kv, held := g.decide(&pkts[i])
+		if held || (inRun && kv != run) {
+			if inRun {
+				g.answer(pkts[start:i], run)
+			}
+			inRun = false
 		}
-		run = kv
+		if !held && !inRun {
+			start, run, inRun = i, kv, true
+		}
 	}
-	if len(pkts) > 0 {
+	if inRun {
 		g.answer(pkts[start:], run)
 	}
 }
 
-// decide decodes p, asks Decide, counts the verdict and returns what the
-// kernel is to be told.
-func (g *GateReader) decide(p *Packet) kernelVerdict {
+// decide decodes p and either holds it (held true) or asks Decide, counts
+// the verdict and returns what the kernel is to be told.
+func (g *GateReader) decide(p *Packet) (kv kernelVerdict, held bool) {
+	g.hdr.Decode(p.Data)
+	if g.cfg.Hold != nil && g.hdr.Proto != 0 && g.cfg.Hold(&g.hdr) && g.held.add(p, &g.hdr) {
+		g.stats.Held.Add(1)
+		return kernelVerdict{}, true
+	}
+	return g.verdictFor(p, &g.hdr), false
+}
+
+// verdictFor asks Decide about p, whose decoded header is h, counts the
+// verdict and returns what the kernel is to be told.
+func (g *GateReader) verdictFor(p *Packet, h *Header) kernelVerdict {
 	st := g.stats
 	st.Packets.Add(1)
-	g.hdr.Decode(p.Data)
 	v := Drop
-	if g.hdr.Proto == 0 {
+	if h.Proto == 0 {
 		st.Unknown.Add(1)
 	} else {
-		v = g.cfg.Decide(&g.hdr)
+		v = g.cfg.Decide(h)
 	}
 	kv, loop := kernelVerdictOf(p, v, g.cfg.RejectMark)
 	switch {
@@ -215,7 +277,8 @@ func (g *GateReader) decide(p *Packet) kernelVerdict {
 }
 
 // answer gives run, packets in a row that all get kv, their verdict: one
-// batch verdict for the last id, or a plain verdict for a run of one.
+// batch verdict for the last id, or a plain verdict for a run of one, or
+// plain verdicts for all while packets are held.
 //
 // A verdict the socket refused leaves its packet waiting in the kernel
 // (unsettled), where the next batch verdict would sweep it up. A drop or
@@ -225,15 +288,15 @@ func (g *GateReader) decide(p *Packet) kernelVerdict {
 func (g *GateReader) answer(run []Packet, kv kernelVerdict) {
 	last := run[len(run)-1].ID
 	switch {
-	case kv.verdict == NFAccept && g.unsettled:
+	case g.held.n.Load() > 0 || (kv.verdict == NFAccept && g.unsettled.Load()):
 		for i := range run {
 			g.send(run[i].ID, kv, false)
 		}
-	case len(run) == 1 && !g.unsettled:
+	case len(run) == 1 && !g.unsettled.Load():
 		g.send(last, kv, false)
 	default:
 		if g.send(last, kv, true) && kv.verdict != NFAccept {
-			g.unsettled = false
+			g.unsettled.Store(false)
 		}
 	}
 }
@@ -251,7 +314,7 @@ func (g *GateReader) send(id uint32, kv kernelVerdict, batch bool) bool {
 	}
 	if err != nil {
 		g.stats.VerdictErrors.Add(1)
-		g.unsettled = true
+		g.unsettled.Store(true)
 		return false
 	}
 	g.stats.VerdictMessages.Add(1)

@@ -54,6 +54,15 @@ type KnockConfig struct {
 	Stats *KnockStats
 	// Open binds the queue; nil: OpenNFQueue.
 	Open Opener
+	// Queued, when set, is called on the receive goroutine with the source
+	// of every knock about to be handed to a worker, before any worker can
+	// run Handle for it. Each call is followed by Handle for that knock,
+	// or by Unhandled when it is shed or left undone at the end of Run.
+	// sknockd uses the pair to hold gate packets that race their knock.
+	Queued func(src netip.Addr)
+	// Unhandled undoes Queued for a knock Handle will not see; required
+	// with Queued.
+	Unhandled func(src netip.Addr)
 }
 
 // KnockStats are a KnockReader's counters. Every packet counts in
@@ -116,6 +125,9 @@ func NewKnock(cfg KnockConfig) (*KnockReader, error) {
 	}
 	if cfg.Workers < 0 || cfg.Depth < 0 {
 		return nil, fmt.Errorf("queue: knock config: Workers %d and Depth %d must not be negative", cfg.Workers, cfg.Depth)
+	}
+	if (cfg.Queued == nil) != (cfg.Unhandled == nil) {
+		return nil, errors.New("queue: knock config: Queued and Unhandled go together")
 	}
 	if cfg.Workers == 0 {
 		cfg.Workers = runtime.NumCPU()
@@ -242,13 +254,20 @@ func (k *KnockReader) handle(p Packet) {
 		return
 	}
 	n := copy(buf[:cap(buf)], k.hdr.Payload)
+	src := k.hdr.Src
+	if k.cfg.Queued != nil {
+		k.cfg.Queued(src) // before a worker can finish it
+	}
 	select {
-	case k.work <- knockJob{src: k.hdr.Src, buf: buf[:n]}:
+	case k.work <- knockJob{src: src, buf: buf[:n]}:
 		st.Queued.Add(1)
 	default:
 		// The workers are Depth knocks behind: shed this one.
 		k.free <- buf
 		st.Shed.Add(1)
+		if k.cfg.Unhandled != nil {
+			k.cfg.Unhandled(src)
+		}
 	}
 }
 
@@ -278,6 +297,9 @@ func (k *KnockReader) drain() {
 		select {
 		case job := <-k.work:
 			k.free <- job.buf
+			if k.cfg.Unhandled != nil {
+				k.cfg.Unhandled(job.src)
+			}
 		default:
 			return
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -258,5 +259,50 @@ func BenchmarkKnockHandle(b *testing.B) {
 	for b.Loop() {
 		queue.HandleKnockPacket(k, &sock, p)
 		queue.ProcessOneKnock(k)
+	}
+}
+
+// TestKnockQueuedPairs: every knock announced with Queued is followed by
+// Handle, or by Unhandled when it is shed or left at the end of Run.
+func TestKnockQueuedPairs(t *testing.T) {
+	var mu sync.Mutex
+	counts := map[string]int{}
+	note := func(what string) {
+		mu.Lock()
+		counts[what]++
+		mu.Unlock()
+	}
+	started := make(chan struct{}, 10)
+	release := make(chan struct{})
+	k, fake, stop := startKnock(t, queue.KnockConfig{Queue: 100, Workers: 1, Depth: 1,
+		Queued:    func(netip.Addr) { note("queued") },
+		Unhandled: func(netip.Addr) { note("unhandled") },
+		Handle: func(netip.Addr, []byte) {
+			note("handled")
+			started <- struct{}{}
+			<-release
+		}})
+	knock := queuetest.UDPPacket(client4, 5000, server4, 20000, []byte("k"))
+	inject(t, fake, queue.Packet{ID: 1, Data: knock})
+	<-started // the worker holds knock 1
+	for id := uint32(2); id <= 4; id++ {
+		inject(t, fake, queue.Packet{ID: id, Data: knock}) // 2 waits, 3 and 4 are shed
+	}
+	go func() { time.Sleep(10 * time.Millisecond); close(release) }()
+	stop()
+	mu.Lock()
+	defer mu.Unlock()
+	if counts["queued"] != 4 || counts["handled"]+counts["unhandled"] != 4 {
+		t.Errorf("queued %d, handled %d, unhandled %d; want 4 queued, each handled or unhandled once",
+			counts["queued"], counts["handled"], counts["unhandled"])
+	}
+	if s := k.Stats().Shed.Load(); s != 2 {
+		t.Errorf("Shed = %d, want 2", s)
+	}
+}
+
+func TestNewKnockQueuedNeedsUnhandled(t *testing.T) {
+	if _, err := queue.NewKnock(queue.KnockConfig{Handle: func(netip.Addr, []byte) {}, Queued: func(netip.Addr) {}}); err == nil {
+		t.Error("NewKnock accepted Queued without Unhandled")
 	}
 }

@@ -100,6 +100,7 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 		OpenDuration: cfg.OpenDuration,
 		MaxGrants:    cfg.MaxGrants,
 		Log:          slog.New(newZapHandler(log.Core())),
+		KnockDecided: d.releaseHeld,
 	}, trust)
 	logTrust(log, "trust loaded", info)
 
@@ -113,6 +114,7 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 		g, err := queue.NewGate(queue.GateConfig{
 			Queue:      q,
 			Decide:     d.decideGate,
+			Hold:       d.holdGate,
 			RejectMark: cfg.Rules.Mark,
 			Open:       open,
 		})
@@ -123,11 +125,13 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 		d.gateQ = append(d.gateQ, g)
 	}
 	if d.knockQ, err = queue.NewKnock(queue.KnockConfig{
-		Queue:   cfg.Rules.KnockQueue,
-		Handle:  d.handleKnock,
-		Workers: cfg.KnockWorkers,
-		Depth:   cfg.KnockBacklog,
-		Open:    open,
+		Queue:     cfg.Rules.KnockQueue,
+		Handle:    d.handleKnock,
+		Queued:    d.engine.KnockQueued,
+		Unhandled: d.engine.KnockUnhandled,
+		Workers:   cfg.KnockWorkers,
+		Depth:     cfg.KnockBacklog,
+		Open:      open,
 	}); err != nil {
 		fmt.Fprintf(stderr, "sknockd: %v\n", err)
 		return 1
@@ -311,6 +315,21 @@ func (d *daemon) decideGate(h *queue.Header) queue.Verdict {
 	return queue.Drop
 }
 
+// holdGate is the gate queue's hold function: it holds a packet that
+// races its own knock (see gate.Engine.Hold). It does not allocate.
+func (d *daemon) holdGate(h *queue.Header) bool {
+	return d.engine.Hold(h.Src, h.Proto, h.DstPort)
+}
+
+// releaseHeld is the engine's KnockDecided: the knock from src is decided,
+// so the gate readers decide the packets they held for it. gateQ is
+// complete before the readers run.
+func (d *daemon) releaseHeld(src netip.Addr) {
+	for _, g := range d.gateQ {
+		g.Release(src)
+	}
+}
+
 // handleKnock runs on a knock worker.
 func (d *daemon) handleKnock(src netip.Addr, payload []byte) {
 	d.engine.Knock(src, payload)
@@ -330,6 +349,8 @@ func (d *daemon) logStats() {
 		zap.Uint64("gate_receive_errors", g.ReceiveErrors),
 		zap.Uint64("gate_verdict_messages", g.VerdictMessages),
 		zap.Uint64("gate_verdict_errors", g.VerdictErrors),
+		zap.Uint64("gate_held", g.Held),
+		zap.Uint64("gate_hold_timeouts", g.HoldTimeouts),
 		zap.Uint64("knock_packets", k.Received.Load()),
 		zap.Uint64("knock_shed", k.Shed.Load()),
 		zap.Uint64("knock_truncated", k.Truncated.Load()),
@@ -341,7 +362,7 @@ func (d *daemon) logStats() {
 // gateTotals are the counters of every gate reader, summed.
 type gateTotals struct {
 	Packets, Accepted, Dropped, Rejected, Unknown, ReceiveErrors uint64
-	VerdictMessages, VerdictErrors                               uint64
+	VerdictMessages, VerdictErrors, Held, HoldTimeouts           uint64
 }
 
 // gateTotals sums the counters of the gate readers, which each count their
@@ -358,6 +379,8 @@ func (d *daemon) gateTotals() gateTotals {
 		t.ReceiveErrors += s.ReceiveErrors.Load()
 		t.VerdictMessages += s.VerdictMessages.Load()
 		t.VerdictErrors += s.VerdictErrors.Load()
+		t.Held += s.Held.Load()
+		t.HoldTimeouts += s.HoldTimeouts.Load()
 	}
 	return t
 }

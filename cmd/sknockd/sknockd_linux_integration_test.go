@@ -618,3 +618,42 @@ func TestIntegrationBurst(t *testing.T) {
 		t.Errorf("%d opened and %d refused, want %d each", opened, refused, n)
 	}
 }
+
+// TestIntegrationConnectRightAfterKnock sends a knock and connects at
+// once, as a client does that does not wait for the grant. The SYN reaches
+// the gate while the knock is still being decided; the gate holds it and
+// accepts it when the grant lands. Without holding it would be dropped
+// (policy drop) and TCP would resend it only after a second, past this
+// test's 800 ms connect timeout. UDP, IPv4 and IPv6 alike.
+func TestIntegrationConnectRightAfterKnock(t *testing.T) {
+	requireTools(t)
+	e := newEnv(t, "drop", time.Minute)
+	// A first knock, waited for, brings the daemon's knock path out of its
+	// cold start: the race below is between two warm readers.
+	_, line := e.knock(t, e.alice, e.client(true), netip.Addr{}, knock.UDP, udpB)
+	checkLine(t, line, map[string]string{"verdict": "grant"})
+	for _, c := range []struct {
+		v6    bool
+		proto knock.Proto
+		port  uint16
+	}{{false, knock.TCP, tcpA}, {true, knock.TCP, tcpB}, {false, knock.UDP, udpA}} {
+		p := e.client(c.v6)
+		datagram := e.alice.Seal(t, e.pki.ServerKey, c.proto, c.port, p.addr)
+		if err := e2e.SendUDP(p.ns, e2e.AddrPort(e2e.ServerAddr(p.addr), e2e.KnockPort), datagram); err != nil {
+			t.Fatalf("send knock from %s: %v", p.name, err)
+		}
+		start := time.Now()
+		if err := probe(p, c.proto, c.port, 800*time.Millisecond); err != nil {
+			t.Errorf("%s %s/%d right after the knock: %v, want it open", p.name, c.proto, c.port, err)
+		} else {
+			t.Logf("%s %s/%d open after %s", p.name, c.proto, c.port, time.Since(start).Round(time.Microsecond))
+		}
+	}
+	from := len(e.daemon.Lines())
+	e.daemon.Signal(syscall.SIGUSR1)
+	l := e.daemon.WaitLine(from, logTimeout, func(l e2e.Line) bool { return l.Msg() == "counters" })
+	t.Logf("gate_held %s, gate_hold_timeouts %s", l.String("gate_held"), l.String("gate_hold_timeouts"))
+	if l.String("gate_hold_timeouts") != "0" {
+		t.Errorf("gate_hold_timeouts = %s, want 0: every hold ends with its knock's decision", l.String("gate_hold_timeouts"))
+	}
+}
