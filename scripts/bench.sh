@@ -462,7 +462,9 @@ listeners on tcp/2000–2249 and tcp/2300 (open). Tools:
    field of sknockd's knock log line (Engine.Knock: decrypt, verify, checks, replay
    and grant insert; it leaves out the NFQUEUE delivery and the worker hand-off,
    which 4c bounds from above together with the network and the prober's 1 ms
-   step). The open-port baseline is the same prober against tcp/2300.
+   step). A probe that reaches the gate while its knock is being decided is held
+   until the grant (gate_held) rather than dropped, so it need not wait for the
+   next step. The open-port baseline is the same prober against tcp/2300.
 5. The same prober and ports with fwknopd 2.6.10 in srv (its own config dir,
    \`-i vc\`, default PCAP_LOOP_SLEEP; then \`ENABLE_UDP_SERVER Y\`), a DROP rule for
    the ports behind fwknopd's FWKNOP_INPUT jump, and the \`fwknop\` client with HMAC
