@@ -195,8 +195,10 @@ func (e *Engine) Hold(src netip.Addr, ipProto uint8, port uint16) bool {
 
 // Knock decides one knock datagram from src and, when it is granted, opens
 // its port for the open duration (extending a live grant). Every decision
-// is counted and logged (denials through the log rate limits). A knock
-// announced with KnockQueued then calls Config.KnockDecided.
+// is counted and logged (denials through the log rate limits). Then, if
+// src has a knock announced with KnockQueued, Knock takes it as this one
+// (callers that announce knocks must announce every knock they pass in)
+// and calls Config.KnockDecided.
 func (e *Engine) Knock(src netip.Addr, datagram []byte) Decision {
 	d := e.knock(src, datagram)
 	if e.pending.done(src) && e.cfg.KnockDecided != nil {

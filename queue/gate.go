@@ -106,14 +106,16 @@ type GateStats struct {
 	// Held counts packets held for a knock's decision (see
 	// GateConfig.Hold); HoldTimeouts those decided because the hold timed
 	// out rather than being released. A held packet counts in Packets and
-	// its verdict once it is decided.
+	// its verdict once it is decided; one still held when Run ends is
+	// dropped by the kernel and counts in neither.
 	Held, HoldTimeouts atomic.Uint64
 }
 
 // GateReader serves the gate queue: every packet is decoded into one
 // reused Header and given to Decide, inline, in the kernel's order; the
 // packets of one receive are then answered together, one batch verdict
-// per run of equal verdicts. Nothing on its side allocates per packet.
+// per run of equal verdicts, or one verdict per packet while a packet is
+// held (GateConfig.Hold). Nothing on its side allocates per packet.
 type GateReader struct {
 	cfg     GateConfig
 	stats   *GateStats

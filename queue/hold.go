@@ -45,25 +45,48 @@ func (l *holdList) init(g *GateReader, max int) {
 	l.timer.Stop()
 }
 
-// add holds p, whose decoded header is h, unless the list is full, no
-// socket is being served, or Hold, asked again under the lock, no longer
-// says so: a Release for h.Src that ran between the first Hold and the
-// lock would otherwise leave the packet to the timeout.
+// maxHeldPerSource bounds the packets held for one source, so that one
+// address with knocks in the workers cannot take every slot.
+const maxHeldPerSource = 4
+
+// add holds p, whose decoded header is h, unless the list or h.Src's
+// share of it is full, no socket is being served, or Hold, asked again
+// under the lock, no longer says so.
+//
+// n goes up before that second ask: the knock's decision (grant in place,
+// pending cleared) happens before its Release reads n, so a Release that
+// the second ask did not see coming finds n above zero and waits for the
+// lock, then settles the packet, instead of leaving it to the timeout.
 func (l *holdList) add(p *Packet, h *Header) bool {
 	g := l.g
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.pkts) == cap(l.pkts) || g.sock == nil || !g.cfg.Hold(h) {
+	if len(l.pkts) == cap(l.pkts) || g.sock == nil || l.heldFrom(h.Src) >= maxHeldPerSource {
+		return false
+	}
+	l.n.Add(1)
+	if !g.cfg.Hold(h) {
+		l.n.Add(-1)
 		return false
 	}
 	hp := heldPacket{id: p.ID, mark: p.Mark, hdr: *h, deadline: g.cfg.Clock().Add(g.cfg.HoldTimeout)}
 	hp.hdr.Payload = nil
 	l.pkts = append(l.pkts, hp)
-	l.n.Store(int32(len(l.pkts)))
 	if len(l.pkts) == 1 {
 		l.timer.Reset(g.cfg.HoldTimeout)
 	}
 	return true
+}
+
+// heldFrom counts the packets held for src; l.mu is held.
+func (l *holdList) heldFrom(src netip.Addr) int {
+	n := 0
+	for i := range l.pkts {
+		if l.pkts[i].hdr.Src == src {
+			n++
+		}
+	}
+	return n
 }
 
 // Release decides the packets held for src, now that a knock from src was
@@ -84,10 +107,11 @@ func (l *holdList) expire() {
 	l.settle(netip.Addr{}, l.g.cfg.Clock())
 }
 
-// settle decides, under the lock, every held packet from src and every one
-// past its deadline at now, sends their verdicts one by one (a batch
-// verdict could cover packets still held), and keeps the rest, re-arming
-// the timer for the earliest remaining deadline.
+// settle decides, under the lock, every held packet from src that Hold no
+// longer holds (src may have another knock pending, for this packet's
+// port) and every one past its deadline at now, sends their verdicts one
+// by one (a batch verdict could cover packets still held), and keeps the
+// rest, re-arming the timer for the earliest remaining deadline.
 func (l *holdList) settle(src netip.Addr, now time.Time) {
 	g := l.g
 	l.mu.Lock()
@@ -97,7 +121,7 @@ func (l *holdList) settle(src netip.Addr, now time.Time) {
 	for i := range l.pkts {
 		hp := &l.pkts[i]
 		timedOut := !now.Before(hp.deadline)
-		if hp.hdr.Src != src && !timedOut {
+		if !timedOut && (hp.hdr.Src != src || g.cfg.Hold(&hp.hdr)) {
 			kept = append(kept, *hp)
 			if next.IsZero() || hp.deadline.Before(next) {
 				next = hp.deadline

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -244,5 +245,73 @@ func TestGateHoldAllocs(t *testing.T) {
 	})
 	if n != 0 {
 		t.Errorf("%v allocations per hold and release, want 0", n)
+	}
+}
+
+// TestGateReleaseDuringSecondAsk: the knock is decided, and its Release
+// called, while the reader is between the second Hold (which still saw the
+// knock pending) and storing the packet. The Release must wait for the
+// lock and settle the packet, not leave it to the timeout.
+func TestGateReleaseDuringSecondAsk(t *testing.T) {
+	k := newKnockSim()
+	k.set(func(k *knockSim) { k.pending[client4] = true })
+	var g *queue.GateReader
+	var calls atomic.Int32
+	released := make(chan struct{})
+	hold := func(h *queue.Header) bool {
+		ans := k.hold(h)
+		if calls.Add(1) == 2 { // the ask under the hold list's lock
+			k.set(func(k *knockSim) { k.granted[client4], k.pending[client4] = true, false })
+			go func() { g.Release(client4); close(released) }()
+			time.Sleep(20 * time.Millisecond) // let Release reach the lock
+		}
+		return ans
+	}
+	g, fake := startGate(t, queue.GateConfig{Queue: 101, Decide: k.decide, Hold: hold, HoldTimeout: time.Hour})
+	injectBatch(t, fake, synFrom(1, client4))
+	select {
+	case <-released:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Release did not return")
+	}
+	v, ok := fake.Settled(1)
+	if !ok || v.Verdict != queue.NFAccept {
+		t.Errorf("packet 1: settled %v, verdict %+v; want accepted by the Release", ok, v)
+	}
+	if n := queue.HeldCount(g); n != 0 {
+		t.Errorf("%d still held", n)
+	}
+}
+
+// TestGateReleaseKeepsPacketsOfAnotherPendingKnock: a source knocked for
+// two ports; when the first knock is decided, a SYN held for the second
+// port stays held (Hold still says so) until its own knock is decided.
+func TestGateReleaseKeepsPacketsOfAnotherPendingKnock(t *testing.T) {
+	k := newKnockSim()
+	k.set(func(k *knockSim) { k.pending[client4] = true })
+	g, fake := startHoldGate(t, k, 0)
+	injectBatch(t, fake, synFrom(1, client4))
+	g.Release(client4) // the first knock; the second is still pending
+	if _, ok := fake.Settled(1); ok {
+		t.Fatal("held packet decided while its own knock is still pending")
+	}
+	k.set(func(k *knockSim) { k.granted[client4], k.pending[client4] = true, false })
+	g.Release(client4)
+	if v, ok := fake.Settled(1); !ok || v.Verdict != queue.NFAccept {
+		t.Errorf("after the second knock: settled %v, %+v; want accepted", ok, v)
+	}
+}
+
+// TestGateHoldsAtMostFourPerSource: one source cannot take every slot.
+func TestGateHoldsAtMostFourPerSource(t *testing.T) {
+	k := newKnockSim()
+	k.set(func(k *knockSim) { k.pending[client4], k.pending[other4] = true, true })
+	g, fake := startHoldGate(t, k, 0)
+	injectBatch(t, fake, synFrom(1, client4), synFrom(2, client4), synFrom(3, client4), synFrom(4, client4), synFrom(5, client4), synFrom(6, other4))
+	if n := queue.HeldCount(g); n != 5 {
+		t.Errorf("%d held, want 4 from one source and 1 from the other", n)
+	}
+	if diff := cmp.Diff([]queuetest.Verdict{{ID: 5, Verdict: queue.NFDrop}}, fake.Verdicts()); diff != "" {
+		t.Errorf("verdicts (-want +got):\n%s", diff)
 	}
 }
