@@ -57,11 +57,12 @@ type KnockConfig struct {
 	// Queued, when set, is called on the receive goroutine with the source
 	// of every knock about to be handed to a worker, before any worker can
 	// run Handle for it. Each call is followed by Handle for that knock,
-	// or by Unhandled when it is shed or left undone at the end of Run.
+	// or by Unhandled when it is left undone at the end of Run.
 	// sknockd uses the pair to hold gate packets that race their knock.
 	Queued func(src netip.Addr)
-	// Unhandled undoes Queued for a knock Handle will not see; required
-	// with Queued.
+	// Unhandled undoes Queued for a knock Handle will not see (left in the
+	// backlog when Run stops); required with Queued. Shed knocks are shed
+	// before Queued.
 	Unhandled func(src netip.Addr)
 }
 
@@ -86,7 +87,8 @@ type KnockStats struct {
 	// Overruns counts ENOBUFS (zero with NETLINK_NO_ENOBUFS; see
 	// ReadKernelStats).
 	Overruns atomic.Uint64
-	// VerdictErrors counts DROP verdicts the socket refused.
+	// VerdictErrors counts DROP verdict messages the socket refused (one
+	// message drops every knock of a receive).
 	VerdictErrors atomic.Uint64
 }
 
@@ -97,8 +99,9 @@ type knockJob struct {
 }
 
 // KnockReader serves the knock queue: it copies each knock's UDP payload
-// into a pooled buffer, drops the packet at once, and hands the copy to a
-// bounded pool of workers. The receive goroutine never blocks on them.
+// into a pooled buffer and hands the copy to a bounded pool of workers,
+// then drops the receive's packets with one batch verdict. The receive
+// goroutine never blocks on the workers.
 type KnockReader struct {
 	cfg     KnockConfig
 	stats   *KnockStats
@@ -206,28 +209,22 @@ func (k *KnockReader) handleBatch(pkts []Packet) {
 	if len(pkts) == 0 {
 		return
 	}
-	last := pkts[0].ID
 	for i := range pkts {
 		k.handle(pkts[i])
-		last = max(last, pkts[i].ID)
 	}
-	k.dropThrough(last, len(pkts) > 1)
+	// The last packet is the newest in the kernel's order, which wraps
+	// around at 2^32: not necessarily the largest id.
+	k.dropThrough(pkts[len(pkts)-1].ID)
 }
 
-// dropThrough drops the knock packets up to id. A knock is always
-// dropped, since nothing on the host answers it, so one batch verdict
-// settles a whole receive, and with it any packet of the knock queue the
-// kernel still holds below id (one whose message did not parse, or was
-// lost to a receive overrun). The copies are taken before: the verdict
-// only frees the kernel's.
-func (k *KnockReader) dropThrough(id uint32, batch bool) {
-	var err error
-	if batch {
-		err = k.sock.SetVerdictBatch(id, NFDrop, 0, false)
-	} else {
-		err = k.sock.SetVerdict(id, NFDrop)
-	}
-	if err != nil {
+// dropThrough drops the knock packets up to id with one batch verdict. A
+// knock is always dropped, since nothing on the host answers it, so one
+// message settles a whole receive, and with it any packet of the knock
+// queue the kernel still holds before id (one whose message did not
+// parse, or was lost to a receive overrun). The copies are taken before:
+// the verdict only frees the kernel's.
+func (k *KnockReader) dropThrough(id uint32) {
+	if err := k.sock.SetVerdictBatch(id, NFDrop, 0, false); err != nil {
 		k.stats.VerdictErrors.Add(1)
 	}
 }
@@ -253,22 +250,21 @@ func (k *KnockReader) handle(p Packet) {
 		st.Shed.Add(1) // cannot happen while the pool is sized as NewKnock sizes it
 		return
 	}
+	if len(k.work) == cap(k.work) {
+		// The workers are Depth knocks behind: shed this one.
+		k.free <- buf
+		st.Shed.Add(1)
+		return
+	}
 	n := copy(buf[:cap(buf)], k.hdr.Payload)
 	src := k.hdr.Src
 	if k.cfg.Queued != nil {
 		k.cfg.Queued(src) // before a worker can finish it
 	}
-	select {
-	case k.work <- knockJob{src: src, buf: buf[:n]}:
-		st.Queued.Add(1)
-	default:
-		// The workers are Depth knocks behind: shed this one.
-		k.free <- buf
-		st.Shed.Add(1)
-		if k.cfg.Unhandled != nil {
-			k.cfg.Unhandled(src)
-		}
-	}
+	// This goroutine is the only sender and the workers only take, so
+	// there is room: the send does not block.
+	k.work <- knockJob{src: src, buf: buf[:n]}
+	st.Queued.Add(1)
 }
 
 // worker runs Handle for queued knocks until ctx is done.
