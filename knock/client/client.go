@@ -60,7 +60,11 @@ type Config struct {
 	// kernel's per-user keyring for this long (rounded up to seconds), so
 	// that Loads in that time skip the password derivation, about 2 ms.
 	// Like ssh-agent, it lets any process of the same user use the key
-	// without the password while the entry lives. Zero: no cache.
+	// without the password while the entry lives; and the entry's name, a
+	// SHA-256 of the bundle and the password, lets such a process test
+	// password guesses quickly, so the bundle password must not be one
+	// used elsewhere. At most about 68 years (the kernel's limit); zero:
+	// no cache.
 	KeyCache time.Duration
 }
 

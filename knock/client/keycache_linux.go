@@ -2,6 +2,7 @@ package client
 
 import (
 	"fmt"
+	"math"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -48,7 +49,9 @@ func (kernelKeyring) get(desc string) ([]byte, bool) {
 // and timeout there, and only then links it into @u: a process killed
 // half-way leaves no entry without an expiry behind.
 func (kernelKeyring) put(desc string, payload []byte, ttl time.Duration) error {
-	secs := int((ttl + time.Second - 1) / time.Second)
+	// The kernel takes an unsigned 32-bit timeout in which 0 means never:
+	// clamp, so that no ttl becomes an entry without expiry.
+	secs := int(min(max((ttl+time.Second-1)/time.Second, 1), math.MaxInt32))
 	id, err := unix.AddKey("user", desc, payload, unix.KEY_SPEC_PROCESS_KEYRING)
 	if err != nil {
 		return fmt.Errorf("key cache: add key: %w", err)

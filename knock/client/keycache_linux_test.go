@@ -72,6 +72,41 @@ func TestKernelKeyringRoundTrip(t *testing.T) {
 	}
 }
 
+// TestKernelKeyringClampsTimeout: a ttl past the kernel's 32-bit seconds
+// must not wrap: 2^32 s would become 0, an entry that never expires.
+func TestKernelKeyringClampsTimeout(t *testing.T) {
+	desc := requireKeyring(t)
+	if err := (kernelKeyring{}).put(desc, []byte("k"), time.Duration(1<<32)*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	id, err := unix.KeyctlSearch(unix.KEY_SPEC_USER_KEYRING, "user", desc, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := procKeysField(t, id, 3); f == "perm" {
+		t.Error("a ttl of 2^32 s made an entry that never expires")
+	}
+}
+
+// procKeysField returns field i of key id's line in /proc/keys.
+func procKeysField(t *testing.T, id, i int) string {
+	t.Helper()
+	data, err := os.ReadFile("/proc/keys")
+	if err != nil {
+		t.Skipf("no /proc/keys: %v", err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > i {
+			if n, err := strconv.ParseUint(f[0], 16, 32); err == nil && int(n) == id {
+				return f[i]
+			}
+		}
+	}
+	t.Fatalf("key %d not in /proc/keys", id)
+	return ""
+}
+
 // expiry reads when key id expires from /proc/keys ("perm" ... "59s"/"1m").
 func expiry(t *testing.T, id int) time.Duration {
 	t.Helper()

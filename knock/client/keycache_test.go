@@ -2,7 +2,6 @@ package client
 
 import (
 	"bytes"
-	"crypto/x509"
 	"errors"
 	"os"
 	"path/filepath"
@@ -214,10 +213,11 @@ func TestKeyCacheDescDependsOnBytesAndPassword(t *testing.T) {
 	}
 }
 
-// FuzzDecodeCachedBundle: a keyring entry is bytes another process of the
+// FuzzDecodeCachedKey: a keyring entry is bytes another process of the
 // same user could have planted; decoding one must fail cleanly or give a
-// key that matches its certificate.
-func FuzzDecodeCachedBundle(f *testing.F) {
+// key that matches its certificate's public key, and what decodes encodes
+// back to an entry that decodes to the same key and certificate.
+func FuzzDecodeCachedKey(f *testing.F) {
 	path := cacheBundle(f)
 	b, err := pki.LoadBundle(path, cachePassword)
 	if err != nil {
@@ -235,12 +235,17 @@ func FuzzDecodeCachedBundle(f *testing.F) {
 		if err != nil {
 			return
 		}
-		cert, err := x509.ParseCertificate(got.cert)
-		if err != nil {
-			return // only the public key was read; the rest may be anything
+		pub, err := pki.CertificatePublicKey(got.cert)
+		if err != nil || !got.key.PublicKey.Equal(pub) {
+			t.Fatalf("decoded a key that does not match its certificate (%v)", err)
 		}
-		if !got.key.PublicKey.Equal(cert.PublicKey) {
-			t.Fatal("decoded a key that does not match its certificate")
+		again, err := encodeCachedKey(got)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := decodeCachedKey(again)
+		if err != nil || !back.key.Equal(got.key) || !bytes.Equal(back.cert, got.cert) {
+			t.Fatalf("round trip: %v", err)
 		}
 	})
 }
