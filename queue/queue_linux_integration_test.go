@@ -39,21 +39,7 @@ const (
 // and rejects 2002 (a TCP reset through the REJECT-on-mark rule); a UDP
 // knock to 20000 reaches the knock handler and draws no ICMP answer.
 func TestIntegrationGateAndKnock(t *testing.T) {
-	testenv.RequireRoot(t)
-	for _, tool := range []string{"ip", "iptables", "ip6tables"} {
-		_, err := exec.LookPath(tool)
-		testenv.Require(t, err == nil, tool+" is not installed")
-	}
-	server := netns.New(t, "qs")
-	client := netns.New(t, "qc")
-	netns.Link(t, server, []string{"198.18.0.1/24", "fd00:5e::1/64"}, client, []string{"198.18.0.2/24", "fd00:5e::2/64"})
-	installRules(t, server)
-
-	nsFile, err := os.Open("/run/netns/" + server.Name)
-	if err != nil {
-		t.Fatalf("open server namespace: %v", err)
-	}
-	defer nsFile.Close()
+	server, client, nsFile := newQueueNet(t, "qs", "qc")
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -169,6 +155,30 @@ func TestIntegrationGateAndKnock(t *testing.T) {
 	}
 	t.Logf("kernel queue stats (queue port waiting mode range qdrop udrop seq 1):\n%s",
 		server.MustRun("cat", "/proc/net/netfilter/nfnetlink_queue"))
+}
+
+// newQueueNet skips (fails under SKNOCK_E2E=1) without root or the
+// tools; otherwise it makes a server and a client namespace joined by a
+// veth pair (198.18.0.1/2, fd00:5e::1/2), installs the test rules in the
+// server and returns the namespaces and an open file of the server's,
+// for the readers' NetNS. All are removed or closed when t ends.
+func newQueueNet(t *testing.T, serverName, clientName string) (server, client *netns.NS, nsFile *os.File) {
+	t.Helper()
+	testenv.RequireRoot(t)
+	for _, tool := range []string{"ip", "iptables", "ip6tables"} {
+		_, err := exec.LookPath(tool)
+		testenv.Require(t, err == nil, tool+" is not installed")
+	}
+	server = netns.New(t, serverName)
+	client = netns.New(t, clientName)
+	netns.Link(t, server, []string{"198.18.0.1/24", "fd00:5e::1/64"}, client, []string{"198.18.0.2/24", "fd00:5e::2/64"})
+	installRules(t, server)
+	nsFile, err := os.Open("/run/netns/" + server.Name)
+	if err != nil {
+		t.Fatalf("open server namespace: %v", err)
+	}
+	t.Cleanup(func() { nsFile.Close() })
+	return server, client, nsFile
 }
 
 func clientOf(server string) string {
@@ -334,20 +344,7 @@ func udpIn(ns, addr, payload string, wait time.Duration) error {
 // the kernel must take the batch verdict (far fewer verdict messages than
 // packets) and every held connection must open.
 func TestIntegrationGateBatches(t *testing.T) {
-	testenv.RequireRoot(t)
-	for _, tool := range []string{"ip", "iptables", "ip6tables"} {
-		_, err := exec.LookPath(tool)
-		testenv.Require(t, err == nil, tool+" is not installed")
-	}
-	server := netns.New(t, "qbs")
-	client := netns.New(t, "qbc")
-	netns.Link(t, server, []string{"198.18.0.1/24", "fd00:5e::1/64"}, client, []string{"198.18.0.2/24", "fd00:5e::2/64"})
-	installRules(t, server)
-	nsFile, err := os.Open("/run/netns/" + server.Name)
-	if err != nil {
-		t.Fatalf("open server namespace: %v", err)
-	}
-	defer nsFile.Close()
+	server, client, nsFile := newQueueNet(t, "qbs", "qbc")
 
 	release := make(chan struct{})
 	var hold sync.Once

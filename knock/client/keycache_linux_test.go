@@ -107,32 +107,19 @@ func procKeysField(t *testing.T, id, i int) string {
 	return ""
 }
 
-// expiry reads when key id expires from /proc/keys ("perm" ... "59s"/"1m").
+// expiry reads when key id expires from /proc/keys ("perm" for never,
+// else "59s", "2m" and so on).
 func expiry(t *testing.T, id int) time.Duration {
 	t.Helper()
-	data, err := os.ReadFile("/proc/keys")
+	f := procKeysField(t, id, 3)
+	if f == "perm" {
+		return -1
+	}
+	d, err := time.ParseDuration(f)
 	if err != nil {
-		t.Skipf("no /proc/keys to read the timeout from: %v", err)
+		t.Fatalf("/proc/keys expiry %q: %v", f, err)
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 4 {
-			continue
-		}
-		if n, err := strconv.ParseUint(f[0], 16, 32); err != nil || int(n) != id {
-			continue
-		}
-		if f[3] == "perm" {
-			return -1 // never expires
-		}
-		d, err := time.ParseDuration(f[3])
-		if err != nil {
-			t.Fatalf("/proc/keys expiry %q: %v", f[3], err)
-		}
-		return d
-	}
-	t.Fatalf("key %d not in /proc/keys", id)
-	return 0
+	return d
 }
 
 // TestLoadUsesKernelKeyCache loads through the real keyring twice with
