@@ -101,7 +101,7 @@ wait_log() {
 # connect: from the client namespace, open a TCP connection to the service
 # and print its greeting. The exit status says whether it answered.
 connect() {
-	ip netns exec "$CLI" timeout 3 bash -c \
+	ip netns exec "$CLI" timeout --foreground 3 bash -c \
 		'exec 3<>"/dev/tcp/$1/$2" && IFS= read -r -t 2 line <&3 && printf "%s\n" "$line"' \
 		connect "$SERVER_IP" "$PORT" 2>&1
 }
@@ -339,7 +339,7 @@ ok "refused at once, exactly as a closed port answers (gate.policy reject)"
 # ---------------------------------------------------------------- 2
 step 2 "alice knocks from the client namespace"
 shown "(client) ${KNOCK[*]} $SERVER_IP tcp/$PORT"
-if ! out=$(ip netns exec "$CLI" timeout 30 "${KNOCK[@]}" "$SERVER_IP" "tcp/$PORT" 2>&1); then
+if ! out=$(ip netns exec "$CLI" timeout --foreground 30 "${KNOCK[@]}" "$SERVER_IP" "tcp/$PORT" 2>&1); then
 	echo "$out" | indent
 	die "sknock knock failed"
 fi
@@ -383,7 +383,7 @@ done
 info "alice's earlier grant ran out after $OPEN_FOR; new connections are refused again (waited $((SECONDS - t0)) s)"
 shown "(client) ${KNOCK[*]} --retries 0 --timeout 2s $SERVER_IP tcp/$PORT"
 set +e
-out=$(ip netns exec "$CLI" timeout 30 "${KNOCK[@]}" --retries 0 --timeout 2s "$SERVER_IP" "tcp/$PORT" 2>&1)
+out=$(ip netns exec "$CLI" timeout --foreground 30 "${KNOCK[@]}" --retries 0 --timeout 2s "$SERVER_IP" "tcp/$PORT" 2>&1)
 status=$?
 set -e
 echo "$out" | indent
