@@ -92,33 +92,44 @@ func LoadCertificates(path string) ([]*x509.Certificate, error) {
 // ParseCertificates parses one or more PEM "CERTIFICATE" blocks or a single
 // DER certificate.
 func ParseCertificates(data []byte) ([]*x509.Certificate, error) {
-	if !isPEM(data) {
-		cert, err := x509.ParseCertificate(data)
-		if err != nil {
-			return nil, fmt.Errorf("parse DER certificate: %w", err)
-		}
-		return []*x509.Certificate{cert}, nil
+	ders, err := certificateDERs(data)
+	if err != nil {
+		return nil, err
 	}
-	var certs []*x509.Certificate
-	for rest := data; ; {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		cert, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("parse PEM certificate %d: %w", len(certs)+1, err)
+	certs := make([]*x509.Certificate, 0, len(ders))
+	for i, der := range ders {
+		cert, err := x509.ParseCertificate(der)
+		switch {
+		case err != nil && !isPEM(data):
+			return nil, fmt.Errorf("parse DER certificate: %w", err)
+		case err != nil:
+			return nil, fmt.Errorf("parse PEM certificate %d: %w", i+1, err)
 		}
 		certs = append(certs, cert)
 	}
-	if len(certs) == 0 {
+	return certs, nil
+}
+
+// certificateDERs returns the DER of every PEM "CERTIFICATE" block in
+// data, or data itself when it is not PEM, without parsing them.
+func certificateDERs(data []byte) ([][]byte, error) {
+	if !isPEM(data) {
+		return [][]byte{data}, nil
+	}
+	var ders [][]byte
+	for rest := data; ; {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			break
+		}
+		if block.Type == "CERTIFICATE" {
+			ders = append(ders, block.Bytes)
+		}
+	}
+	if len(ders) == 0 {
 		return nil, errors.New("no PEM CERTIFICATE block found")
 	}
-	return certs, nil
+	return ders, nil
 }
 
 // isPEM reports whether data looks like PEM text rather than DER.

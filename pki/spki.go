@@ -3,7 +3,6 @@ package pki
 import (
 	"crypto"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -20,18 +19,11 @@ func LoadCertificateDER(path string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load certificate %s: %w", path, err)
 	}
-	if !isPEM(data) {
-		return data, nil
+	ders, err := certificateDERs(data)
+	if err != nil {
+		return nil, fmt.Errorf("load certificate %s: %w", path, err)
 	}
-	for rest := data; ; {
-		var block *pem.Block
-		if block, rest = pem.Decode(rest); block == nil {
-			return nil, fmt.Errorf("load certificate %s: no PEM CERTIFICATE block found", path)
-		}
-		if block.Type == "CERTIFICATE" {
-			return block.Bytes, nil
-		}
-	}
+	return ders[0], nil
 }
 
 // CertificatePublicKey returns the subject public key of the DER
