@@ -4,28 +4,27 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
-
-	"github.com/coreos/go-iptables/iptables"
 )
 
 // IPTables is the part of *iptables.IPTables (github.com/coreos/go-iptables)
-// that Apply and Remove use; rulestest.Table is the in-memory fake.
+// that Apply and Remove use, plus Restore, which go-iptables lacks;
+// rulestest.Table is the in-memory fake.
 type IPTables interface {
 	ChainExists(table, chain string) (bool, error)
-	NewChain(table, chain string) error
 	ClearChain(table, chain string) error
 	DeleteChain(table, chain string) error
-	Append(table, chain string, rulespec ...string) error
-	Insert(table, chain string, pos int, rulespec ...string) error
 	Exists(table, chain string, rulespec ...string) (bool, error)
 	Delete(table, chain string, rulespec ...string) error
 	DeleteById(table, chain string, id int) error
 	List(table, chain string) ([]string, error)
 	ListById(table, chain string, id int) (string, error)
+	// Restore feeds input to iptables-restore --noflush: every change in
+	// it takes effect at once or not at all, and a chain it declares is
+	// flushed (or created) first.
+	Restore(input string) error
 }
-
-var _ IPTables = (*iptables.IPTables)(nil)
 
 const (
 	filterTable = "filter"
@@ -44,61 +43,110 @@ func family(ipv6 bool) string {
 }
 
 // Apply installs c's rules for one address family and makes INPUT jump to
-// the chain first, exactly once. It is idempotent and safe after a crash:
-// a chain left behind is reused, the new rules are appended behind the old
-// ones and only then are the old ones deleted from the top, so protected
-// ports stay closed throughout; surplus or misplaced jumps are repaired.
+// the chain first, exactly once. The chain's new contents (and, when INPUT
+// does not start with the jump, the jump at position 1) go in with one
+// iptables-restore transaction, so no packet ever meets a half-built or
+// missing chain: a chain left by a crash or by an earlier configuration
+// is replaced whole. Surplus jumps further down INPUT are deleted after.
 //
-// On error Apply undoes what it did: a chain it created is removed with its
-// jump; a chain it found keeps its previous rules if they were not replaced
-// yet. The error names the family and the rule or step that failed.
+// On error nothing of the transaction has changed; the error names the
+// family and the step that failed.
 func Apply(ipt IPTables, c Config, ipv6 bool) error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
 	fam := family(ipv6)
-	existed, err := ipt.ChainExists(filterTable, c.Chain)
+	positions, err := jumpPositions(ipt, c)
 	if err != nil {
-		return fmt.Errorf("%s: check chain %s: %w", fam, c.Chain, err)
+		return fmt.Errorf("%s: list %s: %w", fam, inputChain, err)
 	}
-	old := 0
-	if existed {
-		if old, err = countRules(ipt, c.Chain); err != nil {
-			return fmt.Errorf("%s: list leftover chain %s: %w", fam, c.Chain, err)
-		}
-	} else if err := ipt.NewChain(filterTable, c.Chain); err != nil {
-		return fmt.Errorf("%s: create chain %s: %w", fam, c.Chain, err)
+	jumpFirst := len(positions) > 0 && positions[0] == 1
+	if err := ipt.Restore(c.restoreInput(ipv6, !jumpFirst)); err != nil {
+		return fmt.Errorf("%s: replace chain %s (nothing was changed): %w", fam, c.Chain, err)
 	}
-	undo := func(appended int) error {
-		if !existed {
-			return Remove(ipt, c, ipv6)
-		}
-		for range appended {
-			if err := ipt.DeleteById(filterTable, c.Chain, old+1); err != nil {
-				return err
-			}
-		}
-		return nil
+	if err := dropSurplusJumps(ipt, c); err != nil {
+		return fmt.Errorf("%s: jump from %s to %s: %w", fam, inputChain, c.Chain, err)
 	}
-	for i, rule := range c.Rules(ipv6) {
-		if err := ipt.Append(filterTable, c.Chain, rule...); err != nil {
-			err = fmt.Errorf("%s: append rule %d to %s (%s): %w", fam, i+1, c.Chain, strings.Join(rule, " "), err)
-			return withUndo(err, undo(i))
+	return nil
+}
+
+// restoreInput is the iptables-restore transaction of Apply: declare (and
+// so flush) the chain, fill it, and with insertJump put the jump first in
+// INPUT.
+func (c Config) restoreInput(ipv6, insertJump bool) string {
+	var b strings.Builder
+	b.WriteString("*filter\n:" + c.Chain + " - [0:0]\n")
+	for _, rule := range c.Rules(ipv6) {
+		b.WriteString("-A " + c.Chain + " " + strings.Join(rule, " ") + "\n")
+	}
+	if insertJump {
+		b.WriteString("-I " + inputChain + " 1 " + strings.Join(c.Jump(), " ") + "\n")
+	}
+	b.WriteString("COMMIT\n")
+	return b.String()
+}
+
+// jumpRule is the jump as "iptables -S INPUT" lists it.
+func (c Config) jumpRule() string {
+	return "-A " + inputChain + " " + strings.Join(c.Jump(), " ")
+}
+
+// ruleLines returns the "-A ..." lines of a listing, without the chain's
+// declaration or policy line.
+func ruleLines(lines []string) []string {
+	var out []string
+	for _, l := range lines {
+		if l = strings.TrimSpace(l); strings.HasPrefix(l, "-A ") {
+			out = append(out, l)
 		}
 	}
-	// Delete the leftover rules from the top: every intermediate chain is
-	// a remainder of the old rules in front of the complete new ones.
-	for i := range old {
-		if err := ipt.DeleteById(filterTable, c.Chain, 1); err != nil {
-			return fmt.Errorf("%s: delete leftover rule %d of %d from %s (the new rules are in place behind the rest): %w", fam, i+1, old, c.Chain, err)
+	return out
+}
+
+// jumpPositions returns the 1-based positions in INPUT of rules that are
+// exactly the jump to c.Chain.
+func jumpPositions(ipt IPTables, c Config) ([]int, error) {
+	lines, err := ipt.List(filterTable, inputChain)
+	if err != nil {
+		return nil, err
+	}
+	return positionsOf(ruleLines(lines), c.jumpRule()), nil
+}
+
+// positionsOf returns the 1-based positions of rule in rules.
+func positionsOf(rules []string, rule string) []int {
+	var positions []int
+	for i, l := range rules {
+		if l == rule {
+			positions = append(positions, i+1)
 		}
 	}
-	if err := ensureJump(ipt, c); err != nil {
-		err = fmt.Errorf("%s: jump from %s to %s: %w", fam, inputChain, c.Chain, err)
-		if !existed {
-			return withUndo(err, Remove(ipt, c, ipv6))
+	return positions
+}
+
+// dropSurplusJumps deletes every jump to the chain but the first, which
+// must be at INPUT position 1. Surplus jumps are deleted by position, last
+// first, each checked just before deletion so that a rule another tool
+// inserted in the meantime is never deleted.
+func dropSurplusJumps(ipt IPTables, c Config) error {
+	positions, err := jumpPositions(ipt, c)
+	if err != nil {
+		return fmt.Errorf("list: %w", err)
+	}
+	if len(positions) == 0 || positions[0] != 1 {
+		return fmt.Errorf("not the first rule of %s right after it was put there (another tool is changing %s)", inputChain, inputChain)
+	}
+	for _, pos := range slices.Backward(positions[1:]) {
+		got, err := ipt.ListById(filterTable, inputChain, pos)
+		if err != nil {
+			return fmt.Errorf("check surplus jump at %d: %w", pos, err)
 		}
-		return err
+		if strings.TrimSpace(got) != c.jumpRule() {
+			return fmt.Errorf("surplus jump at %d changed under us to %q; not deleting it", pos, got)
+		}
+		if err := ipt.DeleteById(filterTable, inputChain, pos); err != nil {
+			return fmt.Errorf("delete surplus jump at %d: %w", pos, err)
+		}
 	}
 	return nil
 }
@@ -111,82 +159,9 @@ func withUndo(err, undoErr error) error {
 	return errors.Join(err, fmt.Errorf("roll back: %w", undoErr))
 }
 
-// countRules returns how many rules chain holds.
-func countRules(ipt IPTables, chain string) (int, error) {
-	lines, err := ipt.List(filterTable, chain)
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, l := range lines {
-		if strings.HasPrefix(l, "-A ") {
-			n++
-		}
-	}
-	return n, nil
-}
-
-// jumpPositions returns the 1-based positions in INPUT of rules that are
-// exactly the jump to c.Chain.
-func jumpPositions(ipt IPTables, c Config) ([]int, error) {
-	lines, err := ipt.List(filterTable, inputChain)
-	if err != nil {
-		return nil, err
-	}
-	want := "-A " + inputChain + " " + strings.Join(c.Jump(), " ")
-	var positions []int
-	pos := 0
-	for _, l := range lines {
-		if !strings.HasPrefix(l, "-A ") {
-			continue
-		}
-		pos++
-		if strings.TrimSpace(l) == want {
-			positions = append(positions, pos)
-		}
-	}
-	return positions, nil
-}
-
-// ensureJump leaves exactly one jump to the chain, at INPUT position 1.
-// A new jump is inserted before stale ones are deleted, so the chain is
-// never bypassed. Stale jumps are deleted by position, last first, each
-// checked just before deletion so that a rule another tool inserted in
-// the meantime is never deleted.
-func ensureJump(ipt IPTables, c Config) error {
-	positions, err := jumpPositions(ipt, c)
-	if err != nil {
-		return fmt.Errorf("list: %w", err)
-	}
-	stale := positions
-	if len(positions) > 0 && positions[0] == 1 {
-		stale = positions[1:]
-	} else {
-		if err := ipt.Insert(filterTable, inputChain, 1, c.Jump()...); err != nil {
-			return fmt.Errorf("insert at 1: %w", err)
-		}
-		for i := range stale {
-			stale[i]++
-		}
-	}
-	want := "-A " + inputChain + " " + strings.Join(c.Jump(), " ")
-	for i := len(stale) - 1; i >= 0; i-- {
-		got, err := ipt.ListById(filterTable, inputChain, stale[i])
-		if err != nil {
-			return fmt.Errorf("check surplus jump at %d: %w", stale[i], err)
-		}
-		if strings.TrimSpace(got) != want {
-			return fmt.Errorf("surplus jump at %d changed under us to %q; not deleting it", stale[i], got)
-		}
-		if err := ipt.DeleteById(filterTable, inputChain, stale[i]); err != nil {
-			return fmt.Errorf("delete surplus jump at %d: %w", stale[i], err)
-		}
-	}
-	return nil
-}
-
 // Remove deletes every jump from INPUT to the chain, then flushes and
-// deletes the chain. Removing what is not there is not an error.
+// deletes the chain. Removing what is not there is not an error. This is
+// what uncovers the protected ports: only an explicit command calls it.
 func Remove(ipt IPTables, c Config, ipv6 bool) error {
 	if err := c.validateChain(); err != nil {
 		return err
@@ -221,7 +196,6 @@ func Remove(ipt IPTables, c Config, ipv6 bool) error {
 	return nil
 }
 
-// handles opens go-iptables handles for iptables and ip6tables.
 // inet6Path exists when the kernel has IPv6; booted with ipv6.disable=1 it
 // does not, and no IPv6 packet can reach the host.
 const inet6Path = "/proc/net/if_inet6"
@@ -233,55 +207,14 @@ func IPv6Enabled() bool {
 	return err == nil
 }
 
-// handles returns the system's iptables handles; v6 is nil when the
-// kernel has no IPv6. A kernel with IPv6 but no working ip6tables is an
-// error: the ports would be hidden over IPv4 only.
-func handles() (v4, v6 IPTables, err error) {
-	h4, err := iptables.New(iptables.IPFamily(iptables.ProtocolIPv4))
-	if err != nil {
-		return nil, nil, fmt.Errorf("iptables: %w", err)
-	}
-	if !IPv6Enabled() {
-		return h4, nil, nil
-	}
-	h6, err := iptables.New(iptables.IPFamily(iptables.ProtocolIPv6))
-	if err != nil {
-		return nil, nil, fmt.Errorf("ip6tables (the kernel has IPv6, so its rules are needed too): %w", err)
-	}
-	return h4, h6, nil
-}
-
 // ApplyAll applies c with the system's iptables and ip6tables (iptables
-// alone when the kernel has no IPv6). When IPv6 fails, the IPv4 rules are
-// removed again if ApplyAll created them; a chain that was there before is
-// kept (rebuilt), since removing it would open the ports it kept closed.
+// alone when the kernel has no IPv6), as Keeper.Apply does.
 func ApplyAll(c Config) error {
-	v4, v6, err := handles()
+	k, err := SystemKeeper()
 	if err != nil {
 		return err
 	}
-	return applyBoth(v4, v6, c)
-}
-
-// applyBoth is ApplyAll with the handles passed in; v6 nil means IPv4 only.
-func applyBoth(v4, v6 IPTables, c Config) error {
-	existed, err := v4.ChainExists(filterTable, c.Chain)
-	if err != nil {
-		return fmt.Errorf("iptables: check chain %s: %w", c.Chain, err)
-	}
-	if err := Apply(v4, c, false); err != nil {
-		return err
-	}
-	if v6 == nil {
-		return nil
-	}
-	if err := Apply(v6, c, true); err != nil {
-		if existed {
-			return err
-		}
-		return withUndo(err, Remove(v4, c, false))
-	}
-	return nil
+	return k.Apply(c)
 }
 
 // RemoveAll removes c's rules from both iptables and ip6tables; it tries

@@ -2,6 +2,7 @@ package rules_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -97,84 +98,97 @@ func TestApply(t *testing.T) {
 	}
 }
 
-// TestApplyKeepsChainClosed checks that while Apply replaces a leftover
-// chain, no intermediate state lacks the protect rules: every change leaves
-// the complete new rule set, or the old one, in the chain.
-func TestApplyKeepsChainClosed(t *testing.T) {
+// TestApplyIsOneTransaction checks that Apply over a leftover chain and a
+// pushed-down jump changes the chain only through one Restore, so no
+// packet meets a half-built chain; the only other change is the deletion
+// of the surplus jump.
+func TestApplyIsOneTransaction(t *testing.T) {
 	tab := rulestest.New()
 	c := designConfig(t)
-	if err := rules.Apply(tab, c, false); err != nil {
-		t.Fatal(err)
-	}
-	newRules := strings.Join(joined(c.Rules(false)), "\n")
-	var changes int
+	tab.NewChain("filter", c.Chain)
+	tab.Append("filter", c.Chain, "-j", "DROP")
+	tab.Append("filter", "INPUT", "-i", "lo", "-j", "ACCEPT")
+	tab.Append("filter", "INPUT", "-j", c.Chain)
+	var ops []string
 	tab.FailOn = func(op, chain string, spec []string) error {
-		if chain != c.Chain || op == "Append" {
-			return nil
-		}
-		changes++
-		if !strings.Contains(strings.Join(tab.Rules(c.Chain), "\n"), newRules) {
-			t.Errorf("before %s %v the chain lacks the complete rule set:\n%s", op, spec, strings.Join(tab.Rules(c.Chain), "\n"))
-		}
+		ops = append(ops, op+" "+chain)
 		return nil
 	}
 	if err := rules.Apply(tab, c, false); err != nil {
 		t.Fatal(err)
 	}
-	if changes == 0 {
-		t.Error("Apply over a leftover chain made no deletions; the test saw nothing")
+	if diff := cmp.Diff([]string{"Restore ", "DeleteById INPUT"}, ops); diff != "" {
+		t.Errorf("changes Apply made (-want +got):\n%s", diff)
 	}
-	checkApplied(t, tab, c, false)
+	checkApplied(t, tab, c, false, "-i lo -j ACCEPT")
 }
 
-func TestApplyRollsBack(t *testing.T) {
+// TestApplyFailsWhole checks that a failing transaction changes nothing
+// and that the error names the family and the chain.
+func TestApplyFailsWhole(t *testing.T) {
 	errBoom := errors.New("boom")
-	tests := []struct {
-		name      string
-		leftover  bool
-		failOp    string
-		failMatch string // fail the op whose spec contains this
-		wantErr   string
-	}{
-		{name: "fresh, append fails", failOp: "Append", failMatch: "NFQUEUE", wantErr: "append rule 6"},
-		{name: "fresh, jump fails", failOp: "Insert", wantErr: "jump from INPUT"},
-		{name: "leftover, append fails", leftover: true, failOp: "Append", failMatch: "length", wantErr: "append rule 11"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
+	for _, leftover := range []bool{false, true} {
+		t.Run(fmt.Sprintf("leftover=%v", leftover), func(t *testing.T) {
 			tab := rulestest.New()
 			c := designConfig(t)
-			var before []string
-			if tt.leftover {
+			if leftover {
 				tab.NewChain("filter", c.Chain)
 				tab.Append("filter", c.Chain, "-j", "DROP")
 				tab.Insert("filter", "INPUT", 1, "-j", c.Chain)
-				before = tab.Rules(c.Chain)
 			}
-			tab.FailOn = func(op, chain string, spec []string) error {
-				if op == tt.failOp && strings.Contains(strings.Join(spec, " "), tt.failMatch) {
-					return errBoom
-				}
-				return nil
+			before := tab.Chains()
+			beforeChain, beforeInput := tab.Rules(c.Chain), tab.Rules("INPUT")
+			tab.FailOn = func(op, chain string, spec []string) error { return errBoom }
+			err := rules.Apply(tab, c, true)
+			if !errors.Is(err, errBoom) || !contains(err.Error(), "ip6tables") || !contains(err.Error(), c.Chain) {
+				t.Fatalf("Apply = %v, want boom naming ip6tables and %s", err, c.Chain)
 			}
-			err := rules.Apply(tab, c, false)
-			if !errors.Is(err, errBoom) {
-				t.Fatalf("Apply = %v, want boom", err)
+			if diff := cmp.Diff(before, tab.Chains()); diff != "" {
+				t.Errorf("chains (-want +got):\n%s", diff)
 			}
-			if !contains(err.Error(), tt.wantErr) || !contains(err.Error(), "iptables") {
-				t.Errorf("error %q does not name %q and the family", err, tt.wantErr)
+			if diff := cmp.Diff(beforeChain, tab.Rules(c.Chain)); diff != "" {
+				t.Errorf("chain (-want +got):\n%s", diff)
 			}
-			if diff := cmp.Diff(before, tab.Rules(c.Chain)); diff != "" {
-				t.Errorf("chain after rollback (-want +got):\n%s", diff)
-			}
-			var wantInput []string
-			if tt.leftover {
-				wantInput = []string{"-j " + c.Chain}
-			}
-			if diff := cmp.Diff(wantInput, tab.Rules("INPUT")); diff != "" {
-				t.Errorf("INPUT after rollback (-want +got):\n%s", diff)
+			if diff := cmp.Diff(beforeInput, tab.Rules("INPUT")); diff != "" {
+				t.Errorf("INPUT (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestHashlimitNameFollowsRate checks that a changed rate limit gets a
+// new kernel table name (the kernel keeps an existing table's rate) and an
+// unchanged one keeps its name.
+func TestHashlimitNameFollowsRate(t *testing.T) {
+	name := func(c rules.Config, ipv6 bool) string {
+		t.Helper()
+		for _, r := range c.Rules(ipv6) {
+			for i, arg := range r {
+				if arg == "--hashlimit-name" {
+					if n := r[i+1]; len(n) > 15 || !strings.HasPrefix(n, "sknock_") {
+						t.Fatalf("hashlimit name %q: want sknock_ and at most 15 characters", n)
+					}
+					return r[i+1]
+				}
+			}
+		}
+		t.Fatal("no hashlimit rule")
+		return ""
+	}
+	c := designConfig(t)
+	c.KnockRateLimit = "20/second"
+	d := c
+	d.KnockRateLimit = "1/minute"
+	if name(c, false) == name(d, false) {
+		t.Errorf("rates %s and %s share the table %s", c.KnockRateLimit, d.KnockRateLimit, name(c, false))
+	}
+	if name(c, false) == name(c, true) {
+		t.Errorf("IPv4 and IPv6 share the table %s", name(c, false))
+	}
+	same := designConfig(t)
+	same.KnockRateLimit = c.KnockRateLimit
+	if name(c, false) != name(same, false) {
+		t.Errorf("the same rate got the names %s and %s", name(c, false), name(same, false))
 	}
 }
 
@@ -220,42 +234,3 @@ func TestApplyInvalidConfig(t *testing.T) {
 	}
 }
 
-func TestApplyBothRollsBackIPv4(t *testing.T) {
-	errBoom := errors.New("boom")
-	c := designConfig(t)
-	v4, v6 := rulestest.New(), rulestest.New()
-	v6.FailOn = func(op, chain string, spec []string) error {
-		if op == "Append" && strings.Contains(strings.Join(spec, " "), "icmp6") {
-			return errBoom
-		}
-		return nil
-	}
-	err := rules.ApplyBoth(v4, v6, c)
-	if !errors.Is(err, errBoom) || !contains(err.Error(), "ip6tables") {
-		t.Fatalf("ApplyBoth = %v, want boom from ip6tables", err)
-	}
-	for name, tab := range map[string]*rulestest.Table{"v4": v4, "v6": v6} {
-		if diff := cmp.Diff([]string{"FORWARD", "INPUT", "OUTPUT"}, tab.Chains()); diff != "" {
-			t.Errorf("%s chains (-want +got):\n%s", name, diff)
-		}
-		if got := tab.Rules("INPUT"); len(got) != 0 {
-			t.Errorf("%s INPUT = %q, want empty", name, got)
-		}
-	}
-	v6.FailOn = nil
-	if err := rules.ApplyBoth(v4, v6, c); err != nil {
-		t.Fatal(err)
-	}
-	checkApplied(t, v4, c, false)
-	checkApplied(t, v6, c, true)
-}
-
-func TestApplyBothWithoutIPv6(t *testing.T) {
-	c := designConfig(t)
-	v4 := rulestest.New()
-	// A kernel without IPv6 gets no ip6tables handle: IPv4 alone is applied.
-	if err := rules.ApplyBoth(v4, nil, c); err != nil {
-		t.Fatal(err)
-	}
-	checkApplied(t, v4, c, false)
-}

@@ -31,7 +31,7 @@ func ExampleConfig_Rules() {
 	// -A SKNOCK -p udp -m mark --mark 0x1/0x1 -j REJECT --reject-with icmp-port-unreachable
 	// -A SKNOCK -p tcp -m tcp --dport 2000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 101
 	// -A SKNOCK -p tcp -m tcp --dport 2000 -j DROP
-	// -A SKNOCK -p udp -m udp --dport 10000:60000 -m length --length 328:65535 -j NFQUEUE --queue-num 100 --queue-bypass
+	// -A SKNOCK -p udp -m udp --dport 10000:60000 -m length --length 328:65535 -j NFQUEUE --queue-num 100
 	// -I INPUT 1 -j SKNOCK
 }
 

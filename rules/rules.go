@@ -3,7 +3,10 @@
 // IPv4 and IPv6 through the IPTables interface (Apply, Remove, ApplyAll,
 // RemoveAll), and rendered as an equivalent shell script (Config.Script).
 //
-// The rules never change while the daemon runs. In order, the chain
+// The rules change only with the configuration, never per grant, and
+// always whole (Apply is one iptables-restore transaction); a Keeper puts
+// them back when another tool removes or outranks them. In order, the
+// chain
 //
 //  1. accepts packets of tracked connections (ESTABLISHED, RELATED), so
 //     open connections outlive their grant, and everything on loopback;
@@ -15,12 +18,14 @@
 //     (or balances them over GateQueues queues) without bypass (fail closed), and drops (or, with RejectStray,
 //     resets) other protected TCP segments; udp/* leaves out the knock ports;
 //  5. queues UDP datagrams to the knock ports whose payload is at least
-//     MinLength bytes to the knock queue, with bypass (a dead daemon only
-//     means knocks go unheard). Shorter datagrams fall through to the
-//     kernel, which answers them as for any closed port.
+//     MinLength bytes to the knock queue, without bypass (with no daemon
+//     they are dropped, unanswered). Shorter datagrams fall through to
+//     the kernel, which answers them as for any closed port.
 package rules
 
 import (
+	"fmt"
+	"hash/fnv"
 	"strconv"
 )
 
@@ -30,9 +35,16 @@ const (
 	ipv6UDPHeaders = 40 + 8 // IPv6 header without extensions, UDP header
 )
 
-// hashlimitName names the knock rate limit's table in the kernel (at most
-// 15 characters).
-const hashlimitName = "sknock_knock"
+// hashlimitName names the knock rate limit's table in the kernel: at most
+// 15 characters, and new for every chain, rate and family. The kernel
+// keeps the parameters of an existing table of the same name, and during
+// an atomic replacement the old rule still holds it, so a changed rate
+// under the old name would never take effect.
+func (c Config) hashlimitName(ipv6 bool) string {
+	h := fnv.New32a()
+	h.Write([]byte(c.Chain + "\x00" + c.KnockRateLimit + "\x00" + family(ipv6)))
+	return fmt.Sprintf("sknock_%08x", h.Sum32())
+}
 
 // Jump returns the rule spec of INPUT's jump to the chain: "-j CHAIN".
 func (c Config) Jump() []string { return []string{"-j", c.Chain} }
@@ -123,13 +135,16 @@ func (c Config) knockRules(ipv6 bool) [][]string {
 		"-p", "udp", "-m", "udp", "--dport", portRange(c.KnockFirst, c.KnockLast),
 		"-m", "length", "--length", strconv.Itoa(c.MinLength+headers) + ":65535",
 	}
-	queue := []string{"-j", "NFQUEUE", "--queue-num", strconv.Itoa(int(c.KnockQueue)), "--queue-bypass"}
+	// No --queue-bypass: with no reader bound (before sknockd starts, or
+	// between a stop and the next start) the kernel drops knocks rather
+	// than answering them as a closed port, so they stay unanswered.
+	queue := []string{"-j", "NFQUEUE", "--queue-num", strconv.Itoa(int(c.KnockQueue))}
 	if c.KnockRateLimit == "" {
 		return [][]string{append(knock, queue...)}
 	}
 	limit := []string{
 		"-m", "hashlimit", "--hashlimit-upto", c.KnockRateLimit,
-		"--hashlimit-mode", "srcip", "--hashlimit-name", hashlimitName,
+		"--hashlimit-mode", "srcip", "--hashlimit-name", c.hashlimitName(ipv6),
 	}
 	if ipv6 {
 		// One IPv6 host usually holds a whole /64: count it as one source.

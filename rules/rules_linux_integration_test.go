@@ -358,7 +358,7 @@ func TestIntegrationSetupRulesScript(t *testing.T) {
 		}
 		return string(out)
 	}
-	if out := run("apply", "DRY_RUN=1"); !strings.Contains(out, "iptables -w -A "+c.Chain) {
+	if out := run("apply", "DRY_RUN=1"); !strings.Contains(out, "iptables-restore -w 5 --noflush") || !strings.Contains(out, "-A "+c.Chain+" ") {
 		t.Errorf("DRY_RUN=1 printed no rules:\n%s", out)
 	}
 	if got := save(t, ns); strings.Contains(got, c.Chain) {

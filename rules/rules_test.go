@@ -50,8 +50,8 @@ const (
 	rejectTCP   = "-p tcp -m mark --mark 0x1/0x1 -j REJECT --reject-with tcp-reset"
 	rejectUDP4  = "-p udp -m mark --mark 0x1/0x1 -j REJECT --reject-with icmp-port-unreachable"
 	rejectUDP6  = "-p udp -m mark --mark 0x1/0x1 -j REJECT --reject-with icmp6-port-unreachable"
-	knock4      = "-p udp -m udp --dport 10000:60000 -m length --length 328:65535 -j NFQUEUE --queue-num 100 --queue-bypass"
-	knock6      = "-p udp -m udp --dport 10000:60000 -m length --length 348:65535 -j NFQUEUE --queue-num 100 --queue-bypass"
+	knock4      = "-p udp -m udp --dport 10000:60000 -m length --length 328:65535 -j NFQUEUE --queue-num 100"
+	knock6      = "-p udp -m udp --dport 10000:60000 -m length --length 348:65535 -j NFQUEUE --queue-num 100"
 )
 
 func TestRules(t *testing.T) {
@@ -111,7 +111,7 @@ func TestRules(t *testing.T) {
 				"-p tcp -m tcp --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 7",
 				"-p tcp -j REJECT --reject-with tcp-reset",
 				"-p udp -m udp --dport 7000:7100 -j NFQUEUE --queue-num 7",
-				"-p udp -m udp --dport 4444 -m length --length 28:65535 -j NFQUEUE --queue-num 8 --queue-bypass"),
+				"-p udp -m udp --dport 4444 -m length --length 28:65535 -j NFQUEUE --queue-num 8"),
 		},
 		{
 			name: "gate balanced over four queues",
@@ -145,7 +145,7 @@ func TestRules(t *testing.T) {
 			},
 			ipv6: true,
 			want: split(established, loopback, rejectTCP, rejectUDP6,
-				"-p udp -m udp --dport 10000:60000 -m length --length 348:65535 -m hashlimit --hashlimit-upto 20/second --hashlimit-mode srcip --hashlimit-name sknock_knock --hashlimit-srcmask 64 -j NFQUEUE --queue-num 100 --queue-bypass",
+				"-p udp -m udp --dport 10000:60000 -m length --length 348:65535 -m hashlimit --hashlimit-upto 20/second --hashlimit-mode srcip --hashlimit-name sknock_cb620695 --hashlimit-srcmask 64 -j NFQUEUE --queue-num 100",
 				"-p udp -m udp --dport 10000:60000 -m length --length 348:65535 -j DROP"),
 		},
 	}

@@ -51,20 +51,22 @@ func (c Config) Script(action string) (string, error) {
 	return b.String(), nil
 }
 
-// writeApply writes the commands of Apply for one family: new rules go in
-// behind any leftover ones, which are then deleted from the top; a new jump
-// goes in at INPUT position 1 before any other jump is deleted.
+// writeApply writes the commands of Apply for one family: one
+// iptables-restore transaction replaces the chain's contents whole (and
+// puts the jump first in INPUT when it is not), then surplus jumps are
+// deleted.
 func (c Config) writeApply(b *strings.Builder, ipt string, ipv6 bool) {
-	chain := shellQuote(c.Chain)
-	jump := "-A INPUT " + strings.Join(c.Jump(), " ")
-	fmt.Fprintf(b, "if %s -S %s >/dev/null 2>&1; then\n", ipt, chain)
-	fmt.Fprintf(b, "\told=$(%s -S %s | grep -c '^-A ' || :)\n", ipt, chain)
-	fmt.Fprintf(b, "else\n\told=0\n\t%s -N %s\nfi\n", ipt, chain)
-	for _, rule := range c.Rules(ipv6) {
-		fmt.Fprintf(b, "%s -A %s %s\n", ipt, chain, shellJoin(rule))
+	restore := strings.Replace(ipt, "tables -w", "tables-restore -w 5 --noflush", 1)
+	jump := c.jumpRule()
+	fmt.Fprintf(b, "if [ \"$(%s -S INPUT | grep '^-A ' | head -n 1)\" = %s ]; then\n", ipt, shellQuote(jump))
+	fmt.Fprintf(b, "\tjump=\nelse\n\tjump=%s\nfi\n", shellQuote("-I INPUT 1 "+strings.Join(c.Jump(), " ")))
+	fmt.Fprintf(b, "%s <<-EOF\n", restore)
+	for _, line := range strings.Split(strings.TrimSuffix(c.restoreInput(ipv6, false), "COMMIT\n"), "\n") {
+		if line != "" {
+			b.WriteString(line + "\n")
+		}
 	}
-	fmt.Fprintf(b, "while [ \"$old\" -gt 0 ]; do %s -D %s 1; old=$((old - 1)); done\n", ipt, chain)
-	fmt.Fprintf(b, "%s -I INPUT 1 %s\n", ipt, shellJoin(c.Jump()))
+	b.WriteString("$jump\nCOMMIT\nEOF\n")
 	fmt.Fprintf(b, "for n in $(%s -S INPUT | grep '^-A ' | grep -nxF -- %s | cut -d: -f1 | sort -rn); do\n", ipt, shellQuote(jump))
 	fmt.Fprintf(b, "\t[ \"$n\" -eq 1 ] || %s -D INPUT \"$n\"\ndone\n", ipt)
 }

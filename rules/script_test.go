@@ -16,14 +16,13 @@ func TestScriptApply(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, ipv6 := range []bool{false, true} {
-		cmd := "iptables -w"
+		restore := "iptables-restore -w 5 --noflush <<-EOF"
 		if ipv6 {
-			cmd = "ip6tables -w"
+			restore = "\tip6tables-restore -w 5 --noflush <<-EOF"
 		}
-		want := []string{cmd + " -N SKNOCK", cmd + " -I INPUT 1 -j SKNOCK"}
+		want := []string{restore, "jump='-I INPUT 1 -j SKNOCK'", ":SKNOCK - [0:0]"}
 		for _, r := range c.Rules(ipv6) {
-			line := cmd + " -A SKNOCK " + strings.Join(r, " ")
-			want = append(want, strings.Replace(line, " ! ", " '!' ", 1))
+			want = append(want, "-A SKNOCK "+strings.Join(r, " "))
 		}
 		for _, w := range want {
 			if !strings.Contains(script, w+"\n") {

@@ -5,6 +5,7 @@ package rulestest
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -17,8 +18,9 @@ var builtin = []string{"INPUT", "FORWARD", "OUTPUT"}
 type Table struct {
 	chains map[string][]string // chain name → rule specs, in order
 	// FailOn, when set, is called before every change (op is "NewChain",
-	// "ClearChain", "DeleteChain", "Append", "Insert", "Delete" or
-	// "DeleteById"); a non-nil result fails that call unchanged.
+	// "ClearChain", "DeleteChain", "Append", "Insert", "Delete",
+	// "DeleteById" or "Restore", whose chain is ""); a non-nil result
+	// fails that call unchanged.
 	FailOn func(op, chain string, rulespec []string) error
 }
 
@@ -214,4 +216,72 @@ func (t *Table) ListById(table, chain string, id int) (string, error) {
 		return "", fmt.Errorf("rulestest: index %d out of range in %q", id, chain)
 	}
 	return "-A " + chain + " " + rules[id-1], nil
+}
+
+// Restore applies an iptables-restore --noflush transaction of the filter
+// table: "*filter", chain declarations ":NAME - [0:0]" (created, or
+// flushed when they exist), "-A CHAIN spec", "-I CHAIN [N] spec",
+// "-D CHAIN spec", "COMMIT" and blank lines. Like the real one it changes
+// everything or, on any error (FailOn's op is "Restore"), nothing.
+func (t *Table) Restore(input string) error {
+	work := map[string][]string{}
+	for name, rules := range t.chains {
+		work[name] = slices.Clone(rules)
+	}
+	committed := false
+	for n, line := range strings.Split(input, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || committed {
+			continue
+		}
+		bad := func(why string) error {
+			return fmt.Errorf("rulestest: restore line %d %q: %s", n+1, line, why)
+		}
+		switch {
+		case f[0] == "*filter":
+		case f[0] == "COMMIT":
+			committed = true
+		case strings.HasPrefix(f[0], ":"):
+			work[f[0][1:]] = nil
+		case len(f) < 2:
+			return bad("too short")
+		case f[0] == "-A" || f[0] == "-I" || f[0] == "-D":
+			rules, ok := work[f[1]]
+			if !ok {
+				return bad("no such chain")
+			}
+			spec := f[2:]
+			switch f[0] {
+			case "-A":
+				work[f[1]] = append(rules, strings.Join(spec, " "))
+			case "-I":
+				pos := 1
+				if len(spec) > 0 {
+					if p, err := strconv.Atoi(spec[0]); err == nil {
+						pos, spec = p, spec[1:]
+					}
+				}
+				if pos < 1 || pos > len(rules)+1 {
+					return bad("index out of range")
+				}
+				work[f[1]] = slices.Insert(rules, pos-1, strings.Join(spec, " "))
+			case "-D":
+				i := slices.Index(rules, strings.Join(spec, " "))
+				if i < 0 {
+					return bad("no such rule")
+				}
+				work[f[1]] = slices.Delete(rules, i, i+1)
+			}
+		default:
+			return bad("not understood")
+		}
+	}
+	if !committed {
+		return fmt.Errorf("rulestest: restore without COMMIT")
+	}
+	if err := t.fail("Restore", "", nil); err != nil {
+		return err
+	}
+	t.chains = work
+	return nil
 }
