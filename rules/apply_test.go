@@ -233,4 +233,3 @@ func TestApplyInvalidConfig(t *testing.T) {
 		t.Errorf("invalid config changed the table (-want +got):\n%s", diff)
 	}
 }
-

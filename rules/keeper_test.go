@@ -144,8 +144,10 @@ func TestKeeperRepair(t *testing.T) {
 			want: "rule 3 of SKNOCK changed",
 		},
 		{
-			name:   "accept above the jump",
-			tamper: func(tab *rulestest.Table) { tab.Insert("filter", "INPUT", 1, "-p", "tcp", "--dport", "2000", "-j", "ACCEPT") },
+			name: "accept above the jump",
+			tamper: func(tab *rulestest.Table) {
+				tab.Insert("filter", "INPUT", 1, "-p", "tcp", "--dport", "2000", "-j", "ACCEPT")
+			},
 			want:   `at INPUT position 2, behind "-A INPUT -p tcp --dport 2000 -j ACCEPT"`,
 			others: []string{"-p tcp --dport 2000 -j ACCEPT"},
 		},

@@ -224,6 +224,11 @@ func (d *Daemon) Restart() {
 	d.start()
 }
 
+// PID returns the process id of the current (or last) process. The
+// daemon runs under `ip netns exec`, which execs it, so this is sknockd's
+// own pid, the one a second instance's refusal names.
+func (d *Daemon) PID() int { return d.proc().cmd.Process.Pid }
+
 func (d *Daemon) proc() *process {
 	d.mu.Lock()
 	defer d.mu.Unlock()
