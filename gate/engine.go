@@ -37,7 +37,9 @@ type Config struct {
 // Engine is the running verdict engine: the trust state, the grants and
 // the replay cache, with the counters operators read.
 type Engine struct {
-	cfg    Config
+	cfg    Config // as given; Policy and OpenDuration live in settings
+	// settings are what a reload may change while packets flow.
+	settings atomic.Pointer[settings]
 	clock  func() time.Time
 	log    *slog.Logger
 	trust  atomic.Pointer[Trust]
@@ -56,6 +58,12 @@ type Engine struct {
 	replayFloor atomic.Int64
 	pending     pendingKnocks
 	stats       Stats
+}
+
+// settings are the parts of Config that Reconfigure swaps.
+type settings struct {
+	policy       Policy
+	openDuration time.Duration
 }
 
 // Stats are the engine's counters. Read them with Engine.Snapshot.
@@ -99,12 +107,28 @@ func NewEngine(cfg Config, trust *Trust) *Engine {
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
+	e.Reconfigure(cfg.Policy, cfg.OpenDuration)
 	e.knockLimit.perSecond = int64(cfg.LogPerSecond)
 	e.signedLimit.perSecond = int64(cfg.LogPerSecond)
 	e.gateLimit.perSecond = int64(cfg.LogPerSecond)
 	e.SetTrust(trust)
 	return e
 }
+
+// Reconfigure swaps in a new policy and open duration (zero: 15 s) for
+// the packets and knocks that follow; live grants keep their expiry.
+func (e *Engine) Reconfigure(policy Policy, openDuration time.Duration) {
+	if openDuration <= 0 {
+		openDuration = 15 * time.Second
+	}
+	e.settings.Store(&settings{policy: policy, openDuration: openDuration})
+}
+
+// Policy returns the policy in force.
+func (e *Engine) Policy() Policy { return e.settings.Load().policy }
+
+// OpenDuration returns how long a grant made now lasts.
+func (e *Engine) OpenDuration() time.Duration { return e.settings.Load().openDuration }
 
 // SetTrust swaps in a new trust state (after a CRL or CA reload). Live
 // grants and the replay cache are kept.
@@ -134,24 +158,25 @@ func (e *Engine) Verdict(src netip.Addr, ipProto uint8, port uint16) Verdict {
 		e.stats.gate[Accept].Add(1)
 		return Accept
 	}
-	v := e.cfg.Policy.denyVerdict()
+	policy := e.Policy()
+	v := policy.denyVerdict()
 	e.stats.gate[v].Add(1)
-	if e.cfg.Policy == PolicyNone {
+	if policy == PolicyNone {
 		e.stats.gateAudit.Add(1)
 	}
 	// Asking the logger first keeps a disabled log off the limiter's
 	// atomics too.
 	if e.log.Enabled(context.Background(), slog.LevelInfo) {
 		if ok, suppressed := e.gateLimit.allow(now); ok {
-			e.logGateDenial(src, ipProto, port, v, suppressed)
+			e.logGateDenial(src, ipProto, port, v, policy, suppressed)
 		}
 	}
 	return v
 }
 
-func (e *Engine) logGateDenial(src netip.Addr, ipProto uint8, port uint16, v Verdict, suppressed uint64) {
+func (e *Engine) logGateDenial(src netip.Addr, ipProto uint8, port uint16, v Verdict, policy Policy, suppressed uint64) {
 	msg := "gate denied"
-	if e.cfg.Policy == PolicyNone {
+	if policy == PolicyNone {
 		msg = "would deny"
 	}
 	proto := "udp"
@@ -187,7 +212,7 @@ func (e *Engine) KnockUnhandled(src netip.Addr) {
 // has no live grant for the port, and the policy denies. It costs one
 // atomic load while no knock is pending, and does not allocate.
 func (e *Engine) Hold(src netip.Addr, ipProto uint8, port uint16) bool {
-	if !e.pending.has(src) || e.cfg.Policy == PolicyNone || (ipProto != 6 && ipProto != 17) {
+	if !e.pending.has(src) || e.Policy() == PolicyNone || (ipProto != 6 && ipProto != 17) {
 		return false
 	}
 	return !e.grants.Allowed(src, ipProto, port, e.clock())
@@ -222,7 +247,7 @@ func (e *Engine) knock(src netip.Addr, datagram []byte) Decision {
 			d.Reason, d.Err = ReasonOverload, errReplayFull
 		}
 	}
-	if d.Granted() && !e.grants.Add(d.Grant, now.Add(e.cfg.OpenDuration)) {
+	if d.Granted() && !e.grants.Add(d.Grant, now.Add(e.OpenDuration())) {
 		d.Reason, d.Err = ReasonOverload, errGrantsFull
 	}
 	e.stats.knocks[d.Reason].Add(1)

@@ -527,3 +527,47 @@ func TestEngineLogsNothingBelowItsLevel(t *testing.T) {
 		t.Errorf("logged below the logger's level:\n%s", out.String())
 	}
 }
+
+// TestEngineReconfigure checks that a reload's policy and open duration
+// apply to the packets and knocks that follow, and that a live grant keeps
+// its expiry.
+func TestEngineReconfigure(t *testing.T) {
+	p := newTestPKI(t, map[string]string{"alice": "tcp/2000,tcp/3000"})
+	clock := &fakeClock{now: time.Now().Truncate(time.Second)}
+	e := NewEngine(Config{Clock: clock.Now, OpenDuration: 10 * time.Second, Policy: PolicyDrop}, p.trust(t))
+	alice := netip.MustParseAddr("198.18.0.2")
+	other := netip.MustParseAddr("198.18.0.3")
+	if d := e.Knock(alice, p.seal(t, "alice", knock.TCP, 2000, "198.18.0.2", clock.Now())); !d.Granted() {
+		t.Fatalf("knock denied: %v %v", d.Reason, d.Err)
+	}
+	if v := e.Verdict(other, 6, 2000); v != Drop {
+		t.Fatalf("under drop: %v, want drop", v)
+	}
+
+	e.Reconfigure(PolicyReject, time.Minute)
+	if got := e.Policy(); got != PolicyReject {
+		t.Errorf("Policy() = %v, want reject", got)
+	}
+	if v := e.Verdict(other, 6, 2000); v != Reject {
+		t.Errorf("after Reconfigure(reject): %v, want reject", v)
+	}
+	clock.Advance(time.Second)
+	if d := e.Knock(alice, p.seal(t, "alice", knock.TCP, 3000, "198.18.0.2", clock.Now())); !d.Granted() {
+		t.Fatalf("knock denied: %v %v", d.Reason, d.Err)
+	}
+	clock.Advance(30 * time.Second)
+	if v := e.Verdict(alice, 6, 2000); v != Reject {
+		t.Errorf("grant made under 10 s, 31 s later: %v, want reject (expired)", v)
+	}
+	if v := e.Verdict(alice, 6, 3000); v != Accept {
+		t.Errorf("grant made under 1 min, 30 s later: %v, want accept", v)
+	}
+
+	e.Reconfigure(PolicyNone, 0)
+	if got := e.OpenDuration(); got != 15*time.Second {
+		t.Errorf("OpenDuration() after Reconfigure(0) = %v, want the 15 s default", got)
+	}
+	if v := e.Verdict(other, 6, 2000); v != Accept {
+		t.Errorf("under none: %v, want accept", v)
+	}
+}

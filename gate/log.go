@@ -85,7 +85,7 @@ func (e *Engine) logKnock(src netip.Addr, d *Decision, now time.Time) {
 		}
 	}
 	if d.Granted() {
-		attrs = append(attrs, slog.Float64("open_seconds", e.cfg.OpenDuration.Seconds()))
+		attrs = append(attrs, slog.Float64("open_seconds", e.OpenDuration().Seconds()))
 	}
 	if suppressed > 0 {
 		attrs = append(attrs, slog.Uint64("suppressed_before", suppressed))
