@@ -1,14 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
-	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -22,11 +21,14 @@ import (
 )
 
 // daemon is one running gatekeeper: the engine, its readers (one per gate
-// queue, one for knocks) and the state the maintenance loop keeps.
+// queue, one for knocks), the rule keeper and the state the maintenance
+// loop keeps.
 type daemon struct {
-	cfg    *Config
+	cfg    *Config // replaced whole by a reload; read by the loop only
 	log    *zap.Logger
+	level  zap.AtomicLevel
 	engine *gate.Engine
+	keeper ruleKeeper
 	gateQ  []*queue.GateReader // one per gate queue, all deciding with engine
 	knockQ *queue.KnockReader
 
@@ -34,14 +36,33 @@ type daemon struct {
 	fetch    Fetcher   // gets crl.url
 }
 
+// newLogger returns the daemon's JSON logger at level.
 func newLogger(level string, w io.Writer) *zap.Logger {
-	var lvl zapcore.Level
-	_ = lvl.UnmarshalText([]byte(level))
+	return newLoggerAt(logLevel(level), w)
+}
+
+// newLoggerAt returns the daemon's JSON logger at a level a reload can
+// change.
+func newLoggerAt(level zap.AtomicLevel, w io.Writer) *zap.Logger {
 	enc := zap.NewProductionEncoderConfig()
 	enc.TimeKey = "ts"
 	enc.EncodeTime = zapcore.ISO8601TimeEncoder
-	core := zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.Lock(zapcore.AddSync(w)), lvl)
+	core := zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.Lock(zapcore.AddSync(w)), level)
 	return zap.New(core)
+}
+
+// logLevel parses a checked log.level.
+func logLevel(name string) zap.AtomicLevel {
+	var lvl zapcore.Level
+	_ = lvl.UnmarshalText([]byte(name))
+	return zap.NewAtomicLevelAt(lvl)
+}
+
+// ruleKeeper installs the rule set and keeps it in place; *rules.Keeper is
+// the real one (over fake tables in tests).
+type ruleKeeper interface {
+	Apply(rules.Config) error
+	Repair() []rules.Finding
 }
 
 // osDeps are the daemon's boundaries with the operating system: the
@@ -49,19 +70,26 @@ func newLogger(level string, w io.Writer) *zap.Logger {
 // single-instance lock. Tests replace them with fakes.
 type osDeps struct {
 	open        queue.Opener
-	applyRules  func(rules.Config) error
+	keeper      func() (ruleKeeper, error)
 	removeRules func(rules.Config) error
 	fetch       Fetcher
-	lock        func(queues []uint16) (io.Closer, error)
+	lock        func() (io.Closer, error)
+	// watchEvery is how often the rules are checked; zero means
+	// defaultWatchEvery.
+	watchEvery time.Duration
 }
+
+// defaultWatchEvery checks the rules often enough to restore them within
+// 2 s of a change.
+const defaultWatchEvery = time.Second
 
 // realDeps are the kernel's and the network's.
 var realDeps = osDeps{
 	open:        queue.OpenNFQueue,
-	applyRules:  rules.ApplyAll,
+	keeper:      func() (ruleKeeper, error) { return rules.SystemKeeper() },
 	removeRules: rules.RemoveAll,
 	fetch:       httpFetch,
-	lock:        lockQueues,
+	lock:        lockInstance,
 }
 
 // serve runs the gatekeeper until ctx is done. It returns the exit status.
@@ -69,13 +97,23 @@ func serve(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io.Wri
 	return serveWith(ctx, cfg, hup, stderr, realDeps)
 }
 
-// serveWith is serve with the OS boundaries given.
+// serveWith is serve with the OS boundaries given. The order keeps the
+// protected ports closed throughout: the lock first (a second instance
+// touches nothing), then trust, then both queues are bound, and only then
+// are the rules replaced; on any stop the rules stay.
 func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io.Writer, sys osDeps) int {
 	sink := newAsyncWriter(stderr, 4096)
 	defer sink.Close()
-	log := newLogger(cfg.LogLevel, sink)
+	level := logLevel(cfg.LogLevel)
+	log := newLoggerAt(level, sink)
 	defer log.Sync()
 
+	lock, err := sys.lock()
+	if err != nil {
+		fmt.Fprintf(stderr, "sknockd: %v\n", err)
+		return 1
+	}
+	defer lock.Close()
 	trust, info, warnings, err := loadTrust(ctx, cfg, sys.fetch)
 	if err != nil {
 		fmt.Fprintf(stderr, "sknockd: %s: %v\n", cfg.Path, err)
@@ -84,16 +122,13 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 	for _, w := range warnings {
 		log.Warn("crl fetch failed", zap.Error(w))
 	}
-	gateQueues := cfg.Rules.GateQueueNumbers()
-	readers := len(gateQueues) + 1
-	lock, err := sys.lock(append(slices.Clip(gateQueues), cfg.Rules.KnockQueue))
+	keeper, err := sys.keeper()
 	if err != nil {
 		fmt.Fprintf(stderr, "sknockd: %v\n", err)
 		return 1
 	}
-	defer lock.Close()
 
-	d := &daemon{cfg: cfg, log: log, fetch: sys.fetch}
+	d := &daemon{cfg: cfg, log: log, level: level, keeper: keeper, fetch: sys.fetch}
 	d.crlStamp = stampOf(cfg.CRLFile)
 	d.engine = gate.NewEngine(gate.Config{
 		Policy:       cfg.Policy,
@@ -104,9 +139,55 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 	}, trust)
 	logTrust(log, "trust loaded", info)
 
+	runCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	readerDone, stopReaders, err := d.startReaders(runCtx, cancel, sys.open)
+	if err != nil {
+		fmt.Fprintf(stderr, "sknockd: %v\n", err)
+		return 1
+	}
+	if err := keeper.Apply(cfg.Rules); err != nil {
+		stopReaders()
+		fmt.Fprintf(stderr, "sknockd: apply rules: %v\n", err)
+		return 1
+	}
+	var watching sync.WaitGroup
+	watching.Go(func() { d.watchRules(runCtx, cmp.Or(sys.watchEvery, defaultWatchEvery)) })
+	log.Info("sknockd started",
+		zap.String("version", version),
+		zap.String("chain", cfg.Rules.Chain),
+		zap.Uint16("gate_queue", cfg.Rules.GateQueue),
+		zap.Int("gate_queues", len(d.gateQ)),
+		zap.Uint16("knock_queue", cfg.Rules.KnockQueue),
+		zap.String("protect", protectList(cfg)),
+		zap.Stringer("policy", cfg.Policy),
+		zap.Duration("open_duration", cfg.OpenDuration),
+	)
+
+	status := d.loop(ctx, hup, readerDone)
+	stopReaders()
+	watching.Wait()
+	d.logStats()
+	// A stop never uncovers the ports: the rules stay, and with no reader
+	// the gate queue drops, until the next start binds it again.
+	log.Info("sknockd stopped",
+		zap.Int("status", status),
+		zap.String("rules", "kept"),
+		zap.String("note", "protected ports stay closed until sknockd runs again; to uncover them: sknockd --remove-rules --config "+d.cfg.Path),
+	)
+	return status
+}
+
+// startReaders binds every queue and starts its reader on ctx. It returns
+// once all are bound (or one failed, when all are stopped again), with the
+// channel a reader's failure arrives on and the function that stops them
+// all.
+func (d *daemon) startReaders(ctx context.Context, cancel context.CancelFunc, openSocket queue.Opener) (<-chan error, func(), error) {
+	gateQueues := d.cfg.Rules.GateQueueNumbers()
+	readers := len(gateQueues) + 1
 	bound := make(chan error, readers)
 	open := func(sc queue.SocketConfig) (queue.Socket, error) {
-		s, err := sys.open(sc)
+		s, err := openSocket(sc)
 		bound <- err
 		return s, err
 	}
@@ -115,88 +196,55 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 			Queue:      q,
 			Decide:     d.decideGate,
 			Hold:       d.holdGate,
-			RejectMark: cfg.Rules.Mark,
+			RejectMark: d.cfg.Rules.Mark,
 			Open:       open,
 		})
 		if err != nil {
-			fmt.Fprintf(stderr, "sknockd: %v\n", err)
-			return 1
+			return nil, nil, err
 		}
 		d.gateQ = append(d.gateQ, g)
 	}
+	var err error
 	if d.knockQ, err = queue.NewKnock(queue.KnockConfig{
-		Queue:     cfg.Rules.KnockQueue,
+		Queue:     d.cfg.Rules.KnockQueue,
 		Handle:    d.handleKnock,
 		Queued:    d.engine.KnockQueued,
 		Unhandled: d.engine.KnockUnhandled,
-		Workers:   cfg.KnockWorkers,
-		Depth:     cfg.KnockBacklog,
+		Workers:   d.cfg.KnockWorkers,
+		Depth:     d.cfg.KnockBacklog,
 		Open:      open,
 	}); err != nil {
-		fmt.Fprintf(stderr, "sknockd: %v\n", err)
-		return 1
+		return nil, nil, err
 	}
 
-	runCtx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	// readerDone has room for every reader, so none blocks on it; the
 	// wait group, not the channel, tells when all have returned.
 	readerDone := make(chan error, readers)
 	var running sync.WaitGroup
 	runReader := func(run func(context.Context) error) {
-		running.Go(func() { readerDone <- run(runCtx) })
+		running.Go(func() { readerDone <- run(ctx) })
 	}
 	for _, g := range d.gateQ {
 		runReader(g.Run)
 	}
 	runReader(d.knockQ.Run)
-	stopReaders := func() {
+	stop := func() {
 		cancel()
 		stopped := make(chan struct{})
 		go func() { running.Wait(); close(stopped) }()
 		select {
 		case <-stopped:
 		case <-time.After(3 * time.Second):
-			log.Warn("queue reader slow to stop")
+			d.log.Warn("queue reader slow to stop")
 		}
 	}
 	for range readers {
 		if err := <-bound; err != nil {
-			stopReaders()
-			fmt.Fprintf(stderr, "sknockd: %v\n", err)
-			return 1
+			stop()
+			return nil, nil, err
 		}
 	}
-
-	if err := sys.applyRules(cfg.Rules); err != nil {
-		stopReaders()
-		fmt.Fprintf(stderr, "sknockd: apply rules: %v\n", err)
-		return 1
-	}
-	log.Info("sknockd started",
-		zap.String("version", version),
-		zap.String("chain", cfg.Rules.Chain),
-		zap.Uint16("gate_queue", cfg.Rules.GateQueue),
-		zap.Int("gate_queues", len(gateQueues)),
-		zap.Uint16("knock_queue", cfg.Rules.KnockQueue),
-		zap.String("protect", protectList(cfg)),
-		zap.Stringer("policy", cfg.Policy),
-		zap.Duration("open_duration", cfg.OpenDuration),
-	)
-
-	status := d.loop(ctx, hup, readerDone)
-	if status == 0 {
-		// A clean stop removes everything; a broken reader leaves the
-		// rules in place, so protected ports stay closed (fail closed).
-		if err := sys.removeRules(cfg.Rules); err != nil {
-			log.Error("remove rules", zap.Error(err))
-			status = 1
-		}
-	}
-	stopReaders()
-	d.logStats()
-	log.Info("sknockd stopped", zap.Int("status", status))
-	return status
+	return readerDone, stop, nil
 }
 
 // loop is the maintenance loop: signals, grant sweeps, CRL refresh and
@@ -221,9 +269,11 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal, readerDone <-ch
 				d.logStats()
 				continue
 			}
-			d.reload(ctx, true)
+			if d.reloadConfig(ctx) {
+				crl.Reset(d.cfg.CRLRefresh)
+			}
 		case <-crl.C:
-			d.reload(ctx, false)
+			d.refreshCRL(ctx)
 		case <-sweep.C:
 			d.engine.Sweep()
 		case <-stats.C:
@@ -232,61 +282,59 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal, readerDone <-ch
 	}
 }
 
-// reload rebuilds the trust state: on SIGHUP from a fresh read of the
-// config file, on the refresh tick only when the CRL (fetched or on disk)
-// changed. A failure keeps the current trust state; live grants are kept
-// either way.
-func (d *daemon) reload(ctx context.Context, hup bool) {
-	cfg := d.cfg
-	if hup {
-		fresh, err := LoadConfig(d.cfg.Path)
-		if err != nil {
-			d.log.Error("reload: config refused, keeping the current one", zap.Error(err))
+// watchRules checks the rules every interval until ctx is done, restoring
+// them where another tool changed them, and logs what it found. A repair
+// that keeps failing is logged at most every loudEvery.
+func (d *daemon) watchRules(ctx context.Context, interval time.Duration) {
+	const loudEvery = 5 * time.Second
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	var lastLoud time.Time
+	for {
+		select {
+		case <-ctx.Done():
 			return
+		case <-tick.C:
 		}
-		if differsInRules(d.cfg, &fresh) {
-			d.log.Warn("reload: rule set, queues, policy, durations, crl.refresh or log.level changed; they take effect on restart")
+		for _, f := range d.keeper.Repair() {
+			if f.Err == nil {
+				d.log.Error("rules restored", zap.String("family", f.Family), zap.String("problem", f.Problem))
+				continue
+			}
+			if now := time.Now(); now.Sub(lastLoud) >= loudEvery {
+				lastLoud = now
+				d.log.Error("rules damaged and NOT restored: protected ports may be reachable without a grant; retrying every second",
+					zap.String("family", f.Family), zap.String("problem", f.Problem), zap.Error(f.Err))
+			}
 		}
-		cfg = &fresh
 	}
+}
+
+// refreshCRL rebuilds the trust state on the refresh tick when the CRL
+// (fetched or on disk) changed. A failure keeps the current trust state.
+func (d *daemon) refreshCRL(ctx context.Context) {
 	var fetch Fetcher
-	if cfg.CRLURL != "" {
+	if d.cfg.CRLURL != "" {
 		fetch = d.fetch
 	}
-	if !hup && fetch == nil && stampOf(cfg.CRLFile) == d.crlStamp {
+	if fetch == nil && stampOf(d.cfg.CRLFile) == d.crlStamp {
 		return
 	}
-	trust, info, warnings, err := loadTrust(ctx, cfg, fetch)
+	trust, info, warnings, err := loadTrust(ctx, d.cfg, fetch)
 	for _, w := range warnings {
 		d.log.Warn("crl fetch failed, keeping the last good CRL", zap.Error(w))
 	}
 	if err != nil {
-		d.log.Error("reload failed, keeping the current trust state", zap.Error(err))
+		d.log.Error("CRL refresh failed, keeping the current trust state", zap.Error(err))
 		return
 	}
-	newStamp := stampOf(cfg.CRLFile)
-	if !hup && newStamp == d.crlStamp {
+	newStamp := stampOf(d.cfg.CRLFile)
+	if newStamp == d.crlStamp {
 		return
 	}
 	d.crlStamp = newStamp
-	if hup {
-		d.cfg.ServerPKCS12, d.cfg.ServerPasswordFile, d.cfg.ServerPasswordEnv, d.cfg.ServerCA = cfg.ServerPKCS12, cfg.ServerPasswordFile, cfg.ServerPasswordEnv, cfg.ServerCA
-		d.cfg.CRLFile, d.cfg.CRLURL, d.cfg.KnockTolerance = cfg.CRLFile, cfg.CRLURL, cfg.KnockTolerance
-	}
 	d.engine.SetTrust(trust)
-	msg := "trust reloaded (CRL refresh)"
-	if hup {
-		msg = "trust reloaded (SIGHUP)"
-	}
-	logTrust(d.log, msg, info)
-}
-
-// differsInRules reports whether b changes what only a restart applies.
-func differsInRules(a, b *Config) bool {
-	return fmt.Sprint(a.Rules) != fmt.Sprint(b.Rules) || a.Policy != b.Policy ||
-		a.OpenDuration != b.OpenDuration || a.MaxGrants != b.MaxGrants ||
-		a.KnockWorkers != b.KnockWorkers || a.KnockBacklog != b.KnockBacklog ||
-		a.CRLRefresh != b.CRLRefresh || a.LogLevel != b.LogLevel
+	logTrust(d.log, "trust reloaded (CRL refresh)", info)
 }
 
 func logTrust(log *zap.Logger, msg string, info TrustInfo) {
@@ -400,30 +448,4 @@ func stampOf(path string) fileStamp {
 		return fileStamp{}
 	}
 	return fileStamp{fi.ModTime(), fi.Size()}
-}
-
-// lockQueues makes sure only one sknockd serves these queues in this
-// network namespace: it binds abstract Unix sockets named after them,
-// which the kernel scopes to the namespace and frees when the process
-// dies, even by kill -9.
-func lockQueues(queues []uint16) (io.Closer, error) {
-	var held multiCloser
-	for _, q := range queues {
-		l, err := net.Listen("unix", fmt.Sprintf("@sknockd/nfqueue/%d", q))
-		if err != nil {
-			held.Close()
-			return nil, fmt.Errorf("another sknockd is already serving NFQUEUE %d in this network namespace (stop it first): %v", q, err)
-		}
-		held = append(held, l)
-	}
-	return held, nil
-}
-
-type multiCloser []io.Closer
-
-func (m multiCloser) Close() error {
-	for _, c := range m {
-		c.Close()
-	}
-	return nil
 }

@@ -22,6 +22,7 @@ import (
 	"sknock/queue"
 	"sknock/queue/queuetest"
 	"sknock/rules"
+	"sknock/rules/rulestest"
 )
 
 // syncBuffer is a goroutine-safe log sink.
@@ -46,15 +47,37 @@ func (s *syncBuffer) String() string {
 type fakeOS struct {
 	gateSock, gateSock2 *queuetest.Socket // queues 101 and 102
 	knockSock           *queuetest.Socket // any other queue
+	v4, v6              *rulestest.Table  // the kernel's filter tables
+	keeper              *rules.Keeper     // over v4 and v6
 	mu                  sync.Mutex
 	applied, removed    int
-	locked              []uint16
+	locks               int
 	applyErr, openErr   error
+	lockErr             error
 }
 
 func newFakeOS() *fakeOS {
-	return &fakeOS{gateSock: queuetest.New(), gateSock2: queuetest.New(), knockSock: queuetest.New()}
+	f := &fakeOS{gateSock: queuetest.New(), gateSock2: queuetest.New(), knockSock: queuetest.New()}
+	f.v4, f.v6 = rulestest.New(), rulestest.New()
+	f.keeper = rules.NewKeeper(f.v4, f.v6)
+	return f
 }
+
+// countingKeeper counts Apply calls and fails them with fakeOS.applyErr.
+type countingKeeper struct{ f *fakeOS }
+
+func (k countingKeeper) Apply(c rules.Config) error {
+	k.f.mu.Lock()
+	k.f.applied++
+	err := k.f.applyErr
+	k.f.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return k.f.keeper.Apply(c)
+}
+
+func (k countingKeeper) Repair() []rules.Finding { return k.f.keeper.Repair() }
 
 func (f *fakeOS) deps() osDeps {
 	return osDeps{
@@ -70,26 +93,32 @@ func (f *fakeOS) deps() osDeps {
 			}
 			return f.knockSock.Open(sc)
 		},
-		applyRules: func(rules.Config) error {
-			f.mu.Lock()
-			defer f.mu.Unlock()
-			f.applied++
-			return f.applyErr
-		},
-		removeRules: func(rules.Config) error {
+		keeper: func() (ruleKeeper, error) { return countingKeeper{f}, nil },
+		removeRules: func(c rules.Config) error {
 			f.mu.Lock()
 			defer f.mu.Unlock()
 			f.removed++
-			return nil
+			return errors.Join(rules.Remove(f.v4, c, false), rules.Remove(f.v6, c, true))
 		},
 		fetch: func(context.Context, string) ([]byte, error) { return nil, errors.New("no network in tests") },
-		lock: func(queues []uint16) (io.Closer, error) {
+		lock: func() (io.Closer, error) {
 			f.mu.Lock()
 			defer f.mu.Unlock()
-			f.locked = queues
+			if f.lockErr != nil {
+				return nil, f.lockErr
+			}
+			f.locks++
 			return io.NopCloser(nil), nil
 		},
+		watchEvery: 10 * time.Millisecond,
 	}
+}
+
+// counts returns how often the rules were applied and removed.
+func (f *fakeOS) counts() (applied, removed int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.applied, f.removed
 }
 
 // daemonPKI makes a CA, the server bundle and client alice (tcp/2000), and
@@ -185,7 +214,7 @@ func injectKnock(t *testing.T, f *fakeOS, src string, datagram []byte) {
 // TestDaemonWiring drives the whole daemon through its fake OS
 // boundaries: rules applied once, a SYN rejected, a knock granted, the
 // SYN accepted, a revocation picked up by SIGHUP without losing the grant,
-// and the rules removed on stop.
+// and the rules kept on stop.
 func TestDaemonWiring(t *testing.T) {
 	dir, cfg := daemonPKI(t)
 	f := newFakeOS()
@@ -234,9 +263,13 @@ func TestDaemonWiring(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("daemon did not stop")
 	}
-	if f.applied != 1 || f.removed != 1 {
-		t.Errorf("rules applied %d and removed %d times, want 1 and 1", f.applied, f.removed)
+	if applied, removed := f.counts(); applied != 1 || removed != 0 {
+		t.Errorf("rules applied %d and removed %d times, want 1 and 0 (a stop keeps them)", applied, removed)
 	}
+	if !strings.Contains(f.v4.Rules("INPUT")[0], "SKNOCK") || len(f.v6.Rules("SKNOCK")) == 0 {
+		t.Errorf("rules gone after the stop: INPUT %q", f.v4.Rules("INPUT"))
+	}
+	waitFor(t, logs, `"msg":"sknockd stopped","status":0,"rules":"kept"`, 1)
 }
 
 func TestDaemonFailuresApplyNothingOrKeepRules(t *testing.T) {
@@ -267,7 +300,7 @@ func TestDaemonFailuresApplyNothingOrKeepRules(t *testing.T) {
 }
 
 // TestDaemonTwoGateQueues runs the daemon with gate.queues: 2: both gate
-// queues are bound and locked with the knock queue, both decide with the
+// queues are bound, both decide with the
 // one engine (a grant heard on the knock queue opens the port on either),
 // a batch on either gets one batch verdict, and the counters are summed.
 func TestDaemonTwoGateQueues(t *testing.T) {
@@ -280,12 +313,6 @@ func TestDaemonTwoGateQueues(t *testing.T) {
 	go func() { done <- serveWith(ctx, &cfg, nil, logs, f.deps()) }()
 	waitFor(t, logs, `"msg":"sknockd started"`, 1)
 
-	f.mu.Lock()
-	locked := f.locked
-	f.mu.Unlock()
-	if diff := cmp.Diff([]uint16{101, 102, 100}, locked); diff != "" {
-		t.Errorf("locked queues (-want +got):\n%s", diff)
-	}
 	for i, sock := range []*queuetest.Socket{f.gateSock, f.gateSock2} {
 		if got := sock.Configs(); len(got) != 1 || got[0].Queue != uint16(101+i) {
 			t.Errorf("gate socket %d opened with %+v, want queue %d", i, got, 101+i)
@@ -358,7 +385,7 @@ func TestDaemonBrokenReaderExitsPromptlyKeepingRules(t *testing.T) {
 	if strings.Contains(logs.String(), "slow to stop") {
 		t.Errorf("spurious slow-stop warning:\n%s", logs.String())
 	}
-	if f.applied != 1 || f.removed != 0 {
-		t.Errorf("applied %d removed %d, want the rules left in place (1, 0)", f.applied, f.removed)
+	if applied, removed := f.counts(); applied != 1 || removed != 0 {
+		t.Errorf("applied %d removed %d, want the rules left in place (1, 0)", applied, removed)
 	}
 }

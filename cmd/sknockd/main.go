@@ -2,8 +2,10 @@
 // iptables rules, serves the gate and knock NFQUEUEs, and opens a protected
 // port for a source only after a valid certificate-signed knock.
 //
-//	sknockd --config /etc/sknock/config.yaml          run in the foreground
-//	sknockd --config /etc/sknock/config.yaml --check  validate and exit
+//	sknockd --config /etc/sknock/config.yaml                 run in the foreground
+//	sknockd --config /etc/sknock/config.yaml --check         validate and exit
+//	sknockd --config /etc/sknock/config.yaml --apply-rules   the boot step: rules only
+//	sknockd --config /etc/sknock/config.yaml --remove-rules  uncover the ports
 package main
 
 import (
@@ -23,11 +25,23 @@ var version = "0.1.0-dev"
 const usage = `sknockd — the sknock gatekeeper (run as root)
 
 Usage:
-  sknockd --config FILE            run: apply the rules, serve both queues,
-                                   remove the rules on SIGTERM/SIGINT,
-                                   reload CRL and trust on SIGHUP,
-                                   log the counters now on SIGUSR1
+  sknockd --config FILE            run: bind both queues, apply the rules,
+                                   serve; keep the rules in place and
+                                   restore them within 2 s if another tool
+                                   changes them; apply the whole config
+                                   again on SIGHUP; log the counters on
+                                   SIGUSR1; on SIGTERM/SIGINT stop and
+                                   LEAVE the rules: protected ports stay
+                                   closed until sknockd runs again
   sknockd --config FILE --check    validate the config and every file it names, then exit
+  sknockd --config FILE --apply-rules
+                                   apply the rules only and exit (the boot
+                                   step: protected ports closed, knocks
+                                   unanswered, until sknockd serves them)
+  sknockd --config FILE --remove-rules
+                                   remove the rules and exit: the protected
+                                   ports become reachable without a grant
+                                   (refused while sknockd runs)
   sknockd --config FILE --rules-script apply|remove
                                    print the iptables commands of the rule set
   sknockd --version
@@ -35,9 +49,10 @@ Usage:
 Example:
   sudo sknockd --config /etc/sknock/config.yaml
 
-Exit status: 0 clean stop (rules removed) or valid config; 2 bad flags or
-configuration (nothing applied); 1 a runtime failure: if the rules were
-applied they stay, so protected ports stay closed until sknockd is back.
+Exit status: 0 clean stop (rules kept) or done; 2 bad flags or
+configuration (nothing applied); 1 a runtime failure, or another sknockd
+already runs in this network namespace: rules that were in place stay, so
+protected ports stay closed.
 `
 
 func main() {
@@ -51,6 +66,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	configPath := fs.String("config", "", "configuration file (YAML)")
 	check := fs.Bool("check", false, "validate the configuration and exit")
 	rulesScript := fs.String("rules-script", "", "print the rule set as shell commands for `apply` or `remove`")
+	applyRules := fs.Bool("apply-rules", false, "apply the rules only and exit (the boot step)")
+	removeRules := fs.Bool("remove-rules", false, "remove the rules and exit, uncovering the protected ports")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -74,6 +91,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "sknockd: %v\n", err)
 		return 2
+	}
+	if modes := countTrue(*check, *applyRules, *removeRules, *rulesScript != ""); modes > 1 {
+		fmt.Fprintln(stderr, "sknockd: --check, --apply-rules, --remove-rules and --rules-script exclude each other (see --help)")
+		return 2
+	}
+	if *applyRules || *removeRules {
+		return rulesOnly(&cfg, *removeRules, stdout, stderr, realDeps)
 	}
 	if *rulesScript != "" {
 		script, err := cfg.Rules.Script(*rulesScript)
@@ -107,6 +131,52 @@ func run(args []string, stdout, stderr io.Writer) int {
 	signal.Notify(hup, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(hup)
 	return serve(ctx, &cfg, hup, stderr)
+}
+
+// countTrue counts the true values.
+func countTrue(bs ...bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
+}
+
+// rulesOnly applies (the boot step) or removes the rule set without
+// serving, holding the single-instance lock meanwhile: while a sknockd
+// runs, it owns the rules, and both are refused.
+func rulesOnly(cfg *Config, remove bool, stdout, stderr io.Writer, sys osDeps) int {
+	flag := "--apply-rules"
+	if remove {
+		flag = "--remove-rules"
+	}
+	lock, err := sys.lock()
+	if err != nil {
+		fmt.Fprintf(stderr, "sknockd: %s refused: %v\n", flag, err)
+		return 1
+	}
+	defer lock.Close()
+	if remove {
+		if err := sys.removeRules(cfg.Rules); err != nil {
+			fmt.Fprintf(stderr, "sknockd: remove rules: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "sknockd: removed chain %s and its INPUT jump (IPv4 and IPv6): %s now reachable WITHOUT a grant\n", cfg.Rules.Chain, protectList(cfg))
+		return 0
+	}
+	keeper, err := sys.keeper()
+	if err == nil {
+		err = keeper.Apply(cfg.Rules)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "sknockd: apply rules: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "sknockd: applied chain %s: %s closed, knocks unanswered, until sknockd serves queues %d and %d\n",
+		cfg.Rules.Chain, protectList(cfg), cfg.Rules.GateQueue, cfg.Rules.KnockQueue)
+	return 0
 }
 
 func protectList(c *Config) string {

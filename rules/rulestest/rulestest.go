@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // builtin lists the filter table's built-in chains, which always exist.
@@ -14,13 +15,16 @@ var builtin = []string{"INPUT", "FORWARD", "OUTPUT"}
 
 // Table is an in-memory filter table. Rules are stored as their specs
 // joined with single spaces and compared exactly, without the
-// normalisation real iptables applies. It is not safe for concurrent use.
+// normalisation real iptables applies. It is safe for concurrent use, as
+// the kernel's tables are: a daemon may repair while a test tampers.
 type Table struct {
+	mu     sync.Mutex
 	chains map[string][]string // chain name → rule specs, in order
 	// FailOn, when set, is called before every change (op is "NewChain",
 	// "ClearChain", "DeleteChain", "Append", "Insert", "Delete",
 	// "DeleteById" or "Restore", whose chain is ""); a non-nil result
-	// fails that call unchanged.
+	// fails that call unchanged. It runs with the table locked, so it
+	// must not call the table's methods.
 	FailOn func(op, chain string, rulespec []string) error
 }
 
@@ -33,12 +37,25 @@ func New() *Table {
 	return t
 }
 
+// SetFailOn sets FailOn while other goroutines may use the table.
+func (t *Table) SetFailOn(f func(op, chain string, rulespec []string) error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.FailOn = f
+}
+
 // Rules returns chain's rule specs, each joined with spaces, or nil when
 // the chain does not exist.
-func (t *Table) Rules(chain string) []string { return slices.Clone(t.chains[chain]) }
+func (t *Table) Rules(chain string) []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Clone(t.chains[chain])
+}
 
 // Chains returns the names of the chains, sorted.
 func (t *Table) Chains() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	var names []string
 	for c := range t.chains {
 		names = append(names, c)
@@ -67,12 +84,16 @@ func (t *Table) lookup(table, chain string) ([]string, error) {
 
 // ChainExists reports whether chain exists.
 func (t *Table) ChainExists(table, chain string) (bool, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	_, err := t.lookup(table, chain)
 	return err == nil, nil
 }
 
 // NewChain creates chain; it fails when chain exists.
 func (t *Table) NewChain(table, chain string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	if _, err := t.lookup(table, chain); err == nil {
 		return fmt.Errorf("rulestest: chain %q exists", chain)
 	}
@@ -85,6 +106,8 @@ func (t *Table) NewChain(table, chain string) error {
 
 // ClearChain flushes chain, creating it when missing.
 func (t *Table) ClearChain(table, chain string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	if err := t.fail("ClearChain", chain, nil); err != nil {
 		return err
 	}
@@ -94,6 +117,8 @@ func (t *Table) ClearChain(table, chain string) error {
 
 // DeleteChain deletes an empty, unreferenced, user-defined chain.
 func (t *Table) DeleteChain(table, chain string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	rules, err := t.lookup(table, chain)
 	switch {
 	case err != nil:
@@ -119,6 +144,8 @@ func (t *Table) DeleteChain(table, chain string) error {
 
 // Append adds rulespec at the end of chain.
 func (t *Table) Append(table, chain string, rulespec ...string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	rules, err := t.lookup(table, chain)
 	if err != nil {
 		return err
@@ -132,6 +159,8 @@ func (t *Table) Append(table, chain string, rulespec ...string) error {
 
 // Insert puts rulespec at 1-based position pos of chain.
 func (t *Table) Insert(table, chain string, pos int, rulespec ...string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	rules, err := t.lookup(table, chain)
 	if err != nil {
 		return err
@@ -148,6 +177,8 @@ func (t *Table) Insert(table, chain string, pos int, rulespec ...string) error {
 
 // Exists reports whether chain holds rulespec.
 func (t *Table) Exists(table, chain string, rulespec ...string) (bool, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	rules, err := t.lookup(table, chain)
 	if err != nil {
 		return false, err
@@ -157,6 +188,8 @@ func (t *Table) Exists(table, chain string, rulespec ...string) (bool, error) {
 
 // Delete removes the first rule of chain equal to rulespec.
 func (t *Table) Delete(table, chain string, rulespec ...string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	rules, err := t.lookup(table, chain)
 	if err != nil {
 		return err
@@ -174,6 +207,8 @@ func (t *Table) Delete(table, chain string, rulespec ...string) error {
 
 // DeleteById removes the rule at 1-based position id of chain.
 func (t *Table) DeleteById(table, chain string, id int) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	rules, err := t.lookup(table, chain)
 	if err != nil {
 		return err
@@ -191,6 +226,8 @@ func (t *Table) DeleteById(table, chain string, id int) error {
 // List returns chain as "iptables -S chain" prints it: the policy or
 // declaration line, then one "-A chain spec" line per rule.
 func (t *Table) List(table, chain string) ([]string, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	rules, err := t.lookup(table, chain)
 	if err != nil {
 		return nil, err
@@ -208,6 +245,8 @@ func (t *Table) List(table, chain string) ([]string, error) {
 
 // ListById returns the rule at 1-based position id as "-A chain spec".
 func (t *Table) ListById(table, chain string, id int) (string, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	rules, err := t.lookup(table, chain)
 	if err != nil {
 		return "", err
@@ -224,6 +263,8 @@ func (t *Table) ListById(table, chain string, id int) (string, error) {
 // "-D CHAIN spec", "COMMIT" and blank lines. Like the real one it changes
 // everything or, on any error (FailOn's op is "Restore"), nothing.
 func (t *Table) Restore(input string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	work := map[string][]string{}
 	for name, rules := range t.chains {
 		work[name] = slices.Clone(rules)

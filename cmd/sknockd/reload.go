@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"slices"
+
+	"go.uber.org/zap"
+)
+
+// configValues reads every key of configKeys from a Config, so that a
+// reload can say which keys changed. A test checks that both tables name
+// the same keys: a new key cannot be forgotten here.
+var configValues = map[string]func(*Config) any{
+	"server.pkcs12":             func(c *Config) any { return c.ServerPKCS12 },
+	"server.password_file":      func(c *Config) any { return c.ServerPasswordFile },
+	"server.password_env":       func(c *Config) any { return c.ServerPasswordEnv },
+	"server.ca":                 func(c *Config) any { return c.ServerCA },
+	"crl.file":                  func(c *Config) any { return c.CRLFile },
+	"crl.url":                   func(c *Config) any { return c.CRLURL },
+	"crl.refresh":               func(c *Config) any { return c.CRLRefresh },
+	"knock.ports":               func(c *Config) any { return [2]uint16{c.Rules.KnockFirst, c.Rules.KnockLast} },
+	"knock.min_length":          func(c *Config) any { return c.Rules.MinLength },
+	"knock.timestamp_tolerance": func(c *Config) any { return c.KnockTolerance },
+	"knock.queue":               func(c *Config) any { return c.Rules.KnockQueue },
+	"knock.workers":             func(c *Config) any { return c.KnockWorkers },
+	"knock.backlog":             func(c *Config) any { return c.KnockBacklog },
+	"knock.rate_limit":          func(c *Config) any { return c.Rules.KnockRateLimit },
+	"gate.queue":                func(c *Config) any { return c.Rules.GateQueue },
+	"gate.queues":               func(c *Config) any { return c.Rules.GateQueues },
+	"gate.protect":              func(c *Config) any { return c.Rules.Protect },
+	"gate.always_allow":         func(c *Config) any { return c.Rules.AlwaysAllow },
+	"gate.open_duration":        func(c *Config) any { return c.OpenDuration },
+	"gate.policy":               func(c *Config) any { return c.Policy },
+	"gate.chain":                func(c *Config) any { return c.Rules.Chain },
+	"gate.reject_mark":          func(c *Config) any { return c.Rules.Mark },
+	"gate.max_grants":           func(c *Config) any { return c.MaxGrants },
+	"log.level":                 func(c *Config) any { return c.LogLevel },
+}
+
+// restartOnly are the keys a reload cannot apply: they name or size the
+// kernel objects (queues, chain, mark) and the pools sknockd holds for its
+// whole run. A restart applies them, and keeps the ports closed meanwhile.
+var restartOnly = map[string]bool{
+	"gate.queue": true, "gate.queues": true, "knock.queue": true,
+	"gate.chain": true, "gate.reject_mark": true,
+	"knock.workers": true, "knock.backlog": true, "gate.max_grants": true,
+}
+
+// changedKeys lists, sorted, the keys whose values differ between a and b.
+func changedKeys(a, b *Config) []string {
+	var changed []string
+	for key, value := range configValues {
+		if !reflect.DeepEqual(value(a), value(b)) {
+			changed = append(changed, key)
+		}
+	}
+	slices.Sort(changed)
+	return changed
+}
+
+// reloadConfig applies the configuration file again, whole, on SIGHUP:
+// the trust state (bundle, CAs, CRL) is always rebuilt, a changed rule
+// set is swapped in atomically, and the policy, durations and log level
+// apply to what follows. Live grants and the replay memory are kept. A
+// file that fails anywhere is refused whole and the running configuration
+// stays in force. It reports whether crl.refresh changed.
+func (d *daemon) reloadConfig(ctx context.Context) bool {
+	refuse := func(err error) bool {
+		d.log.Error("reload refused, keeping the current configuration", zap.Error(err))
+		return false
+	}
+	fresh, err := LoadConfig(d.cfg.Path)
+	if err != nil {
+		return refuse(err)
+	}
+	changed := changedKeys(d.cfg, &fresh)
+	for _, key := range changed {
+		if restartOnly[key] {
+			return refuse(fmt.Errorf("%s: %s changed; it takes a restart (which keeps the protected ports closed)", fresh.Path, key))
+		}
+	}
+	var fetch Fetcher
+	if fresh.CRLURL != "" {
+		fetch = d.fetch
+	}
+	trust, info, warnings, err := loadTrust(ctx, &fresh, fetch)
+	for _, w := range warnings {
+		d.log.Warn("crl fetch failed, keeping the last good CRL", zap.Error(w))
+	}
+	if err != nil {
+		return refuse(fmt.Errorf("%s: %w", fresh.Path, err))
+	}
+	if !reflect.DeepEqual(d.cfg.Rules, fresh.Rules) {
+		if err := d.keeper.Apply(fresh.Rules); err != nil {
+			return refuse(fmt.Errorf("apply the new rules (the old ones stay): %w", err))
+		}
+	}
+	d.engine.Reconfigure(fresh.Policy, fresh.OpenDuration)
+	d.engine.SetTrust(trust)
+	d.level.SetLevel(logLevel(fresh.LogLevel).Level())
+	d.crlStamp = stampOf(fresh.CRLFile)
+	refreshChanged := fresh.CRLRefresh != d.cfg.CRLRefresh
+	d.cfg = &fresh
+	logTrust(d.log, "trust reloaded (SIGHUP)", info)
+	d.log.Info("config reloaded", zap.Strings("changed", changed), zap.String("protect", protectList(&fresh)), zap.Stringer("policy", fresh.Policy))
+	return refreshChanged
+}
