@@ -3,8 +3,10 @@
 #   make                      build bin/sknockd and bin/sknock
 #   make test                 scripts/test.sh (as root: also the kernel integration tests)
 #   sudo make demo            scripts/demo.sh, the self-contained demonstration
-#   sudo make install         binaries to $(PREFIX)/bin, config and systemd unit to /etc
-#   sudo make uninstall       remove what install put there (not /etc/sknock)
+#   sudo make install         binaries to $(PREFIX)/bin, config and systemd units to /etc
+#   sudo make uninstall       stop sknockd, remove its rules (sknockd --remove-rules:
+#                             the protected ports become reachable) and what
+#                             install put there (not /etc/sknock)
 #   make clean
 #
 # The module path is `sknock`, not a URL, so `go install ...@latest` cannot
@@ -48,9 +50,12 @@ install: build
 	install -m 0755 $(BUILDDIR)/sknockd $(BUILDDIR)/sknock $(DESTDIR)$(BINDIR)/
 	install -m 0755 scripts/setup-rules.sh $(DESTDIR)$(DATADIR)/setup-rules.sh
 	install -m 0644 config.yaml $(DESTDIR)$(DATADIR)/config.yaml.example
-	sed 's|/usr/local/bin/|$(BINDIR)/|g; s|/etc/sknock/|$(SYSCONFDIR)/sknock/|g' scripts/sknockd.service >$(DESTDIR)$(UNITDIR)/sknockd.service.tmp
-	chmod 0644 $(DESTDIR)$(UNITDIR)/sknockd.service.tmp
-	mv -f $(DESTDIR)$(UNITDIR)/sknockd.service.tmp $(DESTDIR)$(UNITDIR)/sknockd.service
+	install -m 0644 README.md $(DESTDIR)$(DATADIR)/README.md
+	for unit in sknockd.service sknockd-rules.service; do \
+		sed 's|/usr/local/bin/|$(BINDIR)/|g; s|/usr/local/share/sknock/|$(DATADIR)/|g; s|/etc/sknock/|$(SYSCONFDIR)/sknock/|g' scripts/$$unit >$(DESTDIR)$(UNITDIR)/$$unit.tmp && \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$$unit.tmp && \
+		mv -f $(DESTDIR)$(UNITDIR)/$$unit.tmp $(DESTDIR)$(UNITDIR)/$$unit || exit 1; \
+	done
 	install -d -m 0750 $(DESTDIR)$(SYSCONFDIR)/sknock $(DESTDIR)$(STATEDIR)
 	@# Never overwrite an operator's configuration.
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/sknock/config.yaml ]; then \
@@ -61,12 +66,23 @@ install: build
 	fi
 	@echo "next: put server.pfx and server.pass in $(SYSCONFDIR)/sknock/, edit config.yaml, then"
 	@echo "  sknockd --config $(SYSCONFDIR)/sknock/config.yaml --check"
-	@echo "  systemctl daemon-reload && systemctl enable --now sknockd"
+	@echo "  systemctl daemon-reload && systemctl enable sknockd-rules && systemctl enable --now sknockd"
 
+# Uninstalling takes the protection away, explicitly: a stopped sknockd
+# leaves its rules (ports closed), so they are removed with --remove-rules.
+# Into a DESTDIR (packaging) the running system is left alone.
 uninstall:
+	@if [ -z "$(DESTDIR)" ]; then \
+		if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then \
+			systemctl disable --now sknockd.service sknockd-rules.service 2>/dev/null || true; \
+		fi; \
+		if [ -x $(BINDIR)/sknockd ] && [ -r $(SYSCONFDIR)/sknock/config.yaml ]; then \
+			$(BINDIR)/sknockd --config $(SYSCONFDIR)/sknock/config.yaml --remove-rules; \
+		fi; \
+	fi
 	rm -f $(DESTDIR)$(BINDIR)/sknockd $(DESTDIR)$(BINDIR)/sknock
-	rm -f $(DESTDIR)$(UNITDIR)/sknockd.service
-	rm -f $(DESTDIR)$(DATADIR)/setup-rules.sh $(DESTDIR)$(DATADIR)/config.yaml.example
+	rm -f $(DESTDIR)$(UNITDIR)/sknockd.service $(DESTDIR)$(UNITDIR)/sknockd-rules.service
+	rm -f $(DESTDIR)$(DATADIR)/setup-rules.sh $(DESTDIR)$(DATADIR)/config.yaml.example $(DESTDIR)$(DATADIR)/README.md
 	rmdir $(DESTDIR)$(DATADIR) 2>/dev/null || true
 	@echo "left $(DESTDIR)$(SYSCONFDIR)/sknock/ (configuration, keys) and /var/lib/sknock/ in place"
 

@@ -18,7 +18,8 @@
 #
 # Everything it makes lives in the two namespaces and one temporary
 # directory, and is removed on the way out, also after an error, Ctrl-C or
-# SIGTERM: sknockd is stopped with SIGTERM (it removes its rules), then
+# SIGTERM: sknockd is stopped with SIGTERM (which keeps its rules, so the
+# port stays closed), its rules are removed with `sknockd --remove-rules`, then
 # whatever still runs in the namespaces is killed and they are deleted.
 # The host's own network namespace and iptables rules are never touched.
 # Runs non-interactively in about 20 s (plus the first build).
@@ -135,7 +136,8 @@ cleanup() {
 		kill -TERM "$SERVICE_PID" 2>/dev/null
 	fi
 	if alive "$DAEMON_PID"; then
-		# SIGTERM: sknockd removes its iptables rules (inside its namespace)
+		# SIGTERM: sknockd stops and keeps its rules (the port stays
+		# closed); removing them is the explicit --remove-rules.
 		kill -TERM "$DAEMON_PID" 2>/dev/null
 		for _ in $(seq 50); do alive "$DAEMON_PID" || break; sleep 0.1; done
 		if alive "$DAEMON_PID"; then
@@ -144,10 +146,11 @@ cleanup() {
 		fi
 		wait "$DAEMON_PID" 2>/dev/null
 		status=$?
-		if ip netns exec "$SRV" iptables -S SKNOCK >/dev/null 2>&1; then
-			echo " *  sknockd stopped (exit status $status), its chain still there; it goes with the namespace"
+		if [ -n "$WORK" ] && ip netns exec "$SRV" sknockd --config "$WORK/config.yaml" --remove-rules >/dev/null 2>&1 &&
+			! ip netns exec "$SRV" iptables -S SKNOCK >/dev/null 2>&1; then
+			echo " *  sknockd stopped (exit status $status), keeping its rules; then sknockd --remove-rules removed them"
 		else
-			echo " *  sknockd stopped (exit status $status) and removed its iptables rules"
+			echo " *  sknockd stopped (exit status $status), its chain still there; it goes with the namespace"
 		fi
 	fi
 	for ns in "${MADE_NS[@]}"; do

@@ -4,7 +4,8 @@
 #
 # The rules come from the daemon itself (`sknockd --config FILE
 # --rules-script apply|remove`, which prints rules.Config.Script), so they
-# are exactly those sknockd applies at start and removes at exit. The
+# are exactly those sknockd applies at start (and `sknockd --apply-rules`
+# at boot, `sknockd --remove-rules` removes). The
 # script is generated completely before any of it runs: if sknockd refuses
 # the configuration, nothing is changed.
 #
@@ -20,9 +21,12 @@ usage() {
 	cat >&2 <<EOF
 usage: $0 apply|remove CONFIG
 
-  apply   install sknock's chain and INPUT jump for IPv4 and IPv6
-          (idempotent: a chain left by a crash is replaced)
-  remove  delete them again (nothing there is not an error)
+  apply   install sknock's chain and INPUT jump for IPv4 and IPv6, in one
+          iptables-restore transaction per family (idempotent: a chain
+          left by an earlier run is replaced whole); until sknockd runs,
+          protected ports are closed and knocks unanswered
+  remove  delete them again (nothing there is not an error): the
+          protected ports become reachable WITHOUT a grant
 
 Set DRY_RUN=1 to print the iptables commands instead of running them,
 SKNOCKD=PATH to choose the sknockd binary.

@@ -42,7 +42,7 @@ func TestIntegrationDemo(t *testing.T) {
 			"[4/5]", `"msg":"knock","verdict":"grant"`, `"subject":"CN=alice"`,
 			"[5/5]", `"msg":"trust reloaded (SIGHUP)"`, `"crl_revoked":1`,
 			"sknock knock exited 1", `"reason":"revoked"`,
-			"sknockd stopped (exit status 0) and removed its iptables rules",
+			"sknockd stopped (exit status 0), keeping its rules; then sknockd --remove-rules removed them",
 			"nothing left behind",
 		} {
 			if !strings.Contains(r.out, want) {
@@ -93,7 +93,7 @@ func TestIntegrationDemo(t *testing.T) {
 					t.Errorf("output lacks %q", want)
 				}
 			}
-			if tc.stopped && !strings.Contains(r.out, "sknockd stopped (exit status 0) and removed its iptables rules") {
+			if tc.stopped && !strings.Contains(r.out, "sknockd stopped (exit status 0), keeping its rules; then sknockd --remove-rules removed them") {
 				t.Error("sknockd was not stopped cleanly with SIGTERM")
 			}
 			if t.Failed() {

@@ -40,7 +40,9 @@ func TestMakeInstall(t *testing.T) {
 		"opt/sknock/bin/sknock":                       0o755,
 		"opt/sknock/share/sknock/setup-rules.sh":      0o755,
 		"opt/sknock/share/sknock/config.yaml.example": 0o644,
+		"opt/sknock/share/sknock/README.md":           0o644,
 		"etc/systemd/system/sknockd.service":          0o644,
+		"etc/systemd/system/sknockd-rules.service":    0o644,
 		"etc/sknock/config.yaml":                      0o640,
 	} {
 		fi, err := os.Stat(at(p))
@@ -61,6 +63,11 @@ func TestMakeInstall(t *testing.T) {
 		strings.Contains(string(unit), "/usr/local/bin") {
 		t.Errorf("installed unit does not run /opt/sknock/bin/sknockd:\n%s", unit)
 	}
+	boot, _ := os.ReadFile(at("etc/systemd/system/sknockd-rules.service"))
+	if !strings.Contains(string(boot), "ExecStart=/opt/sknock/bin/sknockd --config /etc/sknock/config.yaml --apply-rules\n") ||
+		!strings.Contains(string(boot), "Before=network-pre.target") || strings.Contains(string(boot), "/usr/local/") {
+		t.Errorf("installed boot unit does not apply the rules with /opt/sknock/bin/sknockd before the network:\n%s", boot)
+	}
 
 	// The operator edits the config; installing again must keep it.
 	mine := []byte("# operator's own\n")
@@ -75,7 +82,7 @@ func TestMakeInstall(t *testing.T) {
 	}
 
 	makeRun("uninstall")
-	for _, p := range []string{"opt/sknock/bin/sknockd", "opt/sknock/bin/sknock", "opt/sknock/share/sknock", "etc/systemd/system/sknockd.service"} {
+	for _, p := range []string{"opt/sknock/bin/sknockd", "opt/sknock/bin/sknock", "opt/sknock/share/sknock", "etc/systemd/system/sknockd.service", "etc/systemd/system/sknockd-rules.service"} {
 		if _, err := os.Stat(at(p)); !os.IsNotExist(err) {
 			t.Errorf("after uninstall %s is still there (%v)", p, err)
 		}

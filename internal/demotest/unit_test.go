@@ -15,7 +15,13 @@ import (
 // (a directive may repeat).
 func unitDirectives(t *testing.T) (map[string][]string, string) {
 	t.Helper()
-	path := filepath.Join(moduleRoot(t), "scripts", "sknockd.service")
+	return unitFileDirectives(t, "sknockd.service")
+}
+
+// unitFileDirectives reads scripts/NAME into directive → values.
+func unitFileDirectives(t *testing.T, name string) (map[string][]string, string) {
+	t.Helper()
+	path := filepath.Join(moduleRoot(t), "scripts", name)
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -78,6 +84,31 @@ func TestSystemdUnitContents(t *testing.T) {
 		if len(d[k]) > 0 {
 			t.Errorf("%s=%q would break sknockd or the iptables it runs", k, d[k])
 		}
+	}
+}
+
+// TestSystemdRulesUnitContents checks the boot step's unit: a oneshot
+// that applies the rules only, before the network comes up, and stays
+// "active" so that sknockd.service can order after it.
+func TestSystemdRulesUnitContents(t *testing.T) {
+	d, _ := unitFileDirectives(t, "sknockd-rules.service")
+	want := map[string]string{
+		"ExecStart":           "/usr/local/bin/sknockd --config /etc/sknock/config.yaml --apply-rules",
+		"Type":                "oneshot",
+		"RemainAfterExit":     "yes",
+		"DefaultDependencies": "no",
+		"Before":              "network-pre.target sknockd.service",
+		"Wants":               "network-pre.target",
+		"WantedBy":            "sysinit.target",
+	}
+	for k, v := range want {
+		if !contains(d[k], v) {
+			t.Errorf("%s=%s missing (have %q)", k, v, d[k])
+		}
+	}
+	main, _ := unitDirectives(t)
+	if !contains(main["After"], "sknockd-rules.service") || !contains(main["Wants"], "sknockd-rules.service") {
+		t.Errorf("sknockd.service does not order after sknockd-rules.service: After %q, Wants %q", main["After"], main["Wants"])
 	}
 }
 
