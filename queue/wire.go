@@ -21,7 +21,7 @@ const (
 	nlmFAck     = 0x4
 
 	nfnlSubsysQueue  = 3
-	nfqnlMsgPacket   = nfnlSubsysQueue<<8 | 0
+	nfqnlMsgPacket   = nfnlSubsysQueue << 8 // NFQNL_MSG_PACKET is message 0
 	nfqnlMsgVerdict  = nfnlSubsysQueue<<8 | 1
 	nfqnlMsgConfig   = nfnlSubsysQueue<<8 | 2
 	nfqnlMsgVerdictB = nfnlSubsysQueue<<8 | 3 // NFQNL_MSG_VERDICT_BATCH

@@ -2,9 +2,9 @@ package main
 
 import (
 	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -15,10 +15,11 @@ import (
 var heavyDeps = []string{"go.uber.org/zap", "net/http"}
 
 func TestClientDoesNotLinkHeavyDependencies(t *testing.T) {
-	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := exec.LookPath(goTool); err != nil {
-		if goTool, err = exec.LookPath("go"); err != nil {
-			t.Skip("no go tool in GOROOT/bin or PATH to list sknock's dependencies with")
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		goTool = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
+		if _, err := exec.LookPath(goTool); err != nil {
+			t.Skip("no go tool on PATH or in $GOROOT/bin to list sknock's dependencies with")
 		}
 	}
 	out, err := exec.Command(goTool, "list", "-deps", "sknock/cmd/sknock").Output()
