@@ -24,6 +24,9 @@ type IPTables interface {
 	// it takes effect at once or not at all, and a chain it declares is
 	// flushed (or created) first.
 	Restore(input string) error
+	// Save returns the filter table as "iptables-save -t filter" prints
+	// it: every chain and rule in one read.
+	Save() (string, error)
 }
 
 const (

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 )
 
@@ -17,7 +18,19 @@ type Keeper struct {
 	cfg     Config      // what Apply last installed
 	applied bool
 	want    [2]State // each family as listed right after Apply
+
+	// generation, when set, tells whether anything changed since the
+	// last read (see SetGeneration); gen is its value at that read.
+	generation func() (uint32, error)
+	gen        uint32
+	genKnown   bool
+	unread     int // Repairs skipped on an unchanged generation in a row
 }
+
+// fullReadEvery makes Repair read the tables at least every
+// fullReadEvery-th call even when the generation did not change: a safety
+// net for changes the generation does not count.
+const fullReadEvery = 30
 
 // NewKeeper returns a Keeper over the given tables; v6 nil means IPv4
 // only (a kernel without IPv6).
@@ -31,7 +44,22 @@ func SystemKeeper() (*Keeper, error) {
 	if err != nil {
 		return nil, err
 	}
-	return NewKeeper(v4, v6), nil
+	k := NewKeeper(v4, v6)
+	if usesNFTables() {
+		k.SetGeneration(nftGeneration)
+	}
+	return k, nil
+}
+
+// SetGeneration gives Repair a cheap change detector: gen returns a number
+// that changes with every change to the rules (nf_tables' ruleset
+// generation, one netlink round trip). While it returns what it returned
+// at the last read, Repair skips reading the tables, except every
+// fullReadEvery-th call; when it fails, Repair reads them.
+func (k *Keeper) SetGeneration(gen func() (uint32, error)) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.generation, k.genKnown = gen, false
 }
 
 // Finding is one family's departure from the installed rule set, found by
@@ -79,6 +107,7 @@ func (k *Keeper) Apply(c Config) error {
 		want[i] = s
 	}
 	k.cfg, k.applied, k.want = c, true, want
+	k.genKnown = false
 	return nil
 }
 
@@ -117,6 +146,20 @@ func (k *Keeper) Repair() []Finding {
 	if !k.applied {
 		return nil
 	}
+	gen, haveGen := uint32(0), false
+	if k.generation != nil {
+		if g, err := k.generation(); err == nil {
+			if k.genKnown && g == k.gen && k.unread < fullReadEvery-1 {
+				k.unread++
+				return nil
+			}
+			gen, haveGen = g, true
+		}
+	}
+	k.unread = 0
+	// The generation is read before the tables, so a change that lands
+	// in between is seen on the next call.
+	defer func() { k.gen, k.genKnown = gen, haveGen }()
 	var found []Finding
 	for i, ipt := range k.tables {
 		if ipt == nil {
@@ -151,21 +194,23 @@ type State struct {
 	HasChain bool     // the chain exists
 }
 
-// Inspect lists INPUT and c's chain.
+// Inspect reads INPUT and c's chain with one Save.
 func Inspect(ipt IPTables, c Config) (State, error) {
-	input, err := ipt.List(filterTable, inputChain)
+	text, err := ipt.Save()
 	if err != nil {
-		return State{}, fmt.Errorf("list %s: %w", inputChain, err)
+		return State{}, fmt.Errorf("read the filter table: %w", err)
 	}
-	s := State{Input: ruleLines(input)}
-	if s.HasChain, err = ipt.ChainExists(filterTable, c.Chain); err != nil || !s.HasChain {
-		return s, err
+	var s State
+	for _, l := range strings.Split(text, "\n") {
+		switch l = strings.TrimSpace(l); {
+		case strings.HasPrefix(l, ":"+c.Chain+" "):
+			s.HasChain = true
+		case strings.HasPrefix(l, "-A "+inputChain+" "):
+			s.Input = append(s.Input, l)
+		case strings.HasPrefix(l, "-A "+c.Chain+" "):
+			s.Chain = append(s.Chain, l)
+		}
 	}
-	chain, err := ipt.List(filterTable, c.Chain)
-	if err != nil {
-		return State{}, fmt.Errorf("list %s: %w", c.Chain, err)
-	}
-	s.Chain = ruleLines(chain)
 	return s, nil
 }
 

@@ -203,3 +203,62 @@ func TestKeeperRepairFails(t *testing.T) {
 	}
 	checkApplied(t, v4, c, false)
 }
+
+// TestKeeperRepairSkipsUnchangedGeneration checks that Repair reads the
+// tables only when the generation moved, or every 30th call, and always
+// when the generation cannot be read.
+func TestKeeperRepairSkipsUnchangedGeneration(t *testing.T) {
+	c := designConfig(t)
+	v4 := rulestest.New()
+	k := rules.NewKeeper(v4, nil)
+	var gen uint32 = 7
+	var genErr error
+	k.SetGeneration(func() (uint32, error) { return gen, genErr })
+	if err := k.Apply(c); err != nil {
+		t.Fatal(err)
+	}
+	reads := 0
+	v4.SetFailOn(func(op, chain string, spec []string) error {
+		if op == "Save" {
+			reads++
+		}
+		return nil
+	})
+	k.Repair() // the first call after Apply reads
+	if reads != 1 {
+		t.Fatalf("first Repair read the tables %d times, want 1", reads)
+	}
+
+	// A change the generation does not show is found by the safety net.
+	v4.Delete("filter", "INPUT", "-j", "SKNOCK")
+	calls := 0
+	for found := k.Repair(); len(found) == 0; found = k.Repair() {
+		if calls++; calls > 40 {
+			t.Fatal("an unseen change was never found")
+		}
+	}
+	// Reads: the first Repair, the safety net's, and the one recording
+	// the repaired state.
+	if calls != 29 || reads != 3 {
+		t.Errorf("found after %d skipped calls and %d reads, want 29 and 3", calls, reads)
+	}
+	checkApplied(t, v4, c, false)
+
+	// A moved generation is read at once.
+	k.Repair() // reads once more: the repair's own change
+	v4.ClearChain("filter", "SKNOCK")
+	gen++
+	if found := k.Repair(); len(found) != 1 {
+		t.Errorf("Repair after the generation moved = %+v, want the flushed chain", found)
+	}
+
+	// No generation: read every time.
+	genErr = errors.New("no nf_tables")
+	before := reads
+	for range 3 {
+		k.Repair()
+	}
+	if reads-before != 3 {
+		t.Errorf("without a generation Repair read %d times in 3 calls, want 3", reads-before)
+	}
+}

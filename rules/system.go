@@ -18,7 +18,8 @@ const restoreTimeout = 30 * time.Second
 // single commands, iptables-restore for the atomic replacement.
 type systemTables struct {
 	*iptables.IPTables
-	restore string // "iptables-restore" or "ip6tables-restore"
+	restore string // the path of iptables-restore or ip6tables-restore
+	save    string // the path of iptables-save or ip6tables-save
 }
 
 var _ IPTables = systemTables{}
@@ -37,29 +38,60 @@ func (s systemTables) Restore(input string) error {
 	return nil
 }
 
+// Save runs iptables-save -t filter.
+func (s systemTables) Save() (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), restoreTimeout)
+	defer cancel()
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, s.save, "-t", "filter")
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("%s: %w: %s", s.save, err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	return string(out), nil
+}
+
+// newSystemTables returns the handle of one family, with the paths of its
+// restore and save commands.
+func newSystemTables(proto iptables.Protocol) (systemTables, error) {
+	cmd := family(proto == iptables.ProtocolIPv6)
+	h, err := iptables.New(iptables.IPFamily(proto))
+	if err != nil {
+		return systemTables{}, fmt.Errorf("%s: %w", cmd, err)
+	}
+	restore, err := exec.LookPath(cmd + "-restore")
+	if err != nil {
+		return systemTables{}, fmt.Errorf("%s-restore: %w", cmd, err)
+	}
+	save, err := exec.LookPath(cmd + "-save")
+	if err != nil {
+		return systemTables{}, fmt.Errorf("%s-save: %w", cmd, err)
+	}
+	return systemTables{h, restore, save}, nil
+}
+
 // handles returns the system's iptables handles; v6 is nil when the
 // kernel has no IPv6. A kernel with IPv6 but no working ip6tables is an
 // error: the ports would be hidden over IPv4 only.
 func handles() (v4, v6 IPTables, err error) {
-	h4, err := iptables.New(iptables.IPFamily(iptables.ProtocolIPv4))
+	h4, err := newSystemTables(iptables.ProtocolIPv4)
 	if err != nil {
-		return nil, nil, fmt.Errorf("iptables: %w", err)
+		return nil, nil, err
 	}
-	r4, err := exec.LookPath("iptables-restore")
-	if err != nil {
-		return nil, nil, fmt.Errorf("iptables-restore: %w", err)
-	}
-	v4 = systemTables{h4, r4}
 	if !IPv6Enabled() {
-		return v4, nil, nil
+		return h4, nil, nil
 	}
-	h6, err := iptables.New(iptables.IPFamily(iptables.ProtocolIPv6))
+	h6, err := newSystemTables(iptables.ProtocolIPv6)
 	if err != nil {
-		return nil, nil, fmt.Errorf("ip6tables (the kernel has IPv6, so its rules are needed too): %w", err)
+		return nil, nil, fmt.Errorf("the kernel has IPv6, so its rules are needed too: %w", err)
 	}
-	r6, err := exec.LookPath("ip6tables-restore")
-	if err != nil {
-		return nil, nil, fmt.Errorf("ip6tables-restore (the kernel has IPv6, so its rules are needed too): %w", err)
-	}
-	return v4, systemTables{h6, r6}, nil
+	return h4, h6, nil
+}
+
+// usesNFTables reports whether the iptables command drives nf_tables
+// (iptables-nft) rather than the legacy x_tables.
+func usesNFTables() bool {
+	out, err := exec.Command("iptables", "--version").Output()
+	return err == nil && bytes.Contains(out, []byte("nf_tables"))
 }

@@ -22,7 +22,7 @@ type Table struct {
 	chains map[string][]string // chain name → rule specs, in order
 	// FailOn, when set, is called before every change (op is "NewChain",
 	// "ClearChain", "DeleteChain", "Append", "Insert", "Delete",
-	// "DeleteById" or "Restore", whose chain is ""); a non-nil result
+	// "DeleteById", or "Restore" and "Save", whose chain is ""); a non-nil result
 	// fails that call unchanged. It runs with the table locked, so it
 	// must not call the table's methods.
 	FailOn func(op, chain string, rulespec []string) error
@@ -255,6 +255,40 @@ func (t *Table) ListById(table, chain string, id int) (string, error) {
 		return "", fmt.Errorf("rulestest: index %d out of range in %q", id, chain)
 	}
 	return "-A " + chain + " " + rules[id-1], nil
+}
+
+// Save renders the table as "iptables-save -t filter" would: chain
+// declarations (built-in chains first), then every rule, then COMMIT.
+func (t *Table) Save() (string, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err := t.fail("Save", "", nil); err != nil {
+		return "", err
+	}
+	var names []string
+	for c := range t.chains {
+		if !slices.Contains(builtin, c) {
+			names = append(names, c)
+		}
+	}
+	slices.Sort(names)
+	names = append(slices.Clone(builtin), names...)
+	var b strings.Builder
+	b.WriteString("*filter\n")
+	for _, c := range names {
+		policy := "-"
+		if slices.Contains(builtin, c) {
+			policy = "ACCEPT"
+		}
+		fmt.Fprintf(&b, ":%s %s [0:0]\n", c, policy)
+	}
+	for _, c := range names {
+		for _, r := range t.chains[c] {
+			fmt.Fprintf(&b, "-A %s %s\n", c, r)
+		}
+	}
+	b.WriteString("COMMIT\n")
+	return b.String(), nil
 }
 
 // Restore applies an iptables-restore --noflush transaction of the filter
