@@ -458,9 +458,11 @@ func checkOneJump(t *testing.T, save string) {
 	}
 }
 
-// TestIntegrationLifecycle covers a second instance, kill -9 (ports stay
-// closed), a restart after the crash (no duplicate rules) and SIGTERM
-// (nothing left).
+// TestIntegrationLifecycle covers a second instance and --remove-rules
+// (both refused while sknockd runs), kill -9 (ports stay closed), a
+// restart after the crash (no duplicate rules), SIGTERM (the rules stay,
+// ports stay closed) and --remove-rules after it (nothing left, ports
+// reachable).
 func TestIntegrationLifecycle(t *testing.T) {
 	requireTools(t)
 	e := newEnv(t, "drop", time.Minute)
@@ -478,6 +480,19 @@ func TestIntegrationLifecycle(t *testing.T) {
 		}
 		if exited, code := e.daemon.Exited(); exited {
 			t.Fatalf("the first instance exited (status %d)", code)
+		}
+	})
+
+	t.Run("--remove-rules refused while running", func(t *testing.T) {
+		out, code := e2e.RunSknockd(t, e.net.Server, 20*time.Second, "--config", e.daemon.Config, "--remove-rules")
+		if code != 1 || !strings.Contains(out, "running") {
+			t.Errorf("sknockd --remove-rules with sknockd running: exit %d, output:\n%s\nwant exit 1 and a message saying one is running", code, out)
+		}
+		if diff := cmp.Diff(applied, e2e.IptablesSave(t, e.net.Server)); diff != "" {
+			t.Errorf("the refused --remove-rules changed the rules (-before +after):\n%s", diff)
+		}
+		if exited, code := e.daemon.Exited(); exited {
+			t.Fatalf("sknockd exited (status %d)", code)
 		}
 	})
 
@@ -503,16 +518,40 @@ func TestIntegrationLifecycle(t *testing.T) {
 		e.wantOpen(t, c, knock.TCP, tcpA)
 	})
 
-	t.Run("SIGTERM removes everything", func(t *testing.T) {
+	t.Run("SIGTERM keeps the rules", func(t *testing.T) {
 		if code := e.daemon.Stop(); code != 0 {
 			t.Errorf("exit status after SIGTERM: %d, want 0", code)
+		}
+		var last e2e.Line
+		if lines := e.daemon.Lines(); len(lines) > 0 {
+			last = lines[len(lines)-1]
+		}
+		if last.Msg() != "sknockd stopped" || last.String("rules") != "kept" {
+			t.Errorf("last log line after SIGTERM: %v, want msg \"sknockd stopped\" with rules \"kept\"", last)
+		}
+		if diff := cmp.Diff(applied, e2e.IptablesSave(t, e.net.Server)); diff != "" {
+			t.Errorf("rules changed by SIGTERM (-before +after):\n%s", diff)
+		}
+		e.wantClosed(t, c, knock.TCP, tcpA) // granted before the stop
+		e.wantClosed(t, e.client(true), knock.TCP, tcpB)
+		e.wantOpen(t, c, knock.TCP, sshPort)
+	})
+
+	t.Run("--remove-rules removes everything", func(t *testing.T) {
+		for i := range 2 { // the second run finds nothing to remove
+			out, code := e2e.RunSknockd(t, e.net.Server, 20*time.Second, "--config", e.daemon.Config, "--remove-rules")
+			if code != 0 {
+				t.Errorf("sknockd --remove-rules (run %d): exit %d, want 0:\n%s", i+1, code, out)
+			}
 		}
 		after := e2e.IptablesSave(t, e.net.Server)
 		for _, leftover := range []string{"SKNOCK", "NFQUEUE", "REJECT"} {
 			if strings.Contains(after, leftover) {
-				t.Errorf("%s left in the rules after SIGTERM:\n%s", leftover, after)
+				t.Errorf("%s left in the rules after --remove-rules:\n%s", leftover, after)
 			}
 		}
+		e.wantOpen(t, c, knock.TCP, tcpA)
+		e.wantOpen(t, e.mallory(true), knock.TCP, tcpB)
 	})
 }
 
