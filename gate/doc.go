@@ -1,10 +1,13 @@
 // Package gate is sknock's verdict engine: it decides knocks (Decide, a
 // pure function), keeps the grants they earn (GrantTable), remembers the
-// knocks it has seen (ReplayCache), and answers the gate queue's question
-// "may this source open this port now?" (Engine.Verdict).
+// knocks it has seen (ReplayCache), answers the gate queue's question
+// "may this source open this port now?" (Engine.Verdict), and owns the
+// packets that race their own knock (Holder).
 //
-// Nothing here does I/O: the clock, the logger and the trust state are
-// passed in, so every rule is tested without root and with a fake clock.
+// Nothing here does I/O: it returns decisions and counts, and the daemon
+// logs them; the clock and the trust state are passed in, and the Holder
+// answers through a function it is given, so every rule is tested
+// without root and with a fake clock.
 // State that must outlive a trust reload (grants, seen knocks) lives in the
 // Engine; the trust state (CA, CRL, server key) is immutable and swapped
 // whole with an atomic pointer.

@@ -1,11 +1,12 @@
 package gate
 
 import (
-	"context"
-	"log/slog"
+	"errors"
 	"net/netip"
 	"sync/atomic"
 	"time"
+
+	"sknock/packet"
 )
 
 // Config sets up an Engine. Zero values are noted per field.
@@ -20,35 +21,20 @@ type Config struct {
 	MaxReplay int
 	// Clock returns the time; nil means time.Now.
 	Clock func() time.Time
-	// Log receives one line per knock decision and rate-limited gate
-	// denials; nil means no logging (nothing is formatted then).
-	Log *slog.Logger
-	// LogPerSecond bounds denial log lines per second (knock denials not
-	// signed by a CA-issued certificate, and gate denials, each
-	// separately); zero means 20.
-	LogPerSecond int
-	// KnockDecided, when set, is called with the source of every knock
-	// announced with KnockQueued, once Knock has decided it and its grant,
-	// if any, is in place; sknockd releases the gate packets held for it
-	// (Hold). It runs on the goroutine that called Knock.
-	KnockDecided func(src netip.Addr)
 }
 
 // Engine is the running verdict engine: the trust state, the grants and
-// the replay cache, with the counters operators read.
+// the replay cache, the knocks being decided, with the counters operators
+// read. It returns decisions and counts; it does no I/O (the daemon logs
+// what it returns).
 type Engine struct {
-	cfg    Config // as given; Policy and OpenDuration live in settings
+	cfg   Config // as given; Policy and OpenDuration live in settings
+	clock func() time.Time
 	// settings are what a reload may change while packets flow.
 	settings atomic.Pointer[settings]
-	clock  func() time.Time
-	log    *slog.Logger
-	trust  atomic.Pointer[Trust]
-	grants *GrantTable
-	replay *ReplayCache
-
-	knockLimit  logLimiter // denials of unsigned or unverified knocks
-	signedLimit logLimiter // denials of knocks with a valid signature
-	gateLimit   logLimiter
+	trust    atomic.Pointer[Trust]
+	grants   *GrantTable
+	replay   *ReplayCache
 
 	// replayFloor (Unix seconds) is when the replay cache began to cover
 	// every acceptable knock: the engine's start, or the last reload that
@@ -57,7 +43,11 @@ type Engine struct {
 	// replay, so it is refused; the client simply knocks again.
 	replayFloor atomic.Int64
 	pending     pendingKnocks
-	stats       Stats
+	// decided tells the Holder that a pending knock was decided, so that
+	// it settles the packets it holds; one signal stands for any number
+	// (capacity 1). Nil without a Holder: then nothing is ever deferred.
+	decided chan struct{}
+	stats   Stats
 }
 
 // settings are the parts of Config that Reconfigure swaps.
@@ -66,51 +56,54 @@ type settings struct {
 	openDuration time.Duration
 }
 
-// Stats are the engine's counters. Read them with Engine.Snapshot.
+// Stats are the engine's counters.
 type Stats struct {
 	knocks    [numReasons]atomic.Uint64 // by reason; ReasonNone = granted
-	gate      [3]atomic.Uint64          // by Verdict
+	gate      [3]atomic.Uint64          // by final verdict: drop, accept, reject
 	gateAudit atomic.Uint64             // accepted only because the policy is none
+	deferred  atomic.Uint64             // sent to the Holder
+	holds     holdStats
 }
 
 // Snapshot is a copy of the engine's counters at one moment.
 type Snapshot struct {
 	// Knocks counts knock decisions by reason name ("none" = granted).
 	Knocks map[string]uint64
-	// Gate counts gate verdicts by name.
+	// Gate counts the gate's final verdicts by name (a deferred packet
+	// counts once its Holder settles it).
 	Gate map[string]uint64
 	// WouldDeny counts packets the none policy accepted without a grant.
 	WouldDeny uint64
+	// Deferred counts packets sent to the Holder; HoldTimeouts those it
+	// settled because their knock took too long, HoldOverflows those it
+	// settled at once because its table or the source's share was full.
+	Deferred, HoldTimeouts, HoldOverflows uint64
 	// Grants and Replay are the sizes of the grant table and replay cache.
 	Grants, Replay int
 }
 
+var (
+	errReplay     = errors.New("datagram seen before")
+	errReplayFull = errors.New("replay cache full")
+	errGrantsFull = errors.New("grant table full")
+	// errBeforeFloor: the replay cache cannot vouch for knocks sealed
+	// before it began (start, or a wider tolerance); the client knocks again.
+	errBeforeFloor = errors.New("sealed before sknockd's replay memory began (restart or wider tolerance); knock again")
+)
+
 // NewEngine returns an engine with the given trust state (which may be
 // nil until SetTrust; knocks are denied until then).
 func NewEngine(cfg Config, trust *Trust) *Engine {
-	if cfg.OpenDuration <= 0 {
-		cfg.OpenDuration = 15 * time.Second
-	}
-	if cfg.LogPerSecond <= 0 {
-		cfg.LogPerSecond = 20
-	}
 	e := &Engine{
 		cfg:    cfg,
 		clock:  cfg.Clock,
-		log:    cfg.Log,
 		grants: NewGrantTable(cfg.MaxGrants),
 		replay: NewReplayCache(cfg.MaxReplay),
 	}
 	if e.clock == nil {
 		e.clock = time.Now
 	}
-	if e.log == nil {
-		e.log = slog.New(slog.DiscardHandler)
-	}
 	e.Reconfigure(cfg.Policy, cfg.OpenDuration)
-	e.knockLimit.perSecond = int64(cfg.LogPerSecond)
-	e.signedLimit.perSecond = int64(cfg.LogPerSecond)
-	e.gateLimit.perSecond = int64(cfg.LogPerSecond)
 	e.SetTrust(trust)
 	return e
 }
@@ -144,56 +137,52 @@ func (e *Engine) Trust() *Trust { return e.trust.Load() }
 // Grants returns the grant table, for listing and tests.
 func (e *Engine) Grants() *GrantTable { return e.grants }
 
-// Verdict answers for one packet to a protected port: accept when src
-// holds a live grant for (ipProto, port), otherwise what the policy says.
-// ipProto is the IP protocol number (6 TCP, 17 UDP); anything else is
-// dropped. It does not allocate.
-func (e *Engine) Verdict(src netip.Addr, ipProto uint8, port uint16) Verdict {
-	if ipProto != 6 && ipProto != 17 {
-		e.stats.gate[Drop].Add(1)
-		return Drop
+// Now returns the engine's clock reading.
+func (e *Engine) Now() time.Time { return e.clock() }
+
+// Verdict answers for one packet to a protected port, whose decoded
+// header is h, at now: Accept when its source holds a live grant for the
+// protocol and destination port; Defer when it has none but a knock from
+// that source is being decided and a Holder is there to wait for it
+// (unless the policy is none); otherwise what the policy says. granted
+// reports a live grant, so that the caller can log the rest as denials
+// (under policy none, as "would deny"). Anything but TCP and UDP is
+// dropped. It counts every answer and does not allocate.
+func (e *Engine) Verdict(h *packet.Header, now time.Time) (v packet.Verdict, granted bool) {
+	v, granted = e.verdict(h, now, e.decided != nil)
+	if v == packet.Defer {
+		e.stats.deferred.Add(1)
+	} else {
+		e.count(v, granted)
 	}
-	now := e.clock()
-	if e.grants.Allowed(src, ipProto, port, now) {
-		e.stats.gate[Accept].Add(1)
-		return Accept
-	}
-	policy := e.Policy()
-	v := policy.denyVerdict()
-	e.stats.gate[v].Add(1)
-	if policy == PolicyNone {
-		e.stats.gateAudit.Add(1)
-	}
-	// Asking the logger first keeps a disabled log off the limiter's
-	// atomics too.
-	if e.log.Enabled(context.Background(), slog.LevelInfo) {
-		if ok, suppressed := e.gateLimit.allow(now); ok {
-			e.logGateDenial(src, ipProto, port, v, policy, suppressed)
-		}
-	}
-	return v
+	return v, granted
 }
 
-func (e *Engine) logGateDenial(src netip.Addr, ipProto uint8, port uint16, v Verdict, policy Policy, suppressed uint64) {
-	msg := "gate denied"
-	if policy == PolicyNone {
-		msg = "would deny"
+// verdict is Verdict without counting; mayDefer allows Defer.
+func (e *Engine) verdict(h *packet.Header, now time.Time, mayDefer bool) (packet.Verdict, bool) {
+	if !h.Proto.Valid() {
+		return packet.Drop, false
 	}
-	proto := "udp"
-	if ipProto == 6 {
-		proto = "tcp"
+	if e.grants.Allowed(h.Src, h.Proto, h.DstPort, now) {
+		return packet.Accept, true
 	}
-	e.log.LogAttrs(context.Background(), slog.LevelInfo, msg,
-		slog.String("source", src.String()),
-		slog.String("proto", proto),
-		slog.Uint64("port", uint64(port)),
-		slog.String("verdict", v.String()),
-		slog.Uint64("suppressed_before", suppressed),
-	)
+	policy := e.Policy()
+	if mayDefer && policy != PolicyNone && e.pending.has(h.Src) {
+		return packet.Defer, false
+	}
+	return policy.denyVerdict(), false
+}
+
+// count counts a final gate verdict.
+func (e *Engine) count(v packet.Verdict, granted bool) {
+	e.stats.gate[v].Add(1)
+	if v == packet.Accept && !granted {
+		e.stats.gateAudit.Add(1)
+	}
 }
 
 // KnockQueued notes that a knock from src waits for Knock: until then,
-// Hold says to hold src's packets that have no grant yet, so that a
+// Verdict defers src's packets that have no grant yet, so that a
 // connection racing its own knock is not refused a moment before the
 // grant. The knock reader calls it for every knock it hands to a worker;
 // each call must be followed by Knock or KnockUnhandled for src.
@@ -202,32 +191,32 @@ func (e *Engine) KnockQueued(src netip.Addr) { e.pending.add(src) }
 // KnockUnhandled undoes KnockQueued for a knock that will not be decided
 // (the reader stopped before a worker took it).
 func (e *Engine) KnockUnhandled(src netip.Addr) {
-	if e.pending.done(src) && e.cfg.KnockDecided != nil {
-		e.cfg.KnockDecided(src)
+	if e.pending.done(src) {
+		e.announce()
 	}
 }
 
-// Hold reports whether a packet from src to (ipProto, port) should wait
-// for a knock from src that is queued or being decided: there is one, src
-// has no live grant for the port, and the policy denies. It costs one
-// atomic load while no knock is pending, and does not allocate.
-func (e *Engine) Hold(src netip.Addr, ipProto uint8, port uint16) bool {
-	if !e.pending.has(src) || e.Policy() == PolicyNone || (ipProto != 6 && ipProto != 17) {
-		return false
+// announce tells the Holder that a pending knock was decided. A full
+// channel means a signal is already waiting, which covers this one too.
+func (e *Engine) announce() {
+	if e.decided == nil {
+		return
 	}
-	return !e.grants.Allowed(src, ipProto, port, e.clock())
+	select {
+	case e.decided <- struct{}{}:
+	default:
+	}
 }
 
 // Knock decides one knock datagram from src and, when it is granted, opens
 // its port for the open duration (extending a live grant). Every decision
-// is counted and logged (denials through the log rate limits). Then, if
-// src has a knock announced with KnockQueued, Knock takes it as this one
-// (callers that announce knocks must announce every knock they pass in)
-// and calls Config.KnockDecided.
+// is counted; the caller logs it. Then, if src has a knock announced with
+// KnockQueued, Knock takes it as this one (callers that announce knocks
+// must announce every knock they pass in) and tells the Holder.
 func (e *Engine) Knock(src netip.Addr, datagram []byte) Decision {
 	d := e.knock(src, datagram)
-	if e.pending.done(src) && e.cfg.KnockDecided != nil {
-		e.cfg.KnockDecided(src)
+	if e.pending.done(src) {
+		e.announce()
 	}
 	return d
 }
@@ -251,7 +240,6 @@ func (e *Engine) knock(src netip.Addr, datagram []byte) Decision {
 		d.Reason, d.Err = ReasonOverload, errGrantsFull
 	}
 	e.stats.knocks[d.Reason].Add(1)
-	e.logKnock(src, &d, now)
 	return d
 }
 
@@ -266,10 +254,13 @@ func (e *Engine) Snapshot() Snapshot {
 			s.Knocks[r.String()] = n
 		}
 	}
-	for v := Drop; v <= Reject; v++ {
+	for _, v := range []packet.Verdict{packet.Drop, packet.Accept, packet.Reject} {
 		s.Gate[v.String()] = e.stats.gate[v].Load()
 	}
 	s.WouldDeny = e.stats.gateAudit.Load()
+	s.Deferred = e.stats.deferred.Load()
+	s.HoldTimeouts = e.stats.holds.timeouts.Load()
+	s.HoldOverflows = e.stats.holds.overflows.Load()
 	s.Grants = e.grants.Len()
 	s.Replay = e.replay.Len()
 	return s

@@ -1,13 +1,11 @@
 package gate
 
 import (
-	"bytes"
 	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
-	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -15,9 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
-
 	"sknock/knock"
+	"sknock/packet"
 	"sknock/pki"
 )
 
@@ -76,7 +73,7 @@ func (p *testPKI) trust(t testing.TB) *Trust {
 }
 
 // seal makes a knock from the named client.
-func (p *testPKI) seal(t testing.TB, client string, proto knock.Proto, port uint16, ip string, at time.Time) []byte {
+func (p *testPKI) seal(t testing.TB, client string, proto packet.Proto, port uint16, ip string, at time.Time) []byte {
 	t.Helper()
 	b := p.clients[client]
 	pub, err := p.server.Cert.PublicKey.(*ecdsa.PublicKey).ECDH()
@@ -98,47 +95,47 @@ func TestEngineGrantLifecycle(t *testing.T) {
 	alice := netip.MustParseAddr("198.18.0.2")
 	other := netip.MustParseAddr("198.18.0.3")
 
-	if v := e.Verdict(alice, 6, 2000); v != Reject {
+	if v := verdictOf(e, alice, packet.TCP, 2000); v != packet.Reject {
 		t.Fatalf("before knock: %v, want reject", v)
 	}
-	d := e.Knock(alice, p.seal(t, "alice", knock.TCP, 2000, "198.18.0.2", clock.Now()))
+	d := e.Knock(alice, p.seal(t, "alice", packet.TCP, 2000, "198.18.0.2", clock.Now()))
 	if !d.Granted() {
 		t.Fatalf("knock denied: %v %v", d.Reason, d.Err)
 	}
 	tests := []struct {
 		name    string
 		src     netip.Addr
-		ipProto uint8
+		ipProto packet.Proto
 		port    uint16
-		want    Verdict
+		want    packet.Verdict
 	}{
-		{"granted port", alice, 6, 2000, Accept},
-		{"same port over udp", alice, 17, 2000, Reject},
-		{"other port", alice, 6, 2001, Reject},
-		{"other source", other, 6, 2000, Reject},
-		{"v4-mapped form of the source", netip.MustParseAddr("::ffff:198.18.0.2"), 6, 2000, Accept},
-		{"unknown protocol", alice, 1, 2000, Drop},
+		{"granted port", alice, 6, 2000, packet.Accept},
+		{"same port over udp", alice, 17, 2000, packet.Reject},
+		{"other port", alice, 6, 2001, packet.Reject},
+		{"other source", other, 6, 2000, packet.Reject},
+		{"v4-mapped form of the source", netip.MustParseAddr("::ffff:198.18.0.2"), 6, 2000, packet.Accept},
+		{"unknown protocol", alice, 1, 2000, packet.Drop},
 	}
 	for _, tt := range tests {
-		if got := e.Verdict(tt.src, tt.ipProto, tt.port); got != tt.want {
+		if got := verdictOf(e, tt.src, tt.ipProto, tt.port); got != tt.want {
 			t.Errorf("%s: Verdict = %v, want %v", tt.name, got, tt.want)
 		}
 	}
 
 	clock.Advance(14 * time.Second)
-	if v := e.Verdict(alice, 6, 2000); v != Accept {
+	if v := verdictOf(e, alice, packet.TCP, 2000); v != packet.Accept {
 		t.Fatalf("at 14s: %v, want accept", v)
 	}
 	// A new knock extends the grant.
-	if d := e.Knock(alice, p.seal(t, "alice", knock.TCP, 2000, "198.18.0.2", clock.Now())); !d.Granted() {
+	if d := e.Knock(alice, p.seal(t, "alice", packet.TCP, 2000, "198.18.0.2", clock.Now())); !d.Granted() {
 		t.Fatalf("second knock: %v %v", d.Reason, d.Err)
 	}
 	clock.Advance(14 * time.Second)
-	if v := e.Verdict(alice, 6, 2000); v != Accept {
+	if v := verdictOf(e, alice, packet.TCP, 2000); v != packet.Accept {
 		t.Fatalf("extended grant at 28s: %v, want accept", v)
 	}
 	clock.Advance(2 * time.Second)
-	if v := e.Verdict(alice, 6, 2000); v != Reject {
+	if v := verdictOf(e, alice, packet.TCP, 2000); v != packet.Reject {
 		t.Fatalf("after expiry: %v, want reject", v)
 	}
 	if n := e.Sweep(); n != 1 {
@@ -154,7 +151,7 @@ func TestEngineReplayOfGrantedDatagram(t *testing.T) {
 	clock := &fakeClock{now: time.Now()}
 	e := NewEngine(Config{Clock: clock.Now}, p.trust(t))
 	src := netip.MustParseAddr("198.18.0.2")
-	data := p.seal(t, "alice", knock.TCP, 2000, "198.18.0.2", clock.Now())
+	data := p.seal(t, "alice", packet.TCP, 2000, "198.18.0.2", clock.Now())
 	if d := e.Knock(src, data); !d.Granted() {
 		t.Fatalf("first: %v", d.Reason)
 	}
@@ -163,7 +160,7 @@ func TestEngineReplayOfGrantedDatagram(t *testing.T) {
 		t.Fatalf("replay: %v, want replay", d.Reason)
 	}
 	// Concurrent copies of one fresh datagram yield one grant.
-	fresh := p.seal(t, "alice", knock.TCP, 2000, "198.18.0.2", clock.Now())
+	fresh := p.seal(t, "alice", packet.TCP, 2000, "198.18.0.2", clock.Now())
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	granted := 0
@@ -193,7 +190,7 @@ func TestEngineRevocationOnReloadKeepsGrants(t *testing.T) {
 	clock := &fakeClock{now: time.Now()}
 	e := NewEngine(Config{Clock: clock.Now}, p.trust(t))
 	bob := netip.MustParseAddr("198.18.0.3")
-	if d := e.Knock(bob, p.seal(t, "bob", knock.TCP, 2000, "198.18.0.3", clock.Now())); !d.Granted() {
+	if d := e.Knock(bob, p.seal(t, "bob", packet.TCP, 2000, "198.18.0.3", clock.Now())); !d.Granted() {
 		t.Fatalf("bob: %v", d.Reason)
 	}
 	if err := pki.Revoke(p.dir, "alice"); err != nil {
@@ -204,10 +201,10 @@ func TestEngineRevocationOnReloadKeepsGrants(t *testing.T) {
 	}
 	e.SetTrust(p.trust(t))
 	alice := netip.MustParseAddr("198.18.0.2")
-	if d := e.Knock(alice, p.seal(t, "alice", knock.TCP, 2000, "198.18.0.2", clock.Now())); d.Reason != ReasonRevoked {
+	if d := e.Knock(alice, p.seal(t, "alice", packet.TCP, 2000, "198.18.0.2", clock.Now())); d.Reason != ReasonRevoked {
 		t.Fatalf("revoked alice: %v, want revoked", d.Reason)
 	}
-	if v := e.Verdict(bob, 6, 2000); v != Accept {
+	if v := verdictOf(e, bob, packet.TCP, 2000); v != packet.Accept {
 		t.Errorf("bob's grant lost on reload: %v", v)
 	}
 }
@@ -216,16 +213,16 @@ func TestEnginePolicies(t *testing.T) {
 	src := netip.MustParseAddr("198.18.0.2")
 	tests := []struct {
 		give Policy
-		want Verdict
+		want packet.Verdict
 	}{
-		{PolicyDrop, Drop},
-		{PolicyReject, Reject},
-		{PolicyNone, Accept},
+		{PolicyDrop, packet.Drop},
+		{PolicyReject, packet.Reject},
+		{PolicyNone, packet.Accept},
 	}
 	for _, tt := range tests {
 		t.Run(tt.give.String(), func(t *testing.T) {
 			e := NewEngine(Config{Policy: tt.give}, nil)
-			if got := e.Verdict(src, 6, 2000); got != tt.want {
+			if got := verdictOf(e, src, packet.TCP, 2000); got != tt.want {
 				t.Errorf("Verdict = %v, want %v", got, tt.want)
 			}
 			wantAudit := uint64(0)
@@ -251,7 +248,7 @@ func TestGrantTableBound(t *testing.T) {
 	until := time.Now().Add(time.Minute)
 	added := 0
 	for i := range 64 {
-		if g.Add(Grant{Source: netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}), Proto: knock.TCP, Port: 1}, until) {
+		if g.Add(Grant{Source: netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}), Proto: packet.TCP, Port: 1}, until) {
 			added++
 		}
 	}
@@ -279,29 +276,24 @@ func TestReplayCacheBoundFailsClosed(t *testing.T) {
 }
 
 func TestVerdictDoesNotAllocate(t *testing.T) {
-	tests := []struct {
-		name string
-		give *slog.Logger
-	}{
-		{name: "no logger"},
-		// The one denial a second the limiter lets through allocates;
-		// AllocsPerRun's average over 1000 runs rounds it away.
-		{name: "logging", give: slog.New(&logRecorder{})},
+	e := NewEngine(Config{Policy: PolicyDrop}, nil)
+	if _, err := e.NewHolder(HolderConfig{Settle: func(*HeldPacket, packet.Verdict) {}}); err != nil {
+		t.Fatal(err)
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			e := NewEngine(Config{Policy: PolicyDrop, LogPerSecond: 1, Log: tt.give}, nil)
-			src := netip.MustParseAddr("198.18.0.2")
-			e.Grants().Add(Grant{Source: src, Proto: knock.TCP, Port: 2000}, time.Now().Add(time.Hour))
-			other := netip.MustParseAddr("fd00:5e::7")
-			allocs := testing.AllocsPerRun(1000, func() {
-				e.Verdict(src, 6, 2000)
-				e.Verdict(other, 6, 2000)
-			})
-			if allocs != 0 {
-				t.Errorf("Verdict allocates %.1f times per call pair, want 0", allocs)
-			}
-		})
+	src := netip.MustParseAddr("198.18.0.2")
+	e.Grants().Add(Grant{Source: src, Proto: packet.TCP, Port: 2000}, time.Now().Add(time.Hour))
+	granted := header(src, packet.TCP, 2000)
+	other := header(netip.MustParseAddr("fd00:5e::7"), packet.TCP, 2000)
+	pending := header(netip.MustParseAddr("198.18.0.9"), packet.UDP, 8000)
+	e.KnockQueued(pending.Src)
+	now := time.Now()
+	allocs := testing.AllocsPerRun(1000, func() {
+		e.Verdict(&granted, now)
+		e.Verdict(&other, now)
+		e.Verdict(&pending, now)
+	})
+	if allocs != 0 {
+		t.Errorf("Verdict allocates %.1f times per three calls, want 0", allocs)
 	}
 }
 
@@ -309,7 +301,7 @@ func BenchmarkDecideKnownClient(b *testing.B) {
 	p := newTestPKI(b, map[string]string{"alice": "tcp/2000"})
 	trust := p.trust(b)
 	now := time.Now()
-	data := p.seal(b, "alice", knock.TCP, 2000, "198.18.0.2", now)
+	data := p.seal(b, "alice", packet.TCP, 2000, "198.18.0.2", now)
 	in := Input{Datagram: data, Source: netip.MustParseAddr("198.18.0.2"), Now: now}
 	if d := Decide(in, trust, nil); !d.Granted() { // warms the certificate cache
 		b.Fatal(d.Reason, d.Err)
@@ -347,10 +339,12 @@ func BenchmarkCryptoFloor(b *testing.B) {
 func BenchmarkVerdict(b *testing.B) {
 	e := NewEngine(Config{}, nil)
 	src := netip.MustParseAddr("198.18.0.2")
-	e.Grants().Add(Grant{Source: src, Proto: knock.TCP, Port: 2000}, time.Now().Add(time.Hour))
+	e.Grants().Add(Grant{Source: src, Proto: packet.TCP, Port: 2000}, time.Now().Add(time.Hour))
 	b.ReportAllocs()
+	h := header(src, packet.TCP, 2000)
+	now := time.Now()
 	for b.Loop() {
-		e.Verdict(src, 6, 2000)
+		e.Verdict(&h, now)
 	}
 }
 
@@ -359,48 +353,19 @@ func fileExists(path string) bool {
 	return err == nil
 }
 
-func TestEngineLogsOfReplayedSignedKnocksAreLimited(t *testing.T) {
-	p := newTestPKI(t, map[string]string{"alice": "tcp/2000"})
-	clock := &fakeClock{now: time.Now()}
-	logs := &logRecorder{}
-	e := NewEngine(Config{Clock: clock.Now, Log: slog.New(logs), LogPerSecond: 5}, p.trust(t))
-	// A captured knock for a port alice may not open, replayed by anyone
-	// within its window: every copy is denied after a signature check.
-	data := p.seal(t, "alice", knock.TCP, 2001, "198.18.0.2", clock.Now())
-	for range 100 {
-		if d := e.Knock(netip.MustParseAddr("198.18.0.2"), data); d.Reason != ReasonNotAuthorized {
-			t.Fatalf("reason %v, want not_authorized", d.Reason)
-		}
-	}
-	if n := len(logs.lines()); n != 5 {
-		t.Errorf("%d log lines for 100 denials in one second, want 5", n)
-	}
-	// A grant is always logged, even with the denial budget spent.
-	e.Knock(netip.MustParseAddr("198.18.0.2"), p.seal(t, "alice", knock.TCP, 2000, "198.18.0.2", clock.Now()))
-	grants := 0
-	for _, line := range logs.lines() {
-		if line["verdict"].String() == "grant" {
-			grants++
-		}
-	}
-	if grants != 1 {
-		t.Errorf("%d grant lines, want 1", grants)
-	}
-}
-
 func TestEngineRefusesKnocksSealedBeforeItsReplayMemory(t *testing.T) {
 	p := newTestPKI(t, map[string]string{"alice": "tcp/2000"})
 	clock := &fakeClock{now: time.Now().Truncate(time.Second)}
 	src := netip.MustParseAddr("198.18.0.2")
 	// Sealed and granted by a previous sknockd 3 s ago, then captured: a
 	// fresh engine has no memory of it, so it must not grant it again.
-	old := p.seal(t, "alice", knock.TCP, 2000, "198.18.0.2", clock.Now().Add(-3*time.Second))
+	old := p.seal(t, "alice", packet.TCP, 2000, "198.18.0.2", clock.Now().Add(-3*time.Second))
 	trust := p.trust(t)
 	e := NewEngine(Config{Clock: clock.Now}, trust)
 	if d := e.Knock(src, old); d.Reason != ReasonReplay {
 		t.Fatalf("knock sealed before start: %v, want replay", d.Reason)
 	}
-	fresh := p.seal(t, "alice", knock.TCP, 2000, "198.18.0.2", clock.Now())
+	fresh := p.seal(t, "alice", packet.TCP, 2000, "198.18.0.2", clock.Now())
 	if d := e.Knock(src, fresh); !d.Granted() {
 		t.Fatalf("fresh knock: %v", d.Reason)
 	}
@@ -409,7 +374,7 @@ func TestEngineRefusesKnocksSealedBeforeItsReplayMemory(t *testing.T) {
 	// granted under the narrow window may be forgotten before the wide one
 	// ends.
 	clock.Advance(20 * time.Second)
-	recent := p.seal(t, "alice", knock.TCP, 2000, "198.18.0.2", clock.Now().Add(-time.Second))
+	recent := p.seal(t, "alice", packet.TCP, 2000, "198.18.0.2", clock.Now().Add(-time.Second))
 	wide := *trust
 	wide.Tolerance = 60 * time.Second
 	e.SetTrust(&wide)
@@ -418,113 +383,8 @@ func TestEngineRefusesKnocksSealedBeforeItsReplayMemory(t *testing.T) {
 	}
 	// Narrowing it again keeps the floor where it is.
 	e.SetTrust(trust)
-	if d := e.Knock(src, p.seal(t, "alice", knock.TCP, 2000, "198.18.0.2", clock.Now())); !d.Granted() {
+	if d := e.Knock(src, p.seal(t, "alice", packet.TCP, 2000, "198.18.0.2", clock.Now())); !d.Granted() {
 		t.Fatalf("fresh knock after reloads: %v", d.Reason)
-	}
-}
-
-// logKinds is the type of every attribute the engine logs. sknockd turns
-// each into a zap field of the same type, and its readers (tests,
-// scripts/bench.sh, jq filters) expect numbers to stay numbers.
-var logKinds = map[string]slog.Kind{
-	"verdict":           slog.KindString,
-	"source":            slog.KindString,
-	"decide_us":         slog.KindInt64,
-	"reason":            slog.KindString,
-	"detail":            slog.KindString,
-	"proto":             slog.KindString,
-	"port":              slog.KindUint64,
-	"client_ip":         slog.KindString,
-	"skew_seconds":      slog.KindFloat64,
-	"subject":           slog.KindString,
-	"serial":            slog.KindString,
-	"open_seconds":      slog.KindFloat64,
-	"suppressed_before": slog.KindUint64,
-}
-
-func TestEngineLogLines(t *testing.T) {
-	p := newTestPKI(t, map[string]string{"alice": "tcp/2000"})
-	clock := &fakeClock{now: time.Now()}
-	alice := netip.MustParseAddr("198.18.0.2")
-	tests := []struct {
-		name      string
-		give      func(e *Engine)
-		wantMsg   string
-		wantLevel slog.Level
-		wantKeys  []string
-	}{
-		{
-			name: "grant",
-			give: func(e *Engine) {
-				e.Knock(alice, p.seal(t, "alice", knock.TCP, 2000, "198.18.0.2", clock.Now()))
-			},
-			wantMsg:   "knock",
-			wantLevel: slog.LevelInfo,
-			wantKeys:  []string{"verdict", "source", "decide_us", "proto", "port", "client_ip", "skew_seconds", "subject", "serial", "open_seconds"},
-		},
-		{
-			name: "signed denial",
-			give: func(e *Engine) {
-				e.Knock(alice, p.seal(t, "alice", knock.TCP, 2001, "198.18.0.2", clock.Now()))
-			},
-			wantMsg:   "knock",
-			wantLevel: slog.LevelWarn,
-			wantKeys:  []string{"verdict", "source", "decide_us", "reason", "detail", "proto", "port", "client_ip", "skew_seconds", "subject", "serial"},
-		},
-		{
-			name:      "garbage",
-			give:      func(e *Engine) { e.Knock(alice, make([]byte, 600)) },
-			wantMsg:   "knock",
-			wantLevel: slog.LevelWarn,
-			wantKeys:  []string{"verdict", "source", "decide_us", "reason", "detail"},
-		},
-		{
-			name:      "gate denial",
-			give:      func(e *Engine) { e.Verdict(alice, 6, 2000) },
-			wantMsg:   "gate denied",
-			wantLevel: slog.LevelInfo,
-			wantKeys:  []string{"source", "proto", "port", "verdict", "suppressed_before"},
-		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			logs := &logRecorder{}
-			e := NewEngine(Config{Clock: clock.Now, Log: slog.New(logs)}, p.trust(t))
-			tt.give(e)
-			if len(logs.records) != 1 {
-				t.Fatalf("%d log records, want 1", len(logs.records))
-			}
-			r := logs.records[0]
-			if r.Message != tt.wantMsg || r.Level != tt.wantLevel {
-				t.Errorf("record %q at %v, want %q at %v", r.Message, r.Level, tt.wantMsg, tt.wantLevel)
-			}
-			var keys []string
-			r.Attrs(func(a slog.Attr) bool {
-				keys = append(keys, a.Key)
-				if want, ok := logKinds[a.Key]; !ok || a.Value.Kind() != want {
-					t.Errorf("%s is a %v, want %v", a.Key, a.Value.Kind(), want)
-				}
-				return true
-			})
-			if diff := cmp.Diff(tt.wantKeys, keys); diff != "" {
-				t.Errorf("keys (-want +got):\n%s", diff)
-			}
-		})
-	}
-}
-
-func TestEngineLogsNothingBelowItsLevel(t *testing.T) {
-	p := newTestPKI(t, map[string]string{"alice": "tcp/2000"})
-	clock := &fakeClock{now: time.Now()}
-	var out bytes.Buffer
-	log := slog.New(slog.NewJSONHandler(&out, &slog.HandlerOptions{Level: slog.LevelError}))
-	e := NewEngine(Config{Clock: clock.Now, Log: log}, p.trust(t))
-	alice := netip.MustParseAddr("198.18.0.2")
-	e.Knock(alice, p.seal(t, "alice", knock.TCP, 2000, "198.18.0.2", clock.Now()))
-	e.Knock(alice, make([]byte, 600))
-	e.Verdict(netip.MustParseAddr("198.18.0.3"), 6, 2000)
-	if out.Len() != 0 {
-		t.Errorf("logged below the logger's level:\n%s", out.String())
 	}
 }
 
@@ -537,10 +397,10 @@ func TestEngineReconfigure(t *testing.T) {
 	e := NewEngine(Config{Clock: clock.Now, OpenDuration: 10 * time.Second, Policy: PolicyDrop}, p.trust(t))
 	alice := netip.MustParseAddr("198.18.0.2")
 	other := netip.MustParseAddr("198.18.0.3")
-	if d := e.Knock(alice, p.seal(t, "alice", knock.TCP, 2000, "198.18.0.2", clock.Now())); !d.Granted() {
+	if d := e.Knock(alice, p.seal(t, "alice", packet.TCP, 2000, "198.18.0.2", clock.Now())); !d.Granted() {
 		t.Fatalf("knock denied: %v %v", d.Reason, d.Err)
 	}
-	if v := e.Verdict(other, 6, 2000); v != Drop {
+	if v := verdictOf(e, other, packet.TCP, 2000); v != packet.Drop {
 		t.Fatalf("under drop: %v, want drop", v)
 	}
 
@@ -548,18 +408,18 @@ func TestEngineReconfigure(t *testing.T) {
 	if got := e.Policy(); got != PolicyReject {
 		t.Errorf("Policy() = %v, want reject", got)
 	}
-	if v := e.Verdict(other, 6, 2000); v != Reject {
+	if v := verdictOf(e, other, packet.TCP, 2000); v != packet.Reject {
 		t.Errorf("after Reconfigure(reject): %v, want reject", v)
 	}
 	clock.Advance(time.Second)
-	if d := e.Knock(alice, p.seal(t, "alice", knock.TCP, 3000, "198.18.0.2", clock.Now())); !d.Granted() {
+	if d := e.Knock(alice, p.seal(t, "alice", packet.TCP, 3000, "198.18.0.2", clock.Now())); !d.Granted() {
 		t.Fatalf("knock denied: %v %v", d.Reason, d.Err)
 	}
 	clock.Advance(30 * time.Second)
-	if v := e.Verdict(alice, 6, 2000); v != Reject {
+	if v := verdictOf(e, alice, packet.TCP, 2000); v != packet.Reject {
 		t.Errorf("grant made under 10 s, 31 s later: %v, want reject (expired)", v)
 	}
-	if v := e.Verdict(alice, 6, 3000); v != Accept {
+	if v := verdictOf(e, alice, packet.TCP, 3000); v != packet.Accept {
 		t.Errorf("grant made under 1 min, 30 s later: %v, want accept", v)
 	}
 
@@ -567,7 +427,24 @@ func TestEngineReconfigure(t *testing.T) {
 	if got := e.OpenDuration(); got != 15*time.Second {
 		t.Errorf("OpenDuration() after Reconfigure(0) = %v, want the 15 s default", got)
 	}
-	if v := e.Verdict(other, 6, 2000); v != Accept {
+	if v := verdictOf(e, other, packet.TCP, 2000); v != packet.Accept {
 		t.Errorf("under none: %v, want accept", v)
 	}
+}
+
+// header returns the decoded header of a packet from src to proto/port.
+func header(src netip.Addr, proto packet.Proto, port uint16) packet.Header {
+	dst := netip.MustParseAddr("198.18.0.1")
+	if src.Is6() {
+		dst = netip.MustParseAddr("fd00:5e::1")
+	}
+	return packet.Header{Family: 4, Proto: proto, Src: src, Dst: dst, SrcPort: 40000, DstPort: port}
+}
+
+// verdictOf asks e for the verdict of a packet from src to proto/port at
+// e's time.
+func verdictOf(e *Engine, src netip.Addr, proto packet.Proto, port uint16) packet.Verdict {
+	h := header(src, proto, port)
+	v, _ := e.Verdict(&h, e.Now())
+	return v
 }

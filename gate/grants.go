@@ -2,10 +2,9 @@ package gate
 
 import (
 	"net/netip"
+	"sknock/packet"
 	"sync"
 	"time"
-
-	"sknock/knock"
 )
 
 // Grant is what a knock opens: one protocol and port, for one source.
@@ -13,7 +12,7 @@ type Grant struct {
 	// Source is the address the grant is for (IPv4 sources unmapped).
 	Source netip.Addr
 	// Proto and Port are what it opens.
-	Proto knock.Proto
+	Proto packet.Proto
 	Port  uint16
 }
 
@@ -21,13 +20,13 @@ type Grant struct {
 // cost the garbage collector nothing to scan. IPv4 sources are stored
 // v4-mapped; the gate asks with the same form.
 type grantKey struct {
-	addr    [16]byte
-	ipProto uint8
-	port    uint16
+	addr  [16]byte
+	proto packet.Proto
+	port  uint16
 }
 
-func keyFor(src netip.Addr, ipProto uint8, port uint16) grantKey {
-	return grantKey{addr: src.As16(), ipProto: ipProto, port: port}
+func keyFor(src netip.Addr, proto packet.Proto, port uint16) grantKey {
+	return grantKey{addr: src.As16(), proto: proto, port: port}
 }
 
 const grantShards = 16
@@ -70,7 +69,7 @@ func (t *GrantTable) shard(k *grantKey) *grantShard {
 // Add grants g until the given time, extending an existing grant (never
 // shortening it). It returns false when the table is full.
 func (t *GrantTable) Add(g Grant, until time.Time) bool {
-	k := keyFor(g.Source.Unmap(), g.Proto.IPProto(), g.Port)
+	k := keyFor(g.Source.Unmap(), g.Proto, g.Port)
 	s := t.shard(&k)
 	exp := until.UnixNano()
 	s.mu.Lock()
@@ -85,10 +84,10 @@ func (t *GrantTable) Add(g Grant, until time.Time) bool {
 	return true
 }
 
-// Allowed reports whether src holds a live grant for ipProto (6 or 17)
+// Allowed reports whether src holds a live grant for proto
 // and port at now. It does not allocate.
-func (t *GrantTable) Allowed(src netip.Addr, ipProto uint8, port uint16, now time.Time) bool {
-	k := keyFor(src.Unmap(), ipProto, port)
+func (t *GrantTable) Allowed(src netip.Addr, proto packet.Proto, port uint16, now time.Time) bool {
+	k := keyFor(src.Unmap(), proto, port)
 	s := t.shard(&k)
 	s.mu.RLock()
 	exp, ok := s.expiry[k]
@@ -136,11 +135,7 @@ func (t *GrantTable) Each(now time.Time, f func(g Grant, expiry time.Time)) {
 		s.mu.RLock()
 		for k, exp := range s.expiry {
 			if exp > n {
-				proto := knock.UDP
-				if k.ipProto == 6 {
-					proto = knock.TCP
-				}
-				f(Grant{Source: netip.AddrFrom16(k.addr).Unmap(), Proto: proto, Port: k.port}, time.Unix(0, exp))
+				f(Grant{Source: netip.AddrFrom16(k.addr).Unmap(), Proto: k.proto, Port: k.port}, time.Unix(0, exp))
 			}
 		}
 		s.mu.RUnlock()

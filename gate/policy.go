@@ -1,29 +1,10 @@
 package gate
 
-import "fmt"
+import (
+	"fmt"
 
-// Verdict is the gate's answer for one packet to a protected port.
-type Verdict uint8
-
-// The gate's verdicts.
-const (
-	Drop   Verdict = iota // silently discard (also for anything unknown)
-	Accept                // let it through
-	Reject                // answer as a closed port would: TCP RST, ICMP port unreachable
+	"sknock/packet"
 )
-
-// String returns "drop", "accept" or "reject".
-func (v Verdict) String() string {
-	switch v {
-	case Drop:
-		return "drop"
-	case Accept:
-		return "accept"
-	case Reject:
-		return "reject"
-	}
-	return fmt.Sprintf("verdict(%d)", uint8(v))
-}
 
 // Policy is what the gate does with a packet from a source without a
 // grant (the original's firewallPolicy).
@@ -63,12 +44,12 @@ func (p Policy) String() string {
 }
 
 // denyVerdict is the verdict the policy gives a packet without a grant.
-func (p Policy) denyVerdict() Verdict {
+func (p Policy) denyVerdict() packet.Verdict {
 	switch p {
 	case PolicyReject:
-		return Reject
+		return packet.Reject
 	case PolicyNone:
-		return Accept
+		return packet.Accept
 	}
-	return Drop
+	return packet.Drop
 }

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"sknock/knock"
+	"sknock/packet"
 	"sknock/pki"
 )
 
@@ -65,10 +65,10 @@ func TestDecideVectors(t *testing.T) {
 		want      Reason
 		wantGrant Grant
 	}{
-		{"a tcp 2000 v4", "knock-a-tcp2000-v4.bin", "198.18.0.2", ReasonNone, Grant{netip.MustParseAddr("198.18.0.2"), knock.TCP, 2000}},
-		{"a udp 8000 v4", "knock-a-udp8000-v4.bin", "198.18.0.2", ReasonNone, Grant{netip.MustParseAddr("198.18.0.2"), knock.UDP, 8000}},
-		{"a tcp 3000 v6", "knock-a-tcp3000-v6.bin", "fd00:5e::2", ReasonNone, Grant{netip.MustParseAddr("fd00:5e::2"), knock.TCP, 3000}},
-		{"b tcp 22 v4", "knock-b-tcp22-v4.bin", "198.18.0.3", ReasonNone, Grant{netip.MustParseAddr("198.18.0.3"), knock.TCP, 22}},
+		{"a tcp 2000 v4", "knock-a-tcp2000-v4.bin", "198.18.0.2", ReasonNone, Grant{netip.MustParseAddr("198.18.0.2"), packet.TCP, 2000}},
+		{"a udp 8000 v4", "knock-a-udp8000-v4.bin", "198.18.0.2", ReasonNone, Grant{netip.MustParseAddr("198.18.0.2"), packet.UDP, 8000}},
+		{"a tcp 3000 v6", "knock-a-tcp3000-v6.bin", "fd00:5e::2", ReasonNone, Grant{netip.MustParseAddr("fd00:5e::2"), packet.TCP, 3000}},
+		{"b tcp 22 v4", "knock-b-tcp22-v4.bin", "198.18.0.3", ReasonNone, Grant{netip.MustParseAddr("198.18.0.3"), packet.TCP, 22}},
 		{"b unauthorised", "knock-b-tcp2000-unauthorized.bin", "198.18.0.3", ReasonNotAuthorized, Grant{}},
 		{"revoked", "knock-revoked-tcp2000.bin", "198.18.0.4", ReasonRevoked, Grant{}},
 		{"no authorisation", "knock-noauth-tcp2000.bin", "198.18.0.5", ReasonNotAuthorized, Grant{}},

@@ -1,50 +1,35 @@
 package knock
 
-import (
-	"fmt"
-	"strings"
-)
+import "sknock/packet"
 
-// Proto is the transport protocol a knock asks to open. Its values are the
-// wire encoding of PROTOCOL.md: 1 for TCP, 0 for UDP.
-type Proto uint8
-
-// The protocols a knock can request.
+// The wire format numbers the protocols its own way (UDP 0, TCP 1);
+// everywhere else they are packet.Proto. These two functions are the only
+// place the two meet.
 const (
-	UDP Proto = 0
-	TCP Proto = 1
+	wireUDP = 0
+	wireTCP = 1
 )
 
-// String returns "tcp" or "udp", or "proto(N)" for a value the wire format
-// does not define.
-func (p Proto) String() string {
+// WireProto returns how the wire format spells p, and false for a
+// protocol it cannot carry.
+func WireProto(p packet.Proto) (byte, bool) {
 	switch p {
-	case TCP:
-		return "tcp"
-	case UDP:
-		return "udp"
+	case packet.TCP:
+		return wireTCP, true
+	case packet.UDP:
+		return wireUDP, true
 	}
-	return fmt.Sprintf("proto(%d)", uint8(p))
+	return 0, false
 }
 
-// Valid reports whether p is TCP or UDP.
-func (p Proto) Valid() bool { return p == TCP || p == UDP }
-
-// IPProto returns the IP protocol number of p (6 for TCP, 17 for UDP).
-func (p Proto) IPProto() uint8 {
-	if p == TCP {
-		return 6
+// ProtoFromWire returns the protocol the wire value b stands for, and
+// false when it stands for none.
+func ProtoFromWire(b byte) (packet.Proto, bool) {
+	switch b {
+	case wireTCP:
+		return packet.TCP, true
+	case wireUDP:
+		return packet.UDP, true
 	}
-	return 17
-}
-
-// ParseProto reads "tcp" or "udp" (any case).
-func ParseProto(s string) (Proto, error) {
-	switch strings.ToLower(s) {
-	case "tcp":
-		return TCP, nil
-	case "udp":
-		return UDP, nil
-	}
-	return 0, fmt.Errorf("unknown protocol %q (want tcp or udp)", s)
+	return 0, false
 }

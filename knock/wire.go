@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"sknock/packet"
 	"time"
 )
 
@@ -91,7 +92,7 @@ var (
 // Knock is the content of one knock.
 type Knock struct {
 	// Proto and Port are what the client asks to open.
-	Proto Proto
+	Proto packet.Proto
 	Port  uint16
 	// ClientIP is the address the client says it sends from; the server
 	// compares it with the datagram's source.
@@ -216,13 +217,14 @@ func parsePlaintext(plain []byte, ipv6 bool) (*Knock, error) {
 	if plain[offReserved] != 0 {
 		return nil, ErrReserved
 	}
+	proto, ok := ProtoFromWire(plain[offProto])
+	if !ok {
+		return nil, fmt.Errorf("%w: %d", ErrProto, plain[offProto])
+	}
 	k := &Knock{
-		Proto:     Proto(plain[offProto]),
+		Proto:     proto,
 		Port:      binary.BigEndian.Uint16(plain[offPort:]),
 		Timestamp: binary.BigEndian.Uint32(plain[offTimestamp:]),
-	}
-	if !k.Proto.Valid() {
-		return nil, fmt.Errorf("%w: %d", ErrProto, plain[offProto])
 	}
 	ip := plain[offClientIP : offClientIP+clientIPSize]
 	if ipv6 {
@@ -262,8 +264,9 @@ func Seal(k *Knock, client *ecdsa.PrivateKey, server *ecdh.PublicKey, rnd io.Rea
 	if rnd == nil {
 		rnd = rand.Reader
 	}
-	if !k.Proto.Valid() {
-		return nil, fmt.Errorf("%w: protocol %d", ErrInvalidArgument, k.Proto)
+	wireProto, ok := WireProto(k.Proto)
+	if !ok {
+		return nil, fmt.Errorf("%w: protocol %d", ErrInvalidArgument, uint8(k.Proto))
 	}
 	if !k.ClientIP.IsValid() {
 		return nil, fmt.Errorf("%w: no client address", ErrInvalidArgument)
@@ -276,7 +279,7 @@ func Seal(k *Knock, client *ecdsa.PrivateKey, server *ecdh.PublicKey, rnd io.Rea
 	}
 
 	signed := make([]byte, offCertificate+len(k.Certificate))
-	signed[offProto] = byte(k.Proto)
+	signed[offProto] = wireProto
 	binary.BigEndian.PutUint16(signed[offPort:], k.Port)
 	ip := k.ClientIP.Unmap()
 	if ip.Is4() {

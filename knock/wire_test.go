@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sknock/packet"
 	"strings"
 	"testing"
 
@@ -137,9 +138,9 @@ func TestSealOpenRoundTrip(t *testing.T) {
 		give Knock
 		ipv6 bool
 	}{
-		{"tcp v4", Knock{Proto: TCP, Port: 2000, ClientIP: netip.MustParseAddr("198.18.0.2"), Timestamp: 1767225600, Certificate: []byte("cert-der")}, false},
-		{"udp v6", Knock{Proto: UDP, Port: 8000, ClientIP: netip.MustParseAddr("fd00:5e::2"), Timestamp: 1, Certificate: bytes.Repeat([]byte{7}, 500)}, true},
-		{"v4-mapped embeds 4 bytes", Knock{Proto: TCP, Port: 65535, ClientIP: netip.MustParseAddr("::ffff:198.18.0.9"), Timestamp: 0xffffffff, Certificate: []byte{1}}, false},
+		{"tcp v4", Knock{Proto: packet.TCP, Port: 2000, ClientIP: netip.MustParseAddr("198.18.0.2"), Timestamp: 1767225600, Certificate: []byte("cert-der")}, false},
+		{"udp v6", Knock{Proto: packet.UDP, Port: 8000, ClientIP: netip.MustParseAddr("fd00:5e::2"), Timestamp: 1, Certificate: bytes.Repeat([]byte{7}, 500)}, true},
+		{"v4-mapped embeds 4 bytes", Knock{Proto: packet.TCP, Port: 65535, ClientIP: netip.MustParseAddr("::ffff:198.18.0.9"), Timestamp: 0xffffffff, Certificate: []byte{1}}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -172,7 +173,7 @@ func TestOpenErrors(t *testing.T) {
 	server, _ := ecdh.P256().GenerateKey(rand.Reader)
 	other, _ := ecdh.P256().GenerateKey(rand.Reader)
 	client, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	good, err := Seal(&Knock{Proto: TCP, Port: 1, ClientIP: netip.MustParseAddr("198.18.0.2"), Certificate: []byte("c")}, client, server.PublicKey(), nil)
+	good, err := Seal(&Knock{Proto: packet.TCP, Port: 1, ClientIP: netip.MustParseAddr("198.18.0.2"), Certificate: []byte("c")}, client, server.PublicKey(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

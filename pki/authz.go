@@ -6,13 +6,13 @@ import (
 	encasn1 "encoding/asn1"
 	"errors"
 	"fmt"
+	"sknock/knock"
+	"sknock/packet"
 	"strconv"
 	"strings"
 
 	"golang.org/x/crypto/cryptobyte"
 	"golang.org/x/crypto/cryptobyte/asn1"
-
-	"sknock/knock"
 )
 
 // OIDAuthorization is the otherName type-id of the authorisation name.
@@ -28,7 +28,7 @@ const maxAuthorizationLen = 4096
 // Permission is one protocol and port a client certificate may open.
 type Permission struct {
 	// Proto and Port are one protocol and port the certificate may open.
-	Proto knock.Proto
+	Proto packet.Proto
 	Port  uint16
 }
 
@@ -38,7 +38,7 @@ type Permission struct {
 type Authorization []Permission
 
 // Allows reports whether a grants proto and port.
-func (a Authorization) Allows(proto knock.Proto, port uint16) bool {
+func (a Authorization) Allows(proto packet.Proto, port uint16) bool {
 	for _, p := range a {
 		if p.Proto == proto && p.Port == port {
 			return true
@@ -55,7 +55,8 @@ func (a Authorization) String() string {
 		if i > 0 {
 			sb.WriteByte(',')
 		}
-		sb.WriteString(strconv.Itoa(int(p.Proto)))
+		wire, _ := knock.WireProto(p.Proto) // MarshalAuthorizationSAN refuses others
+		sb.WriteString(strconv.Itoa(int(wire)))
 		sb.WriteByte('.')
 		sb.WriteString(strconv.Itoa(int(p.Port)))
 	}
@@ -93,20 +94,21 @@ func ParseAllow(s string) (Authorization, error) {
 	if strings.TrimSpace(s) == "" {
 		return nil, errors.New("parse allow list: empty")
 	}
-	return parseList(s, '/', knock.ParseProto)
+	return parseList(s, '/', packet.ParseProto)
 }
 
-func parseWireProto(s string) (knock.Proto, error) {
-	switch s {
-	case "0":
-		return knock.UDP, nil
-	case "1":
-		return knock.TCP, nil
+// parseWireProto reads the wire form's protocol digit: exactly "0" or "1",
+// the knock wire format's numbers.
+func parseWireProto(s string) (packet.Proto, error) {
+	if len(s) == 1 {
+		if p, ok := knock.ProtoFromWire(s[0] - '0'); ok {
+			return p, nil
+		}
 	}
 	return 0, fmt.Errorf("protocol %q is neither 0 (udp) nor 1 (tcp)", s)
 }
 
-func parseList(s string, sep byte, parseProto func(string) (knock.Proto, error)) (Authorization, error) {
+func parseList(s string, sep byte, parseProto func(string) (packet.Proto, error)) (Authorization, error) {
 	if len(s) > maxAuthorizationLen {
 		return nil, fmt.Errorf("parse authorization: longer than %d bytes", maxAuthorizationLen)
 	}

@@ -3,12 +3,11 @@ package pki
 import (
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"sknock/packet"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-
-	"sknock/knock"
 )
 
 var authorizationTests = []struct {
@@ -17,12 +16,12 @@ var authorizationTests = []struct {
 	want    Authorization
 	wantErr bool
 }{
-	{name: "vector a", give: "1.2000,1.3000,0.8000", want: Authorization{{knock.TCP, 2000}, {knock.TCP, 3000}, {knock.UDP, 8000}}},
-	{name: "single", give: "1.22", want: Authorization{{knock.TCP, 22}}},
-	{name: "bounds", give: "0.1,1.65535", want: Authorization{{knock.UDP, 1}, {knock.TCP, 65535}}},
-	{name: "spaces around items", give: " 1.22 ,\t0.53", want: Authorization{{knock.TCP, 22}, {knock.UDP, 53}}},
-	{name: "leading zeros", give: "1.0022", want: Authorization{{knock.TCP, 22}}},
-	{name: "duplicates kept", give: "1.22,1.22", want: Authorization{{knock.TCP, 22}, {knock.TCP, 22}}},
+	{name: "vector a", give: "1.2000,1.3000,0.8000", want: Authorization{{packet.TCP, 2000}, {packet.TCP, 3000}, {packet.UDP, 8000}}},
+	{name: "single", give: "1.22", want: Authorization{{packet.TCP, 22}}},
+	{name: "bounds", give: "0.1,1.65535", want: Authorization{{packet.UDP, 1}, {packet.TCP, 65535}}},
+	{name: "spaces around items", give: " 1.22 ,\t0.53", want: Authorization{{packet.TCP, 22}, {packet.UDP, 53}}},
+	{name: "leading zeros", give: "1.0022", want: Authorization{{packet.TCP, 22}}},
+	{name: "duplicates kept", give: "1.22,1.22", want: Authorization{{packet.TCP, 22}, {packet.TCP, 22}}},
 	{name: "empty", give: "", want: Authorization{}},
 	{name: "blank", give: "  ", want: Authorization{}},
 	{name: "port zero", give: "1.0", wantErr: true},
@@ -69,8 +68,8 @@ func TestParseAllow(t *testing.T) {
 		want    Authorization
 		wantErr bool
 	}{
-		{name: "two", give: "tcp/22,udp/8000", want: Authorization{{knock.TCP, 22}, {knock.UDP, 8000}}},
-		{name: "case and spaces", give: "TCP/2000, Udp/53", want: Authorization{{knock.TCP, 2000}, {knock.UDP, 53}}},
+		{name: "two", give: "tcp/22,udp/8000", want: Authorization{{packet.TCP, 22}, {packet.UDP, 8000}}},
+		{name: "case and spaces", give: "TCP/2000, Udp/53", want: Authorization{{packet.TCP, 2000}, {packet.UDP, 53}}},
 		{name: "empty", give: "", wantErr: true},
 		{name: "wire form", give: "1.22", wantErr: true},
 		{name: "sctp", give: "sctp/22", wantErr: true},
@@ -97,7 +96,7 @@ func TestParseAllow(t *testing.T) {
 }
 
 func TestAuthorizationStrings(t *testing.T) {
-	a := Authorization{{knock.TCP, 2000}, {knock.TCP, 3000}, {knock.UDP, 8000}}
+	a := Authorization{{packet.TCP, 2000}, {packet.TCP, 3000}, {packet.UDP, 8000}}
 	if got, want := a.String(), "1.2000,1.3000,0.8000"; got != want {
 		t.Errorf("String() = %q, want %q", got, want)
 	}
@@ -105,18 +104,18 @@ func TestAuthorizationStrings(t *testing.T) {
 		t.Errorf("CLIString() = %q, want %q", got, want)
 	}
 	tests := []struct {
-		proto knock.Proto
+		proto packet.Proto
 		port  uint16
 		want  bool
 	}{
-		{knock.TCP, 2000, true}, {knock.UDP, 8000, true}, {knock.UDP, 2000, false}, {knock.TCP, 22, false},
+		{packet.TCP, 2000, true}, {packet.UDP, 8000, true}, {packet.UDP, 2000, false}, {packet.TCP, 22, false},
 	}
 	for _, tt := range tests {
 		if got := a.Allows(tt.proto, tt.port); got != tt.want {
 			t.Errorf("Allows(%s, %d) = %v, want %v", tt.proto, tt.port, got, tt.want)
 		}
 	}
-	if (Authorization(nil)).Allows(knock.TCP, 22) {
+	if (Authorization(nil)).Allows(packet.TCP, 22) {
 		t.Error("nil authorization allows")
 	}
 }
@@ -225,7 +224,7 @@ func TestAuthorizationFromSANMalformed(t *testing.T) {
 }
 
 func TestMarshalAuthorizationSANRefuses(t *testing.T) {
-	for _, give := range []Authorization{{{Proto: 2, Port: 22}}, {{Proto: knock.TCP, Port: 0}}} {
+	for _, give := range []Authorization{{{Proto: 2, Port: 22}}, {{Proto: packet.TCP, Port: 0}}} {
 		if _, err := MarshalAuthorizationSAN(give); err == nil {
 			t.Errorf("MarshalAuthorizationSAN(%v): no error", give)
 		}

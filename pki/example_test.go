@@ -3,7 +3,7 @@ package pki_test
 import (
 	"fmt"
 
-	"sknock/knock"
+	"sknock/packet"
 	"sknock/pki"
 )
 
@@ -14,7 +14,7 @@ func ExampleParseAllow() {
 	}
 	fmt.Println(a.String())
 	fmt.Println(a.CLIString())
-	fmt.Println(a.Allows(knock.UDP, 8000), a.Allows(knock.UDP, 2000))
+	fmt.Println(a.Allows(packet.UDP, 8000), a.Allows(packet.UDP, 2000))
 	// Output:
 	// 1.2000,1.3000,0.8000
 	// tcp/2000,tcp/3000,udp/8000

@@ -6,10 +6,9 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"sknock/packet"
 	"testing"
 	"time"
-
-	"sknock/knock"
 )
 
 func TestValidateName(t *testing.T) {
@@ -48,7 +47,7 @@ func TestIssueLifecycle(t *testing.T) {
 		t.Errorf("CA certificate: IsCA %v KeyUsage %v SKI %x", ca.IsCA, ca.KeyUsage, ca.SubjectKeyId)
 	}
 
-	allow := Authorization{{knock.TCP, 2000}, {knock.UDP, 8000}}
+	allow := Authorization{{packet.TCP, 2000}, {packet.UDP, 8000}}
 	if err := IssueServer(dir, "server", "pw", IssueOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +138,7 @@ func TestIssueLifecycle(t *testing.T) {
 
 func TestIssueWithoutCA(t *testing.T) {
 	dir := t.TempDir()
-	if err := IssueClient(dir, "x", Authorization{{knock.TCP, 22}}, "pw", IssueOptions{}); err == nil {
+	if err := IssueClient(dir, "x", Authorization{{packet.TCP, 22}}, "pw", IssueOptions{}); err == nil {
 		t.Error("issued without a CA")
 	}
 	if err := WriteCRL(dir, 0); err == nil {

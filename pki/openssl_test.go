@@ -3,10 +3,9 @@ package pki
 import (
 	"os/exec"
 	"path/filepath"
+	"sknock/packet"
 	"strings"
 	"testing"
-
-	"sknock/knock"
 )
 
 // TestOpenSSLInterop checks what the CA writes with the openssl tool:
@@ -28,7 +27,7 @@ func TestOpenSSLInterop(t *testing.T) {
 	if err := IssueServer(dir, "server", "pw", IssueOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	allow := Authorization{{knock.TCP, 2000}, {knock.TCP, 3000}, {knock.UDP, 8000}}
+	allow := Authorization{{packet.TCP, 2000}, {packet.TCP, 3000}, {packet.UDP, 8000}}
 	for _, name := range []string{"modern", "legacy"} {
 		if err := IssueClient(dir, name, allow, "pw", IssueOptions{Legacy: name == "legacy"}); err != nil {
 			t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"math/big"
 	"os"
+	"sknock/packet"
 	"sync"
 	"testing"
 	"time"
@@ -246,7 +247,7 @@ func TestVerifyDirNameAKI(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !c.Authorization.Allows(1, 2000) {
+			if !c.Authorization.Allows(packet.TCP, 2000) {
 				t.Errorf("authorization %s", c.Authorization)
 			}
 		})

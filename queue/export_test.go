@@ -35,10 +35,3 @@ func ProcessOneKnock(k *KnockReader) bool {
 
 // FreeBuffers returns how many pool buffers are free.
 func FreeBuffers(k *KnockReader) int { return len(k.free) }
-
-// ExpireHeld decides g's held packets whose hold timed out, as its timer
-// does.
-func ExpireHeld(g *GateReader) { g.held.expire() }
-
-// HeldCount returns how many packets g holds.
-func HeldCount(g *GateReader) int { return int(g.held.n.Load()) }

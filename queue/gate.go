@@ -5,7 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
-	"time"
+
+	"sknock/packet"
 )
 
 // Defaults of GateConfig's zero fields.
@@ -32,7 +33,14 @@ type GateConfig struct {
 	// It runs inline on the receive goroutine, one packet at a time, so it
 	// must be quick and must not block; h and h.Payload are valid only
 	// until it returns. Required.
-	Decide func(h *Header) Verdict
+	Decide func(h *packet.Header) packet.Verdict
+	// HoldQueue, with Holding set, is where Defer verdicts send their
+	// packets (NF_QUEUE): they leave the gate queue at once, in the same
+	// batch verdicts as the rest, and a HoldReader on that queue keeps
+	// them until they are settled. Without Holding, Defer drops.
+	HoldQueue uint16
+	// Holding enables HoldQueue.
+	Holding bool
 	// RejectMark is the mark bit ORed into a rejected packet's mark before
 	// it is repeated; the static rules REJECT packets carrying it. Zero:
 	// DefaultRejectMark.
@@ -52,35 +60,17 @@ type GateConfig struct {
 	Stats *GateStats
 	// Open binds the queue; nil: OpenNFQueue.
 	Open Opener
-
-	// Hold, when set, is asked before Decide whether to hold a packet
-	// instead of deciding it now: one that Decide would not accept yet but
-	// soon may, a SYN from a source whose knock is being decided. A held
-	// packet gets no verdict until Release names its source or HoldTimeout
-	// passes; then Decide decides it. At most MaxHeld packets are held;
-	// beyond that Decide decides at once. While any packet is held,
-	// verdicts go out one per packet, because a batch verdict would settle
-	// the held ones too. Hold runs like Decide, and also under the hold
-	// list's lock, so it must be as quick. With Hold set, Decide is also
-	// called by whoever settles held packets (Release's caller, a timer),
-	// so both must be safe for concurrent use. Nil: nothing is held.
-	Hold func(h *Header) bool
-	// MaxHeld bounds the packets held at once; zero: DefaultMaxHeld.
-	MaxHeld int
-	// HoldTimeout is the longest a packet is held; zero:
-	// DefaultHoldTimeout.
-	HoldTimeout time.Duration
-	// Clock gives the time for hold deadlines; nil: time.Now.
-	Clock func() time.Time
 }
 
 // GateStats are a GateReader's counters. Every packet counts once in
-// Packets and once in exactly one of Accepted, Dropped and Rejected.
+// Packets and once in exactly one of Accepted, Dropped, Rejected and
+// Deferred.
 type GateStats struct {
 	// Packets is every packet received with an id.
 	Packets atomic.Uint64
-	// Accepted, Dropped and Rejected count the verdicts given.
-	Accepted, Dropped, Rejected atomic.Uint64
+	// Accepted, Dropped and Rejected count the verdicts given; Deferred
+	// counts packets moved to the hold queue.
+	Accepted, Dropped, Rejected, Deferred atomic.Uint64
 	// Unknown counts packets that did not decode as TCP or UDP over IP;
 	// they are dropped (and counted in Dropped too).
 	Unknown atomic.Uint64
@@ -103,32 +93,26 @@ type GateStats struct {
 	// verdicts make it smaller than Packets under load: one message
 	// answers a run of packets with the same verdict.
 	VerdictMessages atomic.Uint64
-	// Held counts packets held for a knock's decision (see
-	// GateConfig.Hold); HoldTimeouts those decided because the hold timed
-	// out rather than being released. A held packet counts in Packets and
-	// its verdict once it is decided; one still held when Run ends is
-	// dropped by the kernel and counts in neither.
-	Held, HoldTimeouts atomic.Uint64
 }
 
 // GateReader serves the gate queue: every packet is decoded into one
 // reused Header and given to Decide, inline, in the kernel's order; the
 // packets of one receive are then answered together, one batch verdict
-// per run of equal verdicts, or one verdict per packet while a packet is
-// held (GateConfig.Hold). Nothing on its side allocates per packet.
+// per run of equal verdicts (deferred packets included: they are moved to
+// the hold queue). Every verdict of the gate queue goes out from its one
+// receive goroutine. Nothing on its side allocates per packet.
 type GateReader struct {
 	cfg     GateConfig
 	stats   *GateStats
 	running atomic.Bool
+	deferTo int // the kernel verdict for Defer
 
-	// sock and hdr belong to the one receive goroutine while Run runs;
-	// sock is also read, under held.mu, by whoever settles held packets.
+	// sock and hdr belong to the one receive goroutine while Run runs.
 	// unsettled reports that a verdict the socket refused left a packet
 	// waiting in the kernel (see answer).
 	sock      Socket
-	hdr       Header
+	hdr       packet.Header
 	unsettled atomic.Bool
-	held      holdList
 }
 
 // NewGate checks cfg, fills in its defaults and returns a reader that Run
@@ -155,21 +139,12 @@ func NewGate(cfg GateConfig) (*GateReader, error) {
 	if cfg.Open == nil {
 		cfg.Open = OpenNFQueue
 	}
-	if cfg.MaxHeld < 0 || cfg.HoldTimeout < 0 {
-		return nil, errors.New("queue: gate config: MaxHeld and HoldTimeout must not be negative")
+	if cfg.Holding && cfg.HoldQueue == cfg.Queue {
+		return nil, fmt.Errorf("queue: gate config: HoldQueue %d is the gate queue", cfg.Queue)
 	}
-	if cfg.MaxHeld == 0 {
-		cfg.MaxHeld = DefaultMaxHeld
-	}
-	if cfg.HoldTimeout == 0 {
-		cfg.HoldTimeout = DefaultHoldTimeout
-	}
-	if cfg.Clock == nil {
-		cfg.Clock = time.Now
-	}
-	g := &GateReader{cfg: cfg, stats: cfg.Stats}
-	if cfg.Hold != nil {
-		g.held.init(g, cfg.MaxHeld)
+	g := &GateReader{cfg: cfg, stats: cfg.Stats, deferTo: NFDrop}
+	if cfg.Holding {
+		g.deferTo = QueueTo(cfg.HoldQueue)
 	}
 	return g, nil
 }
@@ -196,10 +171,7 @@ func (g *GateReader) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("gate: %w", err)
 	}
-	g.held.mu.Lock()
 	g.sock = sock
-	g.held.mu.Unlock()
-	defer g.held.forget()
 	return serve(ctx, sock, g.handle, g.receiveError)
 }
 
@@ -217,70 +189,61 @@ func (g *GateReader) receiveError(err error) {
 // handle is the receive goroutine's path for one batch of packets: it
 // decides every packet in order, then answers each run of packets in a row
 // that get the same kernel verdict (and mark) with one batch verdict.
-// Every packet of the batch has its verdict when handle returns, or is
-// held (and then no batch verdict goes out until it is settled), so that a
+// Every packet of the batch has its verdict when handle returns, so a
 // batch verdict, which covers every waiting packet up to its id, never
 // covers one that was not decided.
 func (g *GateReader) handle(pkts []Packet) {
-	start, inRun := 0, false
+	start := 0
 	var run kernelVerdict
 	for i := range pkts {
-		kv, held := g.decide(&pkts[i])
-		if held || (inRun && kv != run) {
-			if inRun {
-				g.answer(pkts[start:i], run)
-			}
-			inRun = false
+		kv := g.decide(&pkts[i])
+		if i > 0 && kv != run {
+			g.answer(pkts[start:i], run)
+			start = i
 		}
-		if !held && !inRun {
-			start, run, inRun = i, kv, true
-		}
+		run = kv
 	}
-	if inRun {
+	if len(pkts) > 0 {
 		g.answer(pkts[start:], run)
 	}
 }
 
-// decide decodes p and either holds it (held true) or asks Decide, counts
-// the verdict and returns what the kernel is to be told.
-func (g *GateReader) decide(p *Packet) (kv kernelVerdict, held bool) {
+// decide decodes p, asks Decide, counts the verdict and returns what the
+// kernel is to be told.
+func (g *GateReader) decide(p *Packet) kernelVerdict {
 	g.hdr.Decode(p.Data)
-	if g.cfg.Hold != nil && g.hdr.Proto != 0 && g.cfg.Hold(&g.hdr) && g.held.add(p, &g.hdr) {
-		g.stats.Held.Add(1)
-		return kernelVerdict{}, true
-	}
-	return g.verdictFor(p, &g.hdr), false
-}
-
-// verdictFor asks Decide about p, whose decoded header is h, counts the
-// verdict and returns what the kernel is to be told.
-func (g *GateReader) verdictFor(p *Packet, h *Header) kernelVerdict {
 	st := g.stats
 	st.Packets.Add(1)
-	v := Drop
-	if h.Proto == 0 {
+	v := packet.Drop
+	if g.hdr.Proto == 0 {
 		st.Unknown.Add(1)
 	} else {
-		v = g.cfg.Decide(h)
+		v = g.cfg.Decide(&g.hdr)
 	}
-	kv, loop := kernelVerdictOf(p, v, g.cfg.RejectMark)
+	kv, loop := kernelVerdictOf(p, v, g.cfg.RejectMark, g.deferTo)
+	countVerdict(st, v, loop, kv)
+	return kv
+}
+
+// countVerdict counts v, whose kernel verdict is kv, in st.
+func countVerdict(st *GateStats, v packet.Verdict, loop bool, kv kernelVerdict) {
 	switch {
 	case loop:
 		st.RejectLoops.Add(1)
 		st.Dropped.Add(1)
-	case v == Accept:
+	case v == packet.Accept:
 		st.Accepted.Add(1)
-	case v == Reject:
+	case v == packet.Reject:
 		st.Rejected.Add(1)
+	case v == packet.Defer && kv.verdict != NFDrop:
+		st.Deferred.Add(1)
 	default:
 		st.Dropped.Add(1)
 	}
-	return kv
 }
 
 // answer gives run, packets in a row that all get kv, their verdict: one
-// batch verdict for the last id, or a plain verdict for a run of one, or
-// plain verdicts for all while packets are held.
+// batch verdict for the last id, or a plain verdict for a run of one.
 //
 // A verdict the socket refused leaves its packet waiting in the kernel
 // (unsettled), where the next batch verdict would sweep it up. A drop or
@@ -290,7 +253,7 @@ func (g *GateReader) verdictFor(p *Packet, h *Header) kernelVerdict {
 func (g *GateReader) answer(run []Packet, kv kernelVerdict) {
 	last := run[len(run)-1].ID
 	switch {
-	case g.held.n.Load() > 0 || (kv.verdict == NFAccept && g.unsettled.Load()):
+	case kv.verdict != NFDrop && kv.verdict != NFRepeat && g.unsettled.Load():
 		for i := range run {
 			g.send(run[i].ID, kv, false)
 		}

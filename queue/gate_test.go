@@ -11,24 +11,38 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"sknock/packet"
+	"sknock/packet/packettest"
 	"sknock/queue"
 	"sknock/queue/queuetest"
 )
+
+var (
+	client4 = netip.MustParseAddr("198.18.0.2")
+	server4 = netip.MustParseAddr("198.18.0.1")
+	client6 = netip.MustParseAddr("fd00:5e::2")
+	server6 = netip.MustParseAddr("fd00:5e::1")
+)
+
+// headerOpts compare Headers: addresses by value, nil and empty payloads
+// alike.
+var headerOpts = []cmp.Option{cmpopts.EquateComparable(netip.Addr{}), cmpopts.EquateEmpty()}
 
 // decideByPort accepts port 2000, drops 2001 and rejects 2002, and counts
 // its calls.
 type decideByPort struct{ calls atomic.Int64 }
 
-func (d *decideByPort) decide(h *queue.Header) queue.Verdict {
+func (d *decideByPort) decide(h *packet.Header) packet.Verdict {
 	d.calls.Add(1)
 	switch h.DstPort {
 	case 2000:
-		return queue.Accept
+		return packet.Accept
 	case 2002:
-		return queue.Reject
+		return packet.Reject
 	}
-	return queue.Drop
+	return packet.Drop
 }
 
 // startGate runs a gate over a fake socket until the test ends.
@@ -62,7 +76,7 @@ func inject(t *testing.T, fake *queuetest.Socket, p queue.Packet) {
 }
 
 func TestGateVerdicts(t *testing.T) {
-	syn := func(dst uint16) []byte { return queuetest.TCPPacket(client4, 40000, server4, dst, queue.TCPSyn) }
+	syn := func(dst uint16) []byte { return packettest.TCPPacket(client4, 40000, server4, dst, packet.TCPSyn) }
 	tests := []struct {
 		name       string
 		rejectMark uint32
@@ -76,9 +90,9 @@ func TestGateVerdicts(t *testing.T) {
 		{name: "reject repeats with mark", give: queue.Packet{ID: 4, Data: syn(2002)}, want: queuetest.Verdict{ID: 4, Verdict: queue.NFRepeat, Mark: queue.DefaultRejectMark, WithMark: true}, wantDecide: true},
 		{name: "reject keeps other mark bits", give: queue.Packet{ID: 5, Mark: 0x100, Data: syn(2002)}, want: queuetest.Verdict{ID: 5, Verdict: queue.NFRepeat, Mark: 0x101, WithMark: true}, wantDecide: true},
 		{name: "reject with configured mark", rejectMark: 0x40, give: queue.Packet{ID: 6, Data: syn(2002)}, want: queuetest.Verdict{ID: 6, Verdict: queue.NFRepeat, Mark: 0x40, WithMark: true}, wantDecide: true},
-		{name: "ipv6 reject", give: queue.Packet{ID: 7, Data: queuetest.TCPPacket(client6, 1, server6, 2002, queue.TCPSyn)}, want: queuetest.Verdict{ID: 7, Verdict: queue.NFRepeat, Mark: 1, WithMark: true}, wantDecide: true},
+		{name: "ipv6 reject", give: queue.Packet{ID: 7, Data: packettest.TCPPacket(client6, 1, server6, 2002, packet.TCPSyn)}, want: queuetest.Verdict{ID: 7, Verdict: queue.NFRepeat, Mark: 1, WithMark: true}, wantDecide: true},
 		{name: "already marked is dropped", give: queue.Packet{ID: 8, Mark: 0x1, Data: syn(2002)}, want: queuetest.Verdict{ID: 8, Verdict: queue.NFDrop}, wantDecide: true},
-		{name: "unknown protocol dropped undecided", give: queue.Packet{ID: 9, Data: queuetest.IP(client4, server4, 1, make([]byte, 8))}, want: queuetest.Verdict{ID: 9, Verdict: queue.NFDrop}},
+		{name: "unknown protocol dropped undecided", give: queue.Packet{ID: 9, Data: packettest.IP(client4, server4, 1, make([]byte, 8))}, want: queuetest.Verdict{ID: 9, Verdict: queue.NFDrop}},
 		{name: "malformed dropped undecided", give: queue.Packet{ID: 10, Data: []byte{0x45, 0}}, want: queuetest.Verdict{ID: 10, Verdict: queue.NFDrop}},
 		{name: "empty dropped undecided", give: queue.Packet{ID: 11}, want: queuetest.Verdict{ID: 11, Verdict: queue.NFDrop}},
 	}
@@ -119,9 +133,9 @@ func TestGateStats(t *testing.T) {
 		t.Errorf("Stats() is not the configured *GateStats")
 	}
 	for i, dst := range []uint16{2000, 2000, 2001, 2002} {
-		inject(t, fake, queue.Packet{ID: uint32(i + 1), Data: queuetest.TCPPacket(client4, 1, server4, dst, queue.TCPSyn)})
+		inject(t, fake, queue.Packet{ID: uint32(i + 1), Data: packettest.TCPPacket(client4, 1, server4, dst, packet.TCPSyn)})
 	}
-	inject(t, fake, queue.Packet{ID: 10, Mark: 1, Data: queuetest.TCPPacket(client4, 1, server4, 2002, queue.TCPSyn)})
+	inject(t, fake, queue.Packet{ID: 10, Mark: 1, Data: packettest.TCPPacket(client4, 1, server4, 2002, packet.TCPSyn)})
 	inject(t, fake, queue.Packet{ID: 11, Data: []byte{0x60}})
 	ctx := context.Background()
 	if err := fake.InjectError(ctx, fmt.Errorf("recvmsg: %w", syscall.ENOBUFS)); err != nil {
@@ -131,7 +145,7 @@ func TestGateStats(t *testing.T) {
 		t.Fatal(err)
 	}
 	fake.FailVerdicts(errors.New("netlink send failed"))
-	inject(t, fake, queue.Packet{ID: 12, Data: queuetest.TCPPacket(client4, 1, server4, 2000, queue.TCPSyn)})
+	inject(t, fake, queue.Packet{ID: 12, Data: packettest.TCPPacket(client4, 1, server4, 2000, packet.TCPSyn)})
 
 	want := gateCounts{Packets: 7, Accepted: 3, Dropped: 3, Rejected: 1, Unknown: 1, RejectLoops: 1, ReceiveErrors: 2, Overruns: 1, VerdictErrors: 1, VerdictMessages: 6}
 	if diff := cmp.Diff(want, countsOf(stats)); diff != "" {
@@ -160,7 +174,7 @@ func TestGateRunTwice(t *testing.T) {
 
 func TestGateOpenError(t *testing.T) {
 	boom := errors.New("no such queue")
-	g, err := queue.NewGate(queue.GateConfig{Decide: func(*queue.Header) queue.Verdict { return queue.Accept },
+	g, err := queue.NewGate(queue.GateConfig{Decide: func(*packet.Header) packet.Verdict { return packet.Accept },
 		Open: func(queue.SocketConfig) (queue.Socket, error) { return nil, boom }})
 	if err != nil {
 		t.Fatal(err)
@@ -173,14 +187,6 @@ func TestGateOpenError(t *testing.T) {
 func TestNewGateNeedsDecide(t *testing.T) {
 	if _, err := queue.NewGate(queue.GateConfig{}); err == nil {
 		t.Error("NewGate without Decide succeeded")
-	}
-}
-
-func TestVerdictString(t *testing.T) {
-	for v, want := range map[queue.Verdict]string{queue.Drop: "drop", queue.Accept: "accept", queue.Reject: "reject", 42: "verdict(42)"} {
-		if got := v.String(); got != want {
-			t.Errorf("Verdict(%d).String() = %q, want %q", uint8(v), got, want)
-		}
 	}
 }
 
@@ -202,7 +208,7 @@ func (*discardSocket) Close() error { return nil }
 func synBatch(dsts ...uint16) []queue.Packet {
 	pkts := make([]queue.Packet, len(dsts))
 	for i, dst := range dsts {
-		pkts[i] = queue.Packet{ID: uint32(i + 1), Data: queuetest.TCPPacket(client6, 1, server6, dst, queue.TCPSyn)}
+		pkts[i] = queue.Packet{ID: uint32(i + 1), Data: packettest.TCPPacket(client6, 1, server6, dst, packet.TCPSyn)}
 	}
 	return pkts
 }
@@ -235,11 +241,11 @@ func TestGateHandleAllocs(t *testing.T) {
 
 func BenchmarkGateHandle(b *testing.B) {
 	src := netip.MustParseAddr("198.18.0.2")
-	g, err := queue.NewGate(queue.GateConfig{Decide: func(h *queue.Header) queue.Verdict {
+	g, err := queue.NewGate(queue.GateConfig{Decide: func(h *packet.Header) packet.Verdict {
 		if h.Src == src {
-			return queue.Accept
+			return packet.Accept
 		}
-		return queue.Reject
+		return packet.Reject
 	}})
 	if err != nil {
 		b.Fatal(err)
@@ -249,7 +255,7 @@ func BenchmarkGateHandle(b *testing.B) {
 			var sock discardSocket
 			pkts := make([]queue.Packet, n)
 			for i := range pkts {
-				pkts[i] = queue.Packet{ID: uint32(i + 1), Data: queuetest.TCPPacket(client4, 40000, server4, 2000, queue.TCPSyn)}
+				pkts[i] = queue.Packet{ID: uint32(i + 1), Data: packettest.TCPPacket(client4, 40000, server4, 2000, packet.TCPSyn)}
 			}
 			b.ReportAllocs()
 			for b.Loop() {
@@ -262,7 +268,7 @@ func BenchmarkGateHandle(b *testing.B) {
 
 func TestGateBatchVerdicts(t *testing.T) {
 	syn := func(id uint32, dst uint16) queue.Packet {
-		return queue.Packet{ID: id, Data: queuetest.TCPPacket(client4, 40000, server4, dst, queue.TCPSyn)}
+		return queue.Packet{ID: id, Data: packettest.TCPPacket(client4, 40000, server4, dst, packet.TCPSyn)}
 	}
 	marked := func(p queue.Packet, mark uint32) queue.Packet { p.Mark = mark; return p }
 	accept := func(id uint32, batch bool) queuetest.Verdict {
@@ -332,7 +338,7 @@ func TestGateBatchAfterRefusedVerdict(t *testing.T) {
 	stats := new(queue.GateStats)
 	_, fake := startGate(t, queue.GateConfig{Queue: 101, Decide: d.decide, Stats: stats})
 	syn := func(id uint32, dst uint16) queue.Packet {
-		return queue.Packet{ID: id, Data: queuetest.TCPPacket(client4, 40000, server4, dst, queue.TCPSyn)}
+		return queue.Packet{ID: id, Data: packettest.TCPPacket(client4, 40000, server4, dst, packet.TCPSyn)}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -378,7 +384,7 @@ func TestGateNoBatchAcceptAfterUnparsedPacket(t *testing.T) {
 			var d decideByPort
 			_, fake := startGate(t, queue.GateConfig{Queue: 101, Decide: d.decide})
 			syn := func(id uint32, dst uint16) queue.Packet {
-				return queue.Packet{ID: id, Data: queuetest.TCPPacket(client4, 40000, server4, dst, queue.TCPSyn)}
+				return queue.Packet{ID: id, Data: packettest.TCPPacket(client4, 40000, server4, dst, packet.TCPSyn)}
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()

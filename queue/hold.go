@@ -1,163 +1,159 @@
 package queue
 
 import (
-	"net/netip"
+	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
-	"time"
+
+	"sknock/packet"
 )
 
-// Defaults of GateConfig's hold fields.
-const (
-	// DefaultMaxHeld bounds the packets a gate reader holds at once.
-	DefaultMaxHeld = 64
-	// DefaultHoldTimeout is the longest a packet waits for Release: a
-	// knock is decided in well under a millisecond unless the knock
-	// workers are backed up, and then the packet is decided as if it had
-	// not been held.
-	DefaultHoldTimeout = 10 * time.Millisecond
-)
+// DefaultHoldMaxQueueLen is how many packets the kernel keeps waiting in
+// the hold queue; more are dropped by the kernel (fail closed). It matches
+// gate.DefaultMaxHeld, so that every waiting packet fits the gate's table.
+const DefaultHoldMaxQueueLen = 64
 
-// heldPacket is a packet the reader holds: its id and mark, for its
-// verdict, and its decoded header (without payload), for Decide.
-type heldPacket struct {
-	id       uint32
-	mark     uint32
-	hdr      Header
-	deadline time.Time
+// HoldConfig configures a HoldReader.
+type HoldConfig struct {
+	// Queue is the hold queue's number: where the gate reader moves the
+	// packets it defers (GateConfig.HoldQueue).
+	Queue uint16
+	// Deliver is given every packet of the hold queue, with its decoded
+	// header, on the receive goroutine; its owner settles it later with
+	// Settle. h is valid only until Deliver returns. Required.
+	Deliver func(ctx context.Context, p *Packet, h *packet.Header)
+	// RejectMark is the mark bit of Reject, as in GateConfig; zero:
+	// DefaultRejectMark.
+	RejectMark uint32
+	// MaxQueueLen is the kernel's queue bound; zero:
+	// DefaultHoldMaxQueueLen.
+	MaxQueueLen uint32
+	// CopyRange, ReadBuffer, NetNS and Open are as in GateConfig.
+	CopyRange  uint32
+	ReadBuffer int
+	NetNS      int
+	Open       Opener
+	// Stats receives the reader's counters; nil: the reader keeps its own.
+	Stats *GateStats
 }
 
-// holdList is a gate reader's held packets. The receive goroutine adds
-// them; Release (from any goroutine), the expiry timer and the end of Run
-// settle them. n mirrors len(pkts) for readers that must not lock.
-type holdList struct {
-	g     *GateReader
-	mu    sync.Mutex
-	n     atomic.Int32
-	pkts  []heldPacket // capacity MaxHeld, made once
-	timer *time.Timer  // fires at the earliest deadline while pkts is not empty
+// HoldReader serves the hold queue: it hands every packet to Deliver and
+// gives each the verdict its owner passes to Settle, one message per
+// packet (never a batch: each is settled on its own time). It knows
+// nothing of why packets wait.
+type HoldReader struct {
+	cfg     HoldConfig
+	stats   *GateStats
+	running atomic.Bool
+	hdr     packet.Header // the receive goroutine's
+	sock    lockedSocket
 }
 
-func (l *holdList) init(g *GateReader, max int) {
-	l.g = g
-	l.pkts = make([]heldPacket, 0, max)
-	l.timer = time.AfterFunc(time.Hour, l.expire)
-	l.timer.Stop()
+// lockedSocket is the socket Settle writes to, set while Run runs.
+type lockedSocket struct {
+	mu   sync.Mutex
+	sock Socket
 }
 
-// maxHeldPerSource bounds the packets held for one source, so that one
-// address with knocks in the workers cannot take every slot.
-const maxHeldPerSource = 4
+// ErrNotRunning is Settle's error while Run is not serving the queue: the
+// kernel drops the queue's packets when it is unbound.
+var ErrNotRunning = errors.New("queue: reader not running")
 
-// add holds p, whose decoded header is h, unless the list or h.Src's
-// share of it is full, no socket is being served, or Hold, asked again
-// under the lock, no longer says so.
-//
-// n goes up before that second ask: the knock's decision (grant in place,
-// pending cleared) happens before its Release reads n, so a Release that
-// the second ask did not see coming finds n above zero and waits for the
-// lock, then settles the packet, instead of leaving it to the timeout.
-func (l *holdList) add(p *Packet, h *Header) bool {
-	g := l.g
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.pkts) == cap(l.pkts) || g.sock == nil || l.heldFrom(h.Src) >= maxHeldPerSource {
-		return false
+// NewHold checks cfg, fills in its defaults and returns a reader that Run
+// starts.
+func NewHold(cfg HoldConfig) (*HoldReader, error) {
+	if cfg.Deliver == nil {
+		return nil, errors.New("queue: hold config: Deliver is nil")
 	}
-	l.n.Add(1)
-	if !g.cfg.Hold(h) {
-		l.n.Add(-1)
-		return false
+	if cfg.RejectMark == 0 {
+		cfg.RejectMark = DefaultRejectMark
 	}
-	hp := heldPacket{id: p.ID, mark: p.Mark, hdr: *h, deadline: g.cfg.Clock().Add(g.cfg.HoldTimeout)}
-	hp.hdr.Payload = nil
-	l.pkts = append(l.pkts, hp)
-	if len(l.pkts) == 1 {
-		l.timer.Reset(g.cfg.HoldTimeout)
+	if cfg.MaxQueueLen == 0 {
+		cfg.MaxQueueLen = DefaultHoldMaxQueueLen
 	}
-	return true
+	if cfg.CopyRange == 0 {
+		cfg.CopyRange = DefaultGateCopyRange
+	}
+	if cfg.ReadBuffer == 0 {
+		cfg.ReadBuffer = DefaultReadBuffer
+	}
+	if cfg.Stats == nil {
+		cfg.Stats = new(GateStats)
+	}
+	if cfg.Open == nil {
+		cfg.Open = OpenNFQueue
+	}
+	return &HoldReader{cfg: cfg, stats: cfg.Stats}, nil
 }
 
-// heldFrom counts the packets held for src; l.mu is held.
-func (l *holdList) heldFrom(src netip.Addr) int {
-	n := 0
-	for i := range l.pkts {
-		if l.pkts[i].hdr.Src == src {
-			n++
-		}
+// Stats returns the reader's counters: Packets counts every packet
+// received, and Accepted, Dropped and Rejected count the verdicts Settle
+// gave.
+func (r *HoldReader) Stats() *GateStats { return r.stats }
+
+// Run binds the hold queue and serves it until ctx is done, then unbinds;
+// the kernel drops the packets still waiting. It returns nil after a clean
+// shutdown, or an error naming the queue.
+func (r *HoldReader) Run(ctx context.Context) error {
+	if !r.running.CompareAndSwap(false, true) {
+		return ErrRunning
 	}
-	return n
+	defer r.running.Store(false)
+	sock, err := r.cfg.Open(SocketConfig{
+		Queue:       r.cfg.Queue,
+		CopyRange:   r.cfg.CopyRange,
+		MaxQueueLen: r.cfg.MaxQueueLen,
+		ReadBuffer:  r.cfg.ReadBuffer,
+		NetNS:       r.cfg.NetNS,
+	})
+	if err != nil {
+		return fmt.Errorf("hold: %w", err)
+	}
+	r.sock.mu.Lock()
+	r.sock.sock = sock
+	r.sock.mu.Unlock()
+	defer func() {
+		r.sock.mu.Lock()
+		r.sock.sock = nil
+		r.sock.mu.Unlock()
+	}()
+	return serve(ctx, sock, func(pkts []Packet) { r.handle(ctx, pkts) }, func(err error) {
+		countReceiveError(err, &r.stats.ReceiveErrors, &r.stats.Overruns)
+	})
 }
 
-// Release decides the packets held for src, now that a knock from src was
-// decided, and any whose hold timed out. Any goroutine may call it, at
-// any time; it returns at once when nothing is held.
-func (g *GateReader) Release(src netip.Addr) {
-	if g.held.n.Load() == 0 {
-		return
+// handle delivers every packet of one receive.
+func (r *HoldReader) handle(ctx context.Context, pkts []Packet) {
+	for i := range pkts {
+		r.stats.Packets.Add(1)
+		r.hdr.Decode(pkts[i].Data)
+		r.cfg.Deliver(ctx, &pkts[i], &r.hdr)
 	}
-	g.held.settle(src, g.cfg.Clock())
 }
 
-// expire is the timer's: it decides the packets whose hold timed out.
-func (l *holdList) expire() {
-	if l.n.Load() == 0 {
-		return
+// Settle gives the packet with id and mark its verdict (Defer drops). The
+// owner of the held packets calls it, from one goroutine.
+func (r *HoldReader) Settle(id, mark uint32, v packet.Verdict) error {
+	p := Packet{ID: id, Mark: mark}
+	kv, loop := kernelVerdictOf(&p, v, r.cfg.RejectMark, NFDrop)
+	r.sock.mu.Lock()
+	defer r.sock.mu.Unlock()
+	if r.sock.sock == nil {
+		return ErrNotRunning
 	}
-	l.settle(netip.Addr{}, l.g.cfg.Clock())
-}
-
-// settle decides, under the lock, every held packet from src that Hold no
-// longer holds (src may have another knock pending, for this packet's
-// port) and every one past its deadline at now, sends their verdicts one
-// by one (a batch verdict could cover packets still held), and keeps the
-// rest, re-arming the timer for the earliest remaining deadline.
-func (l *holdList) settle(src netip.Addr, now time.Time) {
-	g := l.g
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	kept := l.pkts[:0]
-	var next time.Time
-	for i := range l.pkts {
-		hp := &l.pkts[i]
-		timedOut := !now.Before(hp.deadline)
-		if !timedOut && (hp.hdr.Src != src || g.cfg.Hold(&hp.hdr)) {
-			kept = append(kept, *hp)
-			if next.IsZero() || hp.deadline.Before(next) {
-				next = hp.deadline
-			}
-			continue
-		}
-		if timedOut && hp.hdr.Src != src {
-			g.stats.HoldTimeouts.Add(1)
-		}
-		p := Packet{ID: hp.id, Mark: hp.mark}
-		kv := g.verdictFor(&p, &hp.hdr)
-		if g.sock != nil {
-			g.send(hp.id, kv, false)
-		}
-	}
-	clear(l.pkts[len(kept):])
-	l.pkts = kept
-	l.n.Store(int32(len(kept)))
-	if len(kept) == 0 {
-		l.timer.Stop()
+	countVerdict(r.stats, v, loop, kv)
+	var err error
+	if kv.withMark {
+		err = r.sock.sock.SetVerdictWithMark(id, kv.verdict, kv.mark)
 	} else {
-		l.timer.Reset(max(next.Sub(now), time.Microsecond))
+		err = r.sock.sock.SetVerdict(id, kv.verdict)
 	}
-}
-
-// forget empties the list when Run ends: the socket is closed, and the
-// kernel drops the packets still queued when the queue is unbound.
-func (l *holdList) forget() {
-	if l.g == nil {
-		return
+	if err != nil {
+		r.stats.VerdictErrors.Add(1)
+		return err
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.g.sock = nil
-	clear(l.pkts)
-	l.pkts = l.pkts[:0]
-	l.n.Store(0)
-	l.timer.Stop()
+	r.stats.VerdictMessages.Add(1)
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime"
+	"sknock/packet"
 	"sync"
 	"sync/atomic"
 )
@@ -117,7 +118,7 @@ type KnockReader struct {
 
 	// sock and hdr belong to the one receive goroutine while Run runs.
 	sock Socket
-	hdr  Header
+	hdr  packet.Header
 }
 
 // NewKnock checks cfg, fills in its defaults, allocates the buffer pool
@@ -235,7 +236,7 @@ func (k *KnockReader) handle(p Packet) {
 	st := k.stats
 	st.Received.Add(1)
 	k.hdr.Decode(p.Data)
-	if k.hdr.Proto != ProtoUDP {
+	if k.hdr.Proto != packet.UDP {
 		st.Unknown.Add(1)
 		return
 	}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"sknock/packet"
+	"sknock/packet/packettest"
 	"sknock/queue"
 	"sknock/queue/queuetest"
 )
@@ -65,11 +67,11 @@ func TestKnockDelivers(t *testing.T) {
 	k, fake, _ := startKnock(t, queue.KnockConfig{Queue: 100, Workers: 2, Handle: func(src netip.Addr, payload []byte) {
 		seen <- knockSeen{src, string(payload)}
 	}})
-	inject(t, fake, queue.Packet{ID: 1, Data: queuetest.UDPPacket(client4, 5000, server4, 20000, []byte("knock-v4"))})
-	inject(t, fake, queue.Packet{ID: 2, Data: queuetest.UDPPacket(client6, 5000, server6, 20000, []byte("knock-v6"))})
-	inject(t, fake, queue.Packet{ID: 3, Data: queuetest.TCPPacket(client4, 5000, server4, 20000, queue.TCPSyn)})
+	inject(t, fake, queue.Packet{ID: 1, Data: packettest.UDPPacket(client4, 5000, server4, 20000, []byte("knock-v4"))})
+	inject(t, fake, queue.Packet{ID: 2, Data: packettest.UDPPacket(client6, 5000, server6, 20000, []byte("knock-v6"))})
+	inject(t, fake, queue.Packet{ID: 3, Data: packettest.TCPPacket(client4, 5000, server4, 20000, packet.TCPSyn)})
 	inject(t, fake, queue.Packet{ID: 4, Data: []byte{0x45}})
-	inject(t, fake, queue.Packet{ID: 5, Truncated: true, Data: queuetest.UDPPacket(client4, 5000, server4, 20000, []byte("cut"))})
+	inject(t, fake, queue.Packet{ID: 5, Truncated: true, Data: packettest.UDPPacket(client4, 5000, server4, 20000, []byte("cut"))})
 
 	var got []knockSeen
 	for range 2 {
@@ -112,10 +114,10 @@ func TestKnockDropsAReceiveWithOneVerdict(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err := fake.InjectBatch(ctx, []queue.Packet{
-		{ID: 7, Data: queuetest.UDPPacket(client4, 5000, server4, 20000, []byte("one"))},
+		{ID: 7, Data: packettest.UDPPacket(client4, 5000, server4, 20000, []byte("one"))},
 		{ID: 8, Data: []byte{0x45}},
-		{ID: 9, Data: queuetest.UDPPacket(client6, 5000, server6, 20000, []byte("two"))},
-		{ID: 10, Truncated: true, Data: queuetest.UDPPacket(client4, 5000, server4, 20000, []byte("cut"))},
+		{ID: 9, Data: packettest.UDPPacket(client6, 5000, server6, 20000, []byte("two"))},
+		{ID: 10, Truncated: true, Data: packettest.UDPPacket(client4, 5000, server4, 20000, []byte("cut"))},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -150,7 +152,7 @@ func TestKnockRefusedBatchVerdictIsCounted(t *testing.T) {
 	fake.FailVerdicts(errors.New("ENOBUFS"))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	knock := queuetest.UDPPacket(client4, 5000, server4, 20000, []byte("k"))
+	knock := packettest.UDPPacket(client4, 5000, server4, 20000, []byte("k"))
 	if err := fake.InjectBatch(ctx, []queue.Packet{{ID: 1, Data: knock}, {ID: 2, Data: knock}}); err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +176,7 @@ func TestKnockShedsWhenWorkersAreBehind(t *testing.T) {
 			started <- struct{}{}
 			<-release
 		}})
-	knock := queuetest.UDPPacket(client4, 5000, server4, 20000, []byte("k"))
+	knock := packettest.UDPPacket(client4, 5000, server4, 20000, []byte("k"))
 	inject(t, fake, queue.Packet{ID: 1, Data: knock})
 	<-started // the worker holds knock 1
 	for id := uint32(2); id <= 5; id++ {
@@ -210,7 +212,7 @@ func TestKnockBuffersReused(t *testing.T) {
 	for i := range 20 {
 		payload := bytes.Repeat([]byte{byte('a' + i)}, 20-i)
 		want = append(want, string(payload))
-		queue.HandleKnockPacket(k, &sock, queue.Packet{ID: uint32(i), Data: queuetest.UDPPacket(client4, 1, server4, 20000, payload)})
+		queue.HandleKnockPacket(k, &sock, queue.Packet{ID: uint32(i), Data: packettest.UDPPacket(client4, 1, server4, 20000, payload)})
 		if !queue.ProcessOneKnock(k) {
 			t.Fatalf("knock %d not queued", i)
 		}
@@ -229,7 +231,7 @@ func TestKnockAllocs(t *testing.T) {
 		t.Fatal(err)
 	}
 	var sock discardSocket
-	p := queue.Packet{ID: 1, Data: queuetest.UDPPacket(client6, 1, server6, 20000, make([]byte, 700))}
+	p := queue.Packet{ID: 1, Data: packettest.UDPPacket(client6, 1, server6, 20000, make([]byte, 700))}
 	n := testing.AllocsPerRun(100, func() {
 		queue.HandleKnockPacket(k, &sock, p)
 		queue.ProcessOneKnock(k)
@@ -254,7 +256,7 @@ func BenchmarkKnockHandle(b *testing.B) {
 		b.Fatal(err)
 	}
 	var sock discardSocket
-	p := queue.Packet{ID: 1, Data: queuetest.UDPPacket(client4, 1, server4, 20000, make([]byte, 700))}
+	p := queue.Packet{ID: 1, Data: packettest.UDPPacket(client4, 1, server4, 20000, make([]byte, 700))}
 	b.ReportAllocs()
 	for b.Loop() {
 		queue.HandleKnockPacket(k, &sock, p)
@@ -283,7 +285,7 @@ func TestKnockQueuedPairs(t *testing.T) {
 			started <- struct{}{}
 			<-release
 		}})
-	knock := queuetest.UDPPacket(client4, 5000, server4, 20000, []byte("k"))
+	knock := packettest.UDPPacket(client4, 5000, server4, 20000, []byte("k"))
 	inject(t, fake, queue.Packet{ID: 1, Data: knock})
 	<-started // the worker holds knock 1
 	for id := uint32(2); id <= 4; id++ {

@@ -322,7 +322,7 @@ func (v *verdictSender) write(fd uintptr) bool {
 
 // verdict sends one verdict message; see putVerdict.
 func (v *verdictSender) verdict(id uint32, verdict int, mark uint32, withMark, batch bool) error {
-	if verdict != NFAccept && verdict != NFDrop && verdict != NFRepeat {
+	if !validVerdict(verdict) {
 		return fmt.Errorf("nfqueue %d: verdict %d: %w", v.queue, verdict, nfqueue.ErrInvalidVerdict)
 	}
 	v.mu.Lock()

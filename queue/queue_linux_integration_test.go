@@ -22,6 +22,7 @@ import (
 
 	"sknock/internal/netns"
 	"sknock/internal/testenv"
+	"sknock/packet"
 	"sknock/queue"
 )
 
@@ -48,17 +49,17 @@ func TestIntegrationGateAndKnock(t *testing.T) {
 	clients := map[netip.Addr]bool{netip.MustParseAddr("198.18.0.2"): true, netip.MustParseAddr("fd00:5e::2"): true}
 	gate, err := queue.NewGate(queue.GateConfig{
 		Queue: itGateQueue, RejectMark: itMark, NetNS: int(nsFile.Fd()),
-		Decide: func(h *queue.Header) queue.Verdict {
-			if !clients[h.Src] || h.TCPFlags&queue.TCPSyn == 0 {
-				return queue.Drop
+		Decide: func(h *packet.Header) packet.Verdict {
+			if !clients[h.Src] || h.TCPFlags&packet.TCPSyn == 0 {
+				return packet.Drop
 			}
 			switch h.DstPort {
 			case 2000:
-				return queue.Accept
+				return packet.Accept
 			case 2002:
-				return queue.Reject
+				return packet.Reject
 			}
-			return queue.Drop
+			return packet.Drop
 		},
 	})
 	if err != nil {
@@ -350,12 +351,12 @@ func TestIntegrationGateBatches(t *testing.T) {
 	var hold sync.Once
 	gate, err := queue.NewGate(queue.GateConfig{
 		Queue: itGateQueue, RejectMark: itMark, NetNS: int(nsFile.Fd()),
-		Decide: func(h *queue.Header) queue.Verdict {
+		Decide: func(h *packet.Header) packet.Verdict {
 			hold.Do(func() { <-release })
 			if h.DstPort == 2000 {
-				return queue.Accept
+				return packet.Accept
 			}
-			return queue.Drop
+			return packet.Drop
 		},
 	})
 	if err != nil {
@@ -428,4 +429,93 @@ func kernelWaiting(t *testing.T, ns *netns.NS, q int) int {
 	}
 	t.Fatalf("queue %d not in %s's nfnetlink_queue", q, ns.Name)
 	return 0
+}
+
+// itHoldQueue is the hold queue of TestIntegrationDeferThroughHoldQueue.
+const itHoldQueue = 7102
+
+// TestIntegrationDeferThroughHoldQueue defers a burst of SYNs: the gate
+// reader moves them to the hold queue with batch NF_QUEUE verdicts, the
+// hold reader receives every one and settles it, and every connection
+// opens. It proves that the kernel takes NF_QUEUE in a batch verdict and
+// that a packet accepted from the second queue goes on to its socket.
+func TestIntegrationDeferThroughHoldQueue(t *testing.T) {
+	server, client, nsFile := newQueueNet(t, "qhs", "qhc")
+
+	release := make(chan struct{})
+	var hold sync.Once
+	gate, err := queue.NewGate(queue.GateConfig{
+		Queue: itGateQueue, RejectMark: itMark, NetNS: int(nsFile.Fd()),
+		HoldQueue: itHoldQueue, Holding: true,
+		Decide: func(h *packet.Header) packet.Verdict {
+			hold.Do(func() { <-release })
+			return packet.Defer
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var holder *queue.HoldReader
+	holder, err = queue.NewHold(queue.HoldConfig{
+		Queue: itHoldQueue, RejectMark: itMark, NetNS: int(nsFile.Fd()), MaxQueueLen: 64,
+		Deliver: func(_ context.Context, p *queue.Packet, h *packet.Header) {
+			v := packet.Drop
+			if h.DstPort == 2000 {
+				v = packet.Accept
+			}
+			if err := holder.Settle(p.ID, p.Mark, v); err != nil {
+				t.Errorf("Settle: %v", err)
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runErr := make(chan error, 2)
+	go func() { runErr <- gate.Run(ctx) }()
+	go func() { runErr <- holder.Run(ctx) }()
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+		cancel()
+		for range 2 {
+			if err := <-runErr; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		}
+	}()
+	waitBound(t, server, itGateQueue)
+	waitBound(t, server, itHoldQueue)
+	go acceptAll(listenIn(t, server.Name, "198.18.0.1:2000"))
+
+	const n = 32
+	dialErrs := make(chan error, n)
+	for range n {
+		go func() { dialErrs <- dialIn(client.Name, "198.18.0.1:2000", 5*time.Second) }()
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for kernelWaiting(t, server, itGateQueue) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("fewer than %d SYNs waiting in the gate queue after 3s", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(release)
+	released = true
+	for range n {
+		if err := <-dialErrs; err != nil {
+			t.Errorf("deferred connection: %v, want it accepted from the hold queue", err)
+		}
+	}
+	gs, hs := gate.Stats(), holder.Stats()
+	t.Logf("gate: %d packets deferred with %d verdict messages; hold queue: %d packets, %d accepted", gs.Deferred.Load(), gs.VerdictMessages.Load(), hs.Packets.Load(), hs.Accepted.Load())
+	if gs.Deferred.Load() < n || gs.VerdictMessages.Load()*4 > gs.Deferred.Load() {
+		t.Errorf("gate deferred %d packets with %d verdict messages, want at least %d in batches (a quarter as many messages)", gs.Deferred.Load(), gs.VerdictMessages.Load(), n)
+	}
+	if hs.Accepted.Load() < n || gs.VerdictErrors.Load()+hs.VerdictErrors.Load() != 0 {
+		t.Errorf("hold queue accepted %d (want ≥ %d); verdict errors %d and %d", hs.Accepted.Load(), n, gs.VerdictErrors.Load(), hs.VerdictErrors.Load())
+	}
 }

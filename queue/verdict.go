@@ -1,47 +1,36 @@
 package queue
 
 import (
-	"strconv"
-
 	nfqueue "github.com/florianl/go-nfqueue/v2"
+
+	"sknock/packet"
 )
-
-// Verdict is what a decision function says about one packet.
-type Verdict uint8
-
-// The verdicts. The zero value is Drop, so a forgotten verdict fails closed.
-const (
-	// Drop discards the packet silently.
-	Drop Verdict = iota
-	// Accept lets the packet through with its mark unchanged.
-	Accept
-	// Reject sends the packet back through the hook (NF_REPEAT) with the
-	// reader's reject mark OR-ed into its mark; the static rules REJECT
-	// marked packets, so the peer sees a TCP reset or an ICMP port
-	// unreachable, exactly like a closed port.
-	Reject
-)
-
-// String returns "drop", "accept" or "reject", or "verdict(N)" otherwise.
-func (v Verdict) String() string {
-	switch v {
-	case Drop:
-		return "drop"
-	case Accept:
-		return "accept"
-	case Reject:
-		return "reject"
-	}
-	return "verdict(" + strconv.Itoa(int(v)) + ")"
-}
 
 // Kernel verdicts a Socket passes to the kernel; the values of NF_DROP,
-// NF_ACCEPT and NF_REPEAT.
+// NF_ACCEPT, NF_QUEUE and NF_REPEAT. NFQueue carries the target queue in
+// its upper 16 bits (see QueueTo).
 const (
 	NFDrop   = nfqueue.NfDrop
 	NFAccept = nfqueue.NfAccept
+	NFQueue  = nfqueue.NfQeueue
 	NFRepeat = nfqueue.NfRepeat
 )
+
+// QueueTo returns the kernel verdict that moves a packet to queue num:
+// NF_QUEUE with the number in the upper bits. If nothing reads that
+// queue, the kernel drops the packet (no bypass flag).
+func QueueTo(num uint16) int { return NFQueue | int(num)<<16 }
+
+// validVerdict reports whether verdict is one a reader sends.
+func validVerdict(verdict int) bool {
+	switch verdict & 0xffff {
+	case NFAccept, NFDrop, NFRepeat:
+		return verdict>>16 == 0
+	case NFQueue:
+		return true
+	}
+	return false
+}
 
 // DefaultRejectMark is the mark bit a reader ORs into a rejected packet's
 // mark when its configuration names none.
@@ -49,24 +38,28 @@ const DefaultRejectMark = 0x1
 
 // kernelVerdict is what the kernel is told about one packet.
 type kernelVerdict struct {
-	verdict  int // NFAccept, NFDrop or NFRepeat
+	verdict  int // NFAccept, NFDrop, NFRepeat or QueueTo(n)
 	mark     uint32
 	withMark bool
 }
 
 // kernelVerdictOf turns v for p into the kernel's verdict. reject is the
-// mark bit of Reject. It reports loop when p already carried that bit: the
-// rules sent a marked packet back to the queue instead of rejecting it, so
-// it is dropped rather than repeated forever.
-func kernelVerdictOf(p *Packet, v Verdict, reject uint32) (kv kernelVerdict, loop bool) {
+// mark bit of Reject; deferTo is the verdict for Defer (QueueTo the hold
+// queue, or NFDrop without one). It reports loop when a packet to reject
+// already carried the reject bit: the rules sent a marked packet back to
+// the queue instead of rejecting it, so it is dropped rather than
+// repeated forever.
+func kernelVerdictOf(p *Packet, v packet.Verdict, reject uint32, deferTo int) (kv kernelVerdict, loop bool) {
 	switch v {
-	case Accept:
+	case packet.Accept:
 		return kernelVerdict{verdict: NFAccept}, false
-	case Reject:
+	case packet.Reject:
 		if p.Mark&reject != 0 {
 			return kernelVerdict{verdict: NFDrop}, true
 		}
 		return kernelVerdict{verdict: NFRepeat, mark: p.Mark | reject, withMark: true}, false
+	case packet.Defer:
+		return kernelVerdict{verdict: deferTo}, false
 	default:
 		return kernelVerdict{verdict: NFDrop}, false
 	}

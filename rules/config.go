@@ -3,6 +3,7 @@ package rules
 import (
 	"fmt"
 	"regexp"
+	"sknock/packet"
 )
 
 // Config describes the rule set. The zero value is not valid; start from
@@ -72,7 +73,7 @@ func DefaultConfig() Config {
 		KnockFirst:  10000,
 		KnockLast:   60000,
 		MinLength:   300,
-		AlwaysAllow: []PortSpec{{Proto: "tcp", First: 22, Last: 22}},
+		AlwaysAllow: []PortSpec{{Proto: packet.TCP, First: 22, Last: 22}},
 	}
 }
 
@@ -199,8 +200,8 @@ func (c Config) validateChain() error {
 // checkSpec checks a PortSpec built by hand rather than by ParsePortSpec.
 func checkSpec(p PortSpec) error {
 	switch {
-	case p.Proto != "tcp" && p.Proto != "udp":
-		return fmt.Errorf("protocol %q must be tcp or udp", p.Proto)
+	case !p.Proto.Valid():
+		return fmt.Errorf("protocol %s must be tcp or udp", p.Proto)
 	case p.All:
 		return nil
 	case p.First == 0 || p.First > p.Last:
@@ -211,5 +212,5 @@ func checkSpec(p PortSpec) error {
 
 // knockPorts returns the knock port range as a UDP PortSpec.
 func (c Config) knockPorts() PortSpec {
-	return PortSpec{Proto: "udp", First: c.KnockFirst, Last: c.KnockLast}
+	return PortSpec{Proto: packet.UDP, First: c.KnockFirst, Last: c.KnockLast}
 }

@@ -3,6 +3,7 @@ package rules
 import (
 	"errors"
 	"fmt"
+	"sknock/packet"
 	"strconv"
 	"strings"
 )
@@ -10,8 +11,8 @@ import (
 // PortSpec names a set of ports of one transport protocol: one port
 // ("tcp/22"), an inclusive range ("tcp/8000-8100") or every port ("udp/*").
 type PortSpec struct {
-	// Proto is "tcp" or "udp".
-	Proto string
+	// Proto is packet.TCP or packet.UDP.
+	Proto packet.Proto
 	// First and Last bound the inclusive range; both are equal for one
 	// port. They are zero, and ignored, when All is set.
 	First, Last uint16
@@ -30,11 +31,17 @@ func ParsePortSpec(s string) (PortSpec, error) {
 	bad := func(why string) (PortSpec, error) {
 		return PortSpec{}, fmt.Errorf("%w %q: %s", ErrBadPortSpec, s, why)
 	}
-	proto, ports, ok := strings.Cut(s, "/")
+	protoText, ports, ok := strings.Cut(s, "/")
 	if !ok {
 		return bad(`want PROTO/PORT, PROTO/FIRST-LAST or PROTO/*`)
 	}
-	if proto != "tcp" && proto != "udp" {
+	var proto packet.Proto
+	switch protoText {
+	case "tcp":
+		proto = packet.TCP
+	case "udp":
+		proto = packet.UDP
+	default:
 		return bad(`protocol must be "tcp" or "udp"`)
 	}
 	if ports == "*" {
@@ -83,16 +90,16 @@ func parsePort(s string) (uint16, error) {
 func (p PortSpec) String() string {
 	switch {
 	case p.All:
-		return p.Proto + "/*"
+		return p.Proto.String() + "/*"
 	case p.First == p.Last:
-		return p.Proto + "/" + strconv.Itoa(int(p.First))
+		return p.Proto.String() + "/" + strconv.Itoa(int(p.First))
 	default:
-		return p.Proto + "/" + strconv.Itoa(int(p.First)) + "-" + strconv.Itoa(int(p.Last))
+		return p.Proto.String() + "/" + strconv.Itoa(int(p.First)) + "-" + strconv.Itoa(int(p.Last))
 	}
 }
 
 // Contains reports whether port of proto is in p.
-func (p PortSpec) Contains(proto string, port uint16) bool {
+func (p PortSpec) Contains(proto packet.Proto, port uint16) bool {
 	return proto == p.Proto && (p.All || (p.First <= port && port <= p.Last))
 }
 

@@ -6,6 +6,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"sknock/packet"
 	"sknock/rules"
 )
 
@@ -15,13 +16,13 @@ var portSpecTests = []struct {
 	want    rules.PortSpec
 	wantErr bool
 }{
-	{name: "tcp port", give: "tcp/22", want: rules.PortSpec{Proto: "tcp", First: 22, Last: 22}},
-	{name: "udp port", give: "udp/8000", want: rules.PortSpec{Proto: "udp", First: 8000, Last: 8000}},
-	{name: "range", give: "tcp/8000-8100", want: rules.PortSpec{Proto: "tcp", First: 8000, Last: 8100}},
-	{name: "one-port range", give: "tcp/8000-8000", want: rules.PortSpec{Proto: "tcp", First: 8000, Last: 8000}},
-	{name: "tcp all", give: "tcp/*", want: rules.PortSpec{Proto: "tcp", All: true}},
-	{name: "udp all", give: "udp/*", want: rules.PortSpec{Proto: "udp", All: true}},
-	{name: "max port", give: "udp/65535", want: rules.PortSpec{Proto: "udp", First: 65535, Last: 65535}},
+	{name: "tcp port", give: "tcp/22", want: rules.PortSpec{Proto: packet.TCP, First: 22, Last: 22}},
+	{name: "udp port", give: "udp/8000", want: rules.PortSpec{Proto: packet.UDP, First: 8000, Last: 8000}},
+	{name: "range", give: "tcp/8000-8100", want: rules.PortSpec{Proto: packet.TCP, First: 8000, Last: 8100}},
+	{name: "one-port range", give: "tcp/8000-8000", want: rules.PortSpec{Proto: packet.TCP, First: 8000, Last: 8000}},
+	{name: "tcp all", give: "tcp/*", want: rules.PortSpec{Proto: packet.TCP, All: true}},
+	{name: "udp all", give: "udp/*", want: rules.PortSpec{Proto: packet.UDP, All: true}},
+	{name: "max port", give: "udp/65535", want: rules.PortSpec{Proto: packet.UDP, First: 65535, Last: 65535}},
 	{name: "empty", give: "", wantErr: true},
 	{name: "no slash", give: "tcp22", wantErr: true},
 	{name: "upper case", give: "TCP/22", wantErr: true},
@@ -87,18 +88,18 @@ func TestPortSpecContainsOverlaps(t *testing.T) {
 	}
 	containsTests := []struct {
 		spec  string
-		proto string
+		proto packet.Proto
 		port  uint16
 		want  bool
 	}{
-		{"tcp/22", "tcp", 22, true},
-		{"tcp/22", "udp", 22, false},
-		{"tcp/22", "tcp", 23, false},
-		{"tcp/8000-8100", "tcp", 8000, true},
-		{"tcp/8000-8100", "tcp", 8100, true},
-		{"tcp/8000-8100", "tcp", 8101, false},
-		{"udp/*", "udp", 1, true},
-		{"udp/*", "tcp", 1, false},
+		{"tcp/22", packet.TCP, 22, true},
+		{"tcp/22", packet.UDP, 22, false},
+		{"tcp/22", packet.TCP, 23, false},
+		{"tcp/8000-8100", packet.TCP, 8000, true},
+		{"tcp/8000-8100", packet.TCP, 8100, true},
+		{"tcp/8000-8100", packet.TCP, 8101, false},
+		{"udp/*", packet.UDP, 1, true},
+		{"udp/*", packet.TCP, 1, false},
 	}
 	for _, tt := range containsTests {
 		if got := spec(tt.spec).Contains(tt.proto, tt.port); got != tt.want {

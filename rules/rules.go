@@ -26,6 +26,7 @@ package rules
 import (
 	"fmt"
 	"hash/fnv"
+	"sknock/packet"
 	"strconv"
 )
 
@@ -72,9 +73,9 @@ func (c Config) Rules(ipv6 bool) [][]string {
 // match returns the protocol and port match of p.
 func match(p PortSpec) []string {
 	if p.All {
-		return []string{"-p", p.Proto}
+		return []string{"-p", p.Proto.String()}
 	}
-	return []string{"-p", p.Proto, "-m", p.Proto, "--dport", p.dport()}
+	return []string{"-p", p.Proto.String(), "-m", p.Proto.String(), "--dport", p.dport()}
 }
 
 // rejectRules answer marked packets as the kernel answers a closed port.
@@ -104,7 +105,7 @@ func (c Config) protectRules(p PortSpec) [][]string {
 		last := int(c.GateQueue) + n - 1
 		gate = []string{"-j", "NFQUEUE", "--queue-balance", strconv.Itoa(int(c.GateQueue)) + ":" + strconv.Itoa(last)}
 	}
-	if p.Proto == "tcp" {
+	if p.Proto == packet.TCP {
 		syn := append(match(p), "-m", "tcp", "--tcp-flags", "SYN,ACK,FIN,RST", "SYN")
 		if !p.All {
 			// match already loaded -m tcp for --dport.

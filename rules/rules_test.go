@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"sknock/packet"
 	"sknock/rules"
 )
 
@@ -222,12 +223,12 @@ func TestValidate(t *testing.T) {
 		},
 		{
 			name:      "hand-made spec",
-			give:      func(c *rules.Config) { c.Protect = []rules.PortSpec{{Proto: "icmp", First: 1, Last: 1}} },
-			wantField: "Protect", wantText: "icmp",
+			give:      func(c *rules.Config) { c.Protect = []rules.PortSpec{{Proto: 1, First: 1, Last: 1}} },
+			wantField: "Protect", wantText: "proto(1) must be tcp or udp",
 		},
 		{
 			name:      "hand-made port zero",
-			give:      func(c *rules.Config) { c.Protect = []rules.PortSpec{{Proto: "tcp"}} },
+			give:      func(c *rules.Config) { c.Protect = []rules.PortSpec{{Proto: packet.TCP}} },
 			wantField: "Protect", wantText: "tcp/0",
 		},
 	}

@@ -13,8 +13,8 @@ import (
 	"strings"
 	"time"
 
-	"sknock/knock"
 	"sknock/knock/client"
+	"sknock/packet"
 )
 
 const knockUsage = `usage: sknock knock [flags] HOST PROTO/PORT...
@@ -128,7 +128,7 @@ func parseKnockFlags(args []string, stdout io.Writer) (*knockFlags, error) {
 		}
 		f.reqs = append(f.reqs, req)
 	}
-	if f.connect && (len(f.reqs) != 1 || f.reqs[0].Proto != knock.TCP) {
+	if f.connect && (len(f.reqs) != 1 || f.reqs[0].Proto != packet.TCP) {
 		return nil, usagef("--connect wants exactly one tcp/PORT")
 	}
 	return &f, nil
@@ -227,7 +227,7 @@ func describeResult(r client.Result) string {
 	switch {
 	case r.Status == client.StatusOpen:
 		return fmt.Sprintf("%s open (verified in %s)", r.Request, roundDuration(r.Elapsed))
-	case r.Request.Proto == knock.UDP:
+	case r.Request.Proto == packet.UDP:
 		return fmt.Sprintf("%s knocked (UDP cannot be verified)", r.Request)
 	}
 	return fmt.Sprintf("%s knocked (not verified)", r.Request)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -37,6 +38,9 @@ type Config struct {
 	Policy       gate.Policy
 	OpenDuration time.Duration
 	MaxGrants    int
+	// HoldQueue is the NFQUEUE the gate moves a SYN racing its own knock
+	// to; default: the queue after the gate queues.
+	HoldQueue uint16
 
 	LogLevel string
 
@@ -127,6 +131,7 @@ var configKeys = map[string]map[string]keySetter{
 		"chain":         setString(func(c *Config) *string { return &c.Rules.Chain }),
 		"reject_mark":   setMark,
 		"max_grants":    setInt(func(c *Config) *int { return &c.MaxGrants }, 0, 1<<26),
+		"hold_queue":    setQueue(func(c *Config) *uint16 { return &c.HoldQueue }),
 	},
 	"log": {
 		"level": setLogLevel,
@@ -164,6 +169,9 @@ func ParseConfig(path string, data []byte) (Config, error) {
 	c.Rules.RejectStray = c.Policy == gate.PolicyReject
 	if err := c.Rules.Validate(); err != nil {
 		return c, rulesError(path, err)
+	}
+	if err := c.checkHoldQueue(); err != nil {
+		return c, err
 	}
 	if c.ServerPKCS12 == "" {
 		return c, &ConfigError{Path: path, Key: "server.pkcs12", Msg: "required"}
@@ -373,6 +381,27 @@ func setLogLevel(c *Config, n *yaml.Node) string {
 		return ""
 	}
 	return fmt.Sprintf("%q is not a level (debug, info, warn or error)", s)
+}
+
+// checkHoldQueue fills in the default hold queue (the one after the gate
+// queues) and checks that it is none of the other queues.
+func (c *Config) checkHoldQueue() error {
+	gates := c.Rules.GateQueueNumbers()
+	if !c.set["gate.hold_queue"] {
+		next := int(gates[len(gates)-1]) + 1
+		if next == int(c.Rules.KnockQueue) {
+			next++
+		}
+		if next > 65535 {
+			return &ConfigError{Path: c.Path, Key: "gate.hold_queue", Msg: "no queue number left after the gate queues; set one"}
+		}
+		c.HoldQueue = uint16(next)
+		return nil
+	}
+	if c.HoldQueue == c.Rules.KnockQueue || slices.Contains(gates, c.HoldQueue) {
+		return &ConfigError{Path: c.Path, Key: "gate.hold_queue", Msg: fmt.Sprintf("%d is already the knock queue or a gate queue", c.HoldQueue)}
+	}
+	return nil
 }
 
 // rulesError turns a rules validation error into one naming the key.

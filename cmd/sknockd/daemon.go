@@ -3,9 +3,9 @@ package main
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/netip"
 	"os"
 	"sync"
@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"sknock/gate"
+	"sknock/packet"
 	"sknock/queue"
 	"sknock/rules"
 )
@@ -28,17 +29,18 @@ type daemon struct {
 	log    *zap.Logger
 	level  zap.AtomicLevel
 	engine *gate.Engine
-	keeper ruleKeeper
-	gateQ  []*queue.GateReader // one per gate queue, all deciding with engine
-	knockQ *queue.KnockReader
+	// decisions logs what engine decides; engine itself does no I/O.
+	decisions *decisionLog
+	keeper    ruleKeeper
+	gateQ     []*queue.GateReader // one per gate queue, all deciding with engine
+	knockQ    *queue.KnockReader
+	// holdQ receives the packets the gate defers (a SYN racing its own
+	// knock) and holder settles them; see gate.Holder.
+	holdQ  *queue.HoldReader
+	holder *gate.Holder
 
 	crlStamp fileStamp // the CRL file the trust state was built from
 	fetch    Fetcher   // gets crl.url
-}
-
-// newLogger returns the daemon's JSON logger at level.
-func newLogger(level string, w io.Writer) *zap.Logger {
-	return newLoggerAt(logLevel(level), w)
 }
 
 // newLoggerAt returns the daemon's JSON logger at a level a reload can
@@ -77,6 +79,9 @@ type osDeps struct {
 	// watchEvery is how often the rules are checked; zero means
 	// defaultWatchEvery.
 	watchEvery time.Duration
+	// clock is the engine's clock (grants, replay and hold deadlines);
+	// nil means time.Now.
+	clock func() time.Time
 }
 
 // defaultWatchEvery checks the rules often enough to restore them within
@@ -130,13 +135,17 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 
 	d := &daemon{cfg: cfg, log: log, level: level, keeper: keeper, fetch: sys.fetch}
 	d.crlStamp = stampOf(cfg.CRLFile)
+	d.decisions = newDecisionLog(log, decisionLogPerSecond)
 	d.engine = gate.NewEngine(gate.Config{
 		Policy:       cfg.Policy,
 		OpenDuration: cfg.OpenDuration,
 		MaxGrants:    cfg.MaxGrants,
-		Log:          slog.New(newZapHandler(log.Core())),
-		KnockDecided: d.releaseHeld,
+		Clock:        sys.clock,
 	}, trust)
+	if d.holder, err = d.engine.NewHolder(gate.HolderConfig{Settle: d.settleHeld}); err != nil {
+		fmt.Fprintf(stderr, "sknockd: %v\n", err)
+		return 1
+	}
 	logTrust(log, "trust loaded", info)
 
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -153,6 +162,7 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 	}
 	var watching sync.WaitGroup
 	watching.Go(func() { d.watchRules(runCtx, cmp.Or(sys.watchEvery, defaultWatchEvery)) })
+	watching.Go(func() { d.holder.Run(runCtx) })
 	log.Info("sknockd started",
 		zap.String("version", version),
 		zap.String("chain", cfg.Rules.Chain),
@@ -184,7 +194,7 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 // all.
 func (d *daemon) startReaders(ctx context.Context, cancel context.CancelFunc, openSocket queue.Opener) (<-chan error, func(), error) {
 	gateQueues := d.cfg.Rules.GateQueueNumbers()
-	readers := len(gateQueues) + 1
+	readers := len(gateQueues) + 2 // and the knock and hold queues
 	bound := make(chan error, readers)
 	open := func(sc queue.SocketConfig) (queue.Socket, error) {
 		s, err := openSocket(sc)
@@ -195,7 +205,8 @@ func (d *daemon) startReaders(ctx context.Context, cancel context.CancelFunc, op
 		g, err := queue.NewGate(queue.GateConfig{
 			Queue:      q,
 			Decide:     d.decideGate,
-			Hold:       d.holdGate,
+			HoldQueue:  d.cfg.HoldQueue,
+			Holding:    true,
 			RejectMark: d.cfg.Rules.Mark,
 			Open:       open,
 		})
@@ -216,6 +227,15 @@ func (d *daemon) startReaders(ctx context.Context, cancel context.CancelFunc, op
 	}); err != nil {
 		return nil, nil, err
 	}
+	if d.holdQ, err = queue.NewHold(queue.HoldConfig{
+		Queue:       d.cfg.HoldQueue,
+		Deliver:     d.deliverHeld,
+		RejectMark:  d.cfg.Rules.Mark,
+		MaxQueueLen: gate.DefaultMaxHeld,
+		Open:        open,
+	}); err != nil {
+		return nil, nil, err
+	}
 
 	// readerDone has room for every reader, so none blocks on it; the
 	// wait group, not the channel, tells when all have returned.
@@ -228,6 +248,7 @@ func (d *daemon) startReaders(ctx context.Context, cancel context.CancelFunc, op
 		runReader(g.Run)
 	}
 	runReader(d.knockQ.Run)
+	runReader(d.holdQ.Run)
 	stop := func() {
 		cancel()
 		stopped := make(chan struct{})
@@ -352,35 +373,40 @@ func logTrust(log *zap.Logger, msg string, info TrustInfo) {
 	}
 }
 
-// decideGate is the gate queue's verdict function. It does not allocate.
-func (d *daemon) decideGate(h *queue.Header) queue.Verdict {
-	switch d.engine.Verdict(h.Src, h.Proto, h.DstPort) {
-	case gate.Accept:
-		return queue.Accept
-	case gate.Reject:
-		return queue.Reject
+// decideGate is the gate queue's verdict function: the engine decides,
+// and a denial is logged (rate-limited). It does not allocate unless a
+// line is written.
+func (d *daemon) decideGate(h *packet.Header) packet.Verdict {
+	now := d.engine.Now()
+	v, granted := d.engine.Verdict(h, now)
+	if !granted && v != packet.Defer {
+		d.decisions.gateDenied(h, v, d.engine.Policy(), now)
 	}
-	return queue.Drop
+	return v
 }
 
-// holdGate is the gate queue's hold function: it holds a packet that
-// races its own knock (see gate.Engine.Hold). It does not allocate.
-func (d *daemon) holdGate(h *queue.Header) bool {
-	return d.engine.Hold(h.Src, h.Proto, h.DstPort)
+// deliverHeld runs on the hold queue's receive goroutine: it hands a
+// deferred packet to the holder.
+func (d *daemon) deliverHeld(ctx context.Context, p *queue.Packet, h *packet.Header) {
+	d.holder.Hold(ctx, gate.HeldPacket{ID: p.ID, Mark: p.Mark, Header: *h})
 }
 
-// releaseHeld is the engine's KnockDecided: the knock from src is decided,
-// so the gate readers decide the packets they held for it. gateQ is
-// complete before the readers run.
-func (d *daemon) releaseHeld(src netip.Addr) {
-	for _, g := range d.gateQ {
-		g.Release(src)
+// settleHeld runs on the holder's goroutine, the only one that answers
+// the hold queue.
+func (d *daemon) settleHeld(p *gate.HeldPacket, v packet.Verdict) {
+	if v != packet.Accept {
+		d.decisions.gateDenied(&p.Header, v, d.engine.Policy(), d.engine.Now())
+	}
+	if err := d.holdQ.Settle(p.ID, p.Mark, v); err != nil && !errors.Is(err, queue.ErrNotRunning) {
+		d.log.Warn("hold queue verdict refused; the kernel drops the packet", zap.Error(err))
 	}
 }
 
-// handleKnock runs on a knock worker.
+// handleKnock runs on a knock worker: the engine decides, the daemon logs.
 func (d *daemon) handleKnock(src netip.Addr, payload []byte) {
-	d.engine.Knock(src, payload)
+	start := d.engine.Now()
+	dec := d.engine.Knock(src, payload)
+	d.decisions.knock(src, &dec, start, d.engine.Now(), d.engine.OpenDuration())
 }
 
 func (d *daemon) logStats() {
@@ -397,8 +423,9 @@ func (d *daemon) logStats() {
 		zap.Uint64("gate_receive_errors", g.ReceiveErrors),
 		zap.Uint64("gate_verdict_messages", g.VerdictMessages),
 		zap.Uint64("gate_verdict_errors", g.VerdictErrors),
-		zap.Uint64("gate_held", g.Held),
-		zap.Uint64("gate_hold_timeouts", g.HoldTimeouts),
+		zap.Uint64("gate_held", s.Deferred),
+		zap.Uint64("gate_hold_timeouts", s.HoldTimeouts),
+		zap.Uint64("gate_hold_overflows", s.HoldOverflows),
 		zap.Uint64("knock_packets", k.Received.Load()),
 		zap.Uint64("knock_shed", k.Shed.Load()),
 		zap.Uint64("knock_truncated", k.Truncated.Load()),
@@ -410,7 +437,7 @@ func (d *daemon) logStats() {
 // gateTotals are the counters of every gate reader, summed.
 type gateTotals struct {
 	Packets, Accepted, Dropped, Rejected, Unknown, ReceiveErrors uint64
-	VerdictMessages, VerdictErrors, Held, HoldTimeouts           uint64
+	VerdictMessages, VerdictErrors                               uint64
 }
 
 // gateTotals sums the counters of the gate readers, which each count their
@@ -427,8 +454,6 @@ func (d *daemon) gateTotals() gateTotals {
 		t.ReceiveErrors += s.ReceiveErrors.Load()
 		t.VerdictMessages += s.VerdictMessages.Load()
 		t.VerdictErrors += s.VerdictErrors.Load()
-		t.Held += s.Held.Load()
-		t.HoldTimeouts += s.HoldTimeouts.Load()
 	}
 	return t
 }

@@ -18,6 +18,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"sknock/knock"
+	"sknock/packet"
+	"sknock/packet/packettest"
 	"sknock/pki"
 	"sknock/queue"
 	"sknock/queue/queuetest"
@@ -46,7 +48,8 @@ func (s *syncBuffer) String() string {
 // fakeOS is every OS boundary of the daemon, faked.
 type fakeOS struct {
 	gateSock, gateSock2 *queuetest.Socket // queues 101 and 102
-	knockSock           *queuetest.Socket // any other queue
+	knockSock           *queuetest.Socket // queue 100
+	holdSock            *queuetest.Socket // any other queue
 	v4, v6              *rulestest.Table  // the kernel's filter tables
 	keeper              *rules.Keeper     // over v4 and v6
 	mu                  sync.Mutex
@@ -57,7 +60,7 @@ type fakeOS struct {
 }
 
 func newFakeOS() *fakeOS {
-	f := &fakeOS{gateSock: queuetest.New(), gateSock2: queuetest.New(), knockSock: queuetest.New()}
+	f := &fakeOS{gateSock: queuetest.New(), gateSock2: queuetest.New(), knockSock: queuetest.New(), holdSock: queuetest.New()}
 	f.v4, f.v6 = rulestest.New(), rulestest.New()
 	f.keeper = rules.NewKeeper(f.v4, f.v6)
 	return f
@@ -86,12 +89,14 @@ func (f *fakeOS) deps() osDeps {
 				return nil, f.openErr
 			}
 			switch sc.Queue {
+			case 100:
+				return f.knockSock.Open(sc)
 			case 101:
 				return f.gateSock.Open(sc)
 			case 102:
 				return f.gateSock2.Open(sc)
 			}
-			return f.knockSock.Open(sc)
+			return f.holdSock.Open(sc)
 		},
 		keeper: func() (ruleKeeper, error) { return countingKeeper{f}, nil },
 		removeRules: func(c rules.Config) error {
@@ -139,7 +144,7 @@ func daemonPKI(t *testing.T) (dir string, cfg Config) {
 	must(pki.IssueClient(dir, "alice", allow, "pw", pki.IssueOptions{}))
 	must(pki.WriteCRL(dir, 0))
 	must(os.WriteFile(filepath.Join(dir, "pass"), []byte("pw\n"), 0o600))
-	yaml := fmt.Sprintf("server:\n  pkcs12: %[1]s/server.pfx\n  password_file: %[1]s/pass\ncrl:\n  file: %[1]s/ca.crl\ngate:\n  protect: [tcp/2000]\n  policy: reject\n", dir)
+	yaml := fmt.Sprintf("server:\n  pkcs12: %[1]s/server.pfx\n  password_file: %[1]s/pass\ncrl:\n  file: %[1]s/ca.crl\ngate:\n  protect: [tcp/2000]\n  policy: reject\n  hold_queue: 110\n", dir)
 	must(os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(yaml), 0o600))
 	cfg, err = LoadConfig(filepath.Join(dir, "config.yaml"))
 	must(err)
@@ -157,7 +162,7 @@ func sealFor(t *testing.T, dir, client string, port uint16, ip string) []byte {
 		t.Fatal(err)
 	}
 	pub, _ := server.Cert.PublicKey.(*ecdsa.PublicKey).ECDH()
-	k := knock.Knock{Proto: knock.TCP, Port: port, ClientIP: netip.MustParseAddr(ip), Timestamp: uint32(time.Now().Unix()), Certificate: b.Cert.Raw}
+	k := knock.Knock{Proto: packet.TCP, Port: port, ClientIP: netip.MustParseAddr(ip), Timestamp: uint32(time.Now().Unix()), Certificate: b.Cert.Raw}
 	data, err := knock.Seal(&k, b.Key, pub, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -189,7 +194,7 @@ func synVerdictOn(t *testing.T, sock *queuetest.Socket, src string) queuetest.Ve
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	pkt := queuetest.TCPPacket(netip.MustParseAddr(src), 40000, netip.MustParseAddr("198.18.0.1"), 2000, queue.TCPSyn)
+	pkt := packettest.TCPPacket(netip.MustParseAddr(src), 40000, netip.MustParseAddr("198.18.0.1"), 2000, packet.TCPSyn)
 	id, err := sock.Inject(ctx, pkt)
 	if err != nil {
 		t.Fatal(err)
@@ -205,7 +210,7 @@ func injectKnock(t *testing.T, f *fakeOS, src string, datagram []byte) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	pkt := queuetest.UDPPacket(netip.MustParseAddr(src), 40001, netip.MustParseAddr("198.18.0.1"), 23456, datagram)
+	pkt := packettest.UDPPacket(netip.MustParseAddr(src), 40001, netip.MustParseAddr("198.18.0.1"), 23456, datagram)
 	if _, err := f.knockSock.Inject(ctx, pkt); err != nil {
 		t.Fatal(err)
 	}
@@ -323,7 +328,7 @@ func TestDaemonTwoGateQueues(t *testing.T) {
 	}
 	injectKnock(t, f, "198.18.0.2", sealFor(t, dir, "alice", 2000, "198.18.0.2"))
 	waitFor(t, logs, `"verdict":"grant"`, 1)
-	syn := queuetest.TCPPacket(netip.MustParseAddr("198.18.0.2"), 40000, netip.MustParseAddr("198.18.0.1"), 2000, queue.TCPSyn)
+	syn := packettest.TCPPacket(netip.MustParseAddr("198.18.0.2"), 40000, netip.MustParseAddr("198.18.0.1"), 2000, packet.TCPSyn)
 	for i, sock := range []*queuetest.Socket{f.gateSock, f.gateSock2} {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		ids, err := sock.InjectData(ctx, syn, syn, syn)

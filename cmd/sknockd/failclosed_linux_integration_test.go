@@ -22,7 +22,7 @@ import (
 
 	"sknock/internal/e2e"
 	"sknock/internal/netns"
-	"sknock/knock"
+	"sknock/packet"
 )
 
 // The tests of this file show that sknock fails closed (issue 10): no
@@ -230,18 +230,18 @@ func within(start time.Time, limit time.Duration, cond func() bool) bool {
 
 // refused reports whether p's probe of proto/port was refused: how a
 // protected port answers under policy reject.
-func refused(p peer, proto knock.Proto, port uint16) bool {
+func refused(p peer, proto packet.Proto, port uint16) bool {
 	return e2e.IsRefused(probe(p, proto, port, quickProbe))
 }
 
 // reachable reports whether p's probe of proto/port got its echo.
-func reachable(p peer, proto knock.Proto, port uint16) bool {
+func reachable(p peer, proto packet.Proto, port uint16) bool {
 	return probe(p, proto, port, quickProbe) == nil
 }
 
 // protoPort is one port of the server.
 type protoPort struct {
-	proto knock.Proto
+	proto packet.Proto
 	port  uint16
 }
 
@@ -494,7 +494,7 @@ func TestIntegrationNoWindow(t *testing.T) {
 	var conns []net.Conn
 	for _, v6 := range []bool{false, true} {
 		c := e.client(v6)
-		_, line := e.knock(t, e.alice, c, netip.Addr{}, knock.TCP, tcpB)
+		_, line := e.knock(t, e.alice, c, netip.Addr{}, packet.TCP, tcpB)
 		checkLine(t, line, map[string]string{"verdict": "grant"})
 		conn, err := e2e.DialTCP(c.ns, e2e.AddrPort(e2e.ServerAddr(c.addr), tcpB), probeTimeout)
 		if err != nil {
@@ -611,8 +611,8 @@ func TestIntegrationBootStep(t *testing.T) {
 	checkOneJump(t, applied)
 
 	t.Run("protected ports closed", func(t *testing.T) {
-		e.wantClosedAll(t, e.allPeers(), protoPort{knock.TCP, tcpA}, protoPort{knock.UDP, udpA})
-		e.wantOpen(t, e.client(false), knock.TCP, sshPort)
+		e.wantClosedAll(t, e.allPeers(), protoPort{packet.TCP, tcpA}, protoPort{packet.UDP, udpA})
+		e.wantOpen(t, e.client(false), packet.TCP, sshPort)
 	})
 
 	// unanswered sends each datagram from p's namespace on its own
@@ -651,7 +651,7 @@ func TestIntegrationBootStep(t *testing.T) {
 
 	t.Run("knocks unanswered", func(t *testing.T) {
 		unanswered(t, [][]byte{
-			e.alice.Seal(t, e.pki.ServerKey, knock.TCP, tcpA, e2e.ClientV4), // valid for client v4
+			e.alice.Seal(t, e.pki.ServerKey, packet.TCP, tcpA, e2e.ClientV4), // valid for client v4
 			make([]byte, 400), // knock-sized
 		})
 		// The counters do count: a datagram to a closed port draws one.
@@ -682,9 +682,9 @@ func TestIntegrationBootStep(t *testing.T) {
 	t.Run("a knock opens the port", func(t *testing.T) {
 		for _, v6 := range []bool{false, true} {
 			c := e.client(v6)
-			_, line := e.knock(t, e.alice, c, netip.Addr{}, knock.TCP, tcpA)
+			_, line := e.knock(t, e.alice, c, netip.Addr{}, packet.TCP, tcpA)
 			checkLine(t, line, map[string]string{"verdict": "grant"})
-			e.wantOpen(t, c, knock.TCP, tcpA)
+			e.wantOpen(t, c, packet.TCP, tcpA)
 		}
 	})
 }
@@ -700,16 +700,16 @@ func TestIntegrationReload(t *testing.T) {
 	cfg := liveConfig{policy: "reject"}
 	e.startDaemon(t, cfg)
 	c, m4, m6 := e.client(false), e.mallory(false), e.mallory(true)
-	_, line := e.knock(t, e.alice, c, netip.Addr{}, knock.TCP, tcpA)
+	_, line := e.knock(t, e.alice, c, netip.Addr{}, packet.TCP, tcpA)
 	checkLine(t, line, map[string]string{"verdict": "grant"})
 
 	t.Run("adding a port hides it within 1 s", func(t *testing.T) {
-		e.wantOpen(t, m4, knock.TCP, extraPort)
-		e.wantOpen(t, m6, knock.TCP, extraPort)
+		e.wantOpen(t, m4, packet.TCP, extraPort)
+		e.wantOpen(t, m6, packet.TCP, extraPort)
 		cfg.protect = append(slices.Clone(defaultProtect), "tcp/3500")
 		from, sent := e.hup(t, e.pki.Config(cfg.sections()))
 		for _, m := range []peer{m4, m6} {
-			if !within(sent, hideLimit, func() bool { return refused(m, knock.TCP, extraPort) }) {
+			if !within(sent, hideLimit, func() bool { return refused(m, packet.TCP, extraPort) }) {
 				t.Errorf("%s: tcp/%d not hidden %v after the SIGHUP that protects it (%v later)", m.name, extraPort, hideLimit, time.Since(sent))
 			}
 		}
@@ -719,13 +719,13 @@ func TestIntegrationReload(t *testing.T) {
 		}
 		checkChanged(t, l, "gate.protect")
 		// alice's grant, from before the reload, still opens tcp/2000.
-		e.wantOpen(t, c, knock.TCP, tcpA)
+		e.wantOpen(t, c, packet.TCP, tcpA)
 	})
 
 	t.Run("removing a port uncovers it", func(t *testing.T) {
 		cfg.protect = []string{"tcp/2000", "udp/8000", "udp/8001", "tcp/3500"}
 		from, sent := e.hup(t, e.pki.Config(cfg.sections()))
-		if !within(sent, 2*hideLimit, func() bool { return reachable(m4, knock.TCP, tcpB) }) {
+		if !within(sent, 2*hideLimit, func() bool { return reachable(m4, packet.TCP, tcpB) }) {
 			t.Errorf("tcp/%d still hidden %v after the SIGHUP that unprotects it", tcpB, 2*hideLimit)
 		}
 		l := e.reloadAnswer(t, from)
@@ -733,8 +733,8 @@ func TestIntegrationReload(t *testing.T) {
 			t.Fatalf("SIGHUP: %v, want %q", l, msgReloaded)
 		}
 		checkChanged(t, l, "gate.protect")
-		e.wantClosed(t, m4, knock.TCP, extraPort)
-		e.wantClosed(t, m4, knock.TCP, tcpA)
+		e.wantClosed(t, m4, packet.TCP, extraPort)
+		e.wantClosed(t, m4, packet.TCP, tcpA)
 	})
 
 	t.Run("refused file keeps the configuration", func(t *testing.T) {
@@ -765,10 +765,10 @@ func TestIntegrationReload(t *testing.T) {
 				if diff := cmp.Diff(before, e2e.IptablesSave(t, e.net.Server)); diff != "" {
 					t.Errorf("a refused reload changed the rules (-before +after):\n%s", diff)
 				}
-				if !refused(m4, knock.TCP, extraPort) || !refused(m6, knock.TCP, tcpA) {
+				if !refused(m4, packet.TCP, extraPort) || !refused(m6, packet.TCP, tcpA) {
 					t.Errorf("after a refused reload a protected port is not refused (tcp/%d v4, tcp/%d v6)", extraPort, tcpA)
 				}
-				e.wantOpen(t, m4, knock.TCP, tcpB)
+				e.wantOpen(t, m4, packet.TCP, tcpB)
 			})
 		}
 		if exited, code := e.daemon.Exited(); exited {
@@ -779,8 +779,8 @@ func TestIntegrationReload(t *testing.T) {
 	t.Run("policy change applies live", func(t *testing.T) {
 		cfg.policy = "drop"
 		e.reload(t, cfg, "gate.policy")
-		e.wantClosedAll(t, []peer{m4, m6}, protoPort{knock.TCP, tcpA}, protoPort{knock.TCP, extraPort})
-		e.wantOpen(t, c, knock.TCP, tcpA) // alice's grant survived three reloads
+		e.wantClosedAll(t, []peer{m4, m6}, protoPort{packet.TCP, tcpA}, protoPort{packet.TCP, extraPort})
+		e.wantOpen(t, c, packet.TCP, tcpA) // alice's grant survived three reloads
 	})
 }
 
@@ -888,7 +888,7 @@ func TestIntegrationTamper(t *testing.T) {
 				if got := sameRules(t, e.net.Server); got != want {
 					t.Fatalf("rules before the tamper are not the applied ones (an earlier case left them so) (-want +got):\n%s", cmp.Diff(want, got))
 				}
-				if !refused(m, knock.TCP, tcpA) {
+				if !refused(m, packet.TCP, tcpA) {
 					t.Fatalf("%s: tcp/%d not hidden before the tamper", m.name, tcpA)
 				}
 				save := e2e.IptablesSave(t, e.net.Server)
@@ -908,9 +908,9 @@ func TestIntegrationTamper(t *testing.T) {
 					jump, foreign := strings.Index(rules, "-A INPUT -j SKNOCK\n"), strings.Index(rules, tc.foreign+"\n")
 					return jump >= 0 && foreign > jump && strings.Replace(got, tc.foreign+"\n", "", 1) == want
 				}
-				if !within(done, restoreLimit, func() bool { return isRestored() && refused(m, knock.TCP, tcpA) }) {
+				if !within(done, restoreLimit, func() bool { return isRestored() && refused(m, packet.TCP, tcpA) }) {
 					t.Errorf("%v after the tamper: rules restored %v, %s -> tcp/%d refused %v; want both within %v; rules (-want +got):\n%s",
-						time.Since(done), isRestored(), m.name, tcpA, refused(m, knock.TCP, tcpA), restoreLimit, cmp.Diff(want, got))
+						time.Since(done), isRestored(), m.name, tcpA, refused(m, packet.TCP, tcpA), restoreLimit, cmp.Diff(want, got))
 				}
 
 				l := e.waitLine(t, from, logTimeout, msgRestored, func(l e2e.Line) bool {
@@ -989,9 +989,9 @@ func TestIntegrationSecondInstance(t *testing.T) {
 
 	t.Run("the first instance still serves", func(t *testing.T) {
 		c := e.client(false)
-		_, line := e.knock(t, e.alice, c, netip.Addr{}, knock.TCP, tcpA)
+		_, line := e.knock(t, e.alice, c, netip.Addr{}, packet.TCP, tcpA)
 		checkLine(t, line, map[string]string{"verdict": "grant"})
-		e.wantOpen(t, c, knock.TCP, tcpA)
-		e.wantClosed(t, e.mallory(false), knock.TCP, tcpA)
+		e.wantOpen(t, c, packet.TCP, tcpA)
+		e.wantClosed(t, e.mallory(false), packet.TCP, tcpA)
 	})
 }

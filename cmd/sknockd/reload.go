@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 
 	"go.uber.org/zap"
 )
@@ -36,6 +37,7 @@ var configValues = map[string]func(*Config) any{
 	"gate.chain":                func(c *Config) any { return c.Rules.Chain },
 	"gate.reject_mark":          func(c *Config) any { return c.Rules.Mark },
 	"gate.max_grants":           func(c *Config) any { return c.MaxGrants },
+	"gate.hold_queue":           func(c *Config) any { return c.HoldQueue },
 	"log.level":                 func(c *Config) any { return c.LogLevel },
 }
 
@@ -43,7 +45,7 @@ var configValues = map[string]func(*Config) any{
 // kernel objects (queues, chain, mark) and the pools sknockd holds for its
 // whole run. A restart applies them, and keeps the ports closed meanwhile.
 var restartOnly = map[string]bool{
-	"gate.queue": true, "gate.queues": true, "knock.queue": true,
+	"gate.queue": true, "gate.queues": true, "knock.queue": true, "gate.hold_queue": true,
 	"gate.chain": true, "gate.reject_mark": true,
 	"knock.workers": true, "knock.backlog": true, "gate.max_grants": true,
 }
@@ -76,10 +78,14 @@ func (d *daemon) reloadConfig(ctx context.Context) bool {
 		return refuse(err)
 	}
 	changed := changedKeys(d.cfg, &fresh)
+	var needRestart []string
 	for _, key := range changed {
 		if restartOnly[key] {
-			return refuse(fmt.Errorf("%s: %s changed; it takes a restart (which keeps the protected ports closed)", fresh.Path, key))
+			needRestart = append(needRestart, key)
 		}
+	}
+	if len(needRestart) > 0 {
+		return refuse(fmt.Errorf("%s: %s changed; that takes a restart (which keeps the protected ports closed)", fresh.Path, strings.Join(needRestart, ", ")))
 	}
 	var fetch Fetcher
 	if fresh.CRLURL != "" {

@@ -82,8 +82,8 @@ func TestDaemonReloadAppliesWholeConfig(t *testing.T) {
 		t.Fatal("tcp/3000 protected before the reload")
 	}
 
-	rewriteConfig(t, path, "protect: [tcp/2000]\n  policy: reject\n",
-		"protect: [tcp/2000, tcp/3000]\n  policy: drop\n  open_duration: 40s\nknock:\n  rate_limit: 3/minute\n")
+	rewriteConfig(t, path, "protect: [tcp/2000]\n  policy: reject\n  hold_queue: 110\n",
+		"protect: [tcp/2000, tcp/3000]\n  policy: drop\n  open_duration: 40s\n  hold_queue: 110\nknock:\n  rate_limit: 3/minute\n")
 	hup <- os.Interrupt // any value: the channel stands for SIGHUP
 	line := waitForLine(t, logs, `"msg":"config reloaded"`)
 	for _, key := range []string{"gate.protect", "gate.policy", "gate.open_duration", "knock.rate_limit"} {
@@ -104,7 +104,7 @@ func TestDaemonReloadAppliesWholeConfig(t *testing.T) {
 	}{
 		{"broken file", "policy: drop", "policy: maybe", "gate.policy"},
 		{"unknown key", "policy: drop", "policy: drop\n  colour: blue", "colour"},
-		{"restart-only key", "policy: drop", "policy: drop\n  queue: 200", "gate.queue changed; it takes a restart"},
+		{"restart-only key", "policy: drop", "policy: drop\n  queue: 200", "gate.queue changed; that takes a restart"},
 		{"missing bundle", "server.pfx", "server.pfx.gone", "server.pkcs12"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

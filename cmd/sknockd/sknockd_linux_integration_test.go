@@ -20,7 +20,7 @@ import (
 	"sknock/internal/e2e"
 	"sknock/internal/netns"
 	"sknock/internal/testenv"
-	"sknock/knock"
+	"sknock/packet"
 )
 
 // The services of the server namespace. Every protected port has an echo
@@ -118,16 +118,16 @@ func (e *env) mallory(v6 bool) peer {
 
 // probe tries proto/port on the server from p: nil when the echo came
 // back, else the error.
-func probe(p peer, proto knock.Proto, port uint16, timeout time.Duration) error {
+func probe(p peer, proto packet.Proto, port uint16, timeout time.Duration) error {
 	addr := e2e.AddrPort(e2e.ServerAddr(p.addr), port)
-	if proto == knock.UDP {
+	if proto == packet.UDP {
 		return e2e.UDPEcho(p.ns, addr, timeout)
 	}
 	return e2e.TCPEcho(p.ns, addr, timeout)
 }
 
 // wantOpen fails t unless p reaches proto/port.
-func (e *env) wantOpen(t *testing.T, p peer, proto knock.Proto, port uint16) {
+func (e *env) wantOpen(t *testing.T, p peer, proto packet.Proto, port uint16) {
 	t.Helper()
 	if err := probe(p, proto, port, probeTimeout); err != nil {
 		t.Errorf("%s -> %s/%d: %v, want the echo", p.name, proto, port, err)
@@ -136,7 +136,7 @@ func (e *env) wantOpen(t *testing.T, p peer, proto knock.Proto, port uint16) {
 
 // wantClosed fails t unless proto/port is hidden from p the way the policy
 // says: refused at once under reject, silent under drop.
-func (e *env) wantClosed(t *testing.T, p peer, proto knock.Proto, port uint16) {
+func (e *env) wantClosed(t *testing.T, p peer, proto packet.Proto, port uint16) {
 	t.Helper()
 	err := probe(p, proto, port, dropTimeout)
 	switch {
@@ -151,7 +151,7 @@ func (e *env) wantClosed(t *testing.T, p peer, proto knock.Proto, port uint16) {
 // own address when invalid), and returns the datagram and the daemon's
 // log line for it. When the line is there the decision is made: a grant is
 // in the table before it is logged.
-func (e *env) knock(t *testing.T, c *e2e.Client, p peer, embed netip.Addr, proto knock.Proto, port uint16) ([]byte, e2e.Line) {
+func (e *env) knock(t *testing.T, c *e2e.Client, p peer, embed netip.Addr, proto packet.Proto, port uint16) ([]byte, e2e.Line) {
 	t.Helper()
 	if !embed.IsValid() {
 		embed = p.addr
@@ -195,11 +195,11 @@ func TestIntegrationHiddenPorts(t *testing.T) {
 			e := newEnv(t, policy, time.Minute)
 			for _, v6 := range []bool{false, true} {
 				c := e.client(v6)
-				e.wantOpen(t, c, knock.TCP, sshPort)
-				e.wantClosed(t, c, knock.TCP, tcpA)
-				e.wantClosed(t, c, knock.UDP, udpA)
+				e.wantOpen(t, c, packet.TCP, sshPort)
+				e.wantClosed(t, c, packet.TCP, tcpA)
+				e.wantClosed(t, c, packet.UDP, udpA)
 				// A closed port is refused whatever the policy.
-				for _, proto := range []knock.Proto{knock.TCP, knock.UDP} {
+				for _, proto := range []packet.Proto{packet.TCP, packet.UDP} {
 					if err := probe(c, proto, closedPort, probeTimeout); !e2e.IsRefused(err) {
 						t.Errorf("%s -> %s/%d (closed, unprotected): %v, want connection refused", c.name, proto, closedPort, err)
 					}
@@ -216,9 +216,9 @@ func TestIntegrationHiddenPorts(t *testing.T) {
 			}
 			// And a knock opens the port under either policy.
 			c := e.client(false)
-			_, line := e.knock(t, e.alice, c, netip.Addr{}, knock.TCP, tcpA)
+			_, line := e.knock(t, e.alice, c, netip.Addr{}, packet.TCP, tcpA)
 			checkLine(t, line, map[string]string{"verdict": "grant"})
-			e.wantOpen(t, c, knock.TCP, tcpA)
+			e.wantOpen(t, c, packet.TCP, tcpA)
 		})
 	}
 }
@@ -260,13 +260,13 @@ func TestIntegrationKnock(t *testing.T) {
 	opens := []struct {
 		name        string
 		v6          bool
-		proto       knock.Proto
+		proto       packet.Proto
 		port, other uint16
 	}{
-		{"tcp v4", false, knock.TCP, tcpA, tcpB},
-		{"tcp v6", true, knock.TCP, tcpB, tcpA},
-		{"udp v4", false, knock.UDP, udpA, udpB},
-		{"udp v6", true, knock.UDP, udpB, udpA},
+		{"tcp v4", false, packet.TCP, tcpA, tcpB},
+		{"tcp v6", true, packet.TCP, tcpB, tcpA},
+		{"udp v4", false, packet.UDP, udpA, udpB},
+		{"udp v6", true, packet.UDP, udpB, udpA},
 	}
 	for _, tc := range opens {
 		t.Run("opens/"+tc.name, func(t *testing.T) {
@@ -291,26 +291,26 @@ func TestIntegrationKnock(t *testing.T) {
 		client *e2e.Client
 		from   peer
 		embed  netip.Addr
-		proto  knock.Proto
+		proto  packet.Proto
 		port   uint16
 		want   map[string]string
 	}{
 		{
-			name: "unauthorised port", client: e.bob, from: e.mallory(false), proto: knock.TCP, port: tcpA,
+			name: "unauthorised port", client: e.bob, from: e.mallory(false), proto: packet.TCP, port: tcpA,
 			want: map[string]string{"verdict": "deny", "reason": "not_authorized", "subject": "CN=bob", "serial": e.bob.Serial()},
 		},
 		{
-			name: "foreign CA", client: e.eve, from: e.mallory(false), proto: knock.TCP, port: tcpA,
+			name: "foreign CA", client: e.eve, from: e.mallory(false), proto: packet.TCP, port: tcpA,
 			want: map[string]string{"verdict": "deny", "reason": "untrusted_certificate"},
 		},
 		{
-			name: "foreign CA v6", client: e.eve, from: e.mallory(true), proto: knock.UDP, port: udpA,
+			name: "foreign CA v6", client: e.eve, from: e.mallory(true), proto: packet.UDP, port: udpA,
 			want: map[string]string{"verdict": "deny", "reason": "untrusted_certificate"},
 		},
 		{
 			// Embeds the client's address: neither it nor mallory gets tcp/3000.
 			name: "embedded address is not the source", client: e.alice, from: e.mallory(false), embed: e2e.ClientV4,
-			proto: knock.TCP, port: tcpB,
+			proto: packet.TCP, port: tcpB,
 			want: map[string]string{"verdict": "deny", "reason": "source_mismatch", "subject": "CN=alice", "client_ip": e2e.ClientV4.String()},
 		},
 	}
@@ -327,9 +327,9 @@ func TestIntegrationKnock(t *testing.T) {
 
 	t.Run("refused/revoked after SIGHUP", func(t *testing.T) {
 		// Before the revocation carol's knock works (mallory v6, tcp/2000).
-		_, line := e.knock(t, e.carol, e.mallory(true), netip.Addr{}, knock.TCP, tcpA)
+		_, line := e.knock(t, e.carol, e.mallory(true), netip.Addr{}, packet.TCP, tcpA)
 		checkLine(t, line, map[string]string{"verdict": "grant", "subject": "CN=carol"})
-		e.wantOpen(t, e.mallory(true), knock.TCP, tcpA)
+		e.wantOpen(t, e.mallory(true), packet.TCP, tcpA)
 
 		e.pki.Revoke(t, "carol")
 		from := len(e.daemon.Lines())
@@ -341,14 +341,14 @@ func TestIntegrationKnock(t *testing.T) {
 			t.Errorf("after SIGHUP: crl_revoked = %s, want 1; line: %v", got, reloaded)
 		}
 
-		_, line = e.knock(t, e.carol, e.mallory(false), netip.Addr{}, knock.TCP, tcpA)
+		_, line = e.knock(t, e.carol, e.mallory(false), netip.Addr{}, packet.TCP, tcpA)
 		// The certificate is not trusted, so its subject is not logged;
 		// the serial is in the detail.
 		checkLine(t, line, map[string]string{"verdict": "deny", "reason": "revoked", "proto": "tcp", "port": fmt.Sprint(tcpA)})
 		if !strings.Contains(line.String("detail"), e.carol.Serial()) {
 			t.Errorf("revoked knock: detail %q does not name serial %s", line.String("detail"), e.carol.Serial())
 		}
-		e.wantClosed(t, e.mallory(false), knock.TCP, tcpA)
+		e.wantClosed(t, e.mallory(false), packet.TCP, tcpA)
 	})
 
 	t.Run("knocks are never answered", func(t *testing.T) {
@@ -357,9 +357,9 @@ func TestIntegrationKnock(t *testing.T) {
 			m := e.mallory(v6)
 			target := e2e.AddrPort(e2e.ServerAddr(m.addr), e2e.KnockPort+7)
 			datagrams := [][]byte{
-				e.alice.Seal(t, e.pki.ServerKey, knock.UDP, udpA, m.addr), // granted
-				e.eve.Seal(t, e.pki.ServerKey, knock.TCP, tcpA, m.addr),
-				e.alice.Seal(t, e.pki.ServerKey, knock.TCP, tcpA, e2e.ClientV4), // source mismatch
+				e.alice.Seal(t, e.pki.ServerKey, packet.UDP, udpA, m.addr), // granted
+				e.eve.Seal(t, e.pki.ServerKey, packet.TCP, tcpA, m.addr),
+				e.alice.Seal(t, e.pki.ServerKey, packet.TCP, tcpA, e2e.ClientV4), // source mismatch
 				make([]byte, 400), // long enough for the knock queue, not a knock
 			}
 			for _, d := range datagrams {
@@ -407,7 +407,7 @@ func TestIntegrationExpiry(t *testing.T) {
 	c := e.client(false)
 	addr := e2e.AddrPort(e2e.ServerV4, tcpA)
 
-	datagram, line := e.knock(t, e.alice, c, netip.Addr{}, knock.TCP, tcpA)
+	datagram, line := e.knock(t, e.alice, c, netip.Addr{}, packet.TCP, tcpA)
 	checkLine(t, line, map[string]string{"verdict": "grant", "open_seconds": "2"})
 	granted := time.Now()
 	conn, err := e2e.DialTCP(c.ns, addr, probeTimeout)
@@ -444,7 +444,7 @@ func TestIntegrationExpiry(t *testing.T) {
 	// Within the timestamp tolerance (7 s) the replay cache catches it.
 	line = e.send(t, c, datagram)
 	checkLine(t, line, map[string]string{"verdict": "deny", "reason": "replay"})
-	e.wantClosed(t, c, knock.TCP, tcpA)
+	e.wantClosed(t, c, packet.TCP, tcpA)
 }
 
 // checkOneJump checks that INPUT jumps to the chain exactly once in both
@@ -501,9 +501,9 @@ func TestIntegrationLifecycle(t *testing.T) {
 		if diff := cmp.Diff(applied, e2e.IptablesSave(t, e.net.Server)); diff != "" {
 			t.Errorf("rules changed by kill -9 (-before +after):\n%s", diff)
 		}
-		e.wantClosed(t, c, knock.TCP, tcpA)
-		e.wantClosed(t, e.client(true), knock.TCP, tcpB)
-		e.wantOpen(t, c, knock.TCP, sshPort)
+		e.wantClosed(t, c, packet.TCP, tcpA)
+		e.wantClosed(t, e.client(true), packet.TCP, tcpB)
+		e.wantOpen(t, c, packet.TCP, sshPort)
 	})
 
 	t.Run("restart after crash", func(t *testing.T) {
@@ -513,9 +513,9 @@ func TestIntegrationLifecycle(t *testing.T) {
 		if diff := cmp.Diff(applied, restarted); diff != "" {
 			t.Errorf("rules after restart differ (-first start +restart):\n%s", diff)
 		}
-		_, line := e.knock(t, e.alice, c, netip.Addr{}, knock.TCP, tcpA)
+		_, line := e.knock(t, e.alice, c, netip.Addr{}, packet.TCP, tcpA)
 		checkLine(t, line, map[string]string{"verdict": "grant"})
-		e.wantOpen(t, c, knock.TCP, tcpA)
+		e.wantOpen(t, c, packet.TCP, tcpA)
 	})
 
 	t.Run("SIGTERM keeps the rules", func(t *testing.T) {
@@ -532,9 +532,9 @@ func TestIntegrationLifecycle(t *testing.T) {
 		if diff := cmp.Diff(applied, e2e.IptablesSave(t, e.net.Server)); diff != "" {
 			t.Errorf("rules changed by SIGTERM (-before +after):\n%s", diff)
 		}
-		e.wantClosed(t, c, knock.TCP, tcpA) // granted before the stop
-		e.wantClosed(t, e.client(true), knock.TCP, tcpB)
-		e.wantOpen(t, c, knock.TCP, sshPort)
+		e.wantClosed(t, c, packet.TCP, tcpA) // granted before the stop
+		e.wantClosed(t, e.client(true), packet.TCP, tcpB)
+		e.wantOpen(t, c, packet.TCP, sshPort)
 	})
 
 	t.Run("--remove-rules removes everything", func(t *testing.T) {
@@ -550,8 +550,8 @@ func TestIntegrationLifecycle(t *testing.T) {
 				t.Errorf("%s left in the rules after --remove-rules:\n%s", leftover, after)
 			}
 		}
-		e.wantOpen(t, c, knock.TCP, tcpA)
-		e.wantOpen(t, e.mallory(true), knock.TCP, tcpB)
+		e.wantOpen(t, c, packet.TCP, tcpA)
+		e.wantOpen(t, e.mallory(true), packet.TCP, tcpB)
 	})
 }
 
@@ -618,7 +618,7 @@ func writeIntegrationFile(t *testing.T, path, content string) {
 func TestIntegrationBurst(t *testing.T) {
 	requireTools(t)
 	e := newEnv(t, "reject", time.Minute)
-	_, line := e.knock(t, e.alice, e.client(false), netip.Addr{}, knock.TCP, tcpA)
+	_, line := e.knock(t, e.alice, e.client(false), netip.Addr{}, packet.TCP, tcpA)
 	checkLine(t, line, map[string]string{"verdict": "grant"})
 
 	const n = 64
@@ -636,7 +636,7 @@ func TestIntegrationBurst(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results <- result{granted: p.ns == e.net.Client, err: probe(p, knock.TCP, tcpA, probeTimeout)}
+			results <- result{granted: p.ns == e.net.Client, err: probe(p, packet.TCP, tcpA, probeTimeout)}
 		}()
 	}
 	wg.Wait()
@@ -673,17 +673,17 @@ func TestIntegrationConnectRightAfterKnock(t *testing.T) {
 	e := newEnv(t, "drop", time.Minute)
 	// A first knock, waited for, brings the daemon's knock path out of its
 	// cold start.
-	_, line := e.knock(t, e.alice, e.mallory(true), netip.Addr{}, knock.UDP, udpB)
+	_, line := e.knock(t, e.alice, e.mallory(true), netip.Addr{}, packet.UDP, udpB)
 	checkLine(t, line, map[string]string{"verdict": "grant"})
 	type target struct {
-		proto knock.Proto
+		proto packet.Proto
 		port  uint16
 	}
-	targets := []target{{knock.TCP, tcpA}, {knock.TCP, tcpB}, {knock.UDP, udpA}, {knock.UDP, udpB}}
+	targets := []target{{packet.TCP, tcpA}, {packet.TCP, tcpB}, {packet.UDP, udpA}, {packet.UDP, udpB}}
 	attempts, fast := 0, 0
 	for _, p := range []peer{e.client(false), e.client(true), e.mallory(false), e.mallory(true)} {
 		for _, c := range targets {
-			if p.name == "mallory v6" && c.proto == knock.UDP && c.port == udpB {
+			if p.name == "mallory v6" && c.proto == packet.UDP && c.port == udpB {
 				continue // the warm-up knock's grant
 			}
 			// The knock rate limit (20/s per address, per /64 for IPv6,
@@ -698,7 +698,7 @@ func TestIntegrationConnectRightAfterKnock(t *testing.T) {
 			if err := probe(p, c.proto, c.port, 3*time.Second); err != nil {
 				// A UDP datagram that beat its knock to the gate is
 				// dropped and not resent; TCP resends a dropped SYN.
-				if c.proto == knock.TCP {
+				if c.proto == packet.TCP {
 					t.Errorf("%s %s/%d after its knock: %v, want it open", p.name, c.proto, c.port, err)
 				}
 				continue

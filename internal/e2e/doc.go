@@ -16,7 +16,7 @@
 //	gate: {protect: [tcp/2000], policy: reject}
 //	`))
 //	e2e.SendUDP(n.Client, e2e.AddrPort(e2e.ServerV4, e2e.KnockPort),
-//		alice.Seal(t, p.ServerKey, knock.TCP, 2000, e2e.ClientV4))
+//		alice.Seal(t, p.ServerKey, packet.TCP, 2000, e2e.ClientV4))
 //	err := e2e.TCPEcho(n.Client, e2e.AddrPort(e2e.ServerV4, 2000), time.Second)
 //
 // Everything it makes is undone by the test's cleanup, also when the test

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"sknock/knock"
+	"sknock/packet"
 	"sknock/pki"
 )
 
@@ -133,7 +134,7 @@ func (p *PKI) Config(sections string) string {
 
 // Seal returns a knock datagram from c asking to open proto/port, signed
 // now, claiming to come from src, encrypted to server.
-func (c *Client) Seal(t testing.TB, server *ecdh.PublicKey, proto knock.Proto, port uint16, src netip.Addr) []byte {
+func (c *Client) Seal(t testing.TB, server *ecdh.PublicKey, proto packet.Proto, port uint16, src netip.Addr) []byte {
 	t.Helper()
 	k := &knock.Knock{
 		Proto:       proto,

@@ -13,8 +13,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"sknock/knock"
 	"sknock/knock/client"
+	"sknock/packet"
 	"sknock/pki"
 )
 
@@ -25,10 +25,10 @@ func TestParseRequest(t *testing.T) {
 		want    client.Request
 		wantErr bool
 	}{
-		{name: "tcp", give: "tcp/22", want: client.Request{Proto: knock.TCP, Port: 22}},
-		{name: "udp", give: "udp/8000", want: client.Request{Proto: knock.UDP, Port: 8000}},
-		{name: "upper case", give: "TCP/2000", want: client.Request{Proto: knock.TCP, Port: 2000}},
-		{name: "highest port", give: "udp/65535", want: client.Request{Proto: knock.UDP, Port: 65535}},
+		{name: "tcp", give: "tcp/22", want: client.Request{Proto: packet.TCP, Port: 22}},
+		{name: "udp", give: "udp/8000", want: client.Request{Proto: packet.UDP, Port: 8000}},
+		{name: "upper case", give: "TCP/2000", want: client.Request{Proto: packet.TCP, Port: 2000}},
+		{name: "highest port", give: "udp/65535", want: client.Request{Proto: packet.UDP, Port: 65535}},
 		{name: "no slash", give: "tcp22", wantErr: true},
 		{name: "no port", give: "tcp/", wantErr: true},
 		{name: "port zero", give: "tcp/0", wantErr: true},
@@ -84,7 +84,7 @@ func TestKnockGrantedByGatekeeper(t *testing.T) {
 	}
 	type fields struct {
 		Verdict  string
-		Proto    knock.Proto
+		Proto    packet.Proto
 		Port     uint16
 		ClientIP netip.Addr
 		Time     int64
@@ -100,8 +100,8 @@ func TestKnockGrantedByGatekeeper(t *testing.T) {
 	}
 	lo := netip.MustParseAddr("127.0.0.1")
 	want := []fields{
-		{"grant", knock.TCP, 2000, lo, now().Unix(), "CN=alice"},
-		{"grant", knock.UDP, 8000, lo, now().Unix(), "CN=alice"},
+		{"grant", packet.TCP, 2000, lo, now().Unix(), "CN=alice"},
+		{"grant", packet.UDP, 8000, lo, now().Unix(), "CN=alice"},
 	}
 	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
 		t.Errorf("decisions (-want +got):\n%s", diff)
@@ -228,7 +228,7 @@ func TestVerifyDelayedListener(t *testing.T) {
 		}
 		listening <- l
 	}()
-	results, err := c.Knock(context.Background(), "127.0.0.1", client.Request{Proto: knock.TCP, Port: port})
+	results, err := c.Knock(context.Background(), "127.0.0.1", client.Request{Proto: packet.TCP, Port: port})
 	if l := <-listening; l != nil {
 		defer l.Close()
 	}

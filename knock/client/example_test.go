@@ -10,6 +10,7 @@ import (
 
 	"sknock/knock"
 	"sknock/knock/client"
+	"sknock/packet"
 	"sknock/pki"
 )
 
@@ -49,7 +50,7 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	results, err := c.Knock(context.Background(), "127.0.0.1", client.Request{Proto: knock.UDP, Port: 8000})
+	results, err := c.Knock(context.Background(), "127.0.0.1", client.Request{Proto: packet.UDP, Port: 8000})
 	if err != nil {
 		log.Fatal(err)
 	}

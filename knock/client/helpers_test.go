@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"sknock/gate"
-	"sknock/knock"
 	"sknock/knock/client"
+	"sknock/packet"
 	"sknock/pki"
 )
 
@@ -138,7 +138,7 @@ func (g *fakeGate) Dial(ctx context.Context, network, address string) (net.Conn,
 	}
 	g.mu.Lock()
 	g.dials++
-	open := g.granted[gate.Grant{Source: netip.MustParseAddr("127.0.0.1"), Proto: knock.TCP, Port: ap.Port()}] >= g.openAfter
+	open := g.granted[gate.Grant{Source: netip.MustParseAddr("127.0.0.1"), Proto: packet.TCP, Port: ap.Port()}] >= g.openAfter
 	g.mu.Unlock()
 	if !open {
 		return nil, &net.OpError{Op: "dial", Net: network, Err: syscall.ECONNREFUSED}

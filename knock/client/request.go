@@ -3,11 +3,10 @@ package client
 import (
 	"errors"
 	"fmt"
+	"sknock/packet"
 	"strconv"
 	"strings"
 	"time"
-
-	"sknock/knock"
 )
 
 // ErrRequest is returned (wrapped) by ParseRequest for text that is not
@@ -21,7 +20,7 @@ var ErrNotOpen = errors.New("port did not open")
 // Request is one port to open.
 type Request struct {
 	// Proto and Port are the protocol and port to open.
-	Proto knock.Proto
+	Proto packet.Proto
 	Port  uint16
 }
 
@@ -35,7 +34,7 @@ func ParseRequest(s string) (Request, error) {
 	if !ok {
 		return Request{}, fmt.Errorf("%w: %q (want e.g. tcp/22 or udp/8000)", ErrRequest, s)
 	}
-	proto, err := knock.ParseProto(protoText)
+	proto, err := packet.ParseProto(protoText)
 	if err != nil {
 		return Request{}, fmt.Errorf("%w: %q: %w", ErrRequest, s, err)
 	}

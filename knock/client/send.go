@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"sknock/knock"
+	"sknock/packet"
 )
 
 // target is a resolved host: where knocks and probes go, and the client
@@ -40,7 +41,7 @@ func (c *Client) Knock(ctx context.Context, host string, reqs ...Request) ([]Res
 	if !c.cfg.NoVerify {
 		var wg sync.WaitGroup
 		for i := range results {
-			if results[i].Request.Proto != knock.TCP || results[i].Status == StatusFailed {
+			if results[i].Request.Proto != packet.TCP || results[i].Status == StatusFailed {
 				continue
 			}
 			wg.Go(func() {
@@ -67,7 +68,7 @@ func (c *Client) Knock(ctx context.Context, host string, reqs ...Request) ([]Res
 // the service (an ssh ProxyCommand). Config.NoVerify does not apply. On
 // failure the Result says how far it got.
 func (c *Client) Connect(ctx context.Context, host string, port uint16) (net.Conn, Result, error) {
-	req := Request{Proto: knock.TCP, Port: port}
+	req := Request{Proto: packet.TCP, Port: port}
 	t, err := c.resolve(ctx, host)
 	if err != nil {
 		return nil, Result{Request: req, Err: err}, err

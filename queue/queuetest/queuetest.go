@@ -18,7 +18,8 @@ import (
 type Verdict struct {
 	// ID is the packet id.
 	ID uint32
-	// Verdict is the kernel verdict: queue.NFAccept, NFDrop or NFRepeat.
+	// Verdict is the kernel verdict: queue.NFAccept, NFDrop, NFRepeat or
+	// queue.QueueTo(n).
 	Verdict int
 	// Mark is the mark set with the verdict; meaningful when WithMark.
 	Mark uint32

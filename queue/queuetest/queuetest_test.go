@@ -6,13 +6,15 @@ import (
 	"net/netip"
 	"testing"
 
+	"sknock/packet"
+	"sknock/packet/packettest"
 	"sknock/queue"
 	"sknock/queue/queuetest"
 )
 
 func TestSocketThroughGate(t *testing.T) {
 	fake := queuetest.New()
-	g, err := queue.NewGate(queue.GateConfig{Queue: 5, Open: fake.Open, Decide: func(*queue.Header) queue.Verdict { return queue.Reject }})
+	g, err := queue.NewGate(queue.GateConfig{Queue: 5, Open: fake.Open, Decide: func(*packet.Header) packet.Verdict { return packet.Reject }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -21,7 +23,7 @@ func TestSocketThroughGate(t *testing.T) {
 	go func() { done <- g.Run(ctx) }()
 
 	a := netip.MustParseAddr("198.18.0.2")
-	id, err := fake.Inject(ctx, queuetest.TCPPacket(a, 1, a, 2, queue.TCPSyn))
+	id, err := fake.Inject(ctx, packettest.TCPPacket(a, 1, a, 2, packet.TCPSyn))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"sknock/knock"
+	"sknock/packet"
 	"sknock/pki"
 )
 
@@ -59,7 +60,7 @@ func loadSealer(pfxList, passwordFile, serverCert string) (*sealer, error) {
 // for tcp/port and naming src, stamped now.
 func (s *sealer) seal(i int, port uint16, src netip.Addr) ([]byte, error) {
 	b := s.clients[i%len(s.clients)]
-	k := &knock.Knock{Proto: knock.TCP, Port: port, ClientIP: src, Timestamp: uint32(time.Now().Unix()), Certificate: b.Cert.Raw}
+	k := &knock.Knock{Proto: packet.TCP, Port: port, ClientIP: src, Timestamp: uint32(time.Now().Unix()), Certificate: b.Cert.Raw}
 	return knock.Seal(k, b.Key, s.server, nil)
 }
 

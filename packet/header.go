@@ -1,14 +1,8 @@
-package queue
+package packet
 
 import (
 	"encoding/binary"
 	"net/netip"
-)
-
-// IP protocol numbers the readers decode.
-const (
-	ProtoTCP = 6
-	ProtoUDP = 17
 )
 
 // Header offsets and sizes of the wire formats Decode reads.
@@ -59,8 +53,8 @@ const (
 type Header struct {
 	// Family is 4 or 6, or 0 when the packet is unknown.
 	Family uint8
-	// Proto is ProtoTCP or ProtoUDP, or 0 when the transport is unknown.
-	Proto uint8
+	// Proto is TCP or UDP, or 0 when the transport is unknown.
+	Proto Proto
 	// Src and Dst are the IP source and destination addresses.
 	Src, Dst netip.Addr
 	// SrcPort and DstPort are the transport ports; zero when Proto is 0.
@@ -180,8 +174,8 @@ func (h *Header) decodeIPv6(pkt []byte) {
 // header and what follows, or leaves Proto 0. A malformed TCP or UDP header
 // makes the whole packet unknown.
 func (h *Header) decodeTransport(proto uint8, seg []byte) {
-	switch proto {
-	case ProtoTCP:
+	switch Proto(proto) {
+	case TCP:
 		if len(seg) < tcpMinHeaderLen {
 			return
 		}
@@ -190,13 +184,13 @@ func (h *Header) decodeTransport(proto uint8, seg []byte) {
 			*h = Header{}
 			return
 		}
-		h.Proto = ProtoTCP
+		h.Proto = TCP
 		h.SrcPort = binary.BigEndian.Uint16(seg)
 		h.DstPort = binary.BigEndian.Uint16(seg[2:])
 		h.TCPFlags = seg[tcpFlagsOff]
 		// Options running past the captured bytes leave an empty payload.
 		h.Payload = seg[min(off, len(seg)):]
-	case ProtoUDP:
+	case UDP:
 		if len(seg) < udpHeaderLen {
 			return
 		}
@@ -205,7 +199,7 @@ func (h *Header) decodeTransport(proto uint8, seg []byte) {
 			*h = Header{}
 			return
 		}
-		h.Proto = ProtoUDP
+		h.Proto = UDP
 		h.SrcPort = binary.BigEndian.Uint16(seg)
 		h.DstPort = binary.BigEndian.Uint16(seg[2:])
 		// A UDP length beyond the capture means the copy range cut the

@@ -1,4 +1,4 @@
-package queue_test
+package packet_test
 
 import (
 	"bytes"
@@ -9,8 +9,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
-	"sknock/queue"
-	"sknock/queue/queuetest"
+	"sknock/packet"
+	"sknock/packet/packettest"
 )
 
 var (
@@ -43,21 +43,21 @@ func ipv4Frag(pkt []byte, offset uint16, more bool) []byte {
 // ipv6Ext returns an IPv6 packet from client6 to server6 whose chain is
 // the extension headers exts (each: type, and its body without the
 // next-header byte) followed by transport of protocol proto.
-func ipv6Ext(proto uint8, transport []byte, exts ...[]byte) []byte {
+func ipv6Ext(proto packet.Proto, transport []byte, exts ...[]byte) []byte {
 	var chain []byte
 	first := proto
 	if len(exts) > 0 {
-		first = exts[0][0]
+		first = packet.Proto(exts[0][0])
 	}
 	for i, e := range exts {
-		next := proto
+		next := byte(proto)
 		if i+1 < len(exts) {
 			next = exts[i+1][0]
 		}
 		chain = append(chain, next)
 		chain = append(chain, e[1:]...)
 	}
-	return queuetest.IP(client6, server6, first, append(chain, transport...))
+	return packettest.IP(client6, server6, first, append(chain, transport...))
 }
 
 // Extension headers for ipv6Ext: type byte, then body after next-header.
@@ -73,51 +73,51 @@ var (
 type decodeTest struct {
 	name string
 	give []byte
-	want queue.Header
+	want packet.Header
 }
 
 func decodeTests() []decodeTest {
-	syn4 := queuetest.TCPPacket(client4, 40000, server4, 2000, queue.TCPSyn)
-	udp4 := queuetest.UDPPacket(client4, 40001, server4, 20000, []byte("knock"))
-	syn6 := queuetest.TCPPacket(client6, 40000, server6, 2000, queue.TCPSyn)
-	udp6 := queuetest.UDPPacket(client6, 40001, server6, 20000, []byte("knock6"))
+	syn4 := packettest.TCPPacket(client4, 40000, server4, 2000, packet.TCPSyn)
+	udp4 := packettest.UDPPacket(client4, 40001, server4, 20000, []byte("knock"))
+	syn6 := packettest.TCPPacket(client6, 40000, server6, 2000, packet.TCPSyn)
+	udp6 := packettest.UDPPacket(client6, 40001, server6, 20000, []byte("knock6"))
 
-	tcpOpts := queuetest.TCP(40000, 2000, queue.TCPSyn|queue.TCPAck, nil)
+	tcpOpts := packettest.TCP(40000, 2000, packet.TCPSyn|packet.TCPAck, nil)
 	tcpOpts[12] = 8 << 4 // 12 bytes of options
 	tcpOpts = append(tcpOpts, 2, 4, 0x05, 0xb4, 1, 1, 4, 2, 1, 3, 3, 7)
 	tcpOpts = append(tcpOpts, "data"...)
-	badOff := queuetest.TCPPacket(client4, 1, server4, 2, queue.TCPSyn)
+	badOff := packettest.TCPPacket(client4, 1, server4, 2, packet.TCPSyn)
 	badOff[20+12] = 4 << 4
-	badUDPLen := queuetest.UDPPacket(client4, 1, server4, 2, nil)
+	badUDPLen := packettest.UDPPacket(client4, 1, server4, 2, nil)
 	binary.BigEndian.PutUint16(badUDPLen[20+4:], 7)
-	cutUDP := queuetest.UDPPacket(client4, 40001, server4, 20000, bytes.Repeat([]byte{'k'}, 100))[:20+8+10]
-	longOpts := queuetest.IP(client4, server4, queue.ProtoTCP, tcpOpts)[:20+24]
+	cutUDP := packettest.UDPPacket(client4, 40001, server4, 20000, bytes.Repeat([]byte{'k'}, 100))[:20+8+10]
+	longOpts := packettest.IP(client4, server4, packet.TCP, tcpOpts)[:20+24]
 
-	v4 := func(proto uint8, sport, dport uint16, flags uint8, payload string) queue.Header {
-		return queue.Header{Family: 4, Proto: proto, Src: client4, Dst: server4, SrcPort: sport, DstPort: dport, TCPFlags: flags, Payload: []byte(payload)}
+	v4 := func(proto packet.Proto, sport, dport uint16, flags uint8, payload string) packet.Header {
+		return packet.Header{Family: 4, Proto: proto, Src: client4, Dst: server4, SrcPort: sport, DstPort: dport, TCPFlags: flags, Payload: []byte(payload)}
 	}
-	v6 := func(proto uint8, sport, dport uint16, flags uint8, payload string) queue.Header {
-		return queue.Header{Family: 6, Proto: proto, Src: client6, Dst: server6, SrcPort: sport, DstPort: dport, TCPFlags: flags, Payload: []byte(payload)}
+	v6 := func(proto packet.Proto, sport, dport uint16, flags uint8, payload string) packet.Header {
+		return packet.Header{Family: 6, Proto: proto, Src: client6, Dst: server6, SrcPort: sport, DstPort: dport, TCPFlags: flags, Payload: []byte(payload)}
 	}
-	v4none := queue.Header{Family: 4, Src: client4, Dst: server4}
-	v6none := queue.Header{Family: 6, Src: client6, Dst: server6}
-	tcp6 := queuetest.TCP(40000, 2000, queue.TCPSyn, nil)
-	udp6t := queuetest.UDP(40001, 20000, []byte("x"))
+	v4none := packet.Header{Family: 4, Src: client4, Dst: server4}
+	v6none := packet.Header{Family: 6, Src: client6, Dst: server6}
+	tcp6 := packettest.TCP(40000, 2000, packet.TCPSyn, nil)
+	udp6t := packettest.UDP(40001, 20000, []byte("x"))
 
 	return []decodeTest{
-		{name: "ipv4 tcp syn", give: syn4, want: v4(queue.ProtoTCP, 40000, 2000, queue.TCPSyn, "")},
-		{name: "ipv4 udp", give: udp4, want: v4(queue.ProtoUDP, 40001, 20000, 0, "knock")},
-		{name: "ipv6 tcp syn", give: syn6, want: v6(queue.ProtoTCP, 40000, 2000, queue.TCPSyn, "")},
-		{name: "ipv6 udp", give: udp6, want: v6(queue.ProtoUDP, 40001, 20000, 0, "knock6")},
-		{name: "ipv4 options", give: withIPv4Options(udp4, []byte{1, 1, 1, 0}), want: v4(queue.ProtoUDP, 40001, 20000, 0, "knock")},
-		{name: "tcp options and data", give: queuetest.IP(client4, server4, queue.ProtoTCP, tcpOpts), want: v4(queue.ProtoTCP, 40000, 2000, queue.TCPSyn|queue.TCPAck, "data")},
-		{name: "tcp options cut by copy range", give: longOpts, want: v4(queue.ProtoTCP, 40000, 2000, queue.TCPSyn|queue.TCPAck, "")},
-		{name: "link padding trimmed", give: append(bytes.Clone(udp4), 0, 0, 0, 0), want: v4(queue.ProtoUDP, 40001, 20000, 0, "knock")},
-		{name: "ipv6 padding trimmed", give: append(bytes.Clone(udp6), 0, 0), want: v6(queue.ProtoUDP, 40001, 20000, 0, "knock6")},
-		{name: "udp cut by copy range", give: cutUDP, want: v4(queue.ProtoUDP, 40001, 20000, 0, "kkkkkkkkkk")},
-		{name: "ipv4 first fragment", give: ipv4Frag(udp4, 0, true), want: v4(queue.ProtoUDP, 40001, 20000, 0, "knock")},
+		{name: "ipv4 tcp syn", give: syn4, want: v4(packet.TCP, 40000, 2000, packet.TCPSyn, "")},
+		{name: "ipv4 udp", give: udp4, want: v4(packet.UDP, 40001, 20000, 0, "knock")},
+		{name: "ipv6 tcp syn", give: syn6, want: v6(packet.TCP, 40000, 2000, packet.TCPSyn, "")},
+		{name: "ipv6 udp", give: udp6, want: v6(packet.UDP, 40001, 20000, 0, "knock6")},
+		{name: "ipv4 options", give: withIPv4Options(udp4, []byte{1, 1, 1, 0}), want: v4(packet.UDP, 40001, 20000, 0, "knock")},
+		{name: "tcp options and data", give: packettest.IP(client4, server4, packet.TCP, tcpOpts), want: v4(packet.TCP, 40000, 2000, packet.TCPSyn|packet.TCPAck, "data")},
+		{name: "tcp options cut by copy range", give: longOpts, want: v4(packet.TCP, 40000, 2000, packet.TCPSyn|packet.TCPAck, "")},
+		{name: "link padding trimmed", give: append(bytes.Clone(udp4), 0, 0, 0, 0), want: v4(packet.UDP, 40001, 20000, 0, "knock")},
+		{name: "ipv6 padding trimmed", give: append(bytes.Clone(udp6), 0, 0), want: v6(packet.UDP, 40001, 20000, 0, "knock6")},
+		{name: "udp cut by copy range", give: cutUDP, want: v4(packet.UDP, 40001, 20000, 0, "kkkkkkkkkk")},
+		{name: "ipv4 first fragment", give: ipv4Frag(udp4, 0, true), want: v4(packet.UDP, 40001, 20000, 0, "knock")},
 		{name: "ipv4 later fragment", give: ipv4Frag(udp4, 185, false), want: v4none},
-		{name: "ipv4 icmp", give: queuetest.IP(client4, server4, 1, []byte{8, 0, 0, 0, 0, 0, 0, 0}), want: v4none},
+		{name: "ipv4 icmp", give: packettest.IP(client4, server4, 1, []byte{8, 0, 0, 0, 0, 0, 0, 0}), want: v4none},
 		{name: "tcp header short", give: syn4[:20+19], want: v4none},
 		{name: "udp header short", give: udp4[:20+7], want: v4none},
 		{name: "tcp data offset below 5", give: badOff},
@@ -129,15 +129,15 @@ func decodeTests() []decodeTest {
 		{name: "ipv4 total below ihl", give: append(append([]byte(nil), syn4[:2]...), append([]byte{0, 19}, syn4[4:]...)...)},
 		{name: "version 5", give: append([]byte{0x55}, syn4[1:]...)},
 		{name: "ipv6 short", give: syn6[:39]},
-		{name: "ipv6 hop-by-hop and destination options", give: ipv6Ext(queue.ProtoTCP, tcp6, hopByHop, destOpts), want: v6(queue.ProtoTCP, 40000, 2000, queue.TCPSyn, "")},
-		{name: "ipv6 routing and ah", give: ipv6Ext(queue.ProtoUDP, udp6t, routing, ah), want: v6(queue.ProtoUDP, 40001, 20000, 0, "x")},
-		{name: "ipv6 first fragment", give: ipv6Ext(queue.ProtoUDP, udp6t, fragFirst), want: v6(queue.ProtoUDP, 40001, 20000, 0, "x")},
-		{name: "ipv6 later fragment", give: ipv6Ext(queue.ProtoUDP, udp6t, fragLater), want: v6none},
-		{name: "ipv6 chain of 8", give: ipv6Ext(queue.ProtoUDP, udp6t, hopByHop, destOpts, destOpts, destOpts, destOpts, destOpts, destOpts, destOpts), want: v6(queue.ProtoUDP, 40001, 20000, 0, "x")},
-		{name: "ipv6 chain too long", give: ipv6Ext(queue.ProtoUDP, udp6t, hopByHop, destOpts, destOpts, destOpts, destOpts, destOpts, destOpts, destOpts, destOpts), want: v6none},
-		{name: "ipv6 extension header cut", give: ipv6Ext(queue.ProtoTCP, tcp6, hopByHop)[:40+4], want: v6none},
-		{name: "ipv6 extension length beyond packet", give: ipv6Ext(queue.ProtoTCP, nil, []byte{60, 9, 0, 0, 0, 0, 0, 0}), want: v6none},
-		{name: "ipv6 no next header", give: queuetest.IP(client6, server6, 59, nil), want: v6none},
+		{name: "ipv6 hop-by-hop and destination options", give: ipv6Ext(packet.TCP, tcp6, hopByHop, destOpts), want: v6(packet.TCP, 40000, 2000, packet.TCPSyn, "")},
+		{name: "ipv6 routing and ah", give: ipv6Ext(packet.UDP, udp6t, routing, ah), want: v6(packet.UDP, 40001, 20000, 0, "x")},
+		{name: "ipv6 first fragment", give: ipv6Ext(packet.UDP, udp6t, fragFirst), want: v6(packet.UDP, 40001, 20000, 0, "x")},
+		{name: "ipv6 later fragment", give: ipv6Ext(packet.UDP, udp6t, fragLater), want: v6none},
+		{name: "ipv6 chain of 8", give: ipv6Ext(packet.UDP, udp6t, hopByHop, destOpts, destOpts, destOpts, destOpts, destOpts, destOpts, destOpts), want: v6(packet.UDP, 40001, 20000, 0, "x")},
+		{name: "ipv6 chain too long", give: ipv6Ext(packet.UDP, udp6t, hopByHop, destOpts, destOpts, destOpts, destOpts, destOpts, destOpts, destOpts, destOpts), want: v6none},
+		{name: "ipv6 extension header cut", give: ipv6Ext(packet.TCP, tcp6, hopByHop)[:40+4], want: v6none},
+		{name: "ipv6 extension length beyond packet", give: ipv6Ext(packet.TCP, nil, []byte{60, 9, 0, 0, 0, 0, 0, 0}), want: v6none},
+		{name: "ipv6 no next header", give: packettest.IP(client6, server6, 59, nil), want: v6none},
 	}
 }
 
@@ -145,7 +145,7 @@ func TestDecode(t *testing.T) {
 	for _, tt := range decodeTests() {
 		t.Run(tt.name, func(t *testing.T) {
 			// Start dirty: Decode must reset every field.
-			h := queue.Header{Family: 9, Proto: 9, SrcPort: 9, Payload: []byte("old")}
+			h := packet.Header{Family: 9, Proto: 9, SrcPort: 9, Payload: []byte("old")}
 			h.Decode(tt.give)
 			if diff := cmp.Diff(tt.want, h, headerOpts...); diff != "" {
 				t.Errorf("Decode (-want +got):\n%s", diff)
@@ -155,8 +155,8 @@ func TestDecode(t *testing.T) {
 }
 
 func TestDecodePayloadAliasesPacket(t *testing.T) {
-	pkt := queuetest.UDPPacket(client4, 1, server4, 2, []byte("abc"))
-	var h queue.Header
+	pkt := packettest.UDPPacket(client4, 1, server4, 2, []byte("abc"))
+	var h packet.Header
 	h.Decode(pkt)
 	pkt[len(pkt)-1] = 'z'
 	if got := string(h.Payload); got != "abz" {
@@ -165,7 +165,7 @@ func TestDecodePayloadAliasesPacket(t *testing.T) {
 }
 
 func TestDecodeAllocs(t *testing.T) {
-	var h queue.Header
+	var h packet.Header
 	for _, tt := range decodeTests() {
 		if n := testing.AllocsPerRun(100, func() { h.Decode(tt.give) }); n != 0 {
 			t.Errorf("%s: Decode allocates %v times per packet, want 0", tt.name, n)
@@ -178,16 +178,16 @@ func FuzzDecode(f *testing.F) {
 		f.Add(tt.give)
 	}
 	f.Fuzz(func(t *testing.T, pkt []byte) {
-		var h queue.Header
+		var h packet.Header
 		h.Decode(pkt)
 		switch {
 		case h.Family == 0:
-			if diff := cmp.Diff(queue.Header{}, h, headerOpts...); diff != "" {
+			if diff := cmp.Diff(packet.Header{}, h, headerOpts...); diff != "" {
 				t.Fatalf("unknown packet with fields set (-want +got):\n%s", diff)
 			}
 		case h.Family != 4 && h.Family != 6:
 			t.Fatalf("Family = %d", h.Family)
-		case h.Proto != 0 && h.Proto != queue.ProtoTCP && h.Proto != queue.ProtoUDP:
+		case h.Proto != 0 && h.Proto != packet.TCP && h.Proto != packet.UDP:
 			t.Fatalf("Proto = %d", h.Proto)
 		case h.Proto == 0 && (h.SrcPort != 0 || h.DstPort != 0 || h.TCPFlags != 0 || len(h.Payload) != 0):
 			t.Fatalf("unknown transport with transport fields set: %+v", h)
@@ -220,13 +220,13 @@ func BenchmarkDecode(b *testing.B) {
 		name string
 		pkt  []byte
 	}{
-		{"ipv4-tcp-syn", queuetest.TCPPacket(client4, 40000, server4, 2000, queue.TCPSyn)},
-		{"ipv6-tcp-syn", queuetest.TCPPacket(client6, 40000, server6, 2000, queue.TCPSyn)},
-		{"ipv6-ext-udp", ipv6Ext(queue.ProtoUDP, queuetest.UDP(1, 2, make([]byte, 600)), hopByHop, destOpts)},
+		{"ipv4-tcp-syn", packettest.TCPPacket(client4, 40000, server4, 2000, packet.TCPSyn)},
+		{"ipv6-tcp-syn", packettest.TCPPacket(client6, 40000, server6, 2000, packet.TCPSyn)},
+		{"ipv6-ext-udp", ipv6Ext(packet.UDP, packettest.UDP(1, 2, make([]byte, 600)), hopByHop, destOpts)},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
-			var h queue.Header
+			var h packet.Header
 			for b.Loop() {
 				h.Decode(bc.pkt)
 			}

@@ -1,10 +1,12 @@
-package queuetest
+// Package packettest builds IP packets for tests: TCP and UDP over IPv4
+// or IPv6, as NFQUEUE hands them over (starting at the IP header).
+package packettest
 
 import (
 	"encoding/binary"
 	"net/netip"
 
-	"sknock/queue"
+	"sknock/packet"
 )
 
 // TCP returns a TCP header (20 bytes, no options) with the given ports and
@@ -33,13 +35,13 @@ func UDP(srcPort, dstPort uint16, payload []byte) []byte {
 // IP returns an IPv4 (20-byte header) or IPv6 (40-byte header) packet,
 // by the family of src, from src to dst carrying transport as protocol
 // proto. src and dst must be of the same family.
-func IP(src, dst netip.Addr, proto uint8, transport []byte) []byte {
+func IP(src, dst netip.Addr, proto packet.Proto, transport []byte) []byte {
 	if src.Is4() {
 		b := make([]byte, 20, 20+len(transport))
 		b[0] = 0x45
 		binary.BigEndian.PutUint16(b[2:], uint16(20+len(transport)))
 		b[8] = 64 // TTL
-		b[9] = proto
+		b[9] = byte(proto)
 		s, d := src.As4(), dst.As4()
 		copy(b[12:], s[:])
 		copy(b[16:], d[:])
@@ -48,7 +50,7 @@ func IP(src, dst netip.Addr, proto uint8, transport []byte) []byte {
 	b := make([]byte, 40, 40+len(transport))
 	b[0] = 0x60
 	binary.BigEndian.PutUint16(b[4:], uint16(len(transport)))
-	b[6] = proto
+	b[6] = byte(proto)
 	b[7] = 64 // hop limit
 	s, d := src.As16(), dst.As16()
 	copy(b[8:], s[:])
@@ -57,13 +59,13 @@ func IP(src, dst netip.Addr, proto uint8, transport []byte) []byte {
 }
 
 // TCPPacket returns an IP packet from src:srcPort to dst:dstPort carrying a
-// TCP segment with flags (queue.TCPSyn for a connection attempt).
+// TCP segment with flags (packet.TCPSyn for a connection attempt).
 func TCPPacket(src netip.Addr, srcPort uint16, dst netip.Addr, dstPort uint16, flags uint8) []byte {
-	return IP(src, dst, queue.ProtoTCP, TCP(srcPort, dstPort, flags, nil))
+	return IP(src, dst, packet.TCP, TCP(srcPort, dstPort, flags, nil))
 }
 
 // UDPPacket returns an IP packet from src:srcPort to dst:dstPort carrying a
 // UDP datagram with payload.
 func UDPPacket(src netip.Addr, srcPort uint16, dst netip.Addr, dstPort uint16, payload []byte) []byte {
-	return IP(src, dst, queue.ProtoUDP, UDP(srcPort, dstPort, payload))
+	return IP(src, dst, packet.UDP, UDP(srcPort, dstPort, payload))
 }
