@@ -47,7 +47,10 @@ type Engine struct {
 	// it settles the packets it holds; one signal stands for any number
 	// (capacity 1). Nil without a Holder: then nothing is ever deferred.
 	decided chan struct{}
-	stats   Stats
+	// deferPerSource and deferTotal bound the packets deferred and not yet
+	// settled (the Holder's MaxHeldPerSource and MaxHeld).
+	deferPerSource, deferTotal int32
+	stats                      Stats
 }
 
 // settings are the parts of Config that Reconfigure swaps.
@@ -75,8 +78,9 @@ type Snapshot struct {
 	// WouldDeny counts packets the none policy accepted without a grant.
 	WouldDeny uint64
 	// Deferred counts packets sent to the Holder; HoldTimeouts those it
-	// settled because their knock took too long, HoldOverflows those it
-	// settled at once because its table or the source's share was full.
+	// settled because their knock took too long; HoldOverflows packets
+	// that raced a knock but were decided at once because the source's
+	// share of the Holder, or the Holder, was full.
 	Deferred, HoldTimeouts, HoldOverflows uint64
 	// Grants and Replay are the sizes of the grant table and replay cache.
 	Grants, Replay int
@@ -143,34 +147,36 @@ func (e *Engine) Now() time.Time { return e.clock() }
 // Verdict answers for one packet to a protected port, whose decoded
 // header is h, at now: Accept when its source holds a live grant for the
 // protocol and destination port; Defer when it has none but a knock from
-// that source is being decided and a Holder is there to wait for it
-// (unless the policy is none); otherwise what the policy says. granted
-// reports a live grant, so that the caller can log the rest as denials
-// (under policy none, as "would deny"). Anything but TCP and UDP is
-// dropped. It counts every answer and does not allocate.
+// that source is being decided and the Holder has room for it (4 packets
+// a source, 64 in all, unless configured otherwise; never under policy
+// none); otherwise what the policy says. granted reports a live grant, so
+// that the caller can log the rest as denials (under policy none, as
+// "would deny"). Anything but TCP and UDP is dropped. It counts every
+// answer and does not allocate.
 func (e *Engine) Verdict(h *packet.Header, now time.Time) (v packet.Verdict, granted bool) {
-	v, granted = e.verdict(h, now, e.decided != nil)
-	if v == packet.Defer {
-		e.stats.deferred.Add(1)
-	} else {
-		e.count(v, granted)
+	v, granted = e.verdict(h, now)
+	if v != packet.Accept && e.decided != nil && h.Proto.Valid() {
+		switch ok, full := e.pending.tryDefer(h.Src, e.deferPerSource, e.deferTotal); {
+		case ok:
+			e.stats.deferred.Add(1)
+			return packet.Defer, false
+		case full:
+			e.stats.holds.overflows.Add(1)
+		}
 	}
+	e.count(v, granted)
 	return v, granted
 }
 
-// verdict is Verdict without counting; mayDefer allows Defer.
-func (e *Engine) verdict(h *packet.Header, now time.Time, mayDefer bool) (packet.Verdict, bool) {
+// verdict is Verdict without deferring or counting.
+func (e *Engine) verdict(h *packet.Header, now time.Time) (packet.Verdict, bool) {
 	if !h.Proto.Valid() {
 		return packet.Drop, false
 	}
 	if e.grants.Allowed(h.Src, h.Proto, h.DstPort, now) {
 		return packet.Accept, true
 	}
-	policy := e.Policy()
-	if mayDefer && policy != PolicyNone && e.pending.has(h.Src) {
-		return packet.Defer, false
-	}
-	return policy.denyVerdict(), false
+	return e.Policy().denyVerdict(), false
 }
 
 // count counts a final gate verdict.

@@ -3,7 +3,6 @@ package gate
 import (
 	"context"
 	"errors"
-	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -39,8 +38,10 @@ type HolderConfig struct {
 	// the goroutine of Holder.Run calls it, so the hold queue is answered
 	// from one goroutine. Required.
 	Settle func(p *HeldPacket, v packet.Verdict)
-	// MaxHeld bounds the packets held at once; zero: DefaultMaxHeld.
-	// Packets beyond it are decided at once, as if never deferred.
+	// MaxHeld bounds the packets deferred and not yet settled; zero:
+	// DefaultMaxHeld. Beyond it Engine.Verdict decides at once, as if
+	// nothing were pending, so that holding costs at most this many
+	// packets' work however many SYNs race their knocks.
 	MaxHeld int
 	// MaxHeldPerSource bounds one source's share; zero:
 	// DefaultMaxHeldPerSource.
@@ -98,6 +99,7 @@ func (e *Engine) NewHolder(cfg HolderConfig) (*Holder, error) {
 		held: make([]heldPacket, 0, cfg.MaxHeld),
 	}
 	e.decided = make(chan struct{}, 1)
+	e.deferPerSource, e.deferTotal = int32(cfg.MaxHeldPerSource), int32(cfg.MaxHeld)
 	return h, nil
 }
 
@@ -122,16 +124,28 @@ func (h *Holder) Run(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	// A deferred packet that never arrives (its verdict was refused)
+	// would keep its slot: after a quiet second with nothing held, the
+	// slots are given back.
+	idle := time.NewTicker(idleReset)
+	defer idle.Stop()
+	quiet := true
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case p := <-h.in:
+			quiet = false
 			h.add(p)
 		case <-h.e.decided:
 			h.settle()
 		case <-timer.C:
 			h.settle()
+		case <-idle.C:
+			if quiet && len(h.held) == 0 {
+				h.e.pending.resetDeferred()
+			}
+			quiet = true
 		}
 		if next, ok := h.nextDeadline(); ok {
 			timer.Reset(max(next.Sub(h.e.clock()), time.Microsecond))
@@ -139,60 +153,48 @@ func (h *Holder) Run(ctx context.Context) {
 	}
 }
 
-// add holds p if its knock is still pending and there is room, else
-// settles it at once.
+// idleReset is how long the Holder must hold nothing before it gives
+// back deferral slots whose packets never arrived.
+const idleReset = time.Second
+
+// add holds p if a knock of its source is still pending (and, as a
+// safeguard, the table has room), else settles it at once.
 func (h *Holder) add(p HeldPacket) {
 	now := h.e.clock()
-	v, granted := h.e.verdict(&p.Header, now, true)
-	if v != packet.Defer {
-		h.finish(&p, v, granted)
-		return
-	}
-	if len(h.held) == cap(h.held) || h.heldFrom(p.Header.Src) >= h.cfg.MaxHeldPerSource {
-		h.e.stats.holds.overflows.Add(1)
-		v, granted = h.e.verdict(&p.Header, now, false)
-		h.finish(&p, v, granted)
+	if !h.e.pending.has(p.Header.Src) || len(h.held) == cap(h.held) {
+		h.finish(&p, now, false)
 		return
 	}
 	h.held = append(h.held, heldPacket{HeldPacket: p, deadline: now.Add(h.cfg.Timeout)})
 }
 
-// heldFrom counts the packets held for src.
-func (h *Holder) heldFrom(src netip.Addr) int {
-	n := 0
-	for i := range h.held {
-		if h.held[i].Header.Src == src {
-			n++
-		}
-	}
-	return n
-}
-
-// settle decides every held packet that no knock holds any longer (the
-// one from src was just decided; src may have another pending) and every
-// one whose time is up, and keeps the rest. At most MaxHeld lookups.
+// settle decides every held packet whose source has no knock pending any
+// more (one was just decided; the source may have another) and every one
+// whose time is up, and keeps the rest. At most MaxHeld lookups.
 func (h *Holder) settle() {
 	now := h.e.clock()
 	kept := h.held[:0]
 	for i := range h.held {
 		hp := &h.held[i]
 		timedOut := !now.Before(hp.deadline)
-		v, granted := h.e.verdict(&hp.Header, now, !timedOut)
-		if v == packet.Defer {
+		if !timedOut && h.e.pending.has(hp.Header.Src) {
 			kept = append(kept, *hp)
 			continue
 		}
-		if timedOut && !granted {
-			h.e.stats.holds.timeouts.Add(1)
-		}
-		h.finish(&hp.HeldPacket, v, granted)
+		h.finish(&hp.HeldPacket, now, timedOut)
 	}
 	clear(h.held[len(kept):])
 	h.held = kept
 }
 
-// finish counts and sends a held packet's final verdict.
-func (h *Holder) finish(p *HeldPacket, v packet.Verdict, granted bool) {
+// finish decides a held packet as if it had never been deferred, gives
+// back its slot, counts it and sends its verdict.
+func (h *Holder) finish(p *HeldPacket, now time.Time, timedOut bool) {
+	v, granted := h.e.verdict(&p.Header, now)
+	if timedOut && !granted {
+		h.e.stats.holds.timeouts.Add(1)
+	}
+	h.e.pending.undefer(p.Header.Src)
 	h.e.count(v, granted)
 	h.cfg.Settle(p, v)
 }

@@ -45,9 +45,22 @@ func newHolderEnv(t *testing.T, cfg HolderConfig) *holderEnv {
 	return env
 }
 
-// hold defers a packet from src to tcp/port with id.
+// hold hands the Holder a packet from src to tcp/port with id, as the
+// hold queue's reader does.
 func (env *holderEnv) hold(src netip.Addr, port uint16, id uint32) {
 	env.h.Hold(context.Background(), HeldPacket{ID: id, Header: header(src, packet.TCP, port)})
+}
+
+// send is a packet's whole path: the gate's verdict, and when it is
+// Defer, the Holder. It returns the gate's verdict.
+func (env *holderEnv) send(t *testing.T, src netip.Addr, port uint16, id uint32) packet.Verdict {
+	t.Helper()
+	h := header(src, packet.TCP, port)
+	v, _ := env.e.Verdict(&h, env.clock.Now())
+	if v == packet.Defer {
+		env.hold(src, port, id)
+	}
+	return v
 }
 
 // want waits for the next verdict and checks it.
@@ -134,8 +147,8 @@ func TestHolderSettlesWhenTheKnockIsDecided(t *testing.T) {
 	env := newHolderEnv(t, HolderConfig{})
 	alice := netip.MustParseAddr("198.18.0.2")
 	env.e.KnockQueued(alice)
-	env.hold(alice, 2000, 1)
-	env.hold(alice, 3000, 2)
+	env.send(t, alice, 2000, 1)
+	env.send(t, alice, 3000, 2)
 	env.wantNone(t)
 	env.knock(t, alice, 2000)
 	env.want(t, 1, packet.Accept)
@@ -152,7 +165,7 @@ func TestHolderKeepsPacketsOfASecondPendingKnock(t *testing.T) {
 	alice := netip.MustParseAddr("198.18.0.2")
 	env.e.KnockQueued(alice)
 	env.e.KnockQueued(alice)
-	env.hold(alice, 3000, 1)
+	env.send(t, alice, 3000, 1)
 	env.knock(t, alice, 2000)
 	env.wantNone(t)
 	env.knock(t, alice, 3000)
@@ -160,8 +173,8 @@ func TestHolderKeepsPacketsOfASecondPendingKnock(t *testing.T) {
 }
 
 // TestHolderSettlesAtOnce: a packet whose knock was decided before the
-// Holder took it, and packets over the per-source or total bound, are
-// decided at once.
+// Holder took it is settled at once; packets over the per-source or total
+// bound are not deferred at all, and the slots come back once settled.
 func TestHolderSettlesAtOnce(t *testing.T) {
 	env := newHolderEnv(t, HolderConfig{MaxHeld: 3, MaxHeldPerSource: 2})
 	alice := netip.MustParseAddr("198.18.0.2")
@@ -169,6 +182,10 @@ func TestHolderSettlesAtOnce(t *testing.T) {
 	carol := netip.MustParseAddr("198.18.0.5")
 
 	env.e.KnockQueued(alice)
+	h := header(alice, packet.TCP, 2000)
+	if v, _ := env.e.Verdict(&h, env.clock.Now()); v != packet.Defer {
+		t.Fatalf("gate verdict %v, want defer", v)
+	}
 	env.knock(t, alice, 2000) // decided before the packet reaches the Holder
 	env.hold(alice, 2000, 1)
 	env.want(t, 1, packet.Accept)
@@ -176,15 +193,27 @@ func TestHolderSettlesAtOnce(t *testing.T) {
 	for _, src := range []netip.Addr{alice, bob, carol} {
 		env.e.KnockQueued(src)
 	}
-	env.hold(alice, 3000, 2)
-	env.hold(alice, 3000, 3)
-	env.hold(alice, 3000, 4) // over alice's share
-	env.want(t, 4, packet.Reject)
-	env.hold(bob, 2000, 5)
-	env.hold(carol, 2000, 6) // over the total
-	env.want(t, 6, packet.Reject)
-	if s := env.e.Snapshot(); s.HoldOverflows != 2 {
-		t.Errorf("HoldOverflows = %d, want 2", s.HoldOverflows)
+	for i, tt := range []struct {
+		src  netip.Addr
+		want packet.Verdict
+	}{
+		{alice, packet.Defer},
+		{alice, packet.Defer},
+		{alice, packet.Reject}, // over alice's share
+		{bob, packet.Defer},
+		{carol, packet.Reject}, // over the total
+	} {
+		if got := env.send(t, tt.src, 3000, uint32(10+i)); got != tt.want {
+			t.Errorf("packet %d from %s: gate verdict %v, want %v", 10+i, tt.src, got, tt.want)
+		}
+	}
+	if s := env.e.Snapshot(); s.HoldOverflows != 2 || s.Deferred != 4 {
+		t.Errorf("HoldOverflows %d, Deferred %d; want 2 and 4", s.HoldOverflows, s.Deferred)
+	}
+	env.knock(t, bob, 2000)
+	env.want(t, 13, packet.Reject) // bob's knock opens tcp/2000, not tcp/3000
+	if got := env.send(t, carol, 3000, 20); got != packet.Defer {
+		t.Errorf("after bob's packet was settled, carol's: %v, want defer (a slot came back)", got)
 	}
 }
 
@@ -194,7 +223,7 @@ func TestHolderTimesOut(t *testing.T) {
 	env := newHolderEnv(t, HolderConfig{Timeout: 10 * time.Millisecond})
 	alice := netip.MustParseAddr("198.18.0.2")
 	env.e.KnockQueued(alice)
-	env.hold(alice, 2000, 1)
+	env.send(t, alice, 2000, 1)
 	env.wantNone(t)
 	env.clock.Advance(10 * time.Millisecond)
 	env.want(t, 1, packet.Reject) // the timer fires in real time and finds it due
