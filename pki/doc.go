@@ -1,8 +1,9 @@
 // Package pki owns sknock's certificates: loading PKCS#12 bundles (the
 // original project's legacy RC2-40/3DES/SHA-1 ones and modern PBES2/AES
-// ones), verifying the client certificate carried in a knock against the
-// CA and its CRL, the authorisation name inside client certificates, and a
-// small file-based CA that issues, revokes and publishes a CRL.
+// ones) and reading their passwords, verifying the client certificate
+// carried in a knock against the CA and its CRL, the authorisation name
+// inside client certificates, and a small file-based CA that issues,
+// revokes and publishes a CRL.
 //
 // # Verification
 //

@@ -10,11 +10,9 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-)
 
-// vectorsDir is ../shared/vectors beside the repository (CI keeps a copy of
-// shared/ next to the clone).
-var vectorsDir = filepath.Join("..", "..", "shared", "vectors")
+	"sknock/internal/testenv"
+)
 
 const vectorPassword = "portknocking"
 
@@ -25,7 +23,19 @@ var vectorTime = time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
 // vectorKnockTime is the timestamp the vector knocks carry.
 var vectorKnockTime = time.Unix(1767225600, 0)
 
-func vector(name string) string { return filepath.Join(vectorsDir, name) }
+// vector is the path of the interop vector file name, in the directory
+// testenv.FindVectors finds. When there is none, the path names
+// missingVectors, so a test that opens it fails saying why.
+func vector(name string) string {
+	dir, err := testenv.FindVectors()
+	if err != nil {
+		return filepath.Join(missingVectors, name)
+	}
+	return filepath.Join(dir, name)
+}
+
+// missingVectors stands for the vectors directory when none was found.
+const missingVectors = "/nonexistent/interop-vectors-not-found-set-SKNOCK_VECTORS"
 
 // testCA is an in-memory CA for tests.
 type testCA struct {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"sknock/gate"
+	"sknock/internal/trustload"
 	"sknock/knock"
 	"sknock/pki"
 )
@@ -112,7 +113,12 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail("%v", err)
 	}
-	trust, err := inspectTrust(*bundlePath, password, *caPath, *crlPath, *tolerance)
+	// The same loader as sknockd's, so the verdict is the daemon's.
+	certs, err := trustload.LoadCerts(*bundlePath, password, *caPath)
+	if err != nil {
+		return fail("%v", err)
+	}
+	trust, _, err := certs.Trust(*crlPath, *tolerance)
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -135,31 +141,6 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	return 1
-}
-
-// inspectTrust loads the trust state the way sknockd does.
-func inspectTrust(bundlePath, password, caPath, crlPath string, tolerance time.Duration) (*gate.Trust, error) {
-	bundle, err := pki.LoadBundle(bundlePath, password)
-	if err != nil {
-		return nil, err
-	}
-	cas := bundle.CAs
-	if caPath != "" {
-		if cas, err = pki.LoadCertificates(caPath); err != nil {
-			return nil, err
-		}
-	}
-	var crl *pki.CRL
-	if crlPath != "" {
-		if crl, err = pki.LoadCRL(crlPath, cas); err != nil {
-			return nil, err
-		}
-	}
-	trust, err := gate.NewTrust(bundle, cas, crl, tolerance)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", bundlePath, err)
-	}
-	return trust, nil
 }
 
 // embeddedAddress returns the client address inside the knock, read as

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"sknock/pki"
@@ -189,24 +188,22 @@ func (f *issueFlags) check() (string, error) {
 }
 
 // bundlePassword reads the password from file (its first line) or from
-// $SKNOCK_PASSWORD.
+// $SKNOCK_PASSWORD, which counts as unset when empty. Every failure is a
+// usageError.
 func bundlePassword(file string) (string, error) {
-	if file != "" {
-		data, err := os.ReadFile(file)
-		if err != nil {
-			return "", usagef("read --password-file: %v", err)
-		}
-		line, _, _ := strings.Cut(string(data), "\n")
-		line = strings.TrimSuffix(line, "\r")
-		if line == "" {
-			return "", usagef("--password-file %s: empty password", file)
-		}
-		return line, nil
-	}
-	if pw, ok := os.LookupEnv(passwordEnv); ok && pw != "" {
+	pw, err := pki.ReadPassword(file, passwordEnv)
+	var pe *pki.PasswordError
+	switch {
+	case err == nil && pw != "":
 		return pw, nil
+	case err == nil, errors.Is(err, pki.ErrNoPassword):
+		return "", usagef("no bundle password: give --password-file FILE or set %s", passwordEnv)
+	case errors.Is(err, pki.ErrEmptyPassword):
+		return "", usagef("--password-file %s: empty password", file)
+	case errors.As(err, &pe):
+		return "", usagef("read --password-file: %v", pe.Err)
 	}
-	return "", usagef("no bundle password: give --password-file FILE or set %s", passwordEnv)
+	return "", usageError{msg: err.Error()}
 }
 
 func pkiServer(args []string, stdout io.Writer) error {

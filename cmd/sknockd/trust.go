@@ -4,15 +4,16 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"sknock/gate"
+	"sknock/internal/trustload"
 	"sknock/pki"
 )
 
@@ -59,73 +60,83 @@ type TrustInfo struct {
 }
 
 // readPassword returns the server bundle's password from the file or the
-// environment variable the config names.
+// environment variable the config names (ParseConfig allows only one; the
+// variable wins, as it always has, in a Config built by hand).
 func readPassword(c *Config) (string, error) {
-	switch {
-	case c.ServerPasswordEnv != "":
-		pw, ok := os.LookupEnv(c.ServerPasswordEnv)
-		if !ok {
-			return "", fmt.Errorf("server.password_env: environment variable %s is not set", c.ServerPasswordEnv)
-		}
-		return pw, nil
-	case c.ServerPasswordFile != "":
-		data, err := os.ReadFile(c.ServerPasswordFile)
-		if err != nil {
-			return "", fmt.Errorf("server.password_file: %w", err)
-		}
-		line, _, _ := strings.Cut(string(data), "\n")
-		if line = strings.TrimSuffix(line, "\r"); line == "" {
-			return "", fmt.Errorf("server.password_file: %s: empty first line (the password goes there)", c.ServerPasswordFile)
-		}
-		return line, nil
+	file, env := c.ServerPasswordFile, c.ServerPasswordEnv
+	if env != "" {
+		file = ""
+	} else if file == "" {
+		return "", nil
 	}
-	return "", nil
+	pw, err := pki.ReadPassword(file, env)
+	var pe *pki.PasswordError
+	switch {
+	case err == nil:
+		return pw, nil
+	case env != "":
+		return "", fmt.Errorf("server.password_env: environment variable %s is not set", env)
+	case errors.Is(err, pki.ErrEmptyPassword):
+		return "", fmt.Errorf("server.password_file: %s: %w", file, pki.ErrEmptyPassword)
+	case errors.As(err, &pe):
+		return "", fmt.Errorf("server.password_file: %w", pe.Err)
+	}
+	return "", fmt.Errorf("server.password_file: %w", err)
+}
+
+// trustKeys are the config keys naming each input of the trust state, for
+// error messages.
+var trustKeys = map[trustload.Input]string{
+	trustload.Bundle: "server.pkcs12",
+	trustload.CA:     "server.ca",
+	trustload.CRL:    "crl.file",
+}
+
+// keyedTrustError prefixes a trustload error with the config key of the
+// file that failed.
+func keyedTrustError(err error) error {
+	var le *trustload.Error
+	if errors.As(err, &le) {
+		return fmt.Errorf("%s: %w", trustKeys[le.Input], le.Err)
+	}
+	return err
 }
 
 // loadTrust reads every file the trust state needs: the server bundle, the
-// CAs and the CRL. With crl.url set and fetch non-nil, it fetches the CRL
-// first (keeping the file's copy when the fetch fails). Nothing is
-// half-loaded: it returns a whole Trust or an error naming the key or file.
+// CAs and the CRL, through trustload as `sknock inspect` does. With crl.url
+// set and fetch non-nil, it fetches the CRL first (keeping the file's copy
+// when the fetch fails). Nothing is half-loaded: it returns a whole Trust
+// or an error naming the key or file.
 func loadTrust(ctx context.Context, c *Config, fetch Fetcher) (*gate.Trust, TrustInfo, []error, error) {
 	var info TrustInfo
 	pw, err := readPassword(c)
 	if err != nil {
 		return nil, info, nil, err
 	}
-	bundle, err := pki.LoadBundle(c.ServerPKCS12, pw)
+	certs, err := trustload.LoadCerts(c.ServerPKCS12, pw, c.ServerCA)
 	if err != nil {
-		return nil, info, nil, fmt.Errorf("server.pkcs12: %w", err)
+		return nil, info, nil, keyedTrustError(err)
 	}
-	cas := bundle.CAs
-	if c.ServerCA != "" {
-		if cas, err = pki.LoadCertificates(c.ServerCA); err != nil {
-			return nil, info, nil, fmt.Errorf("server.ca: %w", err)
-		}
-	}
-	if len(cas) == 0 { // before the CRL, which is checked against them
+	if len(certs.CAs) == 0 { // before the CRL, which is checked against them
 		return nil, info, nil, fmt.Errorf("server.pkcs12: %s holds no CA certificate; name one in server.ca", c.ServerPKCS12)
 	}
 	var warnings []error
-	var crl *pki.CRL
 	if c.CRLURL != "" && fetch != nil {
-		if err := fetchCRL(ctx, fetch, c.CRLURL, cas, c.CRLFile); err != nil {
+		if err := fetchCRL(ctx, fetch, c.CRLURL, certs.CAs, c.CRLFile); err != nil {
 			warnings = append(warnings, fmt.Errorf("crl.url: %w (keeping %s)", err, c.CRLFile))
 		}
 	}
-	if c.CRLFile != "" {
-		if crl, err = pki.LoadCRL(c.CRLFile, cas); err != nil {
-			return nil, info, warnings, fmt.Errorf("crl.file: %w", err)
-		}
+	trust, crl, err := certs.Trust(c.CRLFile, c.KnockTolerance)
+	if err != nil {
+		return nil, info, warnings, keyedTrustError(err)
+	}
+	if crl != nil {
 		info.CRLSerials, info.CRLNext = crl.Len(), crl.NextUpdate
 		info.CRLStale = crl.Stale(time.Now())
 	}
-	info.Server = bundle.Cert.Subject.String()
-	for _, ca := range cas {
+	info.Server = certs.Bundle.Cert.Subject.String()
+	for _, ca := range certs.CAs {
 		info.CAs = append(info.CAs, ca.Subject.String())
-	}
-	trust, err := gate.NewTrust(bundle, cas, crl, c.KnockTolerance)
-	if err != nil {
-		return nil, info, warnings, fmt.Errorf("server.pkcs12: %s: %w", c.ServerPKCS12, err)
 	}
 	return trust, info, warnings, nil
 }

@@ -4,21 +4,25 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"sknock/internal/testenv"
 	"sknock/pki"
 )
 
-func vectorPath(name string) string {
-	p, _ := filepath.Abs(filepath.Join("..", "..", "..", "shared", "vectors", name))
-	return p
+// vectorPath is the path of the interop vector file name (skipped when
+// the vectors are absent; see testenv.VectorsDir).
+func vectorPath(t testing.TB, name string) string {
+	t.Helper()
+	return filepath.Join(testenv.VectorsDir(t), name)
 }
 
 func TestLoadTrustFetchesCRL(t *testing.T) {
-	good, err := os.ReadFile(vectorPath("ca.crl"))
+	good, err := os.ReadFile(vectorPath(t, "ca.crl"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +49,7 @@ func TestLoadTrustFetchesCRL(t *testing.T) {
 			}
 			t.Setenv("SKNOCK_TEST_PW", "portknocking")
 			cfg := defaultConfig()
-			cfg.ServerPKCS12, cfg.ServerPasswordFile, cfg.ServerPasswordEnv = vectorPath("server.pfx"), "", "SKNOCK_TEST_PW"
+			cfg.ServerPKCS12, cfg.ServerPasswordFile, cfg.ServerPasswordEnv = vectorPath(t, "server.pfx"), "", "SKNOCK_TEST_PW"
 			cfg.CRLFile, cfg.CRLURL = crlFile, "https://crl.invalid/ca.crl"
 			fetch := func(context.Context, string) ([]byte, error) { return tt.fetched, tt.fetchErr }
 			trust, info, warnings, err := loadTrust(context.Background(), &cfg, fetch)
@@ -93,5 +97,83 @@ func TestFetchRefusesAnOlderCRL(t *testing.T) {
 	}
 	if info.CRLSerials != 1 {
 		t.Errorf("CRL in force revokes %d serials, want 1 (alice stays revoked)", info.CRLSerials)
+	}
+}
+
+func TestReadPassword(t *testing.T) {
+	dir := t.TempDir()
+	good, empty := filepath.Join(dir, "good"), filepath.Join(dir, "empty")
+	os.WriteFile(good, []byte("secret\r\nsecond line\n"), 0o600)
+	os.WriteFile(empty, []byte("\nsecret\n"), 0o600)
+	missing := filepath.Join(dir, "nope")
+	t.Setenv("SKNOCK_TEST_PW", "from-env")
+	t.Setenv("SKNOCK_TEST_PW_EMPTY", "")
+	tests := []struct {
+		name      string
+		give      [2]string // server.password_file, server.password_env
+		want      string
+		wantErr   string // the whole message
+		wantNoEnt bool   // the error wraps fs.ErrNotExist
+	}{
+		{name: "file", give: [2]string{good, ""}, want: "secret"},
+		{name: "env", give: [2]string{"", "SKNOCK_TEST_PW"}, want: "from-env"},
+		{name: "env set but empty", give: [2]string{"", "SKNOCK_TEST_PW_EMPTY"}, want: ""},
+		{name: "env wins over file", give: [2]string{missing, "SKNOCK_TEST_PW"}, want: "from-env"},
+		{name: "neither", give: [2]string{"", ""}, want: ""},
+		{name: "env unset", give: [2]string{"", "SKNOCK_TEST_UNSET_VAR"}, wantErr: "server.password_env: environment variable SKNOCK_TEST_UNSET_VAR is not set"},
+		{name: "empty first line", give: [2]string{empty, ""}, wantErr: "server.password_file: " + empty + ": empty first line (the password goes there)"},
+		{name: "missing file", give: [2]string{missing, ""}, wantErr: "server.password_file: open " + missing + ": no such file or directory", wantNoEnt: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := defaultConfig()
+			cfg.ServerPasswordFile, cfg.ServerPasswordEnv = tt.give[0], tt.give[1]
+			got, err := readPassword(&cfg)
+			if tt.wantErr != "" {
+				if err == nil || err.Error() != tt.wantErr {
+					t.Fatalf("readPassword error = %v, want %q", err, tt.wantErr)
+				}
+				if tt.wantNoEnt != errors.Is(err, fs.ErrNotExist) {
+					t.Errorf("errors.Is(%v, fs.ErrNotExist) = %v, want %v", err, !tt.wantNoEnt, tt.wantNoEnt)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Errorf("readPassword = %q, %v; want %q", got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestLoadTrustErrorsNameTheKey(t *testing.T) {
+	t.Setenv("SKNOCK_TEST_PW", "portknocking")
+	t.Setenv("SKNOCK_TEST_WRONG_PW", "nope")
+	dir := t.TempDir()
+	bundle := vectorPath(t, "server.pfx")
+	tests := []struct {
+		name    string
+		edit    func(*Config)
+		wantErr string // prefix of the message
+	}{
+		{name: "missing bundle", edit: func(c *Config) { c.ServerPKCS12 = filepath.Join(dir, "nope.pfx") },
+			wantErr: "server.pkcs12: load bundle " + filepath.Join(dir, "nope.pfx") + ": "},
+		{name: "wrong password", edit: func(c *Config) { c.ServerPasswordEnv = "SKNOCK_TEST_WRONG_PW" },
+			wantErr: "server.pkcs12: load bundle " + bundle + ": wrong bundle password"},
+		{name: "missing CA file", edit: func(c *Config) { c.ServerCA = filepath.Join(dir, "nope.pem") },
+			wantErr: "server.ca: "},
+		{name: "missing CRL", edit: func(c *Config) { c.CRLFile = filepath.Join(dir, "nope.crl") },
+			wantErr: "crl.file: load CRL " + filepath.Join(dir, "nope.crl") + ": "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := defaultConfig()
+			cfg.ServerPKCS12, cfg.ServerPasswordFile, cfg.ServerPasswordEnv = bundle, "", "SKNOCK_TEST_PW"
+			cfg.CRLFile = vectorPath(t, "ca.crl")
+			tt.edit(&cfg)
+			_, _, _, err := loadTrust(context.Background(), &cfg, nil)
+			if err == nil || !strings.HasPrefix(err.Error(), tt.wantErr) {
+				t.Errorf("loadTrust error = %v, want it to start with %q", err, tt.wantErr)
+			}
+		})
 	}
 }

@@ -1,0 +1,60 @@
+package pki
+
+import (
+	"crypto/rand"
+	"crypto/x509"
+	"fmt"
+	"math/big"
+	"path/filepath"
+	"time"
+)
+
+// WriteCRL writes DIR/ca.crl (DER), signed by the CA, listing every revoked
+// serial, with the next CRL number and a nextUpdate days from now (zero:
+// DefaultCRLDays).
+func WriteCRL(dir string, validDays int) error {
+	if err := writeCRL(dir, validDays); err != nil {
+		return fmt.Errorf("write CRL in %s: %w", dir, err)
+	}
+	return nil
+}
+
+func writeCRL(dir string, validDays int) error {
+	validity, err := days(validDays, DefaultCRLDays)
+	if err != nil {
+		return err
+	}
+	ca, caKey, err := loadCA(dir)
+	if err != nil {
+		return err
+	}
+	rev, err := loadRevoked(dir)
+	if err != nil {
+		return err
+	}
+	entries := make([]x509.RevocationListEntry, 0, len(rev.Revoked))
+	for _, r := range rev.Revoked {
+		serial, ok := new(big.Int).SetString(r.Serial, 10)
+		if !ok {
+			return fmt.Errorf("%s: bad serial %q", RevokedFile, r.Serial)
+		}
+		entries = append(entries, x509.RevocationListEntry{SerialNumber: serial, RevocationTime: r.RevokedAt})
+	}
+	// The number is saved before the CRL is written: a failure in between
+	// skips a number, which is allowed, but never reuses one.
+	rev.CRLNumber++
+	if err := rev.save(dir); err != nil {
+		return err
+	}
+	now := time.Now()
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+		Number:                    big.NewInt(rev.CRLNumber),
+		ThisUpdate:                now,
+		NextUpdate:                now.Add(validity),
+		RevokedCertificateEntries: entries,
+	}, ca, caKey)
+	if err != nil {
+		return fmt.Errorf("create CRL: %w", err)
+	}
+	return WriteFileAtomic(filepath.Join(dir, CRLFile), der, 0o644)
+}
