@@ -7,65 +7,27 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
-	"sknock/knock"
+	"sknock/internal/testpki"
 	"sknock/packet"
-	"sknock/pki"
 )
 
 // testPKI is a CA made with package pki in a temporary directory, a server
-// bundle, and client bundles by name.
-type testPKI struct {
-	dir     string
-	server  *pki.Bundle
-	clients map[string]*pki.Bundle
-}
+// bundle, and client bundles by name (testpki with its defaults).
+type testPKI struct{ *testpki.PKI }
 
 func newTestPKI(t testing.TB, clients map[string]string) *testPKI {
 	t.Helper()
-	dir := t.TempDir()
-	if err := pki.InitCA(dir, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := pki.IssueServer(dir, "server", "pw", pki.IssueOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	p := &testPKI{dir: dir, clients: map[string]*pki.Bundle{}}
-	var err error
-	if p.server, err = pki.LoadBundle(filepath.Join(dir, "server.pfx"), "pw"); err != nil {
-		t.Fatal(err)
-	}
-	for name, allow := range clients {
-		a, err := pki.ParseAllow(allow)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := pki.IssueClient(dir, name, a, "pw", pki.IssueOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		if p.clients[name], err = pki.LoadBundle(filepath.Join(dir, name+".pfx"), "pw"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return p
+	return &testPKI{testpki.New(t, &testpki.Options{Clients: clients})}
 }
 
 // trust builds the trust state, with the CA's current CRL if one exists.
 func (p *testPKI) trust(t testing.TB) *Trust {
 	t.Helper()
-	var crl *pki.CRL
-	if crlPath := filepath.Join(p.dir, pki.CRLFile); fileExists(crlPath) {
-		var err error
-		if crl, err = pki.LoadCRL(crlPath, p.server.CAs); err != nil {
-			t.Fatal(err)
-		}
-	}
-	trust, err := NewTrust(p.server, p.server.CAs, crl, 7*time.Second)
+	trust, err := NewTrust(p.Server, p.Server.CAs, p.LoadCRL(t), 7*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,17 +37,7 @@ func (p *testPKI) trust(t testing.TB) *Trust {
 // seal makes a knock from the named client.
 func (p *testPKI) seal(t testing.TB, client string, proto packet.Proto, port uint16, ip string, at time.Time) []byte {
 	t.Helper()
-	b := p.clients[client]
-	pub, err := p.server.Cert.PublicKey.(*ecdsa.PublicKey).ECDH()
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := knock.Knock{Proto: proto, Port: port, ClientIP: netip.MustParseAddr(ip), Timestamp: uint32(at.Unix()), Certificate: b.Cert.Raw}
-	data, err := knock.Seal(&k, b.Key, pub, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
+	return p.Seal(t, client, proto, port, netip.MustParseAddr(ip), at)
 }
 
 func TestEngineGrantLifecycle(t *testing.T) {
@@ -193,12 +145,7 @@ func TestEngineRevocationOnReloadKeepsGrants(t *testing.T) {
 	if d := e.Knock(bob, p.seal(t, "bob", packet.TCP, 2000, "198.18.0.3", clock.Now())); !d.Granted() {
 		t.Fatalf("bob: %v", d.Reason)
 	}
-	if err := pki.Revoke(p.dir, "alice"); err != nil {
-		t.Fatal(err)
-	}
-	if err := pki.WriteCRL(p.dir, 0); err != nil {
-		t.Fatal(err)
-	}
+	p.Revoke(t, "alice")
 	e.SetTrust(p.trust(t))
 	alice := netip.MustParseAddr("198.18.0.2")
 	if d := e.Knock(alice, p.seal(t, "alice", packet.TCP, 2000, "198.18.0.2", clock.Now())); d.Reason != ReasonRevoked {
@@ -346,11 +293,6 @@ func BenchmarkVerdict(b *testing.B) {
 	for b.Loop() {
 		e.Verdict(&h, now)
 	}
-}
-
-func fileExists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
 }
 
 func TestEngineRefusesKnocksSealedBeforeItsReplayMemory(t *testing.T) {

@@ -8,11 +8,17 @@ import (
 	"testing"
 	"time"
 
+	"sknock/internal/testenv"
 	"sknock/packet"
 	"sknock/pki"
 )
 
-const vectors = "../../shared/vectors"
+// vector is the path of the interop vector file name (see
+// testenv.VectorsDir: skipped when the vectors are absent).
+func vector(t testing.TB, name string) string {
+	t.Helper()
+	return filepath.Join(testenv.VectorsDir(t), name)
+}
 
 // vectorClock is the time every vector knock was sealed at.
 var vectorClock = time.Unix(1767225600, 0)
@@ -20,15 +26,15 @@ var vectorClock = time.Unix(1767225600, 0)
 // vectorTrust loads the vectors' server key, CA and CRL.
 func vectorTrust(t testing.TB) *Trust {
 	t.Helper()
-	b, err := pki.LoadBundle(filepath.Join(vectors, "server.pfx"), "portknocking")
+	b, err := pki.LoadBundle(vector(t, "server.pfx"), "portknocking")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cas, err := pki.LoadCertificates(filepath.Join(vectors, "ca.pem"))
+	cas, err := pki.LoadCertificates(vector(t, "ca.pem"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	crl, err := pki.LoadCRL(filepath.Join(vectors, "ca.crl"), cas)
+	crl, err := pki.LoadCRL(vector(t, "ca.crl"), cas)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +47,7 @@ func vectorTrust(t testing.TB) *Trust {
 
 func readVector(t testing.TB, name string) []byte {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(vectors, name))
+	data, err := os.ReadFile(vector(t, name))
 	if err != nil {
 		t.Fatal(err)
 	}

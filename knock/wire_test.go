@@ -11,20 +11,27 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sknock/packet"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	"software.sslmate.com/src/go-pkcs12"
+
+	"sknock/internal/testenv"
+	"sknock/packet"
 )
 
-const vectors = "../../shared/vectors"
+// vector is the path of the interop vector file name (see
+// testenv.VectorsDir: skipped when the vectors are absent).
+func vector(t testing.TB, name string) string {
+	t.Helper()
+	return filepath.Join(testenv.VectorsDir(t), name)
+}
 
 // vectorServerKey loads the server's key from the interop vectors.
 func vectorServerKey(t testing.TB) *ecdh.PrivateKey {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(vectors, "server.pfx"))
+	data, err := os.ReadFile(vector(t, "server.pfx"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +55,7 @@ type expected struct {
 
 func readExpected(t testing.TB) map[string]expected {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(vectors, "expected.txt"))
+	data, err := os.ReadFile(vector(t, "expected.txt"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +79,7 @@ func TestOpenVectors(t *testing.T) {
 	}
 	for name, w := range want {
 		t.Run(name, func(t *testing.T) {
-			data, err := os.ReadFile(filepath.Join(vectors, name))
+			data, err := os.ReadFile(vector(t, name))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -86,7 +93,7 @@ func TestOpenVectors(t *testing.T) {
 				t.Errorf("fields (-want +got):\n%s", diff)
 			}
 			certName := strings.TrimPrefix(strings.SplitN(name, "-", 3)[0]+"-"+strings.SplitN(name, "-", 3)[1], "knock-")
-			if der, err := os.ReadFile(filepath.Join(vectors, "client-"+certName+".der")); err == nil && !bytes.Equal(der, k.Certificate) {
+			if der, err := os.ReadFile(vector(t, "client-"+certName+".der")); err == nil && !bytes.Equal(der, k.Certificate) {
 				t.Errorf("certificate differs from client-%s.der", certName)
 			}
 		})
@@ -95,7 +102,7 @@ func TestOpenVectors(t *testing.T) {
 
 func TestOpenRejectsEveryChangedByte(t *testing.T) {
 	key := vectorServerKey(t)
-	data, err := os.ReadFile(filepath.Join(vectors, "knock-a-tcp2000-v4.bin"))
+	data, err := os.ReadFile(vector(t, "knock-a-tcp2000-v4.bin"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +220,7 @@ func TestOpenErrors(t *testing.T) {
 
 func FuzzOpen(f *testing.F) {
 	key := vectorServerKey(f)
-	files, _ := filepath.Glob(filepath.Join(vectors, "knock-*.bin"))
+	files, _ := filepath.Glob(vector(f, "knock-*.bin"))
 	for _, name := range files {
 		data, err := os.ReadFile(name)
 		if err != nil {

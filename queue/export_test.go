@@ -1,5 +1,7 @@
 package queue
 
+import "strings"
+
 // HandleGateBatch runs g's path for one receive's packets with s as the
 // socket.
 func HandleGateBatch(g *GateReader, s Socket, pkts []Packet) {
@@ -35,3 +37,13 @@ func ProcessOneKnock(k *KnockReader) bool {
 
 // FreeBuffers returns how many pool buffers are free.
 func FreeBuffers(k *KnockReader) int { return len(k.free) }
+
+// KernelStatsPath is the file ReadKernelStats reads, for tests that read
+// it inside another network namespace.
+const KernelStatsPath = kernelStatsPath
+
+// ParseKernelStats finds queue in text, the contents of KernelStatsPath,
+// as ReadKernelStats does.
+func ParseKernelStats(text string, queue uint16) (KernelStats, error) {
+	return parseKernelStats(strings.NewReader(text), queue)
+}

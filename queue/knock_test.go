@@ -27,44 +27,43 @@ type knockSeen struct {
 // and returns a cancel that stops it and waits for Run.
 func startKnock(t *testing.T, cfg queue.KnockConfig) (*queue.KnockReader, *queuetest.Socket, func()) {
 	t.Helper()
-	fake := queuetest.New()
-	cfg.Open = fake.Open
-	k, err := queue.NewKnock(cfg)
-	if err != nil {
-		t.Fatalf("NewKnock: %v", err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- k.Run(ctx) }()
-	stopped := false
+	k, fake, wait := runKnock(t, ctx, cfg)
 	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
 		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
+		wait()
 	}
 	t.Cleanup(stop)
 	return k, fake, stop
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+// runKnock runs a knock reader over a fake socket until ctx is done;
+// wait waits for Run to return (the first call; later ones return at
+// once).
+func runKnock(t *testing.T, ctx context.Context, cfg queue.KnockConfig) (k *queue.KnockReader, fake *queuetest.Socket, wait func()) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
+	fake = queuetest.New()
+	cfg.Open = fake.Open
+	k, err := queue.NewKnock(cfg)
+	if err != nil {
+		t.Fatalf("NewKnock: %v", err)
 	}
+	done := make(chan error, 1)
+	go func() { done <- k.Run(ctx) }()
+	var once sync.Once
+	wait = func() {
+		once.Do(func() {
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		})
+	}
+	return k, fake, wait
 }
 
 func TestKnockDelivers(t *testing.T) {
 	seen := make(chan knockSeen, 10)
-	k, fake, _ := startKnock(t, queue.KnockConfig{Queue: 100, Workers: 2, Handle: func(src netip.Addr, payload []byte) {
+	k, fake, stop := startKnock(t, queue.KnockConfig{Queue: 100, Workers: 2, Handle: func(src netip.Addr, payload []byte) {
 		seen <- knockSeen{src, string(payload)}
 	}})
 	inject(t, fake, queue.Packet{ID: 1, Data: packettest.UDPPacket(client4, 5000, server4, 20000, []byte("knock-v4"))})
@@ -96,8 +95,11 @@ func TestKnockDelivers(t *testing.T) {
 	if diff := cmp.Diff(wantVerdicts, fake.Verdicts()); diff != "" {
 		t.Errorf("verdicts (-want +got):\n%s", diff)
 	}
+	stop() // both knocks are in Handle: Run returns after they are counted
 	st := k.Stats()
-	waitFor(t, "Handled == 2", func() bool { return st.Handled.Load() == 2 })
+	if h := st.Handled.Load(); h != 2 {
+		t.Errorf("Handled = %d, want 2", h)
+	}
 	if r, q, u, tr := st.Received.Load(), st.Queued.Load(), st.Unknown.Load(), st.Truncated.Load(); r != 5 || q != 2 || u != 2 || tr != 1 {
 		t.Errorf("Received, Queued, Unknown, Truncated = %d, %d, %d, %d, want 5, 2, 2, 1", r, q, u, tr)
 	}
@@ -190,8 +192,12 @@ func TestKnockShedsWhenWorkersAreBehind(t *testing.T) {
 		t.Errorf("%d verdicts, want 5: shed knocks are dropped too", n)
 	}
 	close(release)
-	waitFor(t, "Handled == 3", func() bool { return st.Handled.Load() == 3 })
+	<-started // knock 2
+	<-started // knock 3: Handle has them all, and stop waits for the last
 	stop()
+	if h := st.Handled.Load(); h != 3 {
+		t.Errorf("Handled = %d, want 3", h)
+	}
 	if free, want := queue.FreeBuffers(k), 2+1+1; free != want {
 		t.Errorf("%d free buffers after Run, want all %d back", free, want)
 	}
@@ -277,7 +283,10 @@ func TestKnockQueuedPairs(t *testing.T) {
 	}
 	started := make(chan struct{}, 10)
 	release := make(chan struct{})
-	k, fake, stop := startKnock(t, queue.KnockConfig{Queue: 100, Workers: 1, Depth: 1,
+	var releaseOnce sync.Once
+	unblock := func() { releaseOnce.Do(func() { close(release) }) }
+	ctx, cancel := context.WithCancel(context.Background())
+	k, fake, wait := runKnock(t, ctx, queue.KnockConfig{Queue: 100, Workers: 1, Depth: 1,
 		Queued:    func(netip.Addr) { note("queued") },
 		Unhandled: func(netip.Addr) { note("unhandled") },
 		Handle: func(netip.Addr, []byte) {
@@ -285,14 +294,18 @@ func TestKnockQueuedPairs(t *testing.T) {
 			started <- struct{}{}
 			<-release
 		}})
+	t.Cleanup(func() { cancel(); unblock(); wait() })
 	knock := packettest.UDPPacket(client4, 5000, server4, 20000, []byte("k"))
 	inject(t, fake, queue.Packet{ID: 1, Data: knock})
 	<-started // the worker holds knock 1
 	for id := uint32(2); id <= 4; id++ {
 		inject(t, fake, queue.Packet{ID: id, Data: knock}) // 2 waits, 3 and 4 are shed
 	}
-	go func() { time.Sleep(10 * time.Millisecond); close(release) }()
-	stop()
+	// Stop while the worker still holds knock 1, then let it go: knock 2
+	// is handled or left unhandled, whichever the worker picks first.
+	cancel()
+	unblock()
+	wait()
 	mu.Lock()
 	defer mu.Unlock()
 	if counts["queued"] != 2 || counts["handled"]+counts["unhandled"] != 2 {

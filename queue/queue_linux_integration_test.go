@@ -5,20 +5,15 @@ package queue_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"sknock/internal/netns"
 	"sknock/internal/testenv"
@@ -99,7 +94,7 @@ func TestIntegrationGateAndKnock(t *testing.T) {
 	// the gate's reject.
 	for _, addr := range []string{"198.18.0.1", "[fd00:5e::1]"} {
 		for _, port := range []string{"2000", "2001", "2002"} {
-			ln := listenIn(t, server.Name, addr+":"+port)
+			ln := listenIn(t, server, addr+":"+port)
 			go acceptAll(ln)
 		}
 	}
@@ -108,17 +103,17 @@ func TestIntegrationGateAndKnock(t *testing.T) {
 		t.Run(fam.name, func(t *testing.T) {
 			host := func(port string) string { return net.JoinHostPort(fam.server, port) }
 
-			if err := dialIn(client.Name, host("2000"), 3*time.Second); err != nil {
+			if err := dialIn(client, host("2000"), 3*time.Second); err != nil {
 				t.Errorf("connect to accepted port 2000: %v, want success", err)
 			}
 			start := time.Now()
-			err := dialIn(client.Name, host("2002"), 3*time.Second)
+			err := dialIn(client, host("2002"), 3*time.Second)
 			if !errors.Is(err, syscall.ECONNREFUSED) {
 				t.Errorf("connect to rejected port 2002: %v, want connection refused", err)
 			} else if d := time.Since(start); d > time.Second {
 				t.Errorf("connect to rejected port 2002 refused after %v, want a prompt reset", d)
 			}
-			err = dialIn(client.Name, host("2001"), time.Second)
+			err = dialIn(client, host("2001"), time.Second)
 			var nerr net.Error
 			if !errors.As(err, &nerr) || !nerr.Timeout() {
 				t.Errorf("connect to dropped port 2001: %v, want a timeout", err)
@@ -126,11 +121,11 @@ func TestIntegrationGateAndKnock(t *testing.T) {
 
 			// Control: a UDP port without any rule answers ICMP port
 			// unreachable, which a connected socket reports as refused.
-			if err := udpIn(client.Name, host("20001"), "probe", 2*time.Second); !errors.Is(err, syscall.ECONNREFUSED) {
+			if err := udpIn(client, host("20001"), "probe", 2*time.Second); !errors.Is(err, syscall.ECONNREFUSED) {
 				t.Fatalf("UDP to closed port 20001: %v, want connection refused (ICMP visible)", err)
 			}
 			payload := "knock over " + fam.name
-			err = udpIn(client.Name, host("20000"), payload, time.Second)
+			err = udpIn(client, host("20000"), payload, time.Second)
 			if !errors.As(err, &nerr) || !nerr.Timeout() {
 				t.Errorf("UDP knock to 20000: %v, want no answer at all (timeout)", err)
 			}
@@ -154,8 +149,7 @@ func TestIntegrationGateAndKnock(t *testing.T) {
 	if ks.Queued.Load() != 2 || ks.Shed.Load() != 0 {
 		t.Errorf("knock stats: queued %d, shed %d; want 2, 0", ks.Queued.Load(), ks.Shed.Load())
 	}
-	t.Logf("kernel queue stats (queue port waiting mode range qdrop udrop seq 1):\n%s",
-		server.MustRun("cat", "/proc/net/netfilter/nfnetlink_queue"))
+	t.Logf("kernel queue stats: gate %+v, knock %+v", kernelStats(t, server, itGateQueue), kernelStats(t, server, itKnockQueue))
 }
 
 // newQueueNet skips (fails under SKNOCK_E2E=1) without root or the
@@ -174,7 +168,7 @@ func newQueueNet(t *testing.T, serverName, clientName string) (server, client *n
 	client = netns.New(t, clientName)
 	netns.Link(t, server, []string{"198.18.0.1/24", "fd00:5e::1/64"}, client, []string{"198.18.0.2/24", "fd00:5e::2/64"})
 	installRules(t, server)
-	nsFile, err := os.Open("/run/netns/" + server.Name)
+	nsFile, err := os.Open(server.Path())
 	if err != nil {
 		t.Fatalf("open server namespace: %v", err)
 	}
@@ -211,82 +205,51 @@ func installRules(t *testing.T, ns *netns.NS) {
 }
 
 // waitBound waits until every queue in queues has a socket bound in ns.
-func waitBound(t *testing.T, ns *netns.NS, queues ...int) {
+func waitBound(t *testing.T, ns *netns.NS, queues ...uint16) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		out, _ := ns.Run("cat", "/proc/net/netfilter/nfnetlink_queue")
+		// The file appears with the nfnetlink_queue module, which the
+		// first bind may still be loading: a failed read is "not yet".
+		text, _ := ns.Run("cat", queue.KernelStatsPath)
 		bound := 0
-		for _, line := range strings.Split(out, "\n") {
-			f := strings.Fields(line)
-			for _, q := range queues {
-				if len(f) > 0 && f[0] == itoa(q) {
-					bound++
-				}
+		for _, q := range queues {
+			if _, err := queue.ParseKernelStats(text, q); err == nil {
+				bound++
 			}
 		}
 		if bound == len(queues) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("queues %v not bound in %s after 10s:\n%s", queues, ns.Name, out)
+			t.Fatalf("queues %v not bound in %s after 10s:\n%s", queues, ns.Name, text)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
 
-func itoa(n int) string { return strconv.Itoa(n) }
-
-// inNetNS runs fn on a thread moved into the named namespace, then moves
-// the thread back. If moving back fails the thread stays locked, so the
-// runtime ends it rather than reuse it in the wrong namespace. (A thread
-// left inside would make netns cleanup, which kills every process found
-// in the namespace, kill the test binary.) Sockets fn creates stay in the
-// namespace they were made in.
-func inNetNS(name string, fn func()) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open("/run/netns/" + name)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns %s: %w", name, err)
-			return
-		}
-		fn()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("leave netns %s: %w", name, err) // thread stays locked and dies
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- nil
-	}()
-	return <-errc
+// kernelStats returns the kernel's counters of queue q in namespace ns,
+// read there by a process (a thread switched into ns by netns.NS.Do would
+// still read its own process's /proc/net).
+func kernelStats(t *testing.T, ns *netns.NS, q uint16) queue.KernelStats {
+	t.Helper()
+	st, err := queue.ParseKernelStats(ns.MustRun("cat", queue.KernelStatsPath), q)
+	if err != nil {
+		t.Fatalf("nfqueue %d in %s: %v", q, ns.Name, err)
+	}
+	return st
 }
 
 // listenIn listens on TCP addr inside namespace ns until the test ends.
-func listenIn(t *testing.T, ns, addr string) net.Listener {
+func listenIn(t *testing.T, ns *netns.NS, addr string) net.Listener {
 	t.Helper()
 	var ln net.Listener
-	var lerr error
-	if err := inNetNS(ns, func() { ln, lerr = net.Listen("tcp", addr) }); err != nil {
-		t.Fatalf("enter %s: %v", ns, err)
-	}
-	if lerr != nil {
-		t.Fatalf("listen on %s in %s: %v", addr, ns, lerr)
+	err := ns.Do(func() (err error) {
+		ln, err = net.Listen("tcp", addr)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("listen on %s in %s: %v", addr, ns.Name, err)
 	}
 	t.Cleanup(func() { ln.Close() })
 	return ln
@@ -303,41 +266,32 @@ func acceptAll(ln net.Listener) {
 }
 
 // dialIn connects to TCP addr from namespace ns.
-func dialIn(ns, addr string, timeout time.Duration) error {
-	var derr error
-	if err := inNetNS(ns, func() {
+func dialIn(ns *netns.NS, addr string, timeout time.Duration) error {
+	return ns.Do(func() error {
 		c, err := net.DialTimeout("tcp", addr, timeout)
 		if err == nil {
 			c.Close()
 		}
-		derr = err
-	}); err != nil {
 		return err
-	}
-	return derr
+	})
 }
 
 // udpIn sends payload to UDP addr from namespace ns on a connected socket
 // and waits up to wait for any answer: an ICMP error shows as a read error.
-func udpIn(ns, addr, payload string, wait time.Duration) error {
-	var uerr error
-	if err := inNetNS(ns, func() {
+func udpIn(ns *netns.NS, addr, payload string, wait time.Duration) error {
+	return ns.Do(func() error {
 		c, err := net.Dial("udp", addr)
 		if err != nil {
-			uerr = err
-			return
+			return err
 		}
 		defer c.Close()
 		if _, err := c.Write([]byte(payload)); err != nil {
-			uerr = err
-			return
+			return err
 		}
 		c.SetReadDeadline(time.Now().Add(wait))
-		_, uerr = c.Read(make([]byte, 64))
-	}); err != nil {
+		_, err = c.Read(make([]byte, 64))
 		return err
-	}
-	return uerr
+	})
 }
 
 // TestIntegrationGateBatches holds the gate reader on its first packet
@@ -376,17 +330,17 @@ func TestIntegrationGateBatches(t *testing.T) {
 		}
 	}()
 	waitBound(t, server, itGateQueue)
-	go acceptAll(listenIn(t, server.Name, "198.18.0.1:2000"))
+	go acceptAll(listenIn(t, server, "198.18.0.1:2000"))
 
 	const n = 32
 	dialErrs := make(chan error, n)
 	for range n {
-		go func() { dialErrs <- dialIn(client.Name, "198.18.0.1:2000", 5*time.Second) }()
+		go func() { dialErrs <- dialIn(client, "198.18.0.1:2000", 5*time.Second) }()
 	}
 	// All n SYNs wait in the kernel (the first one in the held reader).
 	deadline := time.Now().Add(3 * time.Second)
 	for {
-		waiting := kernelWaiting(t, server, itGateQueue)
+		waiting := kernelStats(t, server, itGateQueue).Waiting
 		if waiting >= n {
 			break
 		}
@@ -411,24 +365,6 @@ func TestIntegrationGateBatches(t *testing.T) {
 	if e := gs.VerdictErrors.Load(); e != 0 {
 		t.Errorf("%d verdict messages refused", e)
 	}
-}
-
-// kernelWaiting reads how many packets wait in queue q of namespace ns
-// (the third column of /proc/net/netfilter/nfnetlink_queue there).
-func kernelWaiting(t *testing.T, ns *netns.NS, q int) int {
-	t.Helper()
-	for _, line := range strings.Split(ns.MustRun("cat", "/proc/net/netfilter/nfnetlink_queue"), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 3 && f[0] == itoa(q) {
-			n, err := strconv.Atoi(f[2])
-			if err != nil {
-				t.Fatalf("nfnetlink_queue line %q: %v", line, err)
-			}
-			return n
-		}
-	}
-	t.Fatalf("queue %d not in %s's nfnetlink_queue", q, ns.Name)
-	return 0
 }
 
 // itHoldQueue is the hold queue of TestIntegrationDeferThroughHoldQueue.
@@ -489,15 +425,15 @@ func TestIntegrationDeferThroughHoldQueue(t *testing.T) {
 	}()
 	waitBound(t, server, itGateQueue)
 	waitBound(t, server, itHoldQueue)
-	go acceptAll(listenIn(t, server.Name, "198.18.0.1:2000"))
+	go acceptAll(listenIn(t, server, "198.18.0.1:2000"))
 
 	const n = 32
 	dialErrs := make(chan error, n)
 	for range n {
-		go func() { dialErrs <- dialIn(client.Name, "198.18.0.1:2000", 5*time.Second) }()
+		go func() { dialErrs <- dialIn(client, "198.18.0.1:2000", 5*time.Second) }()
 	}
 	deadline := time.Now().Add(3 * time.Second)
-	for kernelWaiting(t, server, itGateQueue) < n {
+	for kernelStats(t, server, itGateQueue).Waiting < n {
 		if time.Now().After(deadline) {
 			t.Fatalf("fewer than %d SYNs waiting in the gate queue after 3s", n)
 		}

@@ -6,15 +6,22 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"sknock/internal/testenv"
 )
 
-const vectors = "../../../shared/vectors"
+// vector is the path of the interop vector file name (see
+// testenv.VectorsDir: skipped when the vectors are absent).
+func vector(t testing.TB, name string) string {
+	t.Helper()
+	return filepath.Join(testenv.VectorsDir(t), name)
+}
 
 // inspectVector runs `sknock inspect` on a vector file, or on data when it
 // is not nil, and returns the JSON object and exit status.
 func inspectVector(t *testing.T, name string, data []byte, extra ...string) (map[string]any, int) {
 	t.Helper()
-	path := filepath.Join(vectors, name)
+	path := vector(t, name)
 	if data != nil {
 		path = filepath.Join(t.TempDir(), "knock.bin")
 		if err := os.WriteFile(path, data, 0o600); err != nil {
@@ -22,7 +29,7 @@ func inspectVector(t *testing.T, name string, data []byte, extra ...string) (map
 		}
 	}
 	t.Setenv("SKNOCK_PASSWORD", "portknocking")
-	args := append([]string{"--pkcs12", filepath.Join(vectors, "server.pfx"), "--ca", filepath.Join(vectors, "ca.pem"), "--crl", filepath.Join(vectors, "ca.crl")}, extra...)
+	args := append([]string{"--pkcs12", vector(t, "server.pfx"), "--ca", vector(t, "ca.pem"), "--crl", vector(t, "ca.crl")}, extra...)
 	args = append(args, path)
 	var out, errOut strings.Builder
 	code := run(append([]string{"inspect"}, args...), nil, &out, &errOut)
@@ -77,7 +84,7 @@ func TestInspectVectors(t *testing.T) {
 }
 
 func TestInspectChangedBytesDenied(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join(vectors, "knock-a-tcp2000-v4.bin"))
+	data, err := os.ReadFile(vector(t, "knock-a-tcp2000-v4.bin"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +108,7 @@ func TestInspectUsageErrors(t *testing.T) {
 		{"no file", []string{"--pkcs12", "x.pfx"}, "PACKETFILE"},
 		{"no bundle", []string{"k.bin"}, "--pkcs12"},
 		{"bad at", []string{"--pkcs12", "x", "--at", "soon", "k.bin"}, "--at"},
-		{"missing packet", []string{"--pkcs12", filepath.Join(vectors, "server.pfx"), "/nonexistent/k.bin"}, "/nonexistent/k.bin"},
+		{"missing packet", []string{"--pkcs12", vector(t, "server.pfx"), "/nonexistent/k.bin"}, "/nonexistent/k.bin"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -118,7 +125,7 @@ func TestInspectUsageErrors(t *testing.T) {
 	t.Run("wrong password", func(t *testing.T) {
 		t.Setenv("SKNOCK_PASSWORD", "nope")
 		var out, errOut strings.Builder
-		code := run([]string{"inspect", "--pkcs12", filepath.Join(vectors, "server.pfx"), filepath.Join(vectors, "knock-a-tcp2000-v4.bin")}, nil, &out, &errOut)
+		code := run([]string{"inspect", "--pkcs12", vector(t, "server.pfx"), vector(t, "knock-a-tcp2000-v4.bin")}, nil, &out, &errOut)
 		if code != 2 || !strings.Contains(errOut.String(), "password") {
 			t.Errorf("exit %d, stderr %q; want 2 and a word about the password", code, errOut.String())
 		}

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"sknock/pki"
+	"sknock/internal/testpki"
 )
 
 // knockPKI is a CA in a temporary directory with the bundles a knock needs;
@@ -23,28 +23,16 @@ type knockPKI struct {
 
 func newKnockPKI(t *testing.T) knockPKI {
 	t.Helper()
-	dir := t.TempDir()
-	const password = "portknocking"
-	allow, err := pki.ParseAllow("tcp/2000,udp/8000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, err := range []error{
-		pki.InitCA(dir, pki.DefaultCADays),
-		pki.IssueServer(dir, "gatekeeper", password, pki.IssueOptions{}),
-		pki.IssueClient(dir, "alice", allow, password, pki.IssueOptions{}),
-		os.WriteFile(filepath.Join(dir, "password"), []byte(password+"\n"), 0o600),
-	} {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	p := testpki.New(t, &testpki.Options{
+		Server: "gatekeeper", Password: "portknocking",
+		Clients: map[string]string{"alice": "tcp/2000,udp/8000"},
+	})
 	return knockPKI{
-		dir:          dir,
-		clientPFX:    filepath.Join(dir, "alice.pfx"),
-		serverPFX:    filepath.Join(dir, "gatekeeper.pfx"),
-		serverCert:   filepath.Join(dir, "gatekeeper.pem"),
-		passwordFile: filepath.Join(dir, "password"),
+		dir:          p.Dir,
+		clientPFX:    p.Issued(t, "alice").PKCS12,
+		serverPFX:    p.ServerPKCS12,
+		serverCert:   p.ServerCert,
+		passwordFile: p.PasswordFile,
 	}
 }
 

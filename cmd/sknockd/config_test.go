@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"sknock/gate"
+	"sknock/internal/testenv"
 )
 
 func TestShippedConfigParses(t *testing.T) {
@@ -116,7 +117,7 @@ func TestCheckRefusesBadFiles(t *testing.T) {
 		}
 		return p
 	}
-	abs, _ := filepath.Abs(filepath.Join("..", "..", "..", "shared", "vectors"))
+	abs := testenv.VectorsDir(t)
 	pass := write("pass", "portknocking\n")
 	wrong := write("wrong", "nope\n")
 	tests := []struct {

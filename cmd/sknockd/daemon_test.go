@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"errors"
 	"fmt"
 	"io"
@@ -17,25 +16,30 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"sknock/knock"
+	"sknock/internal/testpki"
 	"sknock/packet"
 	"sknock/packet/packettest"
-	"sknock/pki"
 	"sknock/queue"
 	"sknock/queue/queuetest"
 	"sknock/rules"
 	"sknock/rules/rulestest"
 )
 
-// syncBuffer is a goroutine-safe log sink.
+// syncBuffer is a goroutine-safe log sink that wakes its waiters at
+// every write. The zero value is ready to use.
 type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
+	mu      sync.Mutex
+	b       strings.Builder
+	written chan struct{} // closed at the next write; nil until a waiter asks
 }
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.written != nil {
+		close(s.written)
+		s.written = nil
+	}
 	return s.b.Write(p)
 }
 
@@ -43,6 +47,16 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// next returns the text so far and a channel closed at the next write.
+func (s *syncBuffer) next() (string, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.written == nil {
+		s.written = make(chan struct{})
+	}
+	return s.b.String(), s.written
 }
 
 // fakeOS is every OS boundary of the daemon, faked.
@@ -126,58 +140,49 @@ func (f *fakeOS) counts() (applied, removed int) {
 	return f.applied, f.removed
 }
 
-// daemonPKI makes a CA, the server bundle and client alice (tcp/2000), and
-// a config for them.
+// daemonPKI makes a CA (testpki's defaults: server.pfx, password "pw"),
+// client alice (tcp/2000) and an empty CRL, and a config for them in
+// DIR/config.yaml.
 func daemonPKI(t *testing.T) (dir string, cfg Config) {
 	t.Helper()
-	dir = t.TempDir()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
+	p := testpki.New(t, &testpki.Options{Clients: map[string]string{"alice": "tcp/2000"}})
+	p.WriteCRL(t)
+	yaml := fmt.Sprintf("server:\n  pkcs12: %s\n  password_file: %s\ncrl:\n  file: %s\ngate:\n  protect: [tcp/2000]\n  policy: reject\n  hold_queue: 110\n",
+		p.ServerPKCS12, p.PasswordFile, p.CRLFile())
+	path := filepath.Join(p.Dir, "config.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
 	}
-	must(pki.InitCA(dir, 0))
-	must(pki.IssueServer(dir, "server", "pw", pki.IssueOptions{}))
-	allow, err := pki.ParseAllow("tcp/2000")
-	must(err)
-	must(pki.IssueClient(dir, "alice", allow, "pw", pki.IssueOptions{}))
-	must(pki.WriteCRL(dir, 0))
-	must(os.WriteFile(filepath.Join(dir, "pass"), []byte("pw\n"), 0o600))
-	yaml := fmt.Sprintf("server:\n  pkcs12: %[1]s/server.pfx\n  password_file: %[1]s/pass\ncrl:\n  file: %[1]s/ca.crl\ngate:\n  protect: [tcp/2000]\n  policy: reject\n  hold_queue: 110\n", dir)
-	must(os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(yaml), 0o600))
-	cfg, err = LoadConfig(filepath.Join(dir, "config.yaml"))
-	must(err)
-	return dir, cfg
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Dir, cfg
 }
 
+// sealFor returns a knock from client of daemonPKI's CA in dir for
+// tcp/port from ip, signed now.
 func sealFor(t *testing.T, dir, client string, port uint16, ip string) []byte {
 	t.Helper()
-	server, err := pki.LoadBundle(filepath.Join(dir, "server.pfx"), "pw")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := pki.LoadBundle(filepath.Join(dir, client+".pfx"), "pw")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, _ := server.Cert.PublicKey.(*ecdsa.PublicKey).ECDH()
-	k := knock.Knock{Proto: packet.TCP, Port: port, ClientIP: netip.MustParseAddr(ip), Timestamp: uint32(time.Now().Unix()), Certificate: b.Cert.Raw}
-	data, err := knock.Seal(&k, b.Key, pub, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
+	return testpki.Load(t, dir, nil).Seal(t, client, packet.TCP, port, netip.MustParseAddr(ip), time.Now())
 }
 
+// waitFor waits until substr is in the log n times, waking at each
+// write. The timeout only ends a test that would otherwise hang.
 func waitFor(t *testing.T, logs *syncBuffer, substr string, n int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for strings.Count(logs.String(), substr) < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q (×%d) in the log:\n%s", substr, n, logs.String())
+	timeout := time.NewTimer(5 * time.Second)
+	defer timeout.Stop()
+	for {
+		text, written := logs.next()
+		if strings.Count(text, substr) >= n {
+			return
 		}
-		time.Sleep(5 * time.Millisecond)
+		select {
+		case <-written:
+		case <-timeout.C:
+			t.Fatalf("no %q (×%d) in the log:\n%s", substr, n, text)
+		}
 	}
 }
 
@@ -245,12 +250,7 @@ func TestDaemonWiring(t *testing.T) {
 	hup <- syscall.SIGUSR1
 	waitFor(t, logs, `"msg":"counters"`, 1)
 
-	if err := pki.Revoke(dir, "alice"); err != nil {
-		t.Fatal(err)
-	}
-	if err := pki.WriteCRL(dir, 0); err != nil {
-		t.Fatal(err)
-	}
+	testpki.Load(t, dir, nil).Revoke(t, "alice")
 	hup <- os.Interrupt // any value: the channel stands for SIGHUP
 	waitFor(t, logs, "trust reloaded (SIGHUP)", 1)
 	injectKnock(t, f, "198.18.0.2", sealFor(t, dir, "alice", 2000, "198.18.0.2"))

@@ -42,7 +42,7 @@ func (n *NS) doLocked(f func() error) (err error, restored bool) {
 		return fmt.Errorf("netns %s: open current namespace: %w", n.Name, err), true
 	}
 	defer orig.Close()
-	target, err := os.Open("/run/netns/" + n.Name)
+	target, err := os.Open(n.Path())
 	if err != nil {
 		return fmt.Errorf("netns %s: %w", n.Name, err), true
 	}

@@ -51,6 +51,9 @@ func New(t testing.TB, prefix string) *NS {
 	return ns
 }
 
+// Path is the namespace's file, for setns(2) or a reader's NetNS.
+func (n *NS) Path() string { return "/run/netns/" + n.Name }
+
 // Run runs argv inside the namespace and returns its combined output.
 func (n *NS) Run(argv ...string) (string, error) {
 	return n.RunContext(context.Background(), argv...)

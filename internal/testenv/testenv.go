@@ -1,5 +1,6 @@
-// Package testenv holds the one helper that decides whether root-only
-// integration tests run.
+// Package testenv holds what every test shares about its environment: the
+// one helper that decides whether root-only integration tests run (skip,
+// or fail under SKNOCK_E2E=1), and where the interop vectors are.
 package testenv
 
 import (

@@ -205,11 +205,15 @@ func TestVerifyDelayedListener(t *testing.T) {
 	port := uint16(l.Addr().(*net.TCPAddr).Port)
 	l.Close()
 
-	var probes atomic.Int32
+	var refused atomic.Int32
+	twoRefused := make(chan struct{})
 	dial := func(ctx context.Context, network, address string) (net.Conn, error) {
-		probes.Add(1)
 		var d net.Dialer
-		return d.DialContext(ctx, network, address)
+		conn, err := d.DialContext(ctx, network, address)
+		if err != nil && refused.Add(1) == 2 {
+			close(twoRefused)
+		}
+		return conn, err
 	}
 	c, err := client.Load(p.clientPFX, testPassword, p.serverCert, &client.Config{
 		KnockPort: g.port(), Dial: dial, Timeout: 10 * time.Second, Retries: -1, SourceIP: netip.MustParseAddr("127.0.0.1"),
@@ -218,9 +222,13 @@ func TestVerifyDelayedListener(t *testing.T) {
 		t.Fatal(err)
 	}
 	listening := make(chan net.Listener, 1)
+	knocked := make(chan struct{})
 	go func() {
-		for probes.Load() < 2 { // open only after two refused probes
-			time.Sleep(time.Millisecond)
+		select {
+		case <-twoRefused: // open only after two refused probes
+		case <-knocked: // Knock gave up before: nothing to open
+			listening <- nil
+			return
 		}
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
@@ -229,6 +237,7 @@ func TestVerifyDelayedListener(t *testing.T) {
 		listening <- l
 	}()
 	results, err := c.Knock(context.Background(), "127.0.0.1", client.Request{Proto: packet.TCP, Port: port})
+	close(knocked)
 	if l := <-listening; l != nil {
 		defer l.Close()
 	}

@@ -4,13 +4,13 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"sknock/gate"
+	"sknock/internal/testpki"
 	"sknock/knock/client"
 	"sknock/packet"
 	"sknock/pki"
@@ -28,25 +28,15 @@ type testPKI struct {
 
 func newTestPKI(t testing.TB) *testPKI {
 	t.Helper()
-	dir := t.TempDir()
-	if err := pki.InitCA(dir, pki.DefaultCADays); err != nil {
-		t.Fatal(err)
-	}
-	if err := pki.IssueServer(dir, "gatekeeper", testPassword, pki.IssueOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	allow, err := pki.ParseAllow("tcp/2000,udp/8000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pki.IssueClient(dir, "alice", allow, testPassword, pki.IssueOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	ca := testpki.New(t, &testpki.Options{
+		Server: "gatekeeper", Password: testPassword,
+		Clients: map[string]string{"alice": "tcp/2000,udp/8000"},
+	})
 	p := &testPKI{
-		dir:        dir,
-		clientPFX:  filepath.Join(dir, "alice.pfx"),
-		serverPFX:  filepath.Join(dir, "gatekeeper.pfx"),
-		serverCert: filepath.Join(dir, "gatekeeper.pem"),
+		dir:        ca.Dir,
+		clientPFX:  ca.Issued(t, "alice").PKCS12,
+		serverPFX:  ca.ServerPKCS12,
+		serverCert: ca.ServerCert,
 	}
 	p.trust = loadTrust(t, p.serverPFX)
 	return p
@@ -78,6 +68,7 @@ type fakeGate struct {
 
 	mu        sync.Mutex
 	decisions []gate.Decision
+	decided   chan struct{}      // closed and replaced at each decision
 	granted   map[gate.Grant]int // grants per port
 	dials     int
 }
@@ -88,7 +79,7 @@ func newFakeGate(t testing.TB, trust *gate.Trust, now func() time.Time, openAfte
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &fakeGate{t: t, conn: conn, trust: trust, now: now, openAfter: openAfter, granted: map[gate.Grant]int{}}
+	g := &fakeGate{t: t, conn: conn, trust: trust, now: now, openAfter: openAfter, decided: make(chan struct{}), granted: map[gate.Grant]int{}}
 	done := make(chan struct{})
 	go g.serve(done)
 	t.Cleanup(func() { conn.Close(); <-done })
@@ -111,6 +102,8 @@ func (g *fakeGate) serve(done chan<- struct{}) {
 		if d.Granted() {
 			g.granted[d.Grant]++
 		}
+		close(g.decided)
+		g.decided = make(chan struct{})
 		g.mu.Unlock()
 	}
 }
@@ -148,16 +141,25 @@ func (g *fakeGate) Dial(ctx context.Context, network, address string) (net.Conn,
 	return local, nil
 }
 
-// waitDecisions waits until the fake gatekeeper decided n knocks.
+// waitDecisions waits until the fake gatekeeper decided n knocks. The
+// timeout only ends a test that would otherwise hang.
 func (g *fakeGate) waitDecisions(n int) []gate.Decision {
 	g.t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-		if d := g.Decisions(); len(d) >= n {
+	timeout := time.NewTimer(5 * time.Second)
+	defer timeout.Stop()
+	for {
+		g.mu.Lock()
+		d, decided := append([]gate.Decision(nil), g.decisions...), g.decided
+		g.mu.Unlock()
+		if len(d) >= n {
 			return d
 		}
+		select {
+		case <-decided:
+		case <-timeout.C:
+			g.t.Fatalf("fake gatekeeper decided %d knocks, want %d", len(d), n)
+		}
 	}
-	g.t.Fatalf("fake gatekeeper decided %d knocks, want %d", len(g.Decisions()), n)
-	return nil
 }
 
 func mustRequests(t testing.TB, texts ...string) []client.Request {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"sknock/internal/testpki"
 	"sknock/pki"
 )
 
@@ -50,21 +51,11 @@ func (brokenKeyring) put(string, []byte, time.Duration) error {
 // certificate is gatekeeper.pem beside it.
 func cacheBundle(t testing.TB) string {
 	t.Helper()
-	dir := t.TempDir()
-	if err := pki.InitCA(dir, pki.DefaultCADays); err != nil {
-		t.Fatal(err)
-	}
-	allow, err := pki.ParseAllow("tcp/2000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pki.IssueClient(dir, "alice", allow, cachePassword, pki.IssueOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := pki.IssueServer(dir, "gatekeeper", cachePassword, pki.IssueOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	return filepath.Join(dir, "alice.pfx")
+	p := testpki.New(t, &testpki.Options{
+		Server: "gatekeeper", Password: cachePassword,
+		Clients: map[string]string{"alice": "tcp/2000"},
+	})
+	return p.Issued(t, "alice").PKCS12
 }
 
 func TestKeyCacheHitSkipsDecryption(t *testing.T) {

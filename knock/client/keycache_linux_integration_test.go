@@ -1,3 +1,5 @@
+//go:build linux
+
 package client
 
 import (
@@ -16,11 +18,16 @@ import (
 	"sknock/pki"
 )
 
-// requireKeyring skips (or, under SKNOCK_E2E=1, fails) when this kernel or
-// sandbox refuses keyring calls, and returns a description unique to t
-// whose entry is removed when t ends.
+// These tests write the real kernel keyring (the user keyring of the
+// user running them), so they run only as integration tests: as root, or
+// failing under SKNOCK_E2E=1 when not. The unit tests use fakeKeyring.
+
+// requireKeyring skips (or, under SKNOCK_E2E=1, fails) when not root or
+// when this kernel or sandbox refuses keyring calls, and returns a
+// description unique to t whose entry is removed when t ends.
 func requireKeyring(t *testing.T) string {
 	t.Helper()
+	testenv.RequireRoot(t)
 	_, err := unix.KeyctlGetKeyringID(unix.KEY_SPEC_USER_KEYRING, true)
 	testenv.Require(t, err == nil, fmt.Sprintf("the kernel keyring is not usable here: %v", err))
 	desc := fmt.Sprintf("%stest-%d-%d", keyCacheDescPrefix, os.Getpid(), time.Now().UnixNano())
@@ -35,7 +42,7 @@ func invalidate(desc string) {
 	}
 }
 
-func TestKernelKeyringRoundTrip(t *testing.T) {
+func TestIntegrationKernelKeyringRoundTrip(t *testing.T) {
 	desc := requireKeyring(t)
 	kr := kernelKeyring{}
 	if _, ok := kr.get(desc); ok {
@@ -72,9 +79,10 @@ func TestKernelKeyringRoundTrip(t *testing.T) {
 	}
 }
 
-// TestKernelKeyringClampsTimeout: a ttl past the kernel's 32-bit seconds
-// must not wrap: 2^32 s would become 0, an entry that never expires.
-func TestKernelKeyringClampsTimeout(t *testing.T) {
+// TestIntegrationKernelKeyringClampsTimeout: a ttl past the kernel's
+// 32-bit seconds must not wrap: 2^32 s would become 0, an entry that never
+// expires.
+func TestIntegrationKernelKeyringClampsTimeout(t *testing.T) {
 	desc := requireKeyring(t)
 	if err := (kernelKeyring{}).put(desc, []byte("k"), time.Duration(1<<32)*time.Second); err != nil {
 		t.Fatal(err)
@@ -122,9 +130,9 @@ func expiry(t *testing.T, id int) time.Duration {
 	return d
 }
 
-// TestLoadUsesKernelKeyCache loads through the real keyring twice with
-// Config.KeyCache and checks that the second Load came from it.
-func TestLoadUsesKernelKeyCache(t *testing.T) {
+// TestIntegrationLoadUsesKernelKeyCache loads through the real keyring
+// twice with Config.KeyCache and checks that the second Load came from it.
+func TestIntegrationLoadUsesKernelKeyCache(t *testing.T) {
 	requireKeyring(t)
 	path := cacheBundle(t)
 	data, err := os.ReadFile(path)
