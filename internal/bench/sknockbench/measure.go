@@ -24,6 +24,7 @@ import (
 	"sknock/gate"
 	"sknock/packet"
 	"sknock/pki"
+	"sknock/queue"
 )
 
 // queueSample is one reading of a queue's kernel counters and an
@@ -36,25 +37,15 @@ type queueSample struct {
 	rx      uint64
 }
 
+// readQueue reads queue q's counters through the queue package's parser.
 func readQueue(q int) (handled, qdrop, udrop uint64, ok bool) {
-	data, err := os.ReadFile("/proc/net/netfilter/nfnetlink_queue")
+	st, err := queue.ReadKernelStats(uint16(q))
 	if err != nil {
 		return
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 8 || f[0] != strconv.Itoa(q) {
-			continue
-		}
-		var v [8]uint64
-		for i := range v {
-			v[i], _ = strconv.ParseUint(f[i], 10, 64)
-		}
-		// id sequence counts every packet sent to the reader, the
-		// user-dropped ones included; waiting ones have no verdict yet.
-		return v[7] - v[6] - v[2], v[5], v[6], true
-	}
-	return
+	// id sequence counts every packet sent to the reader, the
+	// user-dropped ones included; waiting ones have no verdict yet.
+	return uint64(st.IDSequence) - st.UserDropped - uint64(st.Waiting), st.QueueDropped, st.UserDropped, true
 }
 
 func readRx(iface string) uint64 {
