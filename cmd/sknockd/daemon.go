@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"sync"
 	"time"
@@ -37,6 +38,7 @@ type daemon struct {
 
 	crlStamp fileStamp // the CRL file the trust state was built from
 	fetch    Fetcher   // gets crl.url
+	hooks    hooks     // what tests observe; none in production
 }
 
 // newLoggerAt returns the daemon's JSON logger at a level a reload can
@@ -65,7 +67,8 @@ type ruleKeeper interface {
 
 // osDeps are the daemon's boundaries with the operating system: the
 // NFQUEUE sockets, iptables, the network for CRL fetches and the
-// single-instance lock. Tests replace them with fakes.
+// single-instance lock. Tests replace them with fakes, and set hooks to
+// learn when the daemon has done something instead of watching its log.
 type osDeps struct {
 	open        queue.Opener
 	keeper      func() (ruleKeeper, error)
@@ -78,6 +81,34 @@ type osDeps struct {
 	// clock is the engine's clock (grants, replay and hold deadlines);
 	// nil means time.Now.
 	clock func() time.Time
+	// hooks report what the daemon did, for tests; the zero value has
+	// none.
+	hooks hooks
+}
+
+// hooks tell a test that the daemon has done something, so that it waits
+// on them rather than on the daemon's log or on time. Each is optional:
+// nil means none, and production sets none. A hook is called after the
+// matching log line, unless a log limiter held it back, was handed to the
+// log writer (which writes it asynchronously); it runs on the daemon's
+// own goroutines and must return promptly.
+type hooks struct {
+	// started is called once the daemon serves: its queues are bound, its
+	// rules applied and "sknockd started" logged. Tests wait on it before
+	// they send packets or signals.
+	started func()
+	// knockDecided is called with each knock decision, once it is in
+	// force (a grant opens the gate) and logged. It runs on a knock
+	// worker, so possibly on several at once.
+	knockDecided func(src netip.Addr, dec gate.Decision)
+	// reloaded is called after each SIGHUP reload attempt: with nil when
+	// the configuration was applied, with the reason it was refused
+	// otherwise.
+	reloaded func(err error)
+	// repaired is called after each pass of the rule watcher that found
+	// the rules changed, with what it found and whether it restored them
+	// (Finding.Err).
+	repaired func([]rules.Finding)
 }
 
 // defaultWatchEvery checks the rules often enough to restore them within
@@ -129,7 +160,7 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 		return 1
 	}
 
-	d := &daemon{cfg: cfg, log: log, level: level, keeper: keeper, fetch: sys.fetch}
+	d := &daemon{cfg: cfg, log: log, level: level, keeper: keeper, fetch: sys.fetch, hooks: sys.hooks}
 	d.crlStamp = stampOf(cfg.CRLFile)
 	d.decisions = newDecisionLog(log, decisionLogPerSecond)
 	d.engine = gate.NewEngine(gate.Config{
@@ -169,6 +200,9 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 		zap.Stringer("policy", cfg.Policy),
 		zap.Duration("open_duration", cfg.OpenDuration),
 	)
+	if d.hooks.started != nil {
+		d.hooks.started()
+	}
 
 	status := d.loop(ctx, hup, readerDone)
 	stopReaders()

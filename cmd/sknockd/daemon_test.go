@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"sknock/gate"
 	"sknock/internal/testpki"
 	"sknock/packet"
 	"sknock/packet/packettest"
@@ -25,21 +26,16 @@ import (
 	"sknock/rules/rulestest"
 )
 
-// syncBuffer is a goroutine-safe log sink that wakes its waiters at
-// every write. The zero value is ready to use.
+// syncBuffer is a goroutine-safe log sink. The zero value is ready to
+// use.
 type syncBuffer struct {
-	mu      sync.Mutex
-	b       strings.Builder
-	written chan struct{} // closed at the next write; nil until a waiter asks
+	mu sync.Mutex
+	b  strings.Builder
 }
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.written != nil {
-		close(s.written)
-		s.written = nil
-	}
 	return s.b.Write(p)
 }
 
@@ -49,14 +45,74 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// next returns the text so far and a channel closed at the next write.
-func (s *syncBuffer) next() (string, <-chan struct{}) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.written == nil {
-		s.written = make(chan struct{})
+// reports collects, in order, what one of the daemon's hooks reports,
+// and lets a test wait for the next one. Adding never blocks the daemon.
+// The zero value is ready to use.
+type reports[T any] struct {
+	mu    sync.Mutex
+	got   []T
+	seen  int           // how many next returned
+	added chan struct{} // closed at the next add; nil until a waiter asks
+}
+
+func (r *reports[T]) add(v T) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.got = append(r.got, v)
+	if r.added != nil {
+		close(r.added)
+		r.added = nil
 	}
-	return s.b.String(), s.written
+}
+
+// next returns the first report the test has not seen yet, waiting for
+// it. The timeout only ends a test that would otherwise hang.
+func (r *reports[T]) next(t *testing.T, what string) T {
+	t.Helper()
+	timeout := time.NewTimer(10 * time.Second)
+	defer timeout.Stop()
+	for {
+		r.mu.Lock()
+		if r.seen < len(r.got) {
+			v := r.got[r.seen]
+			r.seen++
+			r.mu.Unlock()
+			return v
+		}
+		if r.added == nil {
+			r.added = make(chan struct{})
+		}
+		added := r.added
+		r.mu.Unlock()
+		select {
+		case <-added:
+		case <-timeout.C:
+			t.Fatalf("no %s reported", what)
+		}
+	}
+}
+
+// knockReport is one call of the knockDecided hook.
+type knockReport struct {
+	src netip.Addr
+	dec gate.Decision
+}
+
+// daemonReports are what the daemon's hooks reported.
+type daemonReports struct {
+	started reports[struct{}]
+	knocks  reports[knockReport]
+	reloads reports[error]
+	repairs reports[[]rules.Finding]
+}
+
+func (r *daemonReports) hooks() hooks {
+	return hooks{
+		started:      func() { r.started.add(struct{}{}) },
+		knockDecided: func(src netip.Addr, dec gate.Decision) { r.knocks.add(knockReport{src, dec}) },
+		reloaded:     r.reloads.add,
+		repaired:     r.repairs.add,
+	}
 }
 
 // fakeOS is every OS boundary of the daemon, faked.
@@ -167,23 +223,57 @@ func sealFor(t *testing.T, dir, client string, port uint16, ip string) []byte {
 	return testpki.Load(t, dir, nil).Seal(t, client, packet.TCP, port, netip.MustParseAddr(ip), time.Now())
 }
 
-// waitFor waits until substr is in the log n times, waking at each
-// write. The timeout only ends a test that would otherwise hang.
-func waitFor(t *testing.T, logs *syncBuffer, substr string, n int) {
+// testDaemon is serveWith running over a fakeOS.
+type testDaemon struct {
+	// logs is what the daemon logged; it is complete once stop returned
+	// (serveWith flushes its asynchronous log writer before it returns).
+	logs *syncBuffer
+	hup  chan<- os.Signal
+	*daemonReports
+	// stop cancels the daemon, waits for it and returns its exit status
+	// (-1 if it did not stop); later calls return the same.
+	stop func() int
+}
+
+// runDaemon starts serveWith over f and returns once the daemon serves.
+// The test's cleanup stops it.
+func runDaemon(t *testing.T, cfg *Config, f *fakeOS) *testDaemon {
 	t.Helper()
-	timeout := time.NewTimer(5 * time.Second)
-	defer timeout.Stop()
-	for {
-		text, written := logs.next()
-		if strings.Count(text, substr) >= n {
-			return
-		}
-		select {
-		case <-written:
-		case <-timeout.C:
-			t.Fatalf("no %q (×%d) in the log:\n%s", substr, n, text)
+	d := &testDaemon{logs: &syncBuffer{}, daemonReports: &daemonReports{}}
+	deps := f.deps()
+	deps.hooks = d.hooks()
+	ctx, cancel := context.WithCancel(context.Background())
+	hup := make(chan os.Signal, 1)
+	d.hup = hup
+	done := make(chan int, 1)
+	go func() { done <- serveWith(ctx, cfg, hup, d.logs, deps) }()
+	var once sync.Once
+	code := -1
+	d.stop = func() int {
+		once.Do(func() {
+			cancel()
+			select {
+			case code = <-done:
+			case <-time.After(10 * time.Second): // only ends a test that would hang
+				t.Error("daemon did not stop")
+			}
+		})
+		return code
+	}
+	t.Cleanup(func() { d.stop() })
+	d.started.next(t, "start")
+	return d
+}
+
+// logLines returns the lines of logs that contain substr.
+func logLines(logs *syncBuffer, substr string) []string {
+	var lines []string
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, substr) {
+			lines = append(lines, l)
 		}
 	}
+	return lines
 }
 
 // synVerdict injects a SYN from src to port 2000 into gate queue 101 and
@@ -223,23 +313,21 @@ func injectKnock(t *testing.T, f *fakeOS, src string, datagram []byte) {
 
 // TestDaemonWiring drives the whole daemon through its fake OS
 // boundaries: rules applied once, a SYN rejected, a knock granted, the
-// SYN accepted, a revocation picked up by SIGHUP without losing the grant,
-// and the rules kept on stop.
+// SYN accepted, counters on SIGUSR1, a revocation picked up by SIGHUP
+// without losing the grant, and the rules kept on stop.
 func TestDaemonWiring(t *testing.T) {
 	dir, cfg := daemonPKI(t)
 	f := newFakeOS()
-	logs := &syncBuffer{}
-	ctx, stop := context.WithCancel(context.Background())
-	hup := make(chan os.Signal, 1)
-	done := make(chan int, 1)
-	go func() { done <- serveWith(ctx, &cfg, hup, logs, f.deps()) }()
-	waitFor(t, logs, `"msg":"sknockd started"`, 1)
+	d := runDaemon(t, &cfg, f)
+	alice := netip.MustParseAddr("198.18.0.2")
 
 	if v := synVerdict(t, f, "198.18.0.2"); v.Verdict != queue.NFRepeat || v.Mark&cfg.Rules.Mark == 0 {
 		t.Fatalf("SYN before the knock: %+v, want a repeat with the reject mark", v)
 	}
 	injectKnock(t, f, "198.18.0.2", sealFor(t, dir, "alice", 2000, "198.18.0.2"))
-	waitFor(t, logs, `"verdict":"grant"`, 1)
+	if k := d.knocks.next(t, "knock decision"); k.src != alice || !k.dec.Granted() {
+		t.Fatalf("knock from %v: %s (%v), want a grant to %v", k.src, k.dec.Verdict(), k.dec.Err, alice)
+	}
 	if v := synVerdict(t, f, "198.18.0.2"); v.Verdict != queue.NFAccept {
 		t.Fatalf("SYN after the knock: %+v, want accept", v)
 	}
@@ -247,26 +335,22 @@ func TestDaemonWiring(t *testing.T) {
 		t.Fatalf("SYN from another source: %+v, want reject", v)
 	}
 
-	hup <- syscall.SIGUSR1
-	waitFor(t, logs, `"msg":"counters"`, 1)
-
+	d.hup <- syscall.SIGUSR1 // handled before the SIGHUP below: one loop reads both
 	testpki.Load(t, dir, nil).Revoke(t, "alice")
-	hup <- os.Interrupt // any value: the channel stands for SIGHUP
-	waitFor(t, logs, "trust reloaded (SIGHUP)", 1)
+	d.hup <- os.Interrupt // any value: the channel stands for SIGHUP
+	if err := d.reloads.next(t, "reload"); err != nil {
+		t.Fatalf("reload refused: %v", err)
+	}
 	injectKnock(t, f, "198.18.0.2", sealFor(t, dir, "alice", 2000, "198.18.0.2"))
-	waitFor(t, logs, `"reason":"revoked"`, 1)
+	if k := d.knocks.next(t, "knock decision"); k.dec.Reason != gate.ReasonRevoked {
+		t.Fatalf("knock after the revocation: %s (%v), want %s", k.dec.Verdict(), k.dec.Reason, gate.ReasonRevoked)
+	}
 	if v := synVerdict(t, f, "198.18.0.2"); v.Verdict != queue.NFAccept {
 		t.Fatalf("live grant lost on reload: %+v", v)
 	}
 
-	stop()
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Fatalf("exit %d, want 0\n%s", code, logs.String())
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("daemon did not stop")
+	if code := d.stop(); code != 0 {
+		t.Fatalf("exit %d, want 0\n%s", code, d.logs.String())
 	}
 	if applied, removed := f.counts(); applied != 1 || removed != 0 {
 		t.Errorf("rules applied %d and removed %d times, want 1 and 0 (a stop keeps them)", applied, removed)
@@ -274,7 +358,16 @@ func TestDaemonWiring(t *testing.T) {
 	if !strings.Contains(f.v4.Rules("INPUT")[0], "SKNOCK") || len(f.v6.Rules("SKNOCK")) == 0 {
 		t.Errorf("rules gone after the stop: INPUT %q", f.v4.Rules("INPUT"))
 	}
-	waitFor(t, logs, `"msg":"sknockd stopped","status":0,"rules":"kept"`, 1)
+	logs := d.logs.String()
+	for _, want := range []string{`"verdict":"grant"`, `"reason":"revoked"`, `"msg":"sknockd stopped","status":0,"rules":"kept"`} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("no %s in the log:\n%s", want, logs)
+		}
+	}
+	counters, reloaded := strings.Index(logs, `"msg":"counters"`), strings.Index(logs, "trust reloaded (SIGHUP)")
+	if counters < 0 || reloaded < 0 || counters > reloaded {
+		t.Errorf("want a counters line (SIGUSR1) before \"trust reloaded (SIGHUP)\" in the log:\n%s", logs)
+	}
 }
 
 func TestDaemonFailuresApplyNothingOrKeepRules(t *testing.T) {
@@ -312,11 +405,7 @@ func TestDaemonTwoGateQueues(t *testing.T) {
 	dir, cfg := daemonPKI(t)
 	cfg.Rules.GateQueues = 2
 	f := newFakeOS()
-	logs := &syncBuffer{}
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan int, 1)
-	go func() { done <- serveWith(ctx, &cfg, nil, logs, f.deps()) }()
-	waitFor(t, logs, `"msg":"sknockd started"`, 1)
+	d := runDaemon(t, &cfg, f)
 
 	for i, sock := range []*queuetest.Socket{f.gateSock, f.gateSock2} {
 		if got := sock.Configs(); len(got) != 1 || got[0].Queue != uint16(101+i) {
@@ -327,7 +416,9 @@ func TestDaemonTwoGateQueues(t *testing.T) {
 		}
 	}
 	injectKnock(t, f, "198.18.0.2", sealFor(t, dir, "alice", 2000, "198.18.0.2"))
-	waitFor(t, logs, `"verdict":"grant"`, 1)
+	if k := d.knocks.next(t, "knock decision"); !k.dec.Granted() {
+		t.Fatalf("knock: %s (%v), want a grant", k.dec.Verdict(), k.dec.Err)
+	}
 	syn := packettest.TCPPacket(netip.MustParseAddr("198.18.0.2"), 40000, netip.MustParseAddr("198.18.0.1"), 2000, packet.TCPSyn)
 	for i, sock := range []*queuetest.Socket{f.gateSock, f.gateSock2} {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -342,17 +433,11 @@ func TestDaemonTwoGateQueues(t *testing.T) {
 		}
 	}
 
-	stop()
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Fatalf("exit %d, want 0\n%s", code, logs.String())
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("daemon did not stop")
+	if code := d.stop(); code != 0 {
+		t.Fatalf("exit %d, want 0\n%s", code, d.logs.String())
 	}
-	if !strings.Contains(logs.String(), `"gate_packets":8`) {
-		t.Errorf("counters do not sum both gate queues (want gate_packets 8):\n%s", logs.String())
+	if !strings.Contains(d.logs.String(), `"gate_packets":8`) {
+		t.Errorf("counters do not sum both gate queues (want gate_packets 8):\n%s", d.logs.String())
 	}
 }
 
@@ -367,6 +452,10 @@ func (brokenSocket) SetVerdictWithMark(uint32, int, uint32) error    { return ni
 func (brokenSocket) SetVerdictBatch(uint32, int, uint32, bool) error { return nil }
 func (brokenSocket) Close() error                                    { return nil }
 
+// TestDaemonBrokenReaderExitsPromptlyKeepingRules breaks the gate reader
+// as soon as it serves: the daemon exits 1 with its rules in place, and
+// promptly: the other readers stop at once, without waiting out their
+// stop limit (which would log "slow to stop").
 func TestDaemonBrokenReaderExitsPromptlyKeepingRules(t *testing.T) {
 	_, cfg := daemonPKI(t)
 	f := newFakeOS()
@@ -379,13 +468,15 @@ func TestDaemonBrokenReaderExitsPromptlyKeepingRules(t *testing.T) {
 		return knockOpen(sc)
 	}
 	var logs syncBuffer
-	start := time.Now()
-	code := serveWith(context.Background(), &cfg, nil, &logs, deps)
-	if code != 1 {
-		t.Fatalf("exit %d, want 1\n%s", code, logs.String())
-	}
-	if took := time.Since(start); took > 2*time.Second {
-		t.Errorf("took %v to exit after a reader broke", took)
+	done := make(chan int, 1)
+	go func() { done <- serveWith(context.Background(), &cfg, nil, &logs, deps) }()
+	select {
+	case code := <-done:
+		if code != 1 {
+			t.Fatalf("exit %d, want 1\n%s", code, logs.String())
+		}
+	case <-time.After(10 * time.Second): // only ends a test that would hang
+		t.Fatalf("no exit after a reader broke\n%s", logs.String())
 	}
 	if strings.Contains(logs.String(), "slow to stop") {
 		t.Errorf("spurious slow-stop warning:\n%s", logs.String())

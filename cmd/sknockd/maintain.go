@@ -58,7 +58,8 @@ func (d *daemon) watchRules(ctx context.Context, interval time.Duration) {
 			return
 		case <-tick.C:
 		}
-		for _, f := range d.keeper.Repair() {
+		findings := d.keeper.Repair()
+		for _, f := range findings {
 			if f.Err == nil {
 				d.log.Error("rules restored", zap.String("family", f.Family), zap.String("problem", f.Problem))
 				continue
@@ -68,6 +69,9 @@ func (d *daemon) watchRules(ctx context.Context, interval time.Duration) {
 				d.log.Error("rules damaged and NOT restored: protected ports may be reachable without a grant; retrying every second",
 					zap.String("family", f.Family), zap.String("problem", f.Problem), zap.Error(f.Err))
 			}
+		}
+		if len(findings) > 0 && d.hooks.repaired != nil {
+			d.hooks.repaired(findings)
 		}
 	}
 }

@@ -127,4 +127,7 @@ func (d *daemon) handleKnock(src netip.Addr, payload []byte) {
 	start := d.engine.Now()
 	dec := d.engine.Knock(src, payload)
 	d.decisions.knock(src, &dec, start, d.engine.Now(), d.engine.OpenDuration())
+	if d.hooks.knockDecided != nil {
+		d.hooks.knockDecided(src, dec)
+	}
 }

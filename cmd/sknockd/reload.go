@@ -62,20 +62,29 @@ func changedKeys(a, b *Config) []string {
 	return changed
 }
 
-// reloadConfig applies the configuration file again, whole, on SIGHUP:
-// the trust state (bundle, CAs, CRL) is always rebuilt, a changed rule
-// set is swapped in atomically, and the policy, durations and log level
-// apply to what follows. Live grants and the replay memory are kept. A
-// file that fails anywhere is refused whole and the running configuration
-// stays in force. It reports whether crl.refresh changed.
+// reloadConfig applies the configuration file again on SIGHUP (see
+// reload), logs a refusal, and reports whether crl.refresh changed.
 func (d *daemon) reloadConfig(ctx context.Context) bool {
-	refuse := func(err error) bool {
+	refreshChanged, err := d.reload(ctx)
+	if err != nil {
 		d.log.Error("reload refused, keeping the current configuration", zap.Error(err))
-		return false
 	}
+	if d.hooks.reloaded != nil {
+		d.hooks.reloaded(err)
+	}
+	return refreshChanged
+}
+
+// reload applies the configuration file again, whole: the trust state
+// (bundle, CAs, CRL) is always rebuilt, a changed rule set is swapped in
+// atomically, and the policy, durations and log level apply to what
+// follows. Live grants and the replay memory are kept. A file that fails
+// anywhere is refused whole (the error says why) and the running
+// configuration stays in force. It reports whether crl.refresh changed.
+func (d *daemon) reload(ctx context.Context) (refreshChanged bool, err error) {
 	fresh, err := LoadConfig(d.cfg.Path)
 	if err != nil {
-		return refuse(err)
+		return false, err
 	}
 	changed := changedKeys(d.cfg, &fresh)
 	var needRestart []string
@@ -85,7 +94,7 @@ func (d *daemon) reloadConfig(ctx context.Context) bool {
 		}
 	}
 	if len(needRestart) > 0 {
-		return refuse(fmt.Errorf("%s: %s changed; that takes a restart (which keeps the protected ports closed)", fresh.Path, strings.Join(needRestart, ", ")))
+		return false, fmt.Errorf("%s: %s changed; that takes a restart (which keeps the protected ports closed)", fresh.Path, strings.Join(needRestart, ", "))
 	}
 	var fetch Fetcher
 	if fresh.CRLURL != "" {
@@ -96,20 +105,20 @@ func (d *daemon) reloadConfig(ctx context.Context) bool {
 		d.log.Warn("crl fetch failed, keeping the last good CRL", zap.Error(w))
 	}
 	if err != nil {
-		return refuse(fmt.Errorf("%s: %w", fresh.Path, err))
+		return false, fmt.Errorf("%s: %w", fresh.Path, err)
 	}
 	if !reflect.DeepEqual(d.cfg.Rules, fresh.Rules) {
 		if err := d.keeper.Apply(fresh.Rules); err != nil {
-			return refuse(fmt.Errorf("apply the new rules (the old ones stay): %w", err))
+			return false, fmt.Errorf("apply the new rules (the old ones stay): %w", err)
 		}
 	}
 	d.engine.Reconfigure(fresh.Policy, fresh.OpenDuration)
 	d.engine.SetTrust(trust)
 	d.level.SetLevel(logLevel(fresh.LogLevel).Level())
 	d.crlStamp = stampOf(fresh.CRLFile)
-	refreshChanged := fresh.CRLRefresh != d.cfg.CRLRefresh
+	refreshChanged = fresh.CRLRefresh != d.cfg.CRLRefresh
 	d.cfg = &fresh
 	logTrust(d.log, "trust reloaded (SIGHUP)", info)
 	d.log.Info("config reloaded", zap.Strings("changed", changed), zap.String("protect", protectList(&fresh)), zap.Stringer("policy", fresh.Policy))
-	return refreshChanged
+	return refreshChanged, nil
 }

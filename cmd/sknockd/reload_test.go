@@ -2,48 +2,18 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"sknock/queue"
 )
-
-// runDaemon starts serveWith over f and returns its logs, the SIGHUP
-// channel and a stop function that returns the exit status.
-func runDaemon(t *testing.T, cfg *Config, f *fakeOS) (*syncBuffer, chan<- os.Signal, func() int) {
-	t.Helper()
-	logs := &syncBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	hup := make(chan os.Signal, 1)
-	done := make(chan int, 1)
-	go func() { done <- serveWith(ctx, cfg, hup, logs, f.deps()) }()
-	var once sync.Once
-	code := -1
-	stop := func() int {
-		once.Do(func() {
-			cancel()
-			select {
-			case code = <-done:
-			case <-time.After(10 * time.Second):
-				t.Error("daemon did not stop")
-			}
-		})
-		return code
-	}
-	t.Cleanup(func() { stop() })
-	waitFor(t, logs, `"msg":"sknockd started"`, 1)
-	return logs, hup, stop
-}
 
 // rewriteConfig replaces old with new in the config file at path.
 func rewriteConfig(t *testing.T, path, old, new string) {
@@ -76,7 +46,7 @@ func chainHas(f *fakeOS, substr string) bool {
 func TestDaemonReloadAppliesWholeConfig(t *testing.T) {
 	dir, cfg := daemonPKI(t)
 	f := newFakeOS()
-	logs, hup, stop := runDaemon(t, &cfg, f)
+	d := runDaemon(t, &cfg, f)
 	path := filepath.Join(dir, "config.yaml")
 	if chainHas(f, "--dport 3000") {
 		t.Fatal("tcp/3000 protected before the reload")
@@ -84,12 +54,9 @@ func TestDaemonReloadAppliesWholeConfig(t *testing.T) {
 
 	rewriteConfig(t, path, "protect: [tcp/2000]\n  policy: reject\n  hold_queue: 110\n",
 		"protect: [tcp/2000, tcp/3000]\n  policy: drop\n  open_duration: 40s\n  hold_queue: 110\nknock:\n  rate_limit: 3/minute\n")
-	hup <- os.Interrupt // any value: the channel stands for SIGHUP
-	line := waitForLine(t, logs, `"msg":"config reloaded"`)
-	for _, key := range []string{"gate.protect", "gate.policy", "gate.open_duration", "knock.rate_limit"} {
-		if !strings.Contains(line, `"`+key+`"`) {
-			t.Errorf("reload line does not list %s: %s", key, line)
-		}
+	d.hup <- os.Interrupt // any value: the channel stands for SIGHUP
+	if err := d.reloads.next(t, "reload"); err != nil {
+		t.Fatalf("reload refused: %v", err)
 	}
 	if !chainHas(f, "--dport 3000") || !chainHas(f, "--hashlimit-upto 3/minute") {
 		t.Errorf("rules after the reload lack tcp/3000 or the new rate:\n%s", strings.Join(f.v4.Rules("SKNOCK"), "\n"))
@@ -99,14 +66,15 @@ func TestDaemonReloadAppliesWholeConfig(t *testing.T) {
 	}
 
 	before := f.v4.Rules("SKNOCK")
-	for _, tt := range []struct {
+	refusals := []struct {
 		name, old, new, want string
 	}{
 		{"broken file", "policy: drop", "policy: maybe", "gate.policy"},
 		{"unknown key", "policy: drop", "policy: drop\n  colour: blue", "colour"},
 		{"restart-only key", "policy: drop", "policy: drop\n  queue: 200", "gate.queue changed; that takes a restart"},
 		{"missing bundle", "server.pfx", "server.pfx.gone", "server.pkcs12"},
-	} {
+	}
+	for _, tt := range refusals {
 		t.Run(tt.name, func(t *testing.T) {
 			good, err := os.ReadFile(path)
 			if err != nil {
@@ -114,12 +82,9 @@ func TestDaemonReloadAppliesWholeConfig(t *testing.T) {
 			}
 			defer os.WriteFile(path, good, 0o600)
 			rewriteConfig(t, path, tt.old, tt.new)
-			n := strings.Count(logs.String(), "reload refused")
-			hup <- os.Interrupt
-			waitFor(t, logs, "reload refused", n+1)
-			lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
-			if last := lines[len(lines)-1]; !strings.Contains(last, tt.want) {
-				t.Errorf("refusal does not name %q: %s", tt.want, last)
+			d.hup <- os.Interrupt
+			if err := d.reloads.next(t, "reload"); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("reload: %v, want a refusal naming %q", err, tt.want)
 			}
 			if diff := cmp.Diff(before, f.v4.Rules("SKNOCK")); diff != "" {
 				t.Errorf("a refused reload changed the rules (-before +after):\n%s", diff)
@@ -129,21 +94,29 @@ func TestDaemonReloadAppliesWholeConfig(t *testing.T) {
 			}
 		})
 	}
-	if code := stop(); code != 0 {
+	if code := d.stop(); code != 0 {
 		t.Errorf("exit %d, want 0", code)
 	}
-}
 
-// waitForLine waits for a log line containing substr and returns it.
-func waitForLine(t *testing.T, logs *syncBuffer, substr string) string {
-	t.Helper()
-	waitFor(t, logs, substr, 1)
-	for _, l := range strings.Split(logs.String(), "\n") {
-		if strings.Contains(l, substr) {
-			return l
+	// The log is complete now; its lines are what an operator reads.
+	reloaded := logLines(d.logs, `"msg":"config reloaded"`)
+	if len(reloaded) != 1 {
+		t.Fatalf("%d config reloaded lines, want 1:\n%s", len(reloaded), d.logs.String())
+	}
+	for _, key := range []string{"gate.protect", "gate.policy", "gate.open_duration", "knock.rate_limit"} {
+		if !strings.Contains(reloaded[0], `"`+key+`"`) {
+			t.Errorf("reload line does not list %s: %s", key, reloaded[0])
 		}
 	}
-	return ""
+	refused := logLines(d.logs, "reload refused")
+	if len(refused) != len(refusals) {
+		t.Fatalf("%d reload refused lines, want %d:\n%s", len(refused), len(refusals), d.logs.String())
+	}
+	for i, tt := range refusals {
+		if !strings.Contains(refused[i], tt.want) {
+			t.Errorf("%s: refusal does not name %q: %s", tt.name, tt.want, refused[i])
+		}
+	}
 }
 
 // TestDaemonRestoresTamperedRules deletes the jump and flushes the chain
@@ -152,17 +125,35 @@ func waitForLine(t *testing.T, logs *syncBuffer, substr string) string {
 func TestDaemonRestoresTamperedRules(t *testing.T) {
 	_, cfg := daemonPKI(t)
 	f := newFakeOS()
-	logs, _, _ := runDaemon(t, &cfg, f)
+	d := runDaemon(t, &cfg, f)
 	applied := f.v6.Rules("SKNOCK")
+	// found waits for the watcher's next pass that found something and
+	// returns its findings as "family: problem", and "; not restored: err"
+	// after one that failed.
+	found := func() []string {
+		var got []string
+		for _, f := range d.repairs.next(t, "repair") {
+			s := f.Family + ": " + f.Problem
+			if f.Err != nil {
+				s += "; not restored: " + f.Err.Error()
+			}
+			got = append(got, s)
+		}
+		return got
+	}
 
 	f.v4.Delete("filter", "INPUT", "-j", "SKNOCK")
-	waitFor(t, logs, `"msg":"rules restored","family":"iptables","problem":"INPUT has no jump to SKNOCK"`, 1)
+	if diff := cmp.Diff([]string{"iptables: INPUT has no jump to SKNOCK"}, found()); diff != "" {
+		t.Errorf("repair after deleting the jump (-want +got):\n%s", diff)
+	}
 	if got := f.v4.Rules("INPUT"); len(got) != 1 || got[0] != "-j SKNOCK" {
 		t.Errorf("IPv4 INPUT after the repair = %q, want the jump", got)
 	}
 
 	f.v6.ClearChain("filter", "SKNOCK")
-	waitFor(t, logs, `"family":"ip6tables","problem":"chain SKNOCK was flushed`, 1)
+	if got := found(); len(got) != 1 || !strings.HasPrefix(got[0], "ip6tables: chain SKNOCK was flushed") || strings.Contains(got[0], "not restored") {
+		t.Errorf("repair after flushing the IPv6 chain: %q, want ip6tables: chain SKNOCK was flushed, restored", got)
+	}
 	if diff := cmp.Diff(applied, f.v6.Rules("SKNOCK")); diff != "" {
 		t.Errorf("IPv6 chain after the repair (-want +got):\n%s", diff)
 	}
@@ -174,8 +165,25 @@ func TestDaemonRestoresTamperedRules(t *testing.T) {
 		return nil
 	})
 	f.v4.ClearChain("filter", "SKNOCK")
-	waitFor(t, logs, `rules damaged and NOT restored`, 1)
-	waitFor(t, logs, `xtables lock held`, 1)
+	if got := found(); len(got) != 1 || !strings.HasPrefix(got[0], "iptables: chain SKNOCK was flushed") ||
+		!strings.Contains(got[0], "; not restored: ") || !strings.HasSuffix(got[0], "xtables lock held") {
+		t.Errorf("repair that cannot restore: %q, want iptables: chain SKNOCK was flushed, not restored: ...xtables lock held", got)
+	}
+
+	// The log is complete once the daemon stopped; its lines are what an
+	// operator reads.
+	d.stop()
+	for _, want := range []string{
+		`"msg":"rules restored","family":"iptables","problem":"INPUT has no jump to SKNOCK"`,
+		`"msg":"rules restored","family":"ip6tables","problem":"chain SKNOCK was flushed`,
+	} {
+		if len(logLines(d.logs, want)) != 1 {
+			t.Errorf("want one %s line in the log:\n%s", want, d.logs.String())
+		}
+	}
+	if loud := logLines(d.logs, "rules damaged and NOT restored"); len(loud) == 0 || !strings.Contains(loud[0], "xtables lock held") {
+		t.Errorf("no loud line naming the error in the log:\n%s", d.logs.String())
+	}
 }
 
 // TestRulesOnly covers --apply-rules and --remove-rules: they apply or
