@@ -30,6 +30,12 @@
 set -euo pipefail
 export LC_ALL=C
 
+# The whole script is one brace group, so bash has read and parsed all of
+# it before the first command runs: a Ctrl-C that lands while bash would
+# otherwise still be reading the file could cut that read short and turn
+# into "unexpected EOF" (exit 2) instead of the clean-up.
+{
+
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # sudo and CI may give a bare environment; go needs HOME (or GOCACHE).
 export HOME="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
@@ -399,3 +405,6 @@ reply=$(connect) && die "the service answered a revoked client: $reply"
 ok "the service is still hidden from alice"
 
 echo
+
+exit 0
+}
