@@ -1,10 +1,12 @@
 package gate
 
 import (
+	"hash/maphash"
 	"net/netip"
-	"sknock/packet"
 	"sync"
 	"time"
+
+	"sknock/packet"
 )
 
 // Grant is what a knock opens: one protocol and port, for one source.
@@ -35,9 +37,12 @@ const grantShards = 16
 // source so gate lookups on different cores rarely share a lock, and
 // bounded: when it holds max grants, a new grant is refused (an existing
 // one can still be extended), and the knock is denied as an overload.
+// A source's shard comes from a hash keyed with a seed of its own, so no
+// one can choose addresses that all land in one shard and fill it.
 type GrantTable struct {
 	shards   [grantShards]grantShard
 	maxShard int
+	seed     maphash.Seed
 }
 
 type grantShard struct {
@@ -54,16 +59,16 @@ func NewGrantTable(max int) *GrantTable {
 	if max <= 0 {
 		max = DefaultMaxGrants
 	}
-	t := &GrantTable{maxShard: (max + grantShards - 1) / grantShards}
+	t := &GrantTable{maxShard: (max + grantShards - 1) / grantShards, seed: maphash.MakeSeed()}
 	for i := range t.shards {
 		t.shards[i].expiry = make(map[grantKey]int64)
 	}
 	return t
 }
 
+// shard returns k's shard: a keyed hash of its source address.
 func (t *GrantTable) shard(k *grantKey) *grantShard {
-	// The last bytes of an address vary most between clients.
-	return &t.shards[(k.addr[15]^k.addr[13])%grantShards]
+	return &t.shards[maphash.Bytes(t.seed, k.addr[:])%grantShards]
 }
 
 // Add grants g until the given time, extending an existing grant (never
