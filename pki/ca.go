@@ -32,6 +32,11 @@ const (
 	DefaultCRLDays  = 30
 )
 
+// MaxDays bounds every validity given in days (CA, certificate, CRL):
+// 100 years. A time.Duration holds 292 years, and a longer validity
+// would wrap into a date in the past.
+const MaxDays = 36500
+
 // backdate is subtracted from notBefore so that a certificate issued on one
 // host is already valid on another whose clock is a little behind.
 const backdate = time.Hour
@@ -40,10 +45,16 @@ const backdate = time.Hour
 // reuse a name.
 var ErrExists = errors.New("already exists")
 
-// days converts a number of days, zero meaning def, to a duration.
+// ErrDays is returned (wrapped) for a number of days below zero or above
+// MaxDays.
+var ErrDays = errors.New("number of days out of range")
+
+// days converts a number of days, zero meaning def, to a duration. It
+// refuses what is negative or above MaxDays, rather than let the end of
+// the validity wrap around.
 func days(n, def int) (time.Duration, error) {
-	if n < 0 {
-		return 0, fmt.Errorf("invalid number of days %d", n)
+	if n < 0 || n > MaxDays {
+		return 0, fmt.Errorf("%w: %d, want 1 to %d (0: the default)", ErrDays, n, MaxDays)
 	}
 	if n == 0 {
 		n = def
@@ -53,7 +64,8 @@ func days(n, def int) (time.Duration, error) {
 
 // InitCA creates a new CA in dir (created if missing): a P-256 key in
 // DIR/ca.key and a self-signed certificate in DIR/ca.pem valid for days
-// (zero: DefaultCADays). It refuses to touch an existing CA.
+// (zero: DefaultCADays; below zero or above MaxDays: ErrDays). It refuses
+// to touch an existing CA.
 func InitCA(dir string, validDays int) error {
 	if err := initCA(dir, validDays); err != nil {
 		return fmt.Errorf("init CA in %s: %w", dir, err)

@@ -17,7 +17,8 @@ import (
 // IssueOptions tunes IssueServer and IssueClient.
 type IssueOptions struct {
 	// Days is the validity in days; zero means DefaultCertDays. It is cut
-	// to the CA's own validity.
+	// to the CA's own validity. Below zero or above MaxDays, issuing fails
+	// with ErrDays.
 	Days int
 	// Legacy writes the bundle with RC2-40 certificates, a 3DES key and a
 	// SHA-1 MAC, as the original project's OpenSSL did, for old OpenSSL

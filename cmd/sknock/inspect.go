@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net/netip"
 	"os"
 	"strconv"
@@ -39,6 +40,13 @@ Exit status: 0 grant, 1 deny, 2 bad flags or unreadable files.
 Example:
   sknock inspect --pkcs12 server.pfx --crl ca.crl --source 198.18.0.2 --at 1767225600 knock.bin
 `
+
+// minTolerance and maxTolerance bound --tolerance as sknockd bounds
+// knock.timestamp_tolerance.
+const (
+	minTolerance = time.Second
+	maxTolerance = 10 * time.Minute
+)
 
 // inspectResult is what `sknock inspect` prints.
 type inspectResult struct {
@@ -99,11 +107,16 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 	}
 	now := time.Now()
 	if *at != "" {
-		secs, err := strconv.ParseInt(*at, 10, 64)
+		// A knock's timestamp is 32-bit Unix seconds: no other arrival
+		// time can be judged against one.
+		secs, err := strconv.ParseUint(*at, 10, 32)
 		if err != nil {
-			return fail("--at %q: want Unix seconds", *at)
+			return fail("--at %q: want Unix seconds in 0..%d", *at, uint32(math.MaxUint32))
 		}
-		now = time.Unix(secs, 0)
+		now = time.Unix(int64(secs), 0)
+	}
+	if *tolerance < minTolerance || *tolerance > maxTolerance {
+		return fail("--tolerance %s is not in %s..%s", *tolerance, minTolerance, maxTolerance)
 	}
 	datagram, err := os.ReadFile(fs.Arg(0))
 	if err != nil {

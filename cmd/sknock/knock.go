@@ -44,6 +44,14 @@ Flags:
 // working day.
 const maxKeyCache = 24 * time.Hour
 
+// maxRetries and maxTimeout bound --retries and --timeout, so that a typo
+// cannot make a knock wait for days: (maxRetries+1) × maxTimeout is at
+// most a day.
+const (
+	maxRetries = 100
+	maxTimeout = 10 * time.Minute
+)
+
 // knockFlags is the parsed command line of "sknock knock".
 type knockFlags struct {
 	bundle, serverCert, passwordFile string
@@ -76,8 +84,8 @@ func parseKnockFlags(args []string, stdout io.Writer) (*knockFlags, error) {
 	fs.BoolVar(&f.connect, "connect", false, "splice stdin/stdout to the verified TCP port (ssh ProxyCommand)")
 	fs.BoolVar(&f.quiet, "quiet", false, "print only failures")
 	fs.BoolVar(&f.quiet, "q", false, "short for --quiet")
-	fs.IntVar(&f.retries, "retries", client.DefaultRetries, "how many times to knock again when a TCP port did not open")
-	fs.DurationVar(&f.timeout, "timeout", client.DefaultTimeout, "how long each knock waits for its TCP port")
+	fs.IntVar(&f.retries, "retries", client.DefaultRetries, "how many times to knock again when a TCP port did not open (at most 100)")
+	fs.DurationVar(&f.timeout, "timeout", client.DefaultTimeout, "how long each knock waits for its TCP port (at most 10m)")
 	fs.DurationVar(&f.keyCache, "key-cache", 0, "keep the unlocked bundle in the kernel's per-user keyring this long (at most 24h), so later knocks skip the password derivation; any process of yours can use the key meanwhile, as with ssh-agent (default: off)")
 
 	var positional []string
@@ -112,11 +120,11 @@ func parseKnockFlags(args []string, stdout io.Writer) (*knockFlags, error) {
 	case f.ipv4 && f.ipv6:
 		return nil, usagef("-4 and -6 exclude each other")
 	case f.knockPort < 0 || f.knockPort > 65535:
-		return nil, usagef("--knock-port %d is not in 1..65535", f.knockPort)
-	case f.retries < 0:
-		return nil, usagef("--retries must not be negative, got %d", f.retries)
-	case f.timeout <= 0:
-		return nil, usagef("--timeout must be positive, got %s", f.timeout)
+		return nil, usagef("--knock-port %d is not in 0..65535 (0: random)", f.knockPort)
+	case f.retries < 0 || f.retries > maxRetries:
+		return nil, usagef("--retries %d is not in 0..%d", f.retries, maxRetries)
+	case f.timeout <= 0 || f.timeout > maxTimeout:
+		return nil, usagef("--timeout must be positive and at most %s, got %s", maxTimeout, f.timeout)
 	case f.keyCache < 0 || f.keyCache > maxKeyCache:
 		return nil, usagef("--key-cache must be between 0 and %s, got %s", maxKeyCache, f.keyCache)
 	}

@@ -144,17 +144,26 @@ Example:
 
 `, stdout)
 	dir := fs.String("dir", "", "CA directory (created if missing)")
-	days := fs.Int("days", pki.DefaultCADays, "validity of the CA certificate in days")
+	days := fs.Int("days", pki.DefaultCADays, "validity of the CA certificate in days (1 to 36500)")
 	if err := parseFlags(fs, args, dir); err != nil {
 		return err
 	}
-	if *days <= 0 {
-		return usagef("--days must be positive, got %d", *days)
+	if err := checkDays(*days); err != nil {
+		return err
 	}
 	if err := pki.InitCA(*dir, *days); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "wrote %s/%s and %s/%s\n", *dir, pki.CAKeyFile, *dir, pki.CACertFile)
+	return nil
+}
+
+// checkDays refuses a --days outside 1..pki.MaxDays, beyond which the end
+// of the validity would overflow.
+func checkDays(days int) error {
+	if days < 1 || days > pki.MaxDays {
+		return usagef("--days %d is not in 1..%d", days, pki.MaxDays)
+	}
 	return nil
 }
 
@@ -168,7 +177,7 @@ type issueFlags struct {
 func (f *issueFlags) register(fs *commandFlags) {
 	fs.StringVar(&f.dir, "dir", "", "CA directory made by 'sknock pki init'")
 	fs.StringVar(&f.name, "name", "", "certificate name: CN, and the files DIR/NAME.pfx and DIR/NAME.pem")
-	fs.IntVar(&f.days, "days", pki.DefaultCertDays, "validity in days (cut to the CA's)")
+	fs.IntVar(&f.days, "days", pki.DefaultCertDays, "validity in days, 1 to 36500 (cut to the CA's)")
 	fs.BoolVar(&f.legacy, "legacy", false, "write the bundle with RC2-40/3DES/SHA-1 for old OpenSSL and the original sKnock clients")
 	fs.StringVar(&f.passwordFile, "password-file", "", "file whose first line is the bundle password (default: $"+passwordEnv+")")
 }
@@ -181,8 +190,8 @@ func (f *issueFlags) check() (string, error) {
 	if err := pki.ValidateName(f.name); err != nil {
 		return "", usageError{msg: err.Error()}
 	}
-	if f.days <= 0 {
-		return "", usagef("--days must be positive, got %d", f.days)
+	if err := checkDays(f.days); err != nil {
+		return "", err
 	}
 	return bundlePassword(f.passwordFile)
 }
@@ -304,12 +313,12 @@ Example:
 
 `, stdout)
 	dir := fs.String("dir", "", "CA directory")
-	days := fs.Int("days", pki.DefaultCRLDays, "days until the CRL's nextUpdate")
+	days := fs.Int("days", pki.DefaultCRLDays, "days until the CRL's nextUpdate (1 to 36500)")
 	if err := parseFlags(fs, args, dir); err != nil {
 		return err
 	}
-	if *days <= 0 {
-		return usagef("--days must be positive, got %d", *days)
+	if err := checkDays(*days); err != nil {
+		return err
 	}
 	if err := pki.WriteCRL(*dir, *days); err != nil {
 		return err

@@ -47,21 +47,46 @@ const decisionLogPerSecond = 20
 // logged: each needs a fresh knock from a certificate holder. Denials go
 // through a limiter, because anyone can send them: garbage, and also a
 // captured, signed knock replayed after its window (stale) or from
-// another address (source mismatch). Denials of signed knocks have a
-// budget of their own, so a garbage flood cannot hide them.
+// another address (source mismatch). Each kind of denial has a budget of
+// its own, so that one kind cannot hide another: a garbage flood cannot
+// hide signed denials, and one captured knock replayed again and again
+// (replay, stale or future timestamp: anyone holding a capture can send
+// those) cannot hide the not_authorized and source_mismatch lines of
+// fresh signed knocks.
 type decisionLog struct {
 	log         *zap.Logger
 	knockLimit  logLimiter // denials of unsigned or unverified knocks
-	signedLimit logLimiter // denials of knocks with a valid signature
+	replayLimit logLimiter // replayed datagrams and timestamps outside the window
+	signedLimit logLimiter // other denials of knocks with a valid signature
 	gateLimit   logLimiter
 }
 
 func newDecisionLog(log *zap.Logger, perSecond int64) *decisionLog {
 	l := &decisionLog{log: log}
 	l.knockLimit.perSecond = perSecond
+	l.replayLimit.perSecond = perSecond
 	l.signedLimit.perSecond = perSecond
 	l.gateLimit.perSecond = perSecond
 	return l
+}
+
+// denialLimit returns the limiter whose budget a knock denied for r
+// spends.
+func (l *decisionLog) denialLimit(r gate.Reason) *logLimiter {
+	switch {
+	case replayable(r):
+		return &l.replayLimit
+	case r.Authenticated():
+		return &l.signedLimit
+	}
+	return &l.knockLimit
+}
+
+// replayable reports whether r is a denial that a copy of one captured
+// knock earns every time it is sent: the datagram was seen before, or its
+// timestamp is outside the window.
+func replayable(r gate.Reason) bool {
+	return r == gate.ReasonReplay || r == gate.ReasonStaleTimestamp || r == gate.ReasonFutureTimestamp
 }
 
 // knock logs the decision d on a knock from src, which the engine took at
@@ -76,12 +101,8 @@ func (l *decisionLog) knock(src netip.Addr, d *gate.Decision, start, end time.Ti
 	}
 	var suppressed uint64
 	if !d.Granted() {
-		limit := &l.knockLimit
-		if d.Reason.Authenticated() {
-			limit = &l.signedLimit
-		}
 		var ok bool
-		if ok, suppressed = limit.allow(start); !ok {
+		if ok, suppressed = l.denialLimit(d.Reason).allow(start); !ok {
 			return
 		}
 	}
