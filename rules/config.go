@@ -3,6 +3,9 @@ package rules
 import (
 	"fmt"
 	"regexp"
+	"slices"
+	"strings"
+
 	"sknock/packet"
 )
 
@@ -41,7 +44,10 @@ type Config struct {
 	AlwaysAllow []PortSpec
 	// Protect lists the hidden ports whose new connections the gate decides.
 	// UDP specs may not overlap the knock ports, except udp/*, which
-	// excludes them. Empty: only knocks are queued.
+	// excludes them. A tcp/* or udp/* that leaves no port (every port of
+	// its protocol always allowed or, for UDP, a knock port) contradicts
+	// itself and is refused. Empty: only knocks are queued (sknockd refuses
+	// that, as it hides nothing).
 	Protect []PortSpec
 	// RejectStray answers protected-port TCP segments that are neither a
 	// SYN nor part of a tracked connection (ACK, FIN, NULL and Xmas probes,
@@ -162,8 +168,62 @@ func (c Config) Validate() error {
 		if !p.All && p.Overlaps(knock) {
 			return bad("Protect", p.String(), "overlaps the knock ports "+knock.String())
 		}
+		if p.All && coversEveryPort(c.excluded(p.Proto)) {
+			return bad("Protect", p.String(), c.protectsNothing(p.Proto))
+		}
 	}
 	return nil
+}
+
+// excluded returns the ports of proto that tcp/* or udp/* leave out: the
+// always-allowed ones and, for UDP, the knock ports.
+func (c Config) excluded(proto packet.Proto) []PortSpec {
+	var out []PortSpec
+	for _, a := range c.AlwaysAllow {
+		if a.Proto == proto {
+			out = append(out, a)
+		}
+	}
+	if proto == packet.UDP {
+		out = append(out, c.knockPorts())
+	}
+	return out
+}
+
+// protectsNothing explains why tcp/* or udp/* leaves no port of proto.
+func (c Config) protectsNothing(proto packet.Proto) string {
+	var why []string
+	if proto == packet.UDP {
+		why = append(why, "a knock port ("+c.knockPorts().String()+")")
+	}
+	var allowed []string
+	for _, a := range c.AlwaysAllow {
+		if a.Proto == proto {
+			allowed = append(allowed, a.String())
+		}
+	}
+	if len(allowed) > 0 {
+		why = append(why, "always allowed ("+strings.Join(allowed, ", ")+")")
+	}
+	return fmt.Sprintf("protects nothing: every %s port is %s", proto, strings.Join(why, " or "))
+}
+
+// coversEveryPort reports whether specs together hold every port 1–65535.
+// They are all of one protocol.
+func coversEveryPort(specs []PortSpec) bool {
+	specs = slices.Clone(specs)
+	slices.SortFunc(specs, func(a, b PortSpec) int { return int(a.First) - int(b.First) })
+	next := 1 // the lowest port not yet covered
+	for _, s := range specs {
+		if s.All {
+			return true
+		}
+		if int(s.First) > next {
+			return false
+		}
+		next = max(next, int(s.Last)+1)
+	}
+	return next > 65535
 }
 
 // MaxGateQueues bounds Config.GateQueues.

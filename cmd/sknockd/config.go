@@ -47,7 +47,9 @@ type Config struct {
 	// Rules is the rule set the config describes.
 	Rules rules.Config
 
-	set map[string]bool // keys the file gave, "section.key"
+	// set holds the line of each key ("section.key") and section the file
+	// gave; a key it did not give is absent (zero).
+	set map[string]int
 }
 
 // ConfigError is a configuration problem, naming the key (and line) it is
@@ -70,7 +72,9 @@ func (e *ConfigError) Error() string {
 	return fmt.Sprintf("%s: %s: %s", loc, e.Key, e.Msg)
 }
 
-// defaultConfig is the configuration an empty file gives.
+// defaultConfig is the configuration before the file applies: every
+// default, and nothing protected (gate.protect has no default; ParseConfig
+// refuses a file that leaves it out).
 func defaultConfig() Config {
 	return Config{
 		ServerPKCS12:       "/etc/sknock/server.pfx",
@@ -152,10 +156,9 @@ func LoadConfig(path string) (Config, error) {
 func ParseConfig(path string, data []byte) (Config, error) {
 	c := defaultConfig()
 	c.Path = path
-	var doc yaml.Node
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
-		return c, &ConfigError{Path: path, Msg: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}
+	doc, err := decodeOne(path, data)
+	if err != nil {
+		return c, err
 	}
 	if len(doc.Content) > 0 {
 		root := doc.Content[0]
@@ -167,8 +170,11 @@ func ParseConfig(path string, data []byte) (Config, error) {
 		}
 	}
 	c.Rules.RejectStray = c.Policy == gate.PolicyReject
+	if err := c.checkProtect(); err != nil {
+		return c, err
+	}
 	if err := c.Rules.Validate(); err != nil {
-		return c, rulesError(path, err)
+		return c, c.rulesError(err)
 	}
 	if err := c.checkHoldQueue(); err != nil {
 		return c, err
@@ -176,7 +182,7 @@ func ParseConfig(path string, data []byte) (Config, error) {
 	if c.ServerPKCS12 == "" {
 		return c, &ConfigError{Path: path, Key: "server.pkcs12", Msg: "required"}
 	}
-	if c.ServerPasswordEnv != "" && !c.set["server.password_file"] {
+	if c.ServerPasswordEnv != "" && c.set["server.password_file"] == 0 {
 		// password_env alone replaces the default password file.
 		c.ServerPasswordFile = ""
 	}
@@ -192,8 +198,31 @@ func ParseConfig(path string, data []byte) (Config, error) {
 	return c, nil
 }
 
+// decodeOne decodes the file's one YAML document. A second document
+// (after a "---") is refused rather than ignored: whatever it says would
+// silently not apply.
+func decodeOne(path string, data []byte) (yaml.Node, error) {
+	notYAML := func(err error) error {
+		return &ConfigError{Path: path, Msg: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	var doc, next yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+		return doc, nil
+	} else if err != nil {
+		return doc, notYAML(err)
+	}
+	switch err := dec.Decode(&next); {
+	case errors.Is(err, io.EOF):
+		return doc, nil
+	case err != nil:
+		return doc, notYAML(err)
+	}
+	return doc, &ConfigError{Path: path, Line: next.Line, Msg: "a second YAML document (after ---); the file must hold exactly one"}
+}
+
 func (c *Config) apply(root *yaml.Node) error {
-	c.set = map[string]bool{}
+	c.set = map[string]int{}
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, v := root.Content[i], root.Content[i+1]
@@ -205,6 +234,7 @@ func (c *Config) apply(root *yaml.Node) error {
 			return &ConfigError{Path: c.Path, Key: k.Value, Line: k.Line, Msg: "section given twice"}
 		}
 		seen[k.Value] = true
+		c.set[k.Value] = k.Line
 		if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
 			continue
 		}
@@ -226,7 +256,7 @@ func (c *Config) apply(root *yaml.Node) error {
 			if msg := set(c, vv); msg != "" {
 				return &ConfigError{Path: c.Path, Key: name, Line: vv.Line, Msg: msg}
 			}
-			c.set[name] = true
+			c.set[name] = kk.Line
 		}
 	}
 	return nil
@@ -387,7 +417,7 @@ func setLogLevel(c *Config, n *yaml.Node) string {
 // queues) and checks that it is none of the other queues.
 func (c *Config) checkHoldQueue() error {
 	gates := c.Rules.GateQueueNumbers()
-	if !c.set["gate.hold_queue"] {
+	if c.set["gate.hold_queue"] == 0 {
 		next := int(gates[len(gates)-1]) + 1
 		if next == int(c.Rules.KnockQueue) {
 			next++
@@ -404,13 +434,29 @@ func (c *Config) checkHoldQueue() error {
 	return nil
 }
 
-// rulesError turns a rules validation error into one naming the key.
-func rulesError(path string, err error) error {
+// checkProtect refuses a configuration without gate.protect, or with an
+// empty one: it would hide nothing while the daemon runs as if it did.
+// There is no default, so that no demo ports get protected by accident.
+func (c *Config) checkProtect() error {
+	if len(c.Rules.Protect) > 0 {
+		return nil
+	}
+	if line := c.set["gate.protect"]; line > 0 {
+		return &ConfigError{Path: c.Path, Key: "gate.protect", Line: line, Msg: "empty: it would protect nothing; list the ports to hide, e.g. [tcp/2000]"}
+	}
+	// Missing: point at the gate section when there is one.
+	return &ConfigError{Path: c.Path, Key: "gate.protect", Line: c.set["gate"], Msg: "required: list the ports to hide, e.g. [tcp/2000] (there is no default)"}
+}
+
+// rulesError turns a rules validation error into one naming the key, and
+// its line when the file gave the key.
+func (c *Config) rulesError(err error) error {
 	var ce *rules.ConfigError
 	if !errors.As(err, &ce) {
-		return &ConfigError{Path: path, Msg: err.Error()}
+		return &ConfigError{Path: c.Path, Msg: err.Error()}
 	}
-	return &ConfigError{Path: path, Key: rulesKey(ce.Field), Msg: ce.Value + ": " + ce.Reason}
+	key := rulesKey(ce.Field)
+	return &ConfigError{Path: c.Path, Key: key, Line: c.set[key], Msg: ce.Value + ": " + ce.Reason}
 }
 
 // rulesKey names the config key behind a rules.Config field.

@@ -29,6 +29,19 @@ func TestShippedConfigParses(t *testing.T) {
 	}
 }
 
+// withProtect adds gate.protect to a test config that lacks it (the key
+// is required), so that the test meets the problem it is about.
+func withProtect(config string) string {
+	const protect = "  protect: [tcp/2000]\n"
+	switch {
+	case strings.Contains(config, "protect:"):
+		return config
+	case strings.Contains(config, "gate:\n"):
+		return strings.Replace(config, "gate:\n", "gate:\n"+protect, 1)
+	}
+	return config + "gate:\n" + protect
+}
+
 func TestConfigErrorsNameTheKey(t *testing.T) {
 	tests := []struct {
 		name string
@@ -60,7 +73,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := ParseConfig("test.yaml", []byte(tt.give))
+			_, err := ParseConfig("test.yaml", []byte(withProtect(tt.give)))
 			if err == nil {
 				t.Fatalf("accepted:\n%s", tt.give)
 			}
@@ -87,7 +100,7 @@ func TestGateQueues(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := ParseConfig("test.yaml", []byte(tt.give))
+			c, err := ParseConfig("test.yaml", []byte(withProtect(tt.give)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -98,8 +111,8 @@ func TestGateQueues(t *testing.T) {
 	}
 }
 
-func TestEmptyConfigIsDefaults(t *testing.T) {
-	c, err := ParseConfig("empty.yaml", nil)
+func TestProtectAloneIsDefaults(t *testing.T) {
+	c, err := ParseConfig("protect.yaml", []byte(withProtect("")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +149,7 @@ func TestCheckRefusesBadFiles(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg := write(strings.ReplaceAll(tt.name, " ", "_")+".yaml", tt.give)
+			cfg := write(strings.ReplaceAll(tt.name, " ", "_")+".yaml", withProtect(tt.give))
 			var out, errOut strings.Builder
 			code := run([]string{"--config", cfg, "--check"}, &out, &errOut)
 			if code != tt.code {
@@ -150,7 +163,7 @@ func TestCheckRefusesBadFiles(t *testing.T) {
 }
 
 func TestPasswordEnvAloneReplacesTheDefaultFile(t *testing.T) {
-	c, err := ParseConfig("t.yaml", []byte("server:\n  password_env: SKNOCK_PASSWORD\n"))
+	c, err := ParseConfig("t.yaml", []byte(withProtect("server:\n  password_env: SKNOCK_PASSWORD\n")))
 	if err != nil {
 		t.Fatal(err)
 	}
