@@ -93,12 +93,18 @@ func deny(d Decision, r Reason, err error) Decision {
 }
 
 // Decide runs every check of PROTOCOL.md on one knock, in order, and says
-// whether it earns a grant. It is pure: it reads the replay cache (a knock
+// whether it earns a grant. Before them it refuses, at no cost, a source
+// that is an IPv4 address in IPv6 form (ReasonMappedSource), and check 6
+// also refuses an IPv4 client address carried over IPv6. It is pure: it reads the replay cache (a knock
 // seen before is denied) but does not record the knock; the caller adds
 // d.ReplayKey when it acts on a grant, and that add is the final,
 // race-free replay check (Engine.Knock does both). seen may be nil.
 func Decide(in Input, trust *Trust, seen *ReplayCache) Decision {
 	var d Decision
+	src := in.Source
+	if ipv4InIPv6(src) {
+		return deny(d, ReasonMappedSource, fmt.Errorf("IPv6 source %s is an IPv4 address in IPv6 form", src))
+	}
 	if trust == nil || trust.ServerKey == nil || trust.Verifier == nil {
 		return deny(d, ReasonUntrusted, errors.New("no trust state loaded"))
 	}
@@ -106,7 +112,6 @@ func Decide(in Input, trust *Trust, seen *ReplayCache) Decision {
 	if certTime.IsZero() {
 		certTime = in.Now
 	}
-	src := in.Source.Unmap()
 
 	// Garbage is refused before it is hashed, and a replay before any
 	// public-key work: hashing costs a microsecond, an ECDH fifty or more.
@@ -143,6 +148,9 @@ func Decide(in Input, trust *Trust, seen *ReplayCache) Decision {
 	if -d.Skew > trust.Tolerance {
 		return deny(d, ReasonFutureTimestamp, fmt.Errorf("timestamp %ds ahead, tolerance %s", int64(-d.Skew/time.Second), trust.Tolerance))
 	}
+	if v4, ok := embeddedIPv4(k.ClientIP); ok && src.Is6() {
+		return deny(d, ReasonSourceMismatch, fmt.Errorf("knock names IPv4 address %s but came over IPv6 from %s", v4, src))
+	}
 	if k.ClientIP != src {
 		return deny(d, ReasonSourceMismatch, fmt.Errorf("knock names %s but came from %s", k.ClientIP, src))
 	}
@@ -153,6 +161,51 @@ func Decide(in Input, trust *Trust, seen *ReplayCache) Decision {
 		return deny(d, ReasonNotAuthorized, fmt.Errorf("certificate allows %s, not %s/%d", client.Authorization.CLIString(), k.Proto, k.Port))
 	}
 	return d
+}
+
+// ipv4InIPv6 reports whether a is an IPv6 address that stands for an IPv4
+// one: v4-mapped (::ffff:0:0/96) or v4-compatible (::/96). Neither is ever
+// the source of a genuine IPv6 datagram (RFC 4291 §2.5.5: mapped addresses
+// belong to the socket API, compatible ones are deprecated), but Linux
+// hands UDPv6 datagrams from them to sockets, and a dual-stack service
+// answers a mapped source over IPv4. The gate and the knock path refuse
+// them, so that spoofed IPv6 cannot ride an IPv4 grant or earn one
+// without IPv4's anti-spoofing. The loopback ::1 is excluded: it is not
+// an IPv4 address, and the kernel accepts it only on lo. The unspecified
+// :: is included: it is never the source of TCP or UDP.
+func ipv4InIPv6(a netip.Addr) bool {
+	if !a.Is6() {
+		return false
+	}
+	b := a.As16()
+	if [10]byte(b[:10]) != [10]byte{} {
+		return false
+	}
+	mapped := b[10] == 0xff && b[11] == 0xff
+	compatible := b[10] == 0 && b[11] == 0 && a != netip.IPv6Loopback()
+	return mapped || compatible
+}
+
+// embeddedIPv4 returns the IPv4 address that a knock's 16-byte client
+// address names when it came over IPv6: PROTOCOL.md writes an IPv4 client
+// as 4 bytes and 12 zero bytes (the client seals a v4-mapped address the
+// same way), and relies on the carrying datagram's family to tell which
+// was meant. Read as IPv6, those bytes are an address whose low 96 bits
+// are zero, the Subnet-Router anycast address of a /32 (RFC 4291 §2.6.1),
+// which no client sends from. Such a knock was made for an IPv4 path, so
+// check 6 (the client address equals the source) cannot hold for an IPv6
+// source, even one that spells the same 16 bytes: it is refused as a
+// source mismatch rather than granted to an address the client never
+// named. A v4-mapped address written as 16 bytes names IPv4 too.
+func embeddedIPv4(ip netip.Addr) (netip.Addr, bool) {
+	if ip.Is4In6() {
+		return ip.Unmap(), true
+	}
+	b := ip.As16()
+	if !ip.Is6() || [12]byte(b[4:]) != [12]byte{} {
+		return netip.Addr{}, false
+	}
+	return netip.AddrFrom4([4]byte(b[:4])), true
 }
 
 // certReason maps a pki verification error to a Reason.

@@ -151,11 +151,14 @@ func (e *Engine) Now() time.Time { return e.clock() }
 // a source, 64 in all, unless configured otherwise; never under policy
 // none); otherwise what the policy says. granted reports a live grant, so
 // that the caller can log the rest as denials (under policy none, as
-// "would deny"). Anything but TCP and UDP is dropped. It counts every
-// answer and does not allocate.
+// "would deny"). Anything but TCP and UDP is dropped, and so is anything
+// from an IPv6 source that stands for an IPv4 address (v4-mapped or
+// v4-compatible), under every policy: it would otherwise ride the grant
+// of the IPv4 address it spells. It counts every answer and does not
+// allocate.
 func (e *Engine) Verdict(h *packet.Header, now time.Time) (v packet.Verdict, granted bool) {
 	v, granted = e.verdict(h, now)
-	if v != packet.Accept && e.decided != nil && h.Proto.Valid() {
+	if v != packet.Accept && e.decided != nil && gateable(h) {
 		switch ok, full := e.pending.tryDefer(h.Src, e.deferPerSource, e.deferTotal); {
 		case ok:
 			e.stats.deferred.Add(1)
@@ -168,9 +171,16 @@ func (e *Engine) Verdict(h *packet.Header, now time.Time) (v packet.Verdict, gra
 	return v, granted
 }
 
+// gateable reports whether a packet can be gated at all: TCP or UDP, from
+// a source that is not an IPv4 address in IPv6 form. The rest is dropped
+// and never deferred.
+func gateable(h *packet.Header) bool {
+	return h.Proto.Valid() && !ipv4InIPv6(h.Src)
+}
+
 // verdict is Verdict without deferring or counting.
 func (e *Engine) verdict(h *packet.Header, now time.Time) (packet.Verdict, bool) {
-	if !h.Proto.Valid() {
+	if !gateable(h) {
 		return packet.Drop, false
 	}
 	if e.grants.Allowed(h.Src, h.Proto, h.DstPort, now) {

@@ -65,7 +65,7 @@ func TestEngineGrantLifecycle(t *testing.T) {
 		{"same port over udp", alice, 17, 2000, packet.Reject},
 		{"other port", alice, 6, 2001, packet.Reject},
 		{"other source", other, 6, 2000, packet.Reject},
-		{"v4-mapped form of the source", netip.MustParseAddr("::ffff:198.18.0.2"), 6, 2000, packet.Accept},
+		{"v4-mapped form of the source", netip.MustParseAddr("::ffff:198.18.0.2"), 6, 2000, packet.Drop},
 		{"unknown protocol", alice, 1, 2000, packet.Drop},
 	}
 	for _, tt := range tests {

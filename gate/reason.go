@@ -9,6 +9,7 @@ type Reason uint8
 // The reasons a knock is denied, in the order the checks run.
 const (
 	ReasonNone            Reason = iota // granted
+	ReasonMappedSource                  // source is an IPv4 address in IPv6 form (v4-mapped or v4-compatible)
 	ReasonMalformed                     // too short, not sKnock, bad version or layout
 	ReasonUndecryptable                 // bad ephemeral key or padding: not for this server
 	ReasonReplay                        // this datagram was seen before
@@ -19,7 +20,7 @@ const (
 	ReasonBadSignature                  // signature does not verify with the certificate's key
 	ReasonStaleTimestamp                // timestamp older than the tolerance
 	ReasonFutureTimestamp               // timestamp further ahead than the tolerance
-	ReasonSourceMismatch                // embedded client address differs from the datagram's source
+	ReasonSourceMismatch                // embedded client address differs from the datagram's source, or is IPv4 over IPv6
 	ReasonNotAuthorized                 // certificate does not allow this protocol and port
 	ReasonOverload                      // a bounded table is full; denied rather than weakened
 	numReasons
@@ -27,6 +28,7 @@ const (
 
 var reasonNames = [numReasons]string{
 	ReasonNone:            "none",
+	ReasonMappedSource:    "mapped_source",
 	ReasonMalformed:       "malformed",
 	ReasonUndecryptable:   "undecryptable",
 	ReasonReplay:          "replay",
@@ -61,7 +63,7 @@ func (r Reason) Authenticated() bool {
 // Reasons returns every denial reason, for counters and documentation.
 func Reasons() []Reason {
 	out := make([]Reason, 0, numReasons-1)
-	for r := ReasonMalformed; r < numReasons; r++ {
+	for r := ReasonNone + 1; r < numReasons; r++ {
 		out = append(out, r)
 	}
 	return out

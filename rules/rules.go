@@ -8,6 +8,9 @@
 // them back when another tool removes or outranks them. In order, the
 // chain
 //
+//  0. for IPv6 only, drops packets from v4-mapped (::ffff:0:0/96) and
+//     v4-compatible (::/96 but :: and ::1) sources, which stand for IPv4
+//     addresses and must never ride IPv4 grants;
 //  1. accepts packets of tracked connections (ESTABLISHED, RELATED), so
 //     open connections outlive their grant, and everything on loopback;
 //  2. accepts the always-allowed ports, so SSH cannot lock out;
@@ -53,13 +56,17 @@ func (c Config) Jump() []string { return []string{"-j", c.Chain} }
 // Rules returns the chain's rule specs, in order, for IPv4 or IPv6: each is
 // the argument list that follows "-A CHAIN". c should be valid (Validate).
 func (c Config) Rules(ipv6 bool) [][]string {
-	rules := [][]string{
-		{"-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"},
+	var rules [][]string
+	if ipv6 {
+		rules = append(rules, ipv4InIPv6Rules()...)
+	}
+	rules = append(rules,
+		[]string{"-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"},
 		// Loopback is the host talking to itself: hiding a service from
 		// its own host protects nothing, and tcp/* would break every local
 		// client (databases, resolvers, agents).
-		{"-i", "lo", "-j", "ACCEPT"},
-	}
+		[]string{"-i", "lo", "-j", "ACCEPT"},
+	)
 	for _, p := range c.AlwaysAllow {
 		rules = append(rules, append(match(p), "-j", "ACCEPT"))
 	}
@@ -68,6 +75,23 @@ func (c Config) Rules(ipv6 bool) [][]string {
 		rules = append(rules, c.protectRules(p)...)
 	}
 	return append(rules, c.knockRules(ipv6)...)
+}
+
+// ipv4InIPv6Rules drop IPv6 packets whose source stands for an IPv4
+// address: v4-mapped (::ffff:0:0/96), which Linux delivers to UDP sockets
+// and a dual-stack service answers over IPv4, and v4-compatible (::/96,
+// deprecated). No genuine IPv6 packet comes from either, and letting one
+// in would let spoofed IPv6 stand in for an IPv4 client. They come first,
+// before the ESTABLISHED accept, so that no such packet is ever accepted,
+// not even on a flow tracked before the rules. The compatible range leaves
+// out :: (the source of duplicate address detection and MLD, which the
+// host must still hear) and ::1 (loopback); the gate refuses :: for TCP
+// and UDP itself. Spelled as iptables-save prints them.
+func ipv4InIPv6Rules() [][]string {
+	return [][]string{
+		{"-s", "::ffff:0.0.0.0/96", "-j", "DROP"},
+		{"-m", "iprange", "--src-range", "::2-::255.255.255.255", "-j", "DROP"},
+	}
 }
 
 // match returns the protocol and port match of p.

@@ -45,14 +45,17 @@ func split(lines ...string) [][]string {
 }
 
 const (
-	established = "-m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
-	loopback    = "-i lo -j ACCEPT"
-	allowSSH    = "-p tcp -m tcp --dport 22 -j ACCEPT"
-	rejectTCP   = "-p tcp -m mark --mark 0x1/0x1 -j REJECT --reject-with tcp-reset"
-	rejectUDP4  = "-p udp -m mark --mark 0x1/0x1 -j REJECT --reject-with icmp-port-unreachable"
-	rejectUDP6  = "-p udp -m mark --mark 0x1/0x1 -j REJECT --reject-with icmp6-port-unreachable"
-	knock4      = "-p udp -m udp --dport 10000:60000 -m length --length 328:65535 -j NFQUEUE --queue-num 100"
-	knock6      = "-p udp -m udp --dport 10000:60000 -m length --length 348:65535 -j NFQUEUE --queue-num 100"
+	// IPv6 only: v4-mapped and v4-compatible sources are dropped first.
+	dropMapped     = "-s ::ffff:0.0.0.0/96 -j DROP"
+	dropCompatible = "-m iprange --src-range ::2-::255.255.255.255 -j DROP"
+	established    = "-m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
+	loopback       = "-i lo -j ACCEPT"
+	allowSSH       = "-p tcp -m tcp --dport 22 -j ACCEPT"
+	rejectTCP      = "-p tcp -m mark --mark 0x1/0x1 -j REJECT --reject-with tcp-reset"
+	rejectUDP4     = "-p udp -m mark --mark 0x1/0x1 -j REJECT --reject-with icmp-port-unreachable"
+	rejectUDP6     = "-p udp -m mark --mark 0x1/0x1 -j REJECT --reject-with icmp6-port-unreachable"
+	knock4         = "-p udp -m udp --dport 10000:60000 -m length --length 328:65535 -j NFQUEUE --queue-num 100"
+	knock6         = "-p udp -m udp --dport 10000:60000 -m length --length 348:65535 -j NFQUEUE --queue-num 100"
 )
 
 func TestRules(t *testing.T) {
@@ -77,7 +80,7 @@ func TestRules(t *testing.T) {
 			name: "design example v6",
 			give: func(*rules.Config) {},
 			ipv6: true,
-			want: split(established, loopback, allowSSH, rejectTCP, rejectUDP6,
+			want: split(dropMapped, dropCompatible, established, loopback, allowSSH, rejectTCP, rejectUDP6,
 				"-p tcp -m tcp --dport 2000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 101",
 				"-p tcp -m tcp --dport 2000 -j DROP",
 				"-p tcp -m tcp --dport 3000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 101",
@@ -121,7 +124,7 @@ func TestRules(t *testing.T) {
 				c.GateQueues = 4
 			},
 			ipv6: true,
-			want: split(established, loopback, allowSSH, rejectTCP, rejectUDP6,
+			want: split(dropMapped, dropCompatible, established, loopback, allowSSH, rejectTCP, rejectUDP6,
 				"-p tcp -m tcp --dport 2000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-balance 101:104",
 				"-p tcp -m tcp --dport 2000 -j DROP",
 				"-p udp -m udp ! --dport 10000:60000 -j NFQUEUE --queue-balance 101:104",
@@ -145,7 +148,7 @@ func TestRules(t *testing.T) {
 				c.KnockRateLimit = "20/second"
 			},
 			ipv6: true,
-			want: split(established, loopback, rejectTCP, rejectUDP6,
+			want: split(dropMapped, dropCompatible, established, loopback, rejectTCP, rejectUDP6,
 				"-p udp -m udp --dport 10000:60000 -m length --length 348:65535 -m hashlimit --hashlimit-upto 20/second --hashlimit-mode srcip --hashlimit-name sknock_cb620695 --hashlimit-srcmask 64 -j NFQUEUE --queue-num 100",
 				"-p udp -m udp --dport 10000:60000 -m length --length 348:65535 -j DROP"),
 		},
