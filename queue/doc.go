@@ -10,8 +10,9 @@
 // batch verdict; a Defer moves the packet to the hold queue (NF_QUEUE).
 // A HoldReader hands each packet of the hold queue to its owner and
 // settles it when told (Settle), one goroutine answering. A KnockReader
-// copies the UDP payload of every knock, drops the packet at once and
-// hands the copy to a bounded worker pool.
+// copies the UDP payload of every knock, answers the packet at once (a
+// drop, or with the reject mark a closed port's answer) and hands the
+// copy to a bounded worker pool.
 //
 // The kernel socket sits behind the Socket interface; queuetest holds a
 // fake that feeds packets through the same path without root.

@@ -65,12 +65,23 @@ type KnockConfig struct {
 	// backlog when Run stops); required with Queued. Shed knocks are shed
 	// before Queued.
 	Unhandled func(src netip.Addr)
+	// Reject is how the reader starts answering knocks (SetReject changes
+	// it while running): true, as the kernel answers a closed port, by
+	// repeating each packet with RejectMark set, which the rules' mark
+	// rule rejects (ICMP port unreachable); false (the zero value),
+	// silently, by dropping it. Either way every packet is answered alike,
+	// valid knock or not, once its payload is copied.
+	Reject bool
+	// RejectMark is the mark bit ORed into a rejected knock's mark; zero:
+	// DefaultRejectMark. It must be the rules' reject mark.
+	RejectMark uint32
 }
 
 // KnockStats are a KnockReader's counters. Every packet counts in
 // Received, and then in exactly one of Queued, Shed, Unknown and Truncated.
 type KnockStats struct {
-	// Received is every packet received with an id; all are dropped.
+	// Received is every packet received with an id; all are dropped, or
+	// with SetReject(true) rejected as on a closed port.
 	Received atomic.Uint64
 	// Queued counts knocks handed to the workers.
 	Queued atomic.Uint64
@@ -88,9 +99,15 @@ type KnockStats struct {
 	// Overruns counts ENOBUFS (zero with NETLINK_NO_ENOBUFS; see
 	// ReadKernelStats).
 	Overruns atomic.Uint64
-	// VerdictErrors counts DROP verdict messages the socket refused (one
-	// message drops every knock of a receive).
+	// VerdictErrors counts verdict messages the socket refused (one
+	// message answers every knock of a receive).
 	VerdictErrors atomic.Uint64
+	// Rejected counts packets answered with the reject mark.
+	Rejected atomic.Uint64
+	// RejectLoops counts packets to reject that already carried the reject
+	// mark: the rules queued a marked packet again instead of rejecting
+	// it, so it was dropped rather than repeated forever.
+	RejectLoops atomic.Uint64
 }
 
 // knockJob is one copied knock on its way to a worker.
@@ -101,12 +118,15 @@ type knockJob struct {
 
 // KnockReader serves the knock queue: it copies each knock's UDP payload
 // into a pooled buffer and hands the copy to a bounded pool of workers,
-// then drops the receive's packets with one batch verdict. The receive
+// then answers the receive's packets, all alike, with one batch verdict:
+// a drop, or a repeat with the reject mark (SetReject). The receive
 // goroutine never blocks on the workers.
 type KnockReader struct {
 	cfg     KnockConfig
 	stats   *KnockStats
 	running atomic.Bool
+	// reject is read once per receive, so a change applies from the next.
+	reject atomic.Bool
 
 	// work holds at most Depth knocks; the receive goroutine sheds when it
 	// is full (a non-blocking send).
@@ -154,12 +174,16 @@ func NewKnock(cfg KnockConfig) (*KnockReader, error) {
 	if cfg.Open == nil {
 		cfg.Open = OpenNFQueue
 	}
+	if cfg.RejectMark == 0 {
+		cfg.RejectMark = DefaultRejectMark
+	}
 	k := &KnockReader{
 		cfg:   cfg,
 		stats: cfg.Stats,
 		work:  make(chan knockJob, cfg.Depth),
 		free:  make(chan []byte, cfg.Depth+cfg.Workers+1),
 	}
+	k.reject.Store(cfg.Reject)
 	size := int(cfg.CopyRange)
 	backing := make([]byte, cap(k.free)*size)
 	for i := range cap(k.free) {
@@ -170,6 +194,15 @@ func NewKnock(cfg KnockConfig) (*KnockReader, error) {
 
 // Stats returns the reader's counters.
 func (k *KnockReader) Stats() *KnockStats { return k.stats }
+
+// SetReject sets how knocks are answered from the next receive on: true,
+// as a closed port (repeated with the reject mark, which the rules
+// REJECT); false, dropped. Safe to call while Run runs; the daemon calls
+// it when a reload changes the policy.
+func (k *KnockReader) SetReject(reject bool) { k.reject.Store(reject) }
+
+// Rejecting reports what SetReject (or KnockConfig.Reject) last set.
+func (k *KnockReader) Rejecting() bool { return k.reject.Load() }
 
 // Run starts the workers, binds the knock queue and serves it until ctx is
 // done; then it unbinds and waits for the workers, which finish the knock
@@ -205,7 +238,8 @@ func (k *KnockReader) Run(ctx context.Context) error {
 }
 
 // handleBatch is the receive goroutine's path for one receive's packets:
-// copy and hand off each, then drop them all with one verdict message.
+// copy and hand off each, then answer them all alike, with one verdict
+// message as a rule.
 func (k *KnockReader) handleBatch(pkts []Packet) {
 	if len(pkts) == 0 {
 		return
@@ -213,25 +247,56 @@ func (k *KnockReader) handleBatch(pkts []Packet) {
 	for i := range pkts {
 		k.handle(pkts[i])
 	}
+	if k.reject.Load() {
+		k.rejectAll(pkts)
+		return
+	}
 	// The last packet is the newest in the kernel's order, which wraps
 	// around at 2^32: not necessarily the largest id.
-	k.dropThrough(pkts[len(pkts)-1].ID)
+	k.answerThrough(pkts[len(pkts)-1].ID, kernelVerdict{verdict: NFDrop})
 }
 
-// dropThrough drops the knock packets up to id with one batch verdict. A
-// knock is always dropped, since nothing on the host answers it, so one
-// message settles a whole receive, and with it any packet of the knock
+// rejectAll answers pkts as a closed port does: each is repeated with the
+// reject mark ORed into its own, and the rules' mark rule rejects it. A
+// batch verdict sets one mark on every packet it covers, so each run of
+// packets with the same mark gets one message; knocks carry no mark of
+// their own as a rule, so that is one message a receive. A packet that
+// already had the reject bit is dropped instead (the rules sent it back
+// rather than rejecting it), which ends its run.
+func (k *KnockReader) rejectAll(pkts []Packet) {
+	st := k.stats
+	start := 0
+	var run kernelVerdict
+	for i := range pkts {
+		kv, loop := kernelVerdictOf(&pkts[i], packet.Reject, k.cfg.RejectMark, NFDrop)
+		if loop {
+			st.RejectLoops.Add(1)
+		} else {
+			st.Rejected.Add(1)
+		}
+		if i > start && kv != run {
+			k.answerThrough(pkts[i-1].ID, run)
+			start = i
+		}
+		run = kv
+	}
+	k.answerThrough(pkts[len(pkts)-1].ID, run)
+}
+
+// answerThrough answers the knock packets up to id with one batch
+// verdict: as every knock of the queue gets the same answer, one message
+// settles a whole run of a receive, and with it any packet of the knock
 // queue the kernel still holds before id (one whose message did not
 // parse, or was lost to a receive overrun). The copies are taken before:
 // the verdict only frees the kernel's.
-func (k *KnockReader) dropThrough(id uint32) {
-	if err := k.sock.SetVerdictBatch(id, NFDrop, 0, false); err != nil {
+func (k *KnockReader) answerThrough(id uint32, kv kernelVerdict) {
+	if err := k.sock.SetVerdictBatch(id, kv.verdict, kv.mark, kv.withMark); err != nil {
 		k.stats.VerdictErrors.Add(1)
 	}
 }
 
 // handle is the receive goroutine's per-packet path: copy and hand off
-// without blocking. handleBatch drops the packet afterwards.
+// without blocking. handleBatch answers the packet afterwards.
 func (k *KnockReader) handle(p Packet) {
 	st := k.stats
 	st.Received.Add(1)

@@ -232,18 +232,20 @@ func TestKnockBuffersReused(t *testing.T) {
 }
 
 func TestKnockAllocs(t *testing.T) {
-	k, err := queue.NewKnock(queue.KnockConfig{Workers: 1, Depth: 4, Handle: func(netip.Addr, []byte) {}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sock discardSocket
-	p := queue.Packet{ID: 1, Data: packettest.UDPPacket(client6, 1, server6, 20000, make([]byte, 700))}
-	n := testing.AllocsPerRun(100, func() {
-		queue.HandleKnockPacket(k, &sock, p)
-		queue.ProcessOneKnock(k)
-	})
-	if n != 0 {
-		t.Errorf("%v allocations per knock, want 0", n)
+	for _, reject := range []bool{false, true} {
+		k, err := queue.NewKnock(queue.KnockConfig{Workers: 1, Depth: 4, Reject: reject, Handle: func(netip.Addr, []byte) {}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sock discardSocket
+		p := queue.Packet{ID: 1, Data: packettest.UDPPacket(client6, 1, server6, 20000, make([]byte, 700))}
+		n := testing.AllocsPerRun(100, func() {
+			queue.HandleKnockPacket(k, &sock, p)
+			queue.ProcessOneKnock(k)
+		})
+		if n != 0 {
+			t.Errorf("Reject %v: %v allocations per knock, want 0", reject, n)
+		}
 	}
 }
 
@@ -320,5 +322,81 @@ func TestKnockQueuedPairs(t *testing.T) {
 func TestNewKnockQueuedNeedsUnhandled(t *testing.T) {
 	if _, err := queue.NewKnock(queue.KnockConfig{Handle: func(netip.Addr, []byte) {}, Queued: func(netip.Addr) {}}); err == nil {
 		t.Error("NewKnock accepted Queued without Unhandled")
+	}
+}
+
+// TestKnockRejectAnswersAsAClosedPort: with Reject, every packet of a
+// receive, knock or not, is repeated with the reject mark ORed into its
+// own (which the rules REJECT as a closed port), after its payload was
+// copied; one batch verdict a run of equal marks, and a packet that
+// already carried the reject bit is dropped instead of looping.
+func TestKnockRejectAnswersAsAClosedPort(t *testing.T) {
+	seen := make(chan knockSeen, 10)
+	k, fake, _ := startKnock(t, queue.KnockConfig{Queue: 100, Workers: 1, Reject: true, RejectMark: 0x40,
+		Handle: func(src netip.Addr, payload []byte) { seen <- knockSeen{src, string(payload)} }})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := fake.InjectBatch(ctx, []queue.Packet{
+		{ID: 1, Data: packettest.UDPPacket(client4, 5000, server4, 20000, []byte("one"))},
+		{ID: 2, Data: []byte{0x45}},
+		{ID: 3, Data: packettest.UDPPacket(client6, 5000, server6, 20000, []byte("two"))},
+		{ID: 4, Mark: 0x2, Data: packettest.UDPPacket(client4, 5000, server4, 20000, []byte("three"))},
+		{ID: 5, Mark: 0x40, Data: packettest.UDPPacket(client4, 5000, server4, 20000, []byte("looped"))},
+		{ID: 6, Truncated: true, Data: packettest.UDPPacket(client4, 5000, server4, 20000, []byte("cut"))},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []queuetest.Verdict{
+		{ID: 3, Verdict: queue.NFRepeat, Mark: 0x40, WithMark: true, Batch: true},
+		{ID: 4, Verdict: queue.NFRepeat, Mark: 0x42, WithMark: true, Batch: true},
+		{ID: 5, Verdict: queue.NFDrop, Batch: true},
+		{ID: 6, Verdict: queue.NFRepeat, Mark: 0x40, WithMark: true, Batch: true},
+	}
+	if diff := cmp.Diff(want, fake.Verdicts()); diff != "" {
+		t.Errorf("verdict messages (-want +got):\n%s", diff)
+	}
+	if w := fake.Waiting(); len(w) != 0 {
+		t.Errorf("packets %v still waiting in the kernel", w)
+	}
+	for _, payload := range []string{"one", "two", "three", "looped"} {
+		select {
+		case s := <-seen:
+			if s.Payload != payload {
+				t.Errorf("handled %q, want %q", s.Payload, payload)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("timed out waiting for knock %q", payload)
+		}
+	}
+	st := k.Stats()
+	if r, l := st.Rejected.Load(), st.RejectLoops.Load(); r != 5 || l != 1 {
+		t.Errorf("Rejected, RejectLoops = %d, %d, want 5, 1", r, l)
+	}
+}
+
+// TestKnockSetRejectWhileRunning: SetReject switches a running reader
+// between dropping knocks and rejecting them, from the next receive on.
+func TestKnockSetRejectWhileRunning(t *testing.T) {
+	k, fake, _ := startKnock(t, queue.KnockConfig{Queue: 100, Workers: 1, Handle: func(netip.Addr, []byte) {}})
+	knock := packettest.UDPPacket(client4, 5000, server4, 20000, []byte("k"))
+	drop := queuetest.Verdict{Verdict: queue.NFDrop, Batch: true}
+	reject := queuetest.Verdict{Verdict: queue.NFRepeat, Mark: queue.DefaultRejectMark, WithMark: true, Batch: true}
+	var want []queuetest.Verdict
+	for id, rejecting := range []bool{false, true, true, false, true} {
+		k.SetReject(rejecting)
+		if k.Rejecting() != rejecting {
+			t.Fatalf("Rejecting() = %v after SetReject(%v)", !rejecting, rejecting)
+		}
+		inject(t, fake, queue.Packet{ID: uint32(id + 1), Data: knock})
+		v := drop
+		if rejecting {
+			v = reject
+		}
+		v.ID = uint32(id + 1)
+		want = append(want, v)
+	}
+	if diff := cmp.Diff(want, fake.Verdicts()); diff != "" {
+		t.Errorf("verdicts (-want +got):\n%s", diff)
 	}
 }

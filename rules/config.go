@@ -59,6 +59,15 @@ type Config struct {
 	// socket would otherwise answer FIN probes differently from a closed
 	// port, and could accept a guessed SYN-cookie ACK without any SYN.
 	RejectStray bool
+	// RejectKnocks answers the datagrams to the knock ports that are not
+	// queued as knocks (shorter than MinLength, or over KnockRateLimit)
+	// with an ICMP port unreachable, exactly as the kernel answers a closed
+	// port, and asks the daemon to answer the knocks it reads alike (see
+	// RejectsKnocks): set it with the daemon's reject and none policies,
+	// since knock ports are no services. RejectStray implies it. The zero
+	// value (without RejectStray) drops them silently, which fits the drop
+	// policy. Either way a datagram's length never shows a knock port.
+	RejectKnocks bool
 	// KnockRateLimit, when not empty, limits knocks per source address with
 	// iptables' hashlimit ("20/second", "600/minute"; units second, minute,
 	// hour, day); knocks over the limit are dropped before userspace sees

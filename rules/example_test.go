@@ -32,6 +32,7 @@ func ExampleConfig_Rules() {
 	// -A SKNOCK -p tcp -m tcp --dport 2000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 101
 	// -A SKNOCK -p tcp -m tcp --dport 2000 -j DROP
 	// -A SKNOCK -p udp -m udp --dport 10000:60000 -m length --length 328:65535 -j NFQUEUE --queue-num 100
+	// -A SKNOCK -p udp -m udp --dport 10000:60000 -j DROP
 	// -I INPUT 1 -j SKNOCK
 }
 

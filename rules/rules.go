@@ -21,9 +21,11 @@
 //     (or balances them over GateQueues queues) without bypass (fail closed), and drops (or, with RejectStray,
 //     resets) other protected TCP segments; udp/* leaves out the knock ports;
 //  5. queues UDP datagrams to the knock ports whose payload is at least
-//     MinLength bytes to the knock queue, without bypass (with no daemon
-//     they are dropped, unanswered). Shorter datagrams fall through to
-//     the kernel, which answers them as for any closed port.
+//     MinLength bytes to the knock queue (within KnockRateLimit), without
+//     bypass (with no daemon they are dropped, unanswered), and answers
+//     the rest (shorter, or over the limit) as the daemon answers knocks:
+//     dropped, or with RejectsKnocks an ICMP port unreachable, so that the
+//     length of a datagram never shows which ports are knock ports.
 package rules
 
 import (
@@ -49,6 +51,13 @@ func (c Config) hashlimitName(ipv6 bool) string {
 	h.Write([]byte(c.Chain + "\x00" + c.KnockRateLimit + "\x00" + family(ipv6)))
 	return fmt.Sprintf("sknock_%08x", h.Sum32())
 }
+
+// RejectsKnocks reports whether datagrams to the knock ports are answered
+// as on a closed port (ICMP port unreachable) rather than dropped: with
+// RejectKnocks, or with RejectStray (the reject policy). The rules answer
+// those they do not queue so; the daemon must answer the knocks it reads
+// the same way, so that no datagram's length shows a knock port.
+func (c Config) RejectsKnocks() bool { return c.RejectKnocks || c.RejectStray }
 
 // Jump returns the rule spec of INPUT's jump to the chain: "-j CHAIN".
 func (c Config) Jump() []string { return []string{"-j", c.Chain} }
@@ -108,13 +117,9 @@ func match(p PortSpec) []string {
 func (c Config) rejectRules(ipv6 bool) [][]string {
 	mark := "0x" + strconv.FormatUint(uint64(c.Mark), 16)
 	mark += "/" + mark
-	unreachable := "icmp-port-unreachable"
-	if ipv6 {
-		unreachable = "icmp6-port-unreachable"
-	}
 	return [][]string{
 		{"-p", "tcp", "-m", "mark", "--mark", mark, "-j", "REJECT", "--reject-with", "tcp-reset"},
-		{"-p", "udp", "-m", "mark", "--mark", mark, "-j", "REJECT", "--reject-with", unreachable},
+		{"-p", "udp", "-m", "mark", "--mark", mark, "-j", "REJECT", "--reject-with", portUnreachable(ipv6)},
 	}
 }
 
@@ -149,32 +154,45 @@ func (c Config) protectRules(p PortSpec) [][]string {
 }
 
 // knockRules queue long enough datagrams on the knock ports to the knock
-// queue. With a rate limit, datagrams over it are dropped rather than left
-// to the kernel, so that a knock is never answered.
+// queue, within the rate limit, and answer every other datagram to the
+// knock ports as the daemon answers knocks (see RejectsKnocks): a scanner
+// gets the same answer whatever the length, the same as from any other
+// hidden or closed port.
 func (c Config) knockRules(ipv6 bool) [][]string {
 	headers := ipv4UDPHeaders
 	if ipv6 {
 		headers = ipv6UDPHeaders
 	}
-	knock := []string{
-		"-p", "udp", "-m", "udp", "--dport", portRange(c.KnockFirst, c.KnockLast),
-		"-m", "length", "--length", strconv.Itoa(c.MinLength+headers) + ":65535",
-	}
+	ports := []string{"-p", "udp", "-m", "udp", "--dport", portRange(c.KnockFirst, c.KnockLast)}
+	knock := append(append([]string(nil), ports...),
+		"-m", "length", "--length", strconv.Itoa(c.MinLength+headers)+":65535")
 	// No --queue-bypass: with no reader bound (before sknockd starts, or
 	// between a stop and the next start) the kernel drops knocks rather
 	// than answering them as a closed port, so they stay unanswered.
 	queue := []string{"-j", "NFQUEUE", "--queue-num", strconv.Itoa(int(c.KnockQueue))}
-	if c.KnockRateLimit == "" {
-		return [][]string{append(knock, queue...)}
+	if c.KnockRateLimit != "" {
+		limit := []string{
+			"-m", "hashlimit", "--hashlimit-upto", c.KnockRateLimit,
+			"--hashlimit-mode", "srcip", "--hashlimit-name", c.hashlimitName(ipv6),
+		}
+		if ipv6 {
+			// One IPv6 host usually holds a whole /64: count it as one source.
+			limit = append(limit, "--hashlimit-srcmask", "64")
+		}
+		knock = append(knock, limit...)
 	}
-	limit := []string{
-		"-m", "hashlimit", "--hashlimit-upto", c.KnockRateLimit,
-		"--hashlimit-mode", "srcip", "--hashlimit-name", c.hashlimitName(ipv6),
+	answer := append(ports, "-j", "DROP")
+	if c.RejectsKnocks() {
+		answer = append(ports, "-j", "REJECT", "--reject-with", portUnreachable(ipv6))
 	}
+	return [][]string{append(knock, queue...), answer}
+}
+
+// portUnreachable is REJECT's name for the kernel's closed-port answer to
+// UDP in the family.
+func portUnreachable(ipv6 bool) string {
 	if ipv6 {
-		// One IPv6 host usually holds a whole /64: count it as one source.
-		limit = append(limit, "--hashlimit-srcmask", "64")
+		return "icmp6-port-unreachable"
 	}
-	limited := append(append(append([]string(nil), knock...), limit...), queue...)
-	return [][]string{limited, append(knock, "-j", "DROP")}
+	return "icmp-port-unreachable"
 }

@@ -234,8 +234,9 @@ func runChildOp(t *testing.T, op, name string) {
 // a namespace with no daemon: a packet carrying the reject mark (set here
 // by a mangle rule, as the daemon's repeat verdict would) gets exactly the
 // answer of a closed port; a protected port whose gate queue nobody reads
-// stays silent (fail closed); always-allowed ports and short datagrams on
-// the knock ports get the kernel's own answers.
+// stays silent (fail closed), and so do short datagrams on the knock
+// ports (the design example drops them, as its knocks are dropped);
+// always-allowed ports get the kernel's own answers.
 func TestIntegrationRejectLooksClosed(t *testing.T) {
 	testenv.RequireRoot(t)
 	for _, tool := range []string{"iptables", "ip6tables", "ip"} {
@@ -258,7 +259,7 @@ func TestIntegrationRejectLooksClosed(t *testing.T) {
 		"tcp %s:22":    "refused", // always allowed, nothing listening
 		"udp %s:8000":  "refused", // protected, marked: port unreachable
 		"udp %s:4001":  "refused", // closed, unprotected: the kernel
-		"udp %s:12345": "refused", // knock port, too short: the kernel
+		"udp %s:12345": "silent",  // knock port, too short: dropped like a knock
 	}
 	var probes []string
 	wantResults := map[string]string{}

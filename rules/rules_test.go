@@ -56,6 +56,12 @@ const (
 	rejectUDP6     = "-p udp -m mark --mark 0x1/0x1 -j REJECT --reject-with icmp6-port-unreachable"
 	knock4         = "-p udp -m udp --dport 10000:60000 -m length --length 328:65535 -j NFQUEUE --queue-num 100"
 	knock6         = "-p udp -m udp --dport 10000:60000 -m length --length 348:65535 -j NFQUEUE --queue-num 100"
+	// Datagrams to the knock ports that are not queued (too short, or
+	// over the rate limit) get the answer knocks get: silence, or with
+	// RejectKnocks or RejectStray the closed-port ICMP.
+	knockDrop    = "-p udp -m udp --dport 10000:60000 -j DROP"
+	knockReject4 = "-p udp -m udp --dport 10000:60000 -j REJECT --reject-with icmp-port-unreachable"
+	knockReject6 = "-p udp -m udp --dport 10000:60000 -j REJECT --reject-with icmp6-port-unreachable"
 )
 
 func TestRules(t *testing.T) {
@@ -74,7 +80,7 @@ func TestRules(t *testing.T) {
 				"-p tcp -m tcp --dport 3000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 101",
 				"-p tcp -m tcp --dport 3000 -j DROP",
 				"-p udp -m udp --dport 8000 -j NFQUEUE --queue-num 101",
-				knock4),
+				knock4, knockDrop),
 		},
 		{
 			name: "design example v6",
@@ -86,7 +92,7 @@ func TestRules(t *testing.T) {
 				"-p tcp -m tcp --dport 3000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 101",
 				"-p tcp -m tcp --dport 3000 -j DROP",
 				"-p udp -m udp --dport 8000 -j NFQUEUE --queue-num 101",
-				knock6),
+				knock6, knockDrop),
 		},
 		{
 			name: "udp all leaves out the knock ports",
@@ -96,7 +102,7 @@ func TestRules(t *testing.T) {
 			},
 			want: split(established, loopback, allowSSH, "-p udp -m udp --dport 53 -j ACCEPT", rejectTCP, rejectUDP4,
 				"-p udp -m udp ! --dport 10000:60000 -j NFQUEUE --queue-num 101",
-				knock4),
+				knock4, knockDrop),
 		},
 		{
 			name: "tcp all, ranges, stray reset, one knock port, mark bits, queues",
@@ -115,7 +121,8 @@ func TestRules(t *testing.T) {
 				"-p tcp -m tcp --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 7",
 				"-p tcp -j REJECT --reject-with tcp-reset",
 				"-p udp -m udp --dport 7000:7100 -j NFQUEUE --queue-num 7",
-				"-p udp -m udp --dport 4444 -m length --length 28:65535 -j NFQUEUE --queue-num 8"),
+				"-p udp -m udp --dport 4444 -m length --length 28:65535 -j NFQUEUE --queue-num 8",
+				"-p udp -m udp --dport 4444 -j REJECT --reject-with icmp-port-unreachable"),
 		},
 		{
 			name: "gate balanced over four queues",
@@ -128,7 +135,7 @@ func TestRules(t *testing.T) {
 				"-p tcp -m tcp --dport 2000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-balance 101:104",
 				"-p tcp -m tcp --dport 2000 -j DROP",
 				"-p udp -m udp ! --dport 10000:60000 -j NFQUEUE --queue-balance 101:104",
-				knock6),
+				knock6, knockDrop),
 		},
 		{
 			name: "one gate queue given explicitly",
@@ -138,7 +145,7 @@ func TestRules(t *testing.T) {
 			},
 			want: split(established, loopback, allowSSH, rejectTCP, rejectUDP4,
 				"-p udp -m udp --dport 8000 -j NFQUEUE --queue-num 101",
-				knock4),
+				knock4, knockDrop),
 		},
 		{
 			name: "knock rate limit",
@@ -150,7 +157,42 @@ func TestRules(t *testing.T) {
 			ipv6: true,
 			want: split(dropMapped, dropCompatible, established, loopback, rejectTCP, rejectUDP6,
 				"-p udp -m udp --dport 10000:60000 -m length --length 348:65535 -m hashlimit --hashlimit-upto 20/second --hashlimit-mode srcip --hashlimit-name sknock_cb620695 --hashlimit-srcmask 64 -j NFQUEUE --queue-num 100",
-				"-p udp -m udp --dport 10000:60000 -m length --length 348:65535 -j DROP"),
+				knockDrop),
+		},
+		{
+			name: "knock rate limit, knocks rejected",
+			give: func(c *rules.Config) {
+				c.Protect = nil
+				c.AlwaysAllow = nil
+				c.KnockRateLimit = "20/second"
+				c.RejectKnocks = true
+			},
+			want: split(established, loopback, rejectTCP, rejectUDP4,
+				"-p udp -m udp --dport 10000:60000 -m length --length 328:65535 -m hashlimit --hashlimit-upto 20/second --hashlimit-mode srcip --hashlimit-name sknock_631f3d1b -j NFQUEUE --queue-num 100",
+				knockReject4),
+		},
+		{
+			name: "knocks rejected (policy none), strays dropped",
+			give: func(c *rules.Config) { c.RejectKnocks = true },
+			ipv6: true,
+			want: split(dropMapped, dropCompatible, established, loopback, allowSSH, rejectTCP, rejectUDP6,
+				"-p tcp -m tcp --dport 2000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 101",
+				"-p tcp -m tcp --dport 2000 -j DROP",
+				"-p tcp -m tcp --dport 3000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 101",
+				"-p tcp -m tcp --dport 3000 -j DROP",
+				"-p udp -m udp --dport 8000 -j NFQUEUE --queue-num 101",
+				knock6, knockReject6),
+		},
+		{
+			name: "reject stray rejects knocks too (policy reject)",
+			give: func(c *rules.Config) { c.RejectStray = true },
+			want: split(established, loopback, allowSSH, rejectTCP, rejectUDP4,
+				"-p tcp -m tcp --dport 2000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 101",
+				"-p tcp -m tcp --dport 2000 -j REJECT --reject-with tcp-reset",
+				"-p tcp -m tcp --dport 3000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 101",
+				"-p tcp -m tcp --dport 3000 -j REJECT --reject-with tcp-reset",
+				"-p udp -m udp --dport 8000 -j NFQUEUE --queue-num 101",
+				knock4, knockReject4),
 		},
 	}
 	for _, tt := range tests {

@@ -48,7 +48,11 @@ func (d *daemon) startReaders(ctx context.Context, cancel context.CancelFunc, op
 		Unhandled: d.engine.KnockUnhandled,
 		Workers:   d.cfg.KnockWorkers,
 		Depth:     d.cfg.KnockBacklog,
-		Open:      open,
+		// Knocks get the answer the rules give the knock ports' other
+		// datagrams, whatever their length (reload keeps them in step).
+		Reject:     d.cfg.Rules.RejectsKnocks(),
+		RejectMark: d.cfg.Rules.Mark,
+		Open:       open,
 	}); err != nil {
 		return nil, nil, err
 	}
