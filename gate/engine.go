@@ -21,6 +21,14 @@ type Config struct {
 	MaxReplay int
 	// Clock returns the time; nil means time.Now.
 	Clock func() time.Time
+	// Remember, when set, is given the replay entry of every knock about
+	// to be granted, before the grant takes effect, with the coverage the
+	// engine's replay memory has then (ReplayCoverage), so that the
+	// daemon can keep the memory across restarts (see LoadReplay). It runs
+	// on the goroutine that called Knock, so it must be quick; it cannot
+	// refuse the grant (the engine's own cache protects it for the life of
+	// the process). Nil: nothing outside the engine remembers.
+	Remember func(ReplayEntry, ReplayCoverage)
 }
 
 // Engine is the running verdict engine: the trust state, the grants and
@@ -42,7 +50,11 @@ type Engine struct {
 	// may already be gone). A knock sealed earlier cannot be checked for
 	// replay, so it is refused; the client simply knocks again.
 	replayFloor atomic.Int64
-	pending     pendingKnocks
+	// minTolerance (nanoseconds) is the narrowest timestamp tolerance any
+	// trust state had since the engine began: the tolerance its replay
+	// entries were made under is at least this (ReplayCoverage).
+	minTolerance atomic.Int64
+	pending      pendingKnocks
 	// decided tells the Holder that a pending knock was decided, so that
 	// it settles the packets it holds; one signal stands for any number
 	// (capacity 1). Nil without a Holder: then nothing is ever deferred.
@@ -90,6 +102,10 @@ var (
 	errReplay     = errors.New("datagram seen before")
 	errReplayFull = errors.New("replay cache full")
 	errGrantsFull = errors.New("grant table full")
+	// ErrReplayNarrower and ErrReplayFull are why LoadReplay kept the
+	// replay floor at the engine's start.
+	ErrReplayNarrower = errors.New("the replay memory was made under a narrower timestamp tolerance")
+	ErrReplayFull     = errors.New("the replay memory does not fit the replay cache")
 	// errBeforeFloor: the replay cache cannot vouch for knocks sealed
 	// before it began (start, or a wider tolerance); the client knocks again.
 	errBeforeFloor = errors.New("sealed before sknockd's replay memory began (restart or wider tolerance); knock again")
@@ -133,6 +149,49 @@ func (e *Engine) SetTrust(t *Trust) {
 	if old := e.trust.Swap(t); old == nil || t != nil && t.Tolerance > old.Tolerance {
 		e.replayFloor.Store(e.clock().Unix())
 	}
+	if t != nil {
+		for tol := int64(t.Tolerance); ; {
+			cur := e.minTolerance.Load()
+			if cur != 0 && cur <= tol || e.minTolerance.CompareAndSwap(cur, tol) {
+				break
+			}
+		}
+	}
+}
+
+// ReplayCoverage returns what the engine's replay memory vouches for: the
+// knocks sealed at or after its replay floor, remembered under at least
+// the narrowest tolerance it has had.
+func (e *Engine) ReplayCoverage() ReplayCoverage {
+	return ReplayCoverage{
+		Since:     time.Unix(e.replayFloor.Load(), 0),
+		Tolerance: time.Duration(e.minTolerance.Load()),
+	}
+}
+
+// LoadReplay adds the replay entries a previous engine remembered (see
+// Config.Remember) that are still within their window, and lowers the
+// replay floor to cov.Since, so that a knock granted before a restart is
+// refused after it while knocks sealed just before the restart are still
+// granted. It is meant for the start, before the first knock, with a
+// trust state set. The floor stays at the engine's start, and the error
+// says why, when cov was made under a narrower tolerance than the one in
+// force (ErrReplayNarrower: its entries may have expired too soon) or
+// when the entries do not all fit the cache (ErrReplayFull); the entries
+// that fit are loaded either way. It returns how many were added.
+func (e *Engine) LoadReplay(cov ReplayCoverage, entries []ReplayEntry) (int, error) {
+	added, fits := e.replay.load(entries, e.clock())
+	trust := e.trust.Load()
+	switch {
+	case !fits:
+		return added, ErrReplayFull
+	case trust == nil || cov.Tolerance < trust.Tolerance:
+		return added, ErrReplayNarrower
+	}
+	if since := cov.Since.Unix(); since < e.replayFloor.Load() {
+		e.replayFloor.Store(since)
+	}
+	return added, nil
 }
 
 // Trust returns the current trust state.
@@ -245,7 +304,12 @@ func (e *Engine) knock(src netip.Addr, datagram []byte) Decision {
 		d.Reason, d.Err = ReasonReplay, errBeforeFloor
 	}
 	if d.Granted() {
-		switch e.replay.Add(d.ReplayKey, ReplayExpiry(d.Knock.Time(), now, trust.Tolerance), now) {
+		expiry := ReplayExpiry(d.Knock.Time(), now, trust.Tolerance)
+		switch e.replay.Add(d.ReplayKey, expiry, now) {
+		case Added:
+			if e.cfg.Remember != nil {
+				e.cfg.Remember(ReplayEntry{Key: d.ReplayKey, Expiry: expiry}, e.ReplayCoverage())
+			}
 		case Present:
 			d.Reason, d.Err = ReasonReplay, errReplay
 		case Full:

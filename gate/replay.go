@@ -95,3 +95,46 @@ func (c *ReplayCache) sweepLocked(now int64) {
 		}
 	}
 }
+
+// ReplayEntry is one remembered knock: its replay key and when it stops
+// needing replay protection (ReplayExpiry of its timestamp).
+type ReplayEntry struct {
+	Key    ReplayKey
+	Expiry time.Time
+}
+
+// ReplayCoverage says what a replay memory kept outside the engine (the
+// daemon's replay file) vouches for: every knock sealed at or after Since
+// (whole seconds) that was granted is among its entries, each remembered
+// under a timestamp tolerance of at least Tolerance. An engine that loads
+// it (Engine.LoadReplay) refuses knocks sealed before Since, as it refuses
+// knocks sealed before its own start without one.
+type ReplayCoverage struct {
+	Since     time.Time
+	Tolerance time.Duration
+}
+
+// load adds the entries still within their window at now and reports
+// whether all of those fit. An entry already there keeps the later expiry.
+func (c *ReplayCache) load(entries []ReplayEntry, now time.Time) (added int, fits bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := now.UnixNano()
+	c.sweepLocked(n)
+	for _, e := range entries {
+		exp := e.Expiry.UnixNano()
+		if exp <= n {
+			continue
+		}
+		if old, ok := c.seen[e.Key]; ok {
+			c.seen[e.Key] = max(old, exp)
+			continue
+		}
+		if len(c.seen) >= c.max {
+			return added, false
+		}
+		c.seen[e.Key] = exp
+		added++
+	}
+	return added, true
+}

@@ -34,6 +34,9 @@ type Config struct {
 	KnockTolerance time.Duration
 	KnockWorkers   int
 	KnockBacklog   int
+	// ReplayFile keeps the replay memory across restarts (replayfile.go);
+	// empty: not kept, and a restart refuses knocks sealed before it.
+	ReplayFile string
 
 	Policy       gate.Policy
 	OpenDuration time.Duration
@@ -81,6 +84,7 @@ func defaultConfig() Config {
 		ServerPasswordFile: "/etc/sknock/server.pass",
 		CRLRefresh:         30 * time.Minute,
 		KnockTolerance:     7 * time.Second,
+		ReplayFile:         "/var/lib/sknock/replay",
 		Policy:             gate.PolicyDrop,
 		OpenDuration:       15 * time.Second,
 		LogLevel:           "info",
@@ -124,6 +128,7 @@ var configKeys = map[string]map[string]keySetter{
 		"workers":             setInt(func(c *Config) *int { return &c.KnockWorkers }, 0, 1024),
 		"backlog":             setInt(func(c *Config) *int { return &c.KnockBacklog }, 0, 65536), // ×4 KiB of buffers each
 		"rate_limit":          setString(func(c *Config) *string { return &c.Rules.KnockRateLimit }),
+		"replay_file":         setString(func(c *Config) *string { return &c.ReplayFile }),
 	},
 	"gate": {
 		"queue":         setQueue(func(c *Config) *uint16 { return &c.Rules.GateQueue }),
@@ -170,6 +175,9 @@ func ParseConfig(path string, data []byte) (Config, error) {
 		}
 	}
 	c.Rules.RejectStray = c.Policy == gate.PolicyReject
+	// Knock ports are no service: under reject and under none (audit) they
+	// answer as a closed port, whatever a datagram holds.
+	c.Rules.RejectKnocks = c.Policy != gate.PolicyDrop
 	if err := c.checkProtect(); err != nil {
 		return c, err
 	}

@@ -163,12 +163,23 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 	d := &daemon{cfg: cfg, log: log, level: level, keeper: keeper, fetch: sys.fetch, hooks: sys.hooks}
 	d.crlStamp = stampOf(cfg.CRLFile)
 	d.decisions = newDecisionLog(log, decisionLogPerSecond)
-	d.engine = gate.NewEngine(gate.Config{
+	engineCfg := gate.Config{
 		Policy:       cfg.Policy,
 		OpenDuration: cfg.OpenDuration,
 		MaxGrants:    cfg.MaxGrants,
 		Clock:        sys.clock,
-	}, trust)
+	}
+	// The engine remembers through replay, which is opened once the engine
+	// can load what it holds, before any knock is read.
+	replay := &replayFile{}
+	if cfg.ReplayFile != "" {
+		engineCfg.Remember = func(e gate.ReplayEntry, cov gate.ReplayCoverage) { replay.remember(e, cov) }
+	}
+	d.engine = gate.NewEngine(engineCfg, trust)
+	if cfg.ReplayFile != "" {
+		replay = d.startReplayFile(cfg.ReplayFile)
+		defer replay.close()
+	}
 	if d.holder, err = d.engine.NewHolder(gate.HolderConfig{Settle: d.settleHeld}); err != nil {
 		fmt.Fprintf(stderr, "sknockd: %v\n", err)
 		return 1
@@ -233,4 +244,34 @@ func stampOf(path string) fileStamp {
 		return fileStamp{}
 	}
 	return fileStamp{fi.ModTime(), fi.Size()}
+}
+
+// startReplayFile loads the replay memory kept in path into the engine
+// and returns the file, open for the engine's Remember. Whatever fails is
+// logged and sknockd runs on: without the memory its replay floor is its
+// start, so knocks sealed before it are refused (the client knocks again)
+// and nothing is granted twice. A file that cannot be kept at all gives a
+// closed replayFile, whose remember does nothing.
+func (d *daemon) startReplayFile(path string) *replayFile {
+	rf, mem, err := openReplayFile(path, d.engine.Now, d.log)
+	if rf == nil {
+		d.log.Warn("replay memory not kept across restarts; a restart refuses knocks sealed before it", zap.String("file", path), zap.Error(err))
+		return &replayFile{}
+	}
+	if err != nil {
+		d.log.Warn("replay memory unreadable, starting without it", zap.String("file", path), zap.Error(err))
+	}
+	if mem.cov.Tolerance > 0 { // a memory was read
+		loaded, err := d.engine.LoadReplay(mem.cov, mem.entries)
+		fields := []zap.Field{zap.String("file", path), zap.Int("entries", loaded)}
+		if err != nil {
+			d.log.Warn("replay memory loaded, but knocks sealed before the start are refused", append(fields, zap.Error(err))...)
+		} else {
+			d.log.Info("replay memory loaded", append(fields, zap.Time("since", mem.cov.Since))...)
+		}
+	}
+	if err := rf.start(d.engine.ReplayCoverage(), mem); err != nil {
+		d.log.Warn("replay memory not kept across restarts; a restart refuses knocks sealed before it", zap.String("file", path), zap.Error(err))
+	}
+	return rf
 }

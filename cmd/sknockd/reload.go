@@ -28,6 +28,7 @@ var configValues = map[string]func(*Config) any{
 	"knock.workers":             func(c *Config) any { return c.KnockWorkers },
 	"knock.backlog":             func(c *Config) any { return c.KnockBacklog },
 	"knock.rate_limit":          func(c *Config) any { return c.Rules.KnockRateLimit },
+	"knock.replay_file":         func(c *Config) any { return c.ReplayFile },
 	"gate.queue":                func(c *Config) any { return c.Rules.GateQueue },
 	"gate.queues":               func(c *Config) any { return c.Rules.GateQueues },
 	"gate.protect":              func(c *Config) any { return c.Rules.Protect },
@@ -48,6 +49,7 @@ var restartOnly = map[string]bool{
 	"gate.queue": true, "gate.queues": true, "knock.queue": true, "gate.hold_queue": true,
 	"gate.chain": true, "gate.reject_mark": true,
 	"knock.workers": true, "knock.backlog": true, "gate.max_grants": true,
+	"knock.replay_file": true,
 }
 
 // changedKeys lists, sorted, the keys whose values differ between a and b.
@@ -113,6 +115,11 @@ func (d *daemon) reload(ctx context.Context) (refreshChanged bool, err error) {
 		}
 	}
 	d.engine.Reconfigure(fresh.Policy, fresh.OpenDuration)
+	if d.knockQ != nil {
+		// In step with the rules just applied: the knocks the reader
+		// takes are answered as the knock ports' other datagrams are.
+		d.knockQ.SetReject(fresh.Rules.RejectsKnocks())
+	}
 	d.engine.SetTrust(trust)
 	d.level.SetLevel(logLevel(fresh.LogLevel).Level())
 	d.crlStamp = stampOf(fresh.CRLFile)
