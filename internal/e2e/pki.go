@@ -4,6 +4,8 @@ import (
 	"crypto/ecdh"
 	"fmt"
 	"net/netip"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,8 +53,22 @@ func (p *PKI) Client(t testing.TB, name, allow string) *Client {
 
 // Config returns a daemon config: the server and crl sections for this
 // PKI followed by sections (YAML with the other top-level sections, e.g.
-// knock: and gate:; DESIGN.md's key names).
+// knock: and gate:; DESIGN.md's key names). Unless sections name one,
+// knock.replay_file is put in the PKI's directory, so that daemons of
+// one test share their replay memory across restarts and no test touches
+// the host's /var/lib/sknock.
 func (p *PKI) Config(sections string) string {
+	// Each daemon keeps its replay memory in the test's own directory,
+	// never in the host's /var/lib/sknock.
+	if !strings.Contains(sections, "replay_file:") {
+		replay := fmt.Sprintf("  replay_file: %s\n", filepath.Join(p.Dir, "replay"))
+		if i := strings.Index(sections, "knock:\n"); i >= 0 {
+			i += len("knock:\n")
+			sections = sections[:i] + replay + sections[i:]
+		} else {
+			sections += "\nknock:\n" + replay
+		}
+	}
 	return fmt.Sprintf("server:\n  pkcs12: %s\n  password_file: %s\ncrl:\n  file: %s\n%s\n",
 		p.ServerPKCS12, p.PasswordFile, p.CRLFile(), sections)
 }
