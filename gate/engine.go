@@ -2,11 +2,13 @@ package gate
 
 import (
 	"errors"
+	"math/big"
 	"net/netip"
 	"sync/atomic"
 	"time"
 
 	"sknock/packet"
+	"sknock/pki"
 )
 
 // Config sets up an Engine. Zero values are noted per field.
@@ -102,6 +104,9 @@ var (
 	errReplay     = errors.New("datagram seen before")
 	errReplayFull = errors.New("replay cache full")
 	errGrantsFull = errors.New("grant table full")
+	// errRevokedMeanwhile: a reload revoked the certificate while its knock
+	// was being decided; the grant it made is ended.
+	errRevokedMeanwhile = errors.New("certificate revoked by a reload while the knock was decided")
 	// ErrReplayNarrower and ErrReplayFull are why LoadReplay kept the
 	// replay floor at the engine's start.
 	ErrReplayNarrower = errors.New("the replay memory was made under a narrower timestamp tolerance")
@@ -144,19 +149,45 @@ func (e *Engine) Policy() Policy { return e.settings.Load().policy }
 func (e *Engine) OpenDuration() time.Duration { return e.settings.Load().openDuration }
 
 // SetTrust swaps in a new trust state (after a CRL or CA reload). Live
-// grants and the replay cache are kept.
-func (e *Engine) SetTrust(t *Trust) {
-	if old := e.trust.Swap(t); old == nil || t != nil && t.Tolerance > old.Tolerance {
+// grants and the replay cache are kept, except the grants of certificates
+// the new CRL revokes that the old one did not: those end at once and are
+// returned, for the caller to log.
+func (e *Engine) SetTrust(t *Trust) []EndedGrant {
+	old := e.trust.Swap(t)
+	if old == nil || t != nil && t.Tolerance > old.Tolerance {
 		e.replayFloor.Store(e.clock().Unix())
 	}
-	if t != nil {
-		for tol := int64(t.Tolerance); ; {
-			cur := e.minTolerance.Load()
-			if cur != 0 && cur <= tol || e.minTolerance.CompareAndSwap(cur, tol) {
-				break
-			}
+	if t == nil {
+		return nil
+	}
+	for tol := int64(t.Tolerance); ; {
+		cur := e.minTolerance.Load()
+		if cur != 0 && cur <= tol || e.minTolerance.CompareAndSwap(cur, tol) {
+			break
 		}
 	}
+	return e.endRevoked(old, t)
+}
+
+// endRevoked ends the grants of the certificates that t's CRL revokes and
+// old's did not (a certificate revoked before could earn no grant).
+func (e *Engine) endRevoked(old, t *Trust) []EndedGrant {
+	if t.Verifier == nil {
+		return nil
+	}
+	var oldCRL *pki.CRL
+	if old != nil && old.Verifier != nil {
+		oldCRL = old.Verifier.CRL()
+	}
+	newly := t.Verifier.CRL().RevokedSince(oldCRL)
+	if len(newly) == 0 {
+		return nil
+	}
+	revoked := make(map[CertID]*big.Int, len(newly))
+	for _, serial := range newly {
+		revoked[CertIDOf(serial)] = serial
+	}
+	return e.grants.End(revoked, e.clock())
 }
 
 // ReplayCoverage returns what the engine's replay memory vouches for: the
@@ -316,8 +347,14 @@ func (e *Engine) knock(src netip.Addr, datagram []byte) Decision {
 			d.Reason, d.Err = ReasonOverload, errReplayFull
 		}
 	}
-	if d.Granted() && !e.grants.Add(d.Grant, now.Add(e.OpenDuration())) {
+	if d.Granted() && !e.grants.Add(d.Grant, CertIDOf(d.Client.Serial), now.Add(e.OpenDuration())) {
 		d.Reason, d.Err = ReasonOverload, errGrantsFull
+	}
+	// A reload that revoked this certificate while the knock was being
+	// decided under the old trust state ends the grant it just made.
+	if cur := e.trust.Load(); d.Granted() && cur != trust && cur != nil && cur.Verifier != nil && cur.Verifier.CRL().Revoked(d.Client.Serial) {
+		e.grants.End(map[CertID]*big.Int{CertIDOf(d.Client.Serial): d.Client.Serial}, now)
+		d.Reason, d.Err = ReasonRevoked, errRevokedMeanwhile
 	}
 	e.stats.knocks[d.Reason].Add(1)
 	return d

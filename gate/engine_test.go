@@ -195,7 +195,7 @@ func TestGrantTableBound(t *testing.T) {
 	until := time.Now().Add(time.Minute)
 	added := 0
 	for i := range 64 {
-		if g.Add(Grant{Source: netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}), Proto: packet.TCP, Port: 1}, until) {
+		if g.Add(Grant{Source: netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}), Proto: packet.TCP, Port: 1}, 0, until) {
 			added++
 		}
 	}
@@ -228,7 +228,7 @@ func TestVerdictDoesNotAllocate(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := netip.MustParseAddr("198.18.0.2")
-	e.Grants().Add(Grant{Source: src, Proto: packet.TCP, Port: 2000}, time.Now().Add(time.Hour))
+	e.Grants().Add(Grant{Source: src, Proto: packet.TCP, Port: 2000}, 0, time.Now().Add(time.Hour))
 	granted := header(src, packet.TCP, 2000)
 	other := header(netip.MustParseAddr("fd00:5e::7"), packet.TCP, 2000)
 	pending := header(netip.MustParseAddr("198.18.0.9"), packet.UDP, 8000)
@@ -286,7 +286,7 @@ func BenchmarkCryptoFloor(b *testing.B) {
 func BenchmarkVerdict(b *testing.B) {
 	e := NewEngine(Config{}, nil)
 	src := netip.MustParseAddr("198.18.0.2")
-	e.Grants().Add(Grant{Source: src, Proto: packet.TCP, Port: 2000}, time.Now().Add(time.Hour))
+	e.Grants().Add(Grant{Source: src, Proto: packet.TCP, Port: 2000}, 0, time.Now().Add(time.Hour))
 	b.ReportAllocs()
 	h := header(src, packet.TCP, 2000)
 	now := time.Now()

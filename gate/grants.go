@@ -2,6 +2,7 @@ package gate
 
 import (
 	"hash/maphash"
+	"math/big"
 	"net/netip"
 	"sync"
 	"time"
@@ -33,7 +34,8 @@ func keyFor(src netip.Addr, proto packet.Proto, port uint16) grantKey {
 
 const grantShards = 16
 
-// GrantTable maps (source, protocol, port) to an expiry. It is sharded by
+// GrantTable maps (source, protocol, port) to an expiry and the
+// certificate that earned the grant (for End). It is sharded by
 // source so gate lookups on different cores rarely share a lock, and
 // bounded: when it holds max grants, a new grant is refused (an existing
 // one can still be extended), and the knock is denied as an overload.
@@ -47,7 +49,59 @@ type GrantTable struct {
 
 type grantShard struct {
 	mu     sync.RWMutex
-	expiry map[grantKey]int64 // Unix nanoseconds
+	grants map[grantKey]grantEntry
+}
+
+// grantEntry is what the table keeps per grant: 12 bytes aligned to 4, no
+// pointers, so that with the 20-byte key a map slot stays at 32 bytes, as
+// it was with the expiry alone (a million grants: about 80 MB of heap).
+type grantEntry struct {
+	// expLo and expHi are the expiry in Unix nanoseconds, split so that
+	// the entry needs no 8-byte alignment.
+	expLo, expHi uint32
+	cert         CertID // the certificate that made or last extended the grant
+}
+
+func entryOf(expiry int64, cert CertID) grantEntry {
+	return grantEntry{expLo: uint32(expiry), expHi: uint32(uint64(expiry) >> 32), cert: cert}
+}
+
+func (e grantEntry) expiry() int64 { return int64(uint64(e.expHi)<<32 | uint64(e.expLo)) }
+
+// CertID names a certificate in the grant table by a 32-bit hash of its
+// serial, so that a grant costs no more memory than its expiry did;
+// revoking a certificate ends the grants of its CertID. Zero means none.
+// A collision can only end a grant early (fail closed).
+type CertID uint32
+
+// CertIDOf returns serial's CertID (FNV-1a over its big-endian bytes;
+// never zero). A nil serial has none.
+func CertIDOf(serial *big.Int) CertID {
+	if serial == nil {
+		return 0
+	}
+	var buf [32]byte
+	var b []byte
+	if n := (serial.BitLen() + 7) / 8; n <= len(buf) {
+		b = serial.FillBytes(buf[:])[len(buf)-n:]
+	} else {
+		b = serial.Bytes()
+	}
+	h := uint32(2166136261) // FNV-1a, inline: no allocation
+	for _, c := range b {
+		h = (h ^ uint32(c)) * 16777619
+	}
+	return CertID(max(h, 1))
+}
+
+// EndedGrant is a grant ended before its expiry because the certificate
+// that made it was revoked.
+type EndedGrant struct {
+	Grant
+	// Serial is the revoked certificate's serial.
+	Serial *big.Int
+	// Expiry is when the grant would have ended.
+	Expiry time.Time
 }
 
 // DefaultMaxGrants is the grant table's bound when none is given.
@@ -61,7 +115,7 @@ func NewGrantTable(max int) *GrantTable {
 	}
 	t := &GrantTable{maxShard: (max + grantShards - 1) / grantShards, seed: maphash.MakeSeed()}
 	for i := range t.shards {
-		t.shards[i].expiry = make(map[grantKey]int64)
+		t.shards[i].grants = make(map[grantKey]grantEntry)
 	}
 	return t
 }
@@ -72,21 +126,50 @@ func (t *GrantTable) shard(k *grantKey) *grantShard {
 }
 
 // Add grants g until the given time, extending an existing grant (never
-// shortening it). It returns false when the table is full.
-func (t *GrantTable) Add(g Grant, until time.Time) bool {
+// shortening it), for the certificate cert (zero: none, and revocation
+// cannot end the grant); the grant belongs to the certificate that knocked
+// last. It returns false when the table is full.
+func (t *GrantTable) Add(g Grant, cert CertID, until time.Time) bool {
 	k := keyFor(g.Source.Unmap(), g.Proto, g.Port)
 	s := t.shard(&k)
-	exp := until.UnixNano()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old, ok := s.expiry[k]
-	if !ok && len(s.expiry) >= t.maxShard {
+	old, ok := s.grants[k]
+	if !ok && len(s.grants) >= t.maxShard {
 		return false
 	}
-	if exp > old {
-		s.expiry[k] = exp
-	}
+	s.grants[k] = entryOf(max(until.UnixNano(), old.expiry()), cert)
 	return true
+}
+
+// End removes every grant whose certificate is in revoked and returns
+// those that were still live at now, with the serial revoked names.
+func (t *GrantTable) End(revoked map[CertID]*big.Int, now time.Time) []EndedGrant {
+	if len(revoked) == 0 {
+		return nil
+	}
+	n := now.UnixNano()
+	var ended []EndedGrant
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		for k, e := range s.grants {
+			serial, ok := revoked[e.cert]
+			if !ok {
+				continue
+			}
+			delete(s.grants, k)
+			if e.expiry() > n {
+				ended = append(ended, EndedGrant{
+					Grant:  Grant{Source: netip.AddrFrom16(k.addr).Unmap(), Proto: k.proto, Port: k.port},
+					Serial: serial,
+					Expiry: time.Unix(0, e.expiry()),
+				})
+			}
+		}
+		s.mu.Unlock()
+	}
+	return ended
 }
 
 // Allowed reports whether src holds a live grant for proto
@@ -95,9 +178,9 @@ func (t *GrantTable) Allowed(src netip.Addr, proto packet.Proto, port uint16, no
 	k := keyFor(src.Unmap(), proto, port)
 	s := t.shard(&k)
 	s.mu.RLock()
-	exp, ok := s.expiry[k]
+	e, ok := s.grants[k]
 	s.mu.RUnlock()
-	return ok && exp > now.UnixNano()
+	return ok && e.expiry() > now.UnixNano()
 }
 
 // Sweep removes grants that expired by now and returns how many.
@@ -107,9 +190,9 @@ func (t *GrantTable) Sweep(now time.Time) int {
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
-		for k, exp := range s.expiry {
-			if exp <= n {
-				delete(s.expiry, k)
+		for k, e := range s.grants {
+			if e.expiry() <= n {
+				delete(s.grants, k)
 				removed++
 			}
 		}
@@ -125,7 +208,7 @@ func (t *GrantTable) Len() int {
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.RLock()
-		n += len(s.expiry)
+		n += len(s.grants)
 		s.mu.RUnlock()
 	}
 	return n
@@ -138,9 +221,9 @@ func (t *GrantTable) Each(now time.Time, f func(g Grant, expiry time.Time)) {
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.RLock()
-		for k, exp := range s.expiry {
-			if exp > n {
-				f(Grant{Source: netip.AddrFrom16(k.addr).Unmap(), Proto: k.proto, Port: k.port}, time.Unix(0, exp))
+		for k, e := range s.grants {
+			if e.expiry() > n {
+				f(Grant{Source: netip.AddrFrom16(k.addr).Unmap(), Proto: k.proto, Port: k.port}, time.Unix(0, e.expiry()))
 			}
 		}
 		s.mu.RUnlock()

@@ -36,14 +36,14 @@ func TestGrantTableShardBound(t *testing.T) {
 	for i := range 100 {
 		a := netip.MustParseAddr("fd00:5e:1::").As16()
 		a[6], a[7] = byte(i>>8), byte(i)
-		if !tab.Add(Grant{Source: netip.AddrFrom16(a), Proto: packet.TCP, Port: 2000}, until) {
+		if !tab.Add(Grant{Source: netip.AddrFrom16(a), Proto: packet.TCP, Port: 2000}, 0, until) {
 			refused++
 		}
 	}
 	if refused != 0 {
 		t.Errorf("%d of 100 chosen grants refused in a table of %d", refused, grantShards*64)
 	}
-	if !tab.Add(Grant{Source: netip.MustParseAddr("198.18.0.2"), Proto: packet.TCP, Port: 2000}, until) {
+	if !tab.Add(Grant{Source: netip.MustParseAddr("198.18.0.2"), Proto: packet.TCP, Port: 2000}, 0, until) {
 		t.Error("a new client's grant refused")
 	}
 }

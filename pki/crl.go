@@ -237,6 +237,25 @@ func (c *CRL) Revoked(serial *big.Int) bool {
 	return ok
 }
 
+// RevokedSince returns the serials c revokes that old does not (all of
+// them when old is nil), in no particular order: what a CRL update newly
+// revokes.
+func (c *CRL) RevokedSince(old *CRL) []*big.Int {
+	if c == nil {
+		return nil
+	}
+	var out []*big.Int
+	for s := range c.revoked {
+		if old != nil {
+			if _, ok := old.revoked[s]; ok {
+				continue
+			}
+		}
+		out = append(out, new(big.Int).SetBytes([]byte(s)))
+	}
+	return out
+}
+
 // Len returns the number of revoked serials.
 func (c *CRL) Len() int {
 	if c == nil {

@@ -314,7 +314,8 @@ func injectKnock(t *testing.T, f *fakeOS, src string, datagram []byte) {
 // TestDaemonWiring drives the whole daemon through its fake OS
 // boundaries: rules applied once, a SYN rejected, a knock granted, the
 // SYN accepted, counters on SIGUSR1, a revocation picked up by SIGHUP
-// without losing the grant, and the rules kept on stop.
+// that ends the revoked certificate's live grant (logged with its
+// serial), and the rules kept on stop.
 func TestDaemonWiring(t *testing.T) {
 	dir, cfg := daemonPKI(t)
 	f := newFakeOS()
@@ -345,8 +346,9 @@ func TestDaemonWiring(t *testing.T) {
 	if k := d.knocks.next(t, "knock decision"); k.dec.Reason != gate.ReasonRevoked {
 		t.Fatalf("knock after the revocation: %s (%v), want %s", k.dec.Verdict(), k.dec.Reason, gate.ReasonRevoked)
 	}
-	if v := synVerdict(t, f, "198.18.0.2"); v.Verdict != queue.NFAccept {
-		t.Fatalf("live grant lost on reload: %+v", v)
+	// The revocation ended alice's live grant at once.
+	if v := synVerdict(t, f, "198.18.0.2"); v.Verdict != queue.NFRepeat {
+		t.Fatalf("SYN after alice's certificate was revoked: %+v, want reject", v)
 	}
 
 	if code := d.stop(); code != 0 {
@@ -359,7 +361,7 @@ func TestDaemonWiring(t *testing.T) {
 		t.Errorf("rules gone after the stop: INPUT %q", f.v4.Rules("INPUT"))
 	}
 	logs := d.logs.String()
-	for _, want := range []string{`"verdict":"grant"`, `"reason":"revoked"`, `"msg":"sknockd stopped","status":0,"rules":"kept"`} {
+	for _, want := range []string{`"verdict":"grant"`, `"reason":"revoked"`, `"msg":"sknockd stopped","status":0,"rules":"kept"`, `"msg":"grant ended","source":"198.18.0.2","proto":"tcp","port":2000,"serial":`} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("no %s in the log:\n%s", want, logs)
 		}

@@ -120,7 +120,7 @@ func (d *daemon) reload(ctx context.Context) (refreshChanged bool, err error) {
 		// takes are answered as the knock ports' other datagrams are.
 		d.knockQ.SetReject(fresh.Rules.RejectsKnocks())
 	}
-	d.engine.SetTrust(trust)
+	d.logEnded(d.engine.SetTrust(trust))
 	d.level.SetLevel(logLevel(fresh.LogLevel).Level())
 	d.crlStamp = stampOf(fresh.CRLFile)
 	refreshChanged = fresh.CRLRefresh != d.cfg.CRLRefresh

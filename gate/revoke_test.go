@@ -1,0 +1,75 @@
+package gate
+
+import (
+	"math/big"
+	"net/netip"
+	"testing"
+	"time"
+
+	"sknock/packet"
+)
+
+// TestSetTrustEndsRevokedGrants: a reload whose CRL newly revokes carol
+// ends her live grants at once and returns them with her serial, while
+// alice's grant, and carol's already expired one, are not returned.
+func TestSetTrustEndsRevokedGrants(t *testing.T) {
+	p := newTestPKI(t, map[string]string{"alice": "tcp/2000", "carol": "tcp/2000,tcp/3000"})
+	clock := &fakeClock{now: time.Now().Truncate(time.Second)}
+	e := NewEngine(Config{Clock: clock.Now, Policy: PolicyReject, OpenDuration: time.Minute}, p.trust(t))
+	alice := netip.MustParseAddr("198.18.0.2")
+	carol := netip.MustParseAddr("198.18.0.5")
+	for _, k := range []struct {
+		who  string
+		src  netip.Addr
+		port uint16
+	}{{"alice", alice, 2000}, {"carol", carol, 2000}, {"carol", carol, 3000}} {
+		if d := e.Knock(k.src, p.seal(t, k.who, packet.TCP, k.port, k.src.String(), clock.Now())); !d.Granted() {
+			t.Fatalf("%s tcp/%d: %v %v", k.who, k.port, d.Reason, d.Err)
+		}
+	}
+	if ended := e.SetTrust(p.trust(t)); len(ended) != 0 {
+		t.Fatalf("a reload revoking nothing ended %+v", ended)
+	}
+
+	p.Revoke(t, "carol")
+	ended := e.SetTrust(p.trust(t))
+	if len(ended) != 2 {
+		t.Fatalf("ended %d grants, want carol's 2: %+v", len(ended), ended)
+	}
+	carolSerial := p.Issued(t, "carol").Cert.SerialNumber
+	for _, g := range ended {
+		if g.Source != carol || g.Serial.Cmp(carolSerial) != 0 || !g.Expiry.After(clock.Now()) {
+			t.Errorf("ended %+v, want carol's grants with serial %s and a future expiry", g, carolSerial)
+		}
+	}
+	if v := verdictOf(e, carol, packet.TCP, 2000); v != packet.Reject {
+		t.Errorf("carol after the revocation: %v, want reject", v)
+	}
+	if v := verdictOf(e, alice, packet.TCP, 2000); v != packet.Accept {
+		t.Errorf("alice after carol's revocation: %v, want accept", v)
+	}
+	if ended := e.SetTrust(p.trust(t)); len(ended) != 0 {
+		t.Errorf("the same CRL again ended %+v", ended)
+	}
+}
+
+// TestGrantTableEnd: End removes the grants of the named certificates,
+// returns only those still live, and leaves the others.
+func TestGrantTableEnd(t *testing.T) {
+	tab := NewGrantTable(0)
+	now := time.Now()
+	a, b := big.NewInt(7), big.NewInt(8)
+	tab.Add(Grant{Source: netip.MustParseAddr("198.18.0.2"), Proto: packet.TCP, Port: 1}, CertIDOf(a), now.Add(time.Minute))
+	tab.Add(Grant{Source: netip.MustParseAddr("198.18.0.3"), Proto: packet.TCP, Port: 1}, CertIDOf(a), now.Add(-time.Second))
+	tab.Add(Grant{Source: netip.MustParseAddr("198.18.0.4"), Proto: packet.TCP, Port: 1}, CertIDOf(b), now.Add(time.Minute))
+	ended := tab.End(map[CertID]*big.Int{CertIDOf(a): a}, now)
+	if len(ended) != 1 || ended[0].Source != netip.MustParseAddr("198.18.0.2") || ended[0].Serial != a {
+		t.Errorf("End = %+v, want the live grant of serial 7", ended)
+	}
+	if n := tab.Len(); n != 1 {
+		t.Errorf("%d grants left, want b's 1", n)
+	}
+	if CertIDOf(a) == 0 || CertIDOf(a) == CertIDOf(b) || CertIDOf(nil) != 0 {
+		t.Errorf("CertIDOf: 7 → %d, 8 → %d, nil → %d", CertIDOf(a), CertIDOf(b), CertIDOf(nil))
+	}
+}
