@@ -20,6 +20,12 @@ type Config struct {
 	// repeats a packet with Mark set to have it rejected. Must be nonzero;
 	// no other software on the host may set these bits on INPUT traffic.
 	Mark uint32
+	// RevokeMark is the connection-mark bit (or bits) the daemon sets on
+	// the tracked connections of a revoked certificate's grants: the chain
+	// resets (TCP) or drops such connections' packets before anything can
+	// accept them, so revocation ends what it opened. It must not share a
+	// bit with Mark. Zero: no such rule; connections outlive revocation.
+	RevokeMark uint32
 	// GateQueue and KnockQueue are the NFQUEUE numbers of the gate (protected
 	// ports) and of knocks. They must differ.
 	GateQueue, KnockQueue uint16
@@ -134,6 +140,8 @@ func (c Config) Validate() error {
 		return err
 	}
 	switch {
+	case c.RevokeMark&c.Mark != 0:
+		return bad("RevokeMark", fmt.Sprintf("%#x", c.RevokeMark), fmt.Sprintf("shares a bit with the reject mark %#x", c.Mark))
 	case c.Mark == 0:
 		return bad("Mark", "0", "must be nonzero")
 	case c.GateQueue == c.KnockQueue:

@@ -69,6 +69,7 @@ func (c Config) Rules(ipv6 bool) [][]string {
 	if ipv6 {
 		rules = append(rules, ipv4InIPv6Rules()...)
 	}
+	rules = append(rules, c.revokeRules()...)
 	rules = append(rules,
 		[]string{"-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"},
 		// Loopback is the host talking to itself: hiding a service from
@@ -100,6 +101,22 @@ func ipv4InIPv6Rules() [][]string {
 	return [][]string{
 		{"-s", "::ffff:0.0.0.0/96", "-j", "DROP"},
 		{"-m", "iprange", "--src-range", "::2-::255.255.255.255", "-j", "DROP"},
+	}
+}
+
+// revokeRules end the connections the daemon marked as a revoked
+// certificate's: before the ESTABLISHED accept, a TCP segment of such a
+// connection is answered with a reset (so the client's socket closes at
+// once) and anything else is dropped.
+func (c Config) revokeRules() [][]string {
+	if c.RevokeMark == 0 {
+		return nil
+	}
+	mark := "0x" + strconv.FormatUint(uint64(c.RevokeMark), 16)
+	mark += "/" + mark
+	return [][]string{
+		{"-p", "tcp", "-m", "connmark", "--mark", mark, "-j", "REJECT", "--reject-with", "tcp-reset"},
+		{"-m", "connmark", "--mark", mark, "-j", "DROP"},
 	}
 }
 

@@ -99,6 +99,7 @@ func defaultConfig() Config {
 func defaultRules() rules.Config {
 	r := rules.DefaultConfig()
 	r.KnockRateLimit = "20/second"
+	r.RevokeMark = 0x2
 	return r
 }
 
@@ -139,6 +140,7 @@ var configKeys = map[string]map[string]keySetter{
 		"policy":        setPolicy,
 		"chain":         setString(func(c *Config) *string { return &c.Rules.Chain }),
 		"reject_mark":   setMark,
+		"revoke_mark":   setRevokeMark,
 		"max_grants":    setInt(func(c *Config) *int { return &c.MaxGrants }, 0, 1<<26),
 		"hold_queue":    setQueue(func(c *Config) *uint16 { return &c.HoldQueue }),
 	},
@@ -395,6 +397,21 @@ func setPolicy(c *Config, n *yaml.Node) string {
 	return ""
 }
 
+// setRevokeMark reads gate.revoke_mark: a 32-bit connection mark, 0 to
+// let connections outlive the revocation of their certificate.
+func setRevokeMark(c *Config, n *yaml.Node) string {
+	s, msg := scalar(n)
+	if msg != "" {
+		return msg
+	}
+	v, err := strconv.ParseUint(s, 0, 32)
+	if err != nil {
+		return fmt.Sprintf("%q is not a 32-bit connection mark (e.g. 0x2; 0 turns it off)", s)
+	}
+	c.Rules.RevokeMark = uint32(v)
+	return ""
+}
+
 func setMark(c *Config, n *yaml.Node) string {
 	s, msg := scalar(n)
 	if msg != "" {
@@ -474,6 +491,8 @@ func rulesKey(field string) string {
 		return "gate.chain"
 	case "Mark":
 		return "gate.reject_mark"
+	case "RevokeMark":
+		return "gate.revoke_mark"
 	case "GateQueue":
 		return "gate.queue"
 	case "GateQueues":

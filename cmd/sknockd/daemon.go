@@ -36,9 +36,10 @@ type daemon struct {
 	holdQ  *queue.HoldReader
 	holder *gate.Holder
 
-	crlStamp fileStamp // the CRL file the trust state was built from
-	fetch    Fetcher   // gets crl.url
-	hooks    hooks     // what tests observe; none in production
+	crlStamp fileStamp  // the CRL file the trust state was built from
+	fetch    Fetcher    // gets crl.url
+	marker   connMarker // ends the connections of revoked grants
+	hooks    hooks      // what tests observe; none in production
 }
 
 // newLoggerAt returns the daemon's JSON logger at a level a reload can
@@ -81,6 +82,9 @@ type osDeps struct {
 	// clock is the engine's clock (grants, replay and hold deadlines);
 	// nil means time.Now.
 	clock func() time.Time
+	// marker marks the connections of grants a revocation ended; nil
+	// means none are marked.
+	marker connMarker
 	// hooks report what the daemon did, for tests; the zero value has
 	// none.
 	hooks hooks
@@ -122,6 +126,7 @@ var realDeps = osDeps{
 	removeRules: rules.RemoveAll,
 	fetch:       httpFetch,
 	lock:        lockInstance,
+	marker:      conntrackMarker{},
 }
 
 // serve runs the gatekeeper until ctx is done. It returns the exit status.
@@ -160,7 +165,7 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 		return 1
 	}
 
-	d := &daemon{cfg: cfg, log: log, level: level, keeper: keeper, fetch: sys.fetch, hooks: sys.hooks}
+	d := &daemon{cfg: cfg, log: log, level: level, keeper: keeper, fetch: sys.fetch, hooks: sys.hooks, marker: sys.marker}
 	d.crlStamp = stampOf(cfg.CRLFile)
 	d.decisions = newDecisionLog(log, decisionLogPerSecond)
 	engineCfg := gate.Config{

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"os"
-	"sknock/gate"
 	"syscall"
 	"time"
 
@@ -100,20 +99,6 @@ func (d *daemon) refreshCRL(ctx context.Context) {
 		return
 	}
 	d.crlStamp = newStamp
-	d.logEnded(d.engine.SetTrust(trust))
+	d.endRevoked(d.engine.SetTrust(trust))
 	logTrust(d.log, "trust reloaded (CRL refresh)", info)
-}
-
-// logEnded writes one line per grant a revocation ended at once.
-func (d *daemon) logEnded(ended []gate.EndedGrant) {
-	for _, g := range ended {
-		d.log.Warn("grant ended",
-			zap.String("source", g.Source.String()),
-			zap.String("proto", g.Proto.String()),
-			zap.Uint64("port", uint64(g.Port)),
-			zap.String("serial", g.Serial.String()),
-			zap.String("reason", "revoked"),
-			zap.Time("would_expire", g.Expiry),
-		)
-	}
 }

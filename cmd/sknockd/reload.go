@@ -37,6 +37,7 @@ var configValues = map[string]func(*Config) any{
 	"gate.policy":               func(c *Config) any { return c.Policy },
 	"gate.chain":                func(c *Config) any { return c.Rules.Chain },
 	"gate.reject_mark":          func(c *Config) any { return c.Rules.Mark },
+	"gate.revoke_mark":          func(c *Config) any { return c.Rules.RevokeMark },
 	"gate.max_grants":           func(c *Config) any { return c.MaxGrants },
 	"gate.hold_queue":           func(c *Config) any { return c.HoldQueue },
 	"log.level":                 func(c *Config) any { return c.LogLevel },
@@ -47,7 +48,7 @@ var configValues = map[string]func(*Config) any{
 // whole run. A restart applies them, and keeps the ports closed meanwhile.
 var restartOnly = map[string]bool{
 	"gate.queue": true, "gate.queues": true, "knock.queue": true, "gate.hold_queue": true,
-	"gate.chain": true, "gate.reject_mark": true,
+	"gate.chain": true, "gate.reject_mark": true, "gate.revoke_mark": true,
 	"knock.workers": true, "knock.backlog": true, "gate.max_grants": true,
 	"knock.replay_file": true,
 }
@@ -120,7 +121,7 @@ func (d *daemon) reload(ctx context.Context) (refreshChanged bool, err error) {
 		// takes are answered as the knock ports' other datagrams are.
 		d.knockQ.SetReject(fresh.Rules.RejectsKnocks())
 	}
-	d.logEnded(d.engine.SetTrust(trust))
+	d.endRevoked(d.engine.SetTrust(trust))
 	d.level.SetLevel(logLevel(fresh.LogLevel).Level())
 	d.crlStamp = stampOf(fresh.CRLFile)
 	refreshChanged = fresh.CRLRefresh != d.cfg.CRLRefresh
