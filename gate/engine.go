@@ -157,6 +157,9 @@ func (e *Engine) SetTrust(t *Trust) []EndedGrant {
 	if old == nil || t != nil && t.Tolerance > old.Tolerance {
 		e.replayFloor.Store(e.clock().Unix())
 	}
+	if old != nil && t != nil && t.Tolerance > old.Tolerance {
+		e.replay.Extend(t.Tolerance - old.Tolerance)
+	}
 	if t == nil {
 		return nil
 	}

@@ -80,6 +80,21 @@ func (c *ReplayCache) Add(key ReplayKey, expiry, now time.Time) AddResult {
 	return Added
 }
 
+// Extend pushes every remembered knock's expiry d later. After a reload
+// that widens the timestamp tolerance by d, a knock remembered under the
+// narrower one stays remembered for as long as the wider one would accept
+// it (a knock stamped ahead of the clock is, for up to the new tolerance).
+func (c *ReplayCache) Extend(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, exp := range c.seen {
+		c.seen[k] = exp + int64(d)
+	}
+}
+
 // Len returns the number of remembered knocks, expired ones included
 // until the next sweep.
 func (c *ReplayCache) Len() int {
