@@ -19,6 +19,10 @@ type Config struct {
 	OpenDuration time.Duration
 	// MaxGrants bounds the grant table; zero means DefaultMaxGrants.
 	MaxGrants int
+	// MaxGrantsPerCert bounds the grants one certificate may hold, so that
+	// an insider knocking from many addresses cannot fill the table; zero
+	// means no bound.
+	MaxGrantsPerCert int
 	// MaxReplay bounds the replay cache; zero means DefaultReplayEntries.
 	MaxReplay int
 	// Clock returns the time; nil means time.Now.
@@ -103,7 +107,6 @@ type Snapshot struct {
 var (
 	errReplay     = errors.New("datagram seen before")
 	errReplayFull = errors.New("replay cache full")
-	errGrantsFull = errors.New("grant table full")
 	// errRevokedMeanwhile: a reload revoked the certificate while its knock
 	// was being decided; the grant it made is ended.
 	errRevokedMeanwhile = errors.New("certificate revoked by a reload while the knock was decided")
@@ -128,6 +131,7 @@ func NewEngine(cfg Config, trust *Trust) *Engine {
 	if e.clock == nil {
 		e.clock = time.Now
 	}
+	e.grants.SetCertShare(cfg.MaxGrantsPerCert)
 	e.Reconfigure(cfg.Policy, cfg.OpenDuration)
 	e.SetTrust(trust)
 	return e
@@ -350,8 +354,10 @@ func (e *Engine) knock(src netip.Addr, datagram []byte) Decision {
 			d.Reason, d.Err = ReasonOverload, errReplayFull
 		}
 	}
-	if d.Granted() && !e.grants.Add(d.Grant, CertIDOf(d.Client.Serial), now.Add(e.OpenDuration())) {
-		d.Reason, d.Err = ReasonOverload, errGrantsFull
+	if d.Granted() {
+		if err := e.grants.Add(d.Grant, CertIDOf(d.Client.Serial), now.Add(e.OpenDuration())); err != nil {
+			d.Reason, d.Err = ReasonOverload, err
+		}
 	}
 	// A reload that revoked this certificate while the knock was being
 	// decided under the old trust state ends the grant it just made.

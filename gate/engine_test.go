@@ -195,7 +195,7 @@ func TestGrantTableBound(t *testing.T) {
 	until := time.Now().Add(time.Minute)
 	added := 0
 	for i := range 64 {
-		if g.Add(Grant{Source: netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}), Proto: packet.TCP, Port: 1}, 0, until) {
+		if g.Add(Grant{Source: netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}), Proto: packet.TCP, Port: 1}, 0, until) == nil {
 			added++
 		}
 	}

@@ -1,6 +1,7 @@
 package gate
 
 import (
+	"errors"
 	"hash/maphash"
 	"math/big"
 	"net/netip"
@@ -45,7 +46,61 @@ type GrantTable struct {
 	shards   [grantShards]grantShard
 	maxShard int
 	seed     maphash.Seed
+	share    certShare
 }
+
+// Errors of GrantTable.Add.
+var (
+	// ErrGrantsFull: the table (the grant's shard) holds its bound.
+	ErrGrantsFull = errors.New("grant table full")
+	// ErrCertShare: the certificate holds its share of the table.
+	ErrCertShare = errors.New("the certificate holds its share of the grants")
+)
+
+// certShare counts each certificate's grants, so that one certificate
+// (an insider knocking from many addresses) cannot fill the table. The
+// lock is taken inside a shard's, and only when a grant comes or goes.
+type certShare struct {
+	mu  sync.Mutex
+	max int32 // zero: no bound
+	n   map[CertID]int32
+}
+
+// take counts one more grant of cert, unless it holds max already.
+func (c *certShare) take(cert CertID) bool {
+	if cert == 0 {
+		return true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.max > 0 && c.n[cert] >= c.max {
+		return false
+	}
+	if c.n == nil {
+		c.n = make(map[CertID]int32)
+	}
+	c.n[cert]++
+	return true
+}
+
+// give counts one grant of cert less.
+func (c *certShare) give(cert CertID) {
+	if cert == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n[cert] <= 1 {
+		delete(c.n, cert)
+		return
+	}
+	c.n[cert]--
+}
+
+// SetCertShare bounds the grants one certificate may hold at n (zero: no
+// bound); grants beyond it are refused with ErrCertShare. Set it before
+// the table is used.
+func (t *GrantTable) SetCertShare(n int) { t.share.max = int32(min(n, 1<<30)) }
 
 type grantShard struct {
 	mu     sync.RWMutex
@@ -128,18 +183,27 @@ func (t *GrantTable) shard(k *grantKey) *grantShard {
 // Add grants g until the given time, extending an existing grant (never
 // shortening it), for the certificate cert (zero: none, and revocation
 // cannot end the grant); the grant belongs to the certificate that knocked
-// last. It returns false when the table is full.
-func (t *GrantTable) Add(g Grant, cert CertID, until time.Time) bool {
+// last. It returns ErrGrantsFull when the table, and ErrCertShare when
+// the certificate's share of it, is full.
+func (t *GrantTable) Add(g Grant, cert CertID, until time.Time) error {
 	k := keyFor(g.Source.Unmap(), g.Proto, g.Port)
 	s := t.shard(&k)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old, ok := s.grants[k]
-	if !ok && len(s.grants) >= t.maxShard {
-		return false
+	switch {
+	case !ok && len(s.grants) >= t.maxShard:
+		return ErrGrantsFull
+	case !ok || old.cert != cert:
+		if !t.share.take(cert) {
+			return ErrCertShare
+		}
+		if ok {
+			t.share.give(old.cert)
+		}
 	}
 	s.grants[k] = entryOf(max(until.UnixNano(), old.expiry()), cert)
-	return true
+	return nil
 }
 
 // End removes every grant whose certificate is in revoked and returns
@@ -159,6 +223,7 @@ func (t *GrantTable) End(revoked map[CertID]*big.Int, now time.Time) []EndedGran
 				continue
 			}
 			delete(s.grants, k)
+			t.share.give(e.cert)
 			if e.expiry() > n {
 				ended = append(ended, EndedGrant{
 					Grant:  Grant{Source: netip.AddrFrom16(k.addr).Unmap(), Proto: k.proto, Port: k.port},
@@ -193,6 +258,7 @@ func (t *GrantTable) Sweep(now time.Time) int {
 		for k, e := range s.grants {
 			if e.expiry() <= n {
 				delete(s.grants, k)
+				t.share.give(e.cert)
 				removed++
 			}
 		}

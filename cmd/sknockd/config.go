@@ -41,6 +41,8 @@ type Config struct {
 	Policy       gate.Policy
 	OpenDuration time.Duration
 	MaxGrants    int
+	// MaxGrantsPerCert bounds one certificate's live grants; 0: no bound.
+	MaxGrantsPerCert int
 	// HoldQueue is the NFQUEUE the gate moves a SYN racing its own knock
 	// to; default: the queue after the gate queues.
 	HoldQueue uint16
@@ -87,10 +89,16 @@ func defaultConfig() Config {
 		ReplayFile:         "/var/lib/sknock/replay",
 		Policy:             gate.PolicyDrop,
 		OpenDuration:       15 * time.Second,
+		MaxGrantsPerCert:   defaultMaxGrantsPerCert,
 		LogLevel:           "info",
 		Rules:              defaultRules(),
 	}
 }
+
+// defaultMaxGrantsPerCert is gate.max_grants_per_certificate's default:
+// far more live grants than one person's certificate needs (4096 grants
+// of 15 s is 270 knocks a second), far fewer than the table holds.
+const defaultMaxGrantsPerCert = 4096
 
 // defaultRules are rules.DefaultConfig plus a per-source knock rate
 // limit: a knock costs an ECDH, so one flooding source must not be able to
@@ -132,17 +140,18 @@ var configKeys = map[string]map[string]keySetter{
 		"replay_file":         setString(func(c *Config) *string { return &c.ReplayFile }),
 	},
 	"gate": {
-		"queue":         setQueue(func(c *Config) *uint16 { return &c.Rules.GateQueue }),
-		"queues":        setInt(func(c *Config) *int { return &c.Rules.GateQueues }, 1, rules.MaxGateQueues),
-		"protect":       setPortList(func(c *Config) *[]rules.PortSpec { return &c.Rules.Protect }),
-		"always_allow":  setPortList(func(c *Config) *[]rules.PortSpec { return &c.Rules.AlwaysAllow }),
-		"open_duration": setDuration(func(c *Config) *time.Duration { return &c.OpenDuration }, time.Second, 24*time.Hour),
-		"policy":        setPolicy,
-		"chain":         setString(func(c *Config) *string { return &c.Rules.Chain }),
-		"reject_mark":   setMark,
-		"revoke_mark":   setRevokeMark,
-		"max_grants":    setInt(func(c *Config) *int { return &c.MaxGrants }, 0, 1<<26),
-		"hold_queue":    setQueue(func(c *Config) *uint16 { return &c.HoldQueue }),
+		"queue":                      setQueue(func(c *Config) *uint16 { return &c.Rules.GateQueue }),
+		"queues":                     setInt(func(c *Config) *int { return &c.Rules.GateQueues }, 1, rules.MaxGateQueues),
+		"protect":                    setPortList(func(c *Config) *[]rules.PortSpec { return &c.Rules.Protect }),
+		"always_allow":               setPortList(func(c *Config) *[]rules.PortSpec { return &c.Rules.AlwaysAllow }),
+		"open_duration":              setDuration(func(c *Config) *time.Duration { return &c.OpenDuration }, time.Second, 24*time.Hour),
+		"policy":                     setPolicy,
+		"chain":                      setString(func(c *Config) *string { return &c.Rules.Chain }),
+		"reject_mark":                setMark,
+		"revoke_mark":                setRevokeMark,
+		"max_grants":                 setInt(func(c *Config) *int { return &c.MaxGrants }, 0, 1<<26),
+		"max_grants_per_certificate": setInt(func(c *Config) *int { return &c.MaxGrantsPerCert }, 0, 1<<26),
+		"hold_queue":                 setQueue(func(c *Config) *uint16 { return &c.HoldQueue }),
 	},
 	"log": {
 		"level": setLogLevel,

@@ -169,10 +169,11 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 	d.crlStamp = stampOf(cfg.CRLFile)
 	d.decisions = newDecisionLog(log, decisionLogPerSecond)
 	engineCfg := gate.Config{
-		Policy:       cfg.Policy,
-		OpenDuration: cfg.OpenDuration,
-		MaxGrants:    cfg.MaxGrants,
-		Clock:        sys.clock,
+		Policy:           cfg.Policy,
+		OpenDuration:     cfg.OpenDuration,
+		MaxGrants:        cfg.MaxGrants,
+		MaxGrantsPerCert: cfg.MaxGrantsPerCert,
+		Clock:            sys.clock,
 	}
 	// The engine remembers through replay, which is opened once the engine
 	// can load what it holds, before any knock is read.

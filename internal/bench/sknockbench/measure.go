@@ -229,7 +229,7 @@ func grantsRSS(args []string) error {
 	for i := range *n {
 		host := uint32(base[0])<<24 | uint32(base[1])<<16 | uint32(i%(1<<17))
 		a := netip.AddrFrom4([4]byte{byte(host >> 24), byte(host >> 16), byte(host >> 8), byte(host)})
-		if !t.Add(gate.Grant{Source: a, Proto: packet.TCP, Port: uint16(2000 + i>>17)}, gate.CertID(i%1000+1), until) {
+		if t.Add(gate.Grant{Source: a, Proto: packet.TCP, Port: uint16(2000 + i>>17)}, gate.CertID(i%1000+1), until) != nil {
 			return fmt.Errorf("table refused grant %d", i)
 		}
 	}
