@@ -29,8 +29,6 @@
 package rules
 
 import (
-	"fmt"
-	"hash/fnv"
 	"sknock/packet"
 	"strconv"
 )
@@ -40,17 +38,6 @@ const (
 	ipv4UDPHeaders = 20 + 8 // IPv4 header without options, UDP header
 	ipv6UDPHeaders = 40 + 8 // IPv6 header without extensions, UDP header
 )
-
-// hashlimitName names the knock rate limit's table in the kernel: at most
-// 15 characters, and new for every chain, rate and family. The kernel
-// keeps the parameters of an existing table of the same name, and during
-// an atomic replacement the old rule still holds it, so a changed rate
-// under the old name would never take effect.
-func (c Config) hashlimitName(ipv6 bool) string {
-	h := fnv.New32a()
-	h.Write([]byte(c.Chain + "\x00" + c.KnockRateLimit + "\x00" + family(ipv6)))
-	return fmt.Sprintf("sknock_%08x", h.Sum32())
-}
 
 // RejectsKnocks reports whether datagrams to the knock ports are answered
 // as on a closed port (ICMP port unreachable) rather than dropped: with
@@ -187,17 +174,7 @@ func (c Config) knockRules(ipv6 bool) [][]string {
 	// between a stop and the next start) the kernel drops knocks rather
 	// than answering them as a closed port, so they stay unanswered.
 	queue := []string{"-j", "NFQUEUE", "--queue-num", strconv.Itoa(int(c.KnockQueue))}
-	if c.KnockRateLimit != "" {
-		limit := []string{
-			"-m", "hashlimit", "--hashlimit-upto", c.KnockRateLimit,
-			"--hashlimit-mode", "srcip", "--hashlimit-name", c.hashlimitName(ipv6),
-		}
-		if ipv6 {
-			// One IPv6 host usually holds a whole /64: count it as one source.
-			limit = append(limit, "--hashlimit-srcmask", "64")
-		}
-		knock = append(knock, limit...)
-	}
+	knock = append(knock, c.knockLimit(ipv6)...)
 	answer := append(ports, "-j", "DROP")
 	if c.RejectsKnocks() {
 		answer = append(ports, "-j", "REJECT", "--reject-with", portUnreachable(ipv6))
