@@ -10,6 +10,8 @@ import (
 	"os"
 	"time"
 
+	stdasn1 "encoding/asn1"
+
 	"golang.org/x/crypto/cryptobyte"
 	"golang.org/x/crypto/cryptobyte/asn1"
 )
@@ -17,6 +19,17 @@ import (
 // ErrCRLIssuer is returned (wrapped) when a CRL is not signed by any of the
 // trusted CAs.
 var ErrCRLIssuer = errors.New("CRL not signed by a trusted CA")
+
+// ErrCRLScope is returned (wrapped) for a CRL that does not list every
+// revoked certificate of its CA: a delta CRL (RFC 5280 5.2.4), a CRL whose
+// issuing distribution point limits its scope (5.2.5), or one with a
+// critical extension sknock does not know. Taken as complete, such a CRL
+// would un-revoke whatever it leaves out.
+var ErrCRLScope = errors.New("not a complete CRL")
+
+// ErrCRLStale is returned (wrapped, beside ErrRevoked) by a Verifier whose
+// CRL refuses knocks once past its nextUpdate (see [CRL.RefusingWhenStale]).
+var ErrCRLStale = errors.New("CRL past its next update")
 
 // CRL is a parsed certificate revocation list whose signature was checked
 // against one of the trusted CAs. It is immutable.
@@ -27,11 +40,15 @@ type CRL struct {
 	NextUpdate time.Time
 	// Number is the CRL number extension, nil if absent.
 	Number *big.Int
-	// Issuer is the CA that signed the CRL.
+	// Issuer is the CA that signed the CRL; for CRLs combined with
+	// [Combine], the first one's.
 	Issuer *x509.Certificate
 
 	// revoked holds serial.Bytes() of every revoked certificate.
 	revoked map[string]struct{}
+	// refuseStale makes a Verifier refuse every certificate once now is
+	// past NextUpdate.
+	refuseStale bool
 }
 
 // LoadCRL reads a DER or PEM ("X509 CRL") CRL from path and checks that one
@@ -85,6 +102,9 @@ func ParseCRL(data []byte, cas []*x509.Certificate) (*CRL, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkComplete(rl); err != nil {
+		return nil, fmt.Errorf("CRL of %s: %w", issuer.Subject, err)
+	}
 	revoked, err := revokedSerials(entries)
 	if err != nil {
 		return nil, fmt.Errorf("parse CRL: %w", err)
@@ -96,6 +116,37 @@ func ParseCRL(data []byte, cas []*x509.Certificate) (*CRL, error) {
 		Issuer:     issuer,
 		revoked:    revoked,
 	}, nil
+}
+
+// CRL extensions that change what a CRL covers (RFC 5280 5.2).
+var (
+	oidDeltaCRLIndicator      = stdasn1.ObjectIdentifier{2, 5, 29, 27}
+	oidIssuingDistributionPt  = stdasn1.ObjectIdentifier{2, 5, 29, 28}
+	oidFreshestCRL            = stdasn1.ObjectIdentifier{2, 5, 29, 46}
+	oidAuthorityKeyIdentifier = stdasn1.ObjectIdentifier{2, 5, 29, 35}
+	oidCRLNumber              = stdasn1.ObjectIdentifier{2, 5, 29, 20}
+	oidAuthorityInfoAccess    = stdasn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 1, 1}
+)
+
+// checkComplete refuses a CRL that is not the complete list of its CA's
+// revocations: a delta CRL, a CRL with an issuing distribution point
+// (whatever it restricts: only user or CA certificates, some reasons, one
+// partition, or an indirect CRL), or one with an unknown critical
+// extension, which RFC 5280 says must not be used.
+func checkComplete(rl *x509.RevocationList) error {
+	for _, ext := range rl.Extensions {
+		switch {
+		case ext.Id.Equal(oidDeltaCRLIndicator):
+			return fmt.Errorf("%w: a delta CRL (deltaCRLIndicator); publish the full CRL", ErrCRLScope)
+		case ext.Id.Equal(oidIssuingDistributionPt):
+			return fmt.Errorf("%w: its issuing distribution point limits its scope; publish one CRL covering every certificate of the CA", ErrCRLScope)
+		case ext.Id.Equal(oidFreshestCRL), ext.Id.Equal(oidAuthorityKeyIdentifier),
+			ext.Id.Equal(oidCRLNumber), ext.Id.Equal(oidAuthorityInfoAccess):
+		case ext.Critical:
+			return fmt.Errorf("%w: unknown critical extension %s", ErrCRLScope, ext.Id)
+		}
+	}
+	return nil
 }
 
 // crlSkeleton is a CRL re-encoded without its revokedCertificates, and the
@@ -268,4 +319,64 @@ func (c *CRL) Len() int {
 // still applied; the caller should log a warning and fetch a new one.
 func (c *CRL) Stale(now time.Time) bool {
 	return c != nil && !c.NextUpdate.IsZero() && now.After(c.NextUpdate)
+}
+
+// RefusingWhenStale returns a copy of c that makes a [Verifier] refuse
+// every certificate (ErrRevoked and ErrCRLStale) while now is past its
+// NextUpdate: for operators who would rather lock everyone out than
+// trust revocations that may be out of date. Without it a stale CRL keeps
+// being applied as it is.
+func (c *CRL) RefusingWhenStale() *CRL {
+	if c == nil {
+		return nil
+	}
+	out := *c
+	out.refuseStale = true
+	return &out
+}
+
+// refuses reports whether c refuses every certificate at now.
+func (c *CRL) refuses(now time.Time) bool {
+	return c != nil && c.refuseStale && c.Stale(now)
+}
+
+// Combine returns one CRL revoking every serial any of crls revokes, for a
+// Verifier trusting several CAs, each with its own CRL; nil entries are
+// skipped, and nil is returned when none is left. Serials are not told
+// apart by issuer: a serial one CA revoked is refused under every CA
+// (fail closed; random 128-bit serials do not collide). NextUpdate is the
+// earliest of theirs, so the combination is stale as soon as one is, and
+// ThisUpdate is the earliest too; Number is nil (numbers of different
+// CAs do not compare) and Issuer is the first CRL's.
+func Combine(crls ...*CRL) *CRL {
+	var parts []*CRL
+	for _, c := range crls {
+		if c != nil {
+			parts = append(parts, c)
+		}
+	}
+	switch len(parts) {
+	case 0:
+		return nil
+	case 1:
+		return parts[0]
+	}
+	size := 0
+	for _, c := range parts {
+		size += len(c.revoked)
+	}
+	out := &CRL{Issuer: parts[0].Issuer, ThisUpdate: parts[0].ThisUpdate, revoked: make(map[string]struct{}, size)}
+	for _, c := range parts {
+		for s := range c.revoked {
+			out.revoked[s] = struct{}{}
+		}
+		if c.ThisUpdate.Before(out.ThisUpdate) {
+			out.ThisUpdate = c.ThisUpdate
+		}
+		if !c.NextUpdate.IsZero() && (out.NextUpdate.IsZero() || c.NextUpdate.Before(out.NextUpdate)) {
+			out.NextUpdate = c.NextUpdate
+		}
+		out.refuseStale = out.refuseStale || c.refuseStale
+	}
+	return out
 }

@@ -21,7 +21,10 @@
 // apply, and [CRL.Stale] lets the caller log a warning. A stale CRL never
 // makes verification fail by itself (no fail closed: a late CRL fetch must
 // not lock every client out) and is never dropped (no fail open: a late
-// fetch must not un-revoke anyone).
+// fetch must not un-revoke anyone), unless the caller asks for the
+// first with [CRL.RefusingWhenStale]. A CRL that is not complete (a delta
+// CRL, one scoped by an issuing distribution point) is refused when
+// parsed: taken as complete it would un-revoke what it leaves out.
 //
 // # Authorisation name
 //

@@ -78,11 +78,15 @@ func (v *Verifier) CRL() *CRL { return v.crl }
 // CAs), has a P-256 ECDSA key, is not a CA, allows digitalSignature and
 // clientAuth when it restricts usage, carries a well-formed authorisation
 // name if any, and is not revoked. The error wraps one of the Err*
-// sentinels.
+// sentinels. A CRL made with [CRL.RefusingWhenStale] refuses every
+// certificate once stale (ErrRevoked and ErrCRLStale).
 //
 // A certificate that verified once is cached; later calls only re-check the
 // time window, which is all that can change while the Verifier lives.
 func (v *Verifier) Verify(der []byte, now time.Time) (*Client, error) {
+	if v.crl.refuses(now) {
+		return nil, fmt.Errorf("%w: revocation status unknown: %w since %s (crl.stale: refuse)", ErrRevoked, ErrCRLStale, v.crl.NextUpdate.UTC().Format(time.RFC3339))
+	}
 	sum := sha256.Sum256(der)
 	if e, ok := v.cache.get(sum); ok && e.validAt(now) {
 		return e.client, nil
