@@ -88,7 +88,7 @@ func (k *Keeper) Apply(c Config) error {
 			continue
 		}
 		var err error
-		if existed[i], err = ipt.ChainExists(filterTable, c.Chain); err != nil {
+		if existed[i], err = chainExists(ipt, c.Chain); err != nil {
 			err = fmt.Errorf("%s: check chain %s: %w", family(i == 1), c.Chain, err)
 		} else {
 			err = Apply(ipt, c, i == 1)
@@ -126,6 +126,18 @@ func (k *Keeper) undoLocked(done []int, failed Config, existed [2]bool) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// chainExists reports whether the chain exists in mangle or filter: a
+// rule set (or one from before the gate moved to mangle) is in place.
+func chainExists(ipt IPTables, chain string) (bool, error) {
+	for _, table := range []string{mangleTable, filterTable} {
+		ok, err := ipt.ChainExists(table, chain)
+		if err != nil || ok {
+			return ok, err
+		}
+	}
+	return false, nil
 }
 
 // Config returns the configuration Apply last installed, and whether
@@ -186,57 +198,88 @@ func (k *Keeper) Repair() []Finding {
 	return found
 }
 
-// State is one family's rule set as iptables lists it ("iptables -S"):
+// State is one family's rule set as iptables lists it ("iptables-save"):
 // what Repair compares, in iptables' own spelling of the rules.
 type State struct {
-	Input    []string // INPUT's rules, "-A INPUT ..."
-	Chain    []string // the chain's rules, "-A CHAIN ..."
-	HasChain bool     // the chain exists
+	Tables []TableState // one per table of the rule set: mangle, filter
 }
 
-// Inspect reads INPUT and c's chain with one Save.
+// TableState is the rule set's share of one table as listed.
+type TableState struct {
+	Table    string              // "mangle" or "filter"
+	Hooks    map[string][]string // built-in chain → its rules, "-A CHAIN ..."
+	Chain    []string            // the chain's rules, "-A CHAIN ..."
+	HasChain bool                // the chain exists
+}
+
+// Inspect reads the built-in chains that jump to c's chain, and the chain,
+// in every table of the rule set, with one Save per table.
 func Inspect(ipt IPTables, c Config) (State, error) {
-	text, err := ipt.Save()
-	if err != nil {
-		return State{}, fmt.Errorf("read the filter table: %w", err)
-	}
 	var s State
-	for _, l := range strings.Split(text, "\n") {
-		switch l = strings.TrimSpace(l); {
-		case strings.HasPrefix(l, ":"+c.Chain+" "):
-			s.HasChain = true
-		case strings.HasPrefix(l, "-A "+inputChain+" "):
-			s.Input = append(s.Input, l)
-		case strings.HasPrefix(l, "-A "+c.Chain+" "):
-			s.Chain = append(s.Chain, l)
+	for _, p := range c.parts(false) {
+		text, err := ipt.Save(p.table)
+		if err != nil {
+			return State{}, fmt.Errorf("read the %s table: %w", p.table, err)
 		}
+		ts := TableState{Table: p.table, Hooks: map[string][]string{}}
+		for _, l := range strings.Split(text, "\n") {
+			l = strings.TrimSpace(l)
+			if strings.HasPrefix(l, ":"+c.Chain+" ") {
+				ts.HasChain = true
+				continue
+			}
+			if strings.HasPrefix(l, "-A "+c.Chain+" ") {
+				ts.Chain = append(ts.Chain, l)
+				continue
+			}
+			for _, h := range p.hooks {
+				if strings.HasPrefix(l, "-A "+h.chain+" ") {
+					ts.Hooks[h.chain] = append(ts.Hooks[h.chain], l)
+				}
+			}
+		}
+		s.Tables = append(s.Tables, ts)
 	}
 	return s, nil
 }
 
 // Problem says how got fails to protect as want (the state right after
-// Apply) did, in words for the operator; "" when it does not. The jump
-// must be INPUT's first rule, since any rule above it could accept a
-// protected port; surplus jumps further down are harmless.
+// Apply) did, in words for the operator; "" when it does not. Every jump
+// must be its built-in chain's first rule, since any rule above it could
+// accept (or, in mangle, let through) a protected port; surplus jumps
+// further down are harmless.
 func (want State) Problem(c Config, got State) string {
-	if !got.HasChain {
-		return fmt.Sprintf("chain %s is missing", c.Chain)
+	for i, p := range c.parts(false) {
+		if i >= len(got.Tables) || i >= len(want.Tables) {
+			return fmt.Sprintf("the %s table was not read", p.table)
+		}
+		g := got.Tables[i]
+		if !g.HasChain {
+			return fmt.Sprintf("chain %s is missing from the %s table", c.Chain, p.table)
+		}
+		for _, h := range p.hooks {
+			rules := g.Hooks[h.chain]
+			switch positions := positionsOf(rules, h.rule()); {
+			case len(positions) == 0:
+				return fmt.Sprintf("%s %s has no jump to %s", p.table, h.chain, c.Chain)
+			case positions[0] != 1:
+				return fmt.Sprintf("the jump to %s is at %s %s position %d, behind %q", c.Chain, p.table, h.chain, positions[0], rules[0])
+			}
+		}
+		if problem := chainProblem(p.table, c.Chain, want.Tables[i].Chain, g.Chain); problem != "" {
+			return problem
+		}
 	}
-	switch positions := positionsOf(got.Input, c.jumpRule()); {
-	case len(positions) == 0:
-		return fmt.Sprintf("%s has no jump to %s", inputChain, c.Chain)
-	case positions[0] != 1:
-		return fmt.Sprintf("the jump to %s is at %s position %d, behind %q", c.Chain, inputChain, positions[0], got.Input[0])
-	}
-	return chainProblem(c.Chain, want.Chain, got.Chain)
+	return ""
 }
 
 // chainProblem names the first difference between the chain's rules as
 // applied (want) and as found (got).
-func chainProblem(chain string, want, got []string) string {
+func chainProblem(table, chain string, want, got []string) string {
 	if slices.Equal(want, got) {
 		return ""
 	}
+	chain += " (" + table + ")"
 	if len(got) == 0 {
 		return fmt.Sprintf("chain %s was flushed (0 of %d rules left)", chain, len(want))
 	}

@@ -41,42 +41,74 @@ func (c Config) Script(action string) (string, error) {
 		}
 		// A kernel without IPv6 (ipv6.disable=1) needs no IPv6 rules.
 		fmt.Fprintf(&b, "if [ -e %s ]; then\n", inet6Path)
-		for _, line := range strings.SplitAfter(body.String(), "\n") {
-			if line != "" {
-				b.WriteString("\t" + line)
-			}
-		}
+		b.WriteString(indent(body.String()))
 		b.WriteString("fi\n")
 	}
 	return b.String(), nil
 }
 
-// writeApply writes the commands of Apply for one family: one
+// writeApply writes the commands of Apply for one family: per table, one
 // iptables-restore transaction replaces the chain's contents whole (and
-// puts the jump first in INPUT when it is not), then surplus jumps are
-// deleted.
+// puts the jumps first where they are not), then surplus jumps are
+// deleted; the tables go in the order of applyOrder.
 func (c Config) writeApply(b *strings.Builder, ipt string, ipv6 bool) {
+	parts := c.parts(ipv6)
+	var blocks [2]string
+	for i, p := range parts {
+		var pb strings.Builder
+		c.writeApplyPart(&pb, ipt, p)
+		blocks[i] = indent(pb.String())
+	}
+	fmt.Fprintf(b, "if %s -t %s -S %s >/dev/null 2>&1; then\n", ipt, filterTable, shellQuote(c.Chain))
+	b.WriteString(blocks[0] + blocks[1] + "else\n" + blocks[1] + blocks[0] + "fi\n")
+}
+
+// writeApplyPart writes the commands of applyPart.
+func (c Config) writeApplyPart(b *strings.Builder, ipt string, p part) {
 	restore := strings.Replace(ipt, "tables -w", "tables-restore -w 5 --noflush", 1)
-	jump := c.jumpRule()
-	fmt.Fprintf(b, "if [ \"$(%s -S INPUT | grep '^-A ' | head -n 1)\" = %s ]; then\n", ipt, shellQuote(jump))
-	fmt.Fprintf(b, "\tjump=\nelse\n\tjump=%s\nfi\n", shellQuote("-I INPUT 1 "+strings.Join(c.Jump(), " ")))
+	tipt := ipt + " -t " + p.table
+	for i, h := range p.hooks {
+		fmt.Fprintf(b, "if [ \"$(%s -S %s | grep '^-A ' | head -n 1)\" = %s ]; then\n", tipt, h.chain, shellQuote(h.rule()))
+		fmt.Fprintf(b, "\tjump%d=\nelse\n\tjump%d=%s\nfi\n", i, i, shellQuote("-I "+h.chain+" 1 "+strings.Join(h.jump, " ")))
+	}
 	fmt.Fprintf(b, "%s <<-EOF\n", restore)
-	for _, line := range strings.Split(strings.TrimSuffix(c.restoreInput(ipv6, false), "COMMIT\n"), "\n") {
+	for _, line := range strings.Split(strings.TrimSuffix(p.restoreInput(c.Chain, nil), "COMMIT\n"), "\n") {
 		if line != "" {
 			b.WriteString(line + "\n")
 		}
 	}
-	b.WriteString("$jump\nCOMMIT\nEOF\n")
-	fmt.Fprintf(b, "for n in $(%s -S INPUT | grep '^-A ' | grep -nxF -- %s | cut -d: -f1 | sort -rn); do\n", ipt, shellQuote(jump))
-	fmt.Fprintf(b, "\t[ \"$n\" -eq 1 ] || %s -D INPUT \"$n\"\ndone\n", ipt)
+	for i := range p.hooks {
+		fmt.Fprintf(b, "$jump%d\n", i)
+	}
+	b.WriteString("COMMIT\nEOF\n")
+	for _, h := range p.hooks {
+		fmt.Fprintf(b, "for n in $(%s -S %s | grep '^-A ' | grep -nxF -- %s | cut -d: -f1 | sort -rn); do\n", tipt, h.chain, shellQuote(h.rule()))
+		fmt.Fprintf(b, "\t[ \"$n\" -eq 1 ] || %s -D %s \"$n\"\ndone\n", tipt, h.chain)
+	}
 }
 
 // writeRemove writes the commands of Remove for one family.
 func (c Config) writeRemove(b *strings.Builder, ipt string) {
 	chain := shellQuote(c.Chain)
-	fmt.Fprintf(b, "if %s -S %s >/dev/null 2>&1; then\n", ipt, chain)
-	fmt.Fprintf(b, "\twhile %s -D INPUT %s 2>/dev/null; do :; done\n", ipt, shellJoin(c.Jump()))
-	fmt.Fprintf(b, "\t%s -F %s\n\t%s -X %s\nfi\n", ipt, chain, ipt, chain)
+	for _, p := range c.parts(false) {
+		tipt := ipt + " -t " + p.table
+		fmt.Fprintf(b, "if %s -S %s >/dev/null 2>&1; then\n", tipt, chain)
+		for _, h := range p.hooks {
+			fmt.Fprintf(b, "\twhile %s -D %s %s 2>/dev/null; do :; done\n", tipt, h.chain, shellJoin(h.jump))
+		}
+		fmt.Fprintf(b, "\t%s -F %s\n\t%s -X %s\nfi\n", tipt, chain, tipt, chain)
+	}
+}
+
+// indent puts a tab in front of every line of s.
+func indent(s string) string {
+	var b strings.Builder
+	for _, line := range strings.SplitAfter(s, "\n") {
+		if line != "" {
+			b.WriteString("\t" + line)
+		}
+	}
+	return b.String()
 }
 
 // shellJoin quotes each argument for sh and joins them with spaces.

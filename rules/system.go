@@ -38,12 +38,12 @@ func (s systemTables) Restore(input string) error {
 	return nil
 }
 
-// Save runs iptables-save -t filter.
-func (s systemTables) Save() (string, error) {
+// Save runs iptables-save -t table.
+func (s systemTables) Save(table string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), restoreTimeout)
 	defer cancel()
 	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, s.save, "-t", "filter")
+	cmd := exec.CommandContext(ctx, s.save, "-t", table)
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {

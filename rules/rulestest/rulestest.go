@@ -1,5 +1,6 @@
-// Package rulestest provides Table, an in-memory stand-in for iptables that
-// satisfies rules.IPTables, for tests that must not need root.
+// Package rulestest provides Table, an in-memory stand-in for one address
+// family's iptables (its filter and mangle tables) that satisfies
+// rules.IPTables, for tests that must not need root.
 package rulestest
 
 import (
@@ -10,29 +11,36 @@ import (
 	"sync"
 )
 
-// builtin lists the filter table's built-in chains, which always exist.
-var builtin = []string{"INPUT", "FORWARD", "OUTPUT"}
+// builtins lists each table's built-in chains, which always exist.
+var builtins = map[string][]string{
+	"filter": {"INPUT", "FORWARD", "OUTPUT"},
+	"mangle": {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"},
+}
 
-// Table is an in-memory filter table. Rules are stored as their specs
-// joined with single spaces and compared exactly, without the
-// normalisation real iptables applies. It is safe for concurrent use, as
-// the kernel's tables are: a daemon may repair while a test tampers.
+// Table is an in-memory iptables of one address family: its filter and
+// mangle tables. Rules are stored as their specs joined with single spaces
+// and compared exactly, without the normalisation real iptables applies.
+// It is safe for concurrent use, as the kernel's tables are: a daemon may
+// repair while a test tampers.
 type Table struct {
 	mu     sync.Mutex
-	chains map[string][]string // chain name → rule specs, in order
+	tables map[string]map[string][]string // table → chain name → rule specs, in order
 	// FailOn, when set, is called before every change (op is "NewChain",
 	// "ClearChain", "DeleteChain", "Append", "Insert", "Delete",
-	// "DeleteById", or "Restore" and "Save", whose chain is ""); a non-nil result
-	// fails that call unchanged. It runs with the table locked, so it
-	// must not call the table's methods.
+	// "DeleteById", or "Restore" and "Save", whose chain is the table's
+	// name); a non-nil result fails that call unchanged. It runs with the
+	// table locked, so it must not call the table's methods.
 	FailOn func(op, chain string, rulespec []string) error
 }
 
-// New returns a filter table with empty built-in chains.
+// New returns filter and mangle tables with empty built-in chains.
 func New() *Table {
-	t := &Table{chains: map[string][]string{}}
-	for _, c := range builtin {
-		t.chains[c] = nil
+	t := &Table{tables: map[string]map[string][]string{}}
+	for table, chains := range builtins {
+		t.tables[table] = map[string][]string{}
+		for _, c := range chains {
+			t.tables[table][c] = nil
+		}
 	}
 	return t
 }
@@ -44,20 +52,27 @@ func (t *Table) SetFailOn(f func(op, chain string, rulespec []string) error) {
 	t.FailOn = f
 }
 
-// Rules returns chain's rule specs, each joined with spaces, or nil when
-// the chain does not exist.
-func (t *Table) Rules(chain string) []string {
+// Rules returns the filter table's chain's rule specs, each joined with
+// spaces, or nil when the chain does not exist.
+func (t *Table) Rules(chain string) []string { return t.TableRules("filter", chain) }
+
+// TableRules returns a chain's rule specs in table, each joined with
+// spaces, or nil when the chain does not exist.
+func (t *Table) TableRules(table, chain string) []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return slices.Clone(t.chains[chain])
+	return slices.Clone(t.tables[table][chain])
 }
 
-// Chains returns the names of the chains, sorted.
-func (t *Table) Chains() []string {
+// Chains returns the names of the filter table's chains, sorted.
+func (t *Table) Chains() []string { return t.TableChains("filter") }
+
+// TableChains returns the names of table's chains, sorted.
+func (t *Table) TableChains(table string) []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var names []string
-	for c := range t.chains {
+	for c := range t.tables[table] {
 		names = append(names, c)
 	}
 	slices.Sort(names)
@@ -72,10 +87,11 @@ func (t *Table) fail(op, chain string, spec []string) error {
 }
 
 func (t *Table) lookup(table, chain string) ([]string, error) {
-	if table != "filter" {
+	chains, ok := t.tables[table]
+	if !ok {
 		return nil, fmt.Errorf("rulestest: table %q not supported", table)
 	}
-	rules, ok := t.chains[chain]
+	rules, ok := chains[chain]
 	if !ok {
 		return nil, fmt.Errorf("rulestest: no chain %q", chain)
 	}
@@ -100,7 +116,7 @@ func (t *Table) NewChain(table, chain string) error {
 	if err := t.fail("NewChain", chain, nil); err != nil {
 		return err
 	}
-	t.chains[chain] = nil
+	t.tables[table][chain] = nil
 	return nil
 }
 
@@ -108,10 +124,13 @@ func (t *Table) NewChain(table, chain string) error {
 func (t *Table) ClearChain(table, chain string) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if _, ok := t.tables[table]; !ok {
+		return fmt.Errorf("rulestest: table %q not supported", table)
+	}
 	if err := t.fail("ClearChain", chain, nil); err != nil {
 		return err
 	}
-	t.chains[chain] = nil
+	t.tables[table][chain] = nil
 	return nil
 }
 
@@ -123,12 +142,12 @@ func (t *Table) DeleteChain(table, chain string) error {
 	switch {
 	case err != nil:
 		return err
-	case slices.Contains(builtin, chain):
+	case slices.Contains(builtins[table], chain):
 		return fmt.Errorf("rulestest: cannot delete built-in chain %q", chain)
 	case len(rules) > 0:
 		return fmt.Errorf("rulestest: chain %q not empty", chain)
 	}
-	for name, rules := range t.chains {
+	for name, rules := range t.tables[table] {
 		for _, r := range rules {
 			if slices.Contains(strings.Fields(r), chain) {
 				return fmt.Errorf("rulestest: chain %q referenced from %q", chain, name)
@@ -138,7 +157,7 @@ func (t *Table) DeleteChain(table, chain string) error {
 	if err := t.fail("DeleteChain", chain, nil); err != nil {
 		return err
 	}
-	delete(t.chains, chain)
+	delete(t.tables[table], chain)
 	return nil
 }
 
@@ -153,7 +172,7 @@ func (t *Table) Append(table, chain string, rulespec ...string) error {
 	if err := t.fail("Append", chain, rulespec); err != nil {
 		return err
 	}
-	t.chains[chain] = append(rules, strings.Join(rulespec, " "))
+	t.tables[table][chain] = append(rules, strings.Join(rulespec, " "))
 	return nil
 }
 
@@ -171,7 +190,7 @@ func (t *Table) Insert(table, chain string, pos int, rulespec ...string) error {
 	if err := t.fail("Insert", chain, rulespec); err != nil {
 		return err
 	}
-	t.chains[chain] = slices.Insert(rules, pos-1, strings.Join(rulespec, " "))
+	t.tables[table][chain] = slices.Insert(rules, pos-1, strings.Join(rulespec, " "))
 	return nil
 }
 
@@ -201,7 +220,7 @@ func (t *Table) Delete(table, chain string, rulespec ...string) error {
 	if err := t.fail("Delete", chain, rulespec); err != nil {
 		return err
 	}
-	t.chains[chain] = slices.Delete(rules, i, i+1)
+	t.tables[table][chain] = slices.Delete(rules, i, i+1)
 	return nil
 }
 
@@ -219,7 +238,7 @@ func (t *Table) DeleteById(table, chain string, id int) error {
 	if err := t.fail("DeleteById", chain, []string{rules[id-1]}); err != nil {
 		return err
 	}
-	t.chains[chain] = slices.Delete(rules, id-1, id)
+	t.tables[table][chain] = slices.Delete(rules, id-1, id)
 	return nil
 }
 
@@ -233,7 +252,7 @@ func (t *Table) List(table, chain string) ([]string, error) {
 		return nil, err
 	}
 	head := "-N " + chain
-	if slices.Contains(builtin, chain) {
+	if slices.Contains(builtins[table], chain) {
 		head = "-P " + chain + " ACCEPT"
 	}
 	lines := []string{head}
@@ -257,16 +276,21 @@ func (t *Table) ListById(table, chain string, id int) (string, error) {
 	return "-A " + chain + " " + rules[id-1], nil
 }
 
-// Save renders the table as "iptables-save -t filter" would: chain
+// Save renders table as "iptables-save -t TABLE" would: chain
 // declarations (built-in chains first), then every rule, then COMMIT.
-func (t *Table) Save() (string, error) {
+func (t *Table) Save(table string) (string, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if err := t.fail("Save", "", nil); err != nil {
+	chains, ok := t.tables[table]
+	if !ok {
+		return "", fmt.Errorf("rulestest: table %q not supported", table)
+	}
+	if err := t.fail("Save", table, nil); err != nil {
 		return "", err
 	}
+	builtin := builtins[table]
 	var names []string
-	for c := range t.chains {
+	for c := range chains {
 		if !slices.Contains(builtin, c) {
 			names = append(names, c)
 		}
@@ -274,7 +298,7 @@ func (t *Table) Save() (string, error) {
 	slices.Sort(names)
 	names = append(slices.Clone(builtin), names...)
 	var b strings.Builder
-	b.WriteString("*filter\n")
+	b.WriteString("*" + table + "\n")
 	for _, c := range names {
 		policy := "-"
 		if slices.Contains(builtin, c) {
@@ -283,7 +307,7 @@ func (t *Table) Save() (string, error) {
 		fmt.Fprintf(&b, ":%s %s [0:0]\n", c, policy)
 	}
 	for _, c := range names {
-		for _, r := range t.chains[c] {
+		for _, r := range chains[c] {
 			fmt.Fprintf(&b, "-A %s %s\n", c, r)
 		}
 	}
@@ -291,29 +315,45 @@ func (t *Table) Save() (string, error) {
 	return b.String(), nil
 }
 
-// Restore applies an iptables-restore --noflush transaction of the filter
-// table: "*filter", chain declarations ":NAME - [0:0]" (created, or
+// Restore applies an iptables-restore --noflush transaction of one table:
+// "*filter" or "*mangle", chain declarations ":NAME - [0:0]" (created, or
 // flushed when they exist), "-A CHAIN spec", "-I CHAIN [N] spec",
 // "-D CHAIN spec", "COMMIT" and blank lines. Like the real one it changes
-// everything or, on any error (FailOn's op is "Restore"), nothing.
+// the table whole or, on any error (FailOn's op is "Restore"), not at all.
+// Input holding more than one table is refused: the real command commits
+// each table on its own, which the rules package must not rely on.
 func (t *Table) Restore(input string) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	work := map[string][]string{}
-	for name, rules := range t.chains {
-		work[name] = slices.Clone(rules)
-	}
+	var table string
+	var work map[string][]string
 	committed := false
 	for n, line := range strings.Split(input, "\n") {
 		f := strings.Fields(line)
-		if len(f) == 0 || committed {
+		if len(f) == 0 {
 			continue
 		}
 		bad := func(why string) error {
 			return fmt.Errorf("rulestest: restore line %d %q: %s", n+1, line, why)
 		}
+		if committed {
+			return bad("after COMMIT")
+		}
 		switch {
-		case f[0] == "*filter":
+		case strings.HasPrefix(f[0], "*"):
+			if work != nil {
+				return bad("a second table")
+			}
+			chains, ok := t.tables[f[0][1:]]
+			if !ok {
+				return bad("no such table")
+			}
+			table, work = f[0][1:], map[string][]string{}
+			for name, rules := range chains {
+				work[name] = slices.Clone(rules)
+			}
+		case work == nil:
+			return bad("before the table line")
 		case f[0] == "COMMIT":
 			committed = true
 		case strings.HasPrefix(f[0], ":"):
@@ -354,9 +394,9 @@ func (t *Table) Restore(input string) error {
 	if !committed {
 		return fmt.Errorf("rulestest: restore without COMMIT")
 	}
-	if err := t.fail("Restore", "", nil); err != nil {
+	if err := t.fail("Restore", table, nil); err != nil {
 		return err
 	}
-	t.chains = work
+	t.tables[table] = work
 	return nil
 }
