@@ -30,6 +30,13 @@ type Config struct {
 	CRLFile    string
 	CRLURL     string
 	CRLRefresh time.Duration
+	// CRLExtra are the CRLs of further CAs, one per CA (crl.extra).
+	CRLExtra []CRLSource
+	// CRLStaleRefuse refuses every knock while a CRL is past its next
+	// update (crl.stale: refuse); false keeps applying it, with warnings.
+	CRLStaleRefuse bool
+	// CRLRequired refuses a configuration in which a CA has no CRL.
+	CRLRequired bool
 
 	KnockTolerance time.Duration
 	KnockWorkers   int
@@ -125,9 +132,12 @@ var configKeys = map[string]map[string]keySetter{
 		"ca":            setString(func(c *Config) *string { return &c.ServerCA }),
 	},
 	"crl": {
-		"file":    setString(func(c *Config) *string { return &c.CRLFile }),
-		"url":     setString(func(c *Config) *string { return &c.CRLURL }),
-		"refresh": setDuration(func(c *Config) *time.Duration { return &c.CRLRefresh }, time.Second, 7*24*time.Hour),
+		"file":     setString(func(c *Config) *string { return &c.CRLFile }),
+		"url":      setString(func(c *Config) *string { return &c.CRLURL }),
+		"refresh":  setDuration(func(c *Config) *time.Duration { return &c.CRLRefresh }, time.Second, 7*24*time.Hour),
+		"extra":    setCRLExtra,
+		"stale":    setCRLStale,
+		"required": setBool(func(c *Config) *bool { return &c.CRLRequired }),
 	},
 	"knock": {
 		"ports":               setKnockPorts,
@@ -208,11 +218,8 @@ func ParseConfig(path string, data []byte) (Config, error) {
 	if c.ServerPasswordFile != "" && c.ServerPasswordEnv != "" {
 		return c, &ConfigError{Path: path, Key: "server.password_env", Msg: "set either server.password_file or server.password_env, not both"}
 	}
-	if c.CRLURL != "" && c.CRLFile == "" {
-		return c, &ConfigError{Path: path, Key: "crl.file", Msg: "required when crl.url is set (the fetched CRL is kept there)"}
-	}
-	if c.CRLURL != "" && !strings.HasPrefix(c.CRLURL, "http://") && !strings.HasPrefix(c.CRLURL, "https://") {
-		return c, &ConfigError{Path: path, Key: "crl.url", Msg: fmt.Sprintf("%q is not an http:// or https:// URL", c.CRLURL)}
+	if err := c.checkCRL(); err != nil {
+		return c, err
 	}
 	return c, nil
 }

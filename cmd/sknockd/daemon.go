@@ -36,10 +36,10 @@ type daemon struct {
 	holdQ  *queue.HoldReader
 	holder *gate.Holder
 
-	crlStamp fileStamp  // the CRL file the trust state was built from
-	fetch    Fetcher    // gets crl.url
-	marker   connMarker // ends the connections of revoked grants
-	hooks    hooks      // what tests observe; none in production
+	crl    *crlState  // the trust state's CRLs, their refresh and health (maintain.go)
+	fetch  Fetcher    // gets crl.url
+	marker connMarker // ends the connections of revoked grants
+	hooks  hooks      // what tests observe; none in production
 }
 
 // newLoggerAt returns the daemon's JSON logger at a level a reload can
@@ -85,6 +85,10 @@ type osDeps struct {
 	// marker marks the connections of grants a revocation ended; nil
 	// means none are marked.
 	marker connMarker
+	// healthEvery is how often the trust state's warnings (no CRL, a
+	// stale CRL, certificates near expiry) are logged again while they
+	// last; zero means healthEvery.
+	healthEvery time.Duration
 	// hooks report what the daemon did, for tests; the zero value has
 	// none.
 	hooks hooks
@@ -113,6 +117,12 @@ type hooks struct {
 	// the rules changed, with what it found and whether it restored them
 	// (Finding.Err).
 	repaired func([]rules.Finding)
+	// crlRefreshed is called after each CRL refresh (fetch and re-read
+	// of the CRL files, off the maintenance loop) has been handled by it.
+	crlRefreshed func(crlRefresh)
+	// healthLogged is called each time the trust state's warnings were
+	// logged again (at healthEvery), with them.
+	healthLogged func([]healthWarning)
 }
 
 // defaultWatchEvery checks the rules often enough to restore them within
@@ -151,7 +161,8 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 		return 1
 	}
 	defer lock.Close()
-	trust, info, warnings, err := loadTrust(ctx, cfg, sys.fetch)
+	crl := &crlState{done: make(chan crlRefresh, 1)}
+	trust, certs, info, warnings, err := loadTrust(ctx, cfg, trustLoad{which: fetchMissing, fetch: sys.fetch, validators: &crl.validators})
 	if err != nil {
 		fmt.Fprintf(stderr, "sknockd: %s: %v\n", cfg.Path, err)
 		return 2
@@ -165,8 +176,8 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 		return 1
 	}
 
-	d := &daemon{cfg: cfg, log: log, level: level, keeper: keeper, fetch: sys.fetch, hooks: sys.hooks, marker: sys.marker}
-	d.crlStamp = stampOf(cfg.CRLFile)
+	crl.certs, crl.info = certs, info
+	d := &daemon{cfg: cfg, log: log, level: level, keeper: keeper, fetch: sys.fetch, hooks: sys.hooks, marker: sys.marker, crl: crl}
 	d.decisions = newDecisionLog(log, decisionLogPerSecond)
 	engineCfg := gate.Config{
 		Policy:           cfg.Policy,
@@ -190,7 +201,7 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 		fmt.Fprintf(stderr, "sknockd: %v\n", err)
 		return 1
 	}
-	logTrust(log, "trust loaded", info)
+	logTrust(log, "trust loaded", info, d.engine.Now())
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -221,7 +232,7 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 		d.hooks.started()
 	}
 
-	status := d.loop(ctx, hup, readerDone)
+	status := d.loop(ctx, hup, readerDone, cmp.Or(sys.healthEvery, healthEvery))
 	stopReaders()
 	watching.Wait()
 	d.logStats()
@@ -233,23 +244,6 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 		zap.String("note", "protected ports stay closed until sknockd runs again; to uncover them: sknockd --remove-rules --config "+d.cfg.Path),
 	)
 	return status
-}
-
-// fileStamp identifies a version of a file cheaply.
-type fileStamp struct {
-	mod  time.Time
-	size int64
-}
-
-func stampOf(path string) fileStamp {
-	if path == "" {
-		return fileStamp{}
-	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fileStamp{}
-	}
-	return fileStamp{fi.ModTime(), fi.Size()}
 }
 
 // startReplayFile loads the replay memory kept in path into the engine

@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"sknock/gate"
+	"sknock/internal/crlfetch"
 	"sknock/internal/testpki"
 	"sknock/packet"
 	"sknock/packet/packettest"
@@ -175,7 +176,9 @@ func (f *fakeOS) deps() osDeps {
 			f.removed++
 			return errors.Join(rules.Remove(f.v4, c, false), rules.Remove(f.v6, c, true))
 		},
-		fetch: func(context.Context, string) ([]byte, error) { return nil, errors.New("no network in tests") },
+		fetch: func(context.Context, string, crlfetch.Validators) (crlfetch.Result, error) {
+			return crlfetch.Result{}, errors.New("no network in tests")
+		},
 		lock: func() (io.Closer, error) {
 			f.mu.Lock()
 			defer f.mu.Unlock()

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -109,20 +110,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if *check {
-		_, info, warnings, err := loadTrust(context.Background(), &cfg, nil)
-		if err != nil {
-			fmt.Fprintf(stderr, "sknockd: %s: %v\n", cfg.Path, err)
-			return 2
-		}
-		for _, w := range warnings {
-			fmt.Fprintf(stderr, "sknockd: warning: %v\n", w)
-		}
-		if info.CRLStale {
-			fmt.Fprintf(stderr, "sknockd: warning: crl.file %s is past its next update (%s); its revocations still apply\n", cfg.CRLFile, info.CRLNext.UTC().Format("2006-01-02T15:04:05Z"))
-		}
-		fmt.Fprintf(stdout, "sknockd: %s is valid: server %s, %d CA(s), %d revoked serial(s), protecting %s with policy %s\n",
-			cfg.Path, info.Server, len(info.CAs), info.CRLSerials, protectList(&cfg), cfg.Policy)
-		return 0
+		return checkConfig(&cfg, stdout, stderr, time.Now())
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

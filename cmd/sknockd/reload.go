@@ -21,6 +21,9 @@ var configValues = map[string]func(*Config) any{
 	"crl.file":                        func(c *Config) any { return c.CRLFile },
 	"crl.url":                         func(c *Config) any { return c.CRLURL },
 	"crl.refresh":                     func(c *Config) any { return c.CRLRefresh },
+	"crl.extra":                       func(c *Config) any { return c.CRLExtra },
+	"crl.stale":                       func(c *Config) any { return c.CRLStaleRefuse },
+	"crl.required":                    func(c *Config) any { return c.CRLRequired },
 	"knock.ports":                     func(c *Config) any { return [2]uint16{c.Rules.KnockFirst, c.Rules.KnockLast} },
 	"knock.min_length":                func(c *Config) any { return c.Rules.MinLength },
 	"knock.timestamp_tolerance":       func(c *Config) any { return c.KnockTolerance },
@@ -100,14 +103,8 @@ func (d *daemon) reload(ctx context.Context) (refreshChanged bool, err error) {
 	if len(needRestart) > 0 {
 		return false, fmt.Errorf("%s: %s changed; that takes a restart (which keeps the protected ports closed)", fresh.Path, strings.Join(needRestart, ", "))
 	}
-	var fetch Fetcher
-	if fresh.CRLURL != "" {
-		fetch = d.fetch
-	}
-	trust, info, warnings, err := loadTrust(ctx, &fresh, fetch)
-	for _, w := range warnings {
-		d.log.Warn("crl fetch failed, keeping the last good CRL", zap.Error(w))
-	}
+	// The files only: the fetch follows, off the loop (startCRLRefresh).
+	trust, certs, info, _, err := loadTrust(ctx, &fresh, trustLoad{which: fetchNone})
 	if err != nil {
 		return false, fmt.Errorf("%s: %w", fresh.Path, err)
 	}
@@ -124,10 +121,13 @@ func (d *daemon) reload(ctx context.Context) (refreshChanged bool, err error) {
 	}
 	d.endRevoked(d.engine.SetTrust(trust))
 	d.level.SetLevel(logLevel(fresh.LogLevel).Level())
-	d.crlStamp = stampOf(fresh.CRLFile)
+	d.crl.certs, d.crl.info = certs, info
 	refreshChanged = fresh.CRLRefresh != d.cfg.CRLRefresh
 	d.cfg = &fresh
-	logTrust(d.log, "trust reloaded (SIGHUP)", info)
+	logTrust(d.log, "trust reloaded (SIGHUP)", info, d.engine.Now())
+	if hasCRLURL(&fresh) {
+		d.startCRLRefresh(ctx)
+	}
 	d.log.Info("config reloaded", zap.Strings("changed", changed), zap.String("protect", protectList(&fresh)), zap.Stringer("policy", fresh.Policy))
 	return refreshChanged, nil
 }

@@ -2,22 +2,6 @@ package main
 
 import "go.uber.org/zap"
 
-// logTrust logs a trust state just loaded, and warns about a stale CRL.
-func logTrust(log *zap.Logger, msg string, info TrustInfo) {
-	fields := []zap.Field{
-		zap.String("server", info.Server),
-		zap.Strings("cas", info.CAs),
-		zap.Int("crl_revoked", info.CRLSerials),
-	}
-	if !info.CRLNext.IsZero() {
-		fields = append(fields, zap.Time("crl_next_update", info.CRLNext))
-	}
-	log.Info(msg, fields...)
-	if info.CRLStale {
-		log.Warn("CRL is past its next update; its revocations still apply, publish a new one", zap.Time("crl_next_update", info.CRLNext))
-	}
-}
-
 // logStats writes the "counters" line: the engine's and every reader's.
 func (d *daemon) logStats() {
 	s := d.engine.Snapshot()

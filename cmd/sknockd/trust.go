@@ -3,60 +3,102 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"sknock/gate"
+	"sknock/internal/crlfetch"
 	"sknock/internal/trustload"
 	"sknock/pki"
 )
 
-// maxCRLSize bounds a fetched CRL (a million revoked serials is ~40 MB).
-const maxCRLSize = 256 << 20
-
-// Fetcher gets the bytes at url; the daemon's is HTTP(S), tests pass a
+// Fetcher gets a CRL URL, conditionally on the validators of the version
+// this host holds; the daemon's is crlfetch over HTTP(S), tests pass a
 // fake.
-type Fetcher func(ctx context.Context, url string) ([]byte, error)
+type Fetcher func(ctx context.Context, url string, prev crlfetch.Validators) (crlfetch.Result, error)
 
-// httpFetch is the real Fetcher: one GET with a timeout and a size bound.
-func httpFetch(ctx context.Context, url string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("HTTP %s", resp.Status)
-	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxCRLSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > maxCRLSize {
-		return nil, fmt.Errorf("larger than %d bytes", maxCRLSize)
-	}
-	return data, nil
+// httpFetch is the real Fetcher: one conditional GET, bounded in time and
+// size, that never follows a redirect from https to http.
+var httpFetch Fetcher = crlfetch.New(nil).Fetch
+
+// crlValidators remember, per URL, the validators of the CRL last written
+// from it, so that the next fetch of an unchanged CRL is a 304. Safe for
+// concurrent use; the zero value is ready.
+type crlValidators struct {
+	mu    sync.Mutex
+	byURL map[string]crlfetch.Validators
 }
 
-// TrustInfo describes a loaded trust state, for logging.
+func (v *crlValidators) get(url string) crlfetch.Validators {
+	if v == nil {
+		return crlfetch.Validators{}
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.byURL[url]
+}
+
+func (v *crlValidators) set(url string, val crlfetch.Validators) {
+	if v == nil {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.byURL == nil {
+		v.byURL = map[string]crlfetch.Validators{}
+	}
+	v.byURL[url] = val
+}
+
+// TrustInfo describes a loaded trust state, for logging and warnings.
 type TrustInfo struct {
-	Server     string
-	CAs        []string
-	CRLSerials int
-	CRLNext    time.Time
-	CRLStale   bool
+	// Server is the server certificate's subject, ServerNotAfter its end.
+	Server         string
+	ServerNotAfter time.Time
+	// CAs are the CA certificates, each with the CRL that covers it.
+	CAs []CAInfo
+	// CRLs are the CRLs applied, in the configuration's order.
+	CRLs []CRLInfo
+	// Pending are the sources left out because their file does not
+	// exist yet (only with buildTrust's pendingOK, for --check).
+	Pending []CRLSource
+	// StaleRefuse is crl.stale: refuse.
+	StaleRefuse bool
+	// Digest identifies the contents of the CRL files the state was
+	// built from: a refresh that finds the same digest changes nothing.
+	Digest [sha256.Size]byte
+}
+
+// CAInfo describes one CA certificate.
+type CAInfo struct {
+	Subject  string
+	NotAfter time.Time
+	// CRL is the key of the source of its CRL ("crl", "crl.extra[0]"),
+	// or "" when no configured CRL is signed by it.
+	CRL string
+}
+
+// CRLInfo describes one CRL applied.
+type CRLInfo struct {
+	Key, File, Issuer      string
+	Serials                int
+	ThisUpdate, NextUpdate time.Time
+}
+
+// Serials returns how many serials the CRLs revoke together.
+func (i TrustInfo) Serials() int {
+	n := 0
+	for _, c := range i.CRLs {
+		n += c.Serials
+	}
+	return n
 }
 
 // readPassword returns the server bundle's password from the file or the
@@ -102,71 +144,138 @@ func keyedTrustError(err error) error {
 	return err
 }
 
-// loadTrust reads every file the trust state needs: the server bundle, the
-// CAs and the CRL, through trustload as `sknock inspect` does. With crl.url
-// set and fetch non-nil, it fetches the CRL first (keeping the file's copy
-// when the fetch fails). Nothing is half-loaded: it returns a whole Trust
-// or an error naming the key or file.
-func loadTrust(ctx context.Context, c *Config, fetch Fetcher) (*gate.Trust, TrustInfo, []error, error) {
-	var info TrustInfo
+// fetchWhich says which CRL URLs a trust load fetches.
+type fetchWhich int
+
+const (
+	fetchNone    fetchWhich = iota // read the files only (--check, SIGHUP)
+	fetchMissing                   // fetch the CRLs whose file does not exist yet (the start)
+	fetchAll                       // fetch every URL (the refresh)
+)
+
+// trustLoad is how loadTrust gets the CRLs.
+type trustLoad struct {
+	which      fetchWhich
+	fetch      Fetcher
+	validators *crlValidators
+	// pendingOK leaves out a CRL whose file does not exist yet but
+	// has a URL (--check: the start fetches it).
+	pendingOK bool
+}
+
+// loadCerts reads the server bundle and the CA certificates.
+func loadCerts(c *Config) (*trustload.Certs, error) {
 	pw, err := readPassword(c)
 	if err != nil {
-		return nil, info, nil, err
+		return nil, err
 	}
 	certs, err := trustload.LoadCerts(c.ServerPKCS12, pw, c.ServerCA)
 	if err != nil {
-		return nil, info, nil, keyedTrustError(err)
+		return nil, keyedTrustError(err)
 	}
 	if len(certs.CAs) == 0 { // before the CRL, which is checked against them
-		return nil, info, nil, fmt.Errorf("server.pkcs12: %s holds no CA certificate; name one in server.ca", c.ServerPKCS12)
+		return nil, fmt.Errorf("server.pkcs12: %s holds no CA certificate; name one in server.ca", c.ServerPKCS12)
 	}
-	var warnings []error
-	if c.CRLURL != "" && fetch != nil {
-		if err := fetchCRL(ctx, fetch, c.CRLURL, certs.CAs, c.CRLFile); err != nil {
-			warnings = append(warnings, fmt.Errorf("crl.url: %w (keeping %s)", err, c.CRLFile))
-		}
-	}
-	trust, crl, err := certs.Trust(c.CRLFile, c.KnockTolerance)
-	if err != nil {
-		return nil, info, warnings, keyedTrustError(err)
-	}
-	if crl != nil {
-		info.CRLSerials, info.CRLNext = crl.Len(), crl.NextUpdate
-		info.CRLStale = crl.Stale(time.Now())
-	}
-	info.Server = certs.Bundle.Cert.Subject.String()
-	for _, ca := range certs.CAs {
-		info.CAs = append(info.CAs, ca.Subject.String())
-	}
-	return trust, info, warnings, nil
+	return certs, nil
 }
 
-// fetchCRL downloads the CRL, checks it against the CAs, and only then
-// replaces dest atomically, so a bad download never overwrites a good CRL.
-func fetchCRL(ctx context.Context, fetch Fetcher, url string, cas []*x509.Certificate, dest string) error {
-	data, err := fetch(ctx, url)
+// loadTrust reads every file the trust state needs: the server bundle, the
+// CAs and the CRLs, through trustload as `sknock inspect` does, fetching
+// the CRLs first as how says. A failed fetch is a warning (the file's copy
+// stays); only a CRL that neither the fetch nor the file gives is an
+// error. Nothing is half-loaded: it returns a whole Trust or an error
+// naming the key or file.
+func loadTrust(ctx context.Context, c *Config, how trustLoad) (*gate.Trust, *trustload.Certs, TrustInfo, []error, error) {
+	certs, err := loadCerts(c)
 	if err != nil {
-		return fmt.Errorf("fetch %s: %w", url, err)
+		return nil, nil, TrustInfo{}, nil, err
 	}
-	fetched, err := pki.ParseCRL(data, cas)
+	warnings := fetchCRLs(ctx, c, certs.CAs, how)
+	trust, info, err := buildTrust(c, certs, how.pendingOK)
 	if err != nil {
-		return fmt.Errorf("fetched from %s: %w", url, err)
+		return nil, nil, info, warnings, err
 	}
-	if cur, err := os.ReadFile(dest); err == nil {
-		if bytes.Equal(cur, data) {
-			return nil // unchanged: keep the file, and the certificate cache
+	return trust, certs, info, warnings, nil
+}
+
+// fetchCRLs fetches the CRL sources' URLs as how says, each into its
+// file, and returns what failed as warnings.
+func fetchCRLs(ctx context.Context, c *Config, cas []*x509.Certificate, how trustLoad) []error {
+	if how.fetch == nil || how.which == fetchNone {
+		return nil
+	}
+	var warnings []error
+	for _, src := range crlSources(c) {
+		if src.URL == "" {
+			continue
+		}
+		if how.which == fetchMissing {
+			if _, err := os.Stat(src.File); !errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+		}
+		if err := fetchCRL(ctx, how.fetch, how.validators, src, cas); err != nil {
+			warnings = append(warnings, fmt.Errorf("%s: %w (keeping %s)", urlKey(src), err, src.File))
+		}
+	}
+	return warnings
+}
+
+// urlKey is the config key of a source's URL.
+func urlKey(src CRLSource) string {
+	if src.Key == "crl" {
+		return "crl.url"
+	}
+	return src.Key + ".url"
+}
+
+// fileKey is the config key of a source's file.
+func fileKey(src CRLSource) string {
+	if src.Key == "crl" {
+		return "crl.file"
+	}
+	return src.Key + ".file"
+}
+
+// fetchCRL downloads src's CRL (conditionally), checks it against the
+// CAs, and only then replaces the file atomically, so a bad download
+// never overwrites a good CRL. A 304 leaves the file as it is.
+func fetchCRL(ctx context.Context, fetch Fetcher, vals *crlValidators, src CRLSource, cas []*x509.Certificate) error {
+	prev := vals.get(src.URL)
+	if _, err := os.Stat(src.File); err != nil {
+		prev = crlfetch.Validators{} // nothing held: ask for the whole CRL
+	}
+	res, err := fetch(ctx, src.URL, prev)
+	if err != nil {
+		return err
+	}
+	if res.NotModified {
+		return nil
+	}
+	fetched, err := pki.ParseCRL(res.Data, cas)
+	if err != nil {
+		return fmt.Errorf("fetched from %s: %w", src.URL, err)
+	}
+	if cur, err := os.ReadFile(src.File); err == nil {
+		if bytes.Equal(cur, res.Data) {
+			vals.set(src.URL, res.Validators)
+			return nil // unchanged: keep the file
 		}
 		// An older CRL, from a stale mirror or an attacker on a plain
 		// http:// path, would un-revoke certificates: refuse it.
 		if old, err := pki.ParseCRL(cur, cas); err == nil && olderCRL(fetched, old) {
-			return fmt.Errorf("fetched from %s: CRL number %v (this update %s) is older than %s's %v (%s); keeping %s",
-				url, fetched.Number, fetched.ThisUpdate.UTC().Format(time.RFC3339), dest, old.Number, old.ThisUpdate.UTC().Format(time.RFC3339), dest)
+			return fmt.Errorf("fetched from %s: CRL number %v (this update %s) is older than %s's %v (%s)",
+				src.URL, fetched.Number, fetched.ThisUpdate.UTC().Format(time.RFC3339), src.File, old.Number, old.ThisUpdate.UTC().Format(time.RFC3339))
 		}
 	}
-	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(src.File), 0o755); err != nil {
 		return err
 	}
-	return pki.WriteFileAtomic(dest, data, 0o644)
+	if err := pki.WriteFileAtomic(src.File, res.Data, 0o644); err != nil {
+		return err
+	}
+	vals.set(src.URL, res.Validators)
+	return nil
 }
 
 // olderCRL reports whether a was issued before b: by CRL number when both
@@ -176,4 +285,79 @@ func olderCRL(a, b *pki.CRL) bool {
 		return a.Number.Cmp(b.Number) < 0
 	}
 	return a.ThisUpdate.Before(b.ThisUpdate)
+}
+
+// crlDigest hashes the contents of every CRL source's file, in order; a
+// file that cannot be read counts as empty.
+func crlDigest(c *Config) [sha256.Size]byte {
+	h := sha256.New()
+	for _, src := range crlSources(c) {
+		data, _ := os.ReadFile(src.File)
+		sum := sha256.Sum256(data)
+		fmt.Fprintf(h, "%s\x00", src.File)
+		h.Write(sum[:])
+	}
+	var out [sha256.Size]byte
+	h.Sum(out[:0])
+	return out
+}
+
+// buildTrust reads the CRL files and builds the trust state over certs:
+// every CRL signed by one of the CAs, no CA with two CRLs, every CA with
+// one when crl.required is set; the CRLs are combined (pki.Combine), and
+// made to refuse every knock once stale when crl.stale is refuse. With
+// pendingOK (--check), a source with a URL whose file does not exist yet
+// is left out and listed in info.Pending: the start fetches it.
+func buildTrust(c *Config, certs *trustload.Certs, pendingOK bool) (*gate.Trust, TrustInfo, error) {
+	info := TrustInfo{
+		Server:         certs.Bundle.Cert.Subject.String(),
+		ServerNotAfter: certs.Bundle.Cert.NotAfter,
+		StaleRefuse:    c.CRLStaleRefuse,
+		Digest:         crlDigest(c),
+	}
+	for _, ca := range certs.CAs {
+		info.CAs = append(info.CAs, CAInfo{Subject: ca.Subject.String(), NotAfter: ca.NotAfter})
+	}
+	var crls []*pki.CRL
+	for _, src := range crlSources(c) {
+		crl, err := pki.LoadCRL(src.File, certs.CAs)
+		if err != nil && pendingOK && src.URL != "" && errors.Is(err, fs.ErrNotExist) {
+			info.Pending = append(info.Pending, src)
+			continue
+		}
+		if err != nil {
+			if src.URL != "" && errors.Is(err, fs.ErrNotExist) {
+				err = fmt.Errorf("%w; no CRL: fetching %s gave none either", err, src.URL)
+			}
+			return nil, info, fmt.Errorf("%s: %w", fileKey(src), err)
+		}
+		for i, ca := range certs.CAs {
+			if ca != crl.Issuer {
+				continue
+			}
+			if info.CAs[i].CRL != "" {
+				return nil, info, fmt.Errorf("%s: %s is a second CRL of CA %s (the first is %s's); give each CA one CRL", fileKey(src), src.File, ca.Subject, info.CAs[i].CRL)
+			}
+			info.CAs[i].CRL = src.Key
+		}
+		info.CRLs = append(info.CRLs, CRLInfo{Key: src.Key, File: src.File, Issuer: crl.Issuer.Subject.String(),
+			Serials: crl.Len(), ThisUpdate: crl.ThisUpdate, NextUpdate: crl.NextUpdate})
+		crls = append(crls, crl)
+	}
+	if c.CRLRequired && len(info.Pending) == 0 {
+		for _, ca := range info.CAs {
+			if ca.CRL == "" {
+				return nil, info, fmt.Errorf("crl.required: CA %s has no CRL; name it in crl.file (or crl.extra for a further CA), or set crl.required: false", ca.Subject)
+			}
+		}
+	}
+	crl := pki.Combine(crls...)
+	if c.CRLStaleRefuse {
+		crl = crl.RefusingWhenStale()
+	}
+	trust, err := certs.TrustCRL(crl, c.KnockTolerance)
+	if err != nil {
+		return nil, info, keyedTrustError(err)
+	}
+	return trust, info, nil
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"sknock/internal/crlfetch"
 	"sknock/internal/testenv"
 	"sknock/pki"
 )
@@ -51,8 +52,10 @@ func TestLoadTrustFetchesCRL(t *testing.T) {
 			cfg := defaultConfig()
 			cfg.ServerPKCS12, cfg.ServerPasswordFile, cfg.ServerPasswordEnv = vectorPath(t, "server.pfx"), "", "SKNOCK_TEST_PW"
 			cfg.CRLFile, cfg.CRLURL = crlFile, "https://crl.invalid/ca.crl"
-			fetch := func(context.Context, string) ([]byte, error) { return tt.fetched, tt.fetchErr }
-			trust, info, warnings, err := loadTrust(context.Background(), &cfg, fetch)
+			fetch := func(context.Context, string, crlfetch.Validators) (crlfetch.Result, error) {
+				return crlfetch.Result{Data: tt.fetched}, tt.fetchErr
+			}
+			trust, _, info, warnings, err := loadTrust(context.Background(), &cfg, trustLoad{which: fetchAll, fetch: fetch})
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
 			}
@@ -62,8 +65,8 @@ func TestLoadTrustFetchesCRL(t *testing.T) {
 			if tt.wantErr {
 				return
 			}
-			if trust == nil || info.CRLSerials != 1 {
-				t.Errorf("trust %v, CRL serials %d, want the vectors' CRL with 1", trust, info.CRLSerials)
+			if trust == nil || info.Serials() != 1 {
+				t.Errorf("trust %v, CRL serials %d, want the vectors' CRL with 1", trust, info.Serials())
 			}
 			disk, _ := os.ReadFile(crlFile)
 			if !bytes.Equal(disk, tt.wantDisk) {
@@ -87,16 +90,18 @@ func TestFetchRefusesAnOlderCRL(t *testing.T) {
 	}
 
 	cfg.CRLURL = "http://crl.invalid/ca.crl"
-	stale := func(context.Context, string) ([]byte, error) { return before, nil }
-	_, info, warnings, err := loadTrust(context.Background(), &cfg, stale)
+	stale := func(context.Context, string, crlfetch.Validators) (crlfetch.Result, error) {
+		return crlfetch.Result{Data: before}, nil
+	}
+	_, _, info, warnings, err := loadTrust(context.Background(), &cfg, trustLoad{which: fetchAll, fetch: stale})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(warnings) != 1 || !strings.Contains(warnings[0].Error(), "older") {
 		t.Errorf("warnings = %v, want one saying the fetched CRL is older", warnings)
 	}
-	if info.CRLSerials != 1 {
-		t.Errorf("CRL in force revokes %d serials, want 1 (alice stays revoked)", info.CRLSerials)
+	if info.Serials() != 1 {
+		t.Errorf("CRL in force revokes %d serials, want 1 (alice stays revoked)", info.Serials())
 	}
 }
 
@@ -170,7 +175,7 @@ func TestLoadTrustErrorsNameTheKey(t *testing.T) {
 			cfg.ServerPKCS12, cfg.ServerPasswordFile, cfg.ServerPasswordEnv = bundle, "", "SKNOCK_TEST_PW"
 			cfg.CRLFile = vectorPath(t, "ca.crl")
 			tt.edit(&cfg)
-			_, _, _, err := loadTrust(context.Background(), &cfg, nil)
+			_, _, _, _, err := loadTrust(context.Background(), &cfg, trustLoad{})
 			if err == nil || !strings.HasPrefix(err.Error(), tt.wantErr) {
 				t.Errorf("loadTrust error = %v, want it to start with %q", err, tt.wantErr)
 			}

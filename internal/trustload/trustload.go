@@ -87,9 +87,19 @@ func (c *Certs) Trust(crlPath string, tolerance time.Duration) (*gate.Trust, *pk
 			return nil, nil, &Error{Input: CRL, Err: err}
 		}
 	}
-	trust, err := gate.NewTrust(c.Bundle, c.CAs, crl, tolerance)
+	trust, err := c.TrustCRL(crl, tolerance)
 	if err != nil {
-		return nil, nil, &Error{Input: Bundle, Err: fmt.Errorf("%s: %w", c.BundlePath, err)}
+		return nil, nil, err
 	}
 	return trust, crl, nil
+}
+
+// TrustCRL builds the trust state with a CRL already loaded (nil: nothing
+// is revoked), such as several CAs' CRLs combined with [pki.Combine].
+func (c *Certs) TrustCRL(crl *pki.CRL, tolerance time.Duration) (*gate.Trust, error) {
+	trust, err := gate.NewTrust(c.Bundle, c.CAs, crl, tolerance)
+	if err != nil {
+		return nil, &Error{Input: Bundle, Err: fmt.Errorf("%s: %w", c.BundlePath, err)}
+	}
+	return trust, nil
 }
