@@ -3,6 +3,7 @@ package rules_test
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -23,17 +24,63 @@ func joined(specs [][]string) []string {
 	return out
 }
 
-// checkApplied fails t unless tab holds exactly c's rules and INPUT holds
-// the jump once, at position 1, followed by others.
-func checkApplied(t *testing.T, tab *rulestest.Table, c rules.Config, ipv6 bool, others ...string) {
+// hooks are the built-in chains that jump to the chain first, by table.
+var hooks = []struct{ table, chain string }{
+	{"mangle", "PREROUTING"},
+	{"filter", "INPUT"},
+	{"filter", "FORWARD"},
+}
+
+// jumpOf is the jump from a built-in chain to c's chain as stored.
+func jumpOf(c rules.Config, chain string) string {
+	if chain == "FORWARD" {
+		return strings.Join(c.ForwardJump(), " ")
+	}
+	return strings.Join(c.Jump(), " ")
+}
+
+// checkApplied fails t unless tab holds exactly c's rule set: the gate
+// rules in mangle, the reject rules in filter, and each of PREROUTING
+// (mangle), INPUT and FORWARD (filter) holding its jump once, at position
+// 1, followed by others[that chain].
+func checkApplied(t *testing.T, tab *rulestest.Table, c rules.Config, ipv6 bool, others map[string][]string) {
 	t.Helper()
-	if diff := cmp.Diff(joined(c.Rules(ipv6)), tab.Rules(c.Chain)); diff != "" {
-		t.Errorf("chain %s (-want +got):\n%s", c.Chain, diff)
+	if diff := cmp.Diff(joined(c.Rules(ipv6)), tab.TableRules("mangle", c.Chain)); diff != "" {
+		t.Errorf("mangle chain %s (-want +got):\n%s", c.Chain, diff)
 	}
-	wantInput := append([]string{"-j " + c.Chain}, others...)
-	if diff := cmp.Diff(wantInput, tab.Rules("INPUT")); diff != "" {
-		t.Errorf("INPUT (-want +got):\n%s", diff)
+	if diff := cmp.Diff(joined(c.RejectRules(ipv6)), tab.TableRules("filter", c.Chain)); diff != "" {
+		t.Errorf("filter chain %s (-want +got):\n%s", c.Chain, diff)
 	}
+	for _, h := range hooks {
+		want := append([]string{jumpOf(c, h.chain)}, others[h.chain]...)
+		if diff := cmp.Diff(want, tab.TableRules(h.table, h.chain)); diff != "" {
+			t.Errorf("%s %s (-want +got):\n%s", h.table, h.chain, diff)
+		}
+	}
+	// The jumps are in their own tables only.
+	for _, h := range []struct{ table, chain string }{{"mangle", "INPUT"}, {"mangle", "FORWARD"}} {
+		if got := tab.TableRules(h.table, h.chain); len(got) != 0 {
+			t.Errorf("%s %s = %q, want it untouched (empty)", h.table, h.chain, got)
+		}
+	}
+}
+
+// oldLayout puts in tab what sknock installed before the gate moved to
+// mangle: the gate chain in filter (accepting, rejecting there) with
+// INPUT jumping to it first, and no mangle chain.
+func oldLayout(tab *rulestest.Table, c rules.Config) {
+	tab.NewChain("filter", c.Chain)
+	for _, r := range []string{
+		"-m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+		"-i lo -j ACCEPT",
+		"-p tcp -m tcp --dport 22 -j ACCEPT",
+		"-p tcp -m mark --mark 0x1/0x1 -j REJECT --reject-with tcp-reset",
+		"-p tcp -m tcp --dport 2000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 101",
+		"-p tcp -m tcp --dport 2000 -j DROP",
+	} {
+		tab.Append("filter", c.Chain, strings.Fields(r)...)
+	}
+	tab.Insert("filter", "INPUT", 1, c.Jump()...)
 }
 
 func TestApply(t *testing.T) {
@@ -41,46 +88,85 @@ func TestApply(t *testing.T) {
 		name string
 		give func(*rulestest.Table) // the state Apply finds
 		ipv6 bool
-		want []string // INPUT after the jump
+		want map[string][]string // each hook's rules after the jump
 	}{
 		{name: "fresh", give: func(*rulestest.Table) {}},
 		{name: "fresh v6", give: func(*rulestest.Table) {}, ipv6: true},
 		{
-			name: "leftover chain and jump after a crash",
+			name: "leftover chains and jumps after a crash",
 			give: func(tab *rulestest.Table) {
-				tab.NewChain("filter", "SKNOCK")
-				tab.Append("filter", "SKNOCK", "-p", "tcp", "-j", "ACCEPT")
-				tab.Append("filter", "SKNOCK", "-p", "udp", "-j", "ACCEPT")
+				for _, table := range []string{"mangle", "filter"} {
+					tab.NewChain(table, "SKNOCK")
+					tab.Append(table, "SKNOCK", "-p", "tcp", "-j", "ACCEPT")
+					tab.Append(table, "SKNOCK", "-p", "udp", "-j", "ACCEPT")
+				}
+				tab.Insert("mangle", "PREROUTING", 1, "-j", "SKNOCK")
 				tab.Insert("filter", "INPUT", 1, "-j", "SKNOCK")
+				tab.Insert("filter", "FORWARD", 1, "-m", "conntrack", "--ctstate", "DNAT", "-j", "SKNOCK")
 			},
+		},
+		{
+			name: "upgrade from the filter-only layout",
+			give: func(tab *rulestest.Table) { oldLayout(tab, designConfig(t)) },
 		},
 		{
 			name: "duplicate jumps from old runs",
 			give: func(tab *rulestest.Table) {
-				tab.NewChain("filter", "SKNOCK")
-				tab.Append("filter", "INPUT", "-j", "SKNOCK")
-				tab.Append("filter", "INPUT", "-i", "lo", "-j", "ACCEPT")
-				tab.Append("filter", "INPUT", "-j", "SKNOCK")
-				tab.Append("filter", "INPUT", "-j", "SKNOCK")
+				for _, h := range hooks {
+					tab.NewChain(h.table, "SKNOCK") // fails harmlessly the second time
+					jump := strings.Fields(jumpOf(designConfig(t), h.chain))
+					tab.Append(h.table, h.chain, jump...)
+					tab.Append(h.table, h.chain, "-i", "lo", "-j", "ACCEPT")
+					tab.Append(h.table, h.chain, jump...)
+					tab.Append(h.table, h.chain, jump...)
+				}
 			},
-			want: []string{"-i lo -j ACCEPT"},
+			want: map[string][]string{
+				"PREROUTING": {"-i lo -j ACCEPT"},
+				"INPUT":      {"-i lo -j ACCEPT"},
+				"FORWARD":    {"-i lo -j ACCEPT"},
+			},
 		},
 		{
-			name: "jump pushed down by another tool",
+			name: "jumps pushed down by another tool",
 			give: func(tab *rulestest.Table) {
-				tab.NewChain("filter", "SKNOCK")
-				tab.Append("filter", "INPUT", "-j", "SKNOCK")
-				tab.Insert("filter", "INPUT", 1, "-i", "lo", "-j", "ACCEPT")
+				for _, h := range hooks {
+					tab.NewChain(h.table, "SKNOCK")
+					tab.Append(h.table, h.chain, strings.Fields(jumpOf(designConfig(t), h.chain))...)
+					tab.Insert(h.table, h.chain, 1, "-i", "lo", "-j", "ACCEPT")
+				}
 			},
-			want: []string{"-i lo -j ACCEPT"},
+			want: map[string][]string{
+				"PREROUTING": {"-i lo -j ACCEPT"},
+				"INPUT":      {"-i lo -j ACCEPT"},
+				"FORWARD":    {"-i lo -j ACCEPT"},
+			},
 		},
 		{
-			name: "empty leftover chain without jump",
+			name: "one jump pushed down, the others in place",
 			give: func(tab *rulestest.Table) {
+				c := designConfig(t)
+				if err := rules.Apply(tab, c, false); err != nil {
+					t.Fatal(err)
+				}
+				tab.Insert("filter", "FORWARD", 1, "-j", "DOCKER-USER")
+			},
+			want: map[string][]string{"FORWARD": {"-j DOCKER-USER"}},
+		},
+		{
+			name: "empty leftover chains without jumps",
+			give: func(tab *rulestest.Table) {
+				tab.NewChain("mangle", "SKNOCK")
 				tab.NewChain("filter", "SKNOCK")
 				tab.Append("filter", "INPUT", "-p", "icmp", "-j", "ACCEPT")
+				tab.Append("filter", "FORWARD", "-j", "DOCKER-USER")
+				tab.Append("mangle", "PREROUTING", "-j", "MARK", "--set-xmark", "0x10/0x10")
 			},
-			want: []string{"-p icmp -j ACCEPT"},
+			want: map[string][]string{
+				"PREROUTING": {"-j MARK --set-xmark 0x10/0x10"},
+				"INPUT":      {"-p icmp -j ACCEPT"},
+				"FORWARD":    {"-j DOCKER-USER"},
+			},
 		},
 	}
 	for _, tt := range tests {
@@ -92,39 +178,159 @@ func TestApply(t *testing.T) {
 				if err := rules.Apply(tab, c, tt.ipv6); err != nil {
 					t.Fatalf("Apply: %v", err)
 				}
-				checkApplied(t, tab, c, tt.ipv6, tt.want...)
+				checkApplied(t, tab, c, tt.ipv6, tt.want)
 			}
 		})
 	}
 }
 
-// TestApplyIsOneTransaction checks that Apply over a leftover chain and a
-// pushed-down jump changes the chain only through one Restore, so no
-// packet meets a half-built chain; the only other change is the deletion
-// of the surplus jump.
-func TestApplyIsOneTransaction(t *testing.T) {
-	tab := rulestest.New()
-	c := designConfig(t)
-	tab.NewChain("filter", c.Chain)
-	tab.Append("filter", c.Chain, "-j", "DROP")
-	tab.Append("filter", "INPUT", "-i", "lo", "-j", "ACCEPT")
-	tab.Append("filter", "INPUT", "-j", c.Chain)
+// recordOps makes tab record every change (and Save) as "op chain", the
+// chain being the table's name for Restore and Save.
+func recordOps(tab *rulestest.Table) *[]string {
 	var ops []string
 	tab.FailOn = func(op, chain string, spec []string) error {
 		ops = append(ops, op+" "+chain)
 		return nil
 	}
+	return &ops
+}
+
+// TestApplyIsOneTransactionPerTable checks that Apply over leftover
+// chains and pushed-down jumps changes each table's chain only through
+// one Restore of that table, so no packet meets a half-built chain; the
+// only other changes are the deletions of the surplus jumps.
+func TestApplyIsOneTransactionPerTable(t *testing.T) {
+	tab := rulestest.New()
+	c := designConfig(t)
+	for _, h := range hooks {
+		tab.NewChain(h.table, c.Chain)
+		tab.Append(h.table, c.Chain, "-j", "DROP")
+		tab.Append(h.table, h.chain, "-i", "lo", "-j", "ACCEPT")
+		tab.Append(h.table, h.chain, strings.Fields(jumpOf(c, h.chain))...)
+	}
+	ops := recordOps(tab)
 	if err := rules.Apply(tab, c, false); err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]string{"Restore ", "DeleteById INPUT"}, ops); diff != "" {
+	// The filter chain exists, so the gate (mangle) goes first.
+	want := []string{"Restore mangle", "DeleteById PREROUTING", "Restore filter", "DeleteById INPUT", "DeleteById FORWARD"}
+	if diff := cmp.Diff(want, *ops); diff != "" {
 		t.Errorf("changes Apply made (-want +got):\n%s", diff)
 	}
-	checkApplied(t, tab, c, false, "-i lo -j ACCEPT")
+	tab.FailOn = nil
+	checkApplied(t, tab, c, false, map[string][]string{
+		"PREROUTING": {"-i lo -j ACCEPT"},
+		"INPUT":      {"-i lo -j ACCEPT"},
+		"FORWARD":    {"-i lo -j ACCEPT"},
+	})
+}
+
+// TestApplyOrder checks the order of the two tables' transactions, so
+// that there is never a moment without gate or rejection: on a fresh
+// host the filter chain (rejection) goes in before the gate that marks
+// packets for it; on an upgrade from the layout where the filter chain
+// was the gate, the mangle gate goes in first, and only then is the old
+// filter chain replaced by the reject rules. A failure of the second
+// transaction leaves the first in place and the second table untouched,
+// which is safe either way.
+func TestApplyOrder(t *testing.T) {
+	errBoom := errors.New("boom")
+	c := designConfig(t)
+	restores := func(ops []string) []string {
+		var out []string
+		for _, op := range ops {
+			if strings.HasPrefix(op, "Restore ") {
+				out = append(out, op)
+			}
+		}
+		return out
+	}
+
+	t.Run("fresh: filter before mangle", func(t *testing.T) {
+		tab := rulestest.New()
+		ops := recordOps(tab)
+		if err := rules.Apply(tab, c, false); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff([]string{"Restore filter", "Restore mangle"}, restores(*ops)); diff != "" {
+			t.Errorf("transactions (-want +got):\n%s", diff)
+		}
+		tab.FailOn = nil
+		checkApplied(t, tab, c, false, nil)
+	})
+
+	t.Run("fresh, the gate fails: rejection only", func(t *testing.T) {
+		tab := rulestest.New()
+		tab.FailOn = func(op, chain string, spec []string) error {
+			if op == "Restore" && chain == "mangle" {
+				return errBoom
+			}
+			return nil
+		}
+		err := rules.Apply(tab, c, false)
+		if !errors.Is(err, errBoom) || !contains(err.Error(), "iptables") || !contains(err.Error(), "mangle") {
+			t.Fatalf("Apply = %v, want boom naming iptables and mangle", err)
+		}
+		if diff := cmp.Diff([]string{"FORWARD", "INPUT", "OUTPUT", "POSTROUTING", "PREROUTING"}, tab.TableChains("mangle")); diff != "" {
+			t.Errorf("mangle chains (-want +got):\n%s", diff)
+		}
+		if got := tab.TableRules("mangle", "PREROUTING"); len(got) != 0 {
+			t.Errorf("mangle PREROUTING = %q, want it untouched", got)
+		}
+		if diff := cmp.Diff(joined(c.RejectRules(false)), tab.Rules(c.Chain)); diff != "" {
+			t.Errorf("filter chain (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("upgrade: mangle first, then the filter chain holds only the reject rules", func(t *testing.T) {
+		tab := rulestest.New()
+		oldLayout(tab, c)
+		ops := recordOps(tab)
+		if err := rules.Apply(tab, c, false); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff([]string{"Restore mangle", "Restore filter"}, restores(*ops)); diff != "" {
+			t.Errorf("transactions (-want +got):\n%s", diff)
+		}
+		tab.FailOn = nil
+		checkApplied(t, tab, c, false, nil)
+		if diff := cmp.Diff(joined(c.RejectRules(false)), tab.Rules(c.Chain)); diff != "" {
+			t.Errorf("old filter chain after the upgrade (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("upgrade, the filter table fails: gated twice, never not at all", func(t *testing.T) {
+		tab := rulestest.New()
+		oldLayout(tab, c)
+		before := tab.Rules(c.Chain)
+		tab.FailOn = func(op, chain string, spec []string) error {
+			if op == "Restore" && chain == "filter" {
+				return errBoom
+			}
+			return nil
+		}
+		err := rules.Apply(tab, c, false)
+		if !errors.Is(err, errBoom) || !contains(err.Error(), "filter") {
+			t.Fatalf("Apply = %v, want boom naming the filter table", err)
+		}
+		tab.FailOn = nil
+		if diff := cmp.Diff(joined(c.Rules(false)), tab.TableRules("mangle", c.Chain)); diff != "" {
+			t.Errorf("mangle chain (-want +got):\n%s", diff)
+		}
+		if diff := cmp.Diff([]string{"-j " + c.Chain}, tab.TableRules("mangle", "PREROUTING")); diff != "" {
+			t.Errorf("mangle PREROUTING (-want +got):\n%s", diff)
+		}
+		if diff := cmp.Diff(before, tab.Rules(c.Chain)); diff != "" {
+			t.Errorf("the old filter chain changed (-want +got):\n%s", diff)
+		}
+		if diff := cmp.Diff([]string{"-j " + c.Chain}, tab.Rules("INPUT")); diff != "" {
+			t.Errorf("filter INPUT (-want +got):\n%s", diff)
+		}
+	})
 }
 
 // TestApplyFailsWhole checks that a failing transaction changes nothing
-// and that the error names the family and the chain.
+// and that the error names the family, the table and the chain.
 func TestApplyFailsWhole(t *testing.T) {
 	errBoom := errors.New("boom")
 	for _, leftover := range []bool{false, true} {
@@ -132,25 +338,41 @@ func TestApplyFailsWhole(t *testing.T) {
 			tab := rulestest.New()
 			c := designConfig(t)
 			if leftover {
-				tab.NewChain("filter", c.Chain)
-				tab.Append("filter", c.Chain, "-j", "DROP")
-				tab.Insert("filter", "INPUT", 1, "-j", c.Chain)
+				for _, h := range hooks {
+					tab.NewChain(h.table, c.Chain)
+					tab.Append(h.table, c.Chain, "-j", "DROP")
+					tab.Insert(h.table, h.chain, 1, strings.Fields(jumpOf(c, h.chain))...)
+				}
 			}
-			before := tab.Chains()
-			beforeChain, beforeInput := tab.Rules(c.Chain), tab.Rules("INPUT")
+			type snapshot map[string][]string
+			snap := func() snapshot {
+				s := snapshot{}
+				for _, table := range []string{"mangle", "filter"} {
+					s[table] = tab.TableChains(table)
+					for _, chain := range tab.TableChains(table) {
+						s[table+" "+chain] = tab.TableRules(table, chain)
+					}
+				}
+				return s
+			}
+			before := snap()
 			tab.FailOn = func(op, chain string, spec []string) error { return errBoom }
 			err := rules.Apply(tab, c, true)
 			if !errors.Is(err, errBoom) || !contains(err.Error(), "ip6tables") || !contains(err.Error(), c.Chain) {
 				t.Fatalf("Apply = %v, want boom naming ip6tables and %s", err, c.Chain)
 			}
-			if diff := cmp.Diff(before, tab.Chains()); diff != "" {
-				t.Errorf("chains (-want +got):\n%s", diff)
+			// The first table's transaction failed: the first of
+			// filter (fresh) or mangle (leftover).
+			first := "filter"
+			if leftover {
+				first = "mangle"
 			}
-			if diff := cmp.Diff(beforeChain, tab.Rules(c.Chain)); diff != "" {
-				t.Errorf("chain (-want +got):\n%s", diff)
+			if !contains(err.Error(), first) {
+				t.Errorf("Apply = %v, want it to name the %s table", err, first)
 			}
-			if diff := cmp.Diff(beforeInput, tab.Rules("INPUT")); diff != "" {
-				t.Errorf("INPUT (-want +got):\n%s", diff)
+			tab.FailOn = nil
+			if diff := cmp.Diff(before, snap()); diff != "" {
+				t.Errorf("tables (-want +got):\n%s", diff)
 			}
 		})
 	}
@@ -192,24 +414,79 @@ func TestHashlimitNameFollowsRate(t *testing.T) {
 	}
 }
 
+// TestRemove checks that Remove takes out both tables' chains and all
+// three jumps, duplicates included, and leaves every other rule; a second
+// Remove finds nothing to do.
 func TestRemove(t *testing.T) {
+	for _, layout := range []string{"current", "old"} {
+		t.Run(layout, func(t *testing.T) {
+			tab := rulestest.New()
+			c := designConfig(t)
+			tab.Append("filter", "INPUT", "-p", "icmp", "-j", "ACCEPT")
+			tab.Append("filter", "FORWARD", "-j", "DOCKER-USER")
+			tab.Append("mangle", "PREROUTING", "-j", "MARK", "--set-xmark", "0x10/0x10")
+			if layout == "old" {
+				oldLayout(tab, c)
+			} else {
+				if err := rules.Apply(tab, c, false); err != nil {
+					t.Fatal(err)
+				}
+				for _, h := range hooks { // stray duplicates
+					tab.Append(h.table, h.chain, strings.Fields(jumpOf(c, h.chain))...)
+				}
+			}
+			for i := range 2 {
+				if err := rules.Remove(tab, c, false); err != nil {
+					t.Fatalf("Remove #%d: %v", i+1, err)
+				}
+				if diff := cmp.Diff([]string{"FORWARD", "INPUT", "OUTPUT"}, tab.TableChains("filter")); diff != "" {
+					t.Errorf("filter chains (-want +got):\n%s", diff)
+				}
+				if diff := cmp.Diff([]string{"FORWARD", "INPUT", "OUTPUT", "POSTROUTING", "PREROUTING"}, tab.TableChains("mangle")); diff != "" {
+					t.Errorf("mangle chains (-want +got):\n%s", diff)
+				}
+				for _, w := range []struct {
+					table, chain string
+					want         []string
+				}{
+					{"filter", "INPUT", []string{"-p icmp -j ACCEPT"}},
+					{"filter", "FORWARD", []string{"-j DOCKER-USER"}},
+					{"mangle", "PREROUTING", []string{"-j MARK --set-xmark 0x10/0x10"}},
+				} {
+					if diff := cmp.Diff(w.want, tab.TableRules(w.table, w.chain)); diff != "" {
+						t.Errorf("%s %s (-want +got):\n%s", w.table, w.chain, diff)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestRemoveFailsNamingTable checks that a failing step of Remove names
+// the family, the table and the step.
+func TestRemoveFailsNamingTable(t *testing.T) {
+	errBoom := errors.New("boom")
 	tab := rulestest.New()
 	c := designConfig(t)
-	tab.Append("filter", "INPUT", "-p", "icmp", "-j", "ACCEPT")
-	if err := rules.Apply(tab, c, false); err != nil {
+	if err := rules.Apply(tab, c, true); err != nil {
 		t.Fatal(err)
 	}
-	tab.Append("filter", "INPUT", "-j", c.Chain) // a stray duplicate
-	for i := range 2 {
-		if err := rules.Remove(tab, c, false); err != nil {
-			t.Fatalf("Remove #%d: %v", i+1, err)
+	tab.FailOn = func(op, chain string, spec []string) error {
+		if op == "Delete" && chain == "FORWARD" {
+			return errBoom
 		}
-		if diff := cmp.Diff([]string{"FORWARD", "INPUT", "OUTPUT"}, tab.Chains()); diff != "" {
-			t.Errorf("chains (-want +got):\n%s", diff)
-		}
-		if diff := cmp.Diff([]string{"-p icmp -j ACCEPT"}, tab.Rules("INPUT")); diff != "" {
-			t.Errorf("INPUT (-want +got):\n%s", diff)
-		}
+		return nil
+	}
+	err := rules.Remove(tab, c, true)
+	if !errors.Is(err, errBoom) || !contains(err.Error(), "ip6tables") || !contains(err.Error(), "filter FORWARD") {
+		t.Fatalf("Remove = %v, want boom naming ip6tables and filter FORWARD", err)
+	}
+	// The gate went first and is gone; the filter chain stays whole.
+	if got := tab.TableChains("mangle"); slices.Contains(got, c.Chain) {
+		t.Errorf("mangle chains = %q, want %s removed", got, c.Chain)
+	}
+	if diff := cmp.Diff(joined(c.RejectRules(true)), tab.Rules(c.Chain)); diff != "" {
+		t.Errorf("filter chain (-want +got):\n%s", diff)
 	}
 }
 
@@ -230,6 +507,9 @@ func TestApplyInvalidConfig(t *testing.T) {
 		t.Fatalf("Apply = %v, want a *ConfigError", err)
 	}
 	if diff := cmp.Diff([]string{"FORWARD", "INPUT", "OUTPUT"}, tab.Chains()); diff != "" {
-		t.Errorf("invalid config changed the table (-want +got):\n%s", diff)
+		t.Errorf("invalid config changed the filter table (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"FORWARD", "INPUT", "OUTPUT", "POSTROUTING", "PREROUTING"}, tab.TableChains("mangle")); diff != "" {
+		t.Errorf("invalid config changed the mangle table (-want +got):\n%s", diff)
 	}
 }

@@ -28,8 +28,8 @@ func TestKeeperApplyBothFamilies(t *testing.T) {
 	if err := k.Apply(c); err != nil {
 		t.Fatal(err)
 	}
-	checkApplied(t, v4, c, false)
-	checkApplied(t, v6, c, true)
+	checkApplied(t, v4, c, false, nil)
+	checkApplied(t, v6, c, true, nil)
 	if got, ok := k.Config(); !ok || got.Chain != c.Chain {
 		t.Errorf("Config() = %v, %v; want the applied config", got.Chain, ok)
 	}
@@ -39,7 +39,7 @@ func TestKeeperApplyBothFamilies(t *testing.T) {
 	if err := rules.NewKeeper(only4, nil).Apply(c); err != nil {
 		t.Fatal(err)
 	}
-	checkApplied(t, only4, c, false)
+	checkApplied(t, only4, c, false, nil)
 }
 
 // TestKeeperApplyRollsBack checks that when IPv6 fails, IPv4 goes back to
@@ -60,10 +60,15 @@ func TestKeeperApplyRollsBack(t *testing.T) {
 			t.Fatalf("Apply = %v, want boom from ip6tables", err)
 		}
 		if diff := cmp.Diff([]string{"FORWARD", "INPUT", "OUTPUT"}, v4.Chains()); diff != "" {
-			t.Errorf("IPv4 chains (-want +got):\n%s", diff)
+			t.Errorf("IPv4 filter chains (-want +got):\n%s", diff)
 		}
-		if got := v4.Rules("INPUT"); len(got) != 0 {
-			t.Errorf("IPv4 INPUT = %q, want empty", got)
+		if diff := cmp.Diff([]string{"FORWARD", "INPUT", "OUTPUT", "POSTROUTING", "PREROUTING"}, v4.TableChains("mangle")); diff != "" {
+			t.Errorf("IPv4 mangle chains (-want +got):\n%s", diff)
+		}
+		for _, h := range hooks {
+			if got := v4.TableRules(h.table, h.chain); len(got) != 0 {
+				t.Errorf("IPv4 %s %s = %q, want empty", h.table, h.chain, got)
+			}
 		}
 	})
 	t.Run("reload", func(t *testing.T) {
@@ -76,8 +81,8 @@ func TestKeeperApplyRollsBack(t *testing.T) {
 		if err := k.Apply(wider); !errors.Is(err, errBoom) {
 			t.Fatalf("Apply = %v, want boom", err)
 		}
-		checkApplied(t, v4, c, false)
-		checkApplied(t, v6, c, true)
+		checkApplied(t, v4, c, false, nil)
+		checkApplied(t, v6, c, true, nil)
 		if got, _ := k.Config(); len(got.Protect) != len(c.Protect) {
 			t.Errorf("Config() after a failed Apply protects %v, want the old %v", got.Protect, c.Protect)
 		}
@@ -91,65 +96,123 @@ func TestKeeperApplyRollsBack(t *testing.T) {
 		if err := rules.NewKeeper(v4, v6).Apply(c); !errors.Is(err, errBoom) {
 			t.Fatalf("Apply = %v, want boom", err)
 		}
-		checkApplied(t, v4, c, false)
+		checkApplied(t, v4, c, false, nil)
+	})
+	t.Run("over the filter-only layout from boot", func(t *testing.T) {
+		v4, v6 := rulestest.New(), rulestest.New()
+		oldLayout(v4, c)
+		failRestore(v6, errBoom)
+		if err := rules.NewKeeper(v4, v6).Apply(c); !errors.Is(err, errBoom) {
+			t.Fatalf("Apply = %v, want boom", err)
+		}
+		// The chain was there, so IPv4 keeps the new rules rather than
+		// losing its gate.
+		checkApplied(t, v4, c, false, nil)
 	})
 }
 
 // TestKeeperRepair tampers with the applied rules the ways other tools do
-// and checks that Repair names the damage and undoes it, leaving foreign
-// rules in place.
+// (in both tables, and with each of the three jumps) and checks that
+// Repair names the damage, with table and chain, and undoes it, leaving
+// foreign rules in place.
 func TestKeeperRepair(t *testing.T) {
 	c := designConfig(t)
 	tests := []struct {
 		name   string
 		tamper func(tab *rulestest.Table)
-		want   string   // in the problem
-		others []string // INPUT after the jump once repaired
+		want   string              // in the problem
+		others map[string][]string // each hook's rules after the jump once repaired
 	}{
 		{
-			name:   "jump deleted",
+			name:   "mangle PREROUTING jump deleted",
+			tamper: func(tab *rulestest.Table) { tab.Delete("mangle", "PREROUTING", "-j", "SKNOCK") },
+			want:   "mangle PREROUTING has no jump to SKNOCK",
+		},
+		{
+			name:   "filter INPUT jump deleted",
 			tamper: func(tab *rulestest.Table) { tab.Delete("filter", "INPUT", "-j", "SKNOCK") },
-			want:   "INPUT has no jump to SKNOCK",
+			want:   "filter INPUT has no jump to SKNOCK",
 		},
 		{
-			name:   "chain flushed",
+			name: "filter FORWARD jump deleted",
+			tamper: func(tab *rulestest.Table) {
+				tab.Delete("filter", "FORWARD", "-m", "conntrack", "--ctstate", "DNAT", "-j", "SKNOCK")
+			},
+			want: "filter FORWARD has no jump to SKNOCK",
+		},
+		{
+			name:   "gate chain flushed",
+			tamper: func(tab *rulestest.Table) { tab.ClearChain("mangle", "SKNOCK") },
+			want:   "chain SKNOCK (mangle) was flushed",
+		},
+		{
+			name:   "reject chain flushed",
 			tamper: func(tab *rulestest.Table) { tab.ClearChain("filter", "SKNOCK") },
-			want:   "flushed",
+			want:   "chain SKNOCK (filter) was flushed",
 		},
 		{
-			name: "chain deleted",
+			name: "gate chain deleted",
+			tamper: func(tab *rulestest.Table) {
+				tab.Delete("mangle", "PREROUTING", "-j", "SKNOCK")
+				tab.ClearChain("mangle", "SKNOCK")
+				tab.DeleteChain("mangle", "SKNOCK")
+			},
+			want: "chain SKNOCK is missing from the mangle table",
+		},
+		{
+			name: "reject chain deleted",
 			tamper: func(tab *rulestest.Table) {
 				tab.Delete("filter", "INPUT", "-j", "SKNOCK")
+				tab.Delete("filter", "FORWARD", "-m", "conntrack", "--ctstate", "DNAT", "-j", "SKNOCK")
 				tab.ClearChain("filter", "SKNOCK")
 				tab.DeleteChain("filter", "SKNOCK")
 			},
-			want: "chain SKNOCK is missing",
+			want: "chain SKNOCK is missing from the filter table",
 		},
 		{
-			name:   "one rule deleted",
-			tamper: func(tab *rulestest.Table) { tab.DeleteById("filter", "SKNOCK", 6) },
-			want:   "rule 6 of SKNOCK is missing",
+			name:   "one gate rule deleted",
+			tamper: func(tab *rulestest.Table) { tab.DeleteById("mangle", "SKNOCK", 6) },
+			want:   "rule 6 of SKNOCK (mangle) is missing",
+		},
+		{
+			name:   "one reject rule deleted",
+			tamper: func(tab *rulestest.Table) { tab.DeleteById("filter", "SKNOCK", 2) },
+			want:   "rule 2 of SKNOCK (filter) is missing",
 		},
 		{
 			name:   "rule inserted",
-			tamper: func(tab *rulestest.Table) { tab.Insert("filter", "SKNOCK", 2, "-j", "ACCEPT") },
-			want:   "foreign rule at 2",
+			tamper: func(tab *rulestest.Table) { tab.Insert("mangle", "SKNOCK", 2, "-j", "ACCEPT") },
+			want:   "SKNOCK (mangle) has a foreign rule at 2",
 		},
 		{
 			name: "rule changed",
 			tamper: func(tab *rulestest.Table) {
-				tab.DeleteById("filter", "SKNOCK", 3)
-				tab.Insert("filter", "SKNOCK", 3, "-p", "tcp", "-j", "ACCEPT")
+				tab.DeleteById("mangle", "SKNOCK", 3)
+				tab.Insert("mangle", "SKNOCK", 3, "-p", "tcp", "-j", "ACCEPT")
 			},
-			want: "rule 3 of SKNOCK changed",
+			want: "rule 3 of SKNOCK (mangle) changed",
 		},
 		{
-			name: "accept above the jump",
+			name: "accept above the INPUT jump",
 			tamper: func(tab *rulestest.Table) {
 				tab.Insert("filter", "INPUT", 1, "-p", "tcp", "--dport", "2000", "-j", "ACCEPT")
 			},
-			want:   `at INPUT position 2, behind "-A INPUT -p tcp --dport 2000 -j ACCEPT"`,
-			others: []string{"-p tcp --dport 2000 -j ACCEPT"},
+			want:   `at filter INPUT position 2, behind "-A INPUT -p tcp --dport 2000 -j ACCEPT"`,
+			others: map[string][]string{"INPUT": {"-p tcp --dport 2000 -j ACCEPT"}},
+		},
+		{
+			name: "accept above the PREROUTING jump",
+			tamper: func(tab *rulestest.Table) {
+				tab.Insert("mangle", "PREROUTING", 1, "-p", "tcp", "--dport", "2000", "-j", "ACCEPT")
+			},
+			want:   `at mangle PREROUTING position 2, behind "-A PREROUTING -p tcp --dport 2000 -j ACCEPT"`,
+			others: map[string][]string{"PREROUTING": {"-p tcp --dport 2000 -j ACCEPT"}},
+		},
+		{
+			name:   "DOCKER-USER above the FORWARD jump",
+			tamper: func(tab *rulestest.Table) { tab.Insert("filter", "FORWARD", 1, "-j", "DOCKER-USER") },
+			want:   `at filter FORWARD position 2, behind "-A FORWARD -j DOCKER-USER"`,
+			others: map[string][]string{"FORWARD": {"-j DOCKER-USER"}},
 		},
 	}
 	for _, tt := range tests {
@@ -167,8 +230,8 @@ func TestKeeperRepair(t *testing.T) {
 			if len(found) != 1 || found[0].Family != "ip6tables" || !strings.Contains(found[0].Problem, tt.want) || found[0].Err != nil {
 				t.Fatalf("Repair = %+v, want one ip6tables finding containing %q, repaired", found, tt.want)
 			}
-			checkApplied(t, v6, c, true, tt.others...)
-			checkApplied(t, v4, c, false)
+			checkApplied(t, v6, c, true, tt.others)
+			checkApplied(t, v4, c, false, nil)
 			if found := k.Repair(); len(found) != 0 {
 				t.Errorf("Repair after repairing = %+v, want nothing", found)
 			}
@@ -189,7 +252,7 @@ func TestKeeperRepairFails(t *testing.T) {
 	if found := rules.NewKeeper(v4, nil).Repair(); found != nil {
 		t.Errorf("Repair before any Apply = %+v, want nothing", found)
 	}
-	v4.ClearChain("filter", "SKNOCK")
+	v4.ClearChain("mangle", "SKNOCK")
 	failRestore(v4, errBoom)
 	for range 2 {
 		found := k.Repair()
@@ -201,7 +264,7 @@ func TestKeeperRepairFails(t *testing.T) {
 	if found := k.Repair(); len(found) != 1 || found[0].Err != nil {
 		t.Fatalf("Repair = %+v, want the repair to succeed", found)
 	}
-	checkApplied(t, v4, c, false)
+	checkApplied(t, v4, c, false, nil)
 }
 
 // TestKeeperRepairSkipsUnchangedGeneration checks that Repair reads the
@@ -217,20 +280,30 @@ func TestKeeperRepairSkipsUnchangedGeneration(t *testing.T) {
 	if err := k.Apply(c); err != nil {
 		t.Fatal(err)
 	}
-	reads := 0
+	// A read of the tables is one Save of each: count the mangle ones,
+	// and check the filter ones keep pace.
+	reads, filterReads := 0, 0
 	v4.SetFailOn(func(op, chain string, spec []string) error {
-		if op == "Save" {
+		switch {
+		case op == "Save" && chain == "mangle":
 			reads++
+		case op == "Save" && chain == "filter":
+			filterReads++
 		}
 		return nil
 	})
+	defer func() {
+		if reads != filterReads {
+			t.Errorf("%d Saves of mangle, %d of filter: want one of each per read", reads, filterReads)
+		}
+	}()
 	k.Repair() // the first call after Apply reads
 	if reads != 1 {
 		t.Fatalf("first Repair read the tables %d times, want 1", reads)
 	}
 
 	// A change the generation does not show is found by the safety net.
-	v4.Delete("filter", "INPUT", "-j", "SKNOCK")
+	v4.Delete("mangle", "PREROUTING", "-j", "SKNOCK")
 	calls := 0
 	for found := k.Repair(); len(found) == 0; found = k.Repair() {
 		if calls++; calls > 40 {
@@ -242,7 +315,7 @@ func TestKeeperRepairSkipsUnchangedGeneration(t *testing.T) {
 	if calls != 29 || reads != 3 {
 		t.Errorf("found after %d skipped calls and %d reads, want 29 and 3", calls, reads)
 	}
-	checkApplied(t, v4, c, false)
+	checkApplied(t, v4, c, false, nil)
 
 	// A moved generation is read at once.
 	k.Repair() // reads once more: the repair's own change

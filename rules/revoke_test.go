@@ -8,19 +8,24 @@ import (
 	"sknock/rules"
 )
 
-// TestRevokeRules: with a revoke mark, the chain resets or drops marked
-// connections before the ESTABLISHED accept; without one there is no such
-// rule; a revoke mark sharing a bit with the reject mark is refused.
+// TestRevokeRules: with a revoke mark, the chain marks TCP segments of
+// revoked connections for the filter chain to reset, returns them (with
+// everything else carrying the reject mark) there, and drops the other
+// packets of such connections, all before the ESTABLISHED return; without
+// one there is no such rule; a revoke mark sharing a bit with the reject
+// mark is refused.
 func TestRevokeRules(t *testing.T) {
 	c := designConfig(t)
 	c.RevokeMark = 0x2
 	for _, ipv6 := range []bool{false, true} {
 		rs := joined(c.Rules(ipv6))
-		reset := strings.Index(strings.Join(rs, "\n"), "-p tcp -m connmark --mark 0x2/0x2 -j REJECT --reject-with tcp-reset")
-		drop := strings.Index(strings.Join(rs, "\n"), "-m connmark --mark 0x2/0x2 -j DROP")
-		established := strings.Index(strings.Join(rs, "\n"), "--ctstate ESTABLISHED,RELATED -j ACCEPT")
-		if reset < 0 || drop < 0 || !(reset < drop && drop < established) {
-			t.Errorf("ipv6=%v: revoke rules missing or after the ESTABLISHED accept:\n%s", ipv6, strings.Join(rs, "\n"))
+		all := strings.Join(rs, "\n")
+		reset := strings.Index(all, "-p tcp -m connmark --mark 0x2/0x2 -j MARK --set-xmark 0x1/0x1")
+		toFilter := strings.Index(all, marked)
+		drop := strings.Index(all, "-m connmark --mark 0x2/0x2 -j DROP")
+		established := strings.Index(all, "--ctstate ESTABLISHED,RELATED -j RETURN")
+		if reset < 0 || toFilter < 0 || drop < 0 || !(reset < toFilter && toFilter < drop && drop < established) {
+			t.Errorf("ipv6=%v: revoke rules missing, out of order or after the ESTABLISHED return:\n%s", ipv6, all)
 		}
 	}
 	c.RevokeMark = 0

@@ -45,24 +45,48 @@ func split(lines ...string) [][]string {
 }
 
 const (
-	// IPv6 only: v4-mapped and v4-compatible sources are dropped first.
+	// Forwarded unicast (not addressed to this host) is returned first.
+	forwarded = "-m addrtype --dst-type UNICAST -m addrtype ! --dst-type LOCAL -j RETURN"
+	// IPv6 only: v4-mapped and v4-compatible sources are dropped next.
 	dropMapped     = "-s ::ffff:0.0.0.0/96 -j DROP"
 	dropCompatible = "-m iprange --src-range ::2-::255.255.255.255 -j DROP"
-	established    = "-m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
-	loopback       = "-i lo -j ACCEPT"
-	allowSSH       = "-p tcp -m tcp --dport 22 -j ACCEPT"
-	rejectTCP      = "-p tcp -m mark --mark 0x1/0x1 -j REJECT --reject-with tcp-reset"
-	rejectUDP4     = "-p udp -m mark --mark 0x1/0x1 -j REJECT --reject-with icmp-port-unreachable"
-	rejectUDP6     = "-p udp -m mark --mark 0x1/0x1 -j REJECT --reject-with icmp6-port-unreachable"
-	knock4         = "-p udp -m udp --dport 10000:60000 -m length --length 328:65535 -j NFQUEUE --queue-num 100"
-	knock6         = "-p udp -m udp --dport 10000:60000 -m length --length 348:65535 -j NFQUEUE --queue-num 100"
+	// Packets carrying the reject mark go back for the filter chain.
+	marked      = "-m mark --mark 0x1/0x1 -j RETURN"
+	established = "-m conntrack --ctstate ESTABLISHED,RELATED -j RETURN"
+	loopback    = "-i lo -j RETURN"
+	allowSSH    = "-p tcp -m tcp --dport 22 -j RETURN"
+	// The filter chain's rules.
+	rejectTCP  = "-p tcp -m mark --mark 0x1/0x1 -j REJECT --reject-with tcp-reset"
+	rejectUDP4 = "-p udp -m mark --mark 0x1/0x1 -j REJECT --reject-with icmp-port-unreachable"
+	rejectUDP6 = "-p udp -m mark --mark 0x1/0x1 -j REJECT --reject-with icmp6-port-unreachable"
+	knock4     = "-p udp -m udp --dport 10000:60000 -m length --length 328:65535 -j NFQUEUE --queue-num 100"
+	knock6     = "-p udp -m udp --dport 10000:60000 -m length --length 348:65535 -j NFQUEUE --queue-num 100"
 	// Datagrams to the knock ports that are not queued (too short, or
 	// over the rate limit) get the answer knocks get: silence, or with
-	// RejectKnocks or RejectStray the closed-port ICMP.
-	knockDrop    = "-p udp -m udp --dport 10000:60000 -j DROP"
-	knockReject4 = "-p udp -m udp --dport 10000:60000 -j REJECT --reject-with icmp-port-unreachable"
-	knockReject6 = "-p udp -m udp --dport 10000:60000 -j REJECT --reject-with icmp6-port-unreachable"
+	// RejectKnocks or RejectStray the closed-port ICMP (marked, returned,
+	// and rejected by the filter chain).
+	knockDrop   = "-p udp -m udp --dport 10000:60000 -j DROP"
+	knockMark   = "-p udp -m udp --dport 10000:60000 -j MARK --set-xmark 0x1/0x1"
+	knockReturn = "-p udp -m udp --dport 10000:60000 -j RETURN"
 )
+
+// head is the start of every gate chain of the design configuration: the
+// forwarded return, for IPv6 the source drops, the marked return.
+func head(ipv6 bool) []string {
+	if ipv6 {
+		return []string{forwarded, dropMapped, dropCompatible, marked}
+	}
+	return []string{forwarded, marked}
+}
+
+// lines joins groups of rule lines.
+func lines(groups ...[]string) []string {
+	var out []string
+	for _, g := range groups {
+		out = append(out, g...)
+	}
+	return out
+}
 
 func TestRules(t *testing.T) {
 	tests := []struct {
@@ -74,25 +98,25 @@ func TestRules(t *testing.T) {
 		{
 			name: "design example v4",
 			give: func(*rules.Config) {},
-			want: split(established, loopback, allowSSH, rejectTCP, rejectUDP4,
+			want: split(lines(head(false), []string{established, loopback, allowSSH,
 				"-p tcp -m tcp --dport 2000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 101",
 				"-p tcp -m tcp --dport 2000 -j DROP",
 				"-p tcp -m tcp --dport 3000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 101",
 				"-p tcp -m tcp --dport 3000 -j DROP",
 				"-p udp -m udp --dport 8000 -j NFQUEUE --queue-num 101",
-				knock4, knockDrop),
+				knock4, knockDrop})...),
 		},
 		{
 			name: "design example v6",
 			give: func(*rules.Config) {},
 			ipv6: true,
-			want: split(dropMapped, dropCompatible, established, loopback, allowSSH, rejectTCP, rejectUDP6,
+			want: split(lines(head(true), []string{established, loopback, allowSSH,
 				"-p tcp -m tcp --dport 2000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 101",
 				"-p tcp -m tcp --dport 2000 -j DROP",
 				"-p tcp -m tcp --dport 3000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 101",
 				"-p tcp -m tcp --dport 3000 -j DROP",
 				"-p udp -m udp --dport 8000 -j NFQUEUE --queue-num 101",
-				knock6, knockDrop),
+				knock6, knockDrop})...),
 		},
 		{
 			name: "udp all leaves out the knock ports",
@@ -100,9 +124,9 @@ func TestRules(t *testing.T) {
 				c.Protect = specs(t, "udp/*")
 				c.AlwaysAllow = specs(t, "tcp/22", "udp/53")
 			},
-			want: split(established, loopback, allowSSH, "-p udp -m udp --dport 53 -j ACCEPT", rejectTCP, rejectUDP4,
+			want: split(lines(head(false), []string{established, loopback, allowSSH, "-p udp -m udp --dport 53 -j RETURN",
 				"-p udp -m udp ! --dport 10000:60000 -j NFQUEUE --queue-num 101",
-				knock4, knockDrop),
+				knock4, knockDrop})...),
 		},
 		{
 			name: "tcp all, ranges, stray reset, one knock port, mark bits, queues",
@@ -115,14 +139,15 @@ func TestRules(t *testing.T) {
 				c.GateQueue, c.KnockQueue = 7, 8
 				c.MinLength = 0
 			},
-			want: split(established, loopback, allowSSH, "-p udp -m udp --dport 5000:5010 -j ACCEPT",
-				"-p tcp -m mark --mark 0x40/0x40 -j REJECT --reject-with tcp-reset",
-				"-p udp -m mark --mark 0x40/0x40 -j REJECT --reject-with icmp-port-unreachable",
+			want: split(forwarded, "-m mark --mark 0x40/0x40 -j RETURN",
+				established, loopback, allowSSH, "-p udp -m udp --dport 5000:5010 -j RETURN",
 				"-p tcp -m tcp --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 7",
-				"-p tcp -j REJECT --reject-with tcp-reset",
+				"-p tcp -j MARK --set-xmark 0x40/0x40",
+				"-p tcp -j RETURN",
 				"-p udp -m udp --dport 7000:7100 -j NFQUEUE --queue-num 7",
 				"-p udp -m udp --dport 4444 -m length --length 28:65535 -j NFQUEUE --queue-num 8",
-				"-p udp -m udp --dport 4444 -j REJECT --reject-with icmp-port-unreachable"),
+				"-p udp -m udp --dport 4444 -j MARK --set-xmark 0x40/0x40",
+				"-p udp -m udp --dport 4444 -j RETURN"),
 		},
 		{
 			name: "gate balanced over four queues",
@@ -131,11 +156,11 @@ func TestRules(t *testing.T) {
 				c.GateQueues = 4
 			},
 			ipv6: true,
-			want: split(dropMapped, dropCompatible, established, loopback, allowSSH, rejectTCP, rejectUDP6,
+			want: split(lines(head(true), []string{established, loopback, allowSSH,
 				"-p tcp -m tcp --dport 2000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-balance 101:104",
 				"-p tcp -m tcp --dport 2000 -j DROP",
 				"-p udp -m udp ! --dport 10000:60000 -j NFQUEUE --queue-balance 101:104",
-				knock6, knockDrop),
+				knock6, knockDrop})...),
 		},
 		{
 			name: "one gate queue given explicitly",
@@ -143,9 +168,9 @@ func TestRules(t *testing.T) {
 				c.Protect = specs(t, "udp/8000")
 				c.GateQueues = 1
 			},
-			want: split(established, loopback, allowSSH, rejectTCP, rejectUDP4,
+			want: split(lines(head(false), []string{established, loopback, allowSSH,
 				"-p udp -m udp --dport 8000 -j NFQUEUE --queue-num 101",
-				knock4, knockDrop),
+				knock4, knockDrop})...),
 		},
 		{
 			name: "knock rate limit",
@@ -155,9 +180,9 @@ func TestRules(t *testing.T) {
 				c.KnockRateLimit = "20/second"
 			},
 			ipv6: true,
-			want: split(dropMapped, dropCompatible, established, loopback, rejectTCP, rejectUDP6,
+			want: split(lines(head(true), []string{established, loopback,
 				"-p udp -m udp --dport 10000:60000 -m length --length 348:65535 -m hashlimit --hashlimit-upto 20/second --hashlimit-mode srcip --hashlimit-name sknock_cb620695 --hashlimit-srcmask 64 -j NFQUEUE --queue-num 100",
-				knockDrop),
+				knockDrop})...),
 		},
 		{
 			name: "knock rate limit, knocks rejected",
@@ -167,32 +192,34 @@ func TestRules(t *testing.T) {
 				c.KnockRateLimit = "20/second"
 				c.RejectKnocks = true
 			},
-			want: split(established, loopback, rejectTCP, rejectUDP4,
+			want: split(lines(head(false), []string{established, loopback,
 				"-p udp -m udp --dport 10000:60000 -m length --length 328:65535 -m hashlimit --hashlimit-upto 20/second --hashlimit-mode srcip --hashlimit-name sknock_631f3d1b -j NFQUEUE --queue-num 100",
-				knockReject4),
+				knockMark, knockReturn})...),
 		},
 		{
 			name: "knocks rejected (policy none), strays dropped",
 			give: func(c *rules.Config) { c.RejectKnocks = true },
 			ipv6: true,
-			want: split(dropMapped, dropCompatible, established, loopback, allowSSH, rejectTCP, rejectUDP6,
+			want: split(lines(head(true), []string{established, loopback, allowSSH,
 				"-p tcp -m tcp --dport 2000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 101",
 				"-p tcp -m tcp --dport 2000 -j DROP",
 				"-p tcp -m tcp --dport 3000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 101",
 				"-p tcp -m tcp --dport 3000 -j DROP",
 				"-p udp -m udp --dport 8000 -j NFQUEUE --queue-num 101",
-				knock6, knockReject6),
+				knock6, knockMark, knockReturn})...),
 		},
 		{
 			name: "reject stray rejects knocks too (policy reject)",
 			give: func(c *rules.Config) { c.RejectStray = true },
-			want: split(established, loopback, allowSSH, rejectTCP, rejectUDP4,
+			want: split(lines(head(false), []string{established, loopback, allowSSH,
 				"-p tcp -m tcp --dport 2000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 101",
-				"-p tcp -m tcp --dport 2000 -j REJECT --reject-with tcp-reset",
+				"-p tcp -m tcp --dport 2000 -j MARK --set-xmark 0x1/0x1",
+				"-p tcp -m tcp --dport 2000 -j RETURN",
 				"-p tcp -m tcp --dport 3000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 101",
-				"-p tcp -m tcp --dport 3000 -j REJECT --reject-with tcp-reset",
+				"-p tcp -m tcp --dport 3000 -j MARK --set-xmark 0x1/0x1",
+				"-p tcp -m tcp --dport 3000 -j RETURN",
 				"-p udp -m udp --dport 8000 -j NFQUEUE --queue-num 101",
-				knock4, knockReject4),
+				knock4, knockMark, knockReturn})...),
 		},
 	}
 	for _, tt := range tests {
@@ -209,11 +236,57 @@ func TestRules(t *testing.T) {
 	}
 }
 
+// TestRulesNeverEndInFilterTargets checks that the gate chain, which
+// lives in mangle, uses no target only the filter table has (REJECT)
+// and never accepts: it returns, so the host's own rules still apply.
+func TestRulesNeverEndInFilterTargets(t *testing.T) {
+	c := designConfig(t)
+	c.Protect = specs(t, "tcp/*", "udp/*")
+	c.RejectStray = true
+	c.RevokeMark = 0x2
+	c.KnockRateLimit = "20/second"
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, ipv6 := range []bool{false, true} {
+		for _, r := range joined(c.Rules(ipv6)) {
+			if strings.Contains(r, "REJECT") || strings.Contains(r, "ACCEPT") {
+				t.Errorf("Rules(%v) has %q: REJECT and ACCEPT belong in the filter table", ipv6, r)
+			}
+		}
+	}
+}
+
+// TestRejectRules checks the filter chain: the reject mark answered as a
+// closed port, TCP with a reset and UDP with the family's port
+// unreachable, and nothing else.
+func TestRejectRules(t *testing.T) {
+	c := designConfig(t)
+	if diff := cmp.Diff(split(rejectTCP, rejectUDP4), c.RejectRules(false)); diff != "" {
+		t.Errorf("RejectRules(false) (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(split(rejectTCP, rejectUDP6), c.RejectRules(true)); diff != "" {
+		t.Errorf("RejectRules(true) (-want +got):\n%s", diff)
+	}
+	c.Mark = 0x40
+	want := split(
+		"-p tcp -m mark --mark 0x40/0x40 -j REJECT --reject-with tcp-reset",
+		"-p udp -m mark --mark 0x40/0x40 -j REJECT --reject-with icmp-port-unreachable")
+	if diff := cmp.Diff(want, c.RejectRules(false)); diff != "" {
+		t.Errorf("RejectRules(false) with mark 0x40 (-want +got):\n%s", diff)
+	}
+}
+
 func TestJump(t *testing.T) {
 	c := rules.DefaultConfig()
 	c.Chain = "GATE"
 	if diff := cmp.Diff([]string{"-j", "GATE"}, c.Jump()); diff != "" {
 		t.Errorf("Jump (-want +got):\n%s", diff)
+	}
+	// FORWARD jumps only for DNAT-ed packets: other forwarded traffic
+	// never carries the reject mark.
+	if diff := cmp.Diff([]string{"-m", "conntrack", "--ctstate", "DNAT", "-j", "GATE"}, c.ForwardJump()); diff != "" {
+		t.Errorf("ForwardJump (-want +got):\n%s", diff)
 	}
 }
 

@@ -2,12 +2,19 @@ package rules_test
 
 import (
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 
 	"sknock/rules"
 )
 
+// TestScriptApply checks that the apply script holds both tables' rules
+// and all three jumps for each family, in applyOrder's order: the gate
+// (mangle) first when the filter chain exists, else the filter chain
+// first; and that sh can parse it.
 func TestScriptApply(t *testing.T) {
 	c := designConfig(t)
 	c.Protect = append(c.Protect, specs(t, "udp/*")...)
@@ -15,19 +22,55 @@ func TestScriptApply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The script's lines without their indentation (heredocs are <<-).
+	var lines []string
+	for _, l := range strings.Split(script, "\n") {
+		lines = append(lines, strings.TrimLeft(l, "\t"))
+	}
 	for _, ipv6 := range []bool{false, true} {
-		restore := "iptables-restore -w 5 --noflush <<-EOF"
+		fam := "iptables"
 		if ipv6 {
-			restore = "\tip6tables-restore -w 5 --noflush <<-EOF"
+			fam = "ip6tables"
 		}
-		want := []string{restore, "jump='-I INPUT 1 -j SKNOCK'", ":SKNOCK - [0:0]"}
-		for _, r := range c.Rules(ipv6) {
+		want := []string{
+			fam + "-restore -w 5 --noflush <<-EOF",
+			"jump0='-I PREROUTING 1 -j SKNOCK'",
+			"jump0='-I INPUT 1 -j SKNOCK'",
+			"jump1='-I FORWARD 1 -m conntrack --ctstate DNAT -j SKNOCK'",
+			"*mangle", "*filter", ":SKNOCK - [0:0]", "$jump0", "$jump1",
+		}
+		for _, r := range append(c.Rules(ipv6), c.RejectRules(ipv6)...) {
 			want = append(want, "-A SKNOCK "+strings.Join(r, " "))
 		}
 		for _, w := range want {
-			if !strings.Contains(script, w+"\n") {
+			if !slices.Contains(lines, w) {
 				t.Errorf("script lacks the line %q:\n%s", w, script)
 			}
+		}
+
+		// The order of the tables, in each branch of the test for the
+		// filter chain: the branch's else and fi are the next ones at the
+		// test's indentation.
+		raw := strings.Split(script, "\n")
+		test := slices.Index(lines, "if "+fam+" -w -t filter -S SKNOCK >/dev/null 2>&1; then")
+		if test < 0 {
+			t.Fatalf("%s: no test for the filter chain:\n%s", fam, script)
+		}
+		indent := raw[test][:len(raw[test])-len(lines[test])]
+		var tables []string
+		for _, l := range raw[test+1:] {
+			if l == indent+"fi" {
+				break
+			}
+			if l == indent+"else" {
+				tables = append(tables, "else")
+			}
+			if t := strings.TrimLeft(l, "\t"); t == "*mangle" || t == "*filter" {
+				tables = append(tables, t)
+			}
+		}
+		if diff := cmp.Diff([]string{"*mangle", "*filter", "else", "*filter", "*mangle"}, tables); diff != "" {
+			t.Errorf("%s: tables in the branches (filter chain there / missing) (-want +got):\n%s", fam, diff)
 		}
 	}
 	if sh, err := exec.LookPath("sh"); err == nil {
