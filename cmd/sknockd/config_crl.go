@@ -113,10 +113,7 @@ func (c *Config) checkCRL() error {
 	}
 	seen := map[string]string{}
 	for _, src := range crlSources(c) {
-		key := src.Key
-		if key == "crl" {
-			key = "crl.url"
-		}
+		key := urlKey(src)
 		line := c.set["crl.url"]
 		if src.Key != "crl" {
 			line = c.set["crl.extra"]

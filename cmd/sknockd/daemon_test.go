@@ -105,6 +105,8 @@ type daemonReports struct {
 	knocks  reports[knockReport]
 	reloads reports[error]
 	repairs reports[[]rules.Finding]
+	crls    reports[crlRefresh]
+	health  reports[[]healthWarning]
 }
 
 func (r *daemonReports) hooks() hooks {
@@ -113,6 +115,8 @@ func (r *daemonReports) hooks() hooks {
 		knockDecided: func(src netip.Addr, dec gate.Decision) { r.knocks.add(knockReport{src, dec}) },
 		reloaded:     r.reloads.add,
 		repaired:     r.repairs.add,
+		crlRefreshed: r.crls.add,
+		healthLogged: r.health.add,
 	}
 }
 
@@ -128,6 +132,8 @@ type fakeOS struct {
 	locks               int
 	applyErr, openErr   error
 	lockErr             error
+	// edit, when set, changes the deps (a CRL fetcher, the clock).
+	edit func(*osDeps)
 }
 
 func newFakeOS() *fakeOS {
@@ -154,6 +160,14 @@ func (k countingKeeper) Apply(c rules.Config) error {
 func (k countingKeeper) Repair() []rules.Finding { return k.f.keeper.Repair() }
 
 func (f *fakeOS) deps() osDeps {
+	deps := f.baseDeps()
+	if f.edit != nil {
+		f.edit(&deps)
+	}
+	return deps
+}
+
+func (f *fakeOS) baseDeps() osDeps {
 	return osDeps{
 		open: func(sc queue.SocketConfig) (queue.Socket, error) {
 			if f.openErr != nil {
