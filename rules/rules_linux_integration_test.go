@@ -71,25 +71,36 @@ func testApplyRemove(t *testing.T, name string) {
 	runChild(t, ns, "apply", name)
 	applied := save(t, ns)
 	t.Logf("after Apply:\n%s", applied)
-	checkSaved(t, applied, c)
+	checkSaved(t, ns, c)
 
 	runChild(t, ns, "apply", name)
 	if diff := cmp.Diff(applied, save(t, ns)); diff != "" {
 		t.Errorf("second Apply changed the rules (-first +second):\n%s", diff)
 	}
 
-	// What a crashed older run leaves: a stale rule in the chain, the jump
-	// pushed below another tool's rule, and a second jump.
+	// What a crashed older run leaves: a stale rule in each table's
+	// chain, each jump pushed below another tool's rule, and a second
+	// jump in each of PREROUTING, INPUT and FORWARD.
+	forwardJump := "-m conntrack --ctstate DNAT -j " + c.Chain
 	for _, family := range []string{"iptables", "ip6tables"} {
-		ns.MustRun(family, "-w", "-I", c.Chain, "1", "-p", "tcp", "-j", "ACCEPT")
-		ns.MustRun(family, "-w", "-I", "INPUT", "1", "-p", "tcp", "--dport", "9", "-j", "DROP")
-		ns.MustRun(family, "-w", "-A", "INPUT", "-j", c.Chain)
+		for _, h := range []struct{ table, chain, jump string }{
+			{"mangle", "PREROUTING", "-j " + c.Chain},
+			{"filter", "INPUT", "-j " + c.Chain},
+			{"filter", "FORWARD", forwardJump},
+		} {
+			ns.MustRun(family, "-w", "-t", h.table, "-I", c.Chain, "1", "-p", "tcp", "-j", "ACCEPT")
+			ns.MustRun(family, "-w", "-t", h.table, "-I", h.chain, "1", "-p", "tcp", "--dport", "9", "-j", "DROP")
+			ns.MustRun(append([]string{family, "-w", "-t", h.table, "-A", h.chain}, strings.Fields(h.jump)...)...)
+		}
 	}
 	runChild(t, ns, "apply", name)
 	repaired := save(t, ns)
-	want := strings.NewReplacer(
-		"-A INPUT -j "+c.Chain+"\n", "-A INPUT -j "+c.Chain+"\n-A INPUT -p tcp -m tcp --dport 9 -j DROP\n",
-	).Replace(applied)
+	var pairs []string
+	for _, jump := range []string{"-A PREROUTING -j " + c.Chain, "-A INPUT -j " + c.Chain, "-A FORWARD " + forwardJump} {
+		chain := strings.Fields(jump)[1]
+		pairs = append(pairs, jump+"\n", jump+"\n-A "+chain+" -p tcp -m tcp --dport 9 -j DROP\n")
+	}
+	want := strings.NewReplacer(pairs...).Replace(applied)
 	if diff := cmp.Diff(want, repaired); diff != "" {
 		t.Errorf("Apply after a crash (-want +got):\n%s", diff)
 	}
@@ -101,6 +112,21 @@ func testApplyRemove(t *testing.T, name string) {
 			t.Errorf("after Remove, rules of ours are left:\n%s", removed)
 		}
 	}
+
+	// An upgrade from the layout before the gate moved to mangle: the
+	// gate chain in filter, jumped to first from INPUT. Apply ends with
+	// exactly what it applied before (the other tool's rules stay).
+	for _, family := range []string{"iptables", "ip6tables"} {
+		ns.MustRun(family, "-w", "-N", c.Chain)
+		ns.MustRun(family, "-w", "-A", c.Chain, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT")
+		ns.MustRun(family, "-w", "-A", c.Chain, "-p", "tcp", "--dport", "2000", "-j", "DROP")
+		ns.MustRun(family, "-w", "-I", "INPUT", "1", "-j", c.Chain)
+	}
+	runChild(t, ns, "apply", name)
+	if diff := cmp.Diff(want, save(t, ns)); diff != "" {
+		t.Errorf("Apply over the filter-only layout (-want +got):\n%s", diff)
+	}
+	runChild(t, ns, "remove", name)
 
 	// The script gives the same rules as Apply, also over a leftover chain.
 	script, err := c.Script("apply")
@@ -126,29 +152,53 @@ func testApplyRemove(t *testing.T, name string) {
 	}
 }
 
-// checkSaved checks iptables-save output after Apply: one jump, first in
-// INPUT, and as many rules in the chain as Rules returns.
-func checkSaved(t *testing.T, saved string, c rules.Config) {
+// checkSaved checks what iptables-save and ip6tables-save list in ns
+// after Apply: in mangle, PREROUTING holds only the jump to the chain,
+// which holds as many rules as Rules returns; in filter, INPUT holds only
+// the jump and FORWARD only the DNAT jump to the chain, which holds as
+// many rules as RejectRules returns; no other chain of any table refers
+// to the chain.
+func checkSaved(t *testing.T, ns *netns.NS, c rules.Config) {
 	t.Helper()
-	for i, part := range strings.SplitAfter(saved, "COMMIT\n") {
-		if part == "" {
-			continue
-		}
-		var input []string
-		chainRules := 0
-		for _, l := range strings.Split(part, "\n") {
+	for _, tool := range []string{"iptables-save", "ip6tables-save"} {
+		ipv6 := tool == "ip6tables-save"
+		tables := map[string][]string{} // table → its "-A" lines
+		table := ""
+		for _, l := range strings.Split(ns.MustRun(tool), "\n") {
 			switch {
-			case strings.HasPrefix(l, "-A INPUT "):
-				input = append(input, l)
-			case strings.HasPrefix(l, "-A "+c.Chain+" "):
-				chainRules++
+			case strings.HasPrefix(l, "*"):
+				table = l[1:]
+			case strings.HasPrefix(l, "-A "):
+				tables[table] = append(tables[table], l)
 			}
 		}
-		if diff := cmp.Diff([]string{"-A INPUT -j " + c.Chain}, input); diff != "" {
-			t.Errorf("family %d: INPUT (-want +got):\n%s", i, diff)
+		want := map[string][]string{
+			"mangle": {"-A PREROUTING -j " + c.Chain},
+			"filter": {"-A INPUT -j " + c.Chain, "-A FORWARD -m conntrack --ctstate DNAT -j " + c.Chain},
 		}
-		if want := len(c.Rules(i == 1)); chainRules != want {
-			t.Errorf("family %d: %d rules in %s, want %d", i, chainRules, c.Chain, want)
+		wantRules := map[string]int{"mangle": len(c.Rules(ipv6)), "filter": len(c.RejectRules(ipv6))}
+		for name, ls := range tables {
+			var hooks []string
+			chainRules := 0
+			for _, l := range ls {
+				switch {
+				case strings.HasPrefix(l, "-A "+c.Chain+" "):
+					chainRules++
+				case strings.Contains(l, c.Chain):
+					hooks = append(hooks, l)
+				}
+			}
+			if diff := cmp.Diff(want[name], hooks); diff != "" {
+				t.Errorf("%s -t %s: jumps (-want +got):\n%s", tool, name, diff)
+			}
+			if chainRules != wantRules[name] {
+				t.Errorf("%s -t %s: %d rules in %s, want %d", tool, name, chainRules, c.Chain, wantRules[name])
+			}
+		}
+		for _, name := range []string{"mangle", "filter"} {
+			if _, ok := tables[name]; !ok {
+				t.Errorf("%s lists no %s table", tool, name)
+			}
 		}
 	}
 }
@@ -232,8 +282,10 @@ func runChildOp(t *testing.T, op, name string) {
 
 // TestIntegrationRejectLooksClosed checks the packet path of the rules in
 // a namespace with no daemon: a packet carrying the reject mark (set here
-// by a mangle rule, as the daemon's repeat verdict would) gets exactly the
-// answer of a closed port; a protected port whose gate queue nobody reads
+// by a raw PREROUTING rule, before the gate in mangle PREROUTING, as the
+// daemon's repeat verdict would before the gate sees it again) is returned
+// by the gate and gets from the filter chain exactly the answer of a
+// closed port; a protected port whose gate queue nobody reads
 // stays silent (fail closed), and so do short datagrams on the knock
 // ports (the design example drops them, as its knocks are dropped);
 // always-allowed ports get the kernel's own answers.
@@ -249,7 +301,7 @@ func TestIntegrationRejectLooksClosed(t *testing.T) {
 	for _, family := range []string{"iptables", "ip6tables"} {
 		for _, p := range []string{"tcp/2000", "udp/8000"} {
 			proto, port, _ := strings.Cut(p, "/")
-			server.MustRun(family, "-w", "-t", "mangle", "-A", "INPUT", "-p", proto, "--dport", port, "-j", "MARK", "--set-xmark", "0x1/0x1")
+			server.MustRun(family, "-w", "-t", "raw", "-A", "PREROUTING", "-p", proto, "--dport", port, "-j", "MARK", "--set-xmark", "0x1/0x1")
 		}
 	}
 	want := map[string]string{
