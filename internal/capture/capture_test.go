@@ -146,7 +146,7 @@ func pcapngFile(link uint16, at time.Time, frames ...[]byte) []byte {
 	idb = le.AppendUint32(idb, 0) // opt_endofopt
 	b = block(b, blockIDB, idb)
 	for i, f := range frames {
-		ms := uint64(at.Add(time.Duration(i)*time.Second).UnixMilli())
+		ms := uint64(at.Add(time.Duration(i) * time.Second).UnixMilli())
 		epb := le.AppendUint32(nil, 0)
 		epb = le.AppendUint32(epb, uint32(ms>>32))
 		epb = le.AppendUint32(epb, uint32(ms))
