@@ -35,7 +35,9 @@ func knockVerdict(t *testing.T, f *fakeOS, src string) queuetest.Verdict {
 // TestDaemonKnockAnswerFollowsPolicy: knocks are answered as the rules
 // answer the knock ports' other datagrams, from the start and after a
 // reload that changes the policy: under reject repeated with the reject
-// mark (which the rules REJECT as a closed port), under drop dropped.
+// mark (which the gate returns and the filter chain REJECTs as a closed
+// port, as the rules do with the knock ports' other datagrams), under
+// drop dropped.
 func TestDaemonKnockAnswerFollowsPolicy(t *testing.T) {
 	dir, cfg := daemonPKI(t) // policy reject
 	f := newFakeOS()
@@ -60,16 +62,23 @@ func TestDaemonKnockAnswerFollowsPolicy(t *testing.T) {
 			if v.Verdict != queue.NFRepeat || !v.WithMark || v.Mark&cfg.Rules.Mark == 0 {
 				t.Errorf("policy %s: knock got %+v, want a repeat with the reject mark", step.policy, v)
 			}
-			if !chainHas(f, knockPorts+"REJECT --reject-with icmp") {
-				t.Errorf("policy %s: no REJECT rule for the knock ports' other datagrams", step.policy)
+			mark := fmt.Sprintf("MARK --set-xmark %#x/%#x", cfg.Rules.Mark, cfg.Rules.Mark)
+			if !chainHas(f, knockPorts+mark) || !chainHas(f, knockPorts+"RETURN") {
+				t.Errorf("policy %s: the knock ports' other datagrams are not marked and returned for rejection", step.policy)
+			}
+			if !tableHas(f, "filter", fmt.Sprintf("-p udp -m mark --mark %#x/%#x -j REJECT --reject-with icmp", cfg.Rules.Mark, cfg.Rules.Mark)) {
+				t.Errorf("policy %s: no filter rule rejecting marked datagrams", step.policy)
+			}
+			if chainHas(f, knockPorts+"DROP") {
+				t.Errorf("policy %s: the knock ports' other datagrams are dropped", step.policy)
 			}
 			continue
 		}
 		if v.Verdict != queue.NFDrop {
 			t.Errorf("policy %s: knock got %+v, want a drop", step.policy, v)
 		}
-		if !chainHas(f, knockPorts+"DROP") {
-			t.Errorf("policy %s: no DROP rule for the knock ports' other datagrams", step.policy)
+		if !chainHas(f, knockPorts+"DROP") || chainHas(f, knockPorts+"MARK") {
+			t.Errorf("policy %s: no DROP rule (or a MARK rule) for the knock ports' other datagrams", step.policy)
 		}
 	}
 }

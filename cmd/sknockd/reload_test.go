@@ -30,13 +30,17 @@ func rewriteConfig(t *testing.T, path, old, new string) {
 	}
 }
 
-// chainHas reports whether the fake IPv4 and IPv6 chains both hold a rule
-// containing substr.
-func chainHas(f *fakeOS, substr string) bool {
+// chainHas reports whether the fake IPv4 and IPv6 gate chains (in
+// mangle) both hold a rule containing substr.
+func chainHas(f *fakeOS, substr string) bool { return tableHas(f, "mangle", substr) }
+
+// tableHas reports whether the fake IPv4 and IPv6 tables' chain SKNOCK
+// both hold a rule containing substr.
+func tableHas(f *fakeOS, table, substr string) bool {
 	has := func(rules []string) bool {
 		return slices.ContainsFunc(rules, func(r string) bool { return strings.Contains(r, substr) })
 	}
-	return has(f.v4.Rules("SKNOCK")) && has(f.v6.Rules("SKNOCK"))
+	return has(f.v4.TableRules(table, "SKNOCK")) && has(f.v6.TableRules(table, "SKNOCK"))
 }
 
 // TestDaemonReloadAppliesWholeConfig changes ports, policy, rate limit and
@@ -59,13 +63,13 @@ func TestDaemonReloadAppliesWholeConfig(t *testing.T) {
 		t.Fatalf("reload refused: %v", err)
 	}
 	if !chainHas(f, "--dport 3000") || !chainHas(f, "--hashlimit-upto 3/minute") {
-		t.Errorf("rules after the reload lack tcp/3000 or the new rate:\n%s", strings.Join(f.v4.Rules("SKNOCK"), "\n"))
+		t.Errorf("rules after the reload lack tcp/3000 or the new rate:\n%s", strings.Join(f.v4.TableRules("mangle", "SKNOCK"), "\n"))
 	}
 	if v := synVerdict(t, f, "198.18.0.3"); v.Verdict != queue.NFDrop {
 		t.Errorf("SYN without a grant after switching to drop: %+v, want a drop", v)
 	}
 
-	before := f.v4.Rules("SKNOCK")
+	before := f.v4.TableRules("mangle", "SKNOCK")
 	refusals := []struct {
 		name, old, new, want string
 	}{
@@ -86,7 +90,7 @@ func TestDaemonReloadAppliesWholeConfig(t *testing.T) {
 			if err := d.reloads.next(t, "reload"); err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("reload: %v, want a refusal naming %q", err, tt.want)
 			}
-			if diff := cmp.Diff(before, f.v4.Rules("SKNOCK")); diff != "" {
+			if diff := cmp.Diff(before, f.v4.TableRules("mangle", "SKNOCK")); diff != "" {
 				t.Errorf("a refused reload changed the rules (-before +after):\n%s", diff)
 			}
 			if v := synVerdict(t, f, "198.18.0.3"); v.Verdict != queue.NFDrop {
@@ -119,14 +123,15 @@ func TestDaemonReloadAppliesWholeConfig(t *testing.T) {
 	}
 }
 
-// TestDaemonRestoresTamperedRules deletes the jump and flushes the chain
-// behind the running daemon's back: it puts them back and logs what was
-// wrong; when it cannot, it says so loudly.
+// TestDaemonRestoresTamperedRules deletes jumps and flushes the chains
+// of both tables behind the running daemon's back: it puts them back and
+// logs what was wrong, naming table and chain; when it cannot, it says so
+// loudly.
 func TestDaemonRestoresTamperedRules(t *testing.T) {
 	_, cfg := daemonPKI(t)
 	f := newFakeOS()
 	d := runDaemon(t, &cfg, f)
-	applied := f.v6.Rules("SKNOCK")
+	applied := f.v6.TableRules("mangle", "SKNOCK")
 	// found waits for the watcher's next pass that found something and
 	// returns its findings as "family: problem", and "; not restored: err"
 	// after one that failed.
@@ -142,20 +147,28 @@ func TestDaemonRestoresTamperedRules(t *testing.T) {
 		return got
 	}
 
-	f.v4.Delete("filter", "INPUT", "-j", "SKNOCK")
-	if diff := cmp.Diff([]string{"iptables: INPUT has no jump to SKNOCK"}, found()); diff != "" {
-		t.Errorf("repair after deleting the jump (-want +got):\n%s", diff)
+	f.v4.Delete("mangle", "PREROUTING", "-j", "SKNOCK")
+	if diff := cmp.Diff([]string{"iptables: mangle PREROUTING has no jump to SKNOCK"}, found()); diff != "" {
+		t.Errorf("repair after deleting the PREROUTING jump (-want +got):\n%s", diff)
 	}
-	if got := f.v4.Rules("INPUT"); len(got) != 1 || got[0] != "-j SKNOCK" {
-		t.Errorf("IPv4 INPUT after the repair = %q, want the jump", got)
+	if got := f.v4.TableRules("mangle", "PREROUTING"); len(got) != 1 || got[0] != "-j SKNOCK" {
+		t.Errorf("IPv4 mangle PREROUTING after the repair = %q, want the jump", got)
 	}
 
-	f.v6.ClearChain("filter", "SKNOCK")
-	if got := found(); len(got) != 1 || !strings.HasPrefix(got[0], "ip6tables: chain SKNOCK was flushed") || strings.Contains(got[0], "not restored") {
-		t.Errorf("repair after flushing the IPv6 chain: %q, want ip6tables: chain SKNOCK was flushed, restored", got)
+	f.v6.Delete("filter", "FORWARD", "-m", "conntrack", "--ctstate", "DNAT", "-j", "SKNOCK")
+	if diff := cmp.Diff([]string{"ip6tables: filter FORWARD has no jump to SKNOCK"}, found()); diff != "" {
+		t.Errorf("repair after deleting the FORWARD jump (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff(applied, f.v6.Rules("SKNOCK")); diff != "" {
-		t.Errorf("IPv6 chain after the repair (-want +got):\n%s", diff)
+	if got := f.v6.Rules("FORWARD"); len(got) != 1 || got[0] != "-m conntrack --ctstate DNAT -j SKNOCK" {
+		t.Errorf("IPv6 filter FORWARD after the repair = %q, want the jump", got)
+	}
+
+	f.v6.ClearChain("mangle", "SKNOCK")
+	if got := found(); len(got) != 1 || !strings.HasPrefix(got[0], "ip6tables: chain SKNOCK (mangle) was flushed") || strings.Contains(got[0], "not restored") {
+		t.Errorf("repair after flushing the IPv6 gate chain: %q, want ip6tables: chain SKNOCK (mangle) was flushed, restored", got)
+	}
+	if diff := cmp.Diff(applied, f.v6.TableRules("mangle", "SKNOCK")); diff != "" {
+		t.Errorf("IPv6 gate chain after the repair (-want +got):\n%s", diff)
 	}
 
 	f.v4.SetFailOn(func(op, chain string, spec []string) error {
@@ -165,17 +178,18 @@ func TestDaemonRestoresTamperedRules(t *testing.T) {
 		return nil
 	})
 	f.v4.ClearChain("filter", "SKNOCK")
-	if got := found(); len(got) != 1 || !strings.HasPrefix(got[0], "iptables: chain SKNOCK was flushed") ||
+	if got := found(); len(got) != 1 || !strings.HasPrefix(got[0], "iptables: chain SKNOCK (filter) was flushed") ||
 		!strings.Contains(got[0], "; not restored: ") || !strings.HasSuffix(got[0], "xtables lock held") {
-		t.Errorf("repair that cannot restore: %q, want iptables: chain SKNOCK was flushed, not restored: ...xtables lock held", got)
+		t.Errorf("repair that cannot restore: %q, want iptables: chain SKNOCK (filter) was flushed, not restored: ...xtables lock held", got)
 	}
 
 	// The log is complete once the daemon stopped; its lines are what an
 	// operator reads.
 	d.stop()
 	for _, want := range []string{
-		`"msg":"rules restored","family":"iptables","problem":"INPUT has no jump to SKNOCK"`,
-		`"msg":"rules restored","family":"ip6tables","problem":"chain SKNOCK was flushed`,
+		`"msg":"rules restored","family":"iptables","problem":"mangle PREROUTING has no jump to SKNOCK"`,
+		`"msg":"rules restored","family":"ip6tables","problem":"filter FORWARD has no jump to SKNOCK"`,
+		`"msg":"rules restored","family":"ip6tables","problem":"chain SKNOCK (mangle) was flushed`,
 	} {
 		if len(logLines(d.logs, want)) != 1 {
 			t.Errorf("want one %s line in the log:\n%s", want, d.logs.String())
@@ -195,8 +209,8 @@ func TestRulesOnly(t *testing.T) {
 	if code := rulesOnly(&cfg, false, &out, &errOut, f.deps()); code != 0 {
 		t.Fatalf("--apply-rules: exit %d: %s", code, errOut.String())
 	}
-	if !chainHas(f, "NFQUEUE --queue-num 101") || !strings.Contains(out.String(), "tcp/2000 closed") {
-		t.Errorf("--apply-rules applied %q and said %q", f.v4.Rules("SKNOCK"), out.String())
+	if !chainHas(f, "NFQUEUE --queue-num 101") || !tableHas(f, "filter", "REJECT") || !strings.Contains(out.String(), "tcp/2000 closed") {
+		t.Errorf("--apply-rules applied %q (mangle), %q (filter) and said %q", f.v4.TableRules("mangle", "SKNOCK"), f.v4.Rules("SKNOCK"), out.String())
 	}
 
 	f.lockErr = errors.New("another sknockd is already running in this network namespace (pid 42: sknockd --config x)")
@@ -204,7 +218,7 @@ func TestRulesOnly(t *testing.T) {
 	if code := rulesOnly(&cfg, true, &out, &errOut, f.deps()); code != 1 || !strings.Contains(errOut.String(), "--remove-rules refused: another sknockd is already running") {
 		t.Errorf("--remove-rules while running: exit %d, stderr %q; want 1 naming the running sknockd", code, errOut.String())
 	}
-	if len(f.v4.Rules("SKNOCK")) == 0 {
+	if len(f.v4.TableRules("mangle", "SKNOCK")) == 0 || len(f.v4.Rules("SKNOCK")) == 0 {
 		t.Error("a refused --remove-rules removed the rules")
 	}
 
@@ -212,8 +226,15 @@ func TestRulesOnly(t *testing.T) {
 	if code := rulesOnly(&cfg, true, &out, &errOut, f.deps()); code != 0 {
 		t.Fatalf("--remove-rules: exit %d: %s", code, errOut.String())
 	}
-	if got := f.v4.Chains(); slices.Contains(got, "SKNOCK") || len(f.v4.Rules("INPUT")) != 0 {
-		t.Errorf("after --remove-rules: chains %q, INPUT %q", got, f.v4.Rules("INPUT"))
+	for _, table := range []string{"mangle", "filter"} {
+		if got := f.v4.TableChains(table); slices.Contains(got, "SKNOCK") {
+			t.Errorf("after --remove-rules: %s chains %q", table, got)
+		}
+	}
+	for _, hook := range []struct{ table, chain string }{{"mangle", "PREROUTING"}, {"filter", "INPUT"}, {"filter", "FORWARD"}} {
+		if got := f.v4.TableRules(hook.table, hook.chain); len(got) != 0 {
+			t.Errorf("after --remove-rules: %s %s %q", hook.table, hook.chain, got)
+		}
 	}
 	if !strings.Contains(out.String(), "WITHOUT a grant") {
 		t.Errorf("--remove-rules said %q; want a warning that the ports are uncovered", out.String())
