@@ -100,6 +100,14 @@ func deny(d Decision, r Reason, err error) Decision {
 // d.ReplayKey when it acts on a grant, and that add is the final,
 // race-free replay check (Engine.Knock does both). seen may be nil.
 func Decide(in Input, trust *Trust, seen *ReplayCache) Decision {
+	return decide(in, trust, seen, nil)
+}
+
+// decide is Decide with an outcome cache (nil: none), which spares a
+// datagram seen before the checks that depend on nothing but its bytes
+// and the trust state (see outcomeCache); every other check runs as in
+// Decide, in the same order, with the same result.
+func decide(in Input, trust *Trust, seen *ReplayCache, outcomes *outcomeCache) Decision {
 	var d Decision
 	src := in.Source
 	if ipv4InIPv6(src) {
@@ -123,23 +131,34 @@ func Decide(in Input, trust *Trust, seen *ReplayCache) Decision {
 		return deny(d, ReasonReplay, errReplay)
 	}
 
-	k, err := knock.Open(in.Datagram, trust.ServerKey, src.Is6())
-	if err != nil {
-		if errors.Is(err, knock.ErrPublicKey) || errors.Is(err, knock.ErrPadding) {
-			return deny(d, ReasonUndecryptable, err)
-		}
-		return deny(d, ReasonMalformed, err)
+	o := outcomes.get(d.ReplayKey, trust, src.Is6(), in.Now)
+	if o == nil {
+		o = computeOutcome(in.Datagram, trust, src.Is6(), certTime, in.Now)
+		outcomes.put(d.ReplayKey, o)
+	}
+	k := o.knock
+	if k == nil {
+		return deny(d, o.openReason, o.openErr)
 	}
 	d.Knock = k
 	d.Skew = in.Now.Sub(k.Time())
 	d.Grant = Grant{Source: src, Proto: k.Proto, Port: k.Port}
 
+	if o.certErr != nil {
+		return deny(d, o.certReason, o.certErr)
+	}
+	// The verifier remembers certificates that verified, and checks their
+	// validity period and the CRL again every time.
 	client, err := trust.Verifier.Verify(k.Certificate, certTime)
 	if err != nil {
 		return deny(d, certReason(err), err)
 	}
 	d.Client = client
-	if !k.VerifySignature(client.PublicKey) {
+	sigOK := o.sigOK
+	if !o.sigChecked { // the certificate was refused when the outcome was made
+		sigOK = k.VerifySignature(client.PublicKey)
+	}
+	if !sigOK {
 		return deny(d, ReasonBadSignature, errors.New("signature does not verify with the certificate's key"))
 	}
 	if d.Skew > trust.Tolerance {

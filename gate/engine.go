@@ -49,6 +49,9 @@ type Engine struct {
 	trust    atomic.Pointer[Trust]
 	grants   *GrantTable
 	replay   *ReplayCache
+	// outcomes spares copies of a datagram the costly checks (see
+	// outcomeCache).
+	outcomes *outcomeCache
 
 	// replayFloor (Unix seconds) is when the replay cache began to cover
 	// every acceptable knock: the engine's start, or the last reload that
@@ -102,6 +105,11 @@ type Snapshot struct {
 	Deferred, HoldTimeouts, HoldOverflows uint64
 	// Grants and Replay are the sizes of the grant table and replay cache.
 	Grants, Replay int
+	// OutcomeHits counts knocks whose costly checks (decryption,
+	// certificate, signature) were spared because the same datagram was
+	// seen before; Outcomes is the outcome cache's size.
+	OutcomeHits uint64
+	Outcomes    int
 }
 
 var (
@@ -127,6 +135,8 @@ func NewEngine(cfg Config, trust *Trust) *Engine {
 		clock:  cfg.Clock,
 		grants: NewGrantTable(cfg.MaxGrants),
 		replay: NewReplayCache(cfg.MaxReplay),
+		// The outcome cache's bound is fixed (DefaultOutcomeEntries).
+		outcomes: newOutcomeCache(0),
 	}
 	if e.clock == nil {
 		e.clock = time.Now
@@ -337,7 +347,7 @@ func (e *Engine) Knock(src netip.Addr, datagram []byte) Decision {
 func (e *Engine) knock(src netip.Addr, datagram []byte) Decision {
 	now := e.clock()
 	trust := e.trust.Load()
-	d := Decide(Input{Datagram: datagram, Source: src, Now: now}, trust, e.replay)
+	d := decide(Input{Datagram: datagram, Source: src, Now: now}, trust, e.replay, e.outcomes)
 	if d.Granted() && int64(d.Knock.Timestamp) < e.replayFloor.Load() {
 		d.Reason, d.Err = ReasonReplay, errBeforeFloor
 	}
@@ -389,5 +399,7 @@ func (e *Engine) Snapshot() Snapshot {
 	s.HoldOverflows = e.stats.holds.overflows.Load()
 	s.Grants = e.grants.Len()
 	s.Replay = e.replay.Len()
+	s.OutcomeHits = e.outcomes.hits.Load()
+	s.Outcomes = e.outcomes.len()
 	return s
 }
