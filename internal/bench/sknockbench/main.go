@@ -9,6 +9,7 @@
 //	sknockbench latency    knock-to-open latency with a connect prober
 //	sknockbench connect    connect latency to an open (granted) port
 //	sknockbench garbage    a flood of well-formed garbage knocks
+//	sknockbench spoof      a knock flood from random spoofed sources
 //	sknockbench listen     TCP listeners on a port range
 //	sknockbench qrate      gate queue verdict rate from the kernel's counters
 //	sknockbench logstats   grants and decide_us from sknockd's log
@@ -29,6 +30,7 @@ var commands = map[string]func(args []string) error{
 	"latency":   latency,
 	"connect":   connectLatency,
 	"garbage":   garbage,
+	"spoof":     spoofFlood,
 	"listen":    listen,
 	"qrate":     queueRate,
 	"logstats":  logStats,
@@ -39,7 +41,7 @@ var commands = map[string]func(args []string) error{
 
 func main() {
 	if len(os.Args) < 2 || commands[os.Args[1]] == nil {
-		fmt.Fprintln(os.Stderr, "usage: sknockbench seal-send|latency|connect|garbage|listen|qrate|logstats|grants|crl|rusage [flags]")
+		fmt.Fprintln(os.Stderr, "usage: sknockbench seal-send|latency|connect|garbage|spoof|listen|qrate|logstats|grants|crl|rusage [flags]")
 		os.Exit(2)
 	}
 	if err := commands[os.Args[1]](os.Args[2:]); err != nil {

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"sknock/internal/bench/spoof"
+)
+
+// spoofFlood floods dst's knock ports from random spoofed sources (see
+// package spoof): random bytes, one captured datagram replayed, or
+// distinct knock-shaped datagrams with fresh ephemeral keys.
+func spoofFlood(args []string) error {
+	fs := flag.NewFlagSet("spoof", flag.ExitOnError)
+	dst := fs.String("dst", "", "server address (in 198.18.0.0/15)")
+	knockPorts := fs.String("knock-ports", "40000-40100", "UDP knock port range")
+	kind := fs.String("kind", "random", "random (random bytes), replay (the datagram in -datagram, again and again), fresh (distinct datagrams, each with a fresh ephemeral key)")
+	datagram := fs.String("datagram", "", "replay: file holding the datagram")
+	distinct := fs.Int("distinct", 0, "fresh: distinct datagrams made beforehand (default: -n)")
+	size := fs.Int("size", 700, "datagram size for random and fresh")
+	sources := fs.String("sources", "198.18.64.0/18,198.18.128.0/17,198.19.0.0/16", "prefixes of the spoofed sources, comma-separated, inside 198.18.0.0/15")
+	rate := fs.Float64("rate", 30000, "datagrams per second")
+	n := fs.Int("n", 300000, "datagrams to send at most")
+	limit := fs.Duration("for", 10*time.Second, "stop after this long")
+	prefix := fs.String("prefix", "spoof", "output key prefix")
+	fs.Parse(args)
+	dstAddr, err := netip.ParseAddr(*dst)
+	if err != nil {
+		return err
+	}
+	first, last, err := portRange(*knockPorts)
+	if err != nil {
+		return err
+	}
+	var prefixes []netip.Prefix
+	for _, s := range strings.Split(*sources, ",") {
+		p, err := netip.ParsePrefix(strings.TrimSpace(s))
+		if err != nil {
+			return err
+		}
+		prefixes = append(prefixes, p)
+	}
+	var payloads [][]byte
+	start := time.Now()
+	switch *kind {
+	case "random":
+		payloads = spoof.RandomPayloads(1024, *size, 1)
+	case "replay":
+		b, err := os.ReadFile(*datagram)
+		if err != nil {
+			return err
+		}
+		payloads = [][]byte{b}
+	case "fresh":
+		m := *distinct
+		if m <= 0 {
+			m = *n
+		}
+		if payloads, err = spoof.FreshPayloads(m, *size); err != nil {
+			return err
+		}
+	default:
+		return errors.New("-kind: want random, replay or fresh")
+	}
+	kv(*prefix+"_prepare_s", "%.3f", time.Since(start).Seconds())
+	res, err := spoof.Flood(context.Background(), spoof.Config{
+		Dst: dstAddr, FirstPort: first, LastPort: last,
+		Sources: prefixes, Exclude: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/22")},
+		Payloads: payloads, Rate: *rate, N: *n, For: *limit, Seed: uint64(time.Now().UnixNano()),
+	})
+	if err != nil {
+		return err
+	}
+	kv(*prefix+"_sent", "%d", res.Sent)
+	kv(*prefix+"_errors", "%d", res.Errors)
+	kv(*prefix+"_s", "%.3f", res.Elapsed.Seconds())
+	kv(*prefix+"_rate", "%.0f", res.Rate())
+	if res.Sent == 0 {
+		return fmt.Errorf("sent nothing (%d errors)", res.Errors)
+	}
+	return nil
+}
