@@ -33,7 +33,7 @@ const (
 	filterTable = "filter"
 	mangleTable = "mangle"
 	inputChain  = "INPUT"
-	// maxJumps bounds the loops that delete INPUT jumps, in case a Delete
+	// maxJumps bounds the loops that delete jumps, in case a Delete
 	// reports success without removing anything.
 	maxJumps = 1000
 )
@@ -46,9 +46,10 @@ func family(ipv6 bool) string {
 	return "iptables"
 }
 
-// hook is a built-in chain whose first rule must be a jump to the chain.
+// hook is a built-in chain whose first rule must be a jump to the chain
+// (or, for the backstop, a rule of its own).
 type hook struct {
-	chain string   // "PREROUTING", "INPUT", "FORWARD"
+	chain string   // "PREROUTING", "POSTROUTING", "INPUT", "FORWARD"
 	jump  []string // the jump's rule spec
 }
 
@@ -67,7 +68,7 @@ type part struct {
 // rejection in filter.
 func (c Config) parts(ipv6 bool) []part {
 	return []part{
-		{table: mangleTable, rules: c.Rules(ipv6), hooks: []hook{{"PREROUTING", c.Jump()}}},
+		{table: mangleTable, rules: c.Rules(ipv6), hooks: []hook{{"PREROUTING", c.Jump()}, {"POSTROUTING", c.Backstop()}}},
 		{table: filterTable, rules: c.RejectRules(ipv6), hooks: []hook{{inputChain, c.Jump()}, {"FORWARD", c.ForwardJump()}}},
 	}
 }

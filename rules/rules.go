@@ -75,6 +75,18 @@ func (c Config) ForwardJump() []string {
 	return []string{"-m", "conntrack", "--ctstate", "DNAT", "-j", c.Chain}
 }
 
+// Backstop returns the rule spec mangle POSTROUTING starts with: drop a
+// DNAT-ed packet the gate marked for rejection that is about to leave for
+// a container, because it got through filter FORWARD unrejected (another
+// tool put an accept above the FORWARD jump, as Docker does when it
+// starts, until sknockd restores the order). Under reject such a packet
+// is then dropped instead of refused, never delivered. --ctdir ORIGINAL
+// spares the reset REJECT sends back, which may carry the mark when
+// fwmark_reflect is on.
+func (c Config) Backstop() []string {
+	return []string{"-m", "conntrack", "--ctstate", "DNAT", "--ctdir", "ORIGINAL", "-m", "mark", "--mark", c.markMatch(), "-j", "DROP"}
+}
+
 // Rules returns the rule specs of the gate, the mangle table's chain, in
 // order, for IPv4 or IPv6: each is the argument list that follows
 // "-A CHAIN". c should be valid (Validate).

@@ -21,9 +21,11 @@ usage() {
 	cat >&2 <<EOF
 usage: $0 apply|remove CONFIG
 
-  apply   install sknock's chain and INPUT jump for IPv4 and IPv6, in one
-          iptables-restore transaction per family (idempotent: a chain
-          left by an earlier run is replaced whole); until sknockd runs,
+  apply   install sknock's chains for IPv4 and IPv6 (the gate in mangle,
+          jumped to from PREROUTING; the rejection in filter, from INPUT
+          and FORWARD), one iptables-restore transaction per table
+          (idempotent: a chain left by an earlier run is replaced whole);
+          until sknockd runs,
           protected ports are closed and knocks unanswered
   remove  delete them again (nothing there is not an error): the
           protected ports become reachable WITHOUT a grant

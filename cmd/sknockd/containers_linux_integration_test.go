@@ -200,3 +200,34 @@ func TestIntegrationContainers(t *testing.T) {
 		})
 	}
 }
+
+// TestIntegrationContainersBackstop: a packet the gate marked for
+// rejection that another tool's accept, put above sknock's FORWARD jump,
+// lets through filter is dropped by the backstop in mangle POSTROUTING,
+// never delivered to the container; without the backstop it would be.
+// The daemon's marking is stood in for by a MARK rule in front of the
+// gate, so the kernel's part is tested alone (with --apply-rules).
+func TestIntegrationContainersBackstop(t *testing.T) {
+	requireTools(t)
+	e := &env{net: e2e.NewNet(t), pki: e2e.NewPKI(t), policy: "reject"}
+	addContainers(t, e, dockerRules)
+	path := t.TempDir() + "/sknockd.yaml"
+	writeIntegrationFile(t, path, e.pki.Config(fmt.Sprintf(containerSections, "reject", "15s")))
+	if out, code := e2e.RunSknockd(t, e.net.Server, 20*time.Second, "--config", path, "--apply-rules"); code != 0 {
+		t.Fatalf("sknockd --apply-rules: exit %d\n%s", code, out)
+	}
+	s := e.net.Server
+	// What sknockd does to a refused SYN (repeat it with the reject
+	// mark), and what a Docker restart does (its accept above ours).
+	s.MustRun("iptables", "-t", "mangle", "-I", "PREROUTING", "1", "-p", "tcp", "--dport", fmt.Sprint(pubA), "-j", "MARK", "--set-xmark", "0x1/0x1")
+	s.MustRun("iptables", "-I", "FORWARD", "1", "-j", "ACCEPT")
+	alice := e.client(false)
+	if err := probe(alice, packet.TCP, pubA, dropTimeout); !e2e.IsTimeout(err) {
+		t.Errorf("marked SYN past an accept above the FORWARD jump: %v, want a timeout (dropped by the backstop)", err)
+	}
+	backstop := strings.TrimPrefix(strings.SplitN(s.MustRun("sh", "-c", "iptables -t mangle -S POSTROUTING | grep -e '-j DROP'"), "\n", 2)[0], "-A POSTROUTING ")
+	s.MustRun("sh", "-c", "iptables -t mangle -D POSTROUTING "+backstop)
+	if err := probe(alice, packet.TCP, pubA, probeTimeout); err != nil {
+		t.Errorf("without the backstop: %v, want the echo (the test stands for nothing if the packet was stopped elsewhere)", err)
+	}
+}

@@ -20,7 +20,8 @@ import (
 const instanceSocket = "@sknockd"
 
 // lockInstance makes sure only one sknockd runs in this network
-// namespace: two would fight over the first place in INPUT, and one's
+// namespace: two would fight over the first places in PREROUTING, INPUT
+// and FORWARD, and one's
 // rules could uncover the other's ports. The error names the running
 // instance.
 func lockInstance() (io.Closer, error) { return lockInstanceAt(instanceSocket) }

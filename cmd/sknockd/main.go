@@ -151,7 +151,7 @@ func rulesOnly(cfg *Config, remove bool, stdout, stderr io.Writer, sys osDeps) i
 			fmt.Fprintf(stderr, "sknockd: remove rules: %v\n", err)
 			return 1
 		}
-		fmt.Fprintf(stdout, "sknockd: removed chain %s and its INPUT jump (IPv4 and IPv6): %s now reachable WITHOUT a grant\n", cfg.Rules.Chain, protectList(cfg))
+		fmt.Fprintf(stdout, "sknockd: removed chain %s (mangle and filter) and its jumps (IPv4 and IPv6): %s now reachable WITHOUT a grant\n", cfg.Rules.Chain, protectList(cfg))
 		return 0
 	}
 	keeper, err := sys.keeper()
