@@ -18,6 +18,8 @@ Usage:
   sknock knock [flags] HOST PROTO/PORT...   open ports on HOST with one signed knock each
   sknock inspect [flags] PACKETFILE         decide a captured knock as the gatekeeper would
   sknock pki init|server|client|revoke|crl  a small file-based certificate authority
+  sknock grants list|revoke [flags]         see and end the running sknockd's grants (root)
+  sknock status [--json]                    the running sknockd's state and counters (root)
   sknock --version
 
 Examples:
@@ -45,6 +47,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runInspect(args[1:], stdout, stderr)
 	case "pki":
 		return runPKI(args[1:], stdout, stderr)
+	case "grants":
+		return runGrants(args[1:], stdout, stderr)
+	case "status":
+		return runStatus(args[1:], stdout, stderr)
 	case "--version", "-version", "version":
 		fmt.Fprintln(stdout, "sknock", version)
 		return 0

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"sknock/internal/control"
+)
+
+const statusUsage = `usage: sknock status [--json] [--socket PATH]
+
+Show the running sknockd's state over its control socket (root only):
+version, uptime, configuration file, whether the rule set is whole, the
+trust state and CRL freshness, and the counters.
+
+  --socket PATH   the control socket (default ` + control.DefaultSocket + `)
+  --json          print the answer as JSON
+
+Exit status: 0 sknockd answered and its rules are whole; 1 unreachable or
+refused; 3 it answered but its rule set is damaged or its CRL stale.
+`
+
+func runStatus(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(helpOut(args, stdout, stderr), statusUsage) }
+	socket := fs.String("socket", control.DefaultSocket, "sknockd's control socket")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "sknock status: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	resp, err := control.Call(*socket, control.Request{Command: control.CommandStatus}, controlTimeout)
+	if err == nil && resp.Status == nil {
+		err = errors.New("sknockd sent no status")
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "sknock status: %v\n", err)
+		return 1
+	}
+	st := resp.Status
+	code := 0
+	if !st.RulesHealthy || st.Trust.CRLStale {
+		code = 3
+	}
+	if *asJSON {
+		if c := printJSON(stdout, stderr, st); c != 0 {
+			return c
+		}
+		return code
+	}
+	printStatus(stdout, st)
+	return code
+}
+
+func printStatus(w io.Writer, st *control.Status) {
+	rules := "whole"
+	if !st.RulesHealthy {
+		rules = "DAMAGED (sknockd retries every second; see its log)"
+	}
+	fmt.Fprintf(w, "sknockd %s, up %s (since %s)\n", st.Version, time.Duration(st.UptimeSeconds*float64(time.Second)).Round(time.Second), st.Started.Format(time.RFC3339))
+	fmt.Fprintf(w, "config:   %s\n", st.Config)
+	fmt.Fprintf(w, "rules:    %s\n", rules)
+	fmt.Fprintf(w, "protect:  %s (policy %s)\n", st.Protect, st.Policy)
+	fmt.Fprintf(w, "grants:   %d live\n", st.Grants)
+	t := st.Trust
+	switch {
+	case !t.CRL:
+		fmt.Fprintln(w, "crl:      none (revocation is off)")
+	default:
+		fresh := "fresh"
+		if t.CRLStale {
+			fresh = "STALE: past its next update"
+		}
+		next := "none"
+		if !t.CRLNextUpdate.IsZero() {
+			next = t.CRLNextUpdate.Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "crl:      %s, %d revoked, issued %s, next update %s, by %s\n", fresh, t.CRLRevoked, t.CRLThisUpdate.Format(time.RFC3339), next, t.CRLIssuer)
+	}
+	fmt.Fprintf(w, "knocks:   timestamp tolerance %gs\n", t.ToleranceSecs)
+	names := make([]string, 0, len(st.Counters))
+	for name := range st.Counters {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	fmt.Fprintln(w, "counters:")
+	for _, name := range names {
+		fmt.Fprintf(w, "  %-24s %d\n", name, st.Counters[name])
+	}
+}
