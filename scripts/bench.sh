@@ -18,12 +18,14 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 export PATH="$PATH:/usr/local/go/bin"
 
-PHASES=${PHASES:-"micro e2e gate garbage fwknop memory"}
+PHASES=${PHASES:-"micro e2e gate garbage spoof fwknop memory"}
 LAT_N=${LAT_N:-200}            # knocks per latency series
 THRU_N=${THRU_N:-12000}        # valid knocks for the throughput row
 FLOOD_N=${FLOOD_N:-500000}    # SYNs per gate flood
 GARBAGE_RATE=${GARBAGE_RATE:-20000}
 GARBAGE_FOR=${GARBAGE_FOR:-10s}
+SPOOF_RATE=${SPOOF_RATE:-30000}  # spoofed-source floods of rows 8a and 8b
+FRESH_N=${FRESH_N:-50}           # fresh clients per spoofed flood (at most 250)
 OUT=${OUT:-docs/performance.md}
 
 [ "$(id -u)" -eq 0 ] || { echo "bench.sh: run as root (sudo scripts/bench.sh)" >&2; exit 1; }
@@ -319,6 +321,50 @@ if has_phase garbage; then
   run_garbage rl "$W/d3rl.yaml"
 fi
 
+# ---- 8. fresh clients under spoofed-source floods ---------------------------------
+# run_spoof LABEL KIND RATE: sknockbench spoof floods the knock ports from
+# mal with KIND datagrams (random bytes; one sealed knock naming mal's
+# address, replayed; or distinct knock-shaped datagrams with fresh
+# ephemeral keys) from random sources of 198.18.64.0/18, 198.18.128.0/17
+# and 198.19.0.0/16, while FRESH_N fresh clients (cli's 198.18.3.1-N, each
+# knocking once from its own address, sealed just before sending) knock;
+# success = the prober connects within 1 s.
+run_spoof() {
+  local x=$1 kind=$2 rate=$3
+  start_daemon "$W/d8.yaml" "$W/d8$x.log"
+  log "spoofed flood $x: $kind at $rate/s, $FRESH_N fresh clients"
+  # Started without a shell function, so that $! is the sender itself
+  # (ip netns exec execs it), which reports what it sent on SIGTERM.
+  ip netns exec "$MAL" "$SB" spoof -kind "$kind" -dst $SRV_IP -rate "$rate" -n $((rate * 120)) -for 120s -distinct 60000 \
+    -pfx "${CLIENTS[5]}" -password-file "$PW" -server-cert "$SERVER_CERT" -names $MAL_IP -prefix sp$x > "$W/sp$x.kv" & sp=$!; BG+=($sp)
+  # Let the flood reach its rate (fresh keys are made first).
+  for _ in $(seq 300); do grep -q prepare "$W/sp$x.kv" 2>/dev/null && break; sleep 0.1; done
+  sleep 3
+  in_cli "$SB" latency -mode datagram -pfx "${CLIENTS[4]}" -password-file "$PW" -server-cert "$SERVER_CERT" \
+    -sources 198.18.3.1+"$FRESH_N" -dst $SRV_IP -ports 2000-2039 -n "$FRESH_N" -timeout 1s -gap 20ms -prefix fr$x | kvs
+  kill -TERM "$sp" 2>/dev/null || true; wait "$sp" || true
+  kvs < "$W/sp$x.kv"
+  stop_daemon
+  "$SB" logstats -log "$W/d8$x.log" -prefix sl$x | kvs
+  local ok=${R[fr${x}_n]:-0} fail=${R[fr${x}_fail]:-0}
+  R[fr${x}_pct]=$(calc %.1f "100*$ok/($ok+$fail)")
+}
+if has_phase spoof; then
+  go test -run='^$' -bench 'BenchmarkECDH$' -benchtime=2s -count=3 ./gate/ > "$W/ecdh.txt"
+  R[ecdh_ns]=$(awk '$1 ~ /^BenchmarkECDH(-[0-9]+)?$/ {print $3}' "$W/ecdh.txt" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  R[ecdh_rate]=$(calc %.0f "1e9/${R[ecdh_ns]}*$(nproc)")
+  write_config "$W/d8.yaml" 1s "" '"20/second"'
+  in_srv sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.vm.rp_filter=0
+  for i in $(seq 1 "$FRESH_N"); do ip -n "$CLI" addr add 198.18.3.$i/32 dev veth0; done
+  ip -n "$SRV" route add 198.18.3.0/24 via $CLI_IP
+  run_spoof rand random "$SPOOF_RATE"
+  run_spoof repl replay "$SPOOF_RATE"
+  for f in 25 50 100; do
+    run_spoof fresh$f fresh "$(calc %.0f "${R[ecdh_rate]}*$f/100")"
+    R[spfresh${f}_x]=$(calc %.2f "${R[spfresh${f}_rate]:-0}/${R[ecdh_rate]}")
+  done
+fi
+
 # ---- 5. fwknop, same namespaces and prober --------------------------------------------
 if has_phase fwknop; then
   F=$W/fwknop; mkdir -p "$F/run"
@@ -439,6 +485,9 @@ How each row is measured is described under the table.
 | 6b | granted client's connect latency under that flood | p50 $(get flood_p50_ms) ms, p99 $(get flood_p99_ms) ms (failed $(get flood_fail)) | without flood: p50 $(get calm_p50_ms) ms, p99 $(get calm_p99_ms) ms | | | |
 | 6c | 6a with the rate limit off (\`knock.rate_limit: ""\`; $(get garbagerl_rate)/s sent) | $legitrl_rate % ($legitrl_ok of $LAT_N; open p50 $(get legitrl_p50_ms) ms, p99 $(get legitrl_p99_ms) ms) | daemon: $(get glrl_counter_shed) knocks shed | | — | |
 | 6d | 6b with the rate limit off | p50 $(get floodrl_p50_ms) ms, p99 $(get floodrl_p99_ms) ms (failed $(get floodrl_fail)) | without flood: p50 $(get calmrl_p50_ms) ms, p99 $(get calmrl_p99_ms) ms | | | |
+| 8a | fresh clients let in under a spoofed-source flood of random bytes ($(get sprand_rate)/s sent from random sources of 198.18.64.0/18, 198.18.128.0/17, 198.19.0.0/16; \`knock.rate_limit: 20/second\`) | $(get frrand_pct) % ($(get frrand_n) of $FRESH_N; open p50 $(get frrand_p50_ms) ms) | daemon: $(get slrand_counter_shed) knocks shed | | ≥ 99 % | $(verdict "$(get frrand_pct)" '>=' 99) |
+| 8b | the same with one sealed knock (naming another address) replayed from random sources ($(get sprepl_rate)/s) | $(get frrepl_pct) % ($(get frrepl_n) of $FRESH_N; open p50 $(get frrepl_p50_ms) ms) | daemon: $(get slrepl_counter_shed) knocks shed | | ≥ 99 % | $(verdict "$(get frrepl_pct)" '>=' 99) |
+| 8c | the same with distinct knock-shaped datagrams, each with a fresh ephemeral key (made beforehand; an ECDH each), by flood rate as a multiple of this host's ECDH rate ($(get ecdh_rate)/s on $(nproc) cores) | $(get spfresh25_x)× ($(get spfresh25_rate)/s): $(get frfresh25_pct) %; $(get spfresh50_x)× ($(get spfresh50_rate)/s): $(get frfresh50_pct) %; $(get spfresh100_x)× ($(get spfresh100_rate)/s): $(get frfresh100_pct) % | shed: $(get slfresh25_counter_shed), $(get slfresh50_counter_shed), $(get slfresh100_counter_shed) | | — | |
 | 7a | RSS of 1,000,000 live grants (gate.GrantTable in a Go program) | +$(get grants_rss_mb) MB RSS (+$(get grants_heap_mb) MB heap; lookup $(get grants_lookup_ns) ns) | | | ≤ 200 MB | $(verdict "$(get grants_rss_mb)" '<=' 200) |
 | 7b | sknockd with a 1,000,000-serial CRL ($(get crl_bytes) bytes) | RSS $(get crl_daemon_rss_mb) MB running ($(get chkbig_maxrss_mb) MB peak in --check) | idle sknockd with a 1-entry CRL: $(get idle_daemon_rss_mb) MB | | | |
 | 7c | loading that CRL | $(get crl_load_s) s (--check $(get chkbig_wall_s) s vs $(get chksmall_wall_s) s) | | | ≤ 2 s | $(verdict "$(get crl_load_s)" '<=' 2) |
@@ -505,6 +554,16 @@ listeners on tcp/2000–2249 and tcp/2300 (open). Tools:
    tcp/2240 every 5 ms (6b), all with the shipped \`knock.rate_limit: "20/second"\`
    (hashlimit per source; the flood comes from one source). 6c/6d repeat this with
    the limit off, which leaves only the knock backlog's shedding.
+8. \`sknockbench spoof\` floods the knock ports from mal through a raw socket,
+   each datagram from a random source of 198.18.64.0/18, 198.18.128.0/17 and
+   198.19.0.0/16 (about 114,000 addresses; as \`hping3 --rand-source\`, but
+   inside the benchmarking range), at SPOOF_RATE per second (8a, 8b) or at a
+   fraction of the ECDH rate (8c: \`BenchmarkECDH\` × cores; up to 60,000
+   distinct datagrams made beforehand, sent round robin — more than the
+   outcome cache holds, so each costs an ECDH). Meanwhile $FRESH_N fresh clients,
+   each from its own address of cli's 198.18.3.0/24 and knocking once (one
+   datagram sealed just before it is sent, no retry), are measured as in 6;
+   shipped \`knock.rate_limit: "20/second"\`.
 7. \`sknockbench grants\` fills a gate.GrantTable with 1,000,000 grants (addresses
    of 198.18.0.0/15 × 8 ports; nothing sent — a million sources over the wire is
    impractical) and reports the process RSS growth after a GC. \`sknockbench crl\`

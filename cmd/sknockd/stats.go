@@ -12,6 +12,7 @@ func (d *daemon) logStats() {
 		zap.Uint64("would_deny", s.WouldDeny),
 		zap.Int("grants", s.Grants),
 		zap.Int("replay_cache", s.Replay),
+		zap.Uint64("knock_outcome_hits", s.OutcomeHits),
 		zap.Uint64("gate_packets", g.Packets),
 		zap.Uint64("gate_unknown", g.Unknown),
 		zap.Uint64("gate_receive_errors", g.ReceiveErrors),

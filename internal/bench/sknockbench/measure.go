@@ -133,6 +133,7 @@ type logLine struct {
 	DecideUS *int64            `json:"decide_us"`
 	Knocks   map[string]uint64 `json:"knocks"`
 	Shed     *uint64           `json:"knock_shed"`
+	Outcome  uint64            `json:"knock_outcome_hits"`
 }
 
 // logStats reads sknockd's log from line -from on: grants, denials by
@@ -166,6 +167,7 @@ func logStats(args []string) error {
 		if l.Msg == "counters" && l.Shed != nil {
 			kv(*prefix+"_counter_shed", "%d", *l.Shed)
 			kv(*prefix+"_counter_grants", "%d", l.Knocks["none"])
+			kv(*prefix+"_counter_outcome_hits", "%d", l.Outcome)
 		}
 		if l.Msg != "knock" {
 			continue

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"sknock/internal/bench/spoof"
@@ -29,7 +31,13 @@ func spoofFlood(args []string) error {
 	n := fs.Int("n", 300000, "datagrams to send at most")
 	limit := fs.Duration("for", 10*time.Second, "stop after this long")
 	prefix := fs.String("prefix", "spoof", "output key prefix")
+	pfx := fs.String("pfx", "", "replay without -datagram: seal one knock with this client bundle, naming -names")
+	pwFile := fs.String("password-file", "", "bundle password file")
+	serverCert := fs.String("server-cert", "", "server certificate")
+	names := fs.String("names", "198.18.2.2", "replay: the client address the sealed knock names (it is never sent from there)")
 	fs.Parse(args)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	dstAddr, err := netip.ParseAddr(*dst)
 	if err != nil {
 		return err
@@ -52,9 +60,23 @@ func spoofFlood(args []string) error {
 	case "random":
 		payloads = spoof.RandomPayloads(1024, *size, 1)
 	case "replay":
-		b, err := os.ReadFile(*datagram)
-		if err != nil {
-			return err
+		var b []byte
+		if *datagram != "" {
+			if b, err = os.ReadFile(*datagram); err != nil {
+				return err
+			}
+		} else {
+			s, err := loadSealer(*pfx, *pwFile, *serverCert)
+			if err != nil {
+				return err
+			}
+			a, err := netip.ParseAddr(*names)
+			if err != nil {
+				return err
+			}
+			if b, err = s.seal(0, 2000, a); err != nil {
+				return err
+			}
 		}
 		payloads = [][]byte{b}
 	case "fresh":
@@ -69,7 +91,7 @@ func spoofFlood(args []string) error {
 		return errors.New("-kind: want random, replay or fresh")
 	}
 	kv(*prefix+"_prepare_s", "%.3f", time.Since(start).Seconds())
-	res, err := spoof.Flood(context.Background(), spoof.Config{
+	res, err := spoof.Flood(ctx, spoof.Config{
 		Dst: dstAddr, FirstPort: first, LastPort: last,
 		Sources: prefixes, Exclude: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/22")},
 		Payloads: payloads, Rate: *rate, N: *n, For: *limit, Seed: uint64(time.Now().UnixNano()),
