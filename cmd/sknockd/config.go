@@ -56,6 +56,14 @@ type Config struct {
 
 	LogLevel string
 
+	// MetricsListen is the address the Prometheus listener binds
+	// (host:port); empty: no listener (metrics.go).
+	MetricsListen string
+	// ControlSocket is the path of the root-only control socket that
+	// `sknock grants` and `sknock status` talk to; empty: none
+	// (control.go).
+	ControlSocket string
+
 	// Rules is the rule set the config describes.
 	Rules rules.Config
 
@@ -98,6 +106,7 @@ func defaultConfig() Config {
 		OpenDuration:       15 * time.Second,
 		MaxGrantsPerCert:   defaultMaxGrantsPerCert,
 		LogLevel:           "info",
+		ControlSocket:      defaultControlSocket,
 		Rules:              defaultRules(),
 	}
 }
@@ -165,6 +174,12 @@ var configKeys = map[string]map[string]keySetter{
 	},
 	"log": {
 		"level": setLogLevel,
+	},
+	"metrics": {
+		"listen": setListen,
+	},
+	"control": {
+		"socket": setSocketPath,
 	},
 }
 
@@ -254,7 +269,7 @@ func (c *Config) apply(root *yaml.Node) error {
 		k, v := root.Content[i], root.Content[i+1]
 		keys, ok := configKeys[k.Value]
 		if !ok {
-			return &ConfigError{Path: c.Path, Key: k.Value, Line: k.Line, Msg: "unknown section (want server, crl, knock, gate or log)"}
+			return &ConfigError{Path: c.Path, Key: k.Value, Line: k.Line, Msg: "unknown section (want server, crl, knock, gate, log, metrics or control)"}
 		}
 		if seen[k.Value] {
 			return &ConfigError{Path: c.Path, Key: k.Value, Line: k.Line, Msg: "section given twice"}

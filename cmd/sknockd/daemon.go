@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"sync"
@@ -40,6 +41,15 @@ type daemon struct {
 	fetch  Fetcher    // gets crl.url
 	marker connMarker // ends the connections of revoked grants
 	hooks  hooks      // what tests observe; none in production
+
+	// What the operator sees and does (operator.go): counters outside
+	// the packet path, the certificates behind grants, control requests
+	// for the loop to answer, the service manager's notifier.
+	ops      *opsStats
+	started  time.Time
+	certs    *certBook
+	control  chan controlCall
+	notifier notifier
 }
 
 // newLoggerAt returns the daemon's JSON logger at a level a reload can
@@ -92,6 +102,19 @@ type osDeps struct {
 	// hooks report what the daemon did, for tests; the zero value has
 	// none.
 	hooks hooks
+	// notify sends sd_notify messages; nil sends none.
+	notify notifier
+	// watchdogEvery returns the service manager's watchdog interval;
+	// nil or zero: no watchdog.
+	watchdogEvery func() time.Duration
+	// kernelStats reads a queue's kernel counters for the watchdog; nil
+	// means queue.ReadKernelStats.
+	kernelStats func(uint16) (queue.KernelStats, error)
+	// listenControl makes the control socket; nil: none.
+	listenControl func(path string) (*net.UnixListener, error)
+	// peerUID says who called the control socket; nil means the kernel's
+	// SO_PEERCRED.
+	peerUID func(*net.UnixConn) (uint32, error)
 }
 
 // hooks tell a test that the daemon has done something, so that it waits
@@ -117,6 +140,12 @@ type hooks struct {
 	// the rules changed, with what it found and whether it restored them
 	// (Finding.Err).
 	repaired func([]rules.Finding)
+	// watchdog is called after each watchdog check: with nil when
+	// WATCHDOG=1 went out, with the reason when it was held back.
+	watchdog func(error)
+	// metricsServing is called with the metrics listener's address once
+	// it serves.
+	metricsServing func(addr string)
 	// crlRefreshed is called after each CRL refresh (fetch and re-read
 	// of the CRL files, off the maintenance loop) has been handled by it.
 	crlRefreshed func(crlRefresh)
@@ -137,6 +166,11 @@ var realDeps = osDeps{
 	fetch:       httpFetch,
 	lock:        lockInstance,
 	marker:      conntrackMarker{},
+
+	notify:        sdNotify,
+	watchdogEvery: sdWatchdogEvery,
+	kernelStats:   queue.ReadKernelStats,
+	listenControl: listenControl,
 }
 
 // serve runs the gatekeeper until ctx is done. It returns the exit status.
@@ -178,6 +212,7 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 
 	crl.certs, crl.info = certs, info
 	d := &daemon{cfg: cfg, log: log, level: level, keeper: keeper, fetch: sys.fetch, hooks: sys.hooks, marker: sys.marker, crl: crl}
+	d.ops, d.started, d.control, d.notifier = newOpsStats(), time.Now(), make(chan controlCall), sys.notify
 	d.decisions = newDecisionLog(log, decisionLogPerSecond)
 	engineCfg := gate.Config{
 		Policy:           cfg.Policy,
@@ -202,6 +237,13 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 		return 1
 	}
 	logTrust(log, "trust loaded", info, d.engine.Now())
+	d.certs = newCertBook(d.engine.Grants(), defaultCertBook)
+	op, err := d.openOperator(cfg, sys)
+	if err != nil {
+		fmt.Fprintf(stderr, "sknockd: %v\n", err)
+		return 1
+	}
+	defer op.close()
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -218,6 +260,9 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 	var watching sync.WaitGroup
 	watching.Go(func() { d.watchRules(runCtx, cmp.Or(sys.watchEvery, defaultWatchEvery)) })
 	watching.Go(func() { d.holder.Run(runCtx) })
+	if err := d.serveOperator(runCtx, op, sys, &watching); err != nil {
+		log.Error("metrics not served", zap.Error(err))
+	}
 	log.Info("sknockd started",
 		zap.String("version", version),
 		zap.String("chain", cfg.Rules.Chain),
@@ -228,11 +273,15 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 		zap.Stringer("policy", cfg.Policy),
 		zap.Duration("open_duration", cfg.OpenDuration),
 	)
+	// Both queues are bound and the rules in place: only now is sknockd
+	// ready for the service manager.
+	d.notifyReady("serving; protecting " + protectList(cfg))
 	if d.hooks.started != nil {
 		d.hooks.started()
 	}
 
 	status := d.loop(ctx, hup, readerDone, cmp.Or(sys.healthEvery, healthEvery))
+	d.notify("STOPPING=1")
 	stopReaders()
 	watching.Wait()
 	d.logStats()

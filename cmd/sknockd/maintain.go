@@ -56,6 +56,8 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal, readerDone <-ch
 			d.engine.Sweep()
 		case <-stats.C:
 			d.logStats()
+		case call := <-d.control:
+			call.reply <- d.answerControl(call.req)
 		}
 	}
 }
@@ -75,6 +77,7 @@ func (d *daemon) watchRules(ctx context.Context, interval time.Duration) {
 		case <-tick.C:
 		}
 		findings := d.keeper.Repair()
+		d.ops.rulesChecked(findings)
 		for _, f := range findings {
 			if f.Err == nil {
 				d.log.Error("rules restored", zap.String("family", f.Family), zap.String("problem", f.Problem))

@@ -130,7 +130,12 @@ func (d *daemon) settleHeld(p *gate.HeldPacket, v packet.Verdict) {
 func (d *daemon) handleKnock(src netip.Addr, payload []byte) {
 	start := d.engine.Now()
 	dec := d.engine.Knock(src, payload)
-	d.decisions.knock(src, &dec, start, d.engine.Now(), d.engine.OpenDuration())
+	end := d.engine.Now()
+	d.ops.knockLatency.Observe(end.Sub(start).Seconds())
+	if dec.Granted() {
+		d.certs.note(dec.Client, end)
+	}
+	d.decisions.knock(src, &dec, start, end, d.engine.OpenDuration())
 	if d.hooks.knockDecided != nil {
 		d.hooks.knockDecided(src, dec)
 	}

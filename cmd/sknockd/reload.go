@@ -45,6 +45,8 @@ var configValues = map[string]func(*Config) any{
 	"gate.max_grants_per_certificate": func(c *Config) any { return c.MaxGrantsPerCert },
 	"gate.hold_queue":                 func(c *Config) any { return c.HoldQueue },
 	"log.level":                       func(c *Config) any { return c.LogLevel },
+	"metrics.listen":                  func(c *Config) any { return c.MetricsListen },
+	"control.socket":                  func(c *Config) any { return c.ControlSocket },
 }
 
 // restartOnly are the keys a reload cannot apply: they name or size the
@@ -54,7 +56,7 @@ var restartOnly = map[string]bool{
 	"gate.queue": true, "gate.queues": true, "knock.queue": true, "gate.hold_queue": true,
 	"gate.chain": true, "gate.reject_mark": true, "gate.revoke_mark": true,
 	"knock.workers": true, "knock.backlog": true, "gate.max_grants": true, "gate.max_grants_per_certificate": true,
-	"knock.replay_file": true,
+	"knock.replay_file": true, "metrics.listen": true, "control.socket": true,
 }
 
 // changedKeys lists, sorted, the keys whose values differ between a and b.
@@ -72,7 +74,10 @@ func changedKeys(a, b *Config) []string {
 // reloadConfig applies the configuration file again on SIGHUP (see
 // reload), logs a refusal, and reports whether crl.refresh changed.
 func (d *daemon) reloadConfig(ctx context.Context) bool {
+	d.notifyReloading()
 	refreshChanged, err := d.reload(ctx)
+	d.ops.trustReloaded(err)
+	d.notifyReloaded(err)
 	if err != nil {
 		d.log.Error("reload refused, keeping the current configuration", zap.Error(err))
 	}
