@@ -175,10 +175,12 @@ func (d *daemon) finishCRLRefresh(ctx context.Context, r crlRefresh) {
 		d.startCRLRefresh(ctx)
 	case !r.changed:
 	case r.err != nil:
+		d.ops.trustReloaded(r.err)
 		d.log.Error("CRL refresh failed, keeping the current trust state", zap.Error(r.err))
 	default:
 		d.crl.info = r.info
 		d.endRevoked(d.engine.SetTrust(r.trust))
+		d.ops.trustReloaded(nil)
 		logTrust(d.log, "trust reloaded (CRL refresh)", r.info, d.engine.Now())
 	}
 	if d.hooks.crlRefreshed != nil {
