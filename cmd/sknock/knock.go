@@ -17,7 +17,7 @@ import (
 	"sknock/packet"
 )
 
-const knockUsage = `usage: sknock knock [flags] HOST PROTO/PORT...
+const knockUsage = `usage: sknock knock [flags] HOST [PROTO/PORT...]
        sknock knock --connect [flags] HOST tcp/PORT
 
 Send one signed, encrypted knock per PROTO/PORT (tcp/22, udp/8000) to HOST's
@@ -25,17 +25,33 @@ gatekeeper, then verify every TCP port by connecting to it, knocking again
 when a port is not open within --timeout. UDP ports cannot be verified.
 The bundle password comes from --password-file or $SKNOCK_PASSWORD.
 Unlocking the bundle costs about 2 ms; --key-cache 1h keeps it unlocked in
-the kernel's per-user keyring for an hour (purge: keyctl purge -p user sknock:).
+the kernel's per-user keyring for an hour (Linux only; purge: keyctl purge
+-p user sknock:).
+
+HOST may name a profile in ~/.config/sknock/config.yaml (--profile-file):
+its bundle, server certificate, password source, ports and so on, which
+flags override. Without ports on the command line, the profile's are
+knocked.
+
+Behind NAT the knock must carry the public address: --source-ip auto asks
+STUN servers (--stun HOST:PORT, repeatable) for it, and is the default when
+the local address toward HOST is private, shared or link-local and HOST's
+is not. --source-ip local embeds the local address; --source-ip IP that IP.
+
+A name with IPv4 and IPv6 addresses is knocked on the one the resolver
+prefers, then on the other when the port did not open; -4 or -6 forces one.
 
 With --connect (exactly one TCP port) the verified connection is spliced to
 stdin and stdout, for use as an ssh ProxyCommand; messages go to stderr.
 
 Exit status: 0 when every port is open (UDP, or --no-verify: knocked),
-1 when a port failed, 2 for bad flags, unreadable files or a wrong password.
+1 when a port failed, 2 for bad flags, unreadable or unsuitable files or a
+wrong password.
 
 Examples:
   sknock knock --pkcs12 me.pfx --server-cert server.pem gate.example.net tcp/2000 udp/8000
-  ssh -o ProxyCommand='sknock knock --connect --pkcs12 ~/.sknock/me.pfx --server-cert ~/.sknock/server.pem %h tcp/%p' gate.example.net
+  sknock knock gate1
+  ssh -o ProxyCommand='sknock knock --connect %h tcp/%p' gate1
 
 Flags:
 `
@@ -55,15 +71,19 @@ const (
 // knockFlags is the parsed command line of "sknock knock".
 type knockFlags struct {
 	bundle, serverCert, passwordFile string
+	passwordEnv                      string // from a profile
 	knockPort                        int
 	sourceIP                         string
+	stun                             []string
+	profileFile                      string
 	ipv4, ipv6                       bool
 	noVerify, connect, quiet         bool
 	retries                          int
 	timeout, keyCache                time.Duration
 
-	host string
-	reqs []client.Request
+	host    string
+	profile *profile // nil when HOST names none
+	reqs    []client.Request
 }
 
 // parseKnockFlags parses args; flags may come before or after HOST and
@@ -77,7 +97,15 @@ func parseKnockFlags(args []string, stdout io.Writer) (*knockFlags, error) {
 	fs.StringVar(&f.serverCert, "server-cert", "", "the gatekeeper's certificate, DER or PEM (required)")
 	fs.StringVar(&f.passwordFile, "password-file", "", "file whose first line is the bundle password (default: $"+passwordEnv+")")
 	fs.IntVar(&f.knockPort, "knock-port", 0, "UDP port to knock on (default: random in 10000-60000)")
-	fs.StringVar(&f.sourceIP, "source-ip", "", "client address to embed, e.g. the public address behind NAT (default: the local address toward HOST)")
+	fs.StringVar(&f.sourceIP, "source-ip", "", "client address to embed: auto (the public address, asked of STUN servers), local (the address toward HOST) or an IP (default: auto when the local address toward HOST is private and HOST's is not, else local)")
+	fs.Func("stun", "STUN server HOST:PORT for --source-ip auto, repeatable (default: the profile's, else stun.l.google.com:19302 and stun.cloudflare.com:3478)", func(s string) error {
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			return fmt.Errorf("want HOST:PORT, got %q", s)
+		}
+		f.stun = append(f.stun, s)
+		return nil
+	})
+	fs.StringVar(&f.profileFile, "profile-file", "", profileFileHelp)
 	fs.BoolVar(&f.ipv4, "4", false, "use IPv4 only")
 	fs.BoolVar(&f.ipv6, "6", false, "use IPv6 only")
 	fs.BoolVar(&f.noVerify, "no-verify", false, "send the knocks, do not connect to TCP ports")
@@ -110,13 +138,24 @@ func parseKnockFlags(args []string, stdout io.Writer) (*knockFlags, error) {
 		positional = append(positional, rest[0])
 		rest = rest[1:]
 	}
+	if len(positional) < 1 {
+		return nil, usagef("want HOST and at least one PROTO/PORT")
+	}
+	f.host = positional[0]
+	if err := f.applyProfile(fs); err != nil {
+		return nil, err
+	}
+	ports := positional[1:]
+	if len(ports) == 0 && f.profile != nil {
+		ports = f.profile.Ports
+	}
 	switch {
-	case len(positional) < 2:
+	case len(ports) == 0:
 		return nil, usagef("want HOST and at least one PROTO/PORT")
 	case f.bundle == "":
-		return nil, usagef("--pkcs12 FILE is required")
+		return nil, usagef("--pkcs12 FILE is required (or a profile for %s with pkcs12:)", f.host)
 	case f.serverCert == "":
-		return nil, usagef("--server-cert FILE is required")
+		return nil, usagef("--server-cert FILE is required (or a profile for %s with server_cert:)", f.host)
 	case f.ipv4 && f.ipv6:
 		return nil, usagef("-4 and -6 exclude each other")
 	case f.knockPort < 0 || f.knockPort > 65535:
@@ -128,8 +167,10 @@ func parseKnockFlags(args []string, stdout io.Writer) (*knockFlags, error) {
 	case f.keyCache < 0 || f.keyCache > maxKeyCache:
 		return nil, usagef("--key-cache must be between 0 and %s, got %s", maxKeyCache, f.keyCache)
 	}
-	f.host = positional[0]
-	for _, arg := range positional[1:] {
+	if _, _, err := parseSourceIP(f.sourceIP); err != nil {
+		return nil, usagef("--source-ip: %v", err)
+	}
+	for _, arg := range ports {
 		req, err := client.ParseRequest(arg)
 		if err != nil {
 			return nil, usageError{msg: err.Error()}
@@ -140,6 +181,75 @@ func parseKnockFlags(args []string, stdout io.Writer) (*knockFlags, error) {
 		return nil, usagef("--connect wants exactly one tcp/PORT")
 	}
 	return &f, nil
+}
+
+// applyProfile fills in what the command line left unset from HOST's
+// profile, if the profiles file has one; flags set on the command line
+// win. An unreadable or invalid profiles file is a usage error.
+func (f *knockFlags) applyProfile(fs *flag.FlagSet) error {
+	path, explicit := f.profileFile, f.profileFile != ""
+	if !explicit {
+		path = defaultProfilePath()
+	}
+	pf, err := loadProfiles(path, explicit)
+	if err != nil {
+		return usageError{msg: err.Error()}
+	}
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	p := pf.find(f.host)
+	if len(f.stun) == 0 {
+		f.stun = pf.STUN
+	}
+	if p == nil {
+		return nil
+	}
+	f.profile = p
+	if p.Address != "" {
+		f.host = p.Address
+	}
+	str := func(flagName string, dst *string, v string) {
+		if !set[flagName] && v != "" {
+			*dst = v
+		}
+	}
+	str("pkcs12", &f.bundle, p.PKCS12)
+	str("server-cert", &f.serverCert, p.ServerCert)
+	str("source-ip", &f.sourceIP, p.SourceIP)
+	if !set["password-file"] {
+		f.passwordFile, f.passwordEnv = p.PasswordFile, p.PasswordEnv
+	}
+	if !set["knock-port"] && p.KnockPort != 0 {
+		f.knockPort = p.KnockPort
+	}
+	if !set["key-cache"] && p.keyCache != 0 {
+		f.keyCache = p.keyCache
+	}
+	if !set["stun"] && len(p.STUN) > 0 {
+		f.stun = p.STUN
+	}
+	if !set["4"] && !set["6"] {
+		f.ipv4, f.ipv6 = p.Family == "ipv4", p.Family == "ipv6"
+	}
+	return nil
+}
+
+// parseSourceIP reads --source-ip: "" (the default), auto, local or an
+// address.
+func parseSourceIP(s string) (client.SourceMode, netip.Addr, error) {
+	switch s {
+	case "":
+		return client.SourceDefault, netip.Addr{}, nil
+	case "auto":
+		return client.SourceAuto, netip.Addr{}, nil
+	case "local":
+		return client.SourceLocal, netip.Addr{}, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return 0, netip.Addr{}, fmt.Errorf("%q is not auto, local or an IP address", s)
+	}
+	return client.SourceAuto, a, nil
 }
 
 // config turns the flags into a client.Config.
@@ -160,13 +270,11 @@ func (f *knockFlags) config() (*client.Config, error) {
 	case f.ipv6:
 		cfg.Network = "ip6"
 	}
-	if f.sourceIP != "" {
-		a, err := netip.ParseAddr(f.sourceIP)
-		if err != nil {
-			return nil, usagef("--source-ip %q is not an IP address", f.sourceIP)
-		}
-		cfg.SourceIP = a
+	mode, addr, err := parseSourceIP(f.sourceIP)
+	if err != nil {
+		return nil, usagef("--source-ip: %v", err)
 	}
+	cfg.Source, cfg.SourceIP, cfg.STUNServers = mode, addr, f.stun
 	return cfg, nil
 }
 
@@ -223,8 +331,13 @@ func loadKnockClient(f *knockFlags) (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	password, err := bundlePassword(f.passwordFile)
-	if err != nil {
+	var password string
+	if f.passwordFile == "" && f.passwordEnv != "" {
+		password = os.Getenv(f.passwordEnv)
+		if password == "" {
+			return nil, usagef("no bundle password: the profile's password_env %s is not set or empty", f.passwordEnv)
+		}
+	} else if password, err = bundlePassword(f.passwordFile); err != nil {
 		return nil, err
 	}
 	return client.Load(f.bundle, password, f.serverCert, cfg)

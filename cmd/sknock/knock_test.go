@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -19,6 +20,7 @@ import (
 // the client may open tcp/2000 and udp/8000.
 type knockPKI struct {
 	dir, clientPFX, serverPFX, serverCert, passwordFile string
+	ca                                                  *testpki.PKI
 }
 
 func newKnockPKI(t *testing.T) knockPKI {
@@ -33,7 +35,18 @@ func newKnockPKI(t *testing.T) knockPKI {
 		serverPFX:    p.ServerPKCS12,
 		serverCert:   p.ServerCert,
 		passwordFile: p.PasswordFile,
+		ca:           p,
 	}
+}
+
+// allowing returns p with a new client certificate allowing allow (the
+// --allow syntax), for tests that knock random loopback ports: the client
+// refuses to knock for a port its certificate does not allow.
+func (p knockPKI) allowing(t *testing.T, allow string) knockPKI {
+	t.Helper()
+	name := fmt.Sprintf("c%d", time.Now().UnixNano())
+	p.clientPFX = p.ca.Client(t, name, allow).PKCS12
+	return p
 }
 
 // args returns the flags naming p's files, then extra.
@@ -190,7 +203,7 @@ func TestKnockInspectGrants(t *testing.T) {
 					t.Errorf("%s = %v, want %v (all: %v)", k, decided[k], v, decided)
 				}
 			}
-			if s, ok := decided["serial"].(float64); !ok || s <= 0 {
+			if s, ok := decided["serial"].(string); !ok || s == "" || s == "0" {
 				t.Errorf("serial = %v, want the client certificate's", decided["serial"])
 			}
 			if ins.code != 0 {
@@ -210,6 +223,7 @@ func TestKnockVerifiesTCP(t *testing.T) {
 	defer l.Close()
 	open := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 	closed := closedPort(t)
+	p = p.allowing(t, "tcp/"+open+",tcp/"+closed+",udp/8000")
 
 	start := time.Now()
 	got := runKnockForTest(nil, p.args("--knock-port", port, "--retries", "1", "--timeout", "100ms", "127.0.0.1", "tcp/"+open, "tcp/"+closed, "udp/8000")...)
@@ -255,6 +269,7 @@ func TestKnockConnectSplices(t *testing.T) {
 		served <- err
 	}()
 	service := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	p = p.allowing(t, "tcp/"+service)
 	got := runKnockForTest(strings.NewReader("hello over sknock\n"), p.args("--connect", "--knock-port", port, "127.0.0.1", "tcp/"+service)...)
 	if got.code != 0 || got.stdout != "got: hello over sknock\n" {
 		t.Errorf("exit %d, stdout %q, stderr %q; want 0 and the echo", got.code, got.stdout, got.stderr)
@@ -287,6 +302,7 @@ func TestKnockConnectRemoteClosesFirst(t *testing.T) {
 	defer stdinW.Close()
 	go io.WriteString(stdinW, "alice\n")
 	service := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	p = p.allowing(t, "tcp/"+service)
 	got := runKnockForTest(stdinR, p.args("--connect", "--knock-port", port, "127.0.0.1", "tcp/"+service)...)
 	if got.code != 0 || got.stdout != "bye alice\n" {
 		t.Errorf("exit %d, stdout %q, stderr %q; want 0 and %q", got.code, got.stdout, got.stderr, "bye alice\n")
@@ -296,7 +312,9 @@ func TestKnockConnectRemoteClosesFirst(t *testing.T) {
 func TestKnockConnectClosedPortFails(t *testing.T) {
 	p := newKnockPKI(t)
 	_, port := knockListener(t)
-	got := runKnockForTest(strings.NewReader(""), p.args("--connect", "--retries", "0", "--timeout", "50ms", "--knock-port", port, "127.0.0.1", "tcp/"+closedPort(t))...)
+	closed := closedPort(t)
+	p = p.allowing(t, "tcp/"+closed)
+	got := runKnockForTest(strings.NewReader(""), p.args("--connect", "--retries", "0", "--timeout", "50ms", "--knock-port", port, "127.0.0.1", "tcp/"+closed)...)
 	if got.code != 1 || got.stdout != "" || !strings.Contains(got.stderr, "did not open") {
 		t.Errorf("exit %d, stdout %q, stderr %q; want 1, nothing on stdout, the reason on stderr", got.code, got.stdout, got.stderr)
 	}

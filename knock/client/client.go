@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"time"
 
+	"sknock/knock/client/stun"
 	"sknock/pki"
 )
 
@@ -34,12 +35,33 @@ type Config struct {
 	// port in MinKnockPort..MaxKnockPort for every datagram.
 	KnockPort uint16
 	// SourceIP is the client address embedded in knocks, for a client
-	// behind NAT whose public address differs from its own. The zero
-	// Addr means the local address the kernel would send from toward the
-	// host. Its family must match the host's.
+	// behind NAT whose public address differs from its own. When set, it
+	// overrides Source, and only host addresses of its family are used.
 	SourceIP netip.Addr
+	// Source chooses the embedded address when SourceIP is not set: see
+	// SourceMode. The zero value is SourceDefault.
+	Source SourceMode
+	// STUNServers are the HOST:PORT of the STUN servers asked for the
+	// public address. Empty means stun.DefaultServers.
+	STUNServers []string
+	// STUNTimeout bounds one discovery. Zero means stun.DefaultTimeout.
+	STUNTimeout time.Duration
+	// NoSTUNCache turns off the cache of discovered addresses (see
+	// DefaultSTUNCacheTTL).
+	NoSTUNCache bool
+	// Discover returns the public address of this host for network
+	// ("udp4" or "udp6"), local being the local address toward the
+	// gatekeeper. Nil means asking STUNServers, through the cache. Tests
+	// replace it.
+	Discover func(ctx context.Context, network string, local netip.Addr) (netip.Addr, error)
+	// LocalAddr returns the local address the kernel sends from toward
+	// host. Nil means asking the kernel (a connected UDP socket, which
+	// sends nothing). Tests replace it.
+	LocalAddr func(host netip.Addr) (netip.Addr, error)
 	// Network restricts the host's address family: "ip4" or "ip6". Empty
-	// means either, taking the resolver's first answer.
+	// means either: a name with addresses of both families is knocked on
+	// one, and on the other when the first did not open, in the order
+	// the resolver prefers (Happy Eyeballs, RFC 8305).
 	Network string
 	// Retries is how many more times a TCP port is knocked when it did
 	// not open within Timeout. Zero means DefaultRetries; negative means
@@ -75,6 +97,9 @@ type Client struct {
 	cert   []byte // client certificate, DER
 	server *ecdh.PublicKey
 	cfg    Config
+	// allow is what the client's certificate authorises, when allowKnown.
+	allow      pki.Authorization
+	allowKnown bool
 }
 
 // New returns a Client that signs with bundle's key and certificate and
@@ -91,7 +116,19 @@ func New(bundle *pki.Bundle, serverCert *x509.Certificate, cfg *Config) (*Client
 	if err != nil {
 		return nil, fmt.Errorf("new knock client: server certificate %s: %w", serverCert.Subject, err)
 	}
-	return newClient(bundle.Key, bundle.Cert.Raw, server, cfg)
+	c, err := newClient(bundle.Key, bundle.Cert.Raw, server, cfg)
+	if err != nil {
+		return nil, err
+	}
+	c.readAuthorization(bundle.Cert)
+	return c, nil
+}
+
+// readAuthorization remembers what cert authorises, so that a port it
+// does not is refused without sending anything.
+func (c *Client) readAuthorization(cert *x509.Certificate) {
+	a, _, err := pki.AuthorizationFromCertificate(cert)
+	c.allow, c.allowKnown = a, err == nil
 }
 
 // serverECDHKey turns the server certificate's public key into the P-256
@@ -138,6 +175,25 @@ func newClient(key *ecdsa.PrivateKey, certDER []byte, server *ecdh.PublicKey, cf
 	if c.cfg.Now == nil {
 		c.cfg.Now = time.Now
 	}
+	if c.cfg.STUNTimeout <= 0 {
+		c.cfg.STUNTimeout = stun.DefaultTimeout
+	}
+	if c.cfg.Discover == nil {
+		c.cfg.Discover = c.discoverSTUN
+	}
+	if c.cfg.LocalAddr == nil {
+		c.cfg.LocalAddr = localAddrToward
+	}
+	if c.cfg.SourceIP.IsValid() {
+		c.cfg.SourceIP = c.cfg.SourceIP.Unmap()
+		fam := "ip4"
+		if c.cfg.SourceIP.Is6() {
+			fam = "ip6"
+		}
+		if c.cfg.Network != "" && c.cfg.Network != "ip" && c.cfg.Network != fam {
+			return nil, fmt.Errorf("new knock client: source address %s is not an %s address", c.cfg.SourceIP, familyName(c.cfg.Network))
+		}
+	}
 	return c, nil
 }
 
@@ -162,19 +218,29 @@ func Load(pkcs12Path, password, serverCertPath string, cfg *Config) (*Client, er
 		}
 		key, certDER = bundle.Key, bundle.Cert.Raw
 	}
-	// Only the server's key is needed: a full x509 parse of the certificate
-	// would cost a short-lived client more than the rest of loading.
-	der, err := pki.LoadCertificateDER(serverCertPath)
-	if err != nil {
-		return nil, fmt.Errorf("server certificate: %w", err)
+	now := time.Now
+	if cfg != nil && cfg.Now != nil {
+		now = cfg.Now
 	}
-	pub, err := pki.CertificatePublicKey(der)
+	own, err := x509.ParseCertificate(certDER)
+	if err != nil {
+		return nil, fmt.Errorf("client certificate in %s: %w", pkcs12Path, err)
+	}
+	if err := checkClientCert(own, pkcs12Path, now()); err != nil {
+		return nil, err
+	}
+	serverCert, err := loadServerCert(serverCertPath, now())
+	if err != nil {
+		return nil, err
+	}
+	server, err := serverECDHKey(serverCert.PublicKey)
 	if err != nil {
 		return nil, fmt.Errorf("server certificate %s: %w", serverCertPath, err)
 	}
-	server, err := serverECDHKey(pub)
+	c, err := newClient(key, certDER, server, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("server certificate %s: %w", serverCertPath, err)
+		return nil, err
 	}
-	return newClient(key, certDER, server, cfg)
+	c.readAuthorization(own)
+	return c, nil
 }

@@ -24,6 +24,7 @@ type testPKI struct {
 	dir                              string
 	clientPFX, serverPFX, serverCert string
 	trust                            *gate.Trust
+	ca                               *testpki.PKI
 }
 
 func newTestPKI(t testing.TB) *testPKI {
@@ -37,6 +38,7 @@ func newTestPKI(t testing.TB) *testPKI {
 		clientPFX:  ca.Issued(t, "alice").PKCS12,
 		serverPFX:  ca.ServerPKCS12,
 		serverCert: ca.ServerCert,
+		ca:         ca,
 	}
 	p.trust = loadTrust(t, p.serverPFX)
 	return p

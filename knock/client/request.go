@@ -3,6 +3,7 @@ package client
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"sknock/packet"
 	"strconv"
 	"strings"
@@ -89,6 +90,9 @@ type Result struct {
 	Knocks int
 	// Probes counts the connection attempts made to verify the port.
 	Probes int
+	// Addr is the host address the port was verified open on (a name may
+	// have one of each family).
+	Addr netip.Addr
 	// Err is nil unless Status is StatusFailed.
 	Err error
 }

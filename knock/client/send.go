@@ -15,28 +15,63 @@ import (
 	"sknock/packet"
 )
 
-// target is a resolved host: where knocks and probes go, and the client
-// address the knocks embed when Config.SourceIP sets it (otherwise each
-// knock embeds the address its socket sends from).
+// target is one address of the host: where knocks and probes go, the
+// local address toward it, and the client address the knocks embed when
+// it is not the local one (a configured or STUN-learnt address).
 type target struct {
-	host   netip.Addr
-	source netip.Addr
+	host     netip.Addr
+	local    netip.Addr
+	source   netip.Addr // zero: embed the address the socket sends from
+	how      string     // how the embedded address was chosen, for messages
+	stunAddr netip.Addr // what STUN reported, when it was asked
+	stunErr  error      // why STUN did not answer, when it was asked
+}
+
+// targets is a resolved host: its addresses in the order they are tried.
+// The source address of each is chosen when it is first used.
+type targets struct {
+	name string // as given, for messages
+	list []target
+	done []bool // list[i]'s source was chosen
+}
+
+// at returns the i-th address to try (cycling), with its source chosen.
+func (c *Client) at(ctx context.Context, ts *targets, i int) (*target, error) {
+	i %= len(ts.list)
+	t := &ts.list[i]
+	if !ts.done[i] {
+		if err := c.chooseSource(ctx, t); err != nil {
+			return t, fmt.Errorf("knock %s: %w", t.host, err)
+		}
+		ts.done[i] = true
+	}
+	return t, nil
 }
 
 // Knock sends one knock per request to host (a name or an address), then
 // verifies every TCP port concurrently, knocking a port again when it did
-// not open in time. results has one entry per request, in order; err is
-// nil when every request succeeded, else it joins the failures (each also
-// in its Result). When host cannot be resolved, results is nil.
+// not open in time (on the host's other address family, when it has
+// one). results has one entry per request, in order; err is nil when
+// every request succeeded, else it joins the failures (each also in its
+// Result). When host cannot be resolved, results is nil.
+//
+// A request the client's certificate does not authorise fails at once and
+// sends nothing.
 func (c *Client) Knock(ctx context.Context, host string, reqs ...Request) ([]Result, error) {
-	t, err := c.resolve(ctx, host)
+	ts, err := c.resolve(ctx, host)
 	if err != nil {
 		return nil, err
 	}
 	start := time.Now()
 	results := make([]Result, len(reqs))
+	first, err := c.at(ctx, ts, 0)
 	for i, req := range reqs {
-		results[i] = c.first(ctx, t, req, start)
+		switch {
+		case err != nil:
+			results[i] = Result{Request: req, Err: err}
+		default:
+			results[i] = c.first(ctx, first, req, start)
+		}
 	}
 	if !c.cfg.NoVerify {
 		var wg sync.WaitGroup
@@ -45,7 +80,7 @@ func (c *Client) Knock(ctx context.Context, host string, reqs ...Request) ([]Res
 				continue
 			}
 			wg.Go(func() {
-				if conn := c.verify(ctx, t, &results[i], start); conn != nil {
+				if conn := c.verify(ctx, ts, &results[i], start); conn != nil {
 					// The probe only proves the port is open; close it
 					// at once (it consumed one accept of the service).
 					conn.Close()
@@ -65,20 +100,26 @@ func (c *Client) Knock(ctx context.Context, host string, reqs ...Request) ([]Res
 
 // Connect knocks for TCP port on host, waits for the port to open and
 // returns the connection that proved it, for a caller that wants to use
-// the service (an ssh ProxyCommand). Config.NoVerify does not apply. On
-// failure the Result says how far it got.
+// the service (an ssh ProxyCommand): on a host with addresses of both
+// families, the connection is on the address whose knock opened the port.
+// Config.NoVerify does not apply. On failure the Result says how far it
+// got.
 func (c *Client) Connect(ctx context.Context, host string, port uint16) (net.Conn, Result, error) {
 	req := Request{Proto: packet.TCP, Port: port}
-	t, err := c.resolve(ctx, host)
+	ts, err := c.resolve(ctx, host)
 	if err != nil {
 		return nil, Result{Request: req, Err: err}, err
 	}
 	start := time.Now()
-	res := c.first(ctx, t, req, start)
+	first, err := c.at(ctx, ts, 0)
+	if err != nil {
+		return nil, Result{Request: req, Err: err}, err
+	}
+	res := c.first(ctx, first, req, start)
 	if res.Status == StatusFailed {
 		return nil, res, res.Err
 	}
-	conn := c.verify(ctx, t, &res, start)
+	conn := c.verify(ctx, ts, &res, start)
 	if conn == nil {
 		return nil, res, res.Err
 	}
@@ -87,8 +128,12 @@ func (c *Client) Connect(ctx context.Context, host string, port uint16) (net.Con
 
 // first sends the first knock for req and returns its Result: StatusSent,
 // or StatusFailed with the error.
-func (c *Client) first(ctx context.Context, t target, req Request, start time.Time) Result {
+func (c *Client) first(ctx context.Context, t *target, req Request, start time.Time) Result {
 	res := Result{Request: req}
+	if err := c.authorised(req); err != nil {
+		res.Err = err
+		return res
+	}
 	if err := c.send(ctx, t, req); err != nil {
 		res.Err = fmt.Errorf("knock %s on %s: %w", req, t.host, err)
 		res.Elapsed = time.Since(start)
@@ -98,37 +143,61 @@ func (c *Client) first(ctx context.Context, t target, req Request, start time.Ti
 	return res
 }
 
-// resolve finds host's address in the configured family and checks the
-// configured source address against it.
-func (c *Client) resolve(ctx context.Context, host string) (target, error) {
+// resolve finds host's addresses in the configured family (the family of
+// Config.SourceIP when it is set), in the order to try them: the
+// resolver's first, then alternating families (RFC 8305's interleaving),
+// at most one address of each family.
+func (c *Client) resolve(ctx context.Context, host string) (*targets, error) {
 	network := c.cfg.Network
 	if network == "" {
 		network = "ip"
 	}
-	var t target
+	if c.cfg.SourceIP.IsValid() {
+		network = "ip6"
+		if c.cfg.SourceIP.Is4() {
+			network = "ip4"
+		}
+	}
+	ts := &targets{name: host}
 	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
 	if a, err := netip.ParseAddr(host); err == nil {
-		t.host = a.Unmap()
-		if (network == "ip4" && !t.host.Is4()) || (network == "ip6" && !t.host.Is6()) {
-			return t, fmt.Errorf("host %s is not an %s address", host, familyName(network))
+		a = a.Unmap()
+		if (network == "ip4" && !a.Is4()) || (network == "ip6" && !a.Is6()) {
+			if c.cfg.SourceIP.IsValid() {
+				return nil, fmt.Errorf("source address %s and host %s are of different families", c.cfg.SourceIP, a)
+			}
+			return nil, fmt.Errorf("host %s is not an %s address", host, familyName(network))
 		}
+		ts.list = []target{{host: a}}
 	} else {
 		addrs, err := net.DefaultResolver.LookupNetIP(ctx, network, host)
 		if err != nil {
-			return t, fmt.Errorf("resolve %s: %w", host, err)
+			return nil, fmt.Errorf("resolve %s: %w", host, err)
 		}
 		if len(addrs) == 0 {
-			return t, fmt.Errorf("resolve %s: no %s address", host, familyName(network))
+			return nil, fmt.Errorf("resolve %s: no %s address", host, familyName(network))
 		}
-		t.host = addrs[0].Unmap()
-	}
-	if c.cfg.SourceIP.IsValid() {
-		t.source = c.cfg.SourceIP.Unmap()
-		if t.source.Is4() != t.host.Is4() {
-			return t, fmt.Errorf("source address %s and host %s are of different families", t.source, t.host)
+		var v4, v6 *netip.Addr
+		for i := range addrs {
+			a := addrs[i].Unmap()
+			addrs[i] = a
+			if a.Is4() && v4 == nil {
+				v4 = &addrs[i]
+			} else if a.Is6() && v6 == nil {
+				v6 = &addrs[i]
+			}
+		}
+		ts.list = append(ts.list, target{host: addrs[0]})
+		other := v6
+		if addrs[0].Is6() {
+			other = v4
+		}
+		if other != nil {
+			ts.list = append(ts.list, target{host: *other})
 		}
 	}
-	return t, nil
+	ts.done = make([]bool, len(ts.list))
+	return ts, nil
 }
 
 func familyName(network string) string {
@@ -143,7 +212,7 @@ func familyName(network string) string {
 
 // send seals a fresh knock for req (a re-knock must not repeat a datagram:
 // the gatekeeper refuses replays) and sends it to the knock port.
-func (c *Client) send(ctx context.Context, t target, req Request) error {
+func (c *Client) send(ctx context.Context, t *target, req Request) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}

@@ -31,12 +31,24 @@ func probeGap(n int) time.Duration {
 }
 
 // verify probes res's TCP port until it accepts a connection, knocking
-// again after every Timeout without success, at most Retries times. It
+// again after every Timeout without success, at most Retries times (and
+// at least once on each of the host's address families). The first knock
+// went to the first address; each re-knock goes to the next, cycling. It
 // fills in res and returns the connection that verified the port, or nil.
-func (c *Client) verify(ctx context.Context, t target, res *Result, start time.Time) net.Conn {
-	addr := netip.AddrPortFrom(t.host, res.Request.Port).String()
+func (c *Client) verify(ctx context.Context, ts *targets, res *Result, start time.Time) net.Conn {
 	var lastErr error
-	for attempt := 0; ; attempt++ {
+	attempts := max(c.cfg.Retries+1, len(ts.list))
+	var t *target
+	for attempt := 0; attempt < attempts; attempt++ {
+		var err error
+		t, err = c.at(ctx, ts, attempt)
+		if err != nil {
+			lastErr = err
+			if attempt+1 < attempts {
+				continue
+			}
+			break
+		}
 		if attempt > 0 {
 			if err := c.send(ctx, t, res.Request); err != nil {
 				lastErr = err
@@ -44,28 +56,37 @@ func (c *Client) verify(ctx context.Context, t target, res *Result, start time.T
 			}
 			res.Knocks++
 		}
-		conn, probes, err := c.probe(ctx, addr)
+		conn, probes, err := c.probe(ctx, netip.AddrPortFrom(t.host, res.Request.Port).String())
 		res.Probes += probes
 		if conn != nil {
 			res.Status, res.Elapsed, res.Err = StatusOpen, time.Since(start), nil
+			res.Addr = t.host
 			return conn
 		}
 		lastErr = err
-		if ctx.Err() != nil || attempt >= c.cfg.Retries {
+		if ctx.Err() != nil {
 			break
 		}
 	}
 	res.Status, res.Elapsed = StatusFailed, time.Since(start)
-	if err := ctx.Err(); err != nil {
-		res.Err = fmt.Errorf("%s on %s: %w", res.Request, t.host, err)
-	} else {
-		knocks := "knocks"
-		if res.Knocks == 1 {
-			knocks = "knock"
-		}
-		res.Err = fmt.Errorf("%s on %s: %w after %d %s in %s (last probe: %w)",
-			res.Request, t.host, ErrNotOpen, res.Knocks, knocks, res.Elapsed.Round(time.Millisecond), lastErr)
+	where := ts.name
+	if t != nil && where != t.host.String() {
+		where = fmt.Sprintf("%s (%s)", ts.name, t.host)
 	}
+	if err := ctx.Err(); err != nil {
+		res.Err = fmt.Errorf("%s on %s: %w", res.Request, where, err)
+		return nil
+	}
+	knocks := "knocks"
+	if res.Knocks == 1 {
+		knocks = "knock"
+	}
+	hint := ""
+	if t != nil {
+		hint = ": " + t.hint(lastErr)
+	}
+	res.Err = fmt.Errorf("%s on %s: %w after %d %s in %s (last probe: %w)%s",
+		res.Request, where, ErrNotOpen, res.Knocks, knocks, res.Elapsed.Round(time.Millisecond), lastErr, hint)
 	return nil
 }
 
