@@ -19,9 +19,10 @@ type operator struct {
 	control *controlServer
 }
 
-// openOperator binds the metrics listener and the control socket, so
-// that an address or path that cannot be used fails the start before
-// sknockd changes anything. They serve from serveOperator on.
+// openOperator binds the metrics listener and the control socket. A
+// metrics address that cannot be bound fails the start before sknockd
+// changes anything (metrics are asked for explicitly); a control socket
+// that cannot be made is logged. They serve from serveOperator on.
 func (d *daemon) openOperator(cfg *Config, sys osDeps) (*operator, error) {
 	op := &operator{}
 	if cfg.MetricsListen != "" {
@@ -32,10 +33,13 @@ func (d *daemon) openOperator(cfg *Config, sys osDeps) (*operator, error) {
 		op.metrics = m
 	}
 	if cfg.ControlSocket != "" && sys.listenControl != nil {
+		// The control socket is on by default, so a path that cannot be
+		// used does not keep the gate from serving: it is logged, and
+		// `sknock grants` and `sknock status` are unavailable.
 		ln, err := sys.listenControl(cfg.ControlSocket)
 		if err != nil {
-			op.close()
-			return nil, err
+			d.log.Error("no control socket; sknock grants and sknock status cannot reach this sknockd", zap.Error(err))
+			return op, nil
 		}
 		peer := sys.peerUID
 		if peer == nil {

@@ -69,9 +69,17 @@ func (p *PKI) Config(sections string) string {
 			sections += "\nknock:\n" + replay
 		}
 	}
+	// And its control socket there, never in the host's /run/sknock.
+	if !strings.Contains(sections, "control:") {
+		sections += fmt.Sprintf("\ncontrol:\n  socket: %s\n", p.ControlSocket())
+	}
 	return fmt.Sprintf("server:\n  pkcs12: %s\n  password_file: %s\ncrl:\n  file: %s\n%s\n",
 		p.ServerPKCS12, p.PasswordFile, p.CRLFile(), sections)
 }
+
+// ControlSocket is where the daemons of Config put their control socket
+// (control.socket), unless the sections name one.
+func (p *PKI) ControlSocket() string { return filepath.Join(p.Dir, "control.sock") }
 
 // Seal returns a knock datagram from c asking to open proto/port, signed
 // now, claiming to come from src, encrypted to server.
