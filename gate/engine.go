@@ -52,6 +52,8 @@ type Engine struct {
 	// outcomes spares copies of a datagram the costly checks (see
 	// outcomeCache).
 	outcomes *outcomeCache
+	// recent are the sources of recent grants (RecentlyGranted).
+	recent *recentGrantees
 
 	// replayFloor (Unix seconds) is when the replay cache began to cover
 	// every acceptable knock: the engine's start, or the last reload that
@@ -137,6 +139,7 @@ func NewEngine(cfg Config, trust *Trust) *Engine {
 		replay: NewReplayCache(cfg.MaxReplay),
 		// The outcome cache's bound is fixed (DefaultOutcomeEntries).
 		outcomes: newOutcomeCache(0),
+		recent:   newRecentGrantees(),
 	}
 	if e.clock == nil {
 		e.clock = time.Now
@@ -374,6 +377,9 @@ func (e *Engine) knock(src netip.Addr, datagram []byte) Decision {
 	if cur := e.trust.Load(); d.Granted() && cur != trust && cur != nil && cur.Verifier != nil && cur.Verifier.CRL().Revoked(d.Client.Serial) {
 		e.grants.End(map[CertID]*big.Int{CertIDOf(d.Client.Serial): d.Client.Serial}, now)
 		d.Reason, d.Err = ReasonRevoked, errRevokedMeanwhile
+	}
+	if d.Granted() {
+		e.recent.add(src, now)
 	}
 	e.stats.knocks[d.Reason].Add(1)
 	return d

@@ -68,6 +68,15 @@ type KnockConfig struct {
 	// backlog when Run stops); required with Queued. Shed knocks are shed
 	// before Queued.
 	Unhandled func(src netip.Addr)
+	// Priority, when set, is asked on the receive goroutine for every
+	// knock's source; it must be quick and not allocate. Knocks from
+	// sources it names (sknockd: those that earned a grant recently) wait
+	// in a lane of their own, PriorityDepth long, which the workers empty
+	// first, so that a flood filling the backlog sheds them last. A
+	// priority knock finding its lane full takes the common one.
+	Priority func(src netip.Addr) bool
+	// PriorityDepth bounds the priority lane; zero: Depth/4 (at least 1).
+	PriorityDepth int
 	// Reject is how the reader starts answering knocks (SetReject changes
 	// it while running): true, as the kernel answers a closed port, by
 	// repeating each packet with RejectMark set, which the rules' mark
@@ -90,6 +99,9 @@ type KnockStats struct {
 	Queued atomic.Uint64
 	// Shed counts knocks dropped because the workers were Depth behind.
 	Shed atomic.Uint64
+	// Prioritized counts knocks queued in the priority lane (also counted
+	// in Queued).
+	Prioritized atomic.Uint64
 	// Unknown counts packets that were not UDP over IP.
 	Unknown atomic.Uint64
 	// Truncated counts knocks longer than the copy range.
@@ -132,11 +144,14 @@ type KnockReader struct {
 	reject atomic.Bool
 
 	// work holds at most Depth knocks; the receive goroutine sheds when it
-	// is full (a non-blocking send).
-	work chan knockJob
-	// free holds the buffers not in use. There are Depth+Workers+1 of
-	// them: Depth in work, one per worker, one in the receive goroutine,
-	// so it is never empty while the bound on work holds.
+	// is full (a non-blocking send). prio holds at most PriorityDepth
+	// knocks of Priority's sources (nil without Priority); the workers
+	// take from it first.
+	work, prio chan knockJob
+	// free holds the buffers not in use. There are
+	// Depth+PriorityDepth+Workers+1 of them: Depth in work,
+	// PriorityDepth in prio, one per worker, one in the receive goroutine,
+	// so it is never empty while the bounds on work and prio hold.
 	free chan []byte
 
 	// sock and hdr belong to the one receive goroutine while Run runs.
@@ -180,11 +195,22 @@ func NewKnock(cfg KnockConfig) (*KnockReader, error) {
 	if cfg.RejectMark == 0 {
 		cfg.RejectMark = DefaultRejectMark
 	}
+	if cfg.PriorityDepth < 0 {
+		return nil, fmt.Errorf("queue: knock config: PriorityDepth %d must not be negative", cfg.PriorityDepth)
+	}
+	if cfg.Priority == nil {
+		cfg.PriorityDepth = 0
+	} else if cfg.PriorityDepth == 0 {
+		cfg.PriorityDepth = max(1, cfg.Depth/4)
+	}
 	k := &KnockReader{
 		cfg:   cfg,
 		stats: cfg.Stats,
 		work:  make(chan knockJob, cfg.Depth),
-		free:  make(chan []byte, cfg.Depth+cfg.Workers+1),
+		free:  make(chan []byte, cfg.Depth+cfg.PriorityDepth+cfg.Workers+1),
+	}
+	if cfg.Priority != nil {
+		k.prio = make(chan knockJob, cfg.PriorityDepth)
 	}
 	k.reject.Store(cfg.Reject)
 	size := int(cfg.CopyRange)
@@ -319,29 +345,43 @@ func (k *KnockReader) handle(p Packet) {
 		st.Shed.Add(1) // cannot happen while the pool is sized as NewKnock sizes it
 		return
 	}
-	if len(k.work) == cap(k.work) {
+	src := k.hdr.Src
+	lane := k.work
+	if k.prio != nil && len(k.prio) < cap(k.prio) && k.cfg.Priority(src) {
+		lane = k.prio
+		st.Prioritized.Add(1)
+	}
+	if len(lane) == cap(lane) {
 		// The workers are Depth knocks behind: shed this one.
 		k.free <- buf
 		st.Shed.Add(1)
 		return
 	}
 	n := copy(buf[:cap(buf)], k.hdr.Payload)
-	src := k.hdr.Src
 	if k.cfg.Queued != nil {
 		k.cfg.Queued(src) // before a worker can finish it
 	}
 	// This goroutine is the only sender and the workers only take, so
 	// there is room: the send does not block.
-	k.work <- knockJob{src: src, buf: buf[:n]}
+	lane <- knockJob{src: src, buf: buf[:n]}
 	st.Queued.Add(1)
 }
 
-// worker runs Handle for queued knocks until ctx is done.
+// worker runs Handle for queued knocks until ctx is done, the priority
+// lane's first (a nil lane is never ready).
 func (k *KnockReader) worker(ctx context.Context) {
 	for {
 		select {
+		case job := <-k.prio:
+			k.process(job)
+			continue
+		default:
+		}
+		select {
 		case <-ctx.Done():
 			return
+		case job := <-k.prio:
+			k.process(job)
 		case job := <-k.work:
 			k.process(job)
 		}
@@ -360,6 +400,11 @@ func (k *KnockReader) process(job knockJob) {
 func (k *KnockReader) drain() {
 	for {
 		select {
+		case job := <-k.prio:
+			k.free <- job.buf
+			if k.cfg.Unhandled != nil {
+				k.cfg.Unhandled(job.src)
+			}
 		case job := <-k.work:
 			k.free <- job.buf
 			if k.cfg.Unhandled != nil {
