@@ -46,8 +46,11 @@ func (d *daemon) startReaders(ctx context.Context, cancel context.CancelFunc, op
 		Handle:    d.handleKnock,
 		Queued:    d.engine.KnockQueued,
 		Unhandled: d.engine.KnockUnhandled,
-		Workers:   d.cfg.KnockWorkers,
-		Depth:     d.cfg.KnockBacklog,
+		// Under a flood, clients let in during the last 10 minutes are
+		// shed last.
+		Priority: d.engine.RecentlyGranted,
+		Workers:  d.cfg.KnockWorkers,
+		Depth:    d.cfg.KnockBacklog,
 		// Knocks get the answer the rules give the knock ports' other
 		// datagrams, whatever their length (reload keeps them in step).
 		Reject:     d.cfg.Rules.RejectsKnocks(),
