@@ -76,15 +76,24 @@ func isPKCS12(data []byte) bool {
 
 // loadServerCert reads and checks the gatekeeper's certificate.
 func loadServerCert(path string, now time.Time) (*x509.Certificate, error) {
+	bundleErr := func() error {
+		if data, err := os.ReadFile(path); err == nil && isPKCS12(data) {
+			return fmt.Errorf("%w: --server-cert %s is a PKCS#12 bundle; give the gatekeeper's certificate (DER or PEM, e.g. NAME.pem of 'sknock pki server'), never its bundle", ErrBadServerCert, path)
+		}
+		return nil
+	}
 	der, err := pki.LoadCertificateDER(path)
 	if err != nil {
-		if data, rerr := os.ReadFile(path); rerr == nil && isPKCS12(data) {
-			return nil, fmt.Errorf("%w: --server-cert %s is a PKCS#12 bundle; give the gatekeeper's certificate (DER or PEM, e.g. NAME.pem of 'sknock pki server'), never its bundle", ErrBadServerCert, path)
+		if berr := bundleErr(); berr != nil {
+			return nil, berr
 		}
 		return nil, fmt.Errorf("server certificate: %w", err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
+		if berr := bundleErr(); berr != nil {
+			return nil, berr
+		}
 		return nil, fmt.Errorf("server certificate %s: %w", path, err)
 	}
 	if err := checkServerCert(cert, path, now); err != nil {

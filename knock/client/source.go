@@ -145,7 +145,7 @@ func (t *target) hint(lastErr error) string {
 	case isRefused(lastErr):
 		return fmt.Sprintf("%s answered with a reset: under policy reject the knock was refused (the gatekeeper's knock log line says why); under policy drop the port is open and nothing listens on it", t.host)
 	}
-	return fmt.Sprintf("the gatekeeper never answers a knock; its knock log line for %s holds the reason (embedded address %s, via %s)", embedded, embedded, t.how)
+	return fmt.Sprintf("the gatekeeper answers no knock, granted or refused: its knock log line for client %s (the embedded address, %s) holds the reason", embedded, t.how)
 }
 
 func oneLine(err error) string { return strings.Join(strings.Fields(err.Error()), " ") }
