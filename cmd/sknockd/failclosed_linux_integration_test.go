@@ -298,11 +298,23 @@ func familyRules(save, tool string) string {
 	return ""
 }
 
+// tableRules returns the part of familyRules(save, tool) that lists
+// table: from its "*table" line to its COMMIT.
+func tableRules(save, tool, table string) string {
+	for _, part := range strings.SplitAfter(familyRules(save, tool), "COMMIT\n") {
+		if i := strings.Index(part, "*"+table+"\n"); i >= 0 {
+			return part[i:]
+		}
+	}
+	return ""
+}
+
 // chainRule returns the position (from 1) of the first rule of chain in
-// tool's part of save whose line holds every one of substrs, or 0.
-func chainRule(save, tool, chain string, substrs ...string) int {
+// table in tool's part of save whose line holds every one of substrs, or
+// 0.
+func chainRule(save, tool, table, chain string, substrs ...string) int {
 	pos := 0
-	for _, line := range strings.Split(familyRules(save, tool), "\n") {
+	for _, line := range strings.Split(tableRules(save, tool, table), "\n") {
 		if !strings.HasPrefix(line, "-A "+chain+" ") {
 			continue
 		}
@@ -793,80 +805,129 @@ type tamper struct {
 	// problem lists words of which the "rules restored" line's problem
 	// must hold one (in any case).
 	problem []string
-	// foreign is a rule of someone else's that the tamper added to INPUT
-	// and that must stay (after the jump): an iptables-save line.
-	foreign string
+	// foreign is a rule of someone else's that the tamper added to a
+	// built-in chain of table and that must stay (after the jump): an
+	// iptables-save line; jump is that chain's jump to SKNOCK, as listed.
+	table, foreign, jump string
+	// unforeign deletes the foreign rule: the tool's arguments.
+	unforeign []string
 }
 
-// protectRule is the position in the SKNOCK chain of the rule that queues
-// tcp/2000's SYNs to the gate.
+// protectRule is the position in the mangle SKNOCK chain of the rule
+// that queues tcp/2000's SYNs to the gate.
 func protectRule(t *testing.T, save, tool string) string {
 	t.Helper()
-	pos := chainRule(save, tool, "SKNOCK", "--dport 2000 ", "NFQUEUE")
+	pos := chainRule(save, tool, "mangle", "SKNOCK", "--dport 2000 ", "NFQUEUE")
 	if pos == 0 {
-		t.Fatalf("no NFQUEUE rule for tcp/2000 in %s's SKNOCK chain:\n%s", tool, familyRules(save, tool))
+		t.Fatalf("no NFQUEUE rule for tcp/2000 in %s's mangle SKNOCK chain:\n%s", tool, familyRules(save, tool))
 	}
 	return strconv.Itoa(pos)
 }
 
 var ruleWords = []string{"rule", "missing", "changed", "differ", "added", "extra"}
 
+// The jumps to the chain: the gate's from mangle PREROUTING, the reject
+// chain's from filter INPUT and FORWARD.
+var (
+	preroutingJump = []string{"-t", "mangle", "-D", "PREROUTING", "-j", "SKNOCK"}
+	inputJump      = []string{"-t", "filter", "-D", "INPUT", "-j", "SKNOCK"}
+	forwardJump    = []string{"-t", "filter", "-D", "FORWARD", "-m", "conntrack", "--ctstate", "DNAT", "-j", "SKNOCK"}
+)
+
 var tampers = []tamper{
 	{
-		name:     "INPUT jump deleted",
-		commands: func(*testing.T, string, string) [][]string { return [][]string{{"-D", "INPUT", "-j", "SKNOCK"}} },
-		problem:  []string{"jump"},
+		name:     "mangle PREROUTING jump deleted",
+		commands: func(*testing.T, string, string) [][]string { return [][]string{preroutingJump} },
+		problem:  []string{"mangle prerouting has no jump"},
 	},
 	{
-		name:     "chain flushed",
-		commands: func(*testing.T, string, string) [][]string { return [][]string{{"-F", "SKNOCK"}} },
+		name:     "filter INPUT jump deleted",
+		commands: func(*testing.T, string, string) [][]string { return [][]string{inputJump} },
+		problem:  []string{"filter input has no jump"},
+	},
+	{
+		name:     "filter FORWARD jump deleted",
+		commands: func(*testing.T, string, string) [][]string { return [][]string{forwardJump} },
+		problem:  []string{"filter forward has no jump"},
+	},
+	{
+		name:     "gate chain flushed",
+		commands: func(*testing.T, string, string) [][]string { return [][]string{{"-t", "mangle", "-F", "SKNOCK"}} },
 		problem:  []string{"flush", "empty"},
 	},
 	{
-		name: "chain deleted",
+		name:     "reject chain flushed",
+		commands: func(*testing.T, string, string) [][]string { return [][]string{{"-t", "filter", "-F", "SKNOCK"}} },
+		problem:  []string{"flush", "empty"},
+	},
+	{
+		name: "gate chain deleted",
 		commands: func(*testing.T, string, string) [][]string {
-			return [][]string{{"-D", "INPUT", "-j", "SKNOCK"}, {"-F", "SKNOCK"}, {"-X", "SKNOCK"}}
+			return [][]string{preroutingJump, {"-t", "mangle", "-F", "SKNOCK"}, {"-t", "mangle", "-X", "SKNOCK"}}
+		},
+		problem: []string{"missing", "jump"},
+	},
+	{
+		name: "reject chain deleted",
+		commands: func(*testing.T, string, string) [][]string {
+			return [][]string{inputJump, forwardJump, {"-t", "filter", "-F", "SKNOCK"}, {"-t", "filter", "-X", "SKNOCK"}}
 		},
 		problem: []string{"missing", "jump"},
 	},
 	{
 		name: "protect rule deleted",
 		commands: func(t *testing.T, save, tool string) [][]string {
-			return [][]string{{"-D", "SKNOCK", protectRule(t, save, tool)}}
+			return [][]string{{"-t", "mangle", "-D", "SKNOCK", protectRule(t, save, tool)}}
 		},
 		problem: ruleWords,
 	},
 	{
 		name: "protect rule changed to ACCEPT",
 		commands: func(t *testing.T, save, tool string) [][]string {
-			return [][]string{{"-R", "SKNOCK", protectRule(t, save, tool), "-p", "tcp", "--dport", "2000", "-j", "ACCEPT"}}
+			return [][]string{{"-t", "mangle", "-R", "SKNOCK", protectRule(t, save, tool), "-p", "tcp", "--dport", "2000", "-j", "ACCEPT"}}
 		},
 		problem: ruleWords,
 	},
 	{
-		name: "ACCEPT added to the chain",
+		name: "ACCEPT added to the gate chain",
 		commands: func(*testing.T, string, string) [][]string {
-			return [][]string{{"-I", "SKNOCK", "1", "-p", "tcp", "--dport", "2000", "-j", "ACCEPT"}}
+			return [][]string{{"-t", "mangle", "-I", "SKNOCK", "1", "-p", "tcp", "--dport", "2000", "-j", "ACCEPT"}}
 		},
 		problem: ruleWords,
 	},
 	{
-		name: "foreign ACCEPT above the jump",
+		name: "foreign ACCEPT above the PREROUTING jump",
+		commands: func(*testing.T, string, string) [][]string {
+			return [][]string{{"-t", "mangle", "-I", "PREROUTING", "1", "-p", "tcp", "--dport", "2000", "-j", "ACCEPT"}}
+		},
+		problem:   []string{"position", "first", "jump"},
+		table:     "mangle",
+		foreign:   "-A PREROUTING -p tcp -m tcp --dport 2000 -j ACCEPT",
+		jump:      "-A PREROUTING -j SKNOCK",
+		unforeign: []string{"-t", "mangle", "-D", "PREROUTING", "-p", "tcp", "--dport", "2000", "-j", "ACCEPT"},
+	},
+	{
+		name: "foreign ACCEPT above the INPUT jump",
 		commands: func(*testing.T, string, string) [][]string {
 			return [][]string{{"-I", "INPUT", "1", "-p", "tcp", "--dport", "2000", "-j", "ACCEPT"}}
 		},
-		problem: []string{"position", "first", "jump"},
-		foreign: "-A INPUT -p tcp -m tcp --dport 2000 -j ACCEPT",
+		problem:   []string{"position", "first", "jump"},
+		table:     "filter",
+		foreign:   "-A INPUT -p tcp -m tcp --dport 2000 -j ACCEPT",
+		jump:      "-A INPUT -j SKNOCK",
+		unforeign: []string{"-D", "INPUT", "-p", "tcp", "--dport", "2000", "-j", "ACCEPT"},
 	},
 }
 
 // TestIntegrationTamper does to the rules what other firewall tools do,
-// in IPv4 and IPv6: delete the INPUT jump, flush or delete the chain,
-// delete, change or add a rule, insert an ACCEPT for a protected port
-// above the jump. Each time sknockd must restore its rules within 2 s
-// (tcp/2000 hidden again), leave the other tool's rule alone (its own jump
-// moved above it), and log an error line naming the family and the
-// problem.
+// in IPv4 and IPv6: delete each of the jumps (mangle PREROUTING, filter
+// INPUT and FORWARD), flush or delete the gate chain (mangle) or the
+// reject chain (filter), delete, change or add a gate rule, insert an
+// ACCEPT for a protected port above the PREROUTING or the INPUT jump. Each
+// time sknockd must restore its rules within 2 s (tcp/2000 hidden again),
+// leave the other tool's rule alone (its own jump moved above it), and log
+// an error line naming the family and the problem (table and chain for a
+// jump).
 func TestIntegrationTamper(t *testing.T) {
 	requireTools(t)
 	e := newServedEnv(t)
@@ -904,8 +965,8 @@ func TestIntegrationTamper(t *testing.T) {
 					if tc.foreign == "" {
 						return got == want
 					}
-					rules := familyRules(got, fam.tool)
-					jump, foreign := strings.Index(rules, "-A INPUT -j SKNOCK\n"), strings.Index(rules, tc.foreign+"\n")
+					rules := tableRules(got, fam.tool, tc.table)
+					jump, foreign := strings.Index(rules, tc.jump+"\n"), strings.Index(rules, tc.foreign+"\n")
 					return jump >= 0 && foreign > jump && strings.Replace(got, tc.foreign+"\n", "", 1) == want
 				}
 				if !within(done, restoreLimit, func() bool { return isRestored() && refused(m, packet.TCP, tcpA) }) {
@@ -930,7 +991,7 @@ func TestIntegrationTamper(t *testing.T) {
 				if tc.foreign != "" {
 					// Someone else's rule is theirs to remove; without it
 					// the rules are exactly ours again.
-					e.net.Server.MustRun(fam.tool, "-D", "INPUT", "-p", "tcp", "--dport", "2000", "-j", "ACCEPT")
+					e.net.Server.MustRun(append([]string{fam.tool}, tc.unforeign...)...)
 					if diff := cmp.Diff(want, sameRules(t, e.net.Server)); diff != "" {
 						t.Errorf("rules after removing the foreign rule (-want +got):\n%s", diff)
 					}

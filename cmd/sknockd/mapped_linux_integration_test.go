@@ -142,21 +142,21 @@ func udp6Packet(src, dst netip.Addr, srcPort, dstPort uint16, payload []byte) []
 	return b
 }
 
-// mappedDropRule finds the counters of the chain's drop of v4-mapped
-// sources in "ip6tables-save -c".
+// mappedDropRule finds the counters of the gate chain's drop of v4-mapped
+// sources in "ip6tables-save -c -t mangle".
 var mappedDropRule = regexp.MustCompile(`(?m)^\[(\d+):\d+\] -A SKNOCK -s ::ffff:0\.0\.0\.0/96 -j DROP$`)
 
 // mappedDrops returns how many packets the server's ip6tables rule for
 // v4-mapped sources has dropped, or fails t when the rule is missing.
 func mappedDrops(t *testing.T, server *netns.NS) uint64 {
 	t.Helper()
-	out, err := server.Run("ip6tables-save", "-c", "-t", "filter")
+	out, err := server.Run("ip6tables-save", "-c", "-t", "mangle")
 	if err != nil {
 		t.Fatalf("ip6tables-save: %v\n%s", err, out)
 	}
 	m := mappedDropRule.FindStringSubmatch(out)
 	if m == nil {
-		t.Errorf("ip6tables has no drop of v4-mapped sources in SKNOCK:\n%s", out)
+		t.Errorf("ip6tables has no drop of v4-mapped sources in mangle SKNOCK:\n%s", out)
 		return 0
 	}
 	n, err := strconv.ParseUint(m[1], 10, 64)

@@ -449,13 +449,16 @@ func TestIntegrationExpiry(t *testing.T) {
 	e.wantClosed(t, c, packet.TCP, tcpA)
 }
 
-// checkOneJump checks that INPUT jumps to the chain exactly once in both
-// families of save (IptablesSave).
+// checkOneJump checks that mangle PREROUTING, filter INPUT and filter
+// FORWARD each jump to the chain exactly once in both families of save
+// (IptablesSave).
 func checkOneJump(t *testing.T, save string) {
 	t.Helper()
 	for _, family := range strings.Split(save, "## ")[1:] {
-		if n := strings.Count(family, "-A INPUT -j SKNOCK\n"); n != 1 {
-			t.Errorf("%d jumps to SKNOCK in INPUT, want 1:\n%s", n, family)
+		for _, jump := range []string{"-A PREROUTING -j SKNOCK\n", "-A INPUT -j SKNOCK\n", "-A FORWARD -m conntrack --ctstate DNAT -j SKNOCK\n"} {
+			if n := strings.Count(family, jump); n != 1 {
+				t.Errorf("%d jumps %q, want 1:\n%s", n, strings.TrimSpace(jump), family)
+			}
 		}
 	}
 }
