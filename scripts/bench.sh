@@ -322,16 +322,22 @@ if has_phase garbage; then
 fi
 
 # ---- 8. fresh clients under spoofed-source floods ---------------------------------
-# run_spoof LABEL KIND RATE: sknockbench spoof floods the knock ports from
+# run_spoof LABEL KIND RATE [returning]: sknockbench spoof floods the knock ports from
 # mal with KIND datagrams (random bytes; one sealed knock naming mal's
 # address, replayed; or distinct knock-shaped datagrams with fresh
 # ephemeral keys) from random sources of 198.18.64.0/18, 198.18.128.0/17
 # and 198.19.0.0/16, while FRESH_N fresh clients (cli's 198.18.3.1-N, each
 # knocking once from its own address, sealed just before sending) knock;
-# success = the prober connects within 1 s.
+# success = the prober connects within 1 s. With "returning", the same
+# clients first knock once each without the flood (their grants end after
+# the 1 s open_duration; they are then recently granted sources).
 run_spoof() {
   local x=$1 kind=$2 rate=$3
   start_daemon "$W/d8.yaml" "$W/d8$x.log"
+  if [ "${4:-}" = returning ]; then
+    in_cli "$SB" latency -mode datagram -pfx "${CLIENTS[4]}" -password-file "$PW" -server-cert "$SERVER_CERT" \
+      -sources 198.18.3.1+"$FRESH_N" -dst $SRV_IP -ports 2000-2039 -n "$FRESH_N" -timeout 1s -gap 20ms -prefix pre$x | kvs
+  fi
   log "spoofed flood $x: $kind at $rate/s, $FRESH_N fresh clients"
   # Started without a shell function, so that $! is the sender itself
   # (ip netns exec execs it), which reports what it sent on SIGTERM.
@@ -359,10 +365,12 @@ if has_phase spoof; then
   ip -n "$SRV" route add 198.18.3.0/24 via $CLI_IP
   run_spoof rand random "$SPOOF_RATE"
   run_spoof repl replay "$SPOOF_RATE"
-  for f in 25 50 100; do
+  for f in 10 25 50 100; do
     run_spoof fresh$f fresh "$(calc %.0f "${R[ecdh_rate]}*$f/100")"
     R[spfresh${f}_x]=$(calc %.2f "${R[spfresh${f}_rate]:-0}/${R[ecdh_rate]}")
   done
+  run_spoof back fresh "${R[ecdh_rate]}" returning
+  R[spback_x]=$(calc %.2f "${R[spback_rate]:-0}/${R[ecdh_rate]}")
 fi
 
 # ---- 5. fwknop, same namespaces and prober --------------------------------------------
@@ -487,7 +495,8 @@ How each row is measured is described under the table.
 | 6d | 6b with the rate limit off | p50 $(get floodrl_p50_ms) ms, p99 $(get floodrl_p99_ms) ms (failed $(get floodrl_fail)) | without flood: p50 $(get calmrl_p50_ms) ms, p99 $(get calmrl_p99_ms) ms | | | |
 | 8a | fresh clients let in under a spoofed-source flood of random bytes ($(get sprand_rate)/s sent from random sources of 198.18.64.0/18, 198.18.128.0/17, 198.19.0.0/16; \`knock.rate_limit: 20/second\`) | $(get frrand_pct) % ($(get frrand_n) of $FRESH_N; open p50 $(get frrand_p50_ms) ms) | daemon: $(get slrand_counter_shed) knocks shed | | ≥ 99 % | $(verdict "$(get frrand_pct)" '>=' 99) |
 | 8b | the same with one sealed knock (naming another address) replayed from random sources ($(get sprepl_rate)/s) | $(get frrepl_pct) % ($(get frrepl_n) of $FRESH_N; open p50 $(get frrepl_p50_ms) ms) | daemon: $(get slrepl_counter_shed) knocks shed | | ≥ 99 % | $(verdict "$(get frrepl_pct)" '>=' 99) |
-| 8c | the same with distinct knock-shaped datagrams, each with a fresh ephemeral key (made beforehand; an ECDH each), by flood rate as a multiple of this host's ECDH rate ($(get ecdh_rate)/s on $(nproc) cores) | $(get spfresh25_x)× ($(get spfresh25_rate)/s): $(get frfresh25_pct) %; $(get spfresh50_x)× ($(get spfresh50_rate)/s): $(get frfresh50_pct) %; $(get spfresh100_x)× ($(get spfresh100_rate)/s): $(get frfresh100_pct) % | shed: $(get slfresh25_counter_shed), $(get slfresh50_counter_shed), $(get slfresh100_counter_shed) | | — | |
+| 8c | the same with distinct knock-shaped datagrams, each with a fresh ephemeral key (an ECDH each), by flood rate as a multiple of this host's ECDH rate ($(get ecdh_rate)/s on $(nproc) cores) | $(get spfresh10_x)× ($(get spfresh10_rate)/s): $(get frfresh10_pct) %; $(get spfresh25_x)× ($(get spfresh25_rate)/s): $(get frfresh25_pct) %; $(get spfresh50_x)× ($(get spfresh50_rate)/s): $(get frfresh50_pct) %; $(get spfresh100_x)× ($(get spfresh100_rate)/s): $(get frfresh100_pct) % | shed: $(get slfresh10_counter_shed), $(get slfresh25_counter_shed), $(get slfresh50_counter_shed), $(get slfresh100_counter_shed) | | — | |
+| 8d | 8c at $(get spback_x)× for returning clients (each granted once before the flood, so shed last) | $(get frback_pct) % ($(get frback_n) of $FRESH_N; open p50 $(get frback_p50_ms) ms) | fresh clients at that rate (8c): $(get frfresh100_pct) % | | — | |
 | 7a | RSS of 1,000,000 live grants (gate.GrantTable in a Go program) | +$(get grants_rss_mb) MB RSS (+$(get grants_heap_mb) MB heap; lookup $(get grants_lookup_ns) ns) | | | ≤ 200 MB | $(verdict "$(get grants_rss_mb)" '<=' 200) |
 | 7b | sknockd with a 1,000,000-serial CRL ($(get crl_bytes) bytes) | RSS $(get crl_daemon_rss_mb) MB running ($(get chkbig_maxrss_mb) MB peak in --check) | idle sknockd with a 1-entry CRL: $(get idle_daemon_rss_mb) MB | | | |
 | 7c | loading that CRL | $(get crl_load_s) s (--check $(get chkbig_wall_s) s vs $(get chksmall_wall_s) s) | | | ≤ 2 s | $(verdict "$(get crl_load_s)" '<=' 2) |
@@ -559,8 +568,10 @@ listeners on tcp/2000–2249 and tcp/2300 (open). Tools:
    198.19.0.0/16 (about 114,000 addresses; as \`hping3 --rand-source\`, but
    inside the benchmarking range), at SPOOF_RATE per second (8a, 8b) or at a
    fraction of the ECDH rate (8c: \`BenchmarkECDH\` × cores; up to 60,000
-   distinct datagrams made beforehand, sent round robin — more than the
-   outcome cache holds, so each costs an ECDH). Meanwhile $FRESH_N fresh clients,
+   datagrams with fresh ephemeral keys made beforehand, sent round robin
+   with their first ciphertext block randomised on every send, so that no
+   two are alike and each costs an ECDH). 8d first lets the same clients
+   knock once each without a flood, then repeats 8c's 1× flood. Meanwhile $FRESH_N fresh clients,
    each from its own address of cli's 198.18.3.0/24 and knocking once (one
    datagram sealed just before it is sent, no retry), are measured as in 6;
    shipped \`knock.rate_limit: "20/second"\`.

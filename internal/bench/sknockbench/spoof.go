@@ -22,7 +22,7 @@ func spoofFlood(args []string) error {
 	fs := flag.NewFlagSet("spoof", flag.ExitOnError)
 	dst := fs.String("dst", "", "server address (in 198.18.0.0/15)")
 	knockPorts := fs.String("knock-ports", "40000-40100", "UDP knock port range")
-	kind := fs.String("kind", "random", "random (random bytes), replay (the datagram in -datagram, again and again), fresh (distinct datagrams, each with a fresh ephemeral key)")
+	kind := fs.String("kind", "random", "random (random bytes), replay (the datagram in -datagram, again and again), fresh (knock-shaped datagrams with fresh ephemeral keys, made beforehand, sent round robin with the first ciphertext block randomised on every send so that no two are alike)")
 	datagram := fs.String("datagram", "", "replay: file holding the datagram")
 	distinct := fs.Int("distinct", 0, "fresh: distinct datagrams made beforehand (default: -n)")
 	size := fs.Int("size", 700, "datagram size for random and fresh")
@@ -95,6 +95,7 @@ func spoofFlood(args []string) error {
 		Dst: dstAddr, FirstPort: first, LastPort: last,
 		Sources: prefixes, Exclude: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/22")},
 		Payloads: payloads, Rate: *rate, N: *n, For: *limit, Seed: uint64(time.Now().UnixNano()),
+		Mutate: *kind == "fresh",
 	})
 	if err != nil {
 		return err

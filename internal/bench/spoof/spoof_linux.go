@@ -49,6 +49,11 @@ type Config struct {
 	// Seed seeds the choice of sources (any value; runs with the same
 	// seed spoof the same sequence of sources).
 	Seed uint64
+	// Mutate overwrites bytes 4-19 of every datagram sent (a knock's
+	// first ciphertext block) with random ones, so that no two datagrams
+	// are alike even when Payloads repeat: none is decided from a cache
+	// of outcomes by datagram.
+	Mutate bool
 }
 
 // Result is what a flood sent.
@@ -127,6 +132,10 @@ func Flood(ctx context.Context, cfg Config) (Result, error) {
 		src := cfg.source(rng)
 		payload := cfg.Payloads[i%len(cfg.Payloads)]
 		n := build(pkt, src, cfg.Dst, uint16(1024+rng.IntN(60000)), cfg.FirstPort+uint16(i%nports), payload)
+		if cfg.Mutate && len(payload) >= 20 {
+			binary.LittleEndian.PutUint64(pkt[28+4:], rng.Uint64())
+			binary.LittleEndian.PutUint64(pkt[28+12:], rng.Uint64())
+		}
 		if err := unix.Sendto(fd, pkt[:n], 0, to); err != nil {
 			res.Errors++
 			continue
