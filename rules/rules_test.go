@@ -181,7 +181,7 @@ func TestRules(t *testing.T) {
 			},
 			ipv6: true,
 			want: split(lines(head(true), []string{established, loopback,
-				"-p udp -m udp --dport 10000:60000 -m length --length 348:65535 -m hashlimit --hashlimit-upto 20/second --hashlimit-mode srcip --hashlimit-name sknock_cb620695 --hashlimit-srcmask 64 -j NFQUEUE --queue-num 100",
+				"-p udp -m udp --dport 10000:60000 -m length --length 348:65535 -m hashlimit --hashlimit-upto 20/second --hashlimit-mode srcip --hashlimit-name sknock_3916f3ea --hashlimit-srcmask 64 --hashlimit-htable-size 65536 --hashlimit-htable-max 262144 --hashlimit-htable-expire 250 --hashlimit-htable-gcinterval 250 -j NFQUEUE --queue-num 100",
 				knockDrop})...),
 		},
 		{
@@ -193,7 +193,7 @@ func TestRules(t *testing.T) {
 				c.RejectKnocks = true
 			},
 			want: split(lines(head(false), []string{established, loopback,
-				"-p udp -m udp --dport 10000:60000 -m length --length 328:65535 -m hashlimit --hashlimit-upto 20/second --hashlimit-mode srcip --hashlimit-name sknock_631f3d1b -j NFQUEUE --queue-num 100",
+				"-p udp -m udp --dport 10000:60000 -m length --length 328:65535 -m hashlimit --hashlimit-upto 20/second --hashlimit-mode srcip --hashlimit-name sknock_482c1550 --hashlimit-htable-size 65536 --hashlimit-htable-max 262144 --hashlimit-htable-expire 250 --hashlimit-htable-gcinterval 250 -j NFQUEUE --queue-num 100",
 				knockMark, knockReturn})...),
 		},
 		{
