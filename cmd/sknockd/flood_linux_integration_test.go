@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -41,13 +42,29 @@ var floodSources = []netip.Prefix{
 // TestIntegrationSpoofedFloodRandom: random bytes from random sources are
 // refused cheaply, but each new source takes a slot in the knock rate
 // limit's hashlimit table; a table a flood can fill locks new sources out
-// in the kernel, before sknockd sees them.
+// in the kernel, before sknockd sees them. The kernel must hold the
+// table sknockd sized (with the iptables defaults it holds 65,536 sources,
+// for 10 s with some iptables versions: 6,600 new sources a second fill
+// it), and fresh clients must get in under the flood.
 func TestIntegrationSpoofedFloodRandom(t *testing.T) {
 	requireTools(t)
 	e := newEnv(t, "drop", time.Minute)
+	for _, save := range []string{"iptables-save", "ip6tables-save"} {
+		out, err := e.net.Server.Run(save)
+		if err != nil {
+			t.Fatalf("%s: %v", save, err)
+		}
+		if m := knockLimitTable.FindString(out); m == "" {
+			t.Errorf("%s: no knock rate limit with a table of 262,144 sources collected every 250 ms and expired within 250 ms:\n%s", save, out)
+		}
+	}
 	payloads := spoof.RandomPayloads(256, 700, 1)
 	e.floodWithFreshClients(t, payloads)
 }
+
+// knockLimitTable matches the knock rule's hashlimit as iptables-save
+// spells it, for the shipped 20/second.
+var knockLimitTable = regexp.MustCompile(`--hashlimit-upto 20/sec .*--hashlimit-htable-max 262144 --hashlimit-htable-gcinterval 250 --hashlimit-htable-expire 250 `)
 
 // TestIntegrationSpoofedFloodReplay: one well-formed knock (alice's, naming
 // an address it is never sent from) replayed from random sources forces,
