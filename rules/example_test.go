@@ -25,6 +25,7 @@ func ExampleConfig_Rules() {
 		fmt.Println("-A", c.Chain, strings.Join(rule, " "))
 	}
 	fmt.Println("-I PREROUTING 1", strings.Join(c.Jump(), " "))
+	fmt.Println("-I POSTROUTING 1", strings.Join(c.Backstop(), " "))
 	// The rejection of what the gate marked, in filter.
 	fmt.Println("*filter")
 	for _, rule := range c.RejectRules(false) {
@@ -44,6 +45,7 @@ func ExampleConfig_Rules() {
 	// -A SKNOCK -p udp -m udp --dport 10000:60000 -m length --length 328:65535 -j NFQUEUE --queue-num 100
 	// -A SKNOCK -p udp -m udp --dport 10000:60000 -j DROP
 	// -I PREROUTING 1 -j SKNOCK
+	// -I POSTROUTING 1 -m conntrack --ctstate DNAT --ctdir ORIGINAL -m mark --mark 0x1/0x1 -j DROP
 	// *filter
 	// -A SKNOCK -p tcp -m mark --mark 0x1/0x1 -j REJECT --reject-with tcp-reset
 	// -A SKNOCK -p udp -m mark --mark 0x1/0x1 -j REJECT --reject-with icmp-port-unreachable
@@ -67,6 +69,7 @@ func ExampleConfig_Script() {
 	// # iptables
 	// if iptables -w -t mangle -S SKNOCK >/dev/null 2>&1; then
 	// 	while iptables -w -t mangle -D PREROUTING -j SKNOCK 2>/dev/null; do :; done
+	// 	while iptables -w -t mangle -D POSTROUTING -m conntrack --ctstate DNAT --ctdir ORIGINAL -m mark --mark 0x1/0x1 -j DROP 2>/dev/null; do :; done
 	// 	iptables -w -t mangle -F SKNOCK
 	// 	iptables -w -t mangle -X SKNOCK
 	// fi
@@ -81,6 +84,7 @@ func ExampleConfig_Script() {
 	// if [ -e /proc/net/if_inet6 ]; then
 	// 	if ip6tables -w -t mangle -S SKNOCK >/dev/null 2>&1; then
 	// 		while ip6tables -w -t mangle -D PREROUTING -j SKNOCK 2>/dev/null; do :; done
+	// 		while ip6tables -w -t mangle -D POSTROUTING -m conntrack --ctstate DNAT --ctdir ORIGINAL -m mark --mark 0x1/0x1 -j DROP 2>/dev/null; do :; done
 	// 		ip6tables -w -t mangle -F SKNOCK
 	// 		ip6tables -w -t mangle -X SKNOCK
 	// 	fi

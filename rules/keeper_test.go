@@ -112,7 +112,8 @@ func TestKeeperApplyRollsBack(t *testing.T) {
 }
 
 // TestKeeperRepair tampers with the applied rules the ways other tools do
-// (in both tables, and with each of the three jumps) and checks that
+// (in both tables, with each of the three jumps and the backstop) and
+// checks that
 // Repair names the damage, with table and chain, and undoes it, leaving
 // foreign rules in place.
 func TestKeeperRepair(t *testing.T) {
@@ -139,6 +140,21 @@ func TestKeeperRepair(t *testing.T) {
 				tab.Delete("filter", "FORWARD", "-m", "conntrack", "--ctstate", "DNAT", "-j", "SKNOCK")
 			},
 			want: "filter FORWARD has no jump to SKNOCK",
+		},
+		{
+			name: "mangle POSTROUTING backstop deleted",
+			tamper: func(tab *rulestest.Table) {
+				tab.Delete("mangle", "POSTROUTING", c.Backstop()...)
+			},
+			want: "mangle POSTROUTING has no",
+		},
+		{
+			name: "accept above the POSTROUTING backstop",
+			tamper: func(tab *rulestest.Table) {
+				tab.Insert("mangle", "POSTROUTING", 1, "-o", "docker0", "-j", "ACCEPT")
+			},
+			want:   `at mangle POSTROUTING position 2, behind "-A POSTROUTING -o docker0 -j ACCEPT"`,
+			others: map[string][]string{"POSTROUTING": {"-o docker0 -j ACCEPT"}},
 		},
 		{
 			name:   "gate chain flushed",

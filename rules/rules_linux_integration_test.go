@@ -79,12 +79,15 @@ func testApplyRemove(t *testing.T, name string) {
 	}
 
 	// What a crashed older run leaves: a stale rule in each table's
-	// chain, each jump pushed below another tool's rule, and a second
-	// jump in each of PREROUTING, INPUT and FORWARD.
+	// chain, each jump (and the backstop) pushed below another tool's
+	// rule, and a second one in each of PREROUTING, POSTROUTING, INPUT
+	// and FORWARD.
 	forwardJump := "-m conntrack --ctstate DNAT -j " + c.Chain
+	backstop := strings.Join(c.Backstop(), " ")
 	for _, family := range []string{"iptables", "ip6tables"} {
 		for _, h := range []struct{ table, chain, jump string }{
 			{"mangle", "PREROUTING", "-j " + c.Chain},
+			{"mangle", "POSTROUTING", backstop},
 			{"filter", "INPUT", "-j " + c.Chain},
 			{"filter", "FORWARD", forwardJump},
 		} {
@@ -96,7 +99,7 @@ func testApplyRemove(t *testing.T, name string) {
 	runChild(t, ns, "apply", name)
 	repaired := save(t, ns)
 	var pairs []string
-	for _, jump := range []string{"-A PREROUTING -j " + c.Chain, "-A INPUT -j " + c.Chain, "-A FORWARD " + forwardJump} {
+	for _, jump := range []string{"-A PREROUTING -j " + c.Chain, "-A POSTROUTING " + backstop, "-A INPUT -j " + c.Chain, "-A FORWARD " + forwardJump} {
 		chain := strings.Fields(jump)[1]
 		pairs = append(pairs, jump+"\n", jump+"\n-A "+chain+" -p tcp -m tcp --dport 9 -j DROP\n")
 	}
@@ -154,10 +157,10 @@ func testApplyRemove(t *testing.T, name string) {
 
 // checkSaved checks what iptables-save and ip6tables-save list in ns
 // after Apply: in mangle, PREROUTING holds only the jump to the chain,
-// which holds as many rules as Rules returns; in filter, INPUT holds only
-// the jump and FORWARD only the DNAT jump to the chain, which holds as
-// many rules as RejectRules returns; no other chain of any table refers
-// to the chain.
+// which holds as many rules as Rules returns, and POSTROUTING only the
+// backstop; in filter, INPUT holds only the jump and FORWARD only the
+// DNAT jump to the chain, which holds as many rules as RejectRules
+// returns; no other chain of any table refers to the chain.
 func checkSaved(t *testing.T, ns *netns.NS, c rules.Config) {
 	t.Helper()
 	for _, tool := range []string{"iptables-save", "ip6tables-save"} {
@@ -173,7 +176,7 @@ func checkSaved(t *testing.T, ns *netns.NS, c rules.Config) {
 			}
 		}
 		want := map[string][]string{
-			"mangle": {"-A PREROUTING -j " + c.Chain},
+			"mangle": {"-A PREROUTING -j " + c.Chain, "-A POSTROUTING " + strings.Join(c.Backstop(), " ")},
 			"filter": {"-A INPUT -j " + c.Chain, "-A FORWARD -m conntrack --ctstate DNAT -j " + c.Chain},
 		}
 		wantRules := map[string]int{"mangle": len(c.Rules(ipv6)), "filter": len(c.RejectRules(ipv6))}
@@ -184,7 +187,7 @@ func checkSaved(t *testing.T, ns *netns.NS, c rules.Config) {
 				switch {
 				case strings.HasPrefix(l, "-A "+c.Chain+" "):
 					chainRules++
-				case strings.Contains(l, c.Chain):
+				case strings.Contains(l, c.Chain), strings.HasPrefix(l, "-A POSTROUTING "):
 					hooks = append(hooks, l)
 				}
 			}

@@ -11,8 +11,8 @@ import (
 	"sknock/rules"
 )
 
-// TestScriptApply checks that the apply script holds both tables' rules
-// and all three jumps for each family, in applyOrder's order: the gate
+// TestScriptApply checks that the apply script holds both tables' rules,
+// all three jumps and the backstop for each family, in applyOrder's order: the gate
 // (mangle) first when the filter chain exists, else the filter chain
 // first; and that sh can parse it.
 func TestScriptApply(t *testing.T) {
@@ -35,6 +35,7 @@ func TestScriptApply(t *testing.T) {
 		want := []string{
 			fam + "-restore -w 5 --noflush <<-EOF",
 			"jump0='-I PREROUTING 1 -j SKNOCK'",
+			"jump1='-I POSTROUTING 1 " + strings.Join(c.Backstop(), " ") + "'",
 			"jump0='-I INPUT 1 -j SKNOCK'",
 			"jump1='-I FORWARD 1 -m conntrack --ctstate DNAT -j SKNOCK'",
 			"*mangle", "*filter", ":SKNOCK - [0:0]", "$jump0", "$jump1",
