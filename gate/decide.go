@@ -100,14 +100,16 @@ func deny(d Decision, r Reason, err error) Decision {
 // d.ReplayKey when it acts on a grant, and that add is the final,
 // race-free replay check (Engine.Knock does both). seen may be nil.
 func Decide(in Input, trust *Trust, seen *ReplayCache) Decision {
-	return decide(in, trust, seen, nil)
+	return decide(in, trust, seen, nil, nil)
 }
 
 // decide is Decide with an outcome cache (nil: none), which spares a
 // datagram seen before the checks that depend on nothing but its bytes
-// and the trust state (see outcomeCache); every other check runs as in
-// Decide, in the same order, with the same result.
-func decide(in Input, trust *Trust, seen *ReplayCache, outcomes *outcomeCache) Decision {
+// and the trust state (see outcomeCache), and a shared-secret cache (nil:
+// none), which spares a datagram whose ephemeral key was seen before the
+// ECDH (see sharedSecrets); every other check runs as in Decide, in the
+// same order, with the same result.
+func decide(in Input, trust *Trust, seen *ReplayCache, outcomes *outcomeCache, secrets *sharedSecrets) Decision {
 	var d Decision
 	src := in.Source
 	if ipv4InIPv6(src) {
@@ -133,7 +135,7 @@ func decide(in Input, trust *Trust, seen *ReplayCache, outcomes *outcomeCache) D
 
 	o := outcomes.get(d.ReplayKey, trust, src.Is6(), in.Now)
 	if o == nil {
-		o = computeOutcome(in.Datagram, trust, src.Is6(), certTime, in.Now)
+		o = computeOutcome(in.Datagram, trust, src.Is6(), certTime, in.Now, secrets)
 		outcomes.put(d.ReplayKey, o)
 	}
 	k := o.knock

@@ -52,6 +52,8 @@ type Engine struct {
 	// outcomes spares copies of a datagram the costly checks (see
 	// outcomeCache).
 	outcomes *outcomeCache
+	// secrets spares datagrams reusing an ephemeral key the ECDH.
+	secrets *sharedSecrets
 	// recent are the sources of recent grants (RecentlyGranted).
 	recent *recentGrantees
 
@@ -112,6 +114,9 @@ type Snapshot struct {
 	// seen before; Outcomes is the outcome cache's size.
 	OutcomeHits uint64
 	Outcomes    int
+	// SecretHits counts ECDHs spared because a datagram's ephemeral key
+	// was seen before.
+	SecretHits uint64
 }
 
 var (
@@ -139,6 +144,7 @@ func NewEngine(cfg Config, trust *Trust) *Engine {
 		replay: NewReplayCache(cfg.MaxReplay),
 		// The outcome cache's bound is fixed (DefaultOutcomeEntries).
 		outcomes: newOutcomeCache(0),
+		secrets:  newSharedSecrets(0),
 		recent:   newRecentGrantees(),
 	}
 	if e.clock == nil {
@@ -350,7 +356,7 @@ func (e *Engine) Knock(src netip.Addr, datagram []byte) Decision {
 func (e *Engine) knock(src netip.Addr, datagram []byte) Decision {
 	now := e.clock()
 	trust := e.trust.Load()
-	d := decide(Input{Datagram: datagram, Source: src, Now: now}, trust, e.replay, e.outcomes)
+	d := decide(Input{Datagram: datagram, Source: src, Now: now}, trust, e.replay, e.outcomes, e.secrets)
 	if d.Granted() && int64(d.Knock.Timestamp) < e.replayFloor.Load() {
 		d.Reason, d.Err = ReasonReplay, errBeforeFloor
 	}
@@ -407,5 +413,6 @@ func (e *Engine) Snapshot() Snapshot {
 	s.Replay = e.replay.Len()
 	s.OutcomeHits = e.outcomes.hits.Load()
 	s.Outcomes = e.outcomes.len()
+	s.SecretHits = e.secrets.hits.Load()
 	return s
 }

@@ -169,7 +169,7 @@ func BenchmarkKnockFirstCopy(b *testing.B) {
 	src := netip.MustParseAddr("198.19.0.1")
 	b.ReportAllocs()
 	for b.Loop() {
-		if d := decide(Input{Datagram: data, Source: src, Now: time.Now()}, trust, nil, nil); d.Reason != ReasonSourceMismatch {
+		if d := decide(Input{Datagram: data, Source: src, Now: time.Now()}, trust, nil, nil, nil); d.Reason != ReasonSourceMismatch {
 			b.Fatal(d.Reason)
 		}
 	}

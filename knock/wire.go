@@ -128,19 +128,40 @@ func deriveKeys(secret []byte) (key, iv []byte, err error) {
 // buffer, never datagram. Open checks the envelope and layout only; it
 // never panics, whatever the input.
 func Open(datagram []byte, server *ecdh.PrivateKey, ipv6 bool) (*Knock, error) {
+	return OpenWith(datagram, func(peer *ecdh.PublicKey) ([]byte, error) { return server.ECDH(peer) }, ipv6)
+}
+
+// SharedSecret returns the ECDH shared secret of the server's key and a
+// datagram's ephemeral public key (what ecdh.PrivateKey.ECDH returns). A
+// server may remember it per ephemeral key (EphemeralKey names it).
+type SharedSecret func(peer *ecdh.PublicKey) ([]byte, error)
+
+// EphemeralKey returns the bytes of a datagram's ephemeral public key (an
+// uncompressed P-256 point, not yet checked), or nil when the datagram is
+// too short to hold one. It aliases datagram.
+func EphemeralKey(datagram []byte) []byte {
+	if len(datagram) < PublicKeySize {
+		return nil
+	}
+	return datagram[len(datagram)-PublicKeySize:]
+}
+
+// OpenWith is Open with the ECDH left to secret, so that a server can
+// remember shared secrets per ephemeral key.
+func OpenWith(datagram []byte, secret SharedSecret, ipv6 bool) (*Knock, error) {
 	if err := CheckEnvelope(datagram); err != nil {
 		return nil, err
 	}
 	ciphertext := datagram[offCiphertext : len(datagram)-PublicKeySize]
-	peer, err := ecdh.P256().NewPublicKey(datagram[len(datagram)-PublicKeySize:])
+	peer, err := ecdh.P256().NewPublicKey(EphemeralKey(datagram))
 	if err != nil {
 		return nil, ErrPublicKey
 	}
-	secret, err := server.ECDH(peer)
+	shared, err := secret(peer)
 	if err != nil {
 		return nil, ErrPublicKey
 	}
-	key, iv, err := deriveKeys(secret)
+	key, iv, err := deriveKeys(shared)
 	if err != nil {
 		return nil, fmt.Errorf("knock: derive keys: %w", err)
 	}

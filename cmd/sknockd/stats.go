@@ -13,6 +13,7 @@ func (d *daemon) logStats() {
 		zap.Int("grants", s.Grants),
 		zap.Int("replay_cache", s.Replay),
 		zap.Uint64("knock_outcome_hits", s.OutcomeHits),
+		zap.Uint64("knock_secret_hits", s.SecretHits),
 		zap.Uint64("gate_packets", g.Packets),
 		zap.Uint64("gate_unknown", g.Unknown),
 		zap.Uint64("gate_receive_errors", g.ReceiveErrors),
