@@ -851,6 +851,13 @@ var tampers = []tamper{
 		problem:  []string{"filter forward has no jump"},
 	},
 	{
+		name: "mangle POSTROUTING backstop deleted",
+		commands: func(*testing.T, string, string) [][]string {
+			return [][]string{{"-t", "mangle", "-D", "POSTROUTING", "-m", "conntrack", "--ctstate", "DNAT", "--ctdir", "ORIGINAL", "-m", "mark", "--mark", "0x1/0x1", "-j", "DROP"}}
+		},
+		problem: []string{"mangle postrouting has no"},
+	},
+	{
 		name:     "gate chain flushed",
 		commands: func(*testing.T, string, string) [][]string { return [][]string{{"-t", "mangle", "-F", "SKNOCK"}} },
 		problem:  []string{"flush", "empty"},
@@ -921,7 +928,7 @@ var tampers = []tamper{
 
 // TestIntegrationTamper does to the rules what other firewall tools do,
 // in IPv4 and IPv6: delete each of the jumps (mangle PREROUTING, filter
-// INPUT and FORWARD), flush or delete the gate chain (mangle) or the
+// INPUT and FORWARD) or the backstop (mangle POSTROUTING), flush or delete the gate chain (mangle) or the
 // reject chain (filter), delete, change or add a gate rule, insert an
 // ACCEPT for a protected port above the PREROUTING or the INPUT jump. Each
 // time sknockd must restore its rules within 2 s (tcp/2000 hidden again),

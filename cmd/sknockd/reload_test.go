@@ -231,7 +231,7 @@ func TestRulesOnly(t *testing.T) {
 			t.Errorf("after --remove-rules: %s chains %q", table, got)
 		}
 	}
-	for _, hook := range []struct{ table, chain string }{{"mangle", "PREROUTING"}, {"filter", "INPUT"}, {"filter", "FORWARD"}} {
+	for _, hook := range []struct{ table, chain string }{{"mangle", "PREROUTING"}, {"mangle", "POSTROUTING"}, {"filter", "INPUT"}, {"filter", "FORWARD"}} {
 		if got := f.v4.TableRules(hook.table, hook.chain); len(got) != 0 {
 			t.Errorf("after --remove-rules: %s %s %q", hook.table, hook.chain, got)
 		}

@@ -450,12 +450,18 @@ func TestIntegrationExpiry(t *testing.T) {
 }
 
 // checkOneJump checks that mangle PREROUTING, filter INPUT and filter
-// FORWARD each jump to the chain exactly once in both families of save
+// FORWARD each jump to the chain exactly once, and mangle POSTROUTING
+// holds the backstop exactly once, in both families of save
 // (IptablesSave).
 func checkOneJump(t *testing.T, save string) {
 	t.Helper()
 	for _, family := range strings.Split(save, "## ")[1:] {
-		for _, jump := range []string{"-A PREROUTING -j SKNOCK\n", "-A INPUT -j SKNOCK\n", "-A FORWARD -m conntrack --ctstate DNAT -j SKNOCK\n"} {
+		for _, jump := range []string{
+			"-A PREROUTING -j SKNOCK\n",
+			"-A POSTROUTING -m conntrack --ctstate DNAT --ctdir ORIGINAL -m mark --mark 0x1/0x1 -j DROP\n",
+			"-A INPUT -j SKNOCK\n",
+			"-A FORWARD -m conntrack --ctstate DNAT -j SKNOCK\n",
+		} {
 			if n := strings.Count(family, jump); n != 1 {
 				t.Errorf("%d jumps %q, want 1:\n%s", n, strings.TrimSpace(jump), family)
 			}
