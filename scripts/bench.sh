@@ -154,6 +154,8 @@ gate:
   policy: drop
 log:
   level: info
+control:
+  socket: $W/control.sock
 EOF
 }
 DAEMON_PID= DAEMON_LOG=
@@ -271,6 +273,19 @@ if has_phase gate; then
   done
   stop_daemon
   grep -o '"gate_held":[0-9]*' "$W/d2.log" | tail -1 | sed 's/"gate_held":/ghold_deferred=/' | kvs || true
+  # 3e: 3a's flood again with metrics on and scraped ten times a second
+  # (bash's /dev/tcp: no HTTP client needed) against 3a's rate.
+  write_config "$W/d2m.yaml" 120s
+  printf 'metrics:\n  listen: 127.0.0.1:9466\n' >> "$W/d2m.yaml"
+  log "gate flood: sknockd with metrics scraped every 100 ms, no grant"
+  start_daemon "$W/d2m.yaml" "$W/d2m.log"
+  scrape='exec 3<>/dev/tcp/127.0.0.1/9466 && printf "GET /metrics HTTP/1.0\r\n\r\n" >&3 && cat <&3'
+  ip netns exec "$SRV" bash -c "for _ in \$(seq 1200); do ($scrape) >/dev/null 2>&1; sleep 0.1; done" &
+  scraper=$!; BG+=($scraper)
+  flood gmetrics 101 2260
+  kill "$scraper" 2>/dev/null || true
+  R[gmetrics_scraped_drops]=$(in_srv bash -c "$scrape" 2>/dev/null | awk '$1 == "sknock_gate_verdicts_total{verdict=\"drop\"}" {printf "%.0f", $2}')
+  stop_daemon
   # The same rules without sknockd: the minimal consumer, then the kernel.
   in_srv "$BIN/sknockd" --config "$W/d2.yaml" --rules-script apply | in_srv sh
   for mode in accept drop; do
@@ -365,6 +380,7 @@ if has_phase spoof; then
   ip -n "$SRV" route add 198.18.3.0/24 via $CLI_IP
   run_spoof rand random "$SPOOF_RATE"
   run_spoof repl replay "$SPOOF_RATE"
+  run_spoof mut mutate "$SPOOF_RATE"
   for f in 10 25 50 100; do
     run_spoof fresh$f fresh "$(calc %.0f "${R[ecdh_rate]}*$f/100")"
     R[spfresh${f}_x]=$(calc %.2f "${R[spfresh${f}_rate]:-0}/${R[ecdh_rate]}")
@@ -447,6 +463,7 @@ R[g_grant_vs_nfqacc]=$(ratio ggrant_rate nfqaccept_rate)
 R[g_hold_vs_other]=$(ratio gholdsame_rate gholdother_rate)
 R[g_hold_vs_nogrant]=$(ratio gholdsame_rate gnogrant_rate)
 R[g_nogrant_vs_nfqdrop]=$(ratio gnogrant_rate nfqdrop_rate)
+R[g_metrics_vs_nogrant]=$(ratio gmetrics_rate gnogrant_rate)
 R[nfq_vs_kernel]=$(ratio nfqaccept_rate kdrop_rate)
 R[fwpcap_speedup]=$(ratio fwpcap_p50_ms sk_p50_ms %.1f)
 R[fwudp_speedup]=$(ratio fwudp_p50_ms sk_p50_ms %.1f)
@@ -481,6 +498,7 @@ How each row is measured is described under the table.
 | 2 | valid knocks granted per second, end to end through the knock queue (64 sources, rate limit off) | $(get thr_grant_rate)/s ($(get thr_grants) grants of $(get sent) sent at $(get offered_rate)/s) | crypto floor × $(nproc) cores $(get floor_x_cores)/s | $(get thr_vs_floor)× | — | |
 | 3a | gate verdicts/s, SYN flood, no grant (drop) | $(get gnogrant_rate)/s | minimal go-nfqueue consumer accepting $(get nfqaccept_rate)/s; dropping $(get nfqdrop_rate)/s | $(get g_nogrant_vs_nfqacc)× (vs drop-all: $(get g_nogrant_vs_nfqdrop)×) | ≥ 0.9× | $(verdict "$(get g_nogrant_vs_nfqacc)" '>=' 0.9) |
 | 3b | gate verdicts/s, SYN flood, granted source (accept) | $(get ggrant_rate)/s | minimal consumer accepting $(get nfqaccept_rate)/s | $(get g_grant_vs_nfqacc)× | ≥ 0.9× | $(verdict "$(get g_grant_vs_nfqacc)" '>=' 0.9) |
+| 3e | gate verdicts/s, SYN flood, no grant, metrics on and scraped every 100 ms | $(get gmetrics_rate)/s | metrics off (3a) $(get gnogrant_rate)/s | $(get g_metrics_vs_nogrant)× ($(get gmetrics_scraped_drops) drops counted by the last scrape) | ≥ 0.95× | $(verdict "$(get g_metrics_vs_nogrant)" '>=' 0.95) |
 | 3d | gate verdicts/s under the held-packet attack: SYN flood from a source whose knocks keep the workers busy (30000/s ECDH-costly garbage), every SYN racing a pending knock | $(get gholdsame_rate)/s | same flood and knock load from another address (nothing deferred) $(get gholdother_rate)/s; no knock load (3a) $(get gnogrant_rate)/s | $(get g_hold_vs_other)× (vs 3a: $(get g_hold_vs_nogrant)×); $(get ghold_deferred) SYNs deferred in all | ≥ 0.8× | $(verdict "$(get g_hold_vs_other)" '>=' 0.8) |
 | 3c | kernel alone: plain DROP rule, same flood | $(get kdrop_rate)/s | minimal consumer | consumer/kernel $(get nfq_vs_kernel)× | — | |
 | 4a | knock-to-open, \`sknock knock\` process start → first accepted connect, bundle decrypted by every run (the default) | p50 $(get sk_p50_ms) ms, p99 $(get sk_p99_ms) ms (n=$(get sk_n), failed $(get sk_fail)) | connect to an already open port: p50 $(get open_p50_ms) ms, p99 $(get open_p99_ms) ms | | p50 ≤ 5 ms | $(verdict "$(get sk_p50_ms)" '<=' 5) |
@@ -495,6 +513,7 @@ How each row is measured is described under the table.
 | 6d | 6b with the rate limit off | p50 $(get floodrl_p50_ms) ms, p99 $(get floodrl_p99_ms) ms (failed $(get floodrl_fail)) | without flood: p50 $(get calmrl_p50_ms) ms, p99 $(get calmrl_p99_ms) ms | | | |
 | 8a | fresh clients let in under a spoofed-source flood of random bytes ($(get sprand_rate)/s sent from random sources of 198.18.64.0/18, 198.18.128.0/17, 198.19.0.0/16; \`knock.rate_limit: 20/second\`) | $(get frrand_pct) % ($(get frrand_n) of $FRESH_N; open p50 $(get frrand_p50_ms) ms) | daemon: $(get slrand_counter_shed) knocks shed | | ≥ 99 % | $(verdict "$(get frrand_pct)" '>=' 99) |
 | 8b | the same with one sealed knock (naming another address) replayed from random sources ($(get sprepl_rate)/s) | $(get frrepl_pct) % ($(get frrepl_n) of $FRESH_N; open p50 $(get frrepl_p50_ms) ms) | daemon: $(get slrepl_counter_shed) knocks shed | | ≥ 99 % | $(verdict "$(get frrepl_pct)" '>=' 99) |
+| 8e | the same with that knock's first ciphertext block randomised on every send (distinct datagrams sharing one ephemeral key; $(get spmut_rate)/s) | $(get frmut_pct) % ($(get frmut_n) of $FRESH_N; open p50 $(get frmut_p50_ms) ms) | daemon: $(get slmut_counter_shed) knocks shed | | — | |
 | 8c | the same with distinct knock-shaped datagrams, each with a fresh ephemeral key (an ECDH each), by flood rate as a multiple of this host's ECDH rate ($(get ecdh_rate)/s on $(nproc) cores) | $(get spfresh10_x)× ($(get spfresh10_rate)/s): $(get frfresh10_pct) %; $(get spfresh25_x)× ($(get spfresh25_rate)/s): $(get frfresh25_pct) %; $(get spfresh50_x)× ($(get spfresh50_rate)/s): $(get frfresh50_pct) %; $(get spfresh100_x)× ($(get spfresh100_rate)/s): $(get frfresh100_pct) % | shed: $(get slfresh10_counter_shed), $(get slfresh25_counter_shed), $(get slfresh50_counter_shed), $(get slfresh100_counter_shed) | | — | |
 | 8d | 8c at $(get spback_x)× for returning clients (each granted once before the flood, so shed last) | $(get frback_pct) % ($(get frback_n) of $FRESH_N; open p50 $(get frback_p50_ms) ms) | fresh clients at that rate (8c): $(get frfresh100_pct) % | | — | |
 | 7a | RSS of 1,000,000 live grants (gate.GrantTable in a Go program) | +$(get grants_rss_mb) MB RSS (+$(get grants_heap_mb) MB heap; lookup $(get grants_lookup_ns) ns) | | | ≤ 200 MB | $(verdict "$(get grants_rss_mb)" '<=' 200) |
@@ -535,7 +554,11 @@ listeners on tcp/2000–2249 and tcp/2300 (open). Tools:
    in all, go to the hold queue with NF_QUEUE in the gate's batch verdicts, the
    rest are decided at once); its ratio is between those two runs. (Sending
    the garbage from mallory's link instead slows the flood's delivery by about
-   a third whatever the gate does, so that is no baseline.)
+   a third whatever the gate does, so that is no baseline.) 3e is 3a's flood
+   against a sknockd with \`metrics.listen\` set, scraped every 100 ms from
+   srv's loopback during the flood; its ratio is to 3a of the same run. The
+   gate readers count per reader and the scrape sums them, so the packet path
+   is the same with metrics on.
 4. \`sknockbench latency\`: for each of $LAT_N iterations, take the next port of
    tcp/2000-2039 (open_duration is 1 s, and the tool first checks that the port
    refuses a connect from the source, waiting out any earlier grant, so no earlier
@@ -566,15 +589,17 @@ listeners on tcp/2000–2249 and tcp/2300 (open). Tools:
 8. \`sknockbench spoof\` floods the knock ports from mal through a raw socket,
    each datagram from a random source of 198.18.64.0/18, 198.18.128.0/17 and
    198.19.0.0/16 (about 114,000 addresses; as \`hping3 --rand-source\`, but
-   inside the benchmarking range), at SPOOF_RATE per second (8a, 8b) or at a
-   fraction of the ECDH rate (8c: \`BenchmarkECDH\` × cores; up to 60,000
-   datagrams with fresh ephemeral keys made beforehand, sent round robin
-   with their first ciphertext block randomised on every send, so that no
-   two are alike and each costs an ECDH). 8d first lets the same clients
-   knock once each without a flood, then repeats 8c's 1× flood. Meanwhile $FRESH_N fresh clients,
-   each from its own address of cli's 198.18.3.0/24 and knocking once (one
-   datagram sealed just before it is sent, no retry), are measured as in 6;
-   shipped \`knock.rate_limit: "20/second"\`.
+   inside the benchmarking range), at SPOOF_RATE per second (8a, 8b, 8e) or
+   at a fraction of the ECDH rate (8c: \`BenchmarkECDH\` × cores; up to
+   60,000 datagrams with fresh ephemeral keys made beforehand, sent round
+   robin with their first ciphertext block randomised on every send, so
+   that no two are alike and each costs an ECDH). 8e randomises that block
+   of 8b's replayed knock on every send (distinct datagrams, one ephemeral
+   key). 8d first lets the same clients knock once each without a flood,
+   then repeats 8c's 1× flood. Meanwhile $FRESH_N fresh clients, each from
+   its own address of cli's 198.18.3.0/24 and knocking once (one datagram
+   sealed just before it is sent, no retry), are measured as in 6; shipped
+   \`knock.rate_limit: "20/second"\`.
 7. \`sknockbench grants\` fills a gate.GrantTable with 1,000,000 grants (addresses
    of 198.18.0.0/15 × 8 ports; nothing sent — a million sources over the wire is
    impractical) and reports the process RSS growth after a GC. \`sknockbench crl\`

@@ -134,6 +134,7 @@ type logLine struct {
 	Knocks   map[string]uint64 `json:"knocks"`
 	Shed     *uint64           `json:"knock_shed"`
 	Outcome  uint64            `json:"knock_outcome_hits"`
+	Secret   uint64            `json:"knock_secret_hits"`
 }
 
 // logStats reads sknockd's log from line -from on: grants, denials by
@@ -168,6 +169,7 @@ func logStats(args []string) error {
 			kv(*prefix+"_counter_shed", "%d", *l.Shed)
 			kv(*prefix+"_counter_grants", "%d", l.Knocks["none"])
 			kv(*prefix+"_counter_outcome_hits", "%d", l.Outcome)
+			kv(*prefix+"_counter_secret_hits", "%d", l.Secret)
 		}
 		if l.Msg != "knock" {
 			continue

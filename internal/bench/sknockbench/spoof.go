@@ -22,7 +22,7 @@ func spoofFlood(args []string) error {
 	fs := flag.NewFlagSet("spoof", flag.ExitOnError)
 	dst := fs.String("dst", "", "server address (in 198.18.0.0/15)")
 	knockPorts := fs.String("knock-ports", "40000-40100", "UDP knock port range")
-	kind := fs.String("kind", "random", "random (random bytes), replay (the datagram in -datagram, again and again), fresh (knock-shaped datagrams with fresh ephemeral keys, made beforehand, sent round robin with the first ciphertext block randomised on every send so that no two are alike)")
+	kind := fs.String("kind", "random", "random (random bytes), replay (the datagram in -datagram, again and again), mutate (replay with the first ciphertext block randomised on every send: distinct datagrams sharing one ephemeral key), fresh (knock-shaped datagrams with fresh ephemeral keys, made beforehand, sent round robin with the first ciphertext block randomised on every send so that no two are alike)")
 	datagram := fs.String("datagram", "", "replay: file holding the datagram")
 	distinct := fs.Int("distinct", 0, "fresh: distinct datagrams made beforehand (default: -n)")
 	size := fs.Int("size", 700, "datagram size for random and fresh")
@@ -59,7 +59,7 @@ func spoofFlood(args []string) error {
 	switch *kind {
 	case "random":
 		payloads = spoof.RandomPayloads(1024, *size, 1)
-	case "replay":
+	case "replay", "mutate":
 		var b []byte
 		if *datagram != "" {
 			if b, err = os.ReadFile(*datagram); err != nil {
@@ -88,14 +88,14 @@ func spoofFlood(args []string) error {
 			return err
 		}
 	default:
-		return errors.New("-kind: want random, replay or fresh")
+		return errors.New("-kind: want random, replay, mutate or fresh")
 	}
 	kv(*prefix+"_prepare_s", "%.3f", time.Since(start).Seconds())
 	res, err := spoof.Flood(ctx, spoof.Config{
 		Dst: dstAddr, FirstPort: first, LastPort: last,
 		Sources: prefixes, Exclude: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/22")},
 		Payloads: payloads, Rate: *rate, N: *n, For: *limit, Seed: uint64(time.Now().UnixNano()),
-		Mutate: *kind == "fresh",
+		Mutate: *kind == "fresh" || *kind == "mutate",
 	})
 	if err != nil {
 		return err
