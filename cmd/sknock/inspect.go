@@ -11,34 +11,53 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"sknock/gate"
+	"sknock/internal/capture"
 	"sknock/internal/trustload"
 	"sknock/knock"
 	"sknock/pki"
 )
 
-const inspectUsage = `usage: sknock inspect --pkcs12 SERVER.pfx [--ca FILE] [--crl FILE] [--source IP] [--at UNIXSECONDS] [--tolerance D] PACKETFILE
+const inspectUsage = `usage: sknock inspect --pkcs12 SERVER.pfx [--ca FILE] [--crl FILE] [--at UNIXSECONDS] [--tolerance D]
+                      [--ports FIRST:LAST] [--min-length N] [--frame N] [--source IP] FILE
 
-Decide one captured knock (the UDP payload, raw bytes) exactly as the
-gatekeeper would, and print one JSON object: the decoded fields and the
-verdict with its reason. Use it to answer "why was my knock refused?".
+Decide captured knocks exactly as the gatekeeper would, and print one JSON
+object per knock: the decoded fields and the verdict with its reason. Use
+it to answer "why was my knock refused?".
 
-  --source IP     the datagram's source address (default: the address
+FILE is a capture (pcap or pcapng, as tcpdump -w writes) or one knock's
+UDP payload, raw bytes. In a capture, every UDP datagram to the knock
+ports of at least --min-length bytes is a knock (what sknockd's rules pass
+to it), judged at its capture time, from its captured source address, in
+order (a repeated datagram is a replay, as for sknockd). A raw payload is
+judged at its own timestamp unless --at is given, so that the time of the
+inspection never hides the real reason.
+
+  --at SECONDS    judge the timestamps as of this time, Unix seconds
+                  (default: each datagram's capture time; for a raw
+                  payload, its own timestamp)
+  --frame N       only the datagram in frame N of the capture (as tcpdump
+                  -# and Wireshark number them)
+  --ports F:L     the knock ports, as sknockd's knock.ports (default 10000:60000)
+  --min-length N  as sknockd's knock.min_length (default 300)
+  --source IP     a raw payload's source address (default: the address
                   embedded in the knock, so the source check passes)
-  --at SECONDS    the arrival time, Unix seconds (default: now); the
-                  timestamp is judged against it. Certificates are judged
-                  at the real time.
   --ca, --crl     CA certificates (PEM/DER) and CRL (DER/PEM); default CA:
-                  the one inside the server bundle
+                  the one inside the server bundle. The CRL is the one
+                  given, whatever the capture's time.
   --tolerance D   the timestamp tolerance (default 7s, as sknockd's)
 The bundle password comes from --password-file FILE or $SKNOCK_PASSWORD.
 
-Exit status: 0 grant, 1 deny, 2 bad flags or unreadable files.
+Exit status: 0 every knock granted, 1 some denied, 2 bad flags,
+unreadable files, or no knock in the capture.
 
-Example:
-  sknock inspect --pkcs12 server.pfx --crl ca.crl --source 198.18.0.2 --at 1767225600 knock.bin
+Examples:
+  tcpdump -i eth0 -w knocks.pcap 'udp dst portrange 10000-60000'
+  sknock inspect --pkcs12 server.pfx --crl ca.crl knocks.pcap
+  sknock inspect --pkcs12 server.pfx --crl ca.crl --source 198.18.0.2 knock.bin
 `
 
 // minTolerance and maxTolerance bound --tolerance as sknockd bounds
@@ -48,26 +67,51 @@ const (
 	maxTolerance = 10 * time.Minute
 )
 
-// inspectResult is what `sknock inspect` prints.
+// Where a knock's judging time came from (inspectResult.TimeFrom).
+const (
+	timeFromCapture = "capture"
+	timeFromKnock   = "knock_timestamp"
+	timeFromFlag    = "--at"
+	timeFromNow     = "now" // a capture without timestamps
+)
+
+// inspectResult is what `sknock inspect` prints for each knock.
 type inspectResult struct {
-	Verdict       string      `json:"verdict"`
-	Reason        string      `json:"reason"`
-	Detail        string      `json:"detail,omitempty"`
-	Proto         string      `json:"proto,omitempty"`
-	Port          *uint16     `json:"port,omitempty"`
-	ClientIP      string      `json:"client_ip,omitempty"`
-	Source        string      `json:"source"`
-	Timestamp     *uint32     `json:"timestamp,omitempty"`
-	SkewSeconds   *float64    `json:"skew_seconds,omitempty"`
-	Serial        json.Number `json:"serial,omitempty"`
-	Subject       string      `json:"subject,omitempty"`
-	Issuer        string      `json:"issuer,omitempty"`
-	Authorization *string     `json:"authorization"`
-	NotBefore     string      `json:"not_before,omitempty"`
-	NotAfter      string      `json:"not_after,omitempty"`
+	Frame         int      `json:"frame,omitempty"`
+	Verdict       string   `json:"verdict"`
+	Reason        string   `json:"reason"`
+	Detail        string   `json:"detail,omitempty"`
+	Time          string   `json:"time"`
+	TimeFrom      string   `json:"time_from"`
+	Proto         string   `json:"proto,omitempty"`
+	Port          *uint16  `json:"port,omitempty"`
+	ClientIP      string   `json:"client_ip,omitempty"`
+	Source        string   `json:"source"`
+	Destination   string   `json:"destination,omitempty"`
+	Timestamp     *uint32  `json:"timestamp,omitempty"`
+	SkewSeconds   *float64 `json:"skew_seconds,omitempty"`
+	Serial        string   `json:"serial,omitempty"`
+	Subject       string   `json:"subject,omitempty"`
+	Issuer        string   `json:"issuer,omitempty"`
+	Authorization *string  `json:"authorization"`
+	NotBefore     string   `json:"not_before,omitempty"`
+	NotAfter      string   `json:"not_after,omitempty"`
 }
 
-func runInspect(args []string, stdout, stderr io.Writer) int {
+// inspectFlags are the command line of `sknock inspect`.
+type inspectFlags struct {
+	bundle, passwordFile, ca, crl, source string
+	at                                    *time.Time
+	tolerance                             time.Duration
+	firstPort, lastPort                   uint16
+	minLength, frame                      int
+	file                                  string
+}
+
+// errFlagPrinted is a bad flag that package flag has reported already.
+var errFlagPrinted = errors.New("bad flag")
+
+func parseInspectFlags(args []string, stdout, stderr io.Writer) (*inspectFlags, error) {
 	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -82,96 +126,235 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(out, "\nFlags:")
 		fs.PrintDefaults()
 	}
-	bundlePath := fs.String("pkcs12", "", "the gatekeeper's PKCS#12 bundle")
-	passwordFile := fs.String("password-file", "", "file whose first line is the bundle password")
-	caPath := fs.String("ca", "", "CA certificates (default: the CA in the bundle)")
-	crlPath := fs.String("crl", "", "the CA's CRL")
-	source := fs.String("source", "", "the datagram's source address")
-	at := fs.String("at", "", "arrival time, Unix seconds")
-	tolerance := fs.Duration("tolerance", 7*time.Second, "how far the timestamp may be from --at (sknockd's knock.timestamp_tolerance)")
+	f := &inspectFlags{}
+	fs.StringVar(&f.bundle, "pkcs12", "", "the gatekeeper's PKCS#12 bundle")
+	fs.StringVar(&f.passwordFile, "password-file", "", "file whose first line is the bundle password")
+	fs.StringVar(&f.ca, "ca", "", "CA certificates (default: the CA in the bundle)")
+	fs.StringVar(&f.crl, "crl", "", "the CA's CRL")
+	fs.StringVar(&f.source, "source", "", "a raw payload's source address")
+	at := fs.String("at", "", "judge the timestamps as of this time, Unix seconds")
+	fs.DurationVar(&f.tolerance, "tolerance", 7*time.Second, "how far the timestamp may be from the judging time (sknockd's knock.timestamp_tolerance)")
+	ports := fs.String("ports", "10000:60000", "the knock ports, FIRST:LAST (sknockd's knock.ports)")
+	fs.IntVar(&f.minLength, "min-length", 300, "smallest knock payload, bytes (sknockd's knock.min_length)")
+	fs.IntVar(&f.frame, "frame", 0, "only the datagram in this frame of the capture (from 1)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return 0
+			return nil, err
 		}
-		return 2
-	}
-	fail := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "sknock inspect: "+format+"\n", a...)
-		return 2
+		return nil, errFlagPrinted // flag printed it, with the usage
 	}
 	if fs.NArg() != 1 {
-		return fail("want exactly one PACKETFILE (see --help)")
+		return nil, errors.New("want exactly one FILE, a capture or a raw knock payload (see --help)")
 	}
-	if *bundlePath == "" {
-		return fail("--pkcs12 SERVER.pfx is required")
+	f.file = fs.Arg(0)
+	if f.bundle == "" {
+		return nil, errors.New("--pkcs12 SERVER.pfx is required")
 	}
-	now := time.Now()
 	if *at != "" {
 		// A knock's timestamp is 32-bit Unix seconds: no other arrival
 		// time can be judged against one.
 		secs, err := strconv.ParseUint(*at, 10, 32)
 		if err != nil {
-			return fail("--at %q: want Unix seconds in 0..%d", *at, uint32(math.MaxUint32))
+			return nil, fmt.Errorf("--at %q: want Unix seconds in 0..%d", *at, uint32(math.MaxUint32))
 		}
-		now = time.Unix(int64(secs), 0)
+		t := time.Unix(int64(secs), 0)
+		f.at = &t
 	}
-	if *tolerance < minTolerance || *tolerance > maxTolerance {
-		return fail("--tolerance %s is not in %s..%s", *tolerance, minTolerance, maxTolerance)
+	if f.tolerance < minTolerance || f.tolerance > maxTolerance {
+		return nil, fmt.Errorf("--tolerance %s is not in %s..%s", f.tolerance, minTolerance, maxTolerance)
 	}
-	datagram, err := os.ReadFile(fs.Arg(0))
+	first, last, ok := strings.Cut(*ports, ":")
+	if !ok {
+		last = first
+	}
+	lo, err1 := strconv.ParseUint(first, 10, 16)
+	hi, err2 := strconv.ParseUint(last, 10, 16)
+	if err1 != nil || err2 != nil || lo == 0 || lo > hi {
+		return nil, fmt.Errorf("--ports %q: want FIRST:LAST, e.g. 10000:60000", *ports)
+	}
+	f.firstPort, f.lastPort = uint16(lo), uint16(hi)
+	if f.minLength < 0 || f.minLength > 65487 {
+		return nil, fmt.Errorf("--min-length %d is not in 0..65487", f.minLength)
+	}
+	if f.frame < 0 {
+		return nil, fmt.Errorf("--frame %d: frames count from 1", f.frame)
+	}
+	return f, nil
+}
+
+func runInspect(args []string, stdout, stderr io.Writer) int {
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "sknock inspect: "+format+"\n", a...)
+		return 2
+	}
+	f, err := parseInspectFlags(args, stdout, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if errors.Is(err, errFlagPrinted) {
+		return 2
+	}
 	if err != nil {
 		return fail("%v", err)
 	}
-	password, err := bundlePassword(*passwordFile)
+	data, err := os.ReadFile(f.file)
+	if err != nil {
+		return fail("%v", err)
+	}
+	password, err := bundlePassword(f.passwordFile)
 	if err != nil {
 		return fail("%v", err)
 	}
 	// The same loader as sknockd's, so the verdict is the daemon's.
-	certs, err := trustload.LoadCerts(*bundlePath, password, *caPath)
+	certs, err := trustload.LoadCerts(f.bundle, password, f.ca)
 	if err != nil {
 		return fail("%v", err)
 	}
-	trust, _, err := certs.Trust(*crlPath, *tolerance)
+	trust, _, err := certs.Trust(f.crl, f.tolerance)
 	if err != nil {
 		return fail("%v", err)
 	}
-	var src netip.Addr
-	if *source != "" {
-		if src, err = netip.ParseAddr(*source); err != nil {
-			return fail("--source %q is not an IP address", *source)
+	var results []inspectResult
+	if capture.Is(data) {
+		if f.source != "" {
+			return fail("--source is for a raw payload; a capture has each datagram's source")
+		}
+		if results, err = inspectCapture(data, f, trust, stderr); err != nil {
+			return fail("%s: %v", f.file, err)
 		}
 	} else {
-		src = embeddedAddress(datagram, trust)
+		if f.frame != 0 {
+			return fail("--frame is for a capture; %s is not a pcap or pcapng file (read as a raw payload)", f.file)
+		}
+		r, err := inspectRaw(data, f, trust)
+		if err != nil {
+			return fail("%v", err)
+		}
+		results = []inspectResult{r}
 	}
-
-	d := gate.Decide(gate.Input{Datagram: datagram, Source: src, Now: now, CertTime: time.Now()}, trust, nil)
-	out := describe(d, src)
 	enc := json.NewEncoder(stdout)
-	if err := enc.Encode(out); err != nil {
-		return fail("%v", err)
-	}
-	if d.Granted() {
-		return 0
-	}
-	return 1
-}
-
-// embeddedAddress returns the client address inside the knock, read as
-// IPv4 when it is one and as IPv6 otherwise; an unreadable knock gets the
-// unspecified IPv4 address (its verdict will say why).
-func embeddedAddress(datagram []byte, trust *gate.Trust) netip.Addr {
-	if k, err := knock.Open(datagram, trust.ServerKey, false); err == nil {
-		return k.ClientIP
-	} else if errors.Is(err, knock.ErrClientIP) {
-		if k, err := knock.Open(datagram, trust.ServerKey, true); err == nil {
-			return k.ClientIP
+	code := 0
+	for _, r := range results {
+		if err := enc.Encode(r); err != nil {
+			return fail("%v", err)
+		}
+		if r.Verdict != "grant" {
+			code = 1
 		}
 	}
-	return netip.IPv4Unspecified()
+	return code
+}
+
+// inspectRaw judges one knock payload: from --source or its embedded
+// address, at --at or at its own timestamp; its certificate at the real
+// time.
+func inspectRaw(datagram []byte, f *inspectFlags, trust *gate.Trust) (inspectResult, error) {
+	k := openAnyFamily(datagram, trust)
+	var src netip.Addr
+	switch {
+	case f.source != "":
+		var err error
+		if src, err = netip.ParseAddr(f.source); err != nil {
+			return inspectResult{}, fmt.Errorf("--source %q is not an IP address", f.source)
+		}
+	case k != nil:
+		src = k.ClientIP
+	default:
+		src = netip.IPv4Unspecified() // unreadable: its verdict says why
+	}
+	now, from := time.Now(), timeFromKnock
+	switch {
+	case f.at != nil:
+		now, from = *f.at, timeFromFlag
+	case k != nil:
+		now = k.Time()
+	}
+	d := gate.Decide(gate.Input{Datagram: datagram, Source: src, Now: now, CertTime: time.Now()}, trust, nil)
+	out := describe(d, src)
+	out.Time, out.TimeFrom = now.UTC().Format(time.RFC3339), from
+	return out, nil
+}
+
+// inspectCapture judges the knocks of a capture in order, each at its
+// capture time (or --at) from its captured source, with one replay
+// memory as sknockd has.
+func inspectCapture(data []byte, f *inspectFlags, trust *gate.Trust, stderr io.Writer) ([]inspectResult, error) {
+	datagrams, st, err := capture.Read(data)
+	if err != nil && len(datagrams) == 0 {
+		return nil, err
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "sknock inspect: warning: %v; judging the %d datagrams before it\n", err, len(datagrams))
+	}
+	seen := gate.NewReplayCache(1 << 16)
+	var out []inspectResult
+	skipped := 0
+	for _, dg := range datagrams {
+		if f.frame != 0 && dg.Frame != f.frame {
+			continue
+		}
+		if port := dg.Dst.Port(); port < f.firstPort || port > f.lastPort || len(dg.Payload) < f.minLength && !dg.Truncated {
+			skipped++
+			continue
+		}
+		now, from := dg.Time, timeFromCapture
+		switch {
+		case f.at != nil:
+			now, from = *f.at, timeFromFlag
+		case now.IsZero():
+			now, from = time.Now(), timeFromNow
+		}
+		src := dg.Src.Addr()
+		r := inspectResult{}
+		if dg.Truncated {
+			r = inspectResult{Verdict: "unknown", Reason: "truncated_capture", Source: src.String(),
+				Detail: "the capture holds only part of this datagram: capture again with tcpdump -s 0"}
+		} else {
+			d := gate.Decide(gate.Input{Datagram: dg.Payload, Source: src, Now: now}, trust, seen)
+			if d.Granted() {
+				seen.Add(d.ReplayKey, gate.ReplayExpiry(d.Knock.Time(), now, trust.Tolerance), now)
+			}
+			r = describe(d, src)
+		}
+		r.Frame, r.Destination = dg.Frame, dg.Dst.String()
+		r.Time, r.TimeFrom = now.UTC().Format(time.RFC3339Nano), from
+		out = append(out, r)
+	}
+	if len(out) == 0 {
+		what := fmt.Sprintf("no UDP datagram of %d bytes or more to ports %d:%d", f.minLength, f.firstPort, f.lastPort)
+		if f.frame != 0 {
+			what = fmt.Sprintf("frame %d is no UDP datagram of %d bytes or more to ports %d:%d", f.frame, f.minLength, f.firstPort, f.lastPort)
+		}
+		return nil, fmt.Errorf("%s among %d frames (%d UDP datagrams, %d IP fragments not reassembled)", what, st.Frames, len(datagrams), st.Fragments)
+	}
+	return out, nil
+}
+
+// openAnyFamily opens the knock, reading its client address as IPv4 when
+// it is one and as IPv6 otherwise; nil when it does not open.
+func openAnyFamily(datagram []byte, trust *gate.Trust) *knock.Knock {
+	k, err := knock.Open(datagram, trust.ServerKey, false)
+	if err == nil {
+		return k
+	}
+	if errors.Is(err, knock.ErrClientIP) {
+		if k, err := knock.Open(datagram, trust.ServerKey, true); err == nil {
+			return k
+		}
+	}
+	return nil
+}
+
+// reasonName is a decision's reason as printed: "granted" for a grant.
+func reasonName(d gate.Decision) string {
+	if d.Granted() {
+		return "granted"
+	}
+	return d.Reason.String()
 }
 
 func describe(d gate.Decision, src netip.Addr) inspectResult {
-	out := inspectResult{Verdict: d.Verdict(), Reason: d.Reason.String(), Source: src.String()}
+	out := inspectResult{Verdict: d.Verdict(), Reason: reasonName(d), Source: src.String()}
 	if d.Err != nil {
 		out.Detail = d.Err.Error()
 	}
@@ -183,7 +366,9 @@ func describe(d gate.Decision, src netip.Addr) inspectResult {
 		// The certificate is described even when it did not verify, so
 		// an operator sees whose knock was refused.
 		if c, err := x509.ParseCertificate(k.Certificate); err == nil {
-			out.Serial = json.Number(c.SerialNumber.String())
+			// A string, as in sknockd's log: a 128-bit serial is no
+			// JSON number a tool reads exactly.
+			out.Serial = c.SerialNumber.String()
 			out.Subject = c.Subject.String()
 			out.Issuer = c.Issuer.String()
 			out.NotBefore = c.NotBefore.UTC().Format(time.RFC3339)

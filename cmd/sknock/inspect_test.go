@@ -51,12 +51,12 @@ func TestInspectVectors(t *testing.T) {
 		at     string
 		want   map[string]any
 	}{
-		{"a tcp2000", "knock-a-tcp2000-v4.bin", "198.18.0.2", "1767225600", map[string]any{"verdict": "grant", "proto": "tcp", "port": 2000.0, "client_ip": "198.18.0.2", "serial": 17.0, "subject": "CN=client-a,O=Vector Test"}},
+		{"a tcp2000", "knock-a-tcp2000-v4.bin", "198.18.0.2", "1767225600", map[string]any{"verdict": "grant", "proto": "tcp", "port": 2000.0, "client_ip": "198.18.0.2", "serial": "17", "subject": "CN=client-a,O=Vector Test"}},
 		{"a udp8000", "knock-a-udp8000-v4.bin", "198.18.0.2", "1767225600", map[string]any{"verdict": "grant", "proto": "udp", "port": 8000.0}},
 		{"a tcp3000 v6", "knock-a-tcp3000-v6.bin", "fd00:5e::2", "1767225600", map[string]any{"verdict": "grant", "proto": "tcp", "port": 3000.0, "client_ip": "fd00:5e::2"}},
-		{"b tcp22", "knock-b-tcp22-v4.bin", "198.18.0.3", "1767225600", map[string]any{"verdict": "grant", "port": 22.0, "serial": 18.0}},
+		{"b tcp22", "knock-b-tcp22-v4.bin", "198.18.0.3", "1767225600", map[string]any{"verdict": "grant", "port": 22.0, "serial": "18"}},
 		{"b unauthorised", "knock-b-tcp2000-unauthorized.bin", "198.18.0.3", "1767225600", map[string]any{"verdict": "deny", "reason": "not_authorized"}},
-		{"revoked", "knock-revoked-tcp2000.bin", "198.18.0.4", "1767225600", map[string]any{"verdict": "deny", "reason": "revoked", "serial": 19.0}},
+		{"revoked", "knock-revoked-tcp2000.bin", "198.18.0.4", "1767225600", map[string]any{"verdict": "deny", "reason": "revoked", "serial": "19"}},
 		{"no authorisation", "knock-noauth-tcp2000.bin", "198.18.0.5", "1767225600", map[string]any{"verdict": "deny", "reason": "not_authorized", "authorization": nil}},
 		{"rogue", "knock-rogue-tcp2000.bin", "198.18.0.6", "1767225600", map[string]any{"verdict": "deny", "reason": "untrusted_certificate"}},
 		{"source mismatch", "knock-a-tcp2000-v4.bin", "198.18.0.99", "1767225600", map[string]any{"verdict": "deny", "reason": "source_mismatch"}},
@@ -105,7 +105,7 @@ func TestInspectUsageErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"no file", []string{"--pkcs12", "x.pfx"}, "PACKETFILE"},
+		{"no file", []string{"--pkcs12", "x.pfx"}, "FILE"},
 		{"no bundle", []string{"k.bin"}, "--pkcs12"},
 		{"bad at", []string{"--pkcs12", "x", "--at", "soon", "k.bin"}, "--at"},
 		{"missing packet", []string{"--pkcs12", vector(t, "server.pfx"), "/nonexistent/k.bin"}, "/nonexistent/k.bin"},
