@@ -19,11 +19,28 @@ func WriteCRL(dir string, validDays int) error {
 	return nil
 }
 
+// WriteCRLUntil is WriteCRL with the nextUpdate given as a time, which
+// must be after now and at most MaxDays ahead.
+func WriteCRLUntil(dir string, next time.Time) error {
+	now := time.Now()
+	if !next.After(now) || next.Sub(now) > time.Duration(MaxDays)*24*time.Hour {
+		return fmt.Errorf("write CRL in %s: %w: next update %s is not in the next %d days", dir, ErrDays, next.UTC().Format(time.RFC3339), MaxDays)
+	}
+	if err := writeCRLUntil(dir, next); err != nil {
+		return fmt.Errorf("write CRL in %s: %w", dir, err)
+	}
+	return nil
+}
+
 func writeCRL(dir string, validDays int) error {
 	validity, err := days(validDays, DefaultCRLDays)
 	if err != nil {
 		return err
 	}
+	return writeCRLUntil(dir, time.Now().Add(validity))
+}
+
+func writeCRLUntil(dir string, next time.Time) error {
 	ca, caKey, err := loadCA(dir)
 	if err != nil {
 		return err
@@ -50,7 +67,7 @@ func writeCRL(dir string, validDays int) error {
 	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
 		Number:                    big.NewInt(rev.CRLNumber),
 		ThisUpdate:                now,
-		NextUpdate:                now.Add(validity),
+		NextUpdate:                next,
 		RevokedCertificateEntries: entries,
 	}, ca, caKey)
 	if err != nil {

@@ -5,7 +5,9 @@ import (
 	"time"
 )
 
-// index is DIR/index.json: every certificate issued, by name.
+// index is DIR/index.json: every certificate issued, by name, in the
+// order issued; a name renewed or issued again appears once per
+// certificate, the last being the current one.
 type index struct {
 	Certificates []indexEntry `json:"certificates"`
 }
@@ -18,8 +20,9 @@ type indexEntry struct {
 	Authorization string    `json:"authorization,omitempty"` // wire form
 }
 
+// find returns the current (last issued) certificate named name, or nil.
 func (x *index) find(name string) *indexEntry {
-	for i := range x.Certificates {
+	for i := len(x.Certificates) - 1; i >= 0; i-- {
 		if x.Certificates[i].Name == name {
 			return &x.Certificates[i]
 		}

@@ -60,9 +60,12 @@ func ValidateName(name string) error {
 // IssueServer issues the gatekeeper's certificate (serverAuth,
 // digitalSignature and keyAgreement) and writes DIR/NAME.pfx (key,
 // certificate and CA certificate, encrypted with password, mode 0600) and
-// DIR/NAME.pem (the certificate). The key exists only in the bundle.
+// DIR/NAME.pem (the certificate). The key exists only in the bundle. A
+// name in use is refused (ErrExists) unless its certificate was revoked:
+// then the name is issued again, and the revoked certificate's files are
+// kept as DIR/NAME.SERIAL.pfx and .pem.
 func IssueServer(dir, name, password string, opts IssueOptions) error {
-	if err := issue(dir, name, password, opts, "server", nil); err != nil {
+	if _, err := issue(issueRequest{dir: dir, name: name, password: password, opts: opts, kind: "server"}); err != nil {
 		return fmt.Errorf("issue server certificate %s in %s: %w", name, dir, err)
 	}
 	return nil
@@ -72,44 +75,78 @@ func IssueServer(dir, name, password string, opts IssueOptions) error {
 // keyAgreement) carrying allow as its authorisation name (none if allow is
 // empty), and writes DIR/NAME.pfx and DIR/NAME.pem like IssueServer.
 func IssueClient(dir, name string, allow Authorization, password string, opts IssueOptions) error {
-	if err := issue(dir, name, password, opts, "client", allow); err != nil {
+	if _, err := issue(issueRequest{dir: dir, name: name, password: password, opts: opts, kind: "client", allow: allow}); err != nil {
 		return fmt.Errorf("issue client certificate %s in %s: %w", name, dir, err)
 	}
 	return nil
 }
 
-func issue(dir, name, password string, opts IssueOptions, kind string, allow Authorization) error {
+// issueRequest is one certificate to issue.
+type issueRequest struct {
+	dir, name, password string
+	opts                IssueOptions
+	kind                string // "server" or "client"
+	allow               Authorization
+	// key is the certificate's key; nil means a new one.
+	key *ecdsa.PrivateKey
+	// renew replaces the name's current certificate, revoked or not.
+	renew bool
+}
+
+// issue issues r and returns the entry it added to the index. When the
+// name is in use (by a revoked certificate, or r.renew), the old files
+// are renamed to NAME.SERIAL.pfx and .pem first, and renamed back if
+// writing the new ones fails.
+func issue(r issueRequest) (*indexEntry, error) {
+	dir, name := r.dir, r.name
 	if err := ValidateName(name); err != nil {
-		return err
+		return nil, err
 	}
-	validity, err := days(opts.Days, DefaultCertDays)
+	validity, err := days(r.opts.Days, DefaultCertDays)
 	if err != nil {
-		return err
-	}
-	pfxPath, pemPath := filepath.Join(dir, name+".pfx"), filepath.Join(dir, name+".pem")
-	for _, p := range []string{pfxPath, pemPath} {
-		if _, err := os.Stat(p); err == nil {
-			return fmt.Errorf("%s: %w", p, ErrExists)
-		}
+		return nil, err
 	}
 	ca, caKey, err := loadCA(dir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	idx, err := loadIndex(dir)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if idx.find(name) != nil {
-		return fmt.Errorf("name %s in %s: %w", name, IndexFile, ErrExists)
+	cur := idx.find(name)
+	replace := r.renew
+	if cur != nil && !replace {
+		rev, err := loadRevoked(dir)
+		if err != nil {
+			return nil, err
+		}
+		if !rev.has(cur.Serial) {
+			return nil, fmt.Errorf("name %s in %s: %w (serial %s, valid until %s): renew it with 'sknock pki renew', or revoke it to issue the name again",
+				name, IndexFile, ErrExists, cur.Serial, cur.NotAfter.Format(time.DateOnly))
+		}
+		replace = true // a revoked name is issued again
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return fmt.Errorf("generate key: %w", err)
+	if cur == nil && replace {
+		return nil, fmt.Errorf("no certificate named %s in %s", name, IndexFile)
+	}
+	pfxPath, pemPath := filepath.Join(dir, name+".pfx"), filepath.Join(dir, name+".pem")
+	if !replace {
+		for _, p := range []string{pfxPath, pemPath} {
+			if _, err := os.Stat(p); err == nil {
+				return nil, fmt.Errorf("%s: %w", p, ErrExists)
+			}
+		}
+	}
+	key := r.key
+	if key == nil {
+		if key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+			return nil, fmt.Errorf("generate key: %w", err)
+		}
 	}
 	serial, err := randomSerial()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	now := time.Now()
 	tmpl := &x509.Certificate{
@@ -124,45 +161,91 @@ func issue(dir, name, password string, opts IssueOptions, kind string, allow Aut
 	if tmpl.NotAfter.After(ca.NotAfter) {
 		tmpl.NotAfter = ca.NotAfter
 	}
-	switch kind {
+	switch r.kind {
 	case "server":
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 	case "client":
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-		if len(allow) > 0 {
-			san, err := MarshalAuthorizationSAN(allow)
+		if len(r.allow) > 0 {
+			san, err := MarshalAuthorizationSAN(r.allow)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			tmpl.ExtraExtensions = []pkix.Extension{san}
 		}
+	default:
+		return nil, fmt.Errorf("%s in %s: unknown kind %q", name, IndexFile, r.kind)
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 	if err != nil {
-		return fmt.Errorf("create certificate: %w", err)
+		return nil, fmt.Errorf("create certificate: %w", err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return fmt.Errorf("parse new certificate: %w", err)
+		return nil, fmt.Errorf("parse new certificate: %w", err)
 	}
 	encoder := pkcs12.Modern
-	if opts.Legacy {
+	if r.opts.Legacy {
 		encoder = pkcs12.LegacyRC2
 	}
-	pfx, err := encoder.Encode(key, cert, []*x509.Certificate{ca}, password)
+	pfx, err := encoder.Encode(key, cert, []*x509.Certificate{ca}, r.password)
 	if err != nil {
-		return fmt.Errorf("encode PKCS#12: %w", err)
+		return nil, fmt.Errorf("encode PKCS#12: %w", err)
+	}
+	var restore func()
+	if replace {
+		if restore, err = archive(dir, name, cur.Serial); err != nil {
+			return nil, err
+		}
 	}
 	if err := createFile(pfxPath, pfx, 0o600); err != nil {
-		return err
+		restoreIf(restore)
+		return nil, err
 	}
 	if err := createFile(pemPath, pemCert(der), 0o644); err != nil {
 		os.Remove(pfxPath)
-		return err
+		restoreIf(restore)
+		return nil, err
 	}
 	idx.Certificates = append(idx.Certificates, indexEntry{
-		Name: name, Kind: kind, Serial: serial.String(),
-		NotAfter: tmpl.NotAfter.UTC(), Authorization: allow.String(),
+		Name: name, Kind: r.kind, Serial: serial.String(),
+		NotAfter: tmpl.NotAfter.UTC(), Authorization: r.allow.String(),
 	})
-	return idx.save(dir)
+	if err := idx.save(dir); err != nil {
+		return nil, err
+	}
+	return &idx.Certificates[len(idx.Certificates)-1], nil
+}
+
+func restoreIf(restore func()) {
+	if restore != nil {
+		restore()
+	}
+}
+
+// archive renames NAME.pfx and NAME.pem, where they exist, to
+// NAME.SERIAL.pfx and .pem, and returns how to undo it.
+func archive(dir, name, serial string) (restore func(), err error) {
+	var moved [][2]string
+	restore = func() {
+		for _, m := range moved {
+			os.Rename(m[1], m[0])
+		}
+	}
+	for _, ext := range []string{".pfx", ".pem"} {
+		from, to := filepath.Join(dir, name+ext), filepath.Join(dir, name+"."+serial+ext)
+		if _, err := os.Stat(from); err != nil {
+			continue
+		}
+		if _, err := os.Stat(to); err == nil {
+			restore()
+			return nil, fmt.Errorf("keep the old certificate as %s: %w", to, ErrExists)
+		}
+		if err := os.Rename(from, to); err != nil {
+			restore()
+			return nil, fmt.Errorf("keep the old certificate: %w", err)
+		}
+		moved = append(moved, [2]string{from, to})
+	}
+	return restore, nil
 }
