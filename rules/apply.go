@@ -238,15 +238,16 @@ func Remove(ipt IPTables, c Config, ipv6 bool) error {
 
 // removePart removes one table's chain and its jumps.
 func removePart(ipt IPTables, chain string, p part) error {
-	// No chain, no jump: iptables refuses to delete a chain still jumped to.
+	// No chain, no jump (iptables refuses to delete a chain still jumped
+	// to), but the backstop, which names no chain, may outlive it.
 	exists, err := ipt.ChainExists(p.table, chain)
 	if err != nil {
 		return fmt.Errorf("check chain %s in %s: %w", chain, p.table, err)
 	}
-	if !exists {
-		return nil
-	}
 	for _, h := range p.hooks {
+		if !exists && slices.Contains(h.jump, chain) {
+			continue // a jump to a missing chain cannot be there
+		}
 		for range maxJumps {
 			ok, err := ipt.Exists(p.table, h.chain, h.jump...)
 			if err != nil {
@@ -259,6 +260,9 @@ func removePart(ipt IPTables, chain string, p part) error {
 				return fmt.Errorf("delete jump from %s %s to %s: %w", p.table, h.chain, chain, err)
 			}
 		}
+	}
+	if !exists {
+		return nil
 	}
 	if err := ipt.ClearChain(p.table, chain); err != nil {
 		return fmt.Errorf("flush chain %s in %s: %w", chain, p.table, err)

@@ -549,9 +549,6 @@ func TestRemoveBackstopWithoutGateChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := tab.TableRules("mangle", "POSTROUTING"); len(got) != 0 {
-		// Known bug, reported to the lead: removePart (rules/apply.go)
-		// returns before deleting a part's hooks when the part's chain
-		// does not exist. Remove this Skip once it is fixed.
-		t.Skipf("KNOWN BUG: after Remove without a gate chain, mangle POSTROUTING still holds %q", got)
+		t.Errorf("after Remove without a gate chain, mangle POSTROUTING still holds %q", got)
 	}
 }

@@ -67,9 +67,9 @@ func ExampleConfig_Script() {
 	// set -eu
 	//
 	// # iptables
+	// while iptables -w -t mangle -D POSTROUTING -m conntrack --ctstate DNAT --ctdir ORIGINAL -m mark --mark 0x1/0x1 -j DROP 2>/dev/null; do :; done
 	// if iptables -w -t mangle -S SKNOCK >/dev/null 2>&1; then
 	// 	while iptables -w -t mangle -D PREROUTING -j SKNOCK 2>/dev/null; do :; done
-	// 	while iptables -w -t mangle -D POSTROUTING -m conntrack --ctstate DNAT --ctdir ORIGINAL -m mark --mark 0x1/0x1 -j DROP 2>/dev/null; do :; done
 	// 	iptables -w -t mangle -F SKNOCK
 	// 	iptables -w -t mangle -X SKNOCK
 	// fi
@@ -82,9 +82,9 @@ func ExampleConfig_Script() {
 	//
 	// # ip6tables
 	// if [ -e /proc/net/if_inet6 ]; then
+	// 	while ip6tables -w -t mangle -D POSTROUTING -m conntrack --ctstate DNAT --ctdir ORIGINAL -m mark --mark 0x1/0x1 -j DROP 2>/dev/null; do :; done
 	// 	if ip6tables -w -t mangle -S SKNOCK >/dev/null 2>&1; then
 	// 		while ip6tables -w -t mangle -D PREROUTING -j SKNOCK 2>/dev/null; do :; done
-	// 		while ip6tables -w -t mangle -D POSTROUTING -m conntrack --ctstate DNAT --ctdir ORIGINAL -m mark --mark 0x1/0x1 -j DROP 2>/dev/null; do :; done
 	// 		ip6tables -w -t mangle -F SKNOCK
 	// 		ip6tables -w -t mangle -X SKNOCK
 	// 	fi

@@ -2,6 +2,7 @@ package rules
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -92,9 +93,16 @@ func (c Config) writeRemove(b *strings.Builder, ipt string) {
 	chain := shellQuote(c.Chain)
 	for _, p := range c.parts(false) {
 		tipt := ipt + " -t " + p.table
+		for _, h := range p.hooks {
+			if !slices.Contains(h.jump, c.Chain) { // the backstop outlives the chain
+				fmt.Fprintf(b, "while %s -D %s %s 2>/dev/null; do :; done\n", tipt, h.chain, shellJoin(h.jump))
+			}
+		}
 		fmt.Fprintf(b, "if %s -S %s >/dev/null 2>&1; then\n", tipt, chain)
 		for _, h := range p.hooks {
-			fmt.Fprintf(b, "\twhile %s -D %s %s 2>/dev/null; do :; done\n", tipt, h.chain, shellJoin(h.jump))
+			if slices.Contains(h.jump, c.Chain) {
+				fmt.Fprintf(b, "\twhile %s -D %s %s 2>/dev/null; do :; done\n", tipt, h.chain, shellJoin(h.jump))
+			}
 		}
 		fmt.Fprintf(b, "\t%s -F %s\n\t%s -X %s\nfi\n", tipt, chain, tipt, chain)
 	}
