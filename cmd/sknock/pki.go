@@ -1,11 +1,14 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"strings"
+	"text/tabwriter"
+	"time"
 
 	"sknock/pki"
 )
@@ -27,8 +30,10 @@ A small file-based CA for sknock. Commands:
   init     create the CA key and certificate in DIR
   server   issue the gatekeeper's certificate and bundle
   client   issue a client certificate and bundle with its authorised ports
+  renew    issue a new certificate and bundle for an existing name
   revoke   mark a certificate as revoked
-  crl      write DIR/ca.crl listing every revoked certificate
+  crl      write DIR/ca.crl listing every revoked certificate (--show: its dates)
+  list     every certificate: name, serial, authorisation, expiry, revoked
 
 Run "sknock pki COMMAND -h" for the flags of a command.
 
@@ -37,6 +42,8 @@ Example:
   SKNOCK_PASSWORD=secret sknock pki server --dir ./ca --name gatekeeper
   SKNOCK_PASSWORD=secret sknock pki client --dir ./ca --name alice --allow tcp/22,udp/8000
   sknock pki revoke --dir ./ca --name alice && sknock pki crl --dir ./ca
+  SKNOCK_PASSWORD=secret sknock pki renew --dir ./ca --name bob
+  sknock pki list --dir ./ca
 `
 
 // usageError marks a command-line or configuration mistake (exit 2).
@@ -53,15 +60,17 @@ func usagef(format string, args ...any) error {
 // one line on stderr starting with "sknock pki: ".
 func runPKI(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "sknock pki: missing command (want init, server, client, revoke or crl; see 'sknock pki -h')")
+		fmt.Fprintln(stderr, "sknock pki: missing command (want init, server, client, renew, revoke, crl or list; see 'sknock pki -h')")
 		return exitUsage
 	}
 	commands := map[string]func([]string, io.Writer) error{
 		"init":   pkiInit,
 		"server": pkiServer,
 		"client": pkiClient,
+		"renew":  pkiRenew,
 		"revoke": pkiRevoke,
 		"crl":    pkiCRL,
+		"list":   pkiList,
 	}
 	name := args[0]
 	if name == "-h" || name == "--help" || name == "help" {
@@ -70,7 +79,7 @@ func runPKI(args []string, stdout, stderr io.Writer) int {
 	}
 	cmd, ok := commands[name]
 	if !ok {
-		fmt.Fprintf(stderr, "sknock pki: unknown command %q (want init, server, client, revoke or crl)\n", name)
+		fmt.Fprintf(stderr, "sknock pki: unknown command %q (want init, server, client, renew, revoke, crl or list)\n", name)
 		return exitUsage
 	}
 	err := cmd(args[1:], stdout)
@@ -278,10 +287,12 @@ Example:
 }
 
 func pkiRevoke(args []string, stdout io.Writer) error {
-	fs := newFlagSet("revoke", `usage: sknock pki revoke --dir DIR --name NAME
+	fs := newFlagSet("revoke", `usage: sknock pki revoke --dir DIR --name NAME [--serial SERIAL]
 
-Record the certificate issued as NAME as revoked. Run 'sknock pki crl'
-afterwards to publish it in DIR/ca.crl.
+Record the certificate issued as NAME (its current one, or the one with
+--serial, e.g. a renewed one: see 'sknock pki list') as revoked. Run
+'sknock pki crl' afterwards to publish it in DIR/ca.crl. The name can
+then be issued again with 'sknock pki client' or 'sknock pki server'.
 
 Example:
   sknock pki revoke --dir /etc/sknock/ca --name alice
@@ -289,13 +300,20 @@ Example:
 `, stdout)
 	dir := fs.String("dir", "", "CA directory")
 	name := fs.String("name", "", "name of the certificate to revoke")
+	serial := fs.String("serial", "", "the serial (decimal) of an older certificate of NAME")
 	if err := parseFlags(fs, args, dir); err != nil {
 		return err
 	}
 	if *name == "" {
 		return usagef("--name is required")
 	}
-	if err := pki.Revoke(*dir, *name); err != nil {
+	var err error
+	if *serial != "" {
+		err = pki.RevokeSerial(*dir, *name, *serial)
+	} else {
+		err = pki.Revoke(*dir, *name)
+	}
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "revoked %s; run 'sknock pki crl --dir %s' to publish\n", *name, *dir)
@@ -303,26 +321,191 @@ Example:
 }
 
 func pkiCRL(args []string, stdout io.Writer) error {
-	fs := newFlagSet("crl", `usage: sknock pki crl --dir DIR [--days N]
+	fs := newFlagSet("crl", `usage: sknock pki crl --dir DIR [--days N | --until DATE] | --show
 
 Write DIR/ca.crl (DER), signed by the CA, listing every revoked certificate,
-with the next CRL number; its nextUpdate is N days from now.
+with the next CRL number; its nextUpdate is N days from now, or DATE
+(YYYY-MM-DD, or RFC 3339). Gatekeepers warn as the nextUpdate nears, and
+after it keep the CRL with a warning (or refuse every knock, with
+crl.stale: refuse): re-sign it on a schedule well within --days. --show
+prints the current CRL's dates, number and count instead.
 
 Example:
   sknock pki crl --dir /etc/sknock/ca --days 30
+  sknock pki crl --dir /etc/sknock/ca --show
 
 `, stdout)
 	dir := fs.String("dir", "", "CA directory")
 	days := fs.Int("days", pki.DefaultCRLDays, "days until the CRL's nextUpdate (1 to 36500)")
+	until := fs.String("until", "", "the CRL's nextUpdate, YYYY-MM-DD (midnight UTC) or RFC 3339")
+	show := fs.Bool("show", false, "print the current CRL's this/next update, number and count")
 	if err := parseFlags(fs, args, dir); err != nil {
 		return err
 	}
-	if err := checkDays(*days); err != nil {
-		return err
-	}
-	if err := pki.WriteCRL(*dir, *days); err != nil {
-		return err
+	daysSet := false
+	fs.Visit(func(f *flag.Flag) { daysSet = daysSet || f.Name == "days" })
+	switch {
+	case *show && (daysSet || *until != ""):
+		return usagef("--show writes nothing: not with --days or --until")
+	case daysSet && *until != "":
+		return usagef("give --days or --until, not both")
+	case *show:
+		st, err := pki.ReadCRLStatus(*dir)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s/%s: number %v, this update %s, next update %s (%s), %d revoked\n", *dir, pki.CRLFile,
+			st.Number, st.ThisUpdate.UTC().Format(time.RFC3339), st.NextUpdate.UTC().Format(time.RFC3339), untilText(st.NextUpdate), st.Revoked)
+		return nil
+	case *until != "":
+		next, err := parseUntil(*until)
+		if err != nil {
+			return err
+		}
+		if err := pki.WriteCRLUntil(*dir, next); err != nil {
+			return err
+		}
+	default:
+		if err := checkDays(*days); err != nil {
+			return err
+		}
+		if err := pki.WriteCRL(*dir, *days); err != nil {
+			return err
+		}
 	}
 	fmt.Fprintf(stdout, "wrote %s/%s\n", *dir, pki.CRLFile)
 	return nil
+}
+
+// parseUntil reads --until: a date (midnight UTC) or an RFC 3339 time.
+func parseUntil(s string) (time.Time, error) {
+	if t, err := time.Parse(time.DateOnly, s); err == nil {
+		return t, nil
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	return time.Time{}, usagef("--until %q: want YYYY-MM-DD or RFC 3339 (2027-01-31T12:00:00Z)", s)
+}
+
+// untilText says how far t is from now, in days.
+func untilText(t time.Time) string {
+	left := time.Until(t)
+	switch {
+	case left < 0:
+		return fmt.Sprintf("PAST, %d days ago", int(-left.Hours()/24))
+	case left < 48*time.Hour:
+		return "in " + left.Round(time.Minute).String()
+	}
+	return fmt.Sprintf("in %d days", int(left.Hours()/24))
+}
+
+func pkiRenew(args []string, stdout io.Writer) error {
+	fs := newFlagSet("renew", `usage: sknock pki renew --dir DIR --name NAME [--days N] [--allow PROTO/PORT,...] [--keep-key] [--revoke-old] [--legacy] [--password-file FILE]
+
+Issue a new certificate and bundle for NAME's current certificate, server
+or client: same authorisation unless --allow is given, a new key unless
+--keep-key. The old files are kept as DIR/NAME.OLDSERIAL.pfx and .pem; the
+new ones are DIR/NAME.pfx and DIR/NAME.pem. The old certificate stays
+valid until it expires, unless --revoke-old (then publish with 'sknock pki
+crl'). The bundle password comes from --password-file or $SKNOCK_PASSWORD
+(with --keep-key, it must also open the old bundle).
+
+For the gatekeeper's own certificate use --keep-key: clients encrypt
+their knocks to its key, so a new key locks out every client still holding
+the old certificate.
+
+Example:
+  SKNOCK_PASSWORD=secret sknock pki renew --dir /etc/sknock/ca --name alice --days 365
+  SKNOCK_PASSWORD=secret sknock pki renew --dir /etc/sknock/ca --name gatekeeper --keep-key
+
+`, stdout)
+	var f issueFlags
+	f.register(fs)
+	allowText := fs.String("allow", "", "new authorised ports, e.g. tcp/22,udp/8000 (default: the old certificate's)")
+	keepKey := fs.Bool("keep-key", false, "certify the old key again (the gatekeeper's certificate)")
+	revokeOld := fs.Bool("revoke-old", false, "revoke the old certificate (a lost or stolen key)")
+	if err := parseFlags(fs, args, &f.dir); err != nil {
+		return err
+	}
+	opts := pki.RenewOptions{IssueOptions: pki.IssueOptions{Days: f.days, Legacy: f.legacy}, KeepKey: *keepKey, RevokeOld: *revokeOld}
+	if *allowText != "" {
+		allow, err := pki.ParseAllow(*allowText)
+		if err != nil {
+			return usagef("--allow: %v", err)
+		}
+		opts.Allow, opts.SetAllow = allow, true
+	}
+	if *keepKey && *revokeOld {
+		return usagef("--keep-key and --revoke-old exclude each other: a key being revoked must not be certified again")
+	}
+	password, err := f.check()
+	if err != nil {
+		return err
+	}
+	r, err := pki.Renew(f.dir, f.name, password, opts)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "renewed %s %s: serial %s, valid until %s", r.Kind, f.name, r.NewSerial, r.NotAfter.Format(time.DateOnly))
+	if r.Authorization != "" {
+		fmt.Fprintf(stdout, ", allowing %s", r.Authorization)
+	}
+	fmt.Fprintf(stdout, "; wrote %s/%s.pfx and %s/%s.pem; the old serial %s is kept as %s", f.dir, f.name, f.dir, f.name, r.OldSerial, r.Archived)
+	if *revokeOld {
+		fmt.Fprintf(stdout, " and revoked: run 'sknock pki crl --dir %s' to publish", f.dir)
+	}
+	fmt.Fprintln(stdout)
+	return nil
+}
+
+func pkiList(args []string, stdout io.Writer) error {
+	fs := newFlagSet("list", `usage: sknock pki list --dir DIR [--json]
+
+Print every certificate issued in DIR, oldest first: name, kind, serial,
+expiry, whether it is revoked, whether it is the name's current one, and
+a client's authorised ports.
+
+Example:
+  sknock pki list --dir /etc/sknock/ca
+
+`, stdout)
+	dir := fs.String("dir", "", "CA directory")
+	asJSON := fs.Bool("json", false, "one JSON object per certificate")
+	if err := parseFlags(fs, args, dir); err != nil {
+		return err
+	}
+	list, err := pki.List(*dir)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		for _, c := range list {
+			if err := enc.Encode(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "NAME\tKIND\tSERIAL\tNOT AFTER\tSTATUS\tAUTHORISATION")
+	now := time.Now()
+	for _, c := range list {
+		status := "valid"
+		switch {
+		case c.Revoked:
+			status = "revoked"
+		case now.After(c.NotAfter):
+			status = "expired"
+		case !c.Current:
+			status = "renewed"
+		}
+		authz := c.Authorization
+		if authz == "" {
+			authz = "-"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Name, c.Kind, c.Serial, c.NotAfter.UTC().Format(time.DateOnly), status, authz)
+	}
+	return w.Flush()
 }
