@@ -38,15 +38,20 @@ func newSharedSecrets(max int) *sharedSecrets {
 	return &sharedSecrets{entries: make(map[[knock.PublicKeySize]byte]sharedSecret, max), ring: make([][knock.PublicKeySize]byte, 0, max)}
 }
 
-// opener returns the knock.SharedSecret for datagram under server: a
-// remembered secret for the datagram's ephemeral key, or a new ECDH,
-// remembered. A nil cache always does the ECDH.
-func (c *sharedSecrets) opener(server *ecdh.PrivateKey, datagram []byte) knock.SharedSecret {
+// opener returns the knock.SharedSecret under server: a remembered
+// secret for the ephemeral key (a key is remembered only once it proved
+// valid), or the key's validation and a new ECDH, remembered. A nil cache
+// always does the ECDH.
+func (c *sharedSecrets) opener(server *ecdh.PrivateKey) knock.SharedSecret {
+	ecdhWith := knock.ECDHWith(server)
 	if c == nil {
-		return server.ECDH
+		return ecdhWith
 	}
-	return func(peer *ecdh.PublicKey) ([]byte, error) {
-		key := [knock.PublicKeySize]byte(knock.EphemeralKey(datagram))
+	return func(ephemeral []byte) ([]byte, error) {
+		if len(ephemeral) != knock.PublicKeySize {
+			return nil, knock.ErrPublicKey
+		}
+		key := [knock.PublicKeySize]byte(ephemeral)
 		c.mu.Lock()
 		e, ok := c.entries[key]
 		c.mu.Unlock()
@@ -54,7 +59,7 @@ func (c *sharedSecrets) opener(server *ecdh.PrivateKey, datagram []byte) knock.S
 			c.hits.Add(1)
 			return e.secret, nil
 		}
-		secret, err := server.ECDH(peer)
+		secret, err := ecdhWith(ephemeral)
 		if err != nil {
 			return nil, err
 		}

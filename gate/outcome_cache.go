@@ -127,7 +127,7 @@ func (c *outcomeCache) len() int {
 // certTime, the ECDH through secrets (nil: none remembered).
 func computeOutcome(datagram []byte, trust *Trust, ipv6 bool, certTime, now time.Time, secrets *sharedSecrets) *outcome {
 	o := &outcome{trust: trust, ipv6: ipv6, expires: now.Add(2*trust.Tolerance + outcomeSlack)}
-	k, err := knock.OpenWith(datagram, secrets.opener(trust.ServerKey, datagram), ipv6)
+	k, err := knock.OpenWith(datagram, secrets.opener(trust.ServerKey), ipv6)
 	if err != nil {
 		o.openReason, o.openErr = ReasonMalformed, err
 		if errors.Is(err, knock.ErrPublicKey) || errors.Is(err, knock.ErrPadding) {

@@ -128,13 +128,26 @@ func deriveKeys(secret []byte) (key, iv []byte, err error) {
 // buffer, never datagram. Open checks the envelope and layout only; it
 // never panics, whatever the input.
 func Open(datagram []byte, server *ecdh.PrivateKey, ipv6 bool) (*Knock, error) {
-	return OpenWith(datagram, func(peer *ecdh.PublicKey) ([]byte, error) { return server.ECDH(peer) }, ipv6)
+	return OpenWith(datagram, ECDHWith(server), ipv6)
 }
 
 // SharedSecret returns the ECDH shared secret of the server's key and a
-// datagram's ephemeral public key (what ecdh.PrivateKey.ECDH returns). A
-// server may remember it per ephemeral key (EphemeralKey names it).
-type SharedSecret func(peer *ecdh.PublicKey) ([]byte, error)
+// datagram's ephemeral public key, given as its bytes (EphemeralKey), or
+// an error when they are no valid key. A server may remember it per
+// ephemeral key and spare the key's validation and the ECDH.
+type SharedSecret func(ephemeral []byte) ([]byte, error)
+
+// ECDHWith returns the SharedSecret that does the ECDH with server's key
+// every time.
+func ECDHWith(server *ecdh.PrivateKey) SharedSecret {
+	return func(ephemeral []byte) ([]byte, error) {
+		peer, err := ecdh.P256().NewPublicKey(ephemeral)
+		if err != nil {
+			return nil, err
+		}
+		return server.ECDH(peer)
+	}
+}
 
 // EphemeralKey returns the bytes of a datagram's ephemeral public key (an
 // uncompressed P-256 point, not yet checked), or nil when the datagram is
@@ -153,11 +166,7 @@ func OpenWith(datagram []byte, secret SharedSecret, ipv6 bool) (*Knock, error) {
 		return nil, err
 	}
 	ciphertext := datagram[offCiphertext : len(datagram)-PublicKeySize]
-	peer, err := ecdh.P256().NewPublicKey(EphemeralKey(datagram))
-	if err != nil {
-		return nil, ErrPublicKey
-	}
-	shared, err := secret(peer)
+	shared, err := secret(EphemeralKey(datagram))
 	if err != nil {
 		return nil, ErrPublicKey
 	}
