@@ -66,7 +66,7 @@ func (k *Keeper) SetGeneration(gen func() (uint32, error)) {
 // Repair.
 type Finding struct {
 	Family  string // "iptables" or "ip6tables"
-	Problem string // what was wrong, e.g. "INPUT has no jump to SKNOCK"
+	Problem string // what was wrong, e.g. "filter INPUT has no jump to SKNOCK"
 	// Err is why the rule set could not be put back; nil when it was.
 	Err error
 }
@@ -259,11 +259,15 @@ func (want State) Problem(c Config, got State) string {
 		}
 		for _, h := range p.hooks {
 			rules := g.Hooks[h.chain]
+			what := "jump to " + c.Chain
+			if !slices.Contains(h.jump, c.Chain) {
+				what = "backstop (" + strings.Join(h.jump, " ") + ")"
+			}
 			switch positions := positionsOf(rules, h.rule()); {
 			case len(positions) == 0:
-				return fmt.Sprintf("%s %s has no jump to %s", p.table, h.chain, c.Chain)
+				return fmt.Sprintf("%s %s has no %s", p.table, h.chain, what)
 			case positions[0] != 1:
-				return fmt.Sprintf("the jump to %s is at %s %s position %d, behind %q", c.Chain, p.table, h.chain, positions[0], rules[0])
+				return fmt.Sprintf("the %s is at %s %s position %d, behind %q", what, p.table, h.chain, positions[0], rules[0])
 			}
 		}
 		if problem := chainProblem(p.table, c.Chain, want.Tables[i].Chain, g.Chain); problem != "" {
