@@ -377,6 +377,9 @@ func TestDaemonWiring(t *testing.T) {
 	if !strings.Contains(f.v4.Rules("INPUT")[0], "SKNOCK") || len(f.v6.Rules("SKNOCK")) == 0 {
 		t.Errorf("rules gone after the stop: INPUT %q", f.v4.Rules("INPUT"))
 	}
+	if pre := f.v4.TableRules("mangle", "PREROUTING"); len(pre) == 0 || !strings.Contains(pre[0], "SKNOCK") || len(f.v6.TableRules("mangle", "SKNOCK")) == 0 {
+		t.Errorf("gate gone after the stop: mangle PREROUTING %q", pre)
+	}
 	logs := d.logs.String()
 	for _, want := range []string{`"verdict":"grant"`, `"reason":"revoked"`, `"msg":"sknockd stopped","status":0,"rules":"kept"`, `"msg":"grant ended","source":"198.18.0.2","proto":"tcp","port":2000,"serial":`} {
 		if !strings.Contains(logs, want) {
