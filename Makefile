@@ -7,6 +7,7 @@
 #   sudo make uninstall       stop sknockd, remove its rules (sknockd --remove-rules:
 #                             the protected ports become reachable) and what
 #                             install put there (not /etc/sknock)
+#   make deb                  dist/sknock_VERSION_ARCH.deb (nfpm; see packaging/)
 #   make clean
 #
 # The module path is `sknock`, not a URL, so `go install ...@latest` cannot
@@ -30,7 +31,7 @@ export PATH := $(PATH):/usr/local/go/bin
 
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build test demo install uninstall clean
+.PHONY: all build test demo install uninstall deb clean
 
 all: build
 
@@ -86,5 +87,30 @@ uninstall:
 	rmdir $(DESTDIR)$(DATADIR) 2>/dev/null || true
 	@echo "left $(DESTDIR)$(SYSCONFDIR)/sknock/ (configuration, keys) and /var/lib/sknock/ in place"
 
+# The Debian package, built with nfpm (no dpkg tooling needed to build
+# it): stripped position-independent binaries (still without cgo, so they
+# need no shared library; lintian refuses a static binary outside a
+# Debian Go source package), the units with the package's paths, the
+# example config as a conffile, /var/lib/sknock, and maintainer scripts
+# that start nothing on a fresh install and take the rules away on
+# removal (packaging/deb/). The default DEB_VERSION is a tag's version
+# (v1.2.3-4-gabc → 1.2.3+4+gabc) or, with no tag, 0.1.0~git<describe>.
+NFPM        ?= $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
+PKGDIR      ?= dist
+DEB_VERSION ?= $(shell echo '$(VERSION)' | sed -e '/^v\{0,1\}[0-9][0-9]*\.[0-9]/!s/^/0.1.0~git/' -e 's/^v//' -e 's/-/+/g')
+DEB_ARCH    ?= $(shell $(GO) env GOARCH)
+
+deb:
+	rm -rf bin/pkg && mkdir -p bin/pkg $(PKGDIR)
+	CGO_ENABLED=0 GOARCH=$(DEB_ARCH) $(GO) build -trimpath -buildmode=pie -ldflags "-s -w -X main.version=$(DEB_VERSION)" -o bin/pkg/ ./cmd/sknockd ./cmd/sknock
+	for unit in sknockd.service sknockd-rules.service; do \
+		sed 's|/usr/local/bin/sknockd|/usr/sbin/sknockd|g; s|/usr/local/bin/|/usr/bin/|g; s|/usr/local/share/sknock/README.md|/usr/share/doc/sknock/README.md|g; s|/usr/local/share/sknock/|/usr/share/sknock/|g; s|sudo make install *(puts this file in /etc/systemd/system/)|apt install ./sknock_VERSION_ARCH.deb|' \
+			scripts/$$unit >bin/pkg/$$unit || exit 1; \
+	done
+	printf 'sknock (%s) unstable; urgency=medium\n\n  * Built from %s.\n\n -- sknock maintainers <maintainers@users.noreply.r-seed-9ff8c8eb.example>  %s\n' \
+		'$(DEB_VERSION)' '$(VERSION)' "$$(date -R -u -d @$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null || date +%s)})" | gzip -9n >bin/pkg/changelog.gz
+	SKNOCK_VERSION='$(DEB_VERSION)' SKNOCK_ARCH='$(DEB_ARCH)' $(NFPM) package --config packaging/nfpm.yaml --packager deb --target $(PKGDIR)/
+	@ls -1 $(PKGDIR)/sknock_$(DEB_VERSION)_$(DEB_ARCH).deb
+
 clean:
-	rm -rf $(BUILDDIR)
+	rm -rf $(BUILDDIR) bin/pkg $(PKGDIR)

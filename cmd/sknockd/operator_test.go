@@ -30,7 +30,6 @@ import (
 type operatorReports struct {
 	metrics  reports[string]
 	watchdog reports[error]
-	notified reports[string]
 }
 
 // runOperatorDaemon is runDaemon with deps changed by change (which may
