@@ -88,7 +88,19 @@ func printStatus(w io.Writer, st *control.Status) {
 		}
 		fmt.Fprintf(w, "crl:      %s, %d revoked, issued %s, next update %s, by %s\n", fresh, t.CRLRevoked, t.CRLThisUpdate.Format(time.RFC3339), next, t.CRLIssuer)
 	}
+	for _, c := range t.CRLs {
+		fmt.Fprintf(w, "          %s: %d revoked, issued %s, next update %s, by %s\n", c.File, c.Revoked, c.ThisUpdate.Format(time.RFC3339), c.NextUpdate.Format(time.RFC3339), c.Issuer)
+	}
+	if t.Server != "" {
+		fmt.Fprintf(w, "server:   %s, valid until %s\n", t.Server, t.ServerNotAfter.Format(time.RFC3339))
+	}
+	for _, ca := range t.CAs {
+		fmt.Fprintf(w, "ca:       %s\n", ca)
+	}
 	fmt.Fprintf(w, "knocks:   timestamp tolerance %gs\n", t.ToleranceSecs)
+	for _, warn := range t.Warnings {
+		fmt.Fprintf(w, "WARNING:  %s: %s\n", warn.Check, warn.Text)
+	}
 	names := make([]string, 0, len(st.Counters))
 	for name := range st.Counters {
 		names = append(names, name)

@@ -333,6 +333,19 @@ func (d *daemon) status() *control.Status {
 	if t := d.engine.Trust(); t != nil {
 		st.Trust.ToleranceSecs = t.Tolerance.Seconds()
 	}
+	if d.crl != nil {
+		info := d.crl.info
+		st.Trust.Server, st.Trust.ServerNotAfter = info.Server, info.ServerNotAfter.UTC()
+		for _, ca := range info.CAs {
+			st.Trust.CAs = append(st.Trust.CAs, ca.Subject)
+		}
+		for _, c := range info.CRLs {
+			st.Trust.CRLs = append(st.Trust.CRLs, control.CRLStatus{File: c.File, Issuer: c.Issuer, Revoked: c.Serials, ThisUpdate: c.ThisUpdate.UTC(), NextUpdate: c.NextUpdate.UTC()})
+		}
+		for _, w := range healthWarnings(info, d.engine.Now()) {
+			st.Trust.Warnings = append(st.Trust.Warnings, control.Warning{Check: w.Check, Text: w.Text})
+		}
+	}
 	if crl := currentCRL(d.engine); crl != nil {
 		st.Trust.CRL = true
 		st.Trust.CRLRevoked = crl.Len()

@@ -353,6 +353,9 @@ func TestControlSocket(t *testing.T) {
 	if st == nil || st.Config != cfg.Path || !st.RulesHealthy || !st.Trust.CRL || st.Counters["knocks_none"] != 3 || st.Version != version {
 		t.Errorf("status: %+v, want config %s, rules whole, a CRL and 3 granted knocks", st, cfg.Path)
 	}
+	if st != nil && (!strings.Contains(st.Trust.Server, "server") || len(st.Trust.CAs) != 1 || len(st.Trust.CRLs) != 1 || st.Trust.CRLs[0].File != cfg.CRLFile) {
+		t.Errorf("status trust: %+v, want the server, one CA and the CRL %s", st.Trust, cfg.CRLFile)
+	}
 
 	peer.Store(1000)
 	if _, err := control.Call(cfg.ControlSocket, control.Request{Command: control.CommandGrants}, 5*time.Second); err == nil || !strings.Contains(err.Error(), "only root") {

@@ -91,14 +91,40 @@ type Status struct {
 
 // Trust is the trust state in force.
 type Trust struct {
-	// CRL is false when no CRL is loaded (revocation is off).
-	CRL           bool      `json:"crl"`
-	CRLIssuer     string    `json:"crl_issuer,omitempty"`
-	CRLRevoked    int       `json:"crl_revoked"`
-	CRLThisUpdate time.Time `json:"crl_this_update,omitzero"`
-	CRLNextUpdate time.Time `json:"crl_next_update,omitzero"`
-	CRLStale      bool      `json:"crl_stale"`
-	ToleranceSecs float64   `json:"timestamp_tolerance_seconds"`
+	// Server is the server certificate's subject, ServerNotAfter its end.
+	Server         string    `json:"server,omitempty"`
+	ServerNotAfter time.Time `json:"server_not_after,omitzero"`
+	// CAs are the subjects of the CA certificates trusted.
+	CAs []string `json:"cas,omitempty"`
+	// CRL is false when no CRL is loaded (revocation is off). The CRL*
+	// fields describe the CRL the verifier applies (several CRLs are
+	// combined into one); CRLs lists each.
+	CRL           bool        `json:"crl"`
+	CRLIssuer     string      `json:"crl_issuer,omitempty"`
+	CRLRevoked    int         `json:"crl_revoked"`
+	CRLThisUpdate time.Time   `json:"crl_this_update,omitzero"`
+	CRLNextUpdate time.Time   `json:"crl_next_update,omitzero"`
+	CRLStale      bool        `json:"crl_stale"`
+	CRLs          []CRLStatus `json:"crls,omitempty"`
+	ToleranceSecs float64     `json:"timestamp_tolerance_seconds"`
+	// Warnings are sknockd's warnings about the trust state (no CRL, a
+	// stale one, certificates near expiry), as it logs them hourly.
+	Warnings []Warning `json:"warnings,omitempty"`
+}
+
+// CRLStatus is one CRL applied.
+type CRLStatus struct {
+	File       string    `json:"file"`
+	Issuer     string    `json:"issuer"`
+	Revoked    int       `json:"revoked"`
+	ThisUpdate time.Time `json:"this_update,omitzero"`
+	NextUpdate time.Time `json:"next_update,omitzero"`
+}
+
+// Warning is one way the protection is weaker than it looks.
+type Warning struct {
+	Check string `json:"check"`
+	Text  string `json:"text"`
 }
 
 // ErrRefused wraps the error a daemon answered with.
