@@ -93,6 +93,8 @@ type Result struct {
 	// Addr is the host address the port was verified open on (a name may
 	// have one of each family).
 	Addr netip.Addr
+
+	firstErr error // why the first knock could not be sent, for verify
 	// Err is nil unless Status is StatusFailed.
 	Err error
 }

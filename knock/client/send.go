@@ -31,12 +31,15 @@ type target struct {
 // The source address of each is chosen when it is first used.
 type targets struct {
 	name string // as given, for messages
+	mu   sync.Mutex
 	list []target
 	done []bool // list[i]'s source was chosen
 }
 
 // at returns the i-th address to try (cycling), with its source chosen.
 func (c *Client) at(ctx context.Context, ts *targets, i int) (*target, error) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
 	i %= len(ts.list)
 	t := &ts.list[i]
 	if !ts.done[i] {
@@ -64,14 +67,8 @@ func (c *Client) Knock(ctx context.Context, host string, reqs ...Request) ([]Res
 	}
 	start := time.Now()
 	results := make([]Result, len(reqs))
-	first, err := c.at(ctx, ts, 0)
 	for i, req := range reqs {
-		switch {
-		case err != nil:
-			results[i] = Result{Request: req, Err: err}
-		default:
-			results[i] = c.first(ctx, first, req, start)
-		}
+		results[i] = c.first(ctx, ts, req, start)
 	}
 	if !c.cfg.NoVerify {
 		var wg sync.WaitGroup
@@ -111,11 +108,7 @@ func (c *Client) Connect(ctx context.Context, host string, port uint16) (net.Con
 		return nil, Result{Request: req, Err: err}, err
 	}
 	start := time.Now()
-	first, err := c.at(ctx, ts, 0)
-	if err != nil {
-		return nil, Result{Request: req, Err: err}, err
-	}
-	res := c.first(ctx, first, req, start)
+	res := c.first(ctx, ts, req, start)
 	if res.Status == StatusFailed {
 		return nil, res, res.Err
 	}
@@ -127,19 +120,39 @@ func (c *Client) Connect(ctx context.Context, host string, port uint16) (net.Con
 }
 
 // first sends the first knock for req and returns its Result: StatusSent,
-// or StatusFailed with the error.
-func (c *Client) first(ctx context.Context, t *target, req Request, start time.Time) Result {
+// or StatusFailed with the error. When the host has another address to
+// try and the port will be verified, a knock that could not be sent to
+// the first address (no route, a firewall of this host) is left to
+// verify, which goes on with the next: Knocks stays 0.
+func (c *Client) first(ctx context.Context, ts *targets, req Request, start time.Time) Result {
 	res := Result{Request: req}
 	if err := c.authorised(req); err != nil {
 		res.Err = err
 		return res
 	}
-	if err := c.send(ctx, t, req); err != nil {
-		res.Err = fmt.Errorf("knock %s on %s: %w", req, t.host, err)
-		res.Elapsed = time.Since(start)
-		return res
+	verified := req.Proto == packet.TCP && !c.cfg.NoVerify
+	var errs []error
+	for i := range ts.list {
+		t, err := c.at(ctx, ts, i)
+		if err == nil {
+			err = c.send(ctx, t, req)
+			if err != nil {
+				err = fmt.Errorf("knock %s on %s: %w", req, t.host, err)
+			}
+		}
+		if err == nil {
+			res.Knocks, res.Status = 1, StatusSent
+			return res
+		}
+		errs = append(errs, err)
+		if verified && len(ts.list) > 1 {
+			res.Status, res.Err = StatusSent, nil
+			res.firstErr = err
+			return res
+		}
 	}
-	res.Knocks, res.Status = 1, StatusSent
+	res.Err = errors.Join(errs...)
+	res.Elapsed = time.Since(start)
 	return res
 }
 

@@ -49,9 +49,17 @@ func (c *Client) verify(ctx context.Context, ts *targets, res *Result, start tim
 			}
 			break
 		}
+		if attempt == 0 && res.firstErr != nil {
+			// The first knock could not be sent: on to the next address.
+			lastErr, res.firstErr = res.firstErr, nil
+			continue
+		}
 		if attempt > 0 {
 			if err := c.send(ctx, t, res.Request); err != nil {
-				lastErr = err
+				lastErr = fmt.Errorf("knock %s on %s: %w", res.Request, t.host, err)
+				if attempt+1 < attempts {
+					continue
+				}
 				break
 			}
 			res.Knocks++

@@ -1,0 +1,239 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"sknock/internal/e2e"
+	"sknock/internal/netns"
+	"sknock/internal/testenv"
+	"sknock/knock/client/stun"
+)
+
+// The NAT topology: a client on a "LAN" behind a masquerading router, the
+// gatekeeper on the router's "public" side. Both sides are test ranges
+// (198.19.0.0/24 stands in for the private LAN), so the client does not
+// take the LAN for private: the tests name --source-ip auto.
+var (
+	natServer = netip.MustParseAddr("198.18.0.1")   // gatekeeper and STUN server
+	natWAN    = netip.MustParseAddr("198.18.0.254") // the router's public address
+	natLAN    = netip.MustParseAddr("198.19.0.1")   // the router on the LAN
+	natClient = netip.MustParseAddr("198.19.0.2")
+)
+
+const natSTUNPort = 3478
+
+// natEnv is the NAT topology with sknockd protecting tcp/2000 (an echo
+// service), a STUN server beside it, and a client allowed tcp/2000.
+type natEnv struct {
+	t                     *testing.T
+	sknock                string
+	server, router, cli   *netns.NS
+	daemon                *e2e.Daemon
+	pki                   *e2e.PKI
+	bundle                string
+	cacheDir, profilesDir string
+}
+
+// link joins a and b with a veth pair named ifA in a and ifB in b, and
+// gives them the /24 addresses.
+func link(t *testing.T, a *netns.NS, ifA string, addrA netip.Addr, b *netns.NS, ifB string, addrB netip.Addr) {
+	t.Helper()
+	tmp := "v" + b.Name[len(b.Name)-6:] + ifB
+	if len(tmp) > 15 {
+		tmp = tmp[:15]
+	}
+	a.MustRun("ip", "link", "add", ifA, "type", "veth", "peer", "name", tmp, "netns", b.Name)
+	b.MustRun("ip", "link", "set", tmp, "name", ifB)
+	a.MustRun("ip", "addr", "add", addrA.String()+"/24", "dev", ifA)
+	b.MustRun("ip", "addr", "add", addrB.String()+"/24", "dev", ifB)
+	a.MustRun("ip", "link", "set", ifA, "up")
+	b.MustRun("ip", "link", "set", ifB, "up")
+}
+
+func newNATEnv(t *testing.T) *natEnv {
+	testenv.RequireRoot(t)
+	_, sknock := e2e.BuildBinaries(t)
+	e := &natEnv{t: t, sknock: sknock, cacheDir: t.TempDir(), profilesDir: t.TempDir()}
+	e.server, e.router, e.cli = netns.New(t, "nsrv"), netns.New(t, "nrtr"), netns.New(t, "ncli")
+	link(t, e.server, "wan0", natServer, e.router, "wan0", natWAN)
+	link(t, e.router, "lan0", natLAN, e.cli, "lan0", natClient)
+	e.cli.MustRun("ip", "route", "add", "default", "via", natLAN.String())
+	e.router.MustRun("sysctl", "-qw", "net.ipv4.ip_forward=1")
+	e.router.MustRun("iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "wan0", "-j", "MASQUERADE")
+
+	var conn net.PacketConn
+	if err := e.server.Do(func() (err error) {
+		conn, err = net.ListenPacket("udp4", netip.AddrPortFrom(natServer, natSTUNPort).String())
+		return err
+	}); err != nil {
+		t.Fatalf("STUN server: %v", err)
+	}
+	go stun.Serve(conn)
+	t.Cleanup(func() { conn.Close() })
+
+	e.pki = e2e.NewPKI(t)
+	e.bundle = e.pki.Client(t, "alice", "tcp/2000").PKCS12
+	e2e.ServeTCPEcho(t, e.server, ":2000")
+	e.daemon = e2e.StartDaemon(t, &e2e.Net{Server: e.server}, e.pki.Config(`knock:
+  ports: "10000:60000"
+gate:
+  protect: [tcp/2000]
+  open_duration: 1s
+  policy: drop
+`))
+	return e
+}
+
+// run runs `sknock ARGS...` in the client namespace, with the test's own
+// cache and configuration directories.
+func (e *natEnv) run(stdin string, args ...string) sknockRun {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := e.cli.Command(ctx, append([]string{e.sknock}, args...)...)
+	cmd.Env = append(os.Environ(), "XDG_CACHE_HOME="+e.cacheDir, "XDG_CONFIG_HOME="+e.profilesDir, "SKNOCK_PASSWORD=")
+	var out, errOut bytes.Buffer
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = strings.NewReader(stdin), &out, &errOut
+	start := time.Now()
+	err := cmd.Run()
+	r := sknockRun{stdout: out.String(), stderr: errOut.String(), elapsed: time.Since(start)}
+	if exit, ok := err.(*exec.ExitError); ok {
+		r.code = exit.ExitCode()
+	} else if err != nil {
+		e.t.Fatalf("run sknock: %v", err)
+	}
+	e.t.Logf("sknock %s: exit %d in %s\nstdout: %sstderr: %s", strings.Join(args, " "), r.code, r.elapsed.Round(time.Millisecond), r.stdout, r.stderr)
+	return r
+}
+
+func (e *natEnv) knock(args ...string) sknockRun {
+	e.t.Helper()
+	return e.run("", append([]string{"knock", "--pkcs12", e.bundle, "--server-cert", e.pki.ServerCert, "--password-file", e.pki.PasswordFile}, args...)...)
+}
+
+// waitClosed waits out earlier grants and checks that tcp/2000 is hidden
+// from the client again.
+func (e *natEnv) waitClosed() {
+	e.t.Helper()
+	time.Sleep(openDuration + 200*time.Millisecond)
+	if err := e2e.TCPEcho(e.cli, e2e.AddrPort(natServer, 2000), 150*time.Millisecond); err == nil {
+		e.t.Fatal("tcp/2000 open before the knock")
+	}
+}
+
+// usualTimeout is how long a failing knock may take with the default
+// --retries and --timeout, plus slack for starting the process.
+const usualTimeout = 4*time.Second + 2*time.Second
+
+// TestIntegrationKnockBehindNAT: behind a masquerading router, --source-ip
+// auto learns the router's public address from a STUN server in the test
+// and the knock opens the port; the gatekeeper logs the NAT'd address as
+// the client's. With STUN unreachable the knock fails at once, naming NAT
+// and --source-ip; with --source-ip set to the router's address it opens.
+func TestIntegrationKnockBehindNAT(t *testing.T) {
+	e := newNATEnv(t)
+	stunAddr := netip.AddrPortFrom(natServer, natSTUNPort).String()
+	e.waitClosed()
+
+	r := e.knock("--source-ip", "auto", "--stun", stunAddr, natServer.String(), "tcp/2000")
+	if r.code != 0 || !verifiedIn.MatchString(r.stdout) {
+		t.Fatalf("auto behind NAT: exit %d, stdout %q, stderr %q; want tcp/2000 open", r.code, r.stdout, r.stderr)
+	}
+	line := e.daemon.WaitLine(0, 5*time.Second, func(l e2e.Line) bool {
+		return l.Msg() == "knock" && l.String("verdict") == "grant"
+	})
+	if line.String("source") != natWAN.String() || line.String("client_ip") != natWAN.String() {
+		t.Errorf("grant line: source %q, client_ip %q; want both %s (the router's address)", line.String("source"), line.String("client_ip"), natWAN)
+	}
+	if _, err := os.Stat(filepath.Join(e.cacheDir, "sknock", "stun.json")); err != nil {
+		t.Errorf("the STUN answer was not cached: %v", err)
+	}
+
+	// STUN unreachable: nothing listens on the port named.
+	e.waitClosed()
+	os.RemoveAll(filepath.Join(e.cacheDir, "sknock"))
+	dead := netip.AddrPortFrom(natServer, natSTUNPort+1).String()
+	r = e.knock("--source-ip", "auto", "--stun", dead, natServer.String(), "tcp/2000")
+	if r.code != 1 || !strings.Contains(r.stderr, "NAT") || !strings.Contains(r.stderr, "--source-ip") {
+		t.Errorf("STUN unreachable: exit %d, stderr %q; want 1 and a message naming NAT and --source-ip", r.code, r.stderr)
+	}
+	if r.elapsed > usualTimeout {
+		t.Errorf("STUN unreachable: gave up after %s, want within the usual %s", r.elapsed, usualTimeout)
+	}
+
+	r = e.knock("--source-ip", natWAN.String(), natServer.String(), "tcp/2000")
+	if r.code != 0 || !verifiedIn.MatchString(r.stdout) {
+		t.Errorf("--source-ip %s: exit %d, stdout %q, stderr %q; want tcp/2000 open", natWAN, r.code, r.stdout, r.stderr)
+	}
+
+	// Embedding the LAN address fails, and the message says what was
+	// embedded and where the reason is logged.
+	e.waitClosed()
+	r = e.knock("--source-ip", "local", "--retries", "1", "--timeout", "300ms", natServer.String(), "tcp/2000")
+	if r.code != 1 || !strings.Contains(r.stderr, "port did not open after 2 knocks") || !strings.Contains(r.stderr, "knock log line for client "+natClient.String()) {
+		t.Errorf("--source-ip local behind NAT: exit %d, stderr %q; want 1 and the embedded address", r.code, r.stderr)
+	}
+	mismatch := e.daemon.WaitLine(0, 5*time.Second, func(l e2e.Line) bool {
+		return l.Msg() == "knock" && l.String("client_ip") == natClient.String()
+	})
+	if mismatch.String("reason") != "source_mismatch" {
+		t.Errorf("the LAN address's knock: reason %q, want source_mismatch", mismatch.String("reason"))
+	}
+}
+
+// TestIntegrationKnockFromProfile: behind the NAT, "sknock knock gate1"
+// with only a profile (default place, $XDG_CONFIG_HOME) opens the port, and
+// the ssh ProxyCommand form "sknock knock --connect %h tcp/%p" splices the
+// verified connection with nothing else on the command line.
+func TestIntegrationKnockFromProfile(t *testing.T) {
+	e := newNATEnv(t)
+	profiles := fmt.Sprintf(`stun: [%s]
+hosts:
+  gate1:
+    address: %s
+    pkcs12: %s
+    server_cert: %s
+    password_file: %s
+    source_ip: auto
+    ports: [tcp/2000]
+`, netip.AddrPortFrom(natServer, natSTUNPort), natServer, e.bundle, e.pki.ServerCert, e.pki.PasswordFile)
+	if err := os.MkdirAll(filepath.Join(e.profilesDir, "sknock"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.profilesDir, "sknock", "config.yaml"), []byte(profiles), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.waitClosed()
+	r := e.run("", "knock", "gate1")
+	if r.code != 0 || !verifiedIn.MatchString(r.stdout) {
+		t.Fatalf("sknock knock gate1: exit %d, stdout %q, stderr %q; want tcp/2000 open", r.code, r.stdout, r.stderr)
+	}
+	e.waitClosed()
+	const msg = "ssh would speak here\n"
+	// ssh runs ProxyCommand with %h the host's name (or HostName) and %p
+	// the port.
+	for _, h := range []string{"gate1", natServer.String()} {
+		r = e.run(msg, "knock", "--connect", h, "tcp/2000")
+		if r.code != 0 || r.stdout != msg {
+			t.Errorf("ProxyCommand form with %%h=%s: exit %d, stdout %q, stderr %q; want the echo", h, r.code, r.stdout, r.stderr)
+		}
+	}
+	// An unknown key is refused with its name.
+	if err := os.WriteFile(filepath.Join(e.profilesDir, "sknock", "config.yaml"), []byte(profiles+"    colour: blue\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r = e.run("", "knock", "gate1")
+	if r.code != 2 || !strings.Contains(r.stderr, `unknown key "colour"`) {
+		t.Errorf("unknown key: exit %d, stderr %q; want 2 and the key's name", r.code, r.stderr)
+	}
+}
