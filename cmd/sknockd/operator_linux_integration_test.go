@@ -36,7 +36,9 @@ func newOperatorEnv(t *testing.T) *env {
 	e.alice = e.pki.Client(t, "alice", "tcp/2000,tcp/3000,udp/8000,udp/8001")
 	e.carol = e.pki.Client(t, "carol", "tcp/2000,tcp/3000")
 	e2e.ServeTCPEcho(t, e.net.Server, fmt.Sprintf(":%d", tcpA))
-	cfg := e.pki.Config(fmt.Sprintf(sections, "reject", "1m") + "metrics:\n  listen: " + metricsListen + "\n")
+	// No knock rate limit: the flood below reaches the workers whole.
+	knockSections := strings.Replace(fmt.Sprintf(sections, "reject", "1m"), "knock:\n", "knock:\n  rate_limit: \"\"\n", 1)
+	cfg := e.pki.Config(knockSections + "metrics:\n  listen: " + metricsListen + "\n")
 	e.daemon = e2e.StartDaemon(t, e.net, cfg)
 	return e
 }
@@ -95,23 +97,11 @@ func copyForAnyone(t *testing.T, path string) string {
 // scrapeIn fetches /metrics from addr inside the server namespace.
 func scrapeIn(t *testing.T, e *env, addr string) string {
 	t.Helper()
-	conn, err := e2e.DialTCP(e.net.Server, addr, probeTimeout)
+	body, err := tryScrapeIn(e, addr)
 	if err != nil {
-		t.Fatalf("metrics listener %s: %v", addr, err)
+		t.Fatalf("scrape %s: %v", addr, err)
 	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
-	fmt.Fprintf(conn, "GET /metrics HTTP/1.0\r\nHost: %s\r\n\r\n", addr)
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatalf("scrape: %v", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("scrape: %s %v", resp.Status, err)
-	}
-	return string(body)
+	return body
 }
 
 // TestIntegrationOperator runs the real daemon and client: a real knock's
@@ -208,10 +198,73 @@ func TestIntegrationOperator(t *testing.T) {
 		t.Errorf("sknock status: exit %d\n%s%s", code, out, errOut)
 	}
 
-	body := scrapeIn(t, e, metricsListen)
+	// A bounded flood of garbage knocks from mallory, scraped meanwhile:
+	// every datagram is decided, counted by reason and timed.
+	const flood = 300
+	scrapes := make(chan string, 64)
+	done := make(chan struct{})
+	go func() {
+		defer close(scrapes)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if body, err := tryScrapeIn(e, metricsListen); err == nil {
+				scrapes <- body
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	mallory := e.mallory(false)
+	// An unconnected socket: the closed-port answers (policy reject) do
+	// not fail its next sends.
+	var pc net.PacketConn
+	if err := mallory.ns.Do(func() (err error) {
+		pc, err = net.ListenPacket("udp4", mallory.addr.String()+":0")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	dst := &net.UDPAddr{IP: e2e.ServerAddr(mallory.addr).AsSlice(), Port: 40000}
+	garbage := make([]byte, 400)
+	for i := range flood {
+		garbage[0], garbage[1] = byte(i), byte(i>>8)
+		if _, err := pc.WriteTo(garbage, dst); err != nil {
+			t.Fatal(err)
+		}
+		if i%50 == 49 {
+			time.Sleep(20 * time.Millisecond) // within the kernel's knock queue, whatever the machine's load
+		}
+	}
+	var body string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		body = scrapeIn(t, e, metricsListen)
+		if metricValue(body, "sknock_knock_decision_seconds_count") >= 2+flood {
+			break
+		}
+	}
+	close(done)
+	during := 0
+	for range scrapes {
+		during++
+	}
+	if during == 0 {
+		t.Error("no scrape answered during the flood")
+	}
+	denied := 0.0
+	for line := range strings.Lines(body) {
+		if strings.HasPrefix(line, "sknock_knocks_total{") && strings.Contains(line, `verdict="deny"`) {
+			denied += metricValue(line, strings.Fields(line)[0])
+		}
+	}
 	for series, want := range map[string]float64{
 		`sknock_knocks_total{reason="none",verdict="grant"}`: 2,
-		`sknock_knock_decision_seconds_count`:                2,
+		`sknock_knock_decision_seconds_count`:                2 + flood,
+		`sknock_knock_packets_total`:                         2 + flood,
+		`sknock_knock_shed_total`:                            0,
 		`sknock_grants`:                                      1,
 		`sknock_rules_healthy`:                               1,
 	} {
@@ -219,7 +272,31 @@ func TestIntegrationOperator(t *testing.T) {
 			t.Errorf("%s = %v, want %v", series, got, want)
 		}
 	}
+	if denied != flood {
+		t.Errorf("denied knocks by reason sum to %v, want the %d of the flood:\n%s", denied, flood, body)
+	}
 	promtoolCheck(t, body)
+}
+
+// tryScrapeIn is scrapeIn for another goroutine: it returns the error.
+func tryScrapeIn(e *env, addr string) (string, error) {
+	conn, err := e2e.DialTCP(e.net.Server, addr, probeTimeout)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(conn, "GET /metrics HTTP/1.0\r\nHost: %s\r\n\r\n", addr)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("scrape: %s", resp.Status)
+	}
+	return string(body), err
 }
 
 // notifyListener is a NOTIFY_SOCKET of a test's own: it records every
