@@ -237,3 +237,75 @@ hosts:
 		t.Errorf("unknown key: exit %d, stderr %q; want 2 and the key's name", r.code, r.stderr)
 	}
 }
+
+// TestIntegrationKnockDualStack: a name with an IPv4 and an IPv6 address
+// (the client namespace's /etc/hosts). With IPv6 blocked on the way the
+// knock opens the port over IPv4 within the usual timeout, and the
+// reverse; --connect splices the connection that was verified; -4 with
+// IPv4 blocked fails.
+func TestIntegrationKnockDualStack(t *testing.T) {
+	e := newKnockEnv(t)
+	hostsDir := filepath.Join("/etc/netns", e.net.Client.Name)
+	if err := os.MkdirAll(hostsDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(hostsDir) })
+	hosts := fmt.Sprintf("127.0.0.1 localhost\n%s gate-ds\n%s gate-ds\n", e2e.ServerV6, e2e.ServerV4)
+	if err := os.WriteFile(filepath.Join(hostsDir, "hosts"), []byte(hosts), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Blocked on the path: the server namespace's raw table drops the
+	// client's packets of one family before anything else sees them
+	// (sknockd's rules are in the filter table), so the client meets
+	// silence, not a local error.
+	block := func(tool string, dst netip.Addr) func() {
+		src := e2e.ClientV4
+		if dst.Is6() {
+			src = e2e.ClientV6
+		}
+		rule := []string{"PREROUTING", "-s", src.String(), "-d", dst.String(), "-j", "DROP"}
+		e.net.Server.MustRun(append([]string{tool, "-t", "raw", "-I"}, rule...)...)
+		return func() { e.net.Server.MustRun(append([]string{tool, "-t", "raw", "-D"}, rule...)...) }
+	}
+	granted := func(from int, src netip.Addr) {
+		t.Helper()
+		line := e.daemonLine(from)
+		if line.String("source") != src.String() {
+			t.Errorf("granted to %q, want %s", line.String("source"), src)
+		}
+	}
+	for _, tt := range []struct {
+		name          string
+		blocked, open netip.Addr
+		blockTool     string
+		client        netip.Addr
+	}{
+		{"IPv6 blocked", e2e.ServerV6, e2e.ServerV4, "ip6tables", e2e.ClientV4},
+		{"IPv4 blocked", e2e.ServerV4, e2e.ServerV6, "iptables", e2e.ClientV6},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e.waitClosed(e2e.AddrPort(tt.open, 2000))
+			unblock := block(tt.blockTool, tt.blocked)
+			defer unblock()
+			from := len(e.daemon.Lines())
+			r := e.knock("", "gate-ds", "tcp/2000")
+			if r.code != 0 || !strings.Contains(r.stdout, " on "+tt.open.String()) {
+				t.Fatalf("exit %d, stdout %q; want tcp/2000 open on %s", r.code, r.stdout, tt.open)
+			}
+			if r.elapsed > usualTimeout {
+				t.Errorf("opened after %s, want within the usual %s", r.elapsed, usualTimeout)
+			}
+			granted(from, tt.client)
+			e.waitClosed(e2e.AddrPort(tt.open, 2000))
+			const msg = "over the family that opened\n"
+			if r := e.knock(msg, "--connect", "gate-ds", "tcp/2000"); r.code != 0 || r.stdout != msg {
+				t.Errorf("--connect: exit %d, stdout %q, stderr %q; want the echo", r.code, r.stdout, r.stderr)
+			}
+		})
+	}
+	unblock := block("iptables", e2e.ServerV4)
+	defer unblock()
+	if r := e.knock("", "-4", "--retries", "0", "--timeout", "300ms", "gate-ds", "tcp/2000"); r.code != 1 {
+		t.Errorf("-4 with IPv4 blocked: exit %d, want 1", r.code)
+	}
+}

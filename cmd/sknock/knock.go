@@ -319,7 +319,11 @@ func runKnock(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			continue
 		}
 		if !f.quiet {
-			fmt.Fprintln(stdout, describeResult(r))
+			line := describeResult(r)
+			if _, err := netip.ParseAddr(strings.Trim(f.host, "[]")); err != nil && r.Addr.IsValid() {
+				line += " on " + r.Addr.String()
+			}
+			fmt.Fprintln(stdout, line)
 		}
 	}
 	return code
