@@ -214,6 +214,7 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 	d := &daemon{cfg: cfg, log: log, level: level, keeper: keeper, fetch: sys.fetch, hooks: sys.hooks, marker: sys.marker, crl: crl}
 	d.ops, d.started, d.control, d.notifier = newOpsStats(), time.Now(), make(chan controlCall), sys.notify
 	d.decisions = newDecisionLog(log, decisionLogPerSecond)
+	d.decisions.setProtection(cfg.Rules)
 	engineCfg := gate.Config{
 		Policy:           cfg.Policy,
 		OpenDuration:     cfg.OpenDuration,

@@ -2,6 +2,8 @@ package main
 
 import (
 	"crypto/x509"
+	"fmt"
+	"hash/maphash"
 	"net/netip"
 	"sync/atomic"
 	"time"
@@ -11,6 +13,7 @@ import (
 
 	"sknock/gate"
 	"sknock/packet"
+	"sknock/rules"
 )
 
 // logLimiter lets through at most perSecond log lines each second and
@@ -59,10 +62,16 @@ type decisionLog struct {
 	replayLimit logLimiter // replayed datagrams and timestamps outside the window
 	signedLimit logLimiter // other denials of knocks with a valid signature
 	gateLimit   logLimiter
+	// gateSources folds a source's gate denials into one line per
+	// gateSourceWindow (see gateDenied).
+	gateSources sourceLimiter
+	// protection is what gate.protect and gate.always_allow cover: a
+	// granted knock for another port is logged as not_protected.
+	protection atomic.Pointer[protection]
 }
 
 func newDecisionLog(log *zap.Logger, perSecond int64) *decisionLog {
-	l := &decisionLog{log: log}
+	l := &decisionLog{log: log, gateSources: sourceLimiter{seed: maphash.MakeSeed()}}
 	l.knockLimit.perSecond = perSecond
 	l.replayLimit.perSecond = perSecond
 	l.signedLimit.perSecond = perSecond
@@ -106,14 +115,22 @@ func (l *decisionLog) knock(src netip.Addr, d *gate.Decision, start, end time.Ti
 			return
 		}
 	}
-	fields := make([]zap.Field, 0, 13)
+	fields := make([]zap.Field, 0, 14)
+	verdict := d.Verdict()
+	unprotected := d.Granted() && d.Knock != nil && !l.protection.Load().protects(d.Knock.Proto, d.Knock.Port)
+	if unprotected {
+		verdict = "not_protected" // granted, but the port is not gated: the knock opened nothing
+	}
 	fields = append(fields,
-		zap.String("verdict", d.Verdict()),
+		zap.String("verdict", verdict),
 		zap.String("source", src.String()),
 		// Time from the engine taking the knock to the grant in place
 		// (or the denial), crypto included; scripts/bench.sh reads it.
 		zap.Int64("decide_us", end.Sub(start).Microseconds()),
 	)
+	if unprotected {
+		fields = append(fields, zap.String("detail", fmt.Sprintf("%s/%d is not in gate.protect (or is always allowed): the knock changes nothing for it", d.Knock.Proto, d.Knock.Port)))
+	}
 	if !d.Granted() {
 		fields = append(fields, zap.String("reason", d.Reason.String()))
 		if d.Err != nil {
@@ -157,10 +174,17 @@ func (l *decisionLog) knock(src netip.Addr, d *gate.Decision, start, end time.Ti
 
 // gateDenied logs, rate-limited, a packet from h.Src to a protected port
 // that had no grant and got v under policy; under policy none it was
-// accepted and the line says "would deny". Nothing is formatted unless
-// the limiter lets the line through.
+// accepted and the line says "would deny". One source gets at most one
+// line per gateSourceWindow (a client's own retries and probes around a
+// failed knock are many packets); the line says how many of its packets
+// the window before folded ("source_folded"). Nothing is formatted
+// unless both limiters let the line through.
 func (l *decisionLog) gateDenied(h *packet.Header, v packet.Verdict, policy gate.Policy, now time.Time) {
 	if !l.log.Core().Enabled(zapcore.InfoLevel) {
+		return
+	}
+	fresh, folded := l.gateSources.allow(h.Src, now)
+	if !fresh {
 		return
 	}
 	ok, suppressed := l.gateLimit.allow(now)
@@ -177,5 +201,79 @@ func (l *decisionLog) gateDenied(h *packet.Header, v packet.Verdict, policy gate
 		zap.Uint64("port", uint64(h.DstPort)),
 		zap.String("verdict", v.String()),
 		zap.Uint64("suppressed_before", suppressed),
+		zap.Uint64("source_folded", folded),
 	)
+}
+
+// protection is the part of the rule set that says which ports a grant
+// opens: protected and not always allowed.
+type protection struct {
+	protect, allow []rules.PortSpec
+}
+
+// setProtection takes gate.protect and gate.always_allow from c, at the
+// start and on each reload.
+func (l *decisionLog) setProtection(c rules.Config) {
+	l.protection.Store(&protection{protect: c.Protect, allow: c.AlwaysAllow})
+}
+
+// protects reports whether a grant for proto/port opens anything; true
+// when nothing was set (tests that build a decisionLog by hand).
+func (p *protection) protects(proto packet.Proto, port uint16) bool {
+	if p == nil {
+		return true
+	}
+	for _, a := range p.allow {
+		if a.Contains(proto, port) {
+			return false
+		}
+	}
+	for _, s := range p.protect {
+		if s.Contains(proto, port) {
+			return true
+		}
+	}
+	return false
+}
+
+// gateSourceWindow is how often one source gets a gate denial line.
+const gateSourceWindow = 10 * time.Second
+
+// gateSourceSlots bounds the sources sourceLimiter tells apart: a fixed
+// table, no allocation per packet. Sources that hash to one slot share
+// its window; at worst a line is folded into another source's count.
+const gateSourceSlots = 4096
+
+// sourceLimiter lets one line per source through each gateSourceWindow
+// and counts the rest. Lock-free; counts may be off by a packet under
+// races, never the bound.
+type sourceLimiter struct {
+	seed  maphash.Seed
+	slots [gateSourceSlots]sourceSlot
+}
+
+type sourceSlot struct {
+	key    atomic.Uint64 // the source's hash; 0: free
+	until  atomic.Int64  // Unix nanoseconds until which its lines are folded
+	folded atomic.Uint64 // lines folded since its last line
+}
+
+// allow reports whether src may have a line at now and, if so, how many
+// of its lines were folded since its last one.
+func (s *sourceLimiter) allow(src netip.Addr, now time.Time) (ok bool, folded uint64) {
+	a := src.As16()
+	key := maphash.Bytes(s.seed, a[:]) | 1
+	slot := &s.slots[key%gateSourceSlots]
+	t := now.UnixNano()
+	if slot.key.Load() == key && t < slot.until.Load() {
+		slot.folded.Add(1)
+		return false, 0
+	}
+	if slot.key.Swap(key) == key {
+		folded = slot.folded.Swap(0)
+	} else {
+		slot.folded.Store(0)
+	}
+	slot.until.Store(t + int64(gateSourceWindow))
+	return true, folded
 }
