@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -110,7 +111,7 @@ func logTrust(log *zap.Logger, msg string, info TrustInfo, now time.Time) {
 		zap.Int("crl_revoked", info.Serials()),
 	}
 	for _, crl := range info.CRLs {
-		fields = append(fields, zap.Dict("crl_"+crl.Key, zap.String("file", crl.File), zap.String("issuer", crl.Issuer),
+		fields = append(fields, zap.Dict(strings.ReplaceAll(crl.Key, ".", "_"), zap.String("file", crl.File), zap.String("issuer", crl.Issuer),
 			zap.Int("revoked", crl.Serials), zap.Time("next_update", crl.NextUpdate)))
 	}
 	log.Info(msg, fields...)
