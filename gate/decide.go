@@ -133,10 +133,15 @@ func decide(in Input, trust *Trust, seen *ReplayCache, outcomes *outcomeCache, s
 		return deny(d, ReasonReplay, errReplay)
 	}
 
+	var fresh outcome // on the stack: Decide without a cache allocates nothing more
 	o := outcomes.get(d.ReplayKey, trust, src.Is6(), in.Now)
 	if o == nil {
-		o = computeOutcome(in.Datagram, trust, src.Is6(), certTime, in.Now, secrets)
-		outcomes.put(d.ReplayKey, o)
+		fresh = computeOutcome(in.Datagram, trust, src.Is6(), certTime, in.Now, secrets)
+		if outcomes != nil {
+			cached := fresh
+			outcomes.put(d.ReplayKey, &cached)
+		}
+		o = &fresh
 	}
 	k := o.knock
 	if k == nil {

@@ -125,8 +125,8 @@ func (c *outcomeCache) len() int {
 // computeOutcome runs the costly, source-independent checks on datagram
 // (whose envelope is known to be good) under trust, the certificate's at
 // certTime, the ECDH through secrets (nil: none remembered).
-func computeOutcome(datagram []byte, trust *Trust, ipv6 bool, certTime, now time.Time, secrets *sharedSecrets) *outcome {
-	o := &outcome{trust: trust, ipv6: ipv6, expires: now.Add(2*trust.Tolerance + outcomeSlack)}
+func computeOutcome(datagram []byte, trust *Trust, ipv6 bool, certTime, now time.Time, secrets *sharedSecrets) outcome {
+	o := outcome{trust: trust, ipv6: ipv6, expires: now.Add(2*trust.Tolerance + outcomeSlack)}
 	k, err := knock.OpenWith(datagram, secrets.opener(trust.ServerKey), ipv6)
 	if err != nil {
 		o.openReason, o.openErr = ReasonMalformed, err
