@@ -13,9 +13,11 @@ import (
 
 // DefaultOutcomeEntries bounds the outcome cache: at most this many
 // datagrams are remembered, the oldest forgotten first. An entry holds
-// the opened knock (its plaintext, under a kilobyte) or a reason, so the
-// cache stays under about 16 MiB whatever is sent to it.
-const DefaultOutcomeEntries = 1 << 14
+// the opened knock (its plaintext: a real knock's is under a kilobyte,
+// the knock reader copies at most 4 KiB) or a reason, so the cache stays
+// under about 20 MiB whatever is sent to it. Replayed floods repeat a
+// handful of datagrams; the bound only has to outlast their variety.
+const DefaultOutcomeEntries = 1 << 12
 
 // outcomeSlack is how much longer than the timestamp window an outcome is
 // kept: the window is two tolerances wide, and a copy arriving after it
