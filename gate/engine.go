@@ -177,6 +177,9 @@ func (e *Engine) OpenDuration() time.Duration { return e.settings.Load().openDur
 // returned, for the caller to log.
 func (e *Engine) SetTrust(t *Trust) []EndedGrant {
 	old := e.trust.Swap(t)
+	// Outcomes made under the old state never serve the new one; dropping
+	// them frees the old state.
+	e.outcomes.reset()
 	if old == nil || t != nil && t.Tolerance > old.Tolerance {
 		e.replayFloor.Store(e.clock().Unix())
 	}

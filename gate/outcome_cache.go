@@ -117,6 +117,16 @@ func (c *outcomeCache) put(key ReplayKey, o *outcome) {
 	c.entries[key] = o
 }
 
+// reset forgets every outcome (a new trust state makes them useless, and
+// they would keep the old one, its CRL included, in memory).
+func (c *outcomeCache) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	clear(c.entries)
+	c.ring = c.ring[:0]
+	c.next = 0
+}
+
 // len returns how many outcomes are cached, expired ones included.
 func (c *outcomeCache) len() int {
 	c.mu.Lock()

@@ -74,6 +74,9 @@ func TestEngineOutcomeNeverOutlivesTrust(t *testing.T) {
 	}
 	p.Revoke(t, "alice")
 	e.SetTrust(p.trust(t))
+	if n := e.outcomes.len(); n != 0 {
+		t.Errorf("%d outcomes kept across the reload, want 0 (they hold the old trust state)", n)
+	}
 	if d := e.Knock(netip.MustParseAddr("198.18.0.2"), data); d.Reason != ReasonRevoked {
 		t.Errorf("after the revoking reload: %v (%v), want revoked", d.Reason, d.Err)
 	}
