@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/sha256"
@@ -52,22 +53,46 @@ type Client struct {
 // optional CRL. It is immutable and safe for concurrent use; reloading trust
 // means building a new Verifier.
 type Verifier struct {
-	cas   []*x509.Certificate
-	roots *x509.CertPool
-	crl   *CRL
-	cache verifiedCache
+	cas           []*x509.Certificate
+	roots         *x509.CertPool
+	intermediates *x509.CertPool
+	crl           *CRL
+	cache         verifiedCache
 }
 
-// NewVerifier returns a Verifier trusting cas as roots and refusing the
-// certificates crl revokes. crl may be nil (nothing is revoked). The CRL is
-// applied to every certificate whatever its issuer, so with several CAs a
-// serial revoked by one is refused under all (fail closed).
+// NewVerifier returns a Verifier trusting cas and refusing the
+// certificates crl revokes. crl may be nil (nothing is revoked). Among
+// cas, a certificate signed by another of them is an intermediate CA: a
+// client certificate it issued chains through it to that CA, and a CRL
+// revoking the intermediate refuses it. Every other certificate of cas is
+// a trust anchor (a root, or an intermediate listed without its issuer).
+// The CRL is applied to every certificate of a chain but its anchor,
+// whatever its issuer, so with several CAs a serial revoked by one is
+// refused under all (fail closed).
 func NewVerifier(cas []*x509.Certificate, crl *CRL) *Verifier {
-	roots := x509.NewCertPool()
+	roots, intermediates := x509.NewCertPool(), x509.NewCertPool()
 	for _, ca := range cas {
-		roots.AddCert(ca)
+		if IsIntermediate(ca, cas) {
+			intermediates.AddCert(ca)
+		} else {
+			roots.AddCert(ca)
+		}
 	}
-	return &Verifier{cas: cas, roots: roots, crl: crl}
+	return &Verifier{cas: cas, roots: roots, intermediates: intermediates, crl: crl}
+}
+
+// IsIntermediate reports whether ca is an intermediate among cas: not
+// self-signed, and signed by another certificate of cas.
+func IsIntermediate(ca *x509.Certificate, cas []*x509.Certificate) bool {
+	if bytes.Equal(ca.RawIssuer, ca.RawSubject) && ca.CheckSignatureFrom(ca) == nil {
+		return false
+	}
+	for _, other := range cas {
+		if other != ca && !other.Equal(ca) && bytes.Equal(ca.RawIssuer, other.RawSubject) && ca.CheckSignatureFrom(other) == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // CRL returns the CRL the Verifier applies, or nil.
@@ -132,15 +157,19 @@ func (v *Verifier) verify(der []byte, now time.Time) (*Client, timeWindow, error
 		usage = x509.ExtKeyUsageClientAuth
 	}
 	chains, err := cert.Verify(x509.VerifyOptions{
-		Roots:       v.roots,
-		CurrentTime: now,
-		KeyUsages:   []x509.ExtKeyUsage{usage},
+		Roots:         v.roots,
+		Intermediates: v.intermediates,
+		CurrentTime:   now,
+		KeyUsages:     []x509.ExtKeyUsage{usage},
 	})
 	if err != nil {
 		return nil, window, v.chainError(cert, now, err)
 	}
 	if v.crl.Revoked(cert.SerialNumber) {
 		return nil, window, fmt.Errorf("%w: serial %s", ErrRevoked, cert.SerialNumber)
+	}
+	if chains, err = v.unrevokedChains(chains); err != nil {
+		return nil, window, err
 	}
 	authz, found, err := AuthorizationFromCertificate(cert)
 	if err != nil {
@@ -163,6 +192,29 @@ func (v *Verifier) verify(der []byte, now time.Time) (*Client, timeWindow, error
 		Authorization:    authz,
 		HasAuthorization: found,
 	}, window, nil
+}
+
+// unrevokedChains returns the chains none of whose intermediate CAs the
+// CRL revokes, or an ErrRevoked error naming one when there is none.
+func (v *Verifier) unrevokedChains(chains [][]*x509.Certificate) ([][]*x509.Certificate, error) {
+	var ok [][]*x509.Certificate
+	var revoked *x509.Certificate
+	for _, chain := range chains {
+		good := true
+		for _, ca := range chain[1 : len(chain)-1] { // neither the leaf (checked) nor the anchor
+			if v.crl.Revoked(ca.SerialNumber) {
+				good, revoked = false, ca
+				break
+			}
+		}
+		if good {
+			ok = append(ok, chain)
+		}
+	}
+	if len(ok) == 0 {
+		return nil, fmt.Errorf("%w: issuing CA %s (serial %s) is revoked", ErrRevoked, revoked.Subject, revoked.SerialNumber)
+	}
+	return ok, nil
 }
 
 // chainError maps an x509 chain-building error to a sentinel. The leaf's own
