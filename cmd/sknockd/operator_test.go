@@ -589,3 +589,53 @@ func TestWatchdogIdleAndWedged(t *testing.T) {
 	}
 	ws.wedged.Store(false)
 }
+
+// TestMetricsListenTakenFailsStart: a metrics.listen address that cannot
+// be bound stops the start, naming the key, before any rule is applied.
+func TestMetricsListenTakenFailsStart(t *testing.T) {
+	_, cfg := daemonPKI(t)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	cfg.MetricsListen = taken.Addr().String()
+	f := newFakeOS()
+	var stderr syncBuffer
+	if code := serveWith(context.Background(), &cfg, nil, &stderr, f.deps()); code != 1 {
+		t.Fatalf("exit %d, want 1", code)
+	}
+	if !strings.Contains(stderr.String(), "metrics.listen "+cfg.MetricsListen) {
+		t.Errorf("stderr %q does not name metrics.listen and the address", stderr.String())
+	}
+	if applied, _ := f.counts(); applied != 0 {
+		t.Errorf("rules applied %d times, want none", applied)
+	}
+}
+
+// TestListenControlReplacesOnlyStaleSockets: a socket file left by a
+// stopped sknockd is replaced, one that answers or a file that is not a
+// socket is refused.
+func TestListenControlReplacesOnlyStaleSockets(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "sub", "control.sock")
+	first, err := listenControl(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := listenControl(path); err == nil || !strings.Contains(err.Error(), "another sknockd answers there") {
+		t.Errorf("second listener on a live socket: %v, want refused", err)
+	}
+	first.SetUnlinkOnClose(false)
+	first.Close() // the file stays, as after a crash
+	again, err := listenControl(path)
+	if err != nil {
+		t.Fatalf("stale socket not replaced: %v", err)
+	}
+	again.Close()
+	plain := filepath.Join(dir, "plain")
+	os.WriteFile(plain, nil, 0o600)
+	if _, err := listenControl(plain); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Errorf("a plain file at control.socket: %v, want refused", err)
+	}
+}
