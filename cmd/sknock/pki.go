@@ -27,7 +27,7 @@ const passwordEnv = "SKNOCK_PASSWORD"
 const pkiUsage = `usage: sknock pki COMMAND [flags]
 
 A small file-based CA for sknock. Commands:
-  init     create the CA key and certificate in DIR
+  init     create the CA key and certificate in DIR (--parent: an intermediate CA)
   server   issue the gatekeeper's certificate and bundle
   client   issue a client certificate and bundle with its authorised ports
   renew    issue a new certificate and bundle for an existing name
@@ -143,22 +143,46 @@ func parseFlags(fs *commandFlags, args []string, dir *string) error {
 }
 
 func pkiInit(args []string, stdout io.Writer) error {
-	fs := newFlagSet("init", `usage: sknock pki init --dir DIR [--days N]
+	fs := newFlagSet("init", `usage: sknock pki init --dir DIR [--days N] [--parent PARENTDIR --name NAME]
 
 Create a CA: a P-256 key in DIR/ca.key (mode 0600) and a self-signed
 certificate in DIR/ca.pem. Refuses to overwrite an existing CA.
 
+With --parent, create an intermediate CA issued by the CA in PARENTDIR
+instead: DIR/ca.pem holds its certificate followed by the parent's (name
+that file in the gatekeeper's server.ca), and PARENTDIR's index records it
+as NAME, so 'sknock pki revoke --dir PARENTDIR --name NAME' and a new CRL
+of the parent revoke it and every certificate it issued.
+
 Example:
   sknock pki init --dir /etc/sknock/ca --days 3650
+  sknock pki init --dir /etc/sknock/ca-ops --parent /etc/sknock/ca --name ops
 
 `, stdout)
 	dir := fs.String("dir", "", "CA directory (created if missing)")
 	days := fs.Int("days", pki.DefaultCADays, "validity of the CA certificate in days (1 to 36500)")
+	parent := fs.String("parent", "", "make an intermediate CA issued by the CA in this directory")
+	name := fs.String("name", "", "the intermediate's name in the parent's index (with --parent)")
 	if err := parseFlags(fs, args, dir); err != nil {
 		return err
 	}
 	if err := checkDays(*days); err != nil {
 		return err
+	}
+	switch {
+	case *parent == "" && *name != "":
+		return usagef("--name is for an intermediate CA: give --parent too")
+	case *parent != "" && *name == "":
+		return usagef("--name is required with --parent (the intermediate's name in the parent's index)")
+	case *parent != "":
+		if err := pki.ValidateName(*name); err != nil {
+			return usageError{msg: err.Error()}
+		}
+		if err := pki.InitIntermediate(*dir, *parent, *name, *days); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "wrote %s/%s and %s/%s (intermediate CA %s under %s; its chain is %s/%s)\n", *dir, pki.CAKeyFile, *dir, pki.CACertFile, *name, *parent, *dir, pki.CACertFile)
+		return nil
 	}
 	if err := pki.InitCA(*dir, *days); err != nil {
 		return err

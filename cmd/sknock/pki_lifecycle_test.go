@@ -107,3 +107,31 @@ func TestPKILifecycle(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+func TestPKIInitIntermediate(t *testing.T) {
+	root, sub := filepath.Join(t.TempDir(), "ca"), filepath.Join(t.TempDir(), "ca-ops")
+	t.Setenv(passwordEnv, "pw")
+	for _, step := range []struct {
+		args     []string
+		wantCode int
+		want     string
+	}{
+		{[]string{"init", "--dir", root}, 0, "wrote"},
+		{[]string{"init", "--dir", sub, "--parent", root}, 2, "--name is required with --parent"},
+		{[]string{"init", "--dir", sub, "--name", "ops"}, 2, "give --parent too"},
+		{[]string{"init", "--dir", sub, "--parent", root, "--name", "ops"}, 0, "intermediate CA ops under"},
+		{[]string{"client", "--dir", sub, "--name", "dave", "--allow", "tcp/2000"}, 0, "wrote"},
+		{[]string{"list", "--dir", root}, 0, "ops"},
+	} {
+		got := runPKIForTest(step.args...)
+		if got.code != step.wantCode || !strings.Contains(got.stdout+got.stderr, step.want) {
+			t.Errorf("%v: exit %d, %q %q; want %d and %q", step.args, got.code, got.stdout, got.stderr, step.wantCode, step.want)
+		}
+	}
+	if openssl, err := exec.LookPath("openssl"); err == nil {
+		out, err := exec.Command(openssl, "verify", "-CAfile", filepath.Join(sub, "ca.pem"), filepath.Join(sub, "dave.pem")).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), ": OK") {
+			t.Errorf("openssl verify dave: %v %s", err, out)
+		}
+	}
+}
