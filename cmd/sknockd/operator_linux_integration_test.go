@@ -169,6 +169,28 @@ func TestIntegrationOperator(t *testing.T) {
 	if _, errOut, code := sknockCLI(t, nobody, "grants", "revoke", "--all", "--socket", socket); code != 1 || !strings.Contains(errOut, "permission denied") {
 		t.Errorf("sknock grants revoke as uid 65534: exit %d, %q; want refused (permission denied)", code, errOut)
 	}
+	// With the file modes opened up, the kernel's word on the caller
+	// (SO_PEERCRED) still refuses it.
+	opened := []string{socket}
+	for dir := filepath.Dir(socket); dir != os.TempDir() && dir != "/"; dir = filepath.Dir(dir) {
+		opened = append(opened, dir)
+	}
+	modes := map[string]os.FileMode{}
+	for _, p := range opened {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		modes[p] = fi.Mode().Perm()
+		os.Chmod(p, 0o777)
+	}
+	_, errOut, code = sknockCLI(t, nobody, "grants", "list", "--socket", socket)
+	for p, m := range modes {
+		os.Chmod(p, m)
+	}
+	if code != 1 || !strings.Contains(errOut, "only root may use the control socket") {
+		t.Errorf("sknock grants list as uid 65534 through an open socket: exit %d, %q; want refused by sknockd", code, errOut)
+	}
 	select {
 	case at := <-stopped:
 		t.Fatalf("carol's connection ended before the revoke, at %v", at)
