@@ -45,7 +45,8 @@ inspection never hides the real reason.
   --min-length N  as sknockd's knock.min_length (default 300)
   --source IP     a raw payload's source address (default: the address
                   embedded in the knock, so the source check passes)
-  --ca, --crl     CA certificates (PEM/DER) and CRL (DER/PEM); default CA:
+  --ca, --crl     CA certificates (PEM/DER; roots and intermediates) and
+                  CRL (DER/PEM; repeat --crl for one per CA); default CA:
                   the one inside the server bundle. The CRL is the one
                   given, whatever the capture's time.
   --tolerance D   the timestamp tolerance (default 7s, as sknockd's)
@@ -100,12 +101,13 @@ type inspectResult struct {
 
 // inspectFlags are the command line of `sknock inspect`.
 type inspectFlags struct {
-	bundle, passwordFile, ca, crl, source string
-	at                                    *time.Time
-	tolerance                             time.Duration
-	firstPort, lastPort                   uint16
-	minLength, frame                      int
-	file                                  string
+	bundle, passwordFile, ca, source string
+	crls                             []string
+	at                               *time.Time
+	tolerance                        time.Duration
+	firstPort, lastPort              uint16
+	minLength, frame                 int
+	file                             string
 }
 
 // errFlagPrinted is a bad flag that package flag has reported already.
@@ -130,7 +132,10 @@ func parseInspectFlags(args []string, stdout, stderr io.Writer) (*inspectFlags, 
 	fs.StringVar(&f.bundle, "pkcs12", "", "the gatekeeper's PKCS#12 bundle")
 	fs.StringVar(&f.passwordFile, "password-file", "", "file whose first line is the bundle password")
 	fs.StringVar(&f.ca, "ca", "", "CA certificates (default: the CA in the bundle)")
-	fs.StringVar(&f.crl, "crl", "", "the CA's CRL")
+	fs.Func("crl", "a CA's CRL; repeat it for the CRLs of several CAs (as sknockd's crl.file and crl.extra)", func(s string) error {
+		f.crls = append(f.crls, s)
+		return nil
+	})
 	fs.StringVar(&f.source, "source", "", "a raw payload's source address")
 	at := fs.String("at", "", "judge the timestamps as of this time, Unix seconds")
 	fs.DurationVar(&f.tolerance, "tolerance", 7*time.Second, "how far the timestamp may be from the judging time (sknockd's knock.timestamp_tolerance)")
@@ -210,7 +215,15 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail("%v", err)
 	}
-	trust, _, err := certs.Trust(f.crl, f.tolerance)
+	var crls []*pki.CRL
+	for _, path := range f.crls {
+		crl, err := pki.LoadCRL(path, certs.CAs)
+		if err != nil {
+			return fail("%v", err)
+		}
+		crls = append(crls, crl)
+	}
+	trust, err := certs.TrustCRL(pki.Combine(crls...), f.tolerance)
 	if err != nil {
 		return fail("%v", err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"sknock/internal/testpki"
 	"sknock/packet"
+	"sknock/pki"
 )
 
 // capturedUDP is one frame of a test capture.
@@ -160,5 +161,52 @@ func TestInspectRawJudgedAtItsTimestamp(t *testing.T) {
 		if got["reason"] != tt.wantReason || got["time_from"] != tt.wantFrom {
 			t.Errorf("%v: reason %v from %v, want %s from %s", tt.extra, got["reason"], got["time_from"], tt.wantReason, tt.wantFrom)
 		}
+	}
+}
+
+// TestInspectIntermediateTwoCRLs: --ca with an intermediate's chain and
+// one --crl per CA judge as sknockd does: dave, issued by the
+// intermediate, is granted until the root's CRL revokes the intermediate.
+func TestInspectIntermediateTwoCRLs(t *testing.T) {
+	p := testpki.New(t, nil)
+	p.WriteCRL(t)
+	sub := filepath.Join(t.TempDir(), "ca-ops")
+	if err := pki.InitIntermediate(sub, p.Dir, "ops", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.IssueClient(sub, "dave", pki.Authorization{{Proto: packet.TCP, Port: 2000}}, p.Password, pki.IssueOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.WriteCRL(sub, 0); err != nil {
+		t.Fatal(err)
+	}
+	b, err := pki.LoadBundle(filepath.Join(sub, "dave.pfx"), p.Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dave := &testpki.Client{Key: b.Key, Cert: b.Cert}
+	path := filepath.Join(t.TempDir(), "knock.bin")
+	if err := os.WriteFile(path, dave.Seal(t, p.ServerKey, packet.TCP, 2000, netip.MustParseAddr("198.18.0.2"), time.Now()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	inspect := func() map[string]any {
+		var out, errOut strings.Builder
+		run([]string{"inspect", "--pkcs12", p.ServerPKCS12, "--password-file", p.PasswordFile, "--ca", filepath.Join(sub, "ca.pem"),
+			"--crl", p.CRLFile(), "--crl", filepath.Join(sub, "ca.crl"), path}, nil, &out, &errOut)
+		var got map[string]any
+		if err := json.Unmarshal([]byte(out.String()), &got); err != nil {
+			t.Fatalf("inspect: %q %q: %v", out.String(), errOut.String(), err)
+		}
+		return got
+	}
+	if got := inspect(); got["verdict"] != "grant" {
+		t.Fatalf("dave before the revocation: %v", got)
+	}
+	if err := pki.Revoke(p.Dir, "ops"); err != nil {
+		t.Fatal(err)
+	}
+	p.WriteCRL(t)
+	if got := inspect(); got["reason"] != "revoked" || !strings.Contains(got["detail"].(string), "issuing CA CN=sknock CA ops") {
+		t.Errorf("dave after the root revoked ops: %v", got)
 	}
 }
