@@ -491,3 +491,22 @@ func TestParseConfigCRLKeys(t *testing.T) {
 		})
 	}
 }
+
+// TestReloadAddsCRLURL: a reload that adds crl.url with a crl.file that
+// does not exist yet fetches it then, instead of refusing the reload.
+func TestReloadAddsCRLURL(t *testing.T) {
+	dir, cfg := daemonPKI(t)
+	origin := newCRLOrigin(t, dir)
+	f := newFakeOS()
+	f.edit = func(deps *osDeps) { deps.fetch = crlfetch.New(nil).Fetch }
+	d := runDaemon(t, &cfg, f)
+	fetched := filepath.Join(t.TempDir(), "ca.crl")
+	rewriteCRL(t, cfg, fmt.Sprintf("crl:\n  file: %s\n  url: %s\n", fetched, origin.url))
+	d.hup <- os.Interrupt
+	if err := d.reloads.next(t, "reload"); err != nil {
+		t.Fatalf("reload adding crl.url: %v", err)
+	}
+	if _, err := os.Stat(fetched); err != nil {
+		t.Errorf("crl.file after the reload: %v", err)
+	}
+}

@@ -108,8 +108,13 @@ func (d *daemon) reload(ctx context.Context) (refreshChanged bool, err error) {
 	if len(needRestart) > 0 {
 		return false, fmt.Errorf("%s: %s changed; that takes a restart (which keeps the protected ports closed)", fresh.Path, strings.Join(needRestart, ", "))
 	}
-	// The files only: the fetch follows, off the loop (startCRLRefresh).
-	trust, certs, info, _, err := loadTrust(ctx, &fresh, trustLoad{which: fetchNone})
+	// The files only, but for a CRL whose file does not exist yet (a
+	// crl.url just added): the other fetches follow, off the loop
+	// (startCRLRefresh).
+	trust, certs, info, warnings, err := loadTrust(ctx, &fresh, trustLoad{which: fetchMissing, fetch: d.fetch, validators: &d.crl.validators})
+	for _, w := range warnings {
+		d.log.Warn("crl fetch failed", zap.Error(w))
+	}
 	if err != nil {
 		return false, fmt.Errorf("%s: %w", fresh.Path, err)
 	}
