@@ -51,6 +51,7 @@ CLI="sknock-demo-cli-$$"
 
 # State the cleanup looks at; empty until made.
 WORK=""
+CTL=""
 DAEMON_PID=""
 SERVICE_PID=""
 MADE_NS=()
@@ -171,6 +172,9 @@ cleanup() {
 		rm -rf -- "$WORK"
 		echo " *  removed $WORK"
 	fi
+	if [ -n "$CTL" ] && [ -d "$CTL" ]; then
+		rm -rf -- "$CTL"
+	fi
 	if [ "$rc" = 0 ]; then
 		printf '%sdemo finished in %d s; nothing left behind%s\n' "$B$GRN" "$((SECONDS - START))" "$RST"
 	fi
@@ -204,6 +208,9 @@ done
 printf '%ssknock demo%s  (namespaces %s and %s; host network untouched)\n' "$B" "$RST" "$SRV" "$CLI"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/sknock-demo.XXXXXX")
 chmod 0700 "$WORK"
+# The control socket's path must fit a unix socket address (108 bytes),
+# which $WORK under a long TMPDIR may not.
+CTL=$(mktemp -d /tmp/skd.XXXXXX)
 mkdir "$WORK/gotmp"
 export GOTMPDIR="$WORK/gotmp" # go build's scratch files go with the sandbox, also when interrupted
 cd "$WORK"
@@ -300,7 +307,7 @@ info "service on $SERVER_IP:$PORT answers the client while unguarded: \"$reply\"
 # ---------------------------------------------------------------- sknockd
 # The shipped config.yaml with only what the demo needs changed.
 awk -v pkcs12="$WORK/pki/gatekeeper.pfx" -v pass="$WORK/pki/password" \
-	-v crl="$WORK/pki/ca.crl" -v port="$PORT" -v open="$OPEN_FOR" '
+	-v crl="$WORK/pki/ca.crl" -v port="$PORT" -v open="$OPEN_FOR" -v work="$WORK" -v ctl="$CTL" '
 	function set(v) {
 		$0 = substr($0, 1, index($0, ":")) " " v
 		done[k]++
@@ -314,17 +321,20 @@ awk -v pkcs12="$WORK/pki/gatekeeper.pfx" -v pass="$WORK/pki/password" \
 		else if (k == "gate.protect") set("[tcp/" port "]")
 		else if (k == "gate.policy") set("reject")
 		else if (k == "gate.open_duration") set(open)
+		else if (k == "knock.replay_file") set("\"" work "/replay\"")
+		else if (k == "control.socket") set("\"" ctl "/control.sock\"")
 	}
 	{ print }
 	END {
-		n = split("server.pkcs12 server.password_file crl.file gate.protect gate.policy gate.open_duration", want, " ")
+		n = split("server.pkcs12 server.password_file crl.file gate.protect gate.policy gate.open_duration knock.replay_file control.socket", want, " ")
 		for (i = 1; i <= n; i++) if (done[want[i]] != 1) {
 			print "config.yaml: key " want[i] " not found exactly once" > "/dev/stderr"
 			exit 1
 		}
 	}' "$ROOT/config.yaml" >config.yaml || die "could not derive the demo config from $ROOT/config.yaml"
 info "config.yaml: the shipped one with server.pkcs12, server.password_file and crl.file in the"
-info "  sandbox, gate.protect [tcp/$PORT], gate.policy reject, gate.open_duration $OPEN_FOR"
+info "  sandbox, gate.protect [tcp/$PORT], gate.policy reject, gate.open_duration $OPEN_FOR,"
+info "  knock.replay_file and control.socket in the sandbox too"
 check=$(sknockd --config config.yaml --check 2>&1) || { echo "$check" | indent >&2; die "sknockd --check refused the demo config"; }
 shown "sknockd --config config.yaml --check"
 echo "$check" | indent
