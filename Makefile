@@ -8,6 +8,8 @@
 #                             the protected ports become reachable) and what
 #                             install put there (not /etc/sknock)
 #   make deb                  dist/sknock_VERSION_ARCH.deb (nfpm; see packaging/)
+#   make dist                 dist/: static sknock for linux, darwin and windows
+#                             (amd64, arm64), sknockd for linux, and SHA256SUMS
 #   make clean
 #
 # The module path is `sknock`, not a URL, so `go install ...@latest` cannot
@@ -31,7 +33,7 @@ export PATH := $(PATH):/usr/local/go/bin
 
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build test demo install uninstall deb clean
+.PHONY: all build test demo install uninstall deb dist clean
 
 all: build
 
@@ -42,6 +44,26 @@ build:
 
 test:
 	bash scripts/test.sh
+
+# Release binaries: the client for every laptop, the daemon for Linux
+# servers; static (no cgo), named NAME-GOOS-GOARCH[.exe], with SHA256SUMS
+# (check: sha256sum -c SHA256SUMS; on macOS shasum -a 256 -c SHA256SUMS).
+DISTDIR     ?= dist
+DIST_OSES   := linux darwin windows
+DIST_ARCHES := amd64 arm64
+
+dist:
+	mkdir -p $(DISTDIR) && rm -f $(DISTDIR)/sknock-* $(DISTDIR)/sknockd-* $(DISTDIR)/SHA256SUMS
+	@set -e; for os in $(DIST_OSES); do for arch in $(DIST_ARCHES); do \
+		ext=; if [ $$os = windows ]; then ext=.exe; fi; \
+		echo "sknock  $$os/$$arch"; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(DISTDIR)/sknock-$$os-$$arch$$ext ./cmd/sknock; \
+	done; done
+	@set -e; for arch in $(DIST_ARCHES); do \
+		echo "sknockd linux/$$arch"; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(DISTDIR)/sknockd-linux-$$arch ./cmd/sknockd; \
+	done
+	cd $(DISTDIR) && sha256sum sknock-* sknockd-* >SHA256SUMS
 
 demo:
 	bash scripts/demo.sh

@@ -45,6 +45,15 @@ fi
 echo "==> go vet ./..."
 go vet ./...
 
+echo "==> make dist: sknock for linux, darwin, windows (amd64, arm64), sknockd for linux"
+distdir=$(mktemp -d)
+make -s dist DISTDIR="$distdir" >/dev/null
+for f in sknock-{linux,darwin}-{amd64,arm64} sknock-windows-{amd64,arm64}.exe sknockd-linux-{amd64,arm64}; do
+  [ -s "$distdir/$f" ] || { echo "make dist did not build $f"; exit 1; }
+done
+(cd "$distdir" && sha256sum --quiet -c SHA256SUMS)
+rm -rf "$distdir"
+
 echo "==> go test ./... (SKNOCK_E2E=${SKNOCK_E2E:-0})"
 go test -count=1 -timeout 15m ./...
 
