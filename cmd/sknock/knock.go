@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"time"
 
@@ -297,6 +298,9 @@ func runKnock(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		var stop context.CancelFunc
 		ctx, stop = signal.NotifyContext(ctx, os.Interrupt)
 		defer stop()
+	}
+	if f.keyCache > 0 && !client.KeyCacheSupported {
+		fmt.Fprintf(stderr, "sknock knock: --key-cache: no kernel keyring on %s; the bundle is unlocked on every knock\n", runtime.GOOS)
 	}
 	c, err := loadKnockClient(f)
 	if err != nil {

@@ -68,3 +68,8 @@ func (kernelKeyring) put(desc string, payload []byte, ttl time.Duration) error {
 	unix.KeyctlInt(unix.KEYCTL_UNLINK, id, unix.KEY_SPEC_PROCESS_KEYRING, 0, 0)
 	return nil
 }
+
+// KeyCacheSupported reports whether Config.KeyCache can keep a key here:
+// only Linux has the kernel keyring it uses; elsewhere every Load unlocks
+// the bundle.
+const KeyCacheSupported = true
