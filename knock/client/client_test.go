@@ -185,6 +185,35 @@ func TestKnockUnauthorisedSendsNothing(t *testing.T) {
 	}
 }
 
+// TestKnockGivesUpAfterRetries: a port that never opens fails after
+// Retries+1 knocks of Timeout each, says where to look, and leaves no
+// goroutine of the client behind.
+func TestKnockGivesUpAfterRetries(t *testing.T) {
+	p := newTestPKI(t)
+	g := newFakeGate(t, p.trust, time.Now, 1000) // grants, but never opens
+	const retries, timeout = 2, 100 * time.Millisecond
+	c, err := client.Load(p.clientPFX, testPassword, p.serverCert, &client.Config{
+		KnockPort: g.port(), Dial: g.Dial, Timeout: timeout, Retries: retries,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	results, err := c.Knock(context.Background(), "127.0.0.1", mustRequests(t, "tcp/2000")...)
+	if stacks := clientGoroutines(); len(stacks) > 0 {
+		t.Errorf("%d of the client's goroutines outlived Knock:\n%s", len(stacks), strings.Join(stacks, "\n\n"))
+	}
+	if !errors.Is(err, client.ErrNotOpen) {
+		t.Fatalf("Knock error = %v, want ErrNotOpen", err)
+	}
+	r := results[0]
+	if r.Status != client.StatusFailed || r.Knocks != retries+1 {
+		t.Errorf("%v after %d knocks, want failed after %d", r.Status, r.Knocks, retries+1)
+	}
+	if !strings.Contains(r.Err.Error(), "knock log line") {
+		t.Errorf("error %q does not say where the reason is logged", r.Err)
+	}
+}
+
 // TestVerifyDelayedListener checks verification against a real loopback
 // port that only starts listening after the knock: the first probes are
 // refused and a later one connects, without another knock.
