@@ -95,7 +95,7 @@ type Stats struct {
 
 // Snapshot is a copy of the engine's counters at one moment.
 type Snapshot struct {
-	// Knocks counts knock decisions by reason name ("none" = granted).
+	// Knocks counts knock decisions by reason name ("granted" for grants).
 	Knocks map[string]uint64
 	// Gate counts the gate's final verdicts by name (a deferred packet
 	// counts once its Holder settles it).

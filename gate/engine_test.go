@@ -132,7 +132,7 @@ func TestEngineReplayOfGrantedDatagram(t *testing.T) {
 		t.Errorf("%d of 8 concurrent copies granted, want 1", granted)
 	}
 	s := e.Snapshot()
-	if s.Knocks["replay"] != 8 || s.Knocks["none"] != 2 {
+	if s.Knocks["replay"] != 8 || s.Knocks["granted"] != 2 {
 		t.Errorf("counters = %v, want 8 replays, 2 grants", s.Knocks)
 	}
 }

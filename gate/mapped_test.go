@@ -27,9 +27,9 @@ func TestDecideIPv4InIPv6Source(t *testing.T) {
 		{name: "v4-mapped source, itself embedded", give: "::ffff:198.18.0.2", embed: "::ffff:198.18.0.2", want: "mapped_source"},
 		{name: "v4-compatible source", give: "::198.18.0.2", embed: "::198.18.0.2", want: "mapped_source"},
 		{name: "unspecified source", give: "::", embed: "::", want: "mapped_source"},
-		{name: "loopback source", give: "::1", embed: "::1", want: "none"},
-		{name: "IPv4 source", give: "198.18.0.2", embed: "198.18.0.2", want: "none"},
-		{name: "IPv6 source", give: "fd00:5e::2", embed: "fd00:5e::2", want: "none"},
+		{name: "loopback source", give: "::1", embed: "::1", want: "granted"},
+		{name: "IPv4 source", give: "198.18.0.2", embed: "198.18.0.2", want: "granted"},
+		{name: "IPv6 source", give: "fd00:5e::2", embed: "fd00:5e::2", want: "granted"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -62,7 +62,7 @@ func TestDecideCrossFamilyClientAddress(t *testing.T) {
 		{name: "v4-mapped embedded over IPv6", give: "c612:2::", embed: "::ffff:198.18.0.2", want: "source_mismatch", wantDetail: "IPv4 address 198.18.0.2"},
 		{name: "IPv4 embedded, other IPv6 source", give: "fd00:5e::2", embed: "198.18.0.2", want: "source_mismatch", wantDetail: "IPv4 address 198.18.0.2"},
 		{name: "IPv6 embedded over IPv4", give: "198.18.0.2", embed: "fd00:5e::2", want: "malformed"},
-		{name: "IPv6 embedded over IPv6", give: "fd00:5e::2", embed: "fd00:5e::2", want: "none"},
+		{name: "IPv6 embedded over IPv6", give: "fd00:5e::2", embed: "fd00:5e::2", want: "granted"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

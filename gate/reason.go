@@ -27,7 +27,7 @@ const (
 )
 
 var reasonNames = [numReasons]string{
-	ReasonNone:            "none",
+	ReasonNone:            "granted",
 	ReasonMappedSource:    "mapped_source",
 	ReasonMalformed:       "malformed",
 	ReasonUndecryptable:   "undecryptable",

@@ -119,13 +119,13 @@ func TestGrantsUnreachable(t *testing.T) {
 
 func TestStatusCommand(t *testing.T) {
 	st := &control.Status{Version: "1.2.3", Config: "/etc/sknock/config.yaml", RulesHealthy: false, Policy: "drop", Protect: "tcp/2000",
-		Trust: control.Trust{CRL: true, CRLRevoked: 2, CRLStale: true, Warnings: []control.Warning{{Check: "crl_stale", Text: "publish a fresh CRL"}}}, Counters: map[string]uint64{"knocks_none": 5}}
+		Trust: control.Trust{CRL: true, CRLRevoked: 2, CRLStale: true, Warnings: []control.Warning{{Check: "crl_stale", Text: "publish a fresh CRL"}}}, Counters: map[string]uint64{"knocks_granted": 5}}
 	path, _ := fakeControl(t, func(control.Request) control.Response { return control.Response{Status: st} })
 	var out, errOut bytes.Buffer
 	if code := run([]string{"status", "--socket", path}, nil, &out, &errOut); code != 3 {
 		t.Fatalf("exit %d, want 3 (rules damaged, CRL stale); stderr %s", code, errOut.String())
 	}
-	for _, w := range []string{"sknockd 1.2.3", "/etc/sknock/config.yaml", "DAMAGED", "STALE", "knocks_none", "5", "WARNING:  crl_stale: publish a fresh CRL"} {
+	for _, w := range []string{"sknockd 1.2.3", "/etc/sknock/config.yaml", "DAMAGED", "STALE", "knocks_granted", "5", "WARNING:  crl_stale: publish a fresh CRL"} {
 		if !strings.Contains(out.String(), w) {
 			t.Errorf("status output lacks %q:\n%s", w, out.String())
 		}

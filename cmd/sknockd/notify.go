@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"sknock/gate"
 	"sknock/queue"
 )
 
@@ -151,7 +152,7 @@ func (d *daemon) watchdog(ctx context.Context, interval time.Duration, probes []
 		}
 		failing = false
 		s := d.engine.Snapshot()
-		d.notify(fmt.Sprintf("WATCHDOG=1\nSTATUS=serving: %d grants, %d knocks granted", s.Grants, s.Knocks["none"]))
+		d.notify(fmt.Sprintf("WATCHDOG=1\nSTATUS=serving: %d grants, %d knocks granted", s.Grants, s.Knocks[gate.ReasonNone.String()]))
 		if d.hooks.watchdog != nil {
 			d.hooks.watchdog(nil)
 		}

@@ -283,7 +283,7 @@ func TestIntegrationOperator(t *testing.T) {
 		}
 	}
 	for series, want := range map[string]float64{
-		`sknock_knocks_total{reason="none",verdict="grant"}`: 2,
+		`sknock_knocks_total{reason="granted",verdict="grant"}`: 2,
 		`sknock_knock_decision_seconds_count`:                2 + flood,
 		`sknock_knock_packets_total`:                         2 + flood,
 		`sknock_knock_shed_total`:                            0,

@@ -148,7 +148,7 @@ func TestMetricsScrapeDuringKnockFlood(t *testing.T) {
 
 	body := scrape(t, addr)
 	for series, want := range map[string]float64{
-		`sknock_knocks_total{reason="none",verdict="grant"}`:     1,
+		`sknock_knocks_total{reason="granted",verdict="grant"}`:     1,
 		`sknock_knocks_total{reason="replay",verdict="deny"}`:    1,
 		`sknock_knocks_total{reason="malformed",verdict="deny"}`: flood,
 		`sknock_knocks_total{reason="revoked",verdict="deny"}`:   0,
@@ -349,7 +349,7 @@ func TestControlSocket(t *testing.T) {
 	}
 
 	st := call(control.Request{Command: control.CommandStatus}).Status
-	if st == nil || st.Config != cfg.Path || !st.RulesHealthy || !st.Trust.CRL || st.Counters["knocks_none"] != 3 || st.Version != version {
+	if st == nil || st.Config != cfg.Path || !st.RulesHealthy || !st.Trust.CRL || st.Counters["knocks_granted"] != 3 || st.Version != version {
 		t.Errorf("status: %+v, want config %s, rules whole, a CRL and 3 granted knocks", st, cfg.Path)
 	}
 	if st != nil && (!strings.Contains(st.Trust.Server, "server") || len(st.Trust.CAs) != 1 || len(st.Trust.CRLs) != 1 || st.Trust.CRLs[0].File != cfg.CRLFile) {

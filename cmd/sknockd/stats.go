@@ -2,8 +2,6 @@ package main
 
 import (
 	"go.uber.org/zap"
-
-	"sknock/gate"
 )
 
 // logStats writes the "counters" line: the engine's and every reader's.
@@ -11,7 +9,7 @@ func (d *daemon) logStats() {
 	s := d.engine.Snapshot()
 	g, k := d.gateTotals(), d.knockQ.Stats()
 	d.log.Info("counters",
-		zap.Any("knocks", grantedNamed(s.Knocks)),
+		zap.Any("knocks", s.Knocks),
 		zap.Any("gate", s.Gate),
 		zap.Uint64("would_deny", s.WouldDeny),
 		zap.Int("grants", s.Grants),
@@ -56,19 +54,4 @@ func (d *daemon) gateTotals() gateTotals {
 		t.VerdictErrors += s.VerdictErrors.Load()
 	}
 	return t
-}
-
-// grantedNamed returns knock counts by reason with the grants under
-// "granted" (the engine counts them under its reason name "none").
-func grantedNamed(knocks map[string]uint64) map[string]uint64 {
-	if n, ok := knocks[gate.ReasonNone.String()]; ok {
-		out := make(map[string]uint64, len(knocks))
-		for k, v := range knocks {
-			out[k] = v
-		}
-		delete(out, gate.ReasonNone.String())
-		out["granted"] = n
-		return out
-	}
-	return knocks
 }
