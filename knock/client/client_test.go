@@ -371,3 +371,36 @@ func clientGoroutines() []string {
 	}
 	return found
 }
+
+// TestKnockRediscoversAfterAStaleAddress: a knock that embedded a
+// STUN-learnt address (say, a cached answer from another network) and did
+// not open asks STUN again, past the cache, and the next knock embeds the
+// new answer.
+func TestKnockRediscoversAfterAStaleAddress(t *testing.T) {
+	p := newTestPKI(t)
+	g := newFakeGate(t, p.trust, time.Now, 1)
+	answers := []netip.Addr{netip.MustParseAddr("198.18.9.9"), netip.MustParseAddr("127.0.0.1")}
+	var asked int
+	c, err := client.Load(p.clientPFX, testPassword, p.serverCert, &client.Config{
+		KnockPort: g.port(), Dial: g.Dial, Timeout: 100 * time.Millisecond, Retries: 2, Source: client.SourceAuto,
+		Discover: func(context.Context, string, netip.Addr) (netip.Addr, error) {
+			a := answers[min(asked, len(answers)-1)]
+			asked++
+			return a, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	results, err := c.Knock(context.Background(), "127.0.0.1", mustRequests(t, "tcp/2000")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := results[0]; r.Status != client.StatusOpen || r.Knocks != 2 || asked != 2 {
+		t.Errorf("%v after %d knocks, STUN asked %d times; want open after 2 knocks and 2 questions", r.Status, r.Knocks, asked)
+	}
+	d := g.waitDecisions(2)
+	if d[0].Granted() || d[0].Knock.ClientIP != answers[0] || !d[1].Granted() {
+		t.Errorf("decisions %v, %v; want the stale address refused, then a grant", d[0].Verdict(), d[1].Verdict())
+	}
+}

@@ -25,6 +25,8 @@ type target struct {
 	how      string     // how the embedded address was chosen, for messages
 	stunAddr netip.Addr // what STUN reported, when it was asked
 	stunErr  error      // why STUN did not answer, when it was asked
+	// refreshed: STUN was asked again, past the cache, after a failure.
+	refreshed bool
 }
 
 // targets is a resolved host: its addresses in the order they are tried.
@@ -36,7 +38,8 @@ type targets struct {
 	done []bool // list[i]'s source was chosen
 }
 
-// at returns the i-th address to try (cycling), with its source chosen.
+// at returns a copy of the i-th address to try (cycling), with its
+// source chosen. Concurrent verifications share ts; each works on copies.
 func (c *Client) at(ctx context.Context, ts *targets, i int) (*target, error) {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
@@ -44,11 +47,12 @@ func (c *Client) at(ctx context.Context, ts *targets, i int) (*target, error) {
 	t := &ts.list[i]
 	if !ts.done[i] {
 		if err := c.chooseSource(ctx, t); err != nil {
-			return t, fmt.Errorf("knock %s: %w", t.host, err)
+			return nil, fmt.Errorf("knock %s: %w", t.host, err)
 		}
 		ts.done[i] = true
 	}
-	return t, nil
+	cp := *t
+	return &cp, nil
 }
 
 // Knock sends one knock per request to host (a name or an address), then

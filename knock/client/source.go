@@ -163,7 +163,7 @@ func (c *Client) discoverSTUN(ctx context.Context, network string, local netip.A
 	}
 	key := cacheKey(local, servers)
 	now := time.Now()
-	if !c.cfg.NoSTUNCache {
+	if !c.cfg.NoSTUNCache && ctx.Value(freshKey{}) == nil {
 		if a, ok := readSTUNCache(key, now); ok {
 			return a, nil
 		}
@@ -178,4 +178,31 @@ func (c *Client) discoverSTUN(ctx context.Context, network string, local netip.A
 		writeSTUNCache(key, ans.Addr, now)
 	}
 	return ans.Addr, nil
+}
+
+// freshKey in a context asks discoverSTUN to skip the cache.
+type freshKey struct{}
+
+// rediscover asks STUN again, past the cache, after a knock to the i-th
+// address that embedded a STUN-learnt address did not open the port: the cached answer may be
+// another network's (a laptop that moved between two routers handing out
+// the same private address). It reports whether the address changed.
+func (c *Client) rediscover(ctx context.Context, ts *targets, i int) bool {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	t := &ts.list[i%len(ts.list)]
+	if t.how != "STUN" || t.refreshed {
+		return false
+	}
+	t.refreshed = true
+	network := "udp4"
+	if t.host.Is6() {
+		network = "udp6"
+	}
+	public, err := c.cfg.Discover(context.WithValue(ctx, freshKey{}, true), network, t.local)
+	if err != nil || public == t.source {
+		return false
+	}
+	t.source, t.stunAddr = public, public
+	return true
 }

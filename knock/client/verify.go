@@ -40,8 +40,7 @@ func (c *Client) verify(ctx context.Context, ts *targets, res *Result, start tim
 	attempts := max(c.cfg.Retries+1, len(ts.list))
 	var t *target
 	for attempt := 0; attempt < attempts; attempt++ {
-		var err error
-		t, err = c.at(ctx, ts, attempt)
+		next, err := c.at(ctx, ts, attempt)
 		if err != nil {
 			lastErr = err
 			if attempt+1 < attempts {
@@ -49,6 +48,7 @@ func (c *Client) verify(ctx context.Context, ts *targets, res *Result, start tim
 			}
 			break
 		}
+		t = next
 		if attempt == 0 && res.firstErr != nil {
 			// The first knock could not be sent: on to the next address.
 			lastErr, res.firstErr = res.firstErr, nil
@@ -75,6 +75,7 @@ func (c *Client) verify(ctx context.Context, ts *targets, res *Result, start tim
 		if ctx.Err() != nil {
 			break
 		}
+		c.rediscover(ctx, ts, attempt)
 	}
 	res.Status, res.Elapsed = StatusFailed, time.Since(start)
 	where := ts.name
