@@ -100,6 +100,9 @@ type Client struct {
 	// allow is what the client's certificate authorises, when allowKnown.
 	allow      pki.Authorization
 	allowKnown bool
+	// serverNames are the DNS names and addresses the server certificate
+	// names, if any (certificates of sknock pki name none).
+	serverNames []string
 }
 
 // New returns a Client that signs with bundle's key and certificate and
@@ -242,5 +245,9 @@ func Load(pkcs12Path, password, serverCertPath string, cfg *Config) (*Client, er
 		return nil, err
 	}
 	c.readAuthorization(own)
+	c.serverNames = serverCert.DNSNames
+	for _, ip := range serverCert.IPAddresses {
+		c.serverNames = append(c.serverNames, ip.String())
+	}
 	return c, nil
 }

@@ -118,3 +118,19 @@ func (c *Client) authorised(req Request) error {
 	}
 	return fmt.Errorf("%w: your certificate allows %s, not %s (nothing sent)", ErrNotAuthorised, strings.Join(allowed, ", "), req)
 }
+
+// foreignServerCert returns a hint when the server certificate names
+// hosts (DNS names or addresses) and neither host, as given, nor addr is
+// one of them: the certificate may be another gatekeeper's, whose key
+// this one cannot decrypt. Empty when it names none, or host.
+func (c *Client) foreignServerCert(host string, addr string) string {
+	if len(c.serverNames) == 0 {
+		return ""
+	}
+	for _, n := range c.serverNames {
+		if strings.EqualFold(n, host) || n == addr || (strings.HasPrefix(n, "*.") && strings.HasSuffix(strings.ToLower(host), strings.ToLower(n[1:]))) {
+			return ""
+		}
+	}
+	return fmt.Sprintf("the server certificate is for %s, not %s: if it is another gatekeeper's, this one cannot read the knock; ", strings.Join(c.serverNames, ", "), host)
+}

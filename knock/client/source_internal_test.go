@@ -151,3 +151,23 @@ func TestSourceModeString(t *testing.T) {
 		}
 	}
 }
+
+func TestForeignServerCert(t *testing.T) {
+	c := &Client{serverNames: []string{"gate1.example.net", "*.gates.example.org", "198.18.0.1"}}
+	for host, foreign := range map[string]bool{
+		"gate1.example.net": false, "GATE1.example.net": false, "b.gates.example.org": false,
+		"198.18.0.1": false, "gate2.example.net": true,
+	} {
+		got := c.foreignServerCert(host, "198.18.0.9")
+		if (got != "") != foreign {
+			t.Errorf("%s: %q, want foreign=%v", host, got, foreign)
+		}
+	}
+	const want = "the server certificate is for gate1.example.net, *.gates.example.org, 198.18.0.1, not gate2.example.net: if it is another gatekeeper's, this one cannot read the knock; "
+	if got := c.foreignServerCert("gate2.example.net", "198.18.0.9"); got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got := (&Client{}).foreignServerCert("anything", "198.18.0.9"); got != "" {
+		t.Errorf("a certificate naming no host: %q, want no hint", got)
+	}
+}

@@ -92,7 +92,7 @@ func (c *Client) verify(ctx context.Context, ts *targets, res *Result, start tim
 	}
 	hint := ""
 	if t != nil {
-		hint = ": " + t.hint(lastErr)
+		hint = ": " + c.foreignServerCert(ts.name, t.host.String()) + t.hint(lastErr)
 	}
 	res.Err = fmt.Errorf("%s on %s: %w after %d %s in %s (last probe: %w)%s",
 		res.Request, where, ErrNotOpen, res.Knocks, knocks, res.Elapsed.Round(time.Millisecond), lastErr, hint)
