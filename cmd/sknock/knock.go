@@ -40,7 +40,8 @@ the local address toward HOST is private, shared or link-local and HOST's
 is not. --source-ip local embeds the local address; --source-ip IP that IP.
 
 A name with IPv4 and IPv6 addresses is knocked on the one the resolver
-prefers, then on the other when the port did not open; -4 or -6 forces one.
+prefers, then on the other when the port did not open within 300 ms;
+-4 or -6 forces one.
 
 With --connect (exactly one TCP port) the verified connection is spliced to
 stdin and stdout, for use as an ssh ProxyCommand; messages go to stderr.

@@ -16,6 +16,12 @@ import (
 // retransmitted by the kernel a second later, so a new connection is tried
 // rather than waiting for it.
 const (
+	// FallbackDelay is how long the first knock of a host with addresses
+	// of both families waits for its port before the other family is
+	// knocked (RFC 8305's connection attempt delay is 250 ms; a knock
+	// adds the gatekeeper's decision). Later knocks wait Config.Timeout.
+	FallbackDelay = 300 * time.Millisecond
+
 	firstProbeGap = 2 * time.Millisecond
 	maxProbeGap   = 250 * time.Millisecond
 )
@@ -64,7 +70,13 @@ func (c *Client) verify(ctx context.Context, ts *targets, res *Result, start tim
 			}
 			res.Knocks++
 		}
-		conn, probes, err := c.probe(ctx, netip.AddrPortFrom(t.host, res.Request.Port).String())
+		wait := c.cfg.Timeout
+		if attempt == 0 && len(ts.list) > 1 {
+			// Happy Eyeballs: the other family gets its knock soon after
+			// the first, not a whole Timeout later.
+			wait = min(wait, FallbackDelay)
+		}
+		conn, probes, err := c.probe(ctx, netip.AddrPortFrom(t.host, res.Request.Port).String(), wait)
 		res.Probes += probes
 		if conn != nil {
 			res.Status, res.Elapsed, res.Err = StatusOpen, time.Since(start), nil
@@ -109,8 +121,8 @@ type dialResult struct {
 // returns the first connection made, closing any other that also
 // succeeds, and how many probes it started. Every probe has returned when
 // it returns.
-func (c *Client) probe(ctx context.Context, addr string) (net.Conn, int, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+func (c *Client) probe(ctx context.Context, addr string, timeout time.Duration) (net.Conn, int, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	results := make(chan dialResult)
 	pending, probes := 0, 0
@@ -147,7 +159,7 @@ func (c *Client) probe(ctx context.Context, addr string) (net.Conn, int, error) 
 		case <-ctx.Done():
 			drain()
 			if lastErr == nil || errors.Is(lastErr, context.DeadlineExceeded) {
-				lastErr = fmt.Errorf("connect %s: no answer within %s", addr, c.cfg.Timeout)
+				lastErr = fmt.Errorf("connect %s: no answer within %s", addr, timeout)
 			}
 			return nil, probes, lastErr
 		}
