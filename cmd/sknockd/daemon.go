@@ -240,7 +240,7 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 		fmt.Fprintf(stderr, "sknockd: %v\n", err)
 		return 1
 	}
-	logTrust(log, "trust loaded", info, d.engine.Now())
+	d.ops.setWarnings(logTrust(log, "trust loaded", info, d.engine.Now()))
 	d.certs = newCertBook(d.engine.Grants(), defaultCertBook)
 	op, err := d.openOperator(cfg, sys)
 	if err != nil {

@@ -98,8 +98,9 @@ func roundLeft(d time.Duration) string {
 	return d.Round(time.Minute).String()
 }
 
-// logTrust logs a trust state just loaded, then its warnings.
-func logTrust(log *zap.Logger, msg string, info TrustInfo, now time.Time) {
+// logTrust logs a trust state just loaded, then its warnings, which it
+// returns.
+func logTrust(log *zap.Logger, msg string, info TrustInfo, now time.Time) []healthWarning {
 	cas := make([]string, len(info.CAs))
 	for i, ca := range info.CAs {
 		cas[i] = ca.Subject
@@ -115,7 +116,7 @@ func logTrust(log *zap.Logger, msg string, info TrustInfo, now time.Time) {
 			zap.Int("revoked", crl.Serials), zap.Time("next_update", crl.NextUpdate)))
 	}
 	log.Info(msg, fields...)
-	logHealth(log, info, now)
+	return logHealth(log, info, now)
 }
 
 // logHealth logs each warning of the trust state at now.

@@ -49,6 +49,7 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal, readerDone <-ch
 			d.finishCRLRefresh(ctx, r)
 		case <-health.C:
 			warnings := logHealth(d.log, d.crl.info, d.engine.Now())
+			d.ops.setWarnings(warnings)
 			if d.hooks.healthLogged != nil {
 				d.hooks.healthLogged(warnings)
 			}
@@ -181,7 +182,7 @@ func (d *daemon) finishCRLRefresh(ctx context.Context, r crlRefresh) {
 		d.crl.info = r.info
 		d.endRevoked(d.engine.SetTrust(r.trust))
 		d.ops.trustReloaded(nil)
-		logTrust(d.log, "trust reloaded (CRL refresh)", r.info, d.engine.Now())
+		d.ops.setWarnings(logTrust(d.log, "trust reloaded (CRL refresh)", r.info, d.engine.Now()))
 	}
 	if d.hooks.crlRefreshed != nil {
 		d.hooks.crlRefreshed(r)

@@ -34,6 +34,9 @@ type opsStats struct {
 	// rulesBroken is set while the last watcher pass left a finding
 	// unrestored.
 	rulesBroken atomic.Bool
+	// warnings are the trust state's health warnings as last logged (at
+	// each trust load and each hourly check), for the metrics.
+	warnings atomic.Pointer[[]healthWarning]
 	// knockLatency is how long a knock worker took to decide a knock
 	// (crypto included). Observed on the knock workers only, never on the
 	// gate's per-packet path.
@@ -49,6 +52,13 @@ func newOpsStats() *opsStats {
 		Buckets: prometheus.ExponentialBuckets(50e-6, 2, 12),
 	})}
 }
+
+// setWarnings records the trust state's health warnings for the metrics.
+func (o *opsStats) setWarnings(w []healthWarning) { o.warnings.Store(&w) }
+
+// healthChecks names every health warning, so that the metric shows each
+// one, 0 while it does not apply.
+var healthChecks = []string{"no_crl", "crl_stale", "crl_next_update_soon", "server_certificate_expiry", "ca_certificate_expiry"}
 
 // trustReloaded counts a trust reload attempt.
 func (o *opsStats) trustReloaded(err error) {
@@ -100,6 +110,7 @@ type collector struct {
 	trustReloads, trustFailures                       metricDesc
 	crlAge, crlRevoked, crlNextUpdate                 metricDesc
 	rulesRestored, rulesRepairFailed, rulesHealthy    metricDesc
+	warnings                                          metricDesc
 	all                                               []metricDesc
 }
 
@@ -108,7 +119,7 @@ func newCollector(d *daemon, started time.Time) *collector {
 	counter, gauge := prometheus.CounterValue, prometheus.GaugeValue
 	c.buildInfo = newDesc("sknock_build_info", "sknockd's version and the Go release it was built with; always 1.", gauge, "version", "goversion")
 	c.startTime = newDesc("sknock_start_time_seconds", "When sknockd started, in Unix seconds.", gauge)
-	c.knocks = newDesc("sknock_knocks_total", "Knocks decided, by verdict (grant, deny) and reason (none for a grant).", counter, "verdict", "reason")
+	c.knocks = newDesc("sknock_knocks_total", "Knocks decided, by verdict (grant, deny) and reason (granted for a grant).", counter, "verdict", "reason")
 	c.knockPackets = newDesc("sknock_knock_packets_total", "Datagrams the knock reader received.", counter)
 	c.knockShed = newDesc("sknock_knock_shed_total", "Knocks dropped undecided because every worker was busy and the backlog full.", counter)
 	c.knockTruncated = newDesc("sknock_knock_truncated_total", "Knock datagrams longer than the reader copies, denied as malformed.", counter)
@@ -131,7 +142,8 @@ func newCollector(d *daemon, started time.Time) *collector {
 	c.rulesRestored = newDesc("sknock_rules_restorations_total", "Changes to the rule set that the watcher found and restored.", counter)
 	c.rulesRepairFailed = newDesc("sknock_rules_repair_failures_total", "Changes to the rule set that the watcher found and could not restore.", counter)
 	c.rulesHealthy = newDesc("sknock_rules_healthy", "1 when the last check found the rule set whole or restored it, 0 when it is damaged.", gauge)
-	c.all = []metricDesc{c.buildInfo, c.startTime, c.knocks, c.knockPackets, c.knockShed, c.knockTruncated,
+	c.warnings = newDesc("sknock_trust_warnings", "Health warnings in force, by check (no_crl, crl_stale, crl_next_update_soon, server_certificate_expiry, ca_certificate_expiry): how many apply (a CA each for per-CA checks); see the log's warn lines.", gauge, "check")
+	c.all = []metricDesc{c.warnings, c.buildInfo, c.startTime, c.knocks, c.knockPackets, c.knockShed, c.knockTruncated,
 		c.gateVerdicts, c.gatePackets, c.gateUnknown, c.gateAudit, c.held, c.holdTimeouts, c.holdOverflows,
 		c.receiveErrors, c.verdictErrors, c.grants, c.replay, c.trustReloads, c.trustFailures,
 		c.crlAge, c.crlRevoked, c.crlNextUpdate, c.rulesRestored, c.rulesRepairFailed, c.rulesHealthy}
@@ -189,6 +201,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	emit(c.rulesRestored, float64(o.rulesRestored.Load()))
 	emit(c.rulesRepairFailed, float64(o.rulesRepairFailed.Load()))
 	emit(c.rulesHealthy, boolFloat(!o.rulesBroken.Load()))
+
+	counts := map[string]int{}
+	if w := o.warnings.Load(); w != nil {
+		for _, x := range *w {
+			counts[x.Check]++
+		}
+	}
+	for _, check := range healthChecks {
+		emit(c.warnings, float64(counts[check]), check)
+	}
 
 	crl := currentCRL(d.engine)
 	emit(c.crlRevoked, float64(crl.Len()))

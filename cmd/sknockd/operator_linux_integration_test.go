@@ -284,11 +284,11 @@ func TestIntegrationOperator(t *testing.T) {
 	}
 	for series, want := range map[string]float64{
 		`sknock_knocks_total{reason="granted",verdict="grant"}`: 2,
-		`sknock_knock_decision_seconds_count`:                2 + flood,
-		`sknock_knock_packets_total`:                         2 + flood,
-		`sknock_knock_shed_total`:                            0,
-		`sknock_grants`:                                      1,
-		`sknock_rules_healthy`:                               1,
+		`sknock_knock_decision_seconds_count`:                   2 + flood,
+		`sknock_knock_packets_total`:                            2 + flood,
+		`sknock_knock_shed_total`:                               0,
+		`sknock_grants`:                                         1,
+		`sknock_rules_healthy`:                                  1,
 	} {
 		if got := metricValue(body, series); got != want {
 			t.Errorf("%s = %v, want %v", series, got, want)

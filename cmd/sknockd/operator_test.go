@@ -148,7 +148,7 @@ func TestMetricsScrapeDuringKnockFlood(t *testing.T) {
 
 	body := scrape(t, addr)
 	for series, want := range map[string]float64{
-		`sknock_knocks_total{reason="granted",verdict="grant"}`:     1,
+		`sknock_knocks_total{reason="granted",verdict="grant"}`:  1,
 		`sknock_knocks_total{reason="replay",verdict="deny"}`:    1,
 		`sknock_knocks_total{reason="malformed",verdict="deny"}`: flood,
 		`sknock_knocks_total{reason="revoked",verdict="deny"}`:   0,
@@ -680,5 +680,30 @@ func BenchmarkDecideGate(b *testing.B) {
 				d.decideGate(&h)
 			}
 		})
+	}
+}
+
+// TestMetricsShowTrustWarnings: without a CRL the metrics say so
+// (sknock_trust_warnings{check="no_crl"} 1), every other check shows 0,
+// and with a CRL no_crl is 0.
+func TestMetricsShowTrustWarnings(t *testing.T) {
+	for _, withCRL := range []bool{false, true} {
+		_, cfg := daemonPKI(t)
+		if !withCRL {
+			cfg.CRLFile = ""
+		}
+		cfg.MetricsListen = "127.0.0.1:0"
+		_, ops := runOperatorDaemon(t, &cfg, newFakeOS(), nil)
+		body := scrape(t, ops.metrics.next(t, "metrics listener"))
+		want := 0.0
+		if !withCRL {
+			want = 1
+		}
+		if got := metricValue(body, `sknock_trust_warnings{check="no_crl"}`); got != want {
+			t.Errorf("with CRL %v: no_crl = %v, want %v", withCRL, got, want)
+		}
+		if got := metricValue(body, `sknock_trust_warnings{check="crl_stale"}`); got != 0 {
+			t.Errorf("with CRL %v: crl_stale = %v, want 0", withCRL, got)
+		}
 	}
 }

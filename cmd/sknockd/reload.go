@@ -135,7 +135,7 @@ func (d *daemon) reload(ctx context.Context) (refreshChanged bool, err error) {
 	refreshChanged = fresh.CRLRefresh != d.cfg.CRLRefresh
 	d.cfg = &fresh
 	d.decisions.setProtection(fresh.Rules)
-	logTrust(d.log, "trust reloaded (SIGHUP)", info, d.engine.Now())
+	d.ops.setWarnings(logTrust(d.log, "trust reloaded (SIGHUP)", info, d.engine.Now()))
 	if hasCRLURL(&fresh) {
 		d.startCRLRefresh(ctx)
 	}
