@@ -116,3 +116,32 @@ func TestLoadPreChecks(t *testing.T) {
 		t.Errorf("Load of a good bundle and server certificate: %v", err)
 	}
 }
+
+// BenchmarkLoad is what a knock pays before sending: the bundle unlocked,
+// both certificates parsed and checked.
+func BenchmarkLoad(b *testing.B) {
+	p := newTestPKI(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := client.Load(p.clientPFX, testPassword, p.serverCert, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkParseCertificate is the share of BenchmarkLoad the pre-checks
+// added: one full x509 parse (they do two, the client's and the server's).
+func BenchmarkParseCertificate(b *testing.B) {
+	p := newTestPKI(b)
+	certs, err := pki.LoadCertificates(p.serverCert)
+	if err != nil {
+		b.Fatal(err)
+	}
+	der := certs[0].Raw
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := x509.ParseCertificate(der); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
