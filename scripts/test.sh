@@ -53,6 +53,8 @@ for f in sknock-{linux,darwin}-{amd64,arm64} sknock-windows-{amd64,arm64}.exe sk
 done
 (cd "$distdir" && sha256sum --quiet -c SHA256SUMS)
 rm -rf "$distdir"
+# The client's tests, too, must build where its users run it.
+for os in darwin windows; do GOOS=$os go vet ./knock/... ./cmd/sknock; done
 
 echo "==> go test ./... (SKNOCK_E2E=${SKNOCK_E2E:-0})"
 go test -count=1 -timeout 15m ./...
