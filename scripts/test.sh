@@ -37,7 +37,7 @@ have go || { echo "go is not installed (need Go 1.26)"; exit 1; }
 if [ "$(id -u)" -eq 0 ]; then
   export SKNOCK_E2E=1
   # Integration tests load these; a fresh machine may not have them yet.
-  for m in nfnetlink_queue xt_NFQUEUE nf_conntrack xt_conntrack xt_mark xt_length xt_hashlimit xt_connmark xt_iprange ip6t_REJECT ipt_REJECT veth; do
+  for m in nfnetlink_queue xt_NFQUEUE nf_conntrack xt_conntrack xt_mark xt_length xt_hashlimit xt_connmark xt_iprange xt_addrtype xt_nat xt_MASQUERADE iptable_mangle ip6table_mangle iptable_nat ip6t_REJECT ipt_REJECT veth; do
     modprobe -q "$m" 2>/dev/null || true
   done
 fi
