@@ -95,8 +95,8 @@ func parseKnockFlags(args []string, stdout io.Writer) (*knockFlags, error) {
 	fs := flag.NewFlagSet("sknock knock", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
-	fs.StringVar(&f.bundle, "pkcs12", "", "the client's PKCS#12 bundle (required)")
-	fs.StringVar(&f.serverCert, "server-cert", "", "the gatekeeper's certificate, DER or PEM (required)")
+	fs.StringVar(&f.bundle, "pkcs12", "", "the client's PKCS#12 bundle (required, unless HOST's profile names it)")
+	fs.StringVar(&f.serverCert, "server-cert", "", "the gatekeeper's certificate, DER or PEM (required, unless HOST's profile names it)")
 	fs.StringVar(&f.passwordFile, "password-file", "", "file whose first line is the bundle password (default: $"+passwordEnv+")")
 	fs.IntVar(&f.knockPort, "knock-port", 0, "UDP port to knock on (default: random in 10000-60000)")
 	fs.StringVar(&f.sourceIP, "source-ip", "", "client address to embed: auto (the public address, asked of STUN servers), local (the address toward HOST) or an IP (default: auto when the local address toward HOST is private and HOST's is not, else local)")
