@@ -194,23 +194,8 @@ func (c *Client) resolve(ctx context.Context, host string) (*targets, error) {
 		if len(addrs) == 0 {
 			return nil, fmt.Errorf("resolve %s: no %s address", host, familyName(network))
 		}
-		var v4, v6 *netip.Addr
-		for i := range addrs {
-			a := addrs[i].Unmap()
-			addrs[i] = a
-			if a.Is4() && v4 == nil {
-				v4 = &addrs[i]
-			} else if a.Is6() && v6 == nil {
-				v6 = &addrs[i]
-			}
-		}
-		ts.list = append(ts.list, target{host: addrs[0]})
-		other := v6
-		if addrs[0].Is6() {
-			other = v4
-		}
-		if other != nil {
-			ts.list = append(ts.list, target{host: *other})
+		for _, a := range happyOrder(addrs) {
+			ts.list = append(ts.list, target{host: a})
 		}
 	}
 	ts.done = make([]bool, len(ts.list))
@@ -264,4 +249,22 @@ func (c *Client) send(ctx context.Context, t *target, req Request) error {
 		return fmt.Errorf("send to %s: %w", dst, err)
 	}
 	return nil
+}
+
+// happyOrder returns the addresses to knock, in order: the resolver's
+// first, then the first of the other family, if any (RFC 8305 §4's
+// interleaving, one address of each family). Mapped IPv4 addresses count
+// as IPv4.
+func happyOrder(addrs []netip.Addr) []netip.Addr {
+	if len(addrs) == 0 {
+		return nil
+	}
+	first := addrs[0].Unmap()
+	order := []netip.Addr{first}
+	for _, a := range addrs[1:] {
+		if a = a.Unmap(); a.Is4() != first.Is4() {
+			return append(order, a)
+		}
+	}
+	return order
 }

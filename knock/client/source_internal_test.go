@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -169,5 +170,24 @@ func TestForeignServerCert(t *testing.T) {
 	}
 	if got := (&Client{}).foreignServerCert("anything", "198.18.0.9"); got != "" {
 		t.Errorf("a certificate naming no host: %q, want no hint", got)
+	}
+}
+
+func TestHappyOrder(t *testing.T) {
+	v4a, v4b := netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2")
+	v6a, v6b := netip.MustParseAddr("fd00:5e::1"), netip.MustParseAddr("fd00:5e::2")
+	mapped := netip.MustParseAddr("::ffff:198.18.0.3")
+	tests := []struct{ give, want []netip.Addr }{
+		{nil, nil},
+		{[]netip.Addr{v4a}, []netip.Addr{v4a}},
+		{[]netip.Addr{v4a, v4b}, []netip.Addr{v4a}},
+		{[]netip.Addr{v6a, v6b, v4a, v4b}, []netip.Addr{v6a, v4a}},
+		{[]netip.Addr{v4a, v4b, v6b}, []netip.Addr{v4a, v6b}},
+		{[]netip.Addr{mapped, v6a}, []netip.Addr{mapped.Unmap(), v6a}},
+	}
+	for _, tt := range tests {
+		if got := happyOrder(tt.give); !slices.Equal(got, tt.want) {
+			t.Errorf("happyOrder(%v) = %v, want %v", tt.give, got, tt.want)
+		}
 	}
 }
