@@ -21,6 +21,7 @@ have openssl       || need_pkgs+=(openssl)
 have nmap          || need_pkgs+=(nmap)
 have tcpdump       || need_pkgs+=(tcpdump)
 have conntrack     || need_pkgs+=(conntrack)
+have ssh           || need_pkgs+=(openssh-client)
 have promtool      || need_pkgs+=(prometheus)   # promtool check metrics
 have lintian       || need_pkgs+=(lintian)      # the .deb's lint (make deb)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

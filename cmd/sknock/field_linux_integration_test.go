@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -85,12 +86,13 @@ func newNATEnv(t *testing.T) *natEnv {
 	t.Cleanup(func() { conn.Close() })
 
 	e.pki = e2e.NewPKI(t)
-	e.bundle = e.pki.Client(t, "alice", "tcp/2000").PKCS12
+	e.bundle = e.pki.Client(t, "alice", "tcp/2000,tcp/2200").PKCS12
 	e2e.ServeTCPEcho(t, e.server, ":2000")
+	serveSSHBanner(t, e.server, ":2200")
 	e.daemon = e2e.StartDaemon(t, &e2e.Net{Server: e.server}, e.pki.Config(`knock:
   ports: "10000:60000"
 gate:
-  protect: [tcp/2000]
+  protect: [tcp/2000, tcp/2200]
   open_duration: 1s
   policy: drop
 `))
@@ -101,9 +103,15 @@ gate:
 // cache and configuration directories.
 func (e *natEnv) run(stdin string, args ...string) sknockRun {
 	e.t.Helper()
+	return e.runCommand(stdin, append([]string{e.sknock}, args...)...)
+}
+
+// runCommand runs argv in the client namespace as run does.
+func (e *natEnv) runCommand(stdin string, argv ...string) sknockRun {
+	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := e.cli.Command(ctx, append([]string{e.sknock}, args...)...)
+	cmd := e.cli.Command(ctx, argv...)
 	cmd.Env = append(os.Environ(), "XDG_CACHE_HOME="+e.cacheDir, "XDG_CONFIG_HOME="+e.profilesDir, "SKNOCK_PASSWORD=")
 	var out, errOut bytes.Buffer
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = strings.NewReader(stdin), &out, &errOut
@@ -115,7 +123,7 @@ func (e *natEnv) run(stdin string, args ...string) sknockRun {
 	} else if err != nil {
 		e.t.Fatalf("run sknock: %v", err)
 	}
-	e.t.Logf("sknock %s: exit %d in %s\nstdout: %sstderr: %s", strings.Join(args, " "), r.code, r.elapsed.Round(time.Millisecond), r.stdout, r.stderr)
+	e.t.Logf("%s: exit %d in %s\nstdout: %sstderr: %s", strings.Join(argv, " "), r.code, r.elapsed.Round(time.Millisecond), r.stdout, r.stderr)
 	return r
 }
 
@@ -132,6 +140,38 @@ func (e *natEnv) waitClosed() {
 	if err := e2e.TCPEcho(e.cli, e2e.AddrPort(natServer, 2000), 150*time.Millisecond); err == nil {
 		e.t.Fatal("tcp/2000 open before the knock")
 	}
+}
+
+// sshBanner is the software name of the stand-in sshd.
+const sshBanner = "sknocktest"
+
+// serveSSHBanner listens on addr inside ns and, like an sshd, greets each
+// connection with its version line; it reads the client's line and
+// closes, so ssh ends right after the banner exchange.
+func serveSSHBanner(t *testing.T, ns *netns.NS, addr string) {
+	t.Helper()
+	var l net.Listener
+	if err := ns.Do(func() (err error) {
+		l, err = net.Listen("tcp", addr)
+		return err
+	}); err != nil {
+		t.Fatalf("ssh banner server on %s: %v", addr, err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				fmt.Fprintf(c, "SSH-2.0-%s\r\n", sshBanner)
+				bufio.NewReader(c).ReadString('\n')
+			}()
+		}
+	}()
 }
 
 // usualTimeout is how long a failing knock may take with the default
@@ -256,6 +296,16 @@ hosts:
 			t.Errorf("ProxyCommand form with %%h=%s: exit %d, stdout %q, stderr %q; want the echo", h, r.code, r.stdout, r.stderr)
 		}
 	}
+	// The real ssh, with the ProxyCommand line of the README and only the
+	// profile: it reaches the hidden port and reads the server's banner.
+	e.waitClosed()
+	proxy := fmt.Sprintf("ProxyCommand=%s knock --connect %%h tcp/%%p", e.sknock)
+	r = e.runCommand("", "ssh", "-v", "-F", "/dev/null", "-o", proxy, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+		"-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", "-p", "2200", "gate1", "true")
+	if !strings.Contains(r.stderr, "remote software version "+sshBanner) {
+		t.Errorf("ssh through the ProxyCommand did not read the hidden server's banner: exit %d, stderr %q", r.code, r.stderr)
+	}
+
 	// An unknown key is refused with its name.
 	if err := os.WriteFile(filepath.Join(e.profilesDir, "sknock", "config.yaml"), []byte(profiles+"    colour: blue\n"), 0o600); err != nil {
 		t.Fatal(err)
