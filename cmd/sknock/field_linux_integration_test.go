@@ -46,6 +46,7 @@ type natEnv struct {
 	pki                   *e2e.PKI
 	bundle                string
 	cacheDir, profilesDir string
+	env                   []string // more environment for the client
 }
 
 // link joins a and b with a veth pair named ifA in a and ifB in b, and
@@ -113,6 +114,7 @@ func (e *natEnv) runCommand(stdin string, argv ...string) sknockRun {
 	defer cancel()
 	cmd := e.cli.Command(ctx, argv...)
 	cmd.Env = append(os.Environ(), "XDG_CACHE_HOME="+e.cacheDir, "XDG_CONFIG_HOME="+e.profilesDir, "SKNOCK_PASSWORD=")
+	cmd.Env = append(cmd.Env, e.env...)
 	var out, errOut bytes.Buffer
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = strings.NewReader(stdin), &out, &errOut
 	start := time.Now()
@@ -242,6 +244,22 @@ func TestIntegrationKnockBehindNAT(t *testing.T) {
 	r = e.knock("--source-ip", natWAN.String(), natServer.String(), "tcp/2000")
 	if r.code != 0 || !verifiedIn.MatchString(r.stdout) {
 		t.Errorf("--source-ip %s: exit %d, stdout %q, stderr %q; want tcp/2000 open", natWAN, r.code, r.stdout, r.stderr)
+	}
+
+	// The default mode takes the LAN for private (the test's stand-in:
+	// 198.19.0.0/16) and the gatekeeper's address for public, so it asks
+	// STUN with no --source-ip at all.
+	e.waitClosed()
+	os.RemoveAll(filepath.Join(e.cacheDir, "sknock"))
+	e.env = []string{testInternalEnv + "=198.19.0.0/16"}
+	from := len(e.daemon.Lines())
+	r = e.knock("--stun", stunAddr, natServer.String(), "tcp/2000")
+	e.env = nil
+	if r.code != 0 || !verifiedIn.MatchString(r.stdout) {
+		t.Errorf("default mode behind a private LAN: exit %d, stdout %q, stderr %q; want tcp/2000 open", r.code, r.stdout, r.stderr)
+	}
+	if line := e.daemon.WaitLine(from, 5*time.Second, func(l e2e.Line) bool { return l.Msg() == "knock" }); line.String("client_ip") != natWAN.String() {
+		t.Errorf("default mode embedded %q, want %s (STUN's answer)", line.String("client_ip"), natWAN)
 	}
 
 	// Embedding the LAN address fails, and the message says what was

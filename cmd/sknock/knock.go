@@ -58,6 +58,10 @@ Examples:
 Flags:
 `
 
+// testInternalEnv names prefixes (space-separated) the client treats as
+// private when choosing the source address; only tests set it.
+const testInternalEnv = "SKNOCK_TEST_INTERNAL_PREFIXES"
+
 // maxKeyCache bounds --key-cache: an unlocked key should not outlive a
 // working day.
 const maxKeyCache = 24 * time.Hour
@@ -277,6 +281,13 @@ func (f *knockFlags) config() (*client.Config, error) {
 		return nil, usagef("--source-ip: %v", err)
 	}
 	cfg.Source, cfg.SourceIP, cfg.STUNServers = mode, addr, f.stun
+	// For the integration tests only, whose addresses all come from a
+	// range that is not private: prefixes to take for a private LAN.
+	for _, text := range strings.Fields(os.Getenv(testInternalEnv)) {
+		if p, err := netip.ParsePrefix(text); err == nil {
+			cfg.InternalPrefixes = append(cfg.InternalPrefixes, p)
+		}
+	}
 	return cfg, nil
 }
 

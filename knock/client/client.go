@@ -41,6 +41,11 @@ type Config struct {
 	// Source chooses the embedded address when SourceIP is not set: see
 	// SourceMode. The zero value is SourceDefault.
 	Source SourceMode
+	// InternalPrefixes are treated as internal addresses, besides the
+	// private, shared and link-local ranges, when SourceDefault decides
+	// whether to ask STUN. Tests use it to stand a test range in for a
+	// private LAN.
+	InternalPrefixes []netip.Prefix
 	// STUNServers are the HOST:PORT of the STUN servers asked for the
 	// public address. Empty means stun.DefaultServers.
 	STUNServers []string

@@ -60,6 +60,21 @@ func NeedsPublicAddress(local, host netip.Addr) bool {
 	return Internal(local) && !Internal(host) && !host.Unmap().IsLoopback()
 }
 
+// needsPublicAddress is NeedsPublicAddress with Config.InternalPrefixes
+// counted as internal too.
+func (c *Client) needsPublicAddress(local, host netip.Addr) bool {
+	internal := func(a netip.Addr) bool {
+		a = a.Unmap()
+		for _, p := range c.cfg.InternalPrefixes {
+			if p.Contains(a) {
+				return true
+			}
+		}
+		return Internal(a)
+	}
+	return internal(local) && !internal(host) && !host.Unmap().IsLoopback()
+}
+
 // localAddrToward returns the address the kernel would send from toward
 // host: connecting a UDP socket picks the route and sends nothing.
 func localAddrToward(host netip.Addr) (netip.Addr, error) {
@@ -91,7 +106,7 @@ func (c *Client) chooseSource(ctx context.Context, t *target) error {
 		t.how = "local"
 		return nil
 	case SourceDefault:
-		if !NeedsPublicAddress(local, t.host) {
+		if !c.needsPublicAddress(local, t.host) {
 			t.how = "local"
 			return nil
 		}
