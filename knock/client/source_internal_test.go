@@ -191,3 +191,20 @@ func TestHappyOrder(t *testing.T) {
 		}
 	}
 }
+
+func TestInternalPrefixesCountAsPrivate(t *testing.T) {
+	c, err := newClient(nil, nil, nil, &Config{InternalPrefixes: []netip.Prefix{netip.MustParsePrefix("198.19.0.0/16")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lan, gate := netip.MustParseAddr("198.19.0.2"), netip.MustParseAddr("198.18.0.1")
+	if !c.needsPublicAddress(lan, gate) {
+		t.Error("a LAN address in InternalPrefixes toward a public host: want STUN")
+	}
+	if c.needsPublicAddress(lan, netip.MustParseAddr("198.19.0.1")) {
+		t.Error("a host in InternalPrefixes too: want the local address")
+	}
+	if NeedsPublicAddress(lan, gate) {
+		t.Error("without the prefix 198.19.0.2 is not private")
+	}
+}
