@@ -116,6 +116,10 @@ func (c *Client) chooseSource(ctx context.Context, t *target) error {
 		network = "udp6"
 	}
 	public, err := c.cfg.Discover(ctx, network, local)
+	if err == nil && public.Unmap().Is4() != t.host.Is4() {
+		err = fmt.Errorf("STUN answered %s, not an address of %s's family", public, t.host)
+	}
+	public = public.Unmap()
 	if err != nil {
 		t.stunErr = err
 		if c.cfg.Source == SourceAuto {
