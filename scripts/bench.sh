@@ -205,11 +205,13 @@ if has_phase e2e; then
   in_cli "$SB" latency -mode exec -cmd "$(knock_cmd "${CLIENTS[0]}")" -dst $SRV_IP -ports 2000-2039 -n "$LAT_N" -prefix sk | kvs
   "$SB" logstats -log "$W/d1.log" -from "$from" -prefix skl | kvs
   log "latency: sknock knock $KEY_CACHE + prober ($LAT_N; one knock first fills the cache)"
-  in_cli $(knock_cmd "${CLIENTS[2]}" $KEY_CACHE | sed 's/{port}/2300/') || true
+  in_cli $(knock_cmd "${CLIENTS[2]}" $KEY_CACHE | sed 's/{port}/2039/') || true
   in_cli "$SB" latency -mode exec -cmd "$(knock_cmd "${CLIENTS[2]}" $KEY_CACHE)" -dst $SRV_IP -ports 2000-2039 -n "$LAT_N" -prefix skc | kvs
   log "client process alone: sknock knock start → exit ($LAT_N, then $LAT_N with the key cache)"
-  in_cli "$SB" latency -mode run -cmd "$(knock_cmd "${CLIENTS[0]}")" -dst $SRV_IP -ports 2300 -n "$LAT_N" -prefix run | kvs
-  in_cli "$SB" latency -mode run -cmd "$(knock_cmd "${CLIENTS[2]}" $KEY_CACHE)" -dst $SRV_IP -ports 2300 -n "$LAT_N" -prefix runc | kvs
+  # A port the certificates allow: the client refuses others locally,
+  # sending nothing (issue 13), which would measure no knock at all.
+  in_cli "$SB" latency -mode run -cmd "$(knock_cmd "${CLIENTS[0]}")" -dst $SRV_IP -ports 2039 -n "$LAT_N" -prefix run | kvs
+  in_cli "$SB" latency -mode run -cmd "$(knock_cmd "${CLIENTS[2]}" $KEY_CACHE)" -dst $SRV_IP -ports 2039 -n "$LAT_N" -prefix runc | kvs
   in_cli "$SB" latency -mode run -cmd "$BIN/sknock --version" -dst $SRV_IP -ports 2300 -n "$LAT_N" -prefix runv | kvs
   in_cli "$SB" latency -mode run -cmd "$BIN/empty" -dst $SRV_IP -ports 2300 -n "$LAT_N" -prefix rune | kvs
   in_cli "$SB" latency -mode run -cmd "$(command -v true)" -dst $SRV_IP -ports 2300 -n "$LAT_N" -prefix runt | kvs
@@ -417,6 +419,12 @@ HMAC_KEY_BASE64     $HMAC
 FW_ACCESS_TIMEOUT   2
 EOF
   chmod 600 "$F/access.conf"
+  # sknock's gate (mangle PREROUTING, kept by every stop) must not stand
+  # in front of fwknop: unhook it (and the backstop) in this namespace.
+  for ipt in iptables ip6tables; do
+    in_srv $ipt -t mangle -F PREROUTING
+    in_srv $ipt -t mangle -F POSTROUTING
+  done
   # The protected ports are closed by a plain rule; fwknopd puts its
   # FWKNOP_INPUT jump in front of it.
   in_srv iptables -A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
