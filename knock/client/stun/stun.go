@@ -1,8 +1,9 @@
 // Package stun learns the public address of a client behind NAT by asking
 // STUN servers (RFC 8489 Binding requests over UDP), and answers such
 // requests, for tests and for anyone who wants to run a server of their
-// own. Messages are encoded and decoded with github.com/pion/stun/v3; the
-// sockets, timeouts and the comparison of two servers' answers are here.
+// own. The sockets, timeouts and the comparison of two servers' answers are
+// here, the message codec in message.go (checked against
+// github.com/pion/stun/v3 in the tests).
 package stun
 
 import (
@@ -13,8 +14,6 @@ import (
 	"net/netip"
 	"strings"
 	"time"
-
-	pion "github.com/pion/stun/v3"
 )
 
 // DefaultServers are asked when no server is named: two operators, so
@@ -138,15 +137,13 @@ func Query(ctx context.Context, network, server string) (Reply, error) {
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
-	req, err := pion.Build(pion.TransactionID, pion.BindingRequest, pion.NewSoftware(software), pion.Fingerprint)
-	if err != nil {
-		return Reply{}, fmt.Errorf("STUN request: %w", err)
-	}
+	id := newTransactionID()
+	req := encode(typeBindingRequest, id, attr{attrSoftware, []byte(software)})
 	sent := make(chan error, 1)
 	go func() {
 		gap := retransmit
 		for {
-			if _, err := conn.Write(req.Raw); err != nil {
+			if _, err := conn.Write(req); err != nil {
 				sent <- err
 				return
 			}
@@ -172,7 +169,7 @@ func Query(ctx context.Context, network, server string) (Reply, error) {
 			}
 			return Reply{}, fmt.Errorf("STUN server %s: %w", server, err)
 		}
-		a, ok := parseResponse(buf[:n], req.TransactionID)
+		a, ok := parseResponse(buf[:n], id)
 		if ok {
 			return a, nil
 		}
@@ -181,39 +178,23 @@ func Query(ctx context.Context, network, server string) (Reply, error) {
 
 // parseResponse reads a Binding success response to the transaction id;
 // anything else (a stray datagram, an error response) is ignored.
-func parseResponse(b []byte, id [pion.TransactionIDSize]byte) (Reply, bool) {
-	if !pion.IsMessage(b) {
+func parseResponse(b []byte, id transactionID) (Reply, bool) {
+	m, ok := decode(b)
+	if !ok || m.id != id || m.typ != typeBindingSuccess {
 		return Reply{}, false
 	}
-	m := &pion.Message{Raw: append([]byte(nil), b...)}
-	if err := m.Decode(); err != nil || m.TransactionID != id || m.Type != pion.BindingSuccess {
-		return Reply{}, false
-	}
-	var xor pion.XORMappedAddress
 	var addr netip.AddrPort
-	if err := xor.GetFrom(m); err == nil {
-		addr = addrPort(xor.IP, xor.Port)
+	if v, has := m.attrs[attrXORMappedAddress]; has {
+		addr, ok = address(v, true, id)
+	} else if v, has := m.attrs[attrMappedAddress]; has {
+		addr, ok = address(v, false, id)
 	} else {
-		var mapped pion.MappedAddress
-		if err := mapped.GetFrom(m); err != nil {
-			return Reply{}, false
-		}
-		addr = addrPort(mapped.IP, mapped.Port)
+		ok = false
 	}
-	if !addr.IsValid() {
+	if !ok || !addr.IsValid() {
 		return Reply{}, false
 	}
-	var sw pion.Software
-	sw.GetFrom(m)
-	return Reply{Addr: addr, Software: sw.String()}, true
-}
-
-func addrPort(ip net.IP, port int) netip.AddrPort {
-	a, ok := netip.AddrFromSlice(ip)
-	if !ok {
-		return netip.AddrPort{}
-	}
-	return netip.AddrPortFrom(a.Unmap(), uint16(port))
+	return Reply{Addr: addr, Software: string(m.attrs[attrSoftware])}, true
 }
 
 // Serve answers STUN Binding requests arriving on conn with the address
@@ -237,21 +218,17 @@ func Serve(conn net.PacketConn) error {
 // respond builds the answer to one datagram from "from", if it is a
 // Binding request.
 func respond(b []byte, from net.Addr) ([]byte, bool) {
-	if !pion.IsMessage(b) {
-		return nil, false
-	}
-	req := &pion.Message{Raw: append([]byte(nil), b...)}
-	if err := req.Decode(); err != nil || req.Type != pion.BindingRequest {
+	req, ok := decode(b)
+	if !ok || req.typ != typeBindingRequest {
 		return nil, false
 	}
 	udp, ok := from.(*net.UDPAddr)
 	if !ok {
 		return nil, false
 	}
-	resp, err := pion.Build(pion.NewTransactionIDSetter(req.TransactionID), pion.BindingSuccess,
-		&pion.XORMappedAddress{IP: udp.IP, Port: udp.Port}, pion.NewSoftware(software), pion.Fingerprint)
-	if err != nil {
+	ap := udp.AddrPort()
+	if !ap.IsValid() {
 		return nil, false
 	}
-	return resp.Raw, true
+	return encode(typeBindingSuccess, req.id, attr{attrXORMappedAddress, xorAddress(ap, req.id)}, attr{attrSoftware, []byte(software)}), true
 }
