@@ -276,7 +276,10 @@ info "network: $SRV $SERVER_IP <-veth-> $CLI $CLIENT_IP"
 
 # ---------------------------------------------------------------- PKI
 mkdir -p pki
-head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n' >pki/password
+# No pipeline here: a Ctrl-C that lands while bash forks a pipeline's
+# children (set -o pipefail) could end the script without its cleanup.
+password=$(od -An -tx1 -N18 /dev/urandom)
+printf '%s' "${password//[[:space:]]/}" >pki/password
 chmod 0600 pki/password
 {
 	sknock pki init --dir pki
