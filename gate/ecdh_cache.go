@@ -2,7 +2,6 @@ package gate
 
 import (
 	"crypto/ecdh"
-	"sync"
 	"sync/atomic"
 
 	"sknock/knock"
@@ -19,11 +18,8 @@ const DefaultSecretEntries = 1 << 12
 // nothing else, so a hit gives exactly what the ECDH would; it reveals
 // nothing and decides nothing. It is bounded in entries, oldest out first.
 type sharedSecrets struct {
-	mu      sync.Mutex
-	entries map[[knock.PublicKeySize]byte]sharedSecret
-	ring    [][knock.PublicKeySize]byte
-	next    int
-	hits    atomic.Uint64
+	*fifoMap[[knock.PublicKeySize]byte, sharedSecret]
+	hits atomic.Uint64
 }
 
 type sharedSecret struct {
@@ -35,7 +31,7 @@ func newSharedSecrets(max int) *sharedSecrets {
 	if max <= 0 {
 		max = DefaultSecretEntries
 	}
-	return &sharedSecrets{entries: make(map[[knock.PublicKeySize]byte]sharedSecret, max), ring: make([][knock.PublicKeySize]byte, 0, max)}
+	return &sharedSecrets{fifoMap: newFIFOMap[[knock.PublicKeySize]byte, sharedSecret](max)}
 }
 
 // opener returns the knock.SharedSecret under server: a remembered
@@ -52,10 +48,7 @@ func (c *sharedSecrets) opener(server *ecdh.PrivateKey) knock.SharedSecret {
 			return nil, knock.ErrPublicKey
 		}
 		key := [knock.PublicKeySize]byte(ephemeral)
-		c.mu.Lock()
-		e, ok := c.entries[key]
-		c.mu.Unlock()
-		if ok && e.server == server {
+		if e, ok := c.get(key); ok && e.server == server {
 			c.hits.Add(1)
 			return e.secret, nil
 		}
@@ -66,28 +59,4 @@ func (c *sharedSecrets) opener(server *ecdh.PrivateKey) knock.SharedSecret {
 		c.put(key, sharedSecret{server: server, secret: secret})
 		return secret, nil
 	}
-}
-
-func (c *sharedSecrets) put(key [knock.PublicKeySize]byte, s sharedSecret) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.entries[key]; ok {
-		c.entries[key] = s
-		return
-	}
-	if len(c.ring) < cap(c.ring) {
-		c.ring = append(c.ring, key)
-	} else {
-		delete(c.entries, c.ring[c.next])
-		c.ring[c.next] = key
-		c.next = (c.next + 1) % len(c.ring)
-	}
-	c.entries[key] = s
-}
-
-// len returns how many secrets are remembered.
-func (c *sharedSecrets) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.entries)
 }

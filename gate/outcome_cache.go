@@ -3,7 +3,6 @@ package gate
 import (
 	"crypto/x509"
 	"errors"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -63,11 +62,8 @@ type outcome struct {
 // and outcomeSlack), and a hit and a miss give the same answer, so it is
 // no oracle.
 type outcomeCache struct {
-	mu      sync.Mutex
-	entries map[ReplayKey]*outcome
-	ring    []ReplayKey // insertion order; ring[next] is the oldest once full
-	next    int
-	hits    atomic.Uint64
+	*fifoMap[ReplayKey, *outcome]
+	hits atomic.Uint64
 }
 
 // newOutcomeCache returns a cache of at most max entries (≤ 0:
@@ -76,7 +72,7 @@ func newOutcomeCache(max int) *outcomeCache {
 	if max <= 0 {
 		max = DefaultOutcomeEntries
 	}
-	return &outcomeCache{entries: make(map[ReplayKey]*outcome, max), ring: make([]ReplayKey, 0, max)}
+	return &outcomeCache{fifoMap: newFIFOMap[ReplayKey, *outcome](max)}
 }
 
 // get returns the outcome cached for key under trust and the family, if
@@ -85,9 +81,7 @@ func (c *outcomeCache) get(key ReplayKey, trust *Trust, ipv6 bool, now time.Time
 	if c == nil {
 		return nil
 	}
-	c.mu.Lock()
-	o := c.entries[key]
-	c.mu.Unlock()
+	o, _ := c.fifoMap.get(key)
 	if o == nil || o.trust != trust || o.ipv6 != ipv6 || !now.Before(o.expires) {
 		return nil
 	}
@@ -96,42 +90,12 @@ func (c *outcomeCache) get(key ReplayKey, trust *Trust, ipv6 bool, now time.Time
 }
 
 // put caches o under key, replacing what key had and forgetting the
-// oldest entry when the cache is full.
+// oldest entry when the cache is full. A nil cache keeps nothing.
 func (c *outcomeCache) put(key ReplayKey, o *outcome) {
 	if c == nil {
 		return
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.entries[key]; ok {
-		c.entries[key] = o
-		return
-	}
-	if len(c.ring) < cap(c.ring) {
-		c.ring = append(c.ring, key)
-	} else {
-		delete(c.entries, c.ring[c.next])
-		c.ring[c.next] = key
-		c.next = (c.next + 1) % len(c.ring)
-	}
-	c.entries[key] = o
-}
-
-// reset forgets every outcome (a new trust state makes them useless, and
-// they would keep the old one, its CRL included, in memory).
-func (c *outcomeCache) reset() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	clear(c.entries)
-	c.ring = c.ring[:0]
-	c.next = 0
-}
-
-// len returns how many outcomes are cached, expired ones included.
-func (c *outcomeCache) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.entries)
+	c.fifoMap.put(key, o)
 }
 
 // computeOutcome runs the costly, source-independent checks on datagram
