@@ -78,26 +78,45 @@ func initCA(dir string, validDays int) error {
 	if err != nil {
 		return err
 	}
+	if err := refuseExistingCA(dir); err != nil {
+		return err
+	}
+	_, err = writeCA(dir, "sknock CA", validity, nil, nil, nil)
+	return err
+}
+
+// refuseExistingCA fails with ErrExists when dir holds a CA key or
+// certificate already.
+func refuseExistingCA(dir string) error {
 	for _, f := range []string{CAKeyFile, CACertFile} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
 			return fmt.Errorf("%s: %w", filepath.Join(dir, f), ErrExists)
 		}
 	}
+	return nil
+}
+
+// writeCA makes a CA key and certificate named commonName, valid for
+// validity (not past the parent's end), and writes them to dir as
+// CAKeyFile and CACertFile, the certificate followed by chain. Without a
+// parent the certificate is self-signed (a root). It returns the
+// certificate.
+func writeCA(dir, commonName string, validity time.Duration, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, chain []byte) (*x509.Certificate, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+		return nil, err
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return fmt.Errorf("generate key: %w", err)
+		return nil, fmt.Errorf("generate key: %w", err)
 	}
 	serial, err := randomSerial()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "sknock CA"},
+		Subject:               pkix.Name{CommonName: commonName},
 		NotBefore:             now.Add(-backdate),
 		NotAfter:              now.Add(validity),
 		BasicConstraintsValid: true,
@@ -105,23 +124,28 @@ func initCA(dir string, validDays int) error {
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 		SubjectKeyId:          keyID(&key.PublicKey),
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	} else if tmpl.NotAfter.After(parent.NotAfter) {
+		tmpl.NotAfter = parent.NotAfter
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
 	if err != nil {
-		return fmt.Errorf("create CA certificate: %w", err)
+		return nil, fmt.Errorf("create CA certificate: %w", err)
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		return fmt.Errorf("marshal CA key: %w", err)
+		return nil, fmt.Errorf("marshal CA key: %w", err)
 	}
 	keyPath := filepath.Join(dir, CAKeyFile)
 	if err := createFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		return err
+		return nil, err
 	}
-	if err := createFile(filepath.Join(dir, CACertFile), pemCert(der), 0o644); err != nil {
+	if err := createFile(filepath.Join(dir, CACertFile), append(pemCert(der), chain...), 0o644); err != nil {
 		os.Remove(keyPath)
-		return err
+		return nil, err
 	}
-	return nil
+	return x509.ParseCertificate(der)
 }
 
 // loadCA reads DIR/ca.pem and DIR/ca.key.

@@ -1,16 +1,9 @@
 package pki
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
 )
 
 // InitIntermediate creates an intermediate CA in dir (created if
@@ -37,10 +30,8 @@ func initIntermediate(dir, parentDir, name string, validDays int) error {
 	if err != nil {
 		return err
 	}
-	for _, f := range []string{CAKeyFile, CACertFile} {
-		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
-			return fmt.Errorf("%s: %w", filepath.Join(dir, f), ErrExists)
-		}
+	if err := refuseExistingCA(dir); err != nil {
+		return err
 	}
 	parent, parentKey, err := loadCA(parentDir)
 	if err != nil {
@@ -57,47 +48,10 @@ func initIntermediate(dir, parentDir, name string, validDays int) error {
 	if idx.find(name) != nil {
 		return fmt.Errorf("name %s in %s's %s: %w", name, parentDir, IndexFile, ErrExists)
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return fmt.Errorf("generate key: %w", err)
-	}
-	serial, err := randomSerial()
+	cert, err := writeCA(dir, "sknock CA "+name, validity, parent, parentKey, chain)
 	if err != nil {
 		return err
 	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "sknock CA " + name},
-		NotBefore:             now.Add(-backdate),
-		NotAfter:              now.Add(validity),
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		SubjectKeyId:          keyID(&key.PublicKey),
-	}
-	if tmpl.NotAfter.After(parent.NotAfter) {
-		tmpl.NotAfter = parent.NotAfter
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
-	if err != nil {
-		return fmt.Errorf("create CA certificate: %w", err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return fmt.Errorf("marshal CA key: %w", err)
-	}
-	keyPath := filepath.Join(dir, CAKeyFile)
-	if err := createFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		return err
-	}
-	if err := createFile(filepath.Join(dir, CACertFile), append(pemCert(der), chain...), 0o644); err != nil {
-		os.Remove(keyPath)
-		return err
-	}
-	idx.Certificates = append(idx.Certificates, indexEntry{Name: name, Kind: "ca", Serial: serial.String(), NotAfter: tmpl.NotAfter.UTC()})
+	idx.Certificates = append(idx.Certificates, indexEntry{Name: name, Kind: "ca", Serial: cert.SerialNumber.String(), NotAfter: cert.NotAfter.UTC()})
 	return idx.save(parentDir)
 }
