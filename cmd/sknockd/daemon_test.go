@@ -252,13 +252,17 @@ type testDaemon struct {
 	stop func() int
 }
 
-// runDaemon starts serveWith over f and returns once the daemon serves.
+// runDaemon starts serveWith over f and returns once the daemon serves;
+// changes, if any, edit its deps last (after the test hooks are set).
 // The test's cleanup stops it.
-func runDaemon(t *testing.T, cfg *Config, f *fakeOS) *testDaemon {
+func runDaemon(t *testing.T, cfg *Config, f *fakeOS, changes ...func(*osDeps)) *testDaemon {
 	t.Helper()
 	d := &testDaemon{logs: &syncBuffer{}, daemonReports: &daemonReports{}}
 	deps := f.deps()
 	deps.hooks = d.hooks()
+	for _, change := range changes {
+		change(&deps)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	hup := make(chan os.Signal, 1)
 	d.hup = hup

@@ -37,35 +37,14 @@ type operatorReports struct {
 // recorded.
 func runOperatorDaemon(t *testing.T, cfg *Config, f *fakeOS, change func(*osDeps)) (*testDaemon, *operatorReports) {
 	t.Helper()
-	d := &testDaemon{logs: &syncBuffer{}, daemonReports: &daemonReports{}}
 	ops := &operatorReports{}
-	deps := f.deps()
-	deps.hooks = d.hooks()
-	deps.hooks.metricsServing = ops.metrics.add
-	deps.hooks.watchdog = ops.watchdog.add
-	if change != nil {
-		change(&deps)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	hup := make(chan os.Signal, 1)
-	d.hup = hup
-	done := make(chan int, 1)
-	go func() { done <- serveWith(ctx, cfg, hup, d.logs, deps) }()
-	var once sync.Once
-	code := -1
-	d.stop = func() int {
-		once.Do(func() {
-			cancel()
-			select {
-			case code = <-done:
-			case <-time.After(10 * time.Second):
-				t.Error("daemon did not stop")
-			}
-		})
-		return code
-	}
-	t.Cleanup(func() { d.stop() })
-	d.started.next(t, "start")
+	d := runDaemon(t, cfg, f, func(deps *osDeps) {
+		deps.hooks.metricsServing = ops.metrics.add
+		deps.hooks.watchdog = ops.watchdog.add
+		if change != nil {
+			change(deps)
+		}
+	})
 	return d, ops
 }
 
