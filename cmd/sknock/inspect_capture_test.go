@@ -170,21 +170,7 @@ func TestInspectRawJudgedAtItsTimestamp(t *testing.T) {
 func TestInspectIntermediateTwoCRLs(t *testing.T) {
 	p := testpki.New(t, nil)
 	p.WriteCRL(t)
-	sub := filepath.Join(t.TempDir(), "ca-ops")
-	if err := pki.InitIntermediate(sub, p.Dir, "ops", 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := pki.IssueClient(sub, "dave", pki.Authorization{{Proto: packet.TCP, Port: 2000}}, p.Password, pki.IssueOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := pki.WriteCRL(sub, 0); err != nil {
-		t.Fatal(err)
-	}
-	b, err := pki.LoadBundle(filepath.Join(sub, "dave.pfx"), p.Password)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dave := &testpki.Client{Key: b.Key, Cert: b.Cert}
+	dave, sub := p.Intermediate(t, "ops", "dave")
 	path := filepath.Join(t.TempDir(), "knock.bin")
 	if err := os.WriteFile(path, dave.Seal(t, p.ServerKey, packet.TCP, 2000, netip.MustParseAddr("198.18.0.2"), time.Now()), 0o600); err != nil {
 		t.Fatal(err)

@@ -26,21 +26,7 @@ func TestIntegrationIntermediateCA(t *testing.T) {
 	n := e2e.NewNet(t)
 	p := e2e.NewPKI(t) // the root, with the gatekeeper's bundle and an empty CRL
 	alice := p.Client(t, "alice", "tcp/2000")
-	sub := filepath.Join(t.TempDir(), "ca-ops")
-	if err := pki.InitIntermediate(sub, p.Dir, "ops", 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := pki.IssueClient(sub, "dave", pki.Authorization{{Proto: packet.TCP, Port: 2000}}, p.Password, pki.IssueOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := pki.WriteCRL(sub, 0); err != nil {
-		t.Fatal(err)
-	}
-	bundle, err := pki.LoadBundle(filepath.Join(sub, "dave.pfx"), p.Password)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dave := &testpki.Client{Name: "dave", Key: bundle.Key, Cert: bundle.Cert}
+	dave, sub := p.Intermediate(t, "ops", "dave")
 	config := fmt.Sprintf(`server:
   pkcs12: %s
   password_file: %s

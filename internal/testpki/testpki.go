@@ -246,3 +246,29 @@ func (p *PKI) LoadCRL(t testing.TB) *pki.CRL {
 	}
 	return crl
 }
+
+// Intermediate makes an intermediate CA called caName under p's CA, in a
+// temporary directory of its own with an empty CRL, and issues it the
+// client called client, allowed tcp/2000. It returns the client and the
+// intermediate's directory (its ca.pem holds the chain, its ca.crl the
+// CRL).
+func (p *PKI) Intermediate(t testing.TB, caName, client string) (*Client, string) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "ca-"+caName)
+	if err := pki.InitIntermediate(dir, p.Dir, caName, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.IssueClient(dir, client, pki.Authorization{{Proto: packet.TCP, Port: 2000}}, p.Password, pki.IssueOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.WriteCRL(dir, 0); err != nil {
+		t.Fatal(err)
+	}
+	c := &Client{Name: client, PKCS12: filepath.Join(dir, client+".pfx"), CertFile: filepath.Join(dir, client+".pem")}
+	b, err := pki.LoadBundle(c.PKCS12, p.Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Key, c.Cert = b.Key, b.Cert
+	return c, dir
+}
