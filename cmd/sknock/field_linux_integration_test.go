@@ -4,13 +4,11 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -115,18 +113,7 @@ func (e *natEnv) runCommand(stdin string, argv ...string) sknockRun {
 	cmd := e.cli.Command(ctx, argv...)
 	cmd.Env = append(os.Environ(), "XDG_CACHE_HOME="+e.cacheDir, "XDG_CONFIG_HOME="+e.profilesDir, "SKNOCK_PASSWORD=")
 	cmd.Env = append(cmd.Env, e.env...)
-	var out, errOut bytes.Buffer
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = strings.NewReader(stdin), &out, &errOut
-	start := time.Now()
-	err := cmd.Run()
-	r := sknockRun{stdout: out.String(), stderr: errOut.String(), elapsed: time.Since(start)}
-	if exit, ok := err.(*exec.ExitError); ok {
-		r.code = exit.ExitCode()
-	} else if err != nil {
-		e.t.Fatalf("run sknock: %v", err)
-	}
-	e.t.Logf("%s: exit %d in %s\nstdout: %sstderr: %s", strings.Join(argv, " "), r.code, r.elapsed.Round(time.Millisecond), r.stdout, r.stderr)
-	return r
+	return runSknock(e.t, cmd, stdin)
 }
 
 func (e *natEnv) knock(args ...string) sknockRun {

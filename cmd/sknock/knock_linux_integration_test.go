@@ -65,7 +65,14 @@ func (e *knockEnv) knock(stdin string, args ...string) sknockRun {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	argv := append([]string{e.sknock, "knock", "--pkcs12", e.bundle, "--server-cert", e.pki.ServerCert, "--password-file", e.pki.PasswordFile}, args...)
-	cmd := e.net.Client.Command(ctx, argv...)
+	return runSknock(e.t, e.net.Client.Command(ctx, argv...), stdin)
+}
+
+// runSknock runs cmd (sknock in a namespace) with stdin as its standard
+// input, logs and returns what it printed and its exit status; an error
+// other than a non-zero exit fails t.
+func runSknock(t *testing.T, cmd *exec.Cmd, stdin string) sknockRun {
+	t.Helper()
 	var out, errOut bytes.Buffer
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = strings.NewReader(stdin), &out, &errOut
 	start := time.Now()
@@ -74,9 +81,9 @@ func (e *knockEnv) knock(stdin string, args ...string) sknockRun {
 	if exit, ok := err.(*exec.ExitError); ok {
 		r.code = exit.ExitCode()
 	} else if err != nil {
-		e.t.Fatalf("run sknock: %v", err)
+		t.Fatalf("run sknock: %v", err)
 	}
-	e.t.Logf("sknock knock %s: exit %d in %s\nstdout: %sstderr: %s", strings.Join(args, " "), r.code, r.elapsed.Round(time.Millisecond), r.stdout, r.stderr)
+	t.Logf("%s: exit %d in %s\nstdout: %sstderr: %s", strings.Join(cmd.Args, " "), r.code, r.elapsed.Round(time.Millisecond), r.stdout, r.stderr)
 	return r
 }
 
