@@ -358,16 +358,8 @@ func openAnyFamily(datagram []byte, trust *gate.Trust) *knock.Knock {
 	return nil
 }
 
-// reasonName is a decision's reason as printed: "granted" for a grant.
-func reasonName(d gate.Decision) string {
-	if d.Granted() {
-		return "granted"
-	}
-	return d.Reason.String()
-}
-
 func describe(d gate.Decision, src netip.Addr) inspectResult {
-	out := inspectResult{Verdict: d.Verdict(), Reason: reasonName(d), Source: src.String()}
+	out := inspectResult{Verdict: d.Verdict(), Reason: d.Reason.String(), Source: src.String()}
 	if d.Err != nil {
 		out.Detail = d.Err.Error()
 	}
