@@ -276,10 +276,11 @@ info "network: $SRV $SERVER_IP <-veth-> $CLI $CLIENT_IP"
 
 # ---------------------------------------------------------------- PKI
 mkdir -p pki
-# No pipeline here: a Ctrl-C that lands while bash forks a pipeline's
-# children (set -o pipefail) could end the script without its cleanup.
-password=$(od -An -tx1 -N18 /dev/urandom)
-printf '%s' "${password//[[:space:]]/}" >pki/password
+# One simple command, neither a pipeline nor a command substitution: a
+# Ctrl-C that lands while bash forks those (with its INT trap set) could
+# end the script without its cleanup, or be lost. 18 random bytes in hex,
+# on one line (the password is the file's first line).
+od -An -tx1 -w18 -N18 /dev/urandom >pki/password
 chmod 0600 pki/password
 {
 	sknock pki init --dir pki
