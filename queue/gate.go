@@ -41,10 +41,19 @@ type GateConfig struct {
 	HoldQueue uint16
 	// Holding enables HoldQueue.
 	Holding bool
-	// RejectMark is the mark bit ORed into a rejected packet's mark before
-	// it is repeated; the static rules REJECT packets carrying it. Zero:
-	// DefaultRejectMark.
+	// RejectMark is the signal bit ORed into a refused packet's mark before
+	// it is repeated (NF_REPEAT); the rules' first rules clear it and have
+	// the packet refused. Zero: DefaultRejectMark.
 	RejectMark uint32
+	// AcceptMark is the signal bit ORed into a granted packet's mark
+	// before it is repeated; the rules' first rule clears it and lets the
+	// packet on through the rest of the host's rules. Zero:
+	// DefaultAcceptMark.
+	AcceptMark uint32
+	// Repeats remembers repeated packets, to answer one that comes back
+	// without a repeat (see Repeats); share one among the gate and hold
+	// readers. Nil: the reader keeps its own.
+	Repeats *Repeats
 	// MaxQueueLen is the kernel's queue bound; zero: DefaultGateMaxQueueLen.
 	MaxQueueLen uint32
 	// CopyRange is how many bytes of each packet are copied to us; zero:
@@ -78,6 +87,11 @@ type GateStats struct {
 	// mark: the REJECT rule is missing, so they are dropped instead (and
 	// counted in Dropped, not Rejected).
 	RejectLoops atomic.Uint64
+	// RepeatLoops counts packets that came back right after the reader
+	// repeated them, without the signal bit: a rule above the gate's jump
+	// rewrites the mark. They were answered without a repeat (a grant
+	// accepted, a refusal dropped) and counted as such too.
+	RepeatLoops atomic.Uint64
 	// ReceiveErrors counts receive errors the reader survived, ENOBUFS
 	// included.
 	ReceiveErrors atomic.Uint64
@@ -105,7 +119,8 @@ type GateReader struct {
 	cfg     GateConfig
 	stats   *GateStats
 	running atomic.Bool
-	deferTo int // the kernel verdict for Defer
+	deferTo int     // the kernel verdict for Defer
+	sig     signals // the signal bits of repeats
 
 	// sock and hdr belong to the one receive goroutine while Run runs.
 	// unsettled reports that a verdict the socket refused left a packet
@@ -121,8 +136,13 @@ func NewGate(cfg GateConfig) (*GateReader, error) {
 	if cfg.Decide == nil {
 		return nil, errors.New("queue: gate config: Decide is nil")
 	}
-	if cfg.RejectMark == 0 {
-		cfg.RejectMark = DefaultRejectMark
+	sig := signalsOf(cfg.RejectMark, cfg.AcceptMark)
+	cfg.RejectMark, cfg.AcceptMark = sig.reject, sig.accept
+	if sig.reject&sig.accept != 0 {
+		return nil, fmt.Errorf("queue: gate config: RejectMark %#x and AcceptMark %#x share a bit", sig.reject, sig.accept)
+	}
+	if cfg.Repeats == nil {
+		cfg.Repeats = NewRepeats(nil)
 	}
 	if cfg.MaxQueueLen == 0 {
 		cfg.MaxQueueLen = DefaultGateMaxQueueLen
@@ -142,7 +162,7 @@ func NewGate(cfg GateConfig) (*GateReader, error) {
 	if cfg.Holding && cfg.HoldQueue == cfg.Queue {
 		return nil, fmt.Errorf("queue: gate config: HoldQueue %d is the gate queue", cfg.Queue)
 	}
-	g := &GateReader{cfg: cfg, stats: cfg.Stats, deferTo: NFDrop}
+	g := &GateReader{cfg: cfg, stats: cfg.Stats, deferTo: NFDrop, sig: sig}
 	if cfg.Holding {
 		g.deferTo = QueueTo(cfg.HoldQueue)
 	}
@@ -220,19 +240,27 @@ func (g *GateReader) decide(p *Packet) kernelVerdict {
 	} else {
 		v = g.cfg.Decide(&g.hdr)
 	}
-	kv, loop := kernelVerdictOf(p, v, g.cfg.RejectMark, g.deferTo)
-	countVerdict(st, v, loop, kv)
+	kv, loop := kernelVerdictOf(p, v, g.sig, g.deferTo)
+	kv, again := g.cfg.Repeats.settle(p, kv)
+	countVerdict(st, v, loop, again, kv)
 	return kv
 }
 
-// countVerdict counts v, whose kernel verdict is kv, in st.
-func countVerdict(st *GateStats, v packet.Verdict, loop bool, kv kernelVerdict) {
+// countVerdict counts v, whose kernel verdict is kv, in st. loop: the
+// packet carried the signal bit already; again: it came back from a
+// repeat without it.
+func countVerdict(st *GateStats, v packet.Verdict, loop, again bool, kv kernelVerdict) {
+	if again {
+		st.RepeatLoops.Add(1)
+	}
 	switch {
-	case loop:
+	case loop && v == packet.Reject:
 		st.RejectLoops.Add(1)
 		st.Dropped.Add(1)
 	case v == packet.Accept:
 		st.Accepted.Add(1)
+	case v == packet.Reject && kv.verdict == NFDrop:
+		st.Dropped.Add(1)
 	case v == packet.Reject:
 		st.Rejected.Add(1)
 	case v == packet.Defer && kv.verdict != NFDrop:
@@ -247,20 +275,21 @@ func countVerdict(st *GateStats, v packet.Verdict, loop bool, kv kernelVerdict) 
 //
 // A verdict the socket refused leaves its packet waiting in the kernel
 // (unsettled), where the next batch verdict would sweep it up. A drop or
-// reject sweeping it fails closed, so those go out as batches, even runs
-// of one, and settle it; accepts go out one by one until then, so that no
-// packet is ever accepted that Decide did not accept.
+// refusal sweeping it fails closed, so those go out as batches, even runs
+// of one, and settle it; grants (accepts, and repeats with the grant bit)
+// go out one by one until then, so that no packet is ever accepted that
+// Decide did not accept.
 func (g *GateReader) answer(run []Packet, kv kernelVerdict) {
 	last := run[len(run)-1].ID
 	switch {
-	case kv.verdict != NFDrop && kv.verdict != NFRepeat && g.unsettled.Load():
+	case !kv.failsClosed() && g.unsettled.Load():
 		for i := range run {
 			g.send(run[i].ID, kv, false)
 		}
 	case len(run) == 1 && !g.unsettled.Load():
 		g.send(last, kv, false)
 	default:
-		if g.send(last, kv, true) && kv.verdict != NFAccept {
+		if g.send(last, kv, true) && kv.failsClosed() {
 			g.unsettled.Store(false)
 		}
 	}

@@ -24,9 +24,13 @@ type HoldConfig struct {
 	// header, on the receive goroutine; its owner settles it later with
 	// Settle. h is valid only until Deliver returns. Required.
 	Deliver func(ctx context.Context, p *Packet, h *packet.Header)
-	// RejectMark is the mark bit of Reject, as in GateConfig; zero:
-	// DefaultRejectMark.
-	RejectMark uint32
+	// RejectMark and AcceptMark are the signal bits of Reject and Accept,
+	// as in GateConfig; zero: their defaults.
+	RejectMark, AcceptMark uint32
+	// Repeats is the gate readers' (GateConfig.Repeats): a packet this
+	// reader repeats that comes back to the gate queue without its signal
+	// is then answered there without another repeat. Nil: its own.
+	Repeats *Repeats
 	// MaxQueueLen is the kernel's queue bound; zero:
 	// DefaultHoldMaxQueueLen.
 	MaxQueueLen uint32
@@ -49,6 +53,41 @@ type HoldReader struct {
 	running atomic.Bool
 	hdr     packet.Header // the receive goroutine's
 	sock    lockedSocket
+
+	// held keeps the hash of each packet delivered, by id, until Settle
+	// repeats it (see rememberHeld); a later packet with the same slot
+	// takes its place.
+	heldMu sync.Mutex
+	held   [heldSlots]heldPacket
+}
+
+// heldSlots is the size of HoldReader.held: a power of two, at least
+// DefaultHoldMaxQueueLen.
+const heldSlots = 256
+
+// heldPacket is one delivered packet's id and hash.
+type heldPacket struct {
+	id   uint32
+	hash uint64
+}
+
+// noteHeld keeps p's hash for Settle.
+func (r *HoldReader) noteHeld(p *Packet) {
+	h := fnv1a(p.Data)
+	r.heldMu.Lock()
+	r.held[p.ID&(heldSlots-1)] = heldPacket{id: p.ID, hash: h}
+	r.heldMu.Unlock()
+}
+
+// rememberHeld tells Repeats that the packet with id is being repeated,
+// when its hash is still known.
+func (r *HoldReader) rememberHeld(id uint32) {
+	r.heldMu.Lock()
+	hp := r.held[id&(heldSlots-1)]
+	r.heldMu.Unlock()
+	if hp.id == id && hp.hash != 0 {
+		r.cfg.Repeats.remember(hp.hash)
+	}
 }
 
 // lockedSocket is the socket Settle writes to, set while Run runs.
@@ -67,8 +106,10 @@ func NewHold(cfg HoldConfig) (*HoldReader, error) {
 	if cfg.Deliver == nil {
 		return nil, errors.New("queue: hold config: Deliver is nil")
 	}
-	if cfg.RejectMark == 0 {
-		cfg.RejectMark = DefaultRejectMark
+	sig := signalsOf(cfg.RejectMark, cfg.AcceptMark)
+	cfg.RejectMark, cfg.AcceptMark = sig.reject, sig.accept
+	if cfg.Repeats == nil {
+		cfg.Repeats = NewRepeats(nil)
 	}
 	if cfg.MaxQueueLen == 0 {
 		cfg.MaxQueueLen = DefaultHoldMaxQueueLen
@@ -129,6 +170,7 @@ func (r *HoldReader) handle(ctx context.Context, pkts []Packet) {
 	for i := range pkts {
 		r.stats.Packets.Add(1)
 		r.hdr.Decode(pkts[i].Data)
+		r.noteHeld(&pkts[i])
 		r.cfg.Deliver(ctx, &pkts[i], &r.hdr)
 	}
 }
@@ -137,13 +179,18 @@ func (r *HoldReader) handle(ctx context.Context, pkts []Packet) {
 // owner of the held packets calls it, from one goroutine.
 func (r *HoldReader) Settle(id, mark uint32, v packet.Verdict) error {
 	p := Packet{ID: id, Mark: mark}
-	kv, loop := kernelVerdictOf(&p, v, r.cfg.RejectMark, NFDrop)
+	kv, loop := kernelVerdictOf(&p, v, signalsOf(r.cfg.RejectMark, r.cfg.AcceptMark), NFDrop)
 	r.sock.mu.Lock()
 	defer r.sock.mu.Unlock()
 	if r.sock.sock == nil {
 		return ErrNotRunning
 	}
-	countVerdict(r.stats, v, loop, kv)
+	if kv.verdict == NFRepeat {
+		// A packet stripped of its signal comes back to the gate
+		// queue, whose reader then answers it without a repeat.
+		r.rememberHeld(id)
+	}
+	countVerdict(r.stats, v, loop, false, kv)
 	var err error
 	if kv.withMark {
 		err = r.sock.sock.SetVerdictWithMark(id, kv.verdict, kv.mark)

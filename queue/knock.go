@@ -117,6 +117,11 @@ type KnockStats struct {
 	// VerdictErrors counts verdict messages the socket refused (one
 	// message answers every knock of a receive).
 	VerdictErrors atomic.Uint64
+	// RepeatLoops counts knocks that came back right after the reader
+	// repeated them to refuse them, without the signal bit (a rule above
+	// the gate's jump rewrites the mark): they were dropped, and counted
+	// in RejectLoops too.
+	RepeatLoops atomic.Uint64
 	// Rejected counts packets answered with the reject mark.
 	Rejected atomic.Uint64
 	// RejectLoops counts packets to reject that already carried the reject
@@ -142,6 +147,9 @@ type KnockReader struct {
 	running atomic.Bool
 	// reject is read once per receive, so a change applies from the next.
 	reject atomic.Bool
+	// repeats catches refused knocks that come back stripped of their
+	// signal (the receive goroutine's).
+	repeats *Repeats
 
 	// work holds at most Depth knocks; the receive goroutine sheds when it
 	// is full (a non-blocking send). prio holds at most PriorityDepth
@@ -204,10 +212,11 @@ func NewKnock(cfg KnockConfig) (*KnockReader, error) {
 		cfg.PriorityDepth = max(1, cfg.Depth/4)
 	}
 	k := &KnockReader{
-		cfg:   cfg,
-		stats: cfg.Stats,
-		work:  make(chan knockJob, cfg.Depth),
-		free:  make(chan []byte, cfg.Depth+cfg.PriorityDepth+cfg.Workers+1),
+		cfg:     cfg,
+		stats:   cfg.Stats,
+		repeats: NewRepeats(nil),
+		work:    make(chan knockJob, cfg.Depth),
+		free:    make(chan []byte, cfg.Depth+cfg.PriorityDepth+cfg.Workers+1),
 	}
 	if cfg.Priority != nil {
 		k.prio = make(chan knockJob, cfg.PriorityDepth)
@@ -297,8 +306,12 @@ func (k *KnockReader) rejectAll(pkts []Packet) {
 	start := 0
 	var run kernelVerdict
 	for i := range pkts {
-		kv, loop := kernelVerdictOf(&pkts[i], packet.Reject, k.cfg.RejectMark, NFDrop)
-		if loop {
+		kv, loop := kernelVerdictOf(&pkts[i], packet.Reject, signalsOf(k.cfg.RejectMark, DefaultAcceptMark), NFDrop)
+		kv, again := k.repeats.settle(&pkts[i], kv)
+		if again {
+			st.RepeatLoops.Add(1)
+		}
+		if loop || again {
 			st.RejectLoops.Add(1)
 		} else {
 			st.Rejected.Add(1)

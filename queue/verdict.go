@@ -32,35 +32,81 @@ func validVerdict(verdict int) bool {
 	return false
 }
 
-// DefaultRejectMark is the mark bit a reader ORs into a rejected packet's
-// mark when its configuration names none.
-const DefaultRejectMark = 0x1
+// Default signal bits of a reader whose configuration names none: the
+// rules' defaults (rules.DefaultMark, rules.DefaultAcceptMark).
+const (
+	// DefaultRejectMark is ORed into the mark of a packet repeated to be
+	// refused.
+	DefaultRejectMark = 0x40000000
+	// DefaultAcceptMark is ORed into the mark of a packet repeated to be
+	// granted.
+	DefaultAcceptMark = 0x20000000
+)
+
+// signals are the mark bits a verdict that needs the rules' help sets
+// before NF_REPEAT: the gate chain's first rules clear them at once.
+type signals struct {
+	reject, accept uint32
+}
+
+// signalsOf fills in the defaults of zero bits.
+func signalsOf(reject, accept uint32) signals {
+	if reject == 0 {
+		reject = DefaultRejectMark
+	}
+	if accept == 0 {
+		accept = DefaultAcceptMark
+	}
+	return signals{reject: reject, accept: accept}
+}
 
 // kernelVerdict is what the kernel is told about one packet.
 type kernelVerdict struct {
 	verdict  int // NFAccept, NFDrop, NFRepeat or QueueTo(n)
 	mark     uint32
 	withMark bool
+	// refuses is set on a repeat that refuses: it fails closed, as a drop.
+	refuses bool
 }
 
-// kernelVerdictOf turns v for p into the kernel's verdict. reject is the
-// mark bit of Reject; deferTo is the verdict for Defer (QueueTo the hold
-// queue, or NFDrop without one). It reports loop when a packet to reject
-// already carried the reject bit: the rules sent a marked packet back to
-// the queue instead of rejecting it, so it is dropped rather than
-// repeated forever.
-func kernelVerdictOf(p *Packet, v packet.Verdict, reject uint32, deferTo int) (kv kernelVerdict, loop bool) {
+// failsClosed reports whether kv, sweeping up a packet no one decided
+// (a batch verdict covers every waiting packet up to its id), can only
+// keep it out.
+func (kv kernelVerdict) failsClosed() bool { return kv.verdict == NFDrop || kv.refuses }
+
+// kernelVerdictOf turns v for p into the kernel's verdict. Accept and
+// Reject repeat the packet with their signal bit set, so that the rules
+// carry them out and the rest of the host's rules still see it; deferTo is
+// the verdict for Defer (QueueTo the hold queue, or NFDrop without one).
+// It reports loop when the packet already carried the signal bit: the
+// rules sent it back to the queue instead of taking the signal, so it is
+// answered without a repeat, accepted or dropped.
+func kernelVerdictOf(p *Packet, v packet.Verdict, sig signals, deferTo int) (kv kernelVerdict, loop bool) {
 	switch v {
 	case packet.Accept:
-		return kernelVerdict{verdict: NFAccept}, false
+		if p.Mark&sig.accept != 0 {
+			return kernelVerdict{verdict: NFAccept}, true
+		}
+		return kernelVerdict{verdict: NFRepeat, mark: p.Mark | sig.accept, withMark: true}, false
 	case packet.Reject:
-		if p.Mark&reject != 0 {
+		if p.Mark&sig.reject != 0 {
 			return kernelVerdict{verdict: NFDrop}, true
 		}
-		return kernelVerdict{verdict: NFRepeat, mark: p.Mark | reject, withMark: true}, false
+		return kernelVerdict{verdict: NFRepeat, mark: p.Mark | sig.reject, withMark: true, refuses: true}, false
 	case packet.Defer:
 		return kernelVerdict{verdict: deferTo}, false
 	default:
 		return kernelVerdict{verdict: NFDrop}, false
 	}
+}
+
+// withoutRepeat is kv answered without NF_REPEAT, for a packet that came
+// back from a repeat it should not have (see Repeats): a grant accepts
+// (the rest of the mangle table no longer sees it, as before repeats
+// existed), a refusal drops (fail closed).
+func withoutRepeat(kv kernelVerdict) kernelVerdict {
+	if kv.refuses {
+		return kernelVerdict{verdict: NFDrop}
+	}
+	return kernelVerdict{verdict: NFAccept}
 }

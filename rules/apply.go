@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -56,42 +57,57 @@ type hook struct {
 // rule is the jump as "iptables -S CHAIN" lists it.
 func (h hook) rule() string { return "-A " + h.chain + " " + strings.Join(h.jump, " ") }
 
-// part is the rule set's share of one table: the chain's rules there, and
-// the built-in chains that jump to it first.
-type part struct {
-	table string
+// chainRules is one chain of the rule set and its rules.
+type chainRules struct {
+	name  string
 	rules [][]string
-	hooks []hook
+}
+
+// part is the rule set's share of one table: its chains (the main one,
+// named Config.Chain, first), and the built-in chains that jump to it
+// first.
+type part struct {
+	table  string
+	chains []chainRules
+	hooks  []hook
+}
+
+// names returns the names of p's chains, the main one first.
+func (p part) names() []string {
+	out := make([]string, len(p.chains))
+	for i, ch := range p.chains {
+		out[i] = ch.name
+	}
+	return out
 }
 
 // parts returns the rule set, table by table: the gate in mangle, then the
-// rejection in filter.
+// refusal in filter.
 func (c Config) parts(ipv6 bool) []part {
 	return []part{
-		{table: mangleTable, rules: c.Rules(ipv6), hooks: []hook{{"PREROUTING", c.Jump()}, {"POSTROUTING", c.Backstop()}}},
-		{table: filterTable, rules: c.RejectRules(ipv6), hooks: []hook{{inputChain, c.Jump()}, {"FORWARD", c.ForwardJump()}}},
+		{table: mangleTable, chains: []chainRules{
+			{c.Chain, c.Rules(ipv6)},
+			{c.SynChain(), c.SynRules()},
+			{c.GrantChain(), c.GrantRules()},
+			{c.RejectChain(), c.RejectMarkRules()},
+		}, hooks: []hook{{"PREROUTING", c.Jump()}, {"POSTROUTING", c.Backstop()}}},
+		{table: filterTable, chains: []chainRules{{c.Chain, c.RejectRules(ipv6)}}, hooks: []hook{{inputChain, c.Jump()}, {"FORWARD", c.ForwardJump()}}},
 	}
 }
 
-// applyOrder returns the parts in the order Apply installs them: the
-// filter chain first when it is missing, so that no packet the gate marks
-// for rejection ever finds nothing to reject it; else the gate first, so
-// that replacing a filter chain that gated (sknock before containers were
-// gated in mangle) never leaves a moment without a gate.
-func applyOrder(parts []part, haveFilter bool) []part {
-	if haveFilter {
-		return parts
-	}
-	return []part{parts[1], parts[0]}
-}
-
-// Apply installs c's rules for one address family: the gate chain in
-// mangle, which PREROUTING jumps to first, and the reject chain in filter,
-// which INPUT and FORWARD jump to first, each jump exactly once. Each
-// table's chain (and the jumps that are not first) goes in with one
+// Apply installs c's rules for one address family: the gate chains in
+// mangle, which PREROUTING jumps to first, and the refusal chain in
+// filter, which INPUT and FORWARD jump to first, each jump exactly once.
+// Each table's chains (and the jumps that are not first) go in with one
 // iptables-restore transaction, so no packet ever meets a half-built or
-// missing chain: a chain left by a crash or by an earlier configuration is
-// replaced whole. Surplus jumps further down are deleted after.
+// missing chain: chains left by a crash or by an earlier configuration
+// are replaced whole. Surplus jumps further down are deleted after.
+//
+// The filter chain goes in first, so that every refusal the new gate
+// labels finds its rule. When a filter chain was there already (an
+// earlier layout, which may have carried refusals by a packet mark, or
+// gated in filter), it first holds its old rules followed by the new
+// ones, until the new gate is in: no moment is without either.
 //
 // On error the table that failed is unchanged (the one before it may hold
 // the new rules already); the error names the family, table and step.
@@ -100,20 +116,49 @@ func Apply(ipt IPTables, c Config, ipv6 bool) error {
 		return err
 	}
 	fam := family(ipv6)
-	haveFilter, err := ipt.ChainExists(filterTable, c.Chain)
+	parts := c.parts(ipv6)
+	mangle, filter := parts[0], parts[1]
+	old, err := ipt.List(filterTable, c.Chain)
 	if err != nil {
-		return fmt.Errorf("%s: check chain %s: %w", fam, c.Chain, err)
+		// A missing chain lists as an error: nothing to keep meanwhile.
+		old = nil
 	}
-	for _, p := range applyOrder(c.parts(ipv6), haveFilter) {
-		if err := applyPart(ipt, c.Chain, p); err != nil {
+	if bridge := bridgeOf(filter, ruleLines(old), c.Chain); bridge != nil {
+		if err := applyPart(ipt, *bridge); err != nil {
 			return fmt.Errorf("%s: %w", fam, err)
 		}
+	}
+	for _, p := range []part{filter, mangle} {
+		if err := applyPart(ipt, p); err != nil {
+			return fmt.Errorf("%s: %w", fam, err)
+		}
+	}
+	if err := dropLegacyBackstops(ipt); err != nil {
+		return fmt.Errorf("%s: %w", fam, err)
 	}
 	return nil
 }
 
-// applyPart replaces one table's chain and puts its jumps first.
-func applyPart(ipt IPTables, chain string, p part) error {
+// bridgeOf returns the filter part to hold while the gate is replaced:
+// the chain's old rules (old, "-A CHAIN ..." lines) and then the new
+// ones; nil when there are no old rules or they are the new ones.
+func bridgeOf(filter part, old []string, chain string) *part {
+	main := filter.chains[0]
+	var rules [][]string
+	for _, l := range old {
+		rules = append(rules, strings.Fields(strings.TrimPrefix(l, "-A "+chain+" ")))
+	}
+	if len(rules) == 0 {
+		return nil
+	}
+	rules = append(rules, main.rules...)
+	bridge := filter
+	bridge.chains = []chainRules{{main.name, rules}}
+	return &bridge
+}
+
+// applyPart replaces one table's chains and puts its jumps first.
+func applyPart(ipt IPTables, p part) error {
 	var insert []hook
 	for _, h := range p.hooks {
 		positions, err := jumpPositions(ipt, p.table, h)
@@ -124,7 +169,8 @@ func applyPart(ipt IPTables, chain string, p part) error {
 			insert = append(insert, h)
 		}
 	}
-	if err := ipt.Restore(p.restoreInput(chain, insert)); err != nil {
+	chain := p.chains[0].name
+	if err := ipt.Restore(p.restoreInput(insert)); err != nil {
 		return fmt.Errorf("replace chain %s in %s (that table was not changed): %w", chain, p.table, err)
 	}
 	for _, h := range p.hooks {
@@ -136,13 +182,18 @@ func applyPart(ipt IPTables, chain string, p part) error {
 }
 
 // restoreInput is the iptables-restore transaction of one part: declare
-// (and so flush) the chain, fill it, and put the jumps of insert first in
-// their built-in chains.
-func (p part) restoreInput(chain string, insert []hook) string {
+// (and so flush) the chains, fill them, and put the jumps of insert first
+// in their built-in chains.
+func (p part) restoreInput(insert []hook) string {
 	var b strings.Builder
-	b.WriteString("*" + p.table + "\n:" + chain + " - [0:0]\n")
-	for _, rule := range p.rules {
-		b.WriteString("-A " + chain + " " + strings.Join(rule, " ") + "\n")
+	b.WriteString("*" + p.table + "\n")
+	for _, ch := range p.chains {
+		b.WriteString(":" + ch.name + " - [0:0]\n")
+	}
+	for _, ch := range p.chains {
+		for _, rule := range ch.rules {
+			b.WriteString("-A " + ch.name + " " + strings.Join(rule, " ") + "\n")
+		}
 	}
 	for _, h := range insert {
 		b.WriteString("-I " + h.chain + " 1 " + strings.Join(h.jump, " ") + "\n")
@@ -174,10 +225,12 @@ func jumpPositions(ipt IPTables, table string, h hook) ([]int, error) {
 }
 
 // positionsOf returns the 1-based positions of rule in rules.
+// iptables quotes a connlabel's number ("127"), which the rule spec does
+// not.
 func positionsOf(rules []string, rule string) []int {
 	var positions []int
 	for i, l := range rules {
-		if l == rule {
+		if unquote(l) == rule {
 			positions = append(positions, i+1)
 		}
 	}
@@ -201,7 +254,7 @@ func dropSurplusJumps(ipt IPTables, table string, h hook) error {
 		if err != nil {
 			return fmt.Errorf("check surplus jump at %d: %w", pos, err)
 		}
-		if strings.TrimSpace(got) != h.rule() {
+		if unquote(strings.TrimSpace(got)) != h.rule() {
 			return fmt.Errorf("surplus jump at %d changed under us to %q; not deleting it", pos, got)
 		}
 		if err := ipt.DeleteById(table, h.chain, pos); err != nil {
@@ -210,6 +263,23 @@ func dropSurplusJumps(ipt IPTables, table string, h hook) error {
 	}
 	return nil
 }
+
+// unquote drops the double quotes iptables puts around a connlabel, and
+// spells the label by number where connlabel.conf gave it sknock's name.
+func unquote(l string) string {
+	l = strings.ReplaceAll(l, `"`, "")
+	return strings.ReplaceAll(l, "--label "+LabelName+" ", "--label "+strconv.Itoa(DefaultRejectLabel)+" ")
+}
+
+// LabelName is the name connlabel.conf (see LabelConf) gives
+// DefaultRejectLabel; iptables lists the label by it when the file does.
+const LabelName = "sknock-reject"
+
+// LabelConf is the line of /etc/xtables/connlabel.conf that names sknock's
+// reject label. Without the file iptables warns on every listing of a rule
+// with a connlabel; a file without any label makes it fail. The setup
+// script and the package install it.
+const LabelConf = "127 sknock-reject"
 
 // withUndo joins the error of a failed rollback to the error that caused it.
 func withUndo(err, undoErr error) error {
@@ -220,7 +290,7 @@ func withUndo(err, undoErr error) error {
 }
 
 // Remove deletes every jump to the chain, then flushes and deletes the
-// chain, in mangle (the gate) first, then in filter. Removing what is not
+// chains, in mangle (the gate) first, then in filter. Removing what is not
 // there is not an error. This is what uncovers the protected ports: only
 // an explicit command calls it.
 func Remove(ipt IPTables, c Config, ipv6 bool) error {
@@ -229,15 +299,19 @@ func Remove(ipt IPTables, c Config, ipv6 bool) error {
 	}
 	fam := family(ipv6)
 	for _, p := range c.parts(ipv6) {
-		if err := removePart(ipt, c.Chain, p); err != nil {
+		if err := removePart(ipt, p); err != nil {
 			return fmt.Errorf("%s: %w", fam, err)
 		}
+	}
+	if err := dropLegacyBackstops(ipt); err != nil {
+		return fmt.Errorf("%s: %w", fam, err)
 	}
 	return nil
 }
 
-// removePart removes one table's chain and its jumps.
-func removePart(ipt IPTables, chain string, p part) error {
+// removePart removes one table's chains and their jumps.
+func removePart(ipt IPTables, p part) error {
+	chain := p.chains[0].name
 	// No chain, no jump (iptables refuses to delete a chain still jumped
 	// to), but the backstop, which names no chain, may outlive it.
 	exists, err := ipt.ChainExists(p.table, chain)
@@ -261,14 +335,55 @@ func removePart(ipt IPTables, chain string, p part) error {
 			}
 		}
 	}
-	if !exists {
-		return nil
+	// The main chain jumps to the helpers: flush every chain, then delete.
+	var present []string
+	for _, name := range p.names() {
+		ok, err := ipt.ChainExists(p.table, name)
+		if err != nil {
+			return fmt.Errorf("check chain %s in %s: %w", name, p.table, err)
+		}
+		if ok {
+			present = append(present, name)
+			if err := ipt.ClearChain(p.table, name); err != nil {
+				return fmt.Errorf("flush chain %s in %s: %w", name, p.table, err)
+			}
+		}
 	}
-	if err := ipt.ClearChain(p.table, chain); err != nil {
-		return fmt.Errorf("flush chain %s in %s: %w", chain, p.table, err)
+	for _, name := range present {
+		if err := ipt.DeleteChain(p.table, name); err != nil {
+			return fmt.Errorf("delete chain %s in %s (is it still referenced?): %w", name, p.table, err)
+		}
 	}
-	if err := ipt.DeleteChain(p.table, chain); err != nil {
-		return fmt.Errorf("delete chain %s in %s (is it still referenced?): %w", chain, p.table, err)
+	return nil
+}
+
+// legacyBackstop starts and ends the mangle POSTROUTING backstop of the
+// layout before conntrack labels, which dropped DNAT-ed packets by a
+// packet mark that other tools may set too.
+const (
+	legacyBackstopStart = "-A POSTROUTING -m conntrack --ctstate DNAT --ctdir ORIGINAL -m mark --mark "
+	legacyBackstopEnd   = " -j DROP"
+)
+
+// dropLegacyBackstops deletes the backstops of the mark layout from mangle
+// POSTROUTING, last first, each checked just before deletion.
+func dropLegacyBackstops(ipt IPTables) error {
+	lines, err := ipt.List(mangleTable, "POSTROUTING")
+	if err != nil {
+		return fmt.Errorf("list mangle POSTROUTING: %w", err)
+	}
+	rules := ruleLines(lines)
+	for i := len(rules) - 1; i >= 0; i-- {
+		if !strings.HasPrefix(rules[i], legacyBackstopStart) || !strings.HasSuffix(rules[i], legacyBackstopEnd) {
+			continue
+		}
+		got, err := ipt.ListById(mangleTable, "POSTROUTING", i+1)
+		if err != nil || strings.TrimSpace(got) != rules[i] {
+			return fmt.Errorf("mangle POSTROUTING changed while deleting the old backstop at %d", i+1)
+		}
+		if err := ipt.DeleteById(mangleTable, "POSTROUTING", i+1); err != nil {
+			return fmt.Errorf("delete the old backstop at mangle POSTROUTING %d: %w", i+1, err)
+		}
 	}
 	return nil
 }

@@ -12,19 +12,33 @@ import (
 // Config describes the rule set. The zero value is not valid; start from
 // DefaultConfig.
 type Config struct {
-	// Chain is the filter-table chain that holds the rules and that INPUT
-	// jumps to first. At most 28 characters of [A-Za-z0-9_-], starting with
-	// a letter, and no built-in chain or common target name.
+	// Chain is the chain that holds the rules, in the mangle table (which
+	// PREROUTING jumps to first) and in the filter table (which INPUT
+	// jumps to first); its helper chains are named after it (Chain-SYN,
+	// Chain-GRANT, Chain-REJECT). At most 21 characters of [A-Za-z0-9_-],
+	// starting with a letter, and no built-in chain or common target name.
 	Chain string
-	// Mark is the reject bit (or bits) of the packet mark: the daemon
-	// repeats a packet with Mark set to have it rejected. Must be nonzero;
-	// no other software on the host may set these bits on INPUT traffic.
+	// Mark is the reject signal bit (or bits) of the packet mark: the
+	// daemon repeats (NF_REPEAT) a packet to refuse with Mark set, and the
+	// gate's first rules clear it at once and label the packet's new
+	// connection for the filter chain to refuse. It lives only between a
+	// verdict and the gate's first rule, so other tools' marks can neither
+	// undo a refusal nor cause one; they must only not set these bits
+	// before the gate (in raw, or above its jump). Must be nonzero.
 	Mark uint32
-	// RevokeMark is the connection-mark bit (or bits) the daemon sets on
-	// the tracked connections of a revoked certificate's grants: the chain
-	// resets (TCP) or drops such connections' packets before anything can
-	// accept them, so revocation ends what it opened. It must not share a
-	// bit with Mark. Zero: no such rule; connections outlive revocation.
+	// AcceptMark is the grant signal bit (or bits): the daemon repeats a
+	// packet it grants with AcceptMark set, and the gate's first rule
+	// clears it and returns, so that the rest of the mangle table, nat and
+	// filter see the packet. Must be nonzero and share no bit with Mark.
+	AcceptMark uint32
+	// RejectLabel is the conntrack label (0-127, see connlabel.conf(5))
+	// that carries a refusal from the gate to the filter chain: a label
+	// only sknock sets, which no mark rule can rewrite.
+	RejectLabel uint8
+	// RevokeMark is deprecated and ignored: revocation ends connections
+	// through the kernel's socket destroy and conntrack deletion (package
+	// conns), not through a connection mark. It stays so that configs that
+	// set gate.revoke_mark still load.
 	RevokeMark uint32
 	// GateQueue and KnockQueue are the NFQUEUE numbers of the gate (protected
 	// ports) and of knocks. They must differ.
@@ -82,13 +96,16 @@ type Config struct {
 }
 
 // DefaultConfig returns the configuration of DESIGN.md's defaults:
-// chain SKNOCK, reject mark 0x1, knock queue 100 on UDP ports 10000–60000
+// chain SKNOCK, reject signal 0x40000000, grant signal 0x20000000, reject
+// label 127, knock queue 100 on UDP ports 10000–60000
 // with at least 300 payload bytes, gate queue 101, tcp/22 always allowed
 // and nothing protected.
 func DefaultConfig() Config {
 	return Config{
 		Chain:       "SKNOCK",
-		Mark:        0x1,
+		Mark:        DefaultMark,
+		AcceptMark:  DefaultAcceptMark,
+		RejectLabel: DefaultRejectLabel,
 		GateQueue:   101,
 		KnockQueue:  100,
 		KnockFirst:  10000,
@@ -97,6 +114,17 @@ func DefaultConfig() Config {
 		AlwaysAllow: []PortSpec{{Proto: packet.TCP, First: 22, Last: 22}},
 	}
 }
+
+// Defaults of the signal bits and the reject label: high bits, which
+// policy-routing marks (small numbers) and connmarks rarely use.
+const (
+	DefaultMark        = 0x40000000
+	DefaultAcceptMark  = 0x20000000
+	DefaultRejectLabel = 127
+)
+
+// MaxRejectLabel is the highest conntrack label.
+const MaxRejectLabel = 127
 
 // ConfigError is the error Validate returns: which field is wrong, the
 // offending value, and why.
@@ -115,8 +143,9 @@ func (e *ConfigError) Error() string {
 // 16-bit length match.
 const maxMinLength = 65535 - ipv6UDPHeaders
 
-// maxChainLen is iptables' limit on chain names (XT_EXTENSION_MAXNAMELEN-1).
-const maxChainLen = 28
+// maxChainLen is iptables' limit on chain names (XT_EXTENSION_MAXNAMELEN-1,
+// 28) less the longest helper chain's suffix.
+const maxChainLen = 28 - maxSuffixLen
 
 var chainName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]*$`)
 
@@ -140,10 +169,14 @@ func (c Config) Validate() error {
 		return err
 	}
 	switch {
-	case c.RevokeMark&c.Mark != 0:
-		return bad("RevokeMark", fmt.Sprintf("%#x", c.RevokeMark), fmt.Sprintf("shares a bit with the reject mark %#x", c.Mark))
 	case c.Mark == 0:
 		return bad("Mark", "0", "must be nonzero")
+	case c.AcceptMark == 0:
+		return bad("AcceptMark", "0", "must be nonzero")
+	case c.AcceptMark&c.Mark != 0:
+		return bad("AcceptMark", fmt.Sprintf("%#x", c.AcceptMark), fmt.Sprintf("shares a bit with the reject mark %#x", c.Mark))
+	case c.RejectLabel > MaxRejectLabel:
+		return bad("RejectLabel", fmt.Sprint(c.RejectLabel), fmt.Sprintf("must be 0-%d", MaxRejectLabel))
 	case c.GateQueue == c.KnockQueue:
 		return bad("GateQueue", fmt.Sprint(c.GateQueue), "must differ from KnockQueue")
 	case c.GateQueues < 0 || c.GateQueues > MaxGateQueues:
@@ -265,7 +298,7 @@ func (c Config) validateChain() error {
 	}
 	switch {
 	case len(c.Chain) > maxChainLen:
-		return bad("longer than 28 characters")
+		return bad(fmt.Sprintf("longer than %d characters (its helper chains add %q)", maxChainLen, rejectSuffix))
 	case !chainName.MatchString(c.Chain):
 		return bad("must start with a letter and hold only A-Z a-z 0-9 _ -")
 	case reservedChains[c.Chain]:

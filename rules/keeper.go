@@ -206,14 +206,13 @@ type State struct {
 
 // TableState is the rule set's share of one table as listed.
 type TableState struct {
-	Table    string              // "mangle" or "filter"
-	Hooks    map[string][]string // built-in chain → its rules, "-A CHAIN ..."
-	Chain    []string            // the chain's rules, "-A CHAIN ..."
-	HasChain bool                // the chain exists
+	Table  string              // "mangle" or "filter"
+	Hooks  map[string][]string // built-in chain → its rules, "-A CHAIN ..."
+	Chains map[string][]string // the rule set's chains there → their rules; a chain that exists has an entry
 }
 
-// Inspect reads the built-in chains that jump to c's chain, and the chain,
-// in every table of the rule set, with one Save per table.
+// Inspect reads the built-in chains that jump to c's chain, and the
+// chains, in every table of the rule set, with one Save per table.
 func Inspect(ipt IPTables, c Config) (State, error) {
 	var s State
 	for _, p := range c.parts(false) {
@@ -221,16 +220,19 @@ func Inspect(ipt IPTables, c Config) (State, error) {
 		if err != nil {
 			return State{}, fmt.Errorf("read the %s table: %w", p.table, err)
 		}
-		ts := TableState{Table: p.table, Hooks: map[string][]string{}}
+		ts := TableState{Table: p.table, Hooks: map[string][]string{}, Chains: map[string][]string{}}
+		names := p.names()
 		for _, l := range strings.Split(text, "\n") {
 			l = strings.TrimSpace(l)
-			if strings.HasPrefix(l, ":"+c.Chain+" ") {
-				ts.HasChain = true
-				continue
-			}
-			if strings.HasPrefix(l, "-A "+c.Chain+" ") {
-				ts.Chain = append(ts.Chain, l)
-				continue
+			for _, name := range names {
+				if strings.HasPrefix(l, ":"+name+" ") {
+					if _, ok := ts.Chains[name]; !ok {
+						ts.Chains[name] = []string{}
+					}
+				}
+				if strings.HasPrefix(l, "-A "+name+" ") {
+					ts.Chains[name] = append(ts.Chains[name], l)
+				}
 			}
 			for _, h := range p.hooks {
 				if strings.HasPrefix(l, "-A "+h.chain+" ") {
@@ -254,8 +256,10 @@ func (want State) Problem(c Config, got State) string {
 			return fmt.Sprintf("the %s table was not read", p.table)
 		}
 		g := got.Tables[i]
-		if !g.HasChain {
-			return fmt.Sprintf("chain %s is missing from the %s table", c.Chain, p.table)
+		for _, name := range p.names() {
+			if _, ok := g.Chains[name]; !ok {
+				return fmt.Sprintf("chain %s is missing from the %s table", name, p.table)
+			}
 		}
 		for _, h := range p.hooks {
 			rules := g.Hooks[h.chain]
@@ -270,8 +274,10 @@ func (want State) Problem(c Config, got State) string {
 				return fmt.Sprintf("the %s is at %s %s position %d, behind %q", what, p.table, h.chain, positions[0], rules[0])
 			}
 		}
-		if problem := chainProblem(p.table, c.Chain, want.Tables[i].Chain, g.Chain); problem != "" {
-			return problem
+		for _, name := range p.names() {
+			if problem := chainProblem(p.table, name, want.Tables[i].Chains[name], g.Chains[name]); problem != "" {
+				return problem
+			}
 		}
 	}
 	return ""

@@ -64,42 +64,80 @@ const (
 // the same way, so that no datagram's length shows a knock port.
 func (c Config) RejectsKnocks() bool { return c.RejectKnocks || c.RejectStray }
 
+// Names of the helper chains, each the chain's name and a suffix: the
+// protected SYNs (synSuffix), and the re-entry of packets the daemon
+// repeated to grant (grantSuffix) or to refuse (rejectSuffix) them.
+const (
+	synSuffix    = "-SYN"
+	grantSuffix  = "-GRANT"
+	rejectSuffix = "-REJECT"
+	// maxSuffixLen is the longest suffix, which Chain's length must leave
+	// room for.
+	maxSuffixLen = len(rejectSuffix)
+)
+
+// SynChain, GrantChain and RejectChain name the mangle table's helper
+// chains (see the package doc).
+func (c Config) SynChain() string    { return c.Chain + synSuffix }
+func (c Config) GrantChain() string  { return c.Chain + grantSuffix }
+func (c Config) RejectChain() string { return c.Chain + rejectSuffix }
+
 // Jump returns the rule spec of the jumps from PREROUTING (mangle) and
 // INPUT (filter) to the chain: "-j CHAIN".
 func (c Config) Jump() []string { return []string{"-j", c.Chain} }
 
 // ForwardJump returns the rule spec of FORWARD's jump to the filter chain:
 // only packets whose destination was translated (DNAT) can carry the
-// reject mark there, so other forwarded traffic never meets the chain.
+// reject label there, so other forwarded traffic never meets the chain.
 func (c Config) ForwardJump() []string {
 	return []string{"-m", "conntrack", "--ctstate", "DNAT", "-j", c.Chain}
 }
 
 // Backstop returns the rule spec mangle POSTROUTING starts with: drop a
-// DNAT-ed packet the gate marked for rejection that is about to leave for
-// a container, because it got through filter FORWARD unrejected (another
-// tool put an accept above the FORWARD jump, as Docker does when it
-// starts, until sknockd restores the order). Under reject such a packet
-// is then dropped instead of refused, never delivered. --ctdir ORIGINAL
-// spares the reset REJECT sends back, which may carry the mark when
-// fwmark_reflect is on.
+// DNAT-ed packet whose connection carries the reject label and that is
+// about to leave for a container, because it got through filter FORWARD
+// unrejected (another tool put an accept above the FORWARD jump, as Docker
+// does when it starts, until sknockd restores the order). Under reject
+// such a packet is then dropped instead of refused, never delivered.
+// --ctdir ORIGINAL spares the reset REJECT sends back.
 func (c Config) Backstop() []string {
-	return []string{"-m", "conntrack", "--ctstate", "DNAT", "--ctdir", "ORIGINAL", "-m", "mark", "--mark", c.markMatch(), "-j", "DROP"}
+	return []string{"-m", "conntrack", "--ctstate", "DNAT", "--ctdir", "ORIGINAL", "-m", "connlabel", "--label", c.label(), "-j", "DROP"}
 }
+
+// forwarded matches unicast packets to an address that is neither this
+// host's nor one of its anycast addresses (which the kernel delivers to
+// local sockets, e.g. IPv6's subnet-router anycast with forwarding on).
+func forwarded() []string {
+	return []string{"-m", "addrtype", "--dst-type", "UNICAST", "-m", "addrtype", "!", "--dst-type", "LOCAL,ANYCAST"}
+}
+
+// tcpSYN is the match of a TCP SYN (no ACK, FIN or RST), after a match
+// that loaded -m tcp.
+var tcpSYN = []string{"--tcp-flags", "SYN,ACK,FIN,RST", "SYN"}
 
 // Rules returns the rule specs of the gate, the mangle table's chain, in
 // order, for IPv4 or IPv6: each is the argument list that follows
 // "-A CHAIN". c should be valid (Validate).
 func (c Config) Rules(ipv6 bool) [][]string {
 	rules := [][]string{
+		// A packet the daemon repeated (NF_REPEAT) comes back here with a
+		// signal bit: the bit is cleared at once, and the verdict carried
+		// out, before any other rule (see GrantRules and RejectMarkRules).
+		{"-m", "mark", "--mark", maskMatch(c.AcceptMark), "-g", c.GrantChain()},
+		{"-m", "mark", "--mark", maskMatch(c.Mark), "-g", c.RejectChain()},
 		// Forwarded: neither addressed to this host nor to be DNAT-ed by
 		// it. Multicast and broadcast stay gated, as INPUT gated them.
-		{"-m", "addrtype", "--dst-type", "UNICAST", "-m", "addrtype", "!", "--dst-type", "LOCAL", "-j", "RETURN"},
+		append(forwarded(), "-j", "RETURN"),
 	}
 	if ipv6 {
 		rules = append(rules, ipv4InIPv6Rules()...)
 	}
-	rules = append(rules, c.revokeRules()...)
+	if c.protectsTCP() {
+		// Every SYN meets the gate's ports before the ESTABLISHED
+		// return: a SYN on a reused tuple (its connection reset, in CLOSE
+		// or TIME_WAIT) is no part of what was granted.
+		rules = append(rules, []string{"-p", "tcp", "-m", "tcp", "--tcp-flags", "SYN,ACK,FIN,RST", "SYN", "-j", c.SynChain()})
+	}
 	rules = append(rules,
 		[]string{"-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN"},
 		// Loopback is the host talking to itself: hiding a service from
@@ -116,31 +154,112 @@ func (c Config) Rules(ipv6 bool) [][]string {
 	return append(rules, c.knockRules(ipv6)...)
 }
 
+// SynRules returns the rule specs of the SYN chain, which the gate jumps
+// to for every TCP SYN whatever its conntrack state: loopback and the
+// always-allowed ports return, the protected ports are queued to the gate.
+func (c Config) SynRules() [][]string {
+	rules := [][]string{{"-i", "lo", "-j", "RETURN"}}
+	for _, p := range c.AlwaysAllow {
+		if p.Proto == packet.TCP {
+			rules = append(rules, append(match(p), "-j", "RETURN"))
+		}
+	}
+	for _, p := range c.Protect {
+		if p.Proto == packet.TCP {
+			rules = append(rules, append(match(p), c.gateTarget()...))
+		}
+	}
+	return rules
+}
+
+// GrantRules returns the rule specs of the grant chain, where a packet the
+// daemon repeated to grant it comes back: the signal bit is cleared, and
+// the chain's end returns to PREROUTING right after the jump (the main
+// chain went there with -g), so the rest of the mangle table, nat and
+// filter see the packet as they would without sknock.
+func (c Config) GrantRules() [][]string {
+	return [][]string{{"-j", "MARK", "--set-xmark", "0x0/" + hex(c.AcceptMark)}}
+}
+
+// RejectMarkRules returns the rule specs of the reject chain, where a
+// packet to refuse comes (repeated by the daemon, or sent by a rule): the
+// signal bit is cleared, and its new connection gets the reject label,
+// which the filter chain answers with the kernel's closed-port answer.
+// A packet that cannot carry the label (no connection: a stray TCP
+// segment conntrack calls INVALID, or one NOTRACK exempted) is left to the
+// filter chain's stateless refusal when it is a stray TCP segment, and
+// dropped otherwise, as is a packet of an older tracked connection (a
+// label would outlive the packet): a refusal is never undone.
+func (c Config) RejectMarkRules() [][]string {
+	return [][]string{
+		{"-j", "MARK", "--set-xmark", "0x0/" + hex(c.Mark)},
+		{"-m", "conntrack", "--ctstate", "NEW", "-m", "connlabel", "--label", c.label(), "--set", "-j", "RETURN"},
+		{"-p", "tcp", "-m", "tcp", "!", "--tcp-flags", "SYN,ACK,FIN,RST", "SYN", "-m", "conntrack", "--ctstate", "INVALID,UNTRACKED", "-j", "RETURN"},
+		{"-j", "DROP"},
+	}
+}
+
 // RejectRules returns the rule specs of the filter table's chain: answer
-// packets carrying the reject mark as the kernel answers a closed port.
-// Only TCP and UDP are ever marked, so only they are matched: a packet of
-// another protocol that happens to carry the bit passes on untouched.
+// the connections carrying the reject label as the kernel answers a closed
+// port; with RejectStray, answer alike the stray protected TCP segments
+// that have no connection to label; and drop, as a safety net, a packet
+// to a protected port whose destination the gate took for forwarded
+// although it is being delivered here. Only TCP and UDP are ever labelled,
+// so only they are matched.
 func (c Config) RejectRules(ipv6 bool) [][]string {
-	mark := c.markMatch()
-	return [][]string{
-		{"-p", "tcp", "-m", "mark", "--mark", mark, "-j", "REJECT", "--reject-with", "tcp-reset"},
-		{"-p", "udp", "-m", "mark", "--mark", mark, "-j", "REJECT", "--reject-with", portUnreachable(ipv6)},
+	label := c.label()
+	rules := [][]string{
+		{"-p", "tcp", "-m", "connlabel", "--label", label, "-j", "REJECT", "--reject-with", "tcp-reset"},
+		{"-p", "udp", "-m", "connlabel", "--label", label, "-j", "REJECT", "--reject-with", portUnreachable(ipv6)},
 	}
+	if c.RejectStray {
+		for _, p := range c.Protect {
+			if p.Proto == packet.TCP {
+				stray := append(match(p), "!")
+				if p.All {
+					stray = append(stray[:len(stray)-1], "-m", "tcp", "!")
+				}
+				stray = append(stray, tcpSYN...)
+				rules = append(rules, append(append(stray, "-m", "conntrack", "--ctstate", "INVALID,UNTRACKED"),
+					"-j", "REJECT", "--reject-with", "tcp-reset"))
+			}
+		}
+	}
+	for _, p := range c.Protect {
+		net := append([]string{"-m", "conntrack", "!", "--ctstate", "DNAT"}, forwarded()...)
+		rules = append(rules, append(append(net, match(p)...), "-j", "DROP"))
+	}
+	return rules
 }
 
-// markMatch is the reject mark as the mark match's value/mask.
-func (c Config) markMatch() string {
-	mark := "0x" + strconv.FormatUint(uint64(c.Mark), 16)
-	return mark + "/" + mark
+// label is the reject label's number as the connlabel match takes it.
+func (c Config) label() string { return strconv.Itoa(int(c.RejectLabel)) }
+
+// hex spells v as iptables-save does.
+func hex(v uint32) string { return "0x" + strconv.FormatUint(uint64(v), 16) }
+
+// maskMatch is v/v: every bit of v set.
+func maskMatch(v uint32) string { return hex(v) + "/" + hex(v) }
+
+// protectsTCP reports whether any protected port is TCP.
+func (c Config) protectsTCP() bool {
+	return slices.ContainsFunc(c.Protect, func(p PortSpec) bool { return p.Proto == packet.TCP })
 }
 
-// rejectLater marks packets matching m for the filter chain to reject and
-// returns them there: MARK does not end the chain, so the return follows.
+// gateTarget is the NFQUEUE target of the gate queue (or queues), without
+// bypass: with no reader bound the kernel drops (fail closed).
+func (c Config) gateTarget() []string {
+	if n := c.gateQueues(); n > 1 {
+		last := int(c.GateQueue) + n - 1
+		return []string{"-j", "NFQUEUE", "--queue-balance", strconv.Itoa(int(c.GateQueue)) + ":" + strconv.Itoa(last)}
+	}
+	return []string{"-j", "NFQUEUE", "--queue-num", strconv.Itoa(int(c.GateQueue))}
+}
+
+// rejectLater sends packets matching m to the reject chain, which labels
+// them for the filter chain to refuse.
 func (c Config) rejectLater(m []string) [][]string {
-	return [][]string{
-		append(slices.Clone(m), "-j", "MARK", "--set-xmark", c.markMatch()),
-		append(slices.Clone(m), "-j", "RETURN"),
-	}
+	return [][]string{append(slices.Clone(m), "-g", c.RejectChain())}
 }
 
 // ipv4InIPv6Rules drop IPv6 packets whose source stands for an IPv4
@@ -160,26 +279,6 @@ func ipv4InIPv6Rules() [][]string {
 	}
 }
 
-// revokeRules end the connections the daemon marked as a revoked
-// certificate's, before the ESTABLISHED return: a TCP segment of such a
-// connection is marked for the filter chain to answer with a reset (so the
-// client's socket closes at once), and a packet the daemon repeated to
-// reject it goes there too; anything else of such a connection is dropped.
-// Without RevokeMark only the return of rejected packets remains.
-func (c Config) revokeRules() [][]string {
-	marked := []string{"-m", "mark", "--mark", c.markMatch(), "-j", "RETURN"}
-	if c.RevokeMark == 0 {
-		return [][]string{marked}
-	}
-	revoked := "0x" + strconv.FormatUint(uint64(c.RevokeMark), 16)
-	revoked += "/" + revoked
-	return [][]string{
-		{"-p", "tcp", "-m", "connmark", "--mark", revoked, "-j", "MARK", "--set-xmark", c.markMatch()},
-		marked,
-		{"-m", "connmark", "--mark", revoked, "-j", "DROP"},
-	}
-}
-
 // match returns the protocol and port match of p.
 func match(p PortSpec) []string {
 	if p.All {
@@ -188,33 +287,25 @@ func match(p PortSpec) []string {
 	return []string{"-p", p.Proto.String(), "-m", p.Proto.String(), "--dport", p.dport()}
 }
 
-// protectRules send p's new connections to the gate queue.
+// protectRules handle what is left of p's packets after the SYN chain:
+// TCP segments that are neither a SYN nor of a tracked connection are
+// dropped or, with RejectStray, refused; UDP datagrams go to the gate.
 //
-// UDP has no ctstate match on purpose: rule 1 has accepted tracked flows
-// already, so NEW, INVALID and UNTRACKED datagrams alike go to the gate and
-// a NOTRACK rule elsewhere cannot open a hidden port.
+// UDP has no ctstate match on purpose: the ESTABLISHED return has accepted
+// tracked flows already, so NEW, INVALID and UNTRACKED datagrams alike go
+// to the gate and a NOTRACK rule elsewhere cannot open a hidden port.
 func (c Config) protectRules(p PortSpec) [][]string {
-	gate := []string{"-j", "NFQUEUE", "--queue-num", strconv.Itoa(int(c.GateQueue))}
-	if n := c.gateQueues(); n > 1 {
-		last := int(c.GateQueue) + n - 1
-		gate = []string{"-j", "NFQUEUE", "--queue-balance", strconv.Itoa(int(c.GateQueue)) + ":" + strconv.Itoa(last)}
-	}
 	if p.Proto == packet.TCP {
-		syn := append(match(p), "-m", "tcp", "--tcp-flags", "SYN,ACK,FIN,RST", "SYN")
-		if !p.All {
-			// match already loaded -m tcp for --dport.
-			syn = append(match(p), "--tcp-flags", "SYN,ACK,FIN,RST", "SYN")
-		}
 		if c.RejectStray {
-			return append([][]string{append(syn, gate...)}, c.rejectLater(match(p))...)
+			return c.rejectLater(match(p))
 		}
-		return [][]string{append(syn, gate...), append(match(p), "-j", "DROP")}
+		return [][]string{append(match(p), "-j", "DROP")}
 	}
 	udp := match(p)
 	if p.All {
 		udp = []string{"-p", "udp", "-m", "udp", "!", "--dport", portRange(c.KnockFirst, c.KnockLast)}
 	}
-	return [][]string{append(udp, gate...)}
+	return [][]string{append(udp, c.gateTarget()...)}
 }
 
 // knockRules queue long enough datagrams on the knock ports to the knock

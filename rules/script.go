@@ -49,19 +49,15 @@ func (c Config) Script(action string) (string, error) {
 }
 
 // writeApply writes the commands of Apply for one family: per table, one
-// iptables-restore transaction replaces the chain's contents whole (and
+// iptables-restore transaction replaces the chains' contents whole (and
 // puts the jumps first where they are not), then surplus jumps are
-// deleted; the tables go in the order of applyOrder.
+// deleted; the filter chain goes first, as in Apply. (Apply's bridge,
+// which holds an older filter chain's rules until the gate is replaced,
+// is left to sknockd.)
 func (c Config) writeApply(b *strings.Builder, ipt string, ipv6 bool) {
 	parts := c.parts(ipv6)
-	var blocks [2]string
-	for i, p := range parts {
-		var pb strings.Builder
-		c.writeApplyPart(&pb, ipt, p)
-		blocks[i] = indent(pb.String())
-	}
-	fmt.Fprintf(b, "if %s -t %s -S %s >/dev/null 2>&1; then\n", ipt, filterTable, shellQuote(c.Chain))
-	b.WriteString(blocks[0] + blocks[1] + "else\n" + blocks[1] + blocks[0] + "fi\n")
+	c.writeApplyPart(b, ipt, parts[1])
+	c.writeApplyPart(b, ipt, parts[0])
 }
 
 // writeApplyPart writes the commands of applyPart.
@@ -73,7 +69,7 @@ func (c Config) writeApplyPart(b *strings.Builder, ipt string, p part) {
 		fmt.Fprintf(b, "\tjump%d=\nelse\n\tjump%d=%s\nfi\n", i, i, shellQuote("-I "+h.chain+" 1 "+strings.Join(h.jump, " ")))
 	}
 	fmt.Fprintf(b, "%s <<-EOF\n", restore)
-	for _, line := range strings.Split(strings.TrimSuffix(p.restoreInput(c.Chain, nil), "COMMIT\n"), "\n") {
+	for _, line := range strings.Split(strings.TrimSuffix(p.restoreInput(nil), "COMMIT\n"), "\n") {
 		if line != "" {
 			b.WriteString(line + "\n")
 		}
@@ -104,7 +100,13 @@ func (c Config) writeRemove(b *strings.Builder, ipt string) {
 				fmt.Fprintf(b, "\twhile %s -D %s %s 2>/dev/null; do :; done\n", tipt, h.chain, shellJoin(h.jump))
 			}
 		}
-		fmt.Fprintf(b, "\t%s -F %s\n\t%s -X %s\nfi\n", tipt, chain, tipt, chain)
+		b.WriteString("fi\n")
+		for _, name := range p.names() {
+			fmt.Fprintf(b, "! %s -S %s >/dev/null 2>&1 || %s -F %s\n", tipt, shellQuote(name), tipt, shellQuote(name))
+		}
+		for _, name := range p.names() {
+			fmt.Fprintf(b, "! %s -S %s >/dev/null 2>&1 || %s -X %s\n", tipt, shellQuote(name), tipt, shellQuote(name))
+		}
 	}
 }
 

@@ -123,7 +123,6 @@ const defaultMaxGrantsPerCert = 4096
 func defaultRules() rules.Config {
 	r := rules.DefaultConfig()
 	r.KnockRateLimit = "20/second"
-	r.RevokeMark = 0x2
 	return r
 }
 
@@ -428,8 +427,8 @@ func setPolicy(c *Config, n *yaml.Node) string {
 	return ""
 }
 
-// setRevokeMark reads gate.revoke_mark: a 32-bit connection mark, 0 to
-// let connections outlive the revocation of their certificate.
+// setRevokeMark reads gate.revoke_mark, deprecated (issue 19): it still
+// parses, so that old configs load, but nothing uses it; sknockd warns.
 func setRevokeMark(c *Config, n *yaml.Node) string {
 	s, msg := scalar(n)
 	if msg != "" {

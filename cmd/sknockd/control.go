@@ -206,7 +206,7 @@ func (d *daemon) describeGrants(grants []gate.GrantInfo, now time.Time) []contro
 }
 
 // revokeGrants ends the grants req selects and, as a revocation does,
-// the connections they let in (with gate.revoke_mark set). It ends
+// the connections they let in. It ends
 // grants, not certificates: the client may knock again; to refuse a
 // certificate for good, revoke it in the CRL.
 func (d *daemon) revokeGrants(req control.Request) control.Response {
@@ -233,14 +233,13 @@ func (d *daemon) revokeGrants(req control.Request) control.Response {
 		)
 	}
 	resp := control.Response{Grants: d.describeGrants(ended, now)}
-	mark := d.cfg.Rules.RevokeMark
-	if len(ended) == 0 || mark == 0 || d.marker == nil {
+	if len(ended) == 0 || d.marker == nil {
 		return resp
 	}
-	n, err := d.marker.MarkFlows(endedGrants, mark)
+	n, err := d.marker.EndGrants(endedGrants)
 	resp.Connections = n
 	if err != nil {
-		d.log.Error("could not mark every connection of the ended grants; those go on until they close", zap.Int("marked", n), zap.Error(err))
+		d.log.Error("could not end every connection of the ended grants; those go on until they close", zap.Int("ended", n), zap.Error(err))
 		resp.Error = fmt.Sprintf("%d grant(s) ended, but not every connection: %v", len(ended), err)
 		return resp
 	}

@@ -37,10 +37,10 @@ type daemon struct {
 	holdQ  *queue.HoldReader
 	holder *gate.Holder
 
-	crl    *crlState  // the trust state's CRLs, their refresh and health (maintain.go)
-	fetch  Fetcher    // gets crl.url
-	marker connMarker // ends the connections of revoked grants
-	hooks  hooks      // what tests observe; none in production
+	crl    *crlState // the trust state's CRLs, their refresh and health (maintain.go)
+	fetch  Fetcher   // gets crl.url
+	marker connEnder // ends the connections of revoked grants
+	hooks  hooks     // what tests observe; none in production
 
 	// What the operator sees and does (operator.go): counters outside
 	// the packet path, the certificates behind grants, control requests
@@ -92,9 +92,9 @@ type osDeps struct {
 	// clock is the engine's clock (grants, replay and hold deadlines);
 	// nil means time.Now.
 	clock func() time.Time
-	// marker marks the connections of grants a revocation ended; nil
-	// means none are marked.
-	marker connMarker
+	// marker ends the connections of grants a revocation ended; nil
+	// means none are ended.
+	marker connEnder
 	// healthEvery is how often the trust state's warnings (no CRL, a
 	// stale CRL, certificates near expiry) are logged again while they
 	// last; zero means healthEvery.
@@ -168,7 +168,7 @@ var realDeps = osDeps{
 	removeRules: rules.RemoveAll,
 	fetch:       httpFetch,
 	lock:        lockInstance,
-	marker:      conntrackMarker{},
+	marker:      systemEnder{},
 
 	notify:        sdNotify,
 	watchdogEvery: sdWatchdogEvery,
@@ -277,6 +277,9 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 		zap.Stringer("policy", cfg.Policy),
 		zap.Duration("open_duration", cfg.OpenDuration),
 	)
+	if cfg.Rules.RevokeMark != 0 {
+		log.Warn("gate.revoke_mark is deprecated and ignored: revocation ends connections by socket destroy and conntrack deletion")
+	}
 	// Both queues are bound and the rules in place: only now is sknockd
 	// ready for the service manager.
 	d.notifyReady("serving; protecting " + protectList(cfg))

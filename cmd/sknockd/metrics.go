@@ -106,6 +106,7 @@ type collector struct {
 	gateVerdicts, gatePackets, gateUnknown, gateAudit metricDesc
 	held, holdTimeouts, holdOverflows                 metricDesc
 	receiveErrors, verdictErrors                      metricDesc
+	repeatLoops                                       metricDesc
 	grants, replay                                    metricDesc
 	trustReloads, trustFailures                       metricDesc
 	crlAge, crlRevoked, crlNextUpdate                 metricDesc
@@ -131,6 +132,7 @@ func newCollector(d *daemon, started time.Time) *collector {
 	c.holdTimeouts = newDesc("sknock_gate_hold_timeouts_total", "Held packets settled because their knock took too long.", counter)
 	c.holdOverflows = newDesc("sknock_gate_hold_overflows_total", "Packets that raced a knock but were decided at once because the hold was full.", counter)
 	c.receiveErrors = newDesc("sknock_queue_receive_errors_total", "Receive errors on the NFQUEUE sockets, by queue role (gate, knock).", counter, "queue")
+	c.repeatLoops = newDesc("sknock_queue_repeat_loops_total", "Packets answered without NF_REPEAT because they came back stripped of sknock's signal bit (a rule above the gate's jump rewrites the mark), by queue role (gate, knock).", counter, "queue")
 	c.verdictErrors = newDesc("sknock_queue_verdict_errors_total", "Verdicts the kernel refused, by queue role (gate, knock).", counter, "queue")
 	c.grants = newDesc("sknock_grants", "Grants in the grant table (expired ones until the next sweep, at most a second).", gauge)
 	c.replay = newDesc("sknock_replay_cache_entries", "Knocks remembered by the replay cache.", gauge)
@@ -145,7 +147,7 @@ func newCollector(d *daemon, started time.Time) *collector {
 	c.warnings = newDesc("sknock_trust_warnings", "Health warnings in force, by check (no_crl, crl_stale, crl_next_update_soon, server_certificate_expiry, ca_certificate_expiry): how many apply (a CA each for per-CA checks); see the log's warn lines.", gauge, "check")
 	c.all = []metricDesc{c.warnings, c.buildInfo, c.startTime, c.knocks, c.knockPackets, c.knockShed, c.knockTruncated,
 		c.gateVerdicts, c.gatePackets, c.gateUnknown, c.gateAudit, c.held, c.holdTimeouts, c.holdOverflows,
-		c.receiveErrors, c.verdictErrors, c.grants, c.replay, c.trustReloads, c.trustFailures,
+		c.receiveErrors, c.verdictErrors, c.repeatLoops, c.grants, c.replay, c.trustReloads, c.trustFailures,
 		c.crlAge, c.crlRevoked, c.crlNextUpdate, c.rulesRestored, c.rulesRepairFailed, c.rulesHealthy}
 	return c
 }
@@ -186,6 +188,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	emit(c.gateUnknown, float64(g.Unknown))
 	emit(c.receiveErrors, float64(g.ReceiveErrors), "gate")
 	emit(c.verdictErrors, float64(g.VerdictErrors), "gate")
+	emit(c.repeatLoops, float64(g.RepeatLoops), "gate")
 	if d.knockQ != nil {
 		k := d.knockQ.Stats()
 		emit(c.knockPackets, float64(k.Received.Load()))
@@ -193,6 +196,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		emit(c.knockTruncated, float64(k.Truncated.Load()))
 		emit(c.receiveErrors, float64(k.ReceiveErrors.Load()), "knock")
 		emit(c.verdictErrors, float64(k.VerdictErrors.Load()), "knock")
+		emit(c.repeatLoops, float64(k.RepeatLoops.Load()), "knock")
 	}
 
 	o := d.ops

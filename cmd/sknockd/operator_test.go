@@ -367,7 +367,7 @@ type flowRecorder struct {
 	got []gate.EndedGrant
 }
 
-func (m *flowRecorder) MarkFlows(ended []gate.EndedGrant, mark uint32) (int, error) {
+func (m *flowRecorder) EndGrants(ended []gate.EndedGrant) (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.got = append(m.got, ended...)

@@ -26,6 +26,7 @@ func (d *daemon) startReaders(ctx context.Context, cancel context.CancelFunc, op
 		bound <- err
 		return s, err
 	}
+	repeats := queue.NewRepeats(nil) // shared: a held packet returns to a gate queue
 	for _, q := range gateQueues {
 		g, err := queue.NewGate(queue.GateConfig{
 			Queue:      q,
@@ -33,6 +34,8 @@ func (d *daemon) startReaders(ctx context.Context, cancel context.CancelFunc, op
 			HoldQueue:  d.cfg.HoldQueue,
 			Holding:    true,
 			RejectMark: d.cfg.Rules.Mark,
+			AcceptMark: d.cfg.Rules.AcceptMark,
+			Repeats:    repeats,
 			Open:       open,
 		})
 		if err != nil {
@@ -63,6 +66,8 @@ func (d *daemon) startReaders(ctx context.Context, cancel context.CancelFunc, op
 		Queue:       d.cfg.HoldQueue,
 		Deliver:     d.deliverHeld,
 		RejectMark:  d.cfg.Rules.Mark,
+		AcceptMark:  d.cfg.Rules.AcceptMark,
+		Repeats:     repeats,
 		MaxQueueLen: gate.DefaultMaxHeld,
 		Open:        open,
 	}); err != nil {

@@ -21,6 +21,7 @@ func (d *daemon) logStats() {
 		zap.Uint64("gate_receive_errors", g.ReceiveErrors),
 		zap.Uint64("gate_verdict_messages", g.VerdictMessages),
 		zap.Uint64("gate_verdict_errors", g.VerdictErrors),
+		zap.Uint64("gate_repeat_loops", g.RepeatLoops),
 		zap.Uint64("gate_held", s.Deferred),
 		zap.Uint64("gate_hold_timeouts", s.HoldTimeouts),
 		zap.Uint64("gate_hold_overflows", s.HoldOverflows),
@@ -29,6 +30,7 @@ func (d *daemon) logStats() {
 		zap.Uint64("knock_truncated", k.Truncated.Load()),
 		zap.Uint64("knock_receive_errors", k.ReceiveErrors.Load()),
 		zap.Uint64("knock_verdict_errors", k.VerdictErrors.Load()),
+		zap.Uint64("knock_repeat_loops", k.RepeatLoops.Load()),
 	)
 }
 
@@ -36,6 +38,9 @@ func (d *daemon) logStats() {
 type gateTotals struct {
 	Packets, Accepted, Dropped, Rejected, Unknown, ReceiveErrors uint64
 	VerdictMessages, VerdictErrors                               uint64
+	// RepeatLoops counts packets answered without a repeat because a
+	// rule above the gate's jump stripped their signal bit.
+	RepeatLoops uint64
 }
 
 // gateTotals sums the counters of the gate readers, which each count their
@@ -52,6 +57,7 @@ func (d *daemon) gateTotals() gateTotals {
 		t.ReceiveErrors += s.ReceiveErrors.Load()
 		t.VerdictMessages += s.VerdictMessages.Load()
 		t.VerdictErrors += s.VerdictErrors.Load()
+		t.RepeatLoops += s.RepeatLoops.Load()
 	}
 	return t
 }

@@ -1,0 +1,121 @@
+// Package conns ends the tracked connections that ended grants let in,
+// without any mark that other tools' rules could rewrite: a connection to
+// a local socket is ended by the kernel's socket destroy (SOCK_DESTROY
+// over NETLINK_SOCK_DIAG, what `ss -K` does), which resets the client at
+// once; a forwarded one (a port published from a container, DNAT) has its
+// conntrack entry deleted, after which the gate's rules refuse its next
+// packets (a TCP segment that is neither a SYN nor of a tracked
+// connection never reaches a protected port, and a datagram meets the
+// gate again).
+//
+// Deleting the entry alone does not end a local connection: the server's
+// next segment re-creates it in the reverse direction and the client's
+// packets then match ESTABLISHED. That is why local sockets are destroyed.
+//
+// The OS boundary is the Kernel interface; System is the real one, and
+// tests use a fake. Connections are named by exact tuples, so that a
+// caller that knows which connection a grant accepted can end exactly
+// that one.
+package conns
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"sknock/gate"
+	"sknock/packet"
+)
+
+// Tuple is one direction of a connection: protocol, source and
+// destination.
+type Tuple struct {
+	Proto    packet.Proto
+	Src, Dst netip.AddrPort
+}
+
+// String returns "tcp 198.18.0.2:4000->198.18.0.1:2000".
+func (t Tuple) String() string { return fmt.Sprintf("%s %s->%s", t.Proto, t.Src, t.Dst) }
+
+// Conn is one tracked connection: its original direction, as the client
+// addressed it, and its reply direction, as the answering socket sees it
+// (different from the original reversed when it was DNAT-ed).
+type Conn struct {
+	Orig, Reply Tuple
+	// Zone is the conntrack zone, which deletion needs.
+	Zone uint16
+}
+
+// ErrNoSocket is Kernel.Destroy's error when no local socket has the
+// tuple: the connection is forwarded (or gone).
+var ErrNoSocket = errors.New("no such socket")
+
+// Kernel is what ending connections needs from the OS.
+type Kernel interface {
+	// Conns lists the tracked connections.
+	Conns() ([]Conn, error)
+	// Destroy resets the local TCP socket from local to remote (the
+	// kernel sends the peer a reset); ErrNoSocket when there is none.
+	Destroy(local, remote netip.AddrPort) error
+	// Forget deletes c's conntrack entry.
+	Forget(c Conn) error
+}
+
+// Select returns the connections of all that one of the ended grants let
+// in: from its source to its protocol and the port the client addressed.
+func Select(all []Conn, ended []gate.EndedGrant) []Conn {
+	var out []Conn
+	for _, c := range all {
+		t := c.Orig
+		for _, g := range ended {
+			if t.Src.Addr().Unmap() == g.Source && t.Proto == g.Proto && t.Dst.Port() == g.Port {
+				out = append(out, c)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// End ends every connection of cs and returns how many it ended. A TCP
+// connection to a local socket is reset through the socket (the reply
+// direction names it: the socket's address is the reply's source); any
+// other (forwarded, or UDP, whose local socket usually serves every
+// client and must not be destroyed) has its conntrack entry deleted. It
+// goes on after an error and returns them all.
+func End(k Kernel, cs []Conn) (int, error) {
+	n := 0
+	var errs []error
+	for _, c := range cs {
+		if c.Orig.Proto == packet.TCP {
+			err := k.Destroy(c.Reply.Src, c.Reply.Dst)
+			if err == nil {
+				n++
+				continue
+			}
+			if !errors.Is(err, ErrNoSocket) {
+				errs = append(errs, fmt.Errorf("destroy the socket of %s: %w", c.Orig, err))
+				continue
+			}
+		}
+		if err := k.Forget(c); err != nil {
+			errs = append(errs, fmt.Errorf("delete the conntrack entry of %s: %w", c.Orig, err))
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}
+
+// EndGrants ends the connections the ended grants let in, selected from
+// the kernel's list by (source, protocol, port), and returns how many.
+func EndGrants(k Kernel, ended []gate.EndedGrant) (int, error) {
+	if len(ended) == 0 {
+		return 0, nil
+	}
+	all, err := k.Conns()
+	if err != nil {
+		return 0, fmt.Errorf("list tracked connections: %w", err)
+	}
+	return End(k, Select(all, ended))
+}

@@ -1,0 +1,96 @@
+package conns_test
+
+import (
+	"errors"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"sknock/conns"
+	"sknock/gate"
+	"sknock/packet"
+)
+
+// fakeKernel holds tracked connections and local TCP sockets.
+type fakeKernel struct {
+	conns      []conns.Conn
+	sockets    map[[2]netip.AddrPort]bool // local, remote
+	destroyed  [][2]netip.AddrPort
+	forgotten  []conns.Conn
+	failForget error
+}
+
+func (k *fakeKernel) Conns() ([]conns.Conn, error) { return k.conns, nil }
+
+func (k *fakeKernel) Destroy(local, remote netip.AddrPort) error {
+	if !k.sockets[[2]netip.AddrPort{local, remote}] {
+		return conns.ErrNoSocket
+	}
+	k.destroyed = append(k.destroyed, [2]netip.AddrPort{local, remote})
+	return nil
+}
+
+func (k *fakeKernel) Forget(c conns.Conn) error {
+	if k.failForget != nil {
+		return k.failForget
+	}
+	k.forgotten = append(k.forgotten, c)
+	return nil
+}
+
+func ap(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+
+// conn is a connection from src to dst, answered by the socket at
+// replySrc (dst itself unless DNAT-ed).
+func conn(proto packet.Proto, src, dst, replySrc string) conns.Conn {
+	return conns.Conn{
+		Orig:  conns.Tuple{Proto: proto, Src: ap(src), Dst: ap(dst)},
+		Reply: conns.Tuple{Proto: proto, Src: ap(replySrc), Dst: ap(src)},
+	}
+}
+
+func TestEndGrants(t *testing.T) {
+	local := conn(packet.TCP, "198.18.0.5:40000", "198.18.0.1:2000", "198.18.0.1:2000")
+	forwarded := conn(packet.TCP, "198.18.0.5:40001", "198.18.0.1:2000", "198.19.0.2:80")
+	udp := conn(packet.UDP, "198.18.0.5:40002", "198.18.0.1:2000", "198.18.0.1:2000")
+	other := conn(packet.TCP, "198.18.0.6:40000", "198.18.0.1:2000", "198.18.0.1:2000")
+	otherPort := conn(packet.TCP, "198.18.0.5:40003", "198.18.0.1:22", "198.18.0.1:22")
+	k := &fakeKernel{
+		conns:   []conns.Conn{local, forwarded, udp, other, otherPort},
+		sockets: map[[2]netip.AddrPort]bool{{ap("198.18.0.1:2000"), ap("198.18.0.5:40000")}: true, {ap("198.18.0.1:2000"), ap("198.18.0.6:40000")}: true},
+	}
+	ended := []gate.EndedGrant{
+		{Grant: gate.Grant{Source: netip.MustParseAddr("198.18.0.5"), Proto: packet.TCP, Port: 2000}},
+		{Grant: gate.Grant{Source: netip.MustParseAddr("198.18.0.5"), Proto: packet.UDP, Port: 2000}},
+	}
+	n, err := conns.EndGrants(k, ended)
+	if err != nil || n != 3 {
+		t.Fatalf("EndGrants = %d, %v; want 3, nil", n, err)
+	}
+	if want := [][2]netip.AddrPort{{ap("198.18.0.1:2000"), ap("198.18.0.5:40000")}}; !slices.Equal(k.destroyed, want) {
+		t.Errorf("destroyed %v, want %v (the local TCP socket only)", k.destroyed, want)
+	}
+	if want := []conns.Conn{forwarded, udp}; !slices.Equal(k.forgotten, want) {
+		t.Errorf("forgot %v, want %v (the forwarded and the UDP connection)", k.forgotten, want)
+	}
+}
+
+func TestEndReportsEveryError(t *testing.T) {
+	k := &fakeKernel{failForget: errors.New("permission denied")}
+	cs := []conns.Conn{
+		conn(packet.UDP, "198.18.0.5:1", "198.18.0.1:2000", "198.18.0.1:2000"),
+		conn(packet.UDP, "198.18.0.5:2", "198.18.0.1:2000", "198.18.0.1:2000"),
+	}
+	n, err := conns.End(k, cs)
+	if n != 0 || err == nil || !errors.Is(err, k.failForget) {
+		t.Fatalf("End = %d, %v; want 0 and the forget error", n, err)
+	}
+}
+
+func TestSelectMapped(t *testing.T) {
+	c := conn(packet.TCP, "[::ffff:198.18.0.5]:40000", "[::ffff:198.18.0.1]:2000", "[::ffff:198.18.0.1]:2000")
+	got := conns.Select([]conns.Conn{c}, []gate.EndedGrant{{Grant: gate.Grant{Source: netip.MustParseAddr("198.18.0.5"), Proto: packet.TCP, Port: 2000}}})
+	if len(got) != 1 {
+		t.Errorf("Select of a v4-mapped source = %v, want it", got)
+	}
+}
