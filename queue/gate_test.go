@@ -84,14 +84,15 @@ func TestGateVerdicts(t *testing.T) {
 		want       queuetest.Verdict
 		wantDecide bool
 	}{
-		{name: "accept", give: queue.Packet{ID: 1, Data: syn(2000)}, want: queuetest.Verdict{ID: 1, Verdict: queue.NFAccept}, wantDecide: true},
-		{name: "accept keeps mark", give: queue.Packet{ID: 2, Mark: 0x100, Data: syn(2000)}, want: queuetest.Verdict{ID: 2, Verdict: queue.NFAccept}, wantDecide: true},
+		{name: "accept repeats with the grant bit", give: queue.Packet{ID: 1, Data: syn(2000)}, want: queuetest.Verdict{ID: 1, Verdict: queue.NFRepeat, Mark: queue.DefaultAcceptMark, WithMark: true}, wantDecide: true},
+		{name: "accept keeps other mark bits", give: queue.Packet{ID: 2, Mark: 0x100, Data: syn(2000)}, want: queuetest.Verdict{ID: 2, Verdict: queue.NFRepeat, Mark: 0x100 | queue.DefaultAcceptMark, WithMark: true}, wantDecide: true},
+		{name: "accept already carrying the grant bit is accepted", give: queue.Packet{ID: 12, Mark: queue.DefaultAcceptMark, Data: syn(2000)}, want: queuetest.Verdict{ID: 12, Verdict: queue.NFAccept}, wantDecide: true},
 		{name: "drop", give: queue.Packet{ID: 3, Data: syn(2001)}, want: queuetest.Verdict{ID: 3, Verdict: queue.NFDrop}, wantDecide: true},
 		{name: "reject repeats with mark", give: queue.Packet{ID: 4, Data: syn(2002)}, want: queuetest.Verdict{ID: 4, Verdict: queue.NFRepeat, Mark: queue.DefaultRejectMark, WithMark: true}, wantDecide: true},
-		{name: "reject keeps other mark bits", give: queue.Packet{ID: 5, Mark: 0x100, Data: syn(2002)}, want: queuetest.Verdict{ID: 5, Verdict: queue.NFRepeat, Mark: 0x101, WithMark: true}, wantDecide: true},
+		{name: "reject keeps other mark bits", give: queue.Packet{ID: 5, Mark: 0x100, Data: syn(2002)}, want: queuetest.Verdict{ID: 5, Verdict: queue.NFRepeat, Mark: 0x100 | queue.DefaultRejectMark, WithMark: true}, wantDecide: true},
 		{name: "reject with configured mark", rejectMark: 0x40, give: queue.Packet{ID: 6, Data: syn(2002)}, want: queuetest.Verdict{ID: 6, Verdict: queue.NFRepeat, Mark: 0x40, WithMark: true}, wantDecide: true},
-		{name: "ipv6 reject", give: queue.Packet{ID: 7, Data: packettest.TCPPacket(client6, 1, server6, 2002, packet.TCPSyn)}, want: queuetest.Verdict{ID: 7, Verdict: queue.NFRepeat, Mark: 1, WithMark: true}, wantDecide: true},
-		{name: "already marked is dropped", give: queue.Packet{ID: 8, Mark: 0x1, Data: syn(2002)}, want: queuetest.Verdict{ID: 8, Verdict: queue.NFDrop}, wantDecide: true},
+		{name: "ipv6 reject", give: queue.Packet{ID: 7, Data: packettest.TCPPacket(client6, 1, server6, 2002, packet.TCPSyn)}, want: queuetest.Verdict{ID: 7, Verdict: queue.NFRepeat, Mark: queue.DefaultRejectMark, WithMark: true}, wantDecide: true},
+		{name: "already marked is dropped", give: queue.Packet{ID: 8, Mark: queue.DefaultRejectMark, Data: syn(2002)}, want: queuetest.Verdict{ID: 8, Verdict: queue.NFDrop}, wantDecide: true},
 		{name: "unknown protocol dropped undecided", give: queue.Packet{ID: 9, Data: packettest.IP(client4, server4, 1, make([]byte, 8))}, want: queuetest.Verdict{ID: 9, Verdict: queue.NFDrop}},
 		{name: "malformed dropped undecided", give: queue.Packet{ID: 10, Data: []byte{0x45, 0}}, want: queuetest.Verdict{ID: 10, Verdict: queue.NFDrop}},
 		{name: "empty dropped undecided", give: queue.Packet{ID: 11}, want: queuetest.Verdict{ID: 11, Verdict: queue.NFDrop}},
@@ -133,9 +134,9 @@ func TestGateStats(t *testing.T) {
 		t.Errorf("Stats() is not the configured *GateStats")
 	}
 	for i, dst := range []uint16{2000, 2000, 2001, 2002} {
-		inject(t, fake, queue.Packet{ID: uint32(i + 1), Data: packettest.TCPPacket(client4, 1, server4, dst, packet.TCPSyn)})
+		inject(t, fake, queue.Packet{ID: uint32(i + 1), Data: packettest.TCPPacket(client4, uint16(i+1), server4, dst, packet.TCPSyn)})
 	}
-	inject(t, fake, queue.Packet{ID: 10, Mark: 1, Data: packettest.TCPPacket(client4, 1, server4, 2002, packet.TCPSyn)})
+	inject(t, fake, queue.Packet{ID: 10, Mark: queue.DefaultRejectMark, Data: packettest.TCPPacket(client4, 10, server4, 2002, packet.TCPSyn)})
 	inject(t, fake, queue.Packet{ID: 11, Data: []byte{0x60}})
 	ctx := context.Background()
 	if err := fake.InjectError(ctx, fmt.Errorf("recvmsg: %w", syscall.ENOBUFS)); err != nil {
@@ -145,7 +146,7 @@ func TestGateStats(t *testing.T) {
 		t.Fatal(err)
 	}
 	fake.FailVerdicts(errors.New("netlink send failed"))
-	inject(t, fake, queue.Packet{ID: 12, Data: packettest.TCPPacket(client4, 1, server4, 2000, packet.TCPSyn)})
+	inject(t, fake, queue.Packet{ID: 12, Data: packettest.TCPPacket(client4, 12, server4, 2000, packet.TCPSyn)})
 
 	want := gateCounts{Packets: 7, Accepted: 3, Dropped: 3, Rejected: 1, Unknown: 1, RejectLoops: 1, ReceiveErrors: 2, Overruns: 1, VerdictErrors: 1, VerdictMessages: 6}
 	if diff := cmp.Diff(want, countsOf(stats)); diff != "" {
@@ -255,7 +256,7 @@ func BenchmarkGateHandle(b *testing.B) {
 			var sock discardSocket
 			pkts := make([]queue.Packet, n)
 			for i := range pkts {
-				pkts[i] = queue.Packet{ID: uint32(i + 1), Data: packettest.TCPPacket(client4, 40000, server4, 2000, packet.TCPSyn)}
+				pkts[i] = queue.Packet{ID: uint32(i + 1), Data: packettest.TCPPacket(client4, uint16(40000+i), server4, 2000, packet.TCPSyn)}
 			}
 			b.ReportAllocs()
 			for b.Loop() {
@@ -268,11 +269,11 @@ func BenchmarkGateHandle(b *testing.B) {
 
 func TestGateBatchVerdicts(t *testing.T) {
 	syn := func(id uint32, dst uint16) queue.Packet {
-		return queue.Packet{ID: id, Data: packettest.TCPPacket(client4, 40000, server4, dst, packet.TCPSyn)}
+		return queue.Packet{ID: id, Data: packettest.TCPPacket(client4, uint16(40000+id), server4, dst, packet.TCPSyn)}
 	}
 	marked := func(p queue.Packet, mark uint32) queue.Packet { p.Mark = mark; return p }
 	accept := func(id uint32, batch bool) queuetest.Verdict {
-		return queuetest.Verdict{ID: id, Verdict: queue.NFAccept, Batch: batch}
+		return queuetest.Verdict{ID: id, Verdict: queue.NFRepeat, Mark: queue.DefaultAcceptMark, WithMark: true, Batch: batch}
 	}
 	drop := func(id uint32, batch bool) queuetest.Verdict {
 		return queuetest.Verdict{ID: id, Verdict: queue.NFDrop, Batch: batch}
@@ -294,15 +295,15 @@ func TestGateBatchVerdicts(t *testing.T) {
 			want: []queuetest.Verdict{drop(9, true)}},
 		{name: "mixed verdicts split into runs",
 			give: [][]queue.Packet{{syn(1, 2000), syn(2, 2000), syn(3, 2001), syn(4, 2001), syn(5, 2001), syn(6, 2002), syn(7, 2002), syn(8, 2000)}},
-			want: []queuetest.Verdict{accept(2, true), drop(5, true), reject(7, 1, true), accept(8, false)}},
+			want: []queuetest.Verdict{accept(2, true), drop(5, true), reject(7, queue.DefaultRejectMark, true), accept(8, false)}},
 		{name: "alternating verdicts, one each",
 			give: [][]queue.Packet{{syn(1, 2000), syn(2, 2001), syn(3, 2000)}},
 			want: []queuetest.Verdict{accept(1, false), drop(2, false), accept(3, false)}},
 		{name: "rejects with different marks split",
 			give: [][]queue.Packet{{syn(1, 2002), marked(syn(2, 2002), 0x100), marked(syn(3, 2002), 0x100)}},
-			want: []queuetest.Verdict{reject(1, 0x1, false), reject(3, 0x101, true)}},
+			want: []queuetest.Verdict{reject(1, queue.DefaultRejectMark, false), reject(3, 0x100|queue.DefaultRejectMark, true)}},
 		{name: "unknown and reject loops join a drop run",
-			give: [][]queue.Packet{{syn(1, 2001), {ID: 2, Data: []byte{0x45}}, marked(syn(3, 2002), 0x1), syn(4, 2001)}},
+			give: [][]queue.Packet{{syn(1, 2001), {ID: 2, Data: []byte{0x45}}, marked(syn(3, 2002), queue.DefaultRejectMark), syn(4, 2001)}},
 			want: []queuetest.Verdict{drop(4, true)}},
 		{name: "each receive answered on its own",
 			give: [][]queue.Packet{{syn(1, 2000), syn(2, 2000)}, {syn(3, 2000), syn(4, 2000)}},
@@ -338,7 +339,7 @@ func TestGateBatchAfterRefusedVerdict(t *testing.T) {
 	stats := new(queue.GateStats)
 	_, fake := startGate(t, queue.GateConfig{Queue: 101, Decide: d.decide, Stats: stats})
 	syn := func(id uint32, dst uint16) queue.Packet {
-		return queue.Packet{ID: id, Data: packettest.TCPPacket(client4, 40000, server4, dst, packet.TCPSyn)}
+		return queue.Packet{ID: id, Data: packettest.TCPPacket(client4, uint16(40000+id), server4, dst, packet.TCPSyn)}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -358,9 +359,9 @@ func TestGateBatchAfterRefusedVerdict(t *testing.T) {
 	}
 	want := []queuetest.Verdict{
 		{ID: 1, Verdict: queue.NFDrop},
-		{ID: 2, Verdict: queue.NFAccept}, {ID: 3, Verdict: queue.NFAccept},
+		{ID: 2, Verdict: queue.NFRepeat, Mark: queue.DefaultAcceptMark, WithMark: true}, {ID: 3, Verdict: queue.NFRepeat, Mark: queue.DefaultAcceptMark, WithMark: true},
 		{ID: 4, Verdict: queue.NFDrop, Batch: true},
-		{ID: 6, Verdict: queue.NFAccept, Batch: true},
+		{ID: 6, Verdict: queue.NFRepeat, Mark: queue.DefaultAcceptMark, WithMark: true, Batch: true},
 	}
 	if diff := cmp.Diff(want, fake.Verdicts()); diff != "" {
 		t.Errorf("verdicts (-want +got):\n%s", diff)
@@ -384,7 +385,7 @@ func TestGateNoBatchAcceptAfterUnparsedPacket(t *testing.T) {
 			var d decideByPort
 			_, fake := startGate(t, queue.GateConfig{Queue: 101, Decide: d.decide})
 			syn := func(id uint32, dst uint16) queue.Packet {
-				return queue.Packet{ID: id, Data: packettest.TCPPacket(client4, 40000, server4, dst, packet.TCPSyn)}
+				return queue.Packet{ID: id, Data: packettest.TCPPacket(client4, uint16(40000+id), server4, dst, packet.TCPSyn)}
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
@@ -395,7 +396,7 @@ func TestGateNoBatchAcceptAfterUnparsedPacket(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, v := range fake.Verdicts() {
-				if v.Batch && v.Verdict == queue.NFAccept {
+				if v.Batch && (v.Verdict == queue.NFAccept || v.Mark&queue.DefaultAcceptMark != 0) {
 					t.Fatalf("batch accept %+v after %v", v, give)
 				}
 			}

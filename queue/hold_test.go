@@ -30,7 +30,7 @@ func deferByPort(d *decideByPort) func(*packet.Header) packet.Verdict {
 // costs batching, and are dropped when no hold queue is configured.
 func TestGateDefersInBatches(t *testing.T) {
 	syn := func(id uint32, dst uint16) queue.Packet {
-		return queue.Packet{ID: id, Data: packettest.TCPPacket(client4, 40000, server4, dst, packet.TCPSyn)}
+		return queue.Packet{ID: id, Data: packettest.TCPPacket(client4, uint16(40000+id), server4, dst, packet.TCPSyn)}
 	}
 	give := []queue.Packet{syn(1, 2003), syn(2, 2003), syn(3, 2000), syn(4, 2003), syn(5, 2000), syn(6, 2000)}
 	toHold := queue.QueueTo(102)
@@ -42,15 +42,15 @@ func TestGateDefersInBatches(t *testing.T) {
 	}{
 		{"to the hold queue", true, []queuetest.Verdict{
 			{ID: 2, Verdict: toHold, Batch: true},
-			{ID: 3, Verdict: queue.NFAccept},
+			{ID: 3, Verdict: queue.NFRepeat, Mark: queue.DefaultAcceptMark, WithMark: true},
 			{ID: 4, Verdict: toHold},
-			{ID: 6, Verdict: queue.NFAccept, Batch: true},
+			{ID: 6, Verdict: queue.NFRepeat, Mark: queue.DefaultAcceptMark, WithMark: true, Batch: true},
 		}, [2]uint64{3, 0}},
 		{"no hold queue: dropped", false, []queuetest.Verdict{
 			{ID: 2, Verdict: queue.NFDrop, Batch: true},
-			{ID: 3, Verdict: queue.NFAccept},
+			{ID: 3, Verdict: queue.NFRepeat, Mark: queue.DefaultAcceptMark, WithMark: true},
 			{ID: 4, Verdict: queue.NFDrop},
-			{ID: 6, Verdict: queue.NFAccept, Batch: true},
+			{ID: 6, Verdict: queue.NFRepeat, Mark: queue.DefaultAcceptMark, WithMark: true, Batch: true},
 		}, [2]uint64{0, 3}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -139,9 +139,9 @@ func TestHoldReader(t *testing.T) {
 		}
 	}
 	for id, want := range map[uint32]queuetest.Verdict{
-		10: {ID: 10, Verdict: queue.NFAccept},
+		10: {ID: 10, Verdict: queue.NFRepeat, Mark: 0x100 | queue.DefaultAcceptMark, WithMark: true},
 		11: {ID: 11, Verdict: queue.NFDrop},
-		12: {ID: 12, Verdict: queue.NFRepeat, Mark: 0x101, WithMark: true},
+		12: {ID: 12, Verdict: queue.NFRepeat, Mark: 0x100 | queue.DefaultRejectMark, WithMark: true},
 		13: {ID: 13, Verdict: queue.NFDrop},
 	} {
 		if got, ok := fake.Settled(id); !ok || got != want {
@@ -152,5 +152,46 @@ func TestHoldReader(t *testing.T) {
 	if st.Packets.Load() != 4 || st.Accepted.Load() != 1 || st.Dropped.Load() != 2 || st.Rejected.Load() != 1 || st.VerdictMessages.Load() != 4 {
 		t.Errorf("stats: packets %d accepted %d dropped %d rejected %d messages %d; want 4 1 2 1 4",
 			st.Packets.Load(), st.Accepted.Load(), st.Dropped.Load(), st.Rejected.Load(), st.VerdictMessages.Load())
+	}
+}
+
+// TestHeldRepeatCaughtAtTheGate: a packet the hold reader repeats to
+// grant it that comes back to the gate queue stripped of its signal bit
+// (a mark rule above the gate's jump) is accepted there without another
+// repeat, and counted.
+func TestHeldRepeatCaughtAtTheGate(t *testing.T) {
+	repeats := queue.NewRepeats(func() time.Duration { return 0 })
+	held := make(chan uint32, 1)
+	holdFake := queuetest.New()
+	r, err := queue.NewHold(queue.HoldConfig{Queue: 102, Open: holdFake.Open, Repeats: repeats,
+		Deliver: func(_ context.Context, p *queue.Packet, _ *packet.Header) { held <- p.ID }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	var d decideByPort
+	g, gateFake := startGate(t, queue.GateConfig{Queue: 101, Decide: d.decide, Repeats: repeats})
+	data := packettest.TCPPacket(client4, 40000, server4, 2000, packet.TCPSyn)
+	injectCtx, stop := context.WithTimeout(context.Background(), 5*time.Second)
+	defer stop()
+	if err := holdFake.InjectPacket(injectCtx, queue.Packet{ID: 1, Data: data}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Settle(<-held, 0, packet.Accept); err != nil {
+		t.Fatal(err)
+	}
+	inject(t, gateFake, queue.Packet{ID: 5, Data: data})
+	want := []queuetest.Verdict{{ID: 5, Verdict: queue.NFAccept}}
+	if diff := cmp.Diff(want, gateFake.Verdicts()); diff != "" {
+		t.Errorf("gate verdicts (-want +got):\n%s", diff)
+	}
+	if n := g.Stats().RepeatLoops.Load(); n != 1 {
+		t.Errorf("RepeatLoops = %d, want 1", n)
 	}
 }

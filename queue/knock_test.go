@@ -379,7 +379,6 @@ func TestKnockRejectAnswersAsAClosedPort(t *testing.T) {
 // between dropping knocks and rejecting them, from the next receive on.
 func TestKnockSetRejectWhileRunning(t *testing.T) {
 	k, fake, _ := startKnock(t, queue.KnockConfig{Queue: 100, Workers: 1, Handle: func(netip.Addr, []byte) {}})
-	knock := packettest.UDPPacket(client4, 5000, server4, 20000, []byte("k"))
 	drop := queuetest.Verdict{Verdict: queue.NFDrop, Batch: true}
 	reject := queuetest.Verdict{Verdict: queue.NFRepeat, Mark: queue.DefaultRejectMark, WithMark: true, Batch: true}
 	var want []queuetest.Verdict
@@ -388,6 +387,9 @@ func TestKnockSetRejectWhileRunning(t *testing.T) {
 		if k.Rejecting() != rejecting {
 			t.Fatalf("Rejecting() = %v after SetReject(%v)", !rejecting, rejecting)
 		}
+		// Each its own datagram: the same one again right after its
+		// repeat would be taken for a loop.
+		knock := packettest.UDPPacket(client4, uint16(5000+id), server4, 20000, []byte("k"))
 		inject(t, fake, queue.Packet{ID: uint32(id + 1), Data: knock})
 		v := drop
 		if rejecting {

@@ -201,7 +201,7 @@ func TestIntegrationContainers(t *testing.T) {
 	}
 }
 
-// TestIntegrationContainersBackstop: a packet the gate marked for
+// TestIntegrationContainersBackstop: a packet the gate labelled for
 // rejection that another tool's accept, put above sknock's FORWARD jump,
 // lets through filter is dropped by the backstop in mangle POSTROUTING,
 // never delivered to the container; without the backstop it would be.
@@ -218,8 +218,9 @@ func TestIntegrationContainersBackstop(t *testing.T) {
 	}
 	s := e.net.Server
 	// What sknockd does to a refused SYN (repeat it with the reject
-	// mark), and what a Docker restart does (its accept above ours).
-	s.MustRun("iptables", "-t", "mangle", "-I", "PREROUTING", "1", "-p", "tcp", "--dport", fmt.Sprint(pubA), "-j", "MARK", "--set-xmark", "0x1/0x1")
+	// signal bit, which the gate turns into the reject label), and what a
+	// Docker restart does (its accept above ours).
+	s.MustRun("iptables", "-t", "mangle", "-I", "PREROUTING", "1", "-p", "tcp", "--syn", "--dport", fmt.Sprint(pubA), "-j", "MARK", "--set-xmark", "0x40000000/0x40000000")
 	s.MustRun("iptables", "-I", "FORWARD", "1", "-j", "ACCEPT")
 	alice := e.client(false)
 	if err := probe(alice, packet.TCP, pubA, dropTimeout); !e2e.IsTimeout(err) {
