@@ -123,12 +123,11 @@ func Apply(ipt IPTables, c Config, ipv6 bool) error {
 		// A missing chain lists as an error: nothing to keep meanwhile.
 		old = nil
 	}
+	order := []part{filter, mangle}
 	if bridge := bridgeOf(filter, ruleLines(old), c.Chain); bridge != nil {
-		if err := applyPart(ipt, *bridge); err != nil {
-			return fmt.Errorf("%s: %w", fam, err)
-		}
+		order = []part{*bridge, mangle, filter}
 	}
-	for _, p := range []part{filter, mangle} {
+	for _, p := range order {
 		if err := applyPart(ipt, p); err != nil {
 			return fmt.Errorf("%s: %w", fam, err)
 		}

@@ -209,9 +209,11 @@ func recordOps(tab *rulestest.Table) *[]string {
 }
 
 // TestApplyIsOneTransactionPerTable checks that Apply over leftover
-// chains and pushed-down jumps changes each table's chain only through
-// one Restore of that table, so no packet meets a half-built chain; the
-// only other changes are the deletions of the surplus jumps.
+// chains and pushed-down jumps changes each table's chains only through
+// Restores of that table, so no packet meets a half-built chain: one for
+// mangle, and for filter the bridge (old and new rules) and then the new
+// rules; the only other changes are the deletions of the surplus jumps
+// and the old layout's backstop.
 func TestApplyIsOneTransactionPerTable(t *testing.T) {
 	tab := rulestest.New()
 	c := designConfig(t)
@@ -225,8 +227,8 @@ func TestApplyIsOneTransactionPerTable(t *testing.T) {
 	if err := rules.Apply(tab, c, false); err != nil {
 		t.Fatal(err)
 	}
-	// The filter chain exists, so the gate (mangle) goes first.
-	want := []string{"Restore mangle", "DeleteById PREROUTING", "DeleteById POSTROUTING", "Restore filter", "DeleteById INPUT", "DeleteById FORWARD"}
+	// The filter chain exists: the bridge, the gate, the filter chain.
+	want := []string{"Restore filter", "DeleteById INPUT", "DeleteById FORWARD", "Restore mangle", "DeleteById PREROUTING", "DeleteById POSTROUTING", "Restore filter"}
 	if diff := cmp.Diff(want, *ops); diff != "" {
 		t.Errorf("changes Apply made (-want +got):\n%s", diff)
 	}
@@ -239,14 +241,14 @@ func TestApplyIsOneTransactionPerTable(t *testing.T) {
 	})
 }
 
-// TestApplyOrder checks the order of the two tables' transactions, so
-// that there is never a moment without gate or rejection: on a fresh
-// host the filter chain (rejection) goes in before the gate that marks
-// packets for it; on an upgrade from the layout where the filter chain
-// was the gate, the mangle gate goes in first, and only then is the old
-// filter chain replaced by the reject rules. A failure of the second
-// transaction leaves the first in place and the second table untouched,
-// which is safe either way.
+// TestApplyOrder checks the order of the transactions, so that there is
+// never a moment without gate or refusal: the filter chain (refusal) goes
+// in before the gate that labels packets for it; on an upgrade (from the
+// layout where the filter chain was the gate, or refused by a packet
+// mark) the filter chain first holds its old rules and the new ones (the
+// bridge), then the gate is replaced, and only then the filter chain. A
+// failure of a later transaction leaves the earlier ones in place and its
+// own table untouched, which is safe either way.
 func TestApplyOrder(t *testing.T) {
 	errBoom := errors.New("boom")
 	c := designConfig(t)
@@ -298,14 +300,14 @@ func TestApplyOrder(t *testing.T) {
 		}
 	})
 
-	t.Run("upgrade: mangle first, then the filter chain holds only the reject rules", func(t *testing.T) {
+	t.Run("upgrade: bridge, then mangle, then the filter chain holds only the refusal rules", func(t *testing.T) {
 		tab := rulestest.New()
 		oldLayout(tab, c)
 		ops := recordOps(tab)
 		if err := rules.Apply(tab, c, false); err != nil {
 			t.Fatal(err)
 		}
-		if diff := cmp.Diff([]string{"Restore mangle", "Restore filter"}, restores(*ops)); diff != "" {
+		if diff := cmp.Diff([]string{"Restore filter", "Restore mangle", "Restore filter"}, restores(*ops)); diff != "" {
 			t.Errorf("transactions (-want +got):\n%s", diff)
 		}
 		tab.FailOn = nil
@@ -315,29 +317,23 @@ func TestApplyOrder(t *testing.T) {
 		}
 	})
 
-	t.Run("upgrade, the filter table fails: gated twice, never not at all", func(t *testing.T) {
+	t.Run("upgrade, the gate fails: the bridge holds the old gate and the new refusal", func(t *testing.T) {
 		tab := rulestest.New()
 		oldLayout(tab, c)
 		before := tab.Rules(c.Chain)
 		tab.FailOn = func(op, chain string, spec []string) error {
-			if op == "Restore" && chain == "filter" {
+			if op == "Restore" && chain == "mangle" {
 				return errBoom
 			}
 			return nil
 		}
 		err := rules.Apply(tab, c, false)
-		if !errors.Is(err, errBoom) || !contains(err.Error(), "filter") {
-			t.Fatalf("Apply = %v, want boom naming the filter table", err)
+		if !errors.Is(err, errBoom) || !contains(err.Error(), "mangle") {
+			t.Fatalf("Apply = %v, want boom naming the mangle table", err)
 		}
 		tab.FailOn = nil
-		if diff := cmp.Diff(joined(c.Rules(false)), tab.TableRules("mangle", c.Chain)); diff != "" {
-			t.Errorf("mangle chain (-want +got):\n%s", diff)
-		}
-		if diff := cmp.Diff([]string{"-j " + c.Chain}, tab.TableRules("mangle", "PREROUTING")); diff != "" {
-			t.Errorf("mangle PREROUTING (-want +got):\n%s", diff)
-		}
-		if diff := cmp.Diff(before, tab.Rules(c.Chain)); diff != "" {
-			t.Errorf("the old filter chain changed (-want +got):\n%s", diff)
+		if diff := cmp.Diff(append(before, joined(c.RejectRules(false))...), tab.Rules(c.Chain)); diff != "" {
+			t.Errorf("filter chain (-want +got):\n%s", diff)
 		}
 		if diff := cmp.Diff([]string{"-j " + c.Chain}, tab.Rules("INPUT")); diff != "" {
 			t.Errorf("filter INPUT (-want +got):\n%s", diff)
@@ -377,12 +373,8 @@ func TestApplyFailsWhole(t *testing.T) {
 			if !errors.Is(err, errBoom) || !contains(err.Error(), "ip6tables") || !contains(err.Error(), c.Chain) {
 				t.Fatalf("Apply = %v, want boom naming ip6tables and %s", err, c.Chain)
 			}
-			// The first table's transaction failed: the first of
-			// filter (fresh) or mangle (leftover).
+			// The first transaction, filter's, failed.
 			first := "filter"
-			if leftover {
-				first = "mangle"
-			}
 			if !contains(err.Error(), first) {
 				t.Errorf("Apply = %v, want it to name the %s table", err, first)
 			}

@@ -7,17 +7,17 @@ import (
 
 // TestRulesDropIPv4InIPv6Sources: the IPv6 chain drops v4-mapped and
 // v4-compatible sources (but not :: or ::1) right after returning
-// forwarded traffic (which is not the host's to gate), ahead of the
-// marked and ESTABLISHED returns, so no such packet addressed to the host
-// is ever let through or queued; the IPv4 chain has no such rules.
+// forwarded traffic (which is not the host's to gate), ahead of the SYN
+// chain and the ESTABLISHED return, so no such packet addressed to the
+// host is ever let through or queued; the IPv4 chain has no such rules.
 func TestRulesDropIPv4InIPv6Sources(t *testing.T) {
 	for _, tt := range []struct {
 		name string
 		ipv6 bool
 		want []string // the chain's first rules
 	}{
-		{name: "ipv6", ipv6: true, want: []string{forwarded, dropMapped, dropCompatible, marked, established}},
-		{name: "ipv4", ipv6: false, want: []string{forwarded, marked, established}},
+		{name: "ipv6", ipv6: true, want: []string{grantBack, rejectBack, forwarded, dropMapped, dropCompatible, synJump, established}},
+		{name: "ipv4", ipv6: false, want: []string{grantBack, rejectBack, forwarded, synJump, established}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c := designConfig(t)

@@ -2,6 +2,7 @@ package rules_test
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -45,38 +46,41 @@ func split(lines ...string) [][]string {
 }
 
 const (
-	// Forwarded unicast (not addressed to this host) is returned first.
-	forwarded = "-m addrtype --dst-type UNICAST -m addrtype ! --dst-type LOCAL -j RETURN"
+	// Packets the daemon repeated come back with a signal bit: first.
+	grantBack  = "-m mark --mark 0x20000000/0x20000000 -g SKNOCK-GRANT"
+	rejectBack = "-m mark --mark 0x40000000/0x40000000 -g SKNOCK-REJECT"
+	// Forwarded unicast (not addressed to this host nor an anycast
+	// address of it) is returned next.
+	forwarded = "-m addrtype --dst-type UNICAST -m addrtype ! --dst-type LOCAL,ANYCAST -j RETURN"
 	// IPv6 only: v4-mapped and v4-compatible sources are dropped next.
 	dropMapped     = "-s ::ffff:0.0.0.0/96 -j DROP"
 	dropCompatible = "-m iprange --src-range ::2-::255.255.255.255 -j DROP"
-	// Packets carrying the reject mark go back for the filter chain.
-	marked      = "-m mark --mark 0x1/0x1 -j RETURN"
+	// Every TCP SYN meets the SYN chain before the ESTABLISHED return.
+	synJump     = "-p tcp -m tcp --tcp-flags SYN,ACK,FIN,RST SYN -j SKNOCK-SYN"
 	established = "-m conntrack --ctstate ESTABLISHED,RELATED -j RETURN"
 	loopback    = "-i lo -j RETURN"
 	allowSSH    = "-p tcp -m tcp --dport 22 -j RETURN"
 	// The filter chain's rules.
-	rejectTCP  = "-p tcp -m mark --mark 0x1/0x1 -j REJECT --reject-with tcp-reset"
-	rejectUDP4 = "-p udp -m mark --mark 0x1/0x1 -j REJECT --reject-with icmp-port-unreachable"
-	rejectUDP6 = "-p udp -m mark --mark 0x1/0x1 -j REJECT --reject-with icmp6-port-unreachable"
+	rejectTCP  = "-p tcp -m connlabel --label 127 -j REJECT --reject-with tcp-reset"
+	rejectUDP4 = "-p udp -m connlabel --label 127 -j REJECT --reject-with icmp-port-unreachable"
+	rejectUDP6 = "-p udp -m connlabel --label 127 -j REJECT --reject-with icmp6-port-unreachable"
 	knock4     = "-p udp -m udp --dport 10000:60000 -m length --length 328:65535 -j NFQUEUE --queue-num 100"
 	knock6     = "-p udp -m udp --dport 10000:60000 -m length --length 348:65535 -j NFQUEUE --queue-num 100"
 	// Datagrams to the knock ports that are not queued (too short, or
 	// over the rate limit) get the answer knocks get: silence, or with
-	// RejectKnocks or RejectStray the closed-port ICMP (marked, returned,
-	// and rejected by the filter chain).
+	// RejectKnocks or RejectStray the closed-port ICMP (labelled by the
+	// reject chain, and refused by the filter chain).
 	knockDrop   = "-p udp -m udp --dport 10000:60000 -j DROP"
-	knockMark   = "-p udp -m udp --dport 10000:60000 -j MARK --set-xmark 0x1/0x1"
-	knockReturn = "-p udp -m udp --dport 10000:60000 -j RETURN"
+	knockReject = "-p udp -m udp --dport 10000:60000 -g SKNOCK-REJECT"
 )
 
 // head is the start of every gate chain of the design configuration: the
-// forwarded return, for IPv6 the source drops, the marked return.
+// signal returns, the forwarded return and, for IPv6, the source drops.
 func head(ipv6 bool) []string {
 	if ipv6 {
-		return []string{forwarded, dropMapped, dropCompatible, marked}
+		return []string{grantBack, rejectBack, forwarded, dropMapped, dropCompatible}
 	}
-	return []string{forwarded, marked}
+	return []string{grantBack, rejectBack, forwarded}
 }
 
 // lines joins groups of rule lines.
@@ -98,10 +102,8 @@ func TestRules(t *testing.T) {
 		{
 			name: "design example v4",
 			give: func(*rules.Config) {},
-			want: split(lines(head(false), []string{established, loopback, allowSSH,
-				"-p tcp -m tcp --dport 2000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 101",
+			want: split(lines(head(false), []string{synJump, established, loopback, allowSSH,
 				"-p tcp -m tcp --dport 2000 -j DROP",
-				"-p tcp -m tcp --dport 3000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 101",
 				"-p tcp -m tcp --dport 3000 -j DROP",
 				"-p udp -m udp --dport 8000 -j NFQUEUE --queue-num 101",
 				knock4, knockDrop})...),
@@ -110,16 +112,14 @@ func TestRules(t *testing.T) {
 			name: "design example v6",
 			give: func(*rules.Config) {},
 			ipv6: true,
-			want: split(lines(head(true), []string{established, loopback, allowSSH,
-				"-p tcp -m tcp --dport 2000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 101",
+			want: split(lines(head(true), []string{synJump, established, loopback, allowSSH,
 				"-p tcp -m tcp --dport 2000 -j DROP",
-				"-p tcp -m tcp --dport 3000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 101",
 				"-p tcp -m tcp --dport 3000 -j DROP",
 				"-p udp -m udp --dport 8000 -j NFQUEUE --queue-num 101",
 				knock6, knockDrop})...),
 		},
 		{
-			name: "udp all leaves out the knock ports",
+			name: "udp all leaves out the knock ports, no SYN chain jump without TCP",
 			give: func(c *rules.Config) {
 				c.Protect = specs(t, "udp/*")
 				c.AlwaysAllow = specs(t, "tcp/22", "udp/53")
@@ -129,25 +129,22 @@ func TestRules(t *testing.T) {
 				knock4, knockDrop})...),
 		},
 		{
-			name: "tcp all, ranges, stray reset, one knock port, mark bits, queues",
+			name: "tcp all, ranges, stray reset, one knock port, signal bits, queues",
 			give: func(c *rules.Config) {
 				c.Protect = specs(t, "tcp/*", "udp/7000-7100")
 				c.AlwaysAllow = specs(t, "tcp/22", "udp/5000-5010")
 				c.RejectStray = true
 				c.KnockFirst, c.KnockLast = 4444, 4444
-				c.Mark = 0x40
+				c.Mark, c.AcceptMark = 0x40, 0x80
 				c.GateQueue, c.KnockQueue = 7, 8
 				c.MinLength = 0
 			},
-			want: split(forwarded, "-m mark --mark 0x40/0x40 -j RETURN",
-				established, loopback, allowSSH, "-p udp -m udp --dport 5000:5010 -j RETURN",
-				"-p tcp -m tcp --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 7",
-				"-p tcp -j MARK --set-xmark 0x40/0x40",
-				"-p tcp -j RETURN",
+			want: split("-m mark --mark 0x80/0x80 -g SKNOCK-GRANT", "-m mark --mark 0x40/0x40 -g SKNOCK-REJECT", forwarded,
+				synJump, established, loopback, allowSSH, "-p udp -m udp --dport 5000:5010 -j RETURN",
+				"-p tcp -g SKNOCK-REJECT",
 				"-p udp -m udp --dport 7000:7100 -j NFQUEUE --queue-num 7",
 				"-p udp -m udp --dport 4444 -m length --length 28:65535 -j NFQUEUE --queue-num 8",
-				"-p udp -m udp --dport 4444 -j MARK --set-xmark 0x40/0x40",
-				"-p udp -m udp --dport 4444 -j RETURN"),
+				"-p udp -m udp --dport 4444 -g SKNOCK-REJECT"),
 		},
 		{
 			name: "gate balanced over four queues",
@@ -156,8 +153,7 @@ func TestRules(t *testing.T) {
 				c.GateQueues = 4
 			},
 			ipv6: true,
-			want: split(lines(head(true), []string{established, loopback, allowSSH,
-				"-p tcp -m tcp --dport 2000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-balance 101:104",
+			want: split(lines(head(true), []string{synJump, established, loopback, allowSSH,
 				"-p tcp -m tcp --dport 2000 -j DROP",
 				"-p udp -m udp ! --dport 10000:60000 -j NFQUEUE --queue-balance 101:104",
 				knock6, knockDrop})...),
@@ -194,32 +190,26 @@ func TestRules(t *testing.T) {
 			},
 			want: split(lines(head(false), []string{established, loopback,
 				"-p udp -m udp --dport 10000:60000 -m length --length 328:65535 -m hashlimit --hashlimit-upto 20/second --hashlimit-mode srcip --hashlimit-name sknock_482c1550 --hashlimit-htable-size 65536 --hashlimit-htable-max 262144 --hashlimit-htable-expire 250 --hashlimit-htable-gcinterval 250 -j NFQUEUE --queue-num 100",
-				knockMark, knockReturn})...),
+				knockReject})...),
 		},
 		{
 			name: "knocks rejected (policy none), strays dropped",
 			give: func(c *rules.Config) { c.RejectKnocks = true },
 			ipv6: true,
-			want: split(lines(head(true), []string{established, loopback, allowSSH,
-				"-p tcp -m tcp --dport 2000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 101",
+			want: split(lines(head(true), []string{synJump, established, loopback, allowSSH,
 				"-p tcp -m tcp --dport 2000 -j DROP",
-				"-p tcp -m tcp --dport 3000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 101",
 				"-p tcp -m tcp --dport 3000 -j DROP",
 				"-p udp -m udp --dport 8000 -j NFQUEUE --queue-num 101",
-				knock6, knockMark, knockReturn})...),
+				knock6, knockReject})...),
 		},
 		{
 			name: "reject stray rejects knocks too (policy reject)",
 			give: func(c *rules.Config) { c.RejectStray = true },
-			want: split(lines(head(false), []string{established, loopback, allowSSH,
-				"-p tcp -m tcp --dport 2000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 101",
-				"-p tcp -m tcp --dport 2000 -j MARK --set-xmark 0x1/0x1",
-				"-p tcp -m tcp --dport 2000 -j RETURN",
-				"-p tcp -m tcp --dport 3000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 101",
-				"-p tcp -m tcp --dport 3000 -j MARK --set-xmark 0x1/0x1",
-				"-p tcp -m tcp --dport 3000 -j RETURN",
+			want: split(lines(head(false), []string{synJump, established, loopback, allowSSH,
+				"-p tcp -m tcp --dport 2000 -g SKNOCK-REJECT",
+				"-p tcp -m tcp --dport 3000 -g SKNOCK-REJECT",
 				"-p udp -m udp --dport 8000 -j NFQUEUE --queue-num 101",
-				knock4, knockMark, knockReturn})...),
+				knock4, knockReject})...),
 		},
 	}
 	for _, tt := range tests {
@@ -236,9 +226,9 @@ func TestRules(t *testing.T) {
 	}
 }
 
-// TestRulesNeverEndInFilterTargets checks that the gate chain, which
-// lives in mangle, uses no target only the filter table has (REJECT)
-// and never accepts: it returns, so the host's own rules still apply.
+// TestRulesNeverEndInFilterTargets checks that the gate chains, which
+// live in mangle, use no target only the filter table has (REJECT) and
+// never accept: they return, so the host's own rules still apply.
 func TestRulesNeverEndInFilterTargets(t *testing.T) {
 	c := designConfig(t)
 	c.Protect = specs(t, "tcp/*", "udp/*")
@@ -249,31 +239,63 @@ func TestRulesNeverEndInFilterTargets(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, ipv6 := range []bool{false, true} {
-		for _, r := range joined(c.Rules(ipv6)) {
-			if strings.Contains(r, "REJECT") || strings.Contains(r, "ACCEPT") {
+		for _, r := range joined(slices.Concat(c.Rules(ipv6), c.SynRules(), c.GrantRules(), c.RejectMarkRules())) {
+			if strings.Contains(r, "-j REJECT") || strings.Contains(r, "ACCEPT") {
 				t.Errorf("Rules(%v) has %q: REJECT and ACCEPT belong in the filter table", ipv6, r)
 			}
 		}
 	}
 }
 
-// TestRejectRules checks the filter chain: the reject mark answered as a
-// closed port, TCP with a reset and UDP with the family's port
-// unreachable, and nothing else.
+// TestRejectRules checks the filter chain: the reject label answered as
+// a closed port, TCP with a reset and UDP with the family's port
+// unreachable; with RejectStray, stray TCP segments no label can mark
+// refused alike; and the safety net that drops what reaches a protected
+// port at an address the gate took for forwarded.
 func TestRejectRules(t *testing.T) {
 	c := designConfig(t)
-	if diff := cmp.Diff(split(rejectTCP, rejectUDP4), c.RejectRules(false)); diff != "" {
+	net := func(port string) string {
+		return "-m conntrack ! --ctstate DNAT -m addrtype --dst-type UNICAST -m addrtype ! --dst-type LOCAL,ANYCAST " + port + " -j DROP"
+	}
+	nets := []string{net("-p tcp -m tcp --dport 2000"), net("-p tcp -m tcp --dport 3000"), net("-p udp -m udp --dport 8000")}
+	if diff := cmp.Diff(split(lines([]string{rejectTCP, rejectUDP4}, nets)...), c.RejectRules(false)); diff != "" {
 		t.Errorf("RejectRules(false) (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff(split(rejectTCP, rejectUDP6), c.RejectRules(true)); diff != "" {
+	if diff := cmp.Diff(split(lines([]string{rejectTCP, rejectUDP6}, nets)...), c.RejectRules(true)); diff != "" {
 		t.Errorf("RejectRules(true) (-want +got):\n%s", diff)
 	}
-	c.Mark = 0x40
+	c.RejectLabel = 5
+	c.RejectStray = true
+	c.Protect = specs(t, "tcp/*")
 	want := split(
-		"-p tcp -m mark --mark 0x40/0x40 -j REJECT --reject-with tcp-reset",
-		"-p udp -m mark --mark 0x40/0x40 -j REJECT --reject-with icmp-port-unreachable")
+		"-p tcp -m connlabel --label 5 -j REJECT --reject-with tcp-reset",
+		"-p udp -m connlabel --label 5 -j REJECT --reject-with icmp-port-unreachable",
+		"-p tcp -m tcp ! --tcp-flags SYN,ACK,FIN,RST SYN -m conntrack --ctstate INVALID,UNTRACKED -j REJECT --reject-with tcp-reset",
+		net("-p tcp"))
 	if diff := cmp.Diff(want, c.RejectRules(false)); diff != "" {
-		t.Errorf("RejectRules(false) with mark 0x40 (-want +got):\n%s", diff)
+		t.Errorf("RejectRules(false) with label 5, tcp/* and RejectStray (-want +got):\n%s", diff)
+	}
+}
+
+// TestHelperChains checks the SYN, grant and reject chains.
+func TestHelperChains(t *testing.T) {
+	c := designConfig(t)
+	c.Protect = specs(t, "tcp/2000", "udp/8000", "tcp/*")
+	want := split(loopback, allowSSH,
+		"-p tcp -m tcp --dport 2000 -j NFQUEUE --queue-num 101",
+		"-p tcp -j NFQUEUE --queue-num 101")
+	if diff := cmp.Diff(want, c.SynRules()); diff != "" {
+		t.Errorf("SynRules (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(split("-j MARK --set-xmark 0x0/0x20000000"), c.GrantRules()); diff != "" {
+		t.Errorf("GrantRules (-want +got):\n%s", diff)
+	}
+	want = split("-j MARK --set-xmark 0x0/0x40000000",
+		"-m conntrack --ctstate NEW -m connlabel --label 127 --set -j RETURN",
+		"-p tcp -m tcp ! --tcp-flags SYN,ACK,FIN,RST SYN -m conntrack --ctstate INVALID,UNTRACKED -j RETURN",
+		"-j DROP")
+	if diff := cmp.Diff(want, c.RejectMarkRules()); diff != "" {
+		t.Errorf("RejectMarkRules (-want +got):\n%s", diff)
 	}
 }
 
@@ -299,8 +321,12 @@ func TestValidate(t *testing.T) {
 	}{
 		{name: "default is valid", give: func(*rules.Config) {}},
 		{name: "empty chain", give: func(c *rules.Config) { c.Chain = "" }, wantField: "Chain"},
-		{name: "long chain", give: func(c *rules.Config) { c.Chain = strings.Repeat("A", 29) }, wantField: "Chain", wantText: "28"},
-		{name: "28 chars ok", give: func(c *rules.Config) { c.Chain = strings.Repeat("A", 28) }},
+		{name: "long chain", give: func(c *rules.Config) { c.Chain = strings.Repeat("A", 22) }, wantField: "Chain", wantText: "21"},
+		{name: "21 chars ok", give: func(c *rules.Config) { c.Chain = strings.Repeat("A", 21) }},
+		{name: "signals share a bit", give: func(c *rules.Config) { c.AcceptMark = 0x40000001 }, wantField: "AcceptMark", wantText: "shares a bit"},
+		{name: "no grant signal", give: func(c *rules.Config) { c.AcceptMark = 0 }, wantField: "AcceptMark", wantText: "nonzero"},
+		{name: "label too high", give: func(c *rules.Config) { c.RejectLabel = 128 }, wantField: "RejectLabel", wantText: "0-127"},
+		{name: "deprecated revoke mark ignored", give: func(c *rules.Config) { c.RevokeMark = 0x40000000 }},
 		{name: "chain with space", give: func(c *rules.Config) { c.Chain = "SK NOCK" }, wantField: "Chain", wantText: `"SK NOCK"`},
 		{name: "chain leading dash", give: func(c *rules.Config) { c.Chain = "-SK" }, wantField: "Chain"},
 		{name: "built-in chain", give: func(c *rules.Config) { c.Chain = "INPUT" }, wantField: "Chain"},

@@ -51,13 +51,34 @@ func (c Config) Script(action string) (string, error) {
 // writeApply writes the commands of Apply for one family: per table, one
 // iptables-restore transaction replaces the chains' contents whole (and
 // puts the jumps first where they are not), then surplus jumps are
-// deleted; the filter chain goes first, as in Apply. (Apply's bridge,
-// which holds an older filter chain's rules until the gate is replaced,
-// is left to sknockd.)
+// deleted. As in Apply, a filter chain already there first holds its old
+// rules and the new ones (the bridge) while the gate is replaced; else
+// the filter chain goes in first. Listings are read without iptables'
+// quotes and with the reject label by number, as Apply compares them.
 func (c Config) writeApply(b *strings.Builder, ipt string, ipv6 bool) {
 	parts := c.parts(ipv6)
-	c.writeApplyPart(b, ipt, parts[1])
-	c.writeApplyPart(b, ipt, parts[0])
+	mangle, filter := parts[0], parts[1]
+	var fb strings.Builder
+	c.writeApplyPart(&fb, ipt, filter)
+	restore := strings.Replace(ipt, "tables -w", "tables-restore -w 5 --noflush", 1)
+	chain := shellQuote(c.Chain)
+	fmt.Fprintf(b, "if %s -t %s -S %s >/dev/null 2>&1; then\n", ipt, filterTable, chain)
+	fmt.Fprintf(b, "\t{\n\t\techo '*%s'\n\t\techo ':%s - [0:0]'\n", filterTable, c.Chain)
+	fmt.Fprintf(b, "\t\t%s -t %s -S %s | grep '^-A '\n\t\tcat <<-EOF\n", ipt, filterTable, chain)
+	for _, rule := range filter.chains[0].rules {
+		fmt.Fprintf(b, "\t\t-A %s %s\n", c.Chain, strings.Join(rule, " "))
+	}
+	fmt.Fprintf(b, "\t\tCOMMIT\n\t\tEOF\n\t} | %s\nelse\n", restore)
+	b.WriteString(indent(fb.String()))
+	b.WriteString("fi\n")
+	c.writeApplyPart(b, ipt, mangle)
+	b.WriteString(fb.String())
+}
+
+// listing is the shell pipeline that lists a built-in chain's rules as
+// Apply compares them.
+func listing(tipt, chain string) string {
+	return fmt.Sprintf("%s -S %s | grep '^-A ' | tr -d '\"' | sed 's/--label %s /--label %d /'", tipt, chain, LabelName, DefaultRejectLabel)
 }
 
 // writeApplyPart writes the commands of applyPart.
@@ -65,7 +86,7 @@ func (c Config) writeApplyPart(b *strings.Builder, ipt string, p part) {
 	restore := strings.Replace(ipt, "tables -w", "tables-restore -w 5 --noflush", 1)
 	tipt := ipt + " -t " + p.table
 	for i, h := range p.hooks {
-		fmt.Fprintf(b, "if [ \"$(%s -S %s | grep '^-A ' | head -n 1)\" = %s ]; then\n", tipt, h.chain, shellQuote(h.rule()))
+		fmt.Fprintf(b, "if [ \"$(%s | head -n 1)\" = %s ]; then\n", listing(tipt, h.chain), shellQuote(h.rule()))
 		fmt.Fprintf(b, "\tjump%d=\nelse\n\tjump%d=%s\nfi\n", i, i, shellQuote("-I "+h.chain+" 1 "+strings.Join(h.jump, " ")))
 	}
 	fmt.Fprintf(b, "%s <<-EOF\n", restore)
@@ -79,7 +100,7 @@ func (c Config) writeApplyPart(b *strings.Builder, ipt string, p part) {
 	}
 	b.WriteString("COMMIT\nEOF\n")
 	for _, h := range p.hooks {
-		fmt.Fprintf(b, "for n in $(%s -S %s | grep '^-A ' | grep -nxF -- %s | cut -d: -f1 | sort -rn); do\n", tipt, h.chain, shellQuote(h.rule()))
+		fmt.Fprintf(b, "for n in $(%s | grep -nxF -- %s | cut -d: -f1 | sort -rn); do\n", listing(tipt, h.chain), shellQuote(h.rule()))
 		fmt.Fprintf(b, "\t[ \"$n\" -eq 1 ] || %s -D %s \"$n\"\ndone\n", tipt, h.chain)
 	}
 }

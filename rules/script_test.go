@@ -12,9 +12,8 @@ import (
 )
 
 // TestScriptApply checks that the apply script holds both tables' rules,
-// all three jumps and the backstop for each family, in applyOrder's order: the gate
-// (mangle) first when the filter chain exists, else the filter chain
-// first; and that sh can parse it.
+// all jumps and the backstop for each family, in Apply's order; and that
+// sh can parse it.
 func TestScriptApply(t *testing.T) {
 	c := designConfig(t)
 	c.Protect = append(c.Protect, specs(t, "udp/*")...)
@@ -43,15 +42,18 @@ func TestScriptApply(t *testing.T) {
 		for _, r := range append(c.Rules(ipv6), c.RejectRules(ipv6)...) {
 			want = append(want, "-A SKNOCK "+strings.Join(r, " "))
 		}
+		for _, r := range c.SynRules() {
+			want = append(want, "-A SKNOCK-SYN "+strings.Join(r, " "))
+		}
 		for _, w := range want {
 			if !slices.Contains(lines, w) {
 				t.Errorf("script lacks the line %q:\n%s", w, script)
 			}
 		}
 
-		// The order of the tables, in each branch of the test for the
-		// filter chain: the branch's else and fi are the next ones at the
-		// test's indentation.
+		// The order of the transactions: the bridge when the filter
+		// chain is there, else the filter chain; then the gate; then the
+		// filter chain.
 		raw := strings.Split(script, "\n")
 		test := slices.Index(lines, "if "+fam+" -w -t filter -S SKNOCK >/dev/null 2>&1; then")
 		if test < 0 {
@@ -59,19 +61,21 @@ func TestScriptApply(t *testing.T) {
 		}
 		indent := raw[test][:len(raw[test])-len(lines[test])]
 		var tables []string
+		closed := false // the test's fi has come
 		for _, l := range raw[test+1:] {
-			if l == indent+"fi" {
-				break
-			}
-			if l == indent+"else" {
+			closed = closed || l == indent+"fi"
+			switch t := strings.TrimLeft(l, "\t"); {
+			case l == indent+"else" && !closed:
 				tables = append(tables, "else")
-			}
-			if t := strings.TrimLeft(l, "\t"); t == "*mangle" || t == "*filter" {
+			case t == "*mangle" || t == "*filter" || t == "echo '*filter'":
 				tables = append(tables, t)
 			}
+			if len(tables) == 5 {
+				break
+			}
 		}
-		if diff := cmp.Diff([]string{"*mangle", "*filter", "else", "*filter", "*mangle"}, tables); diff != "" {
-			t.Errorf("%s: tables in the branches (filter chain there / missing) (-want +got):\n%s", fam, diff)
+		if diff := cmp.Diff([]string{"echo '*filter'", "else", "*filter", "*mangle", "*filter"}, tables); diff != "" {
+			t.Errorf("%s: transactions (bridge / filter chain missing, then gate, then filter chain) (-want +got):\n%s", fam, diff)
 		}
 	}
 	if sh, err := exec.LookPath("sh"); err == nil {
