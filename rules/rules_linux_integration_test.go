@@ -167,7 +167,7 @@ func checkSaved(t *testing.T, ns *netns.NS, c rules.Config) {
 		ipv6 := tool == "ip6tables-save"
 		tables := map[string][]string{} // table → its "-A" lines
 		table := ""
-		for _, l := range strings.Split(ns.MustRun(tool), "\n") {
+		for _, l := range strings.Split(labelByNumber(ns.MustRun(tool)), "\n") {
 			switch {
 			case strings.HasPrefix(l, "*"):
 				table = l[1:]
@@ -187,6 +187,7 @@ func checkSaved(t *testing.T, ns *netns.NS, c rules.Config) {
 				switch {
 				case strings.HasPrefix(l, "-A "+c.Chain+" "):
 					chainRules++
+				case strings.HasPrefix(l, "-A "+c.Chain+"-"): // helper chains
 				case strings.Contains(l, c.Chain), strings.HasPrefix(l, "-A POSTROUTING "):
 					hooks = append(hooks, l)
 				}
@@ -210,11 +211,17 @@ var counters = regexp.MustCompile(` \[\d+:\d+\]$`)
 
 // save returns iptables-save and ip6tables-save output from inside ns
 // without comment lines and counters.
+// labelByNumber spells the reject label as the rule specs do: iptables
+// quotes it, and names it when connlabel.conf does.
+func labelByNumber(saved string) string {
+	return strings.NewReplacer(`--label "`+rules.LabelName+`"`, "--label 127", `--label "127"`, "--label 127").Replace(saved)
+}
+
 func save(t *testing.T, ns *netns.NS) string {
 	t.Helper()
 	var b strings.Builder
 	for _, tool := range []string{"iptables-save", "ip6tables-save"} {
-		for _, l := range strings.Split(ns.MustRun(tool), "\n") {
+		for _, l := range strings.Split(labelByNumber(ns.MustRun(tool)), "\n") {
 			if l == "" || strings.HasPrefix(l, "#") {
 				continue
 			}
@@ -284,11 +291,11 @@ func runChildOp(t *testing.T, op, name string) {
 }
 
 // TestIntegrationRejectLooksClosed checks the packet path of the rules in
-// a namespace with no daemon: a packet carrying the reject mark (set here
-// by a raw PREROUTING rule, before the gate in mangle PREROUTING, as the
-// daemon's repeat verdict would before the gate sees it again) is returned
-// by the gate and gets from the filter chain exactly the answer of a
-// closed port; a protected port whose gate queue nobody reads
+// a namespace with no daemon: a packet carrying the reject signal bit
+// (set here by a raw PREROUTING rule, before the gate in mangle
+// PREROUTING, as the daemon's repeat verdict would before the gate sees
+// it again) is labelled by the gate and gets from the filter chain
+// exactly the answer of a closed port; a protected port whose gate queue nobody reads
 // stays silent (fail closed), and so do short datagrams on the knock
 // ports (the design example drops them, as its knocks are dropped);
 // always-allowed ports get the kernel's own answers.
@@ -304,15 +311,15 @@ func TestIntegrationRejectLooksClosed(t *testing.T) {
 	for _, family := range []string{"iptables", "ip6tables"} {
 		for _, p := range []string{"tcp/2000", "udp/8000"} {
 			proto, port, _ := strings.Cut(p, "/")
-			server.MustRun(family, "-w", "-t", "raw", "-A", "PREROUTING", "-p", proto, "--dport", port, "-j", "MARK", "--set-xmark", "0x1/0x1")
+			server.MustRun(family, "-w", "-t", "raw", "-A", "PREROUTING", "-p", proto, "--dport", port, "-j", "MARK", "--set-xmark", "0x40000000/0x40000000")
 		}
 	}
 	want := map[string]string{
-		"tcp %s:2000":  "refused", // protected, marked: REJECT tcp-reset
+		"tcp %s:2000":  "refused", // protected, signalled: REJECT tcp-reset
 		"tcp %s:4000":  "refused", // closed, unprotected: the kernel
 		"tcp %s:3000":  "silent",  // protected, gate queue unread: dropped
 		"tcp %s:22":    "refused", // always allowed, nothing listening
-		"udp %s:8000":  "refused", // protected, marked: port unreachable
+		"udp %s:8000":  "refused", // protected, signalled: port unreachable
 		"udp %s:4001":  "refused", // closed, unprotected: the kernel
 		"udp %s:12345": "silent",  // knock port, too short: dropped like a knock
 	}
