@@ -817,9 +817,9 @@ type tamper struct {
 // that queues tcp/2000's SYNs to the gate.
 func protectRule(t *testing.T, save, tool string) string {
 	t.Helper()
-	pos := chainRule(save, tool, "mangle", "SKNOCK", "--dport 2000 ", "NFQUEUE")
+	pos := chainRule(save, tool, "mangle", "SKNOCK-SYN", "--dport 2000 ", "NFQUEUE")
 	if pos == 0 {
-		t.Fatalf("no NFQUEUE rule for tcp/2000 in %s's mangle SKNOCK chain:\n%s", tool, familyRules(save, tool))
+		t.Fatalf("no NFQUEUE rule for tcp/2000 in %s's mangle SKNOCK-SYN chain:\n%s", tool, familyRules(save, tool))
 	}
 	return strconv.Itoa(pos)
 }
@@ -853,7 +853,7 @@ var tampers = []tamper{
 	{
 		name: "mangle POSTROUTING backstop deleted",
 		commands: func(*testing.T, string, string) [][]string {
-			return [][]string{{"-t", "mangle", "-D", "POSTROUTING", "-m", "conntrack", "--ctstate", "DNAT", "--ctdir", "ORIGINAL", "-m", "mark", "--mark", "0x1/0x1", "-j", "DROP"}}
+			return [][]string{{"-t", "mangle", "-D", "POSTROUTING", "-m", "conntrack", "--ctstate", "DNAT", "--ctdir", "ORIGINAL", "-m", "connlabel", "--label", "127", "-j", "DROP"}}
 		},
 		problem: []string{"mangle postrouting has no"},
 	},
@@ -884,14 +884,14 @@ var tampers = []tamper{
 	{
 		name: "protect rule deleted",
 		commands: func(t *testing.T, save, tool string) [][]string {
-			return [][]string{{"-t", "mangle", "-D", "SKNOCK", protectRule(t, save, tool)}}
+			return [][]string{{"-t", "mangle", "-D", "SKNOCK-SYN", protectRule(t, save, tool)}}
 		},
 		problem: ruleWords,
 	},
 	{
 		name: "protect rule changed to ACCEPT",
 		commands: func(t *testing.T, save, tool string) [][]string {
-			return [][]string{{"-t", "mangle", "-R", "SKNOCK", protectRule(t, save, tool), "-p", "tcp", "--dport", "2000", "-j", "ACCEPT"}}
+			return [][]string{{"-t", "mangle", "-R", "SKNOCK-SYN", protectRule(t, save, tool), "-p", "tcp", "--dport", "2000", "-j", "ACCEPT"}}
 		},
 		problem: ruleWords,
 	},

@@ -21,6 +21,7 @@ import (
 	"sknock/internal/netns"
 	"sknock/internal/testenv"
 	"sknock/packet"
+	"sknock/rules"
 )
 
 // The services of the server namespace. Every protected port has an echo
@@ -455,10 +456,12 @@ func TestIntegrationExpiry(t *testing.T) {
 // (IptablesSave).
 func checkOneJump(t *testing.T, save string) {
 	t.Helper()
+	// iptables quotes the label, and names it when connlabel.conf does.
+	save = strings.NewReplacer(`--label "`+rules.LabelName+`"`, "--label 127", `--label "127"`, "--label 127").Replace(save)
 	for _, family := range strings.Split(save, "## ")[1:] {
 		for _, jump := range []string{
 			"-A PREROUTING -j SKNOCK\n",
-			"-A POSTROUTING -m conntrack --ctstate DNAT --ctdir ORIGINAL -m mark --mark 0x1/0x1 -j DROP\n",
+			"-A POSTROUTING -m conntrack --ctstate DNAT --ctdir ORIGINAL -m connlabel --label 127 -j DROP\n",
 			"-A INPUT -j SKNOCK\n",
 			"-A FORWARD -m conntrack --ctstate DNAT -j SKNOCK\n",
 		} {
