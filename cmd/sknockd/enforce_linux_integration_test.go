@@ -1,0 +1,288 @@
+//go:build linux
+
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"sknock/internal/e2e"
+	"sknock/internal/netns"
+	"sknock/packet"
+)
+
+// The enforcement matrix (issue 19): every decision of sknock holds where
+// it is made, whatever other tools' rules run before or after its jumps.
+// Rows are other tools' rule sets, installed in a running server
+// namespace and removed after; columns are the policy (drop, reject: one
+// daemon each, in parallel) and the family; the cells are what must hold.
+
+// Ports of the matrix besides the shared ones (tcpA, udpA, tcpB, sshPort,
+// closedPort): tcpB is protected and has the administrator's DROP in
+// mangle PREROUTING; openPort is unprotected with a service.
+const openPort = 2500
+
+// adminDrop is the administrator's own rule, in both families for every
+// row: a later mangle rule dropping SYNs to the protected tcp/3000. It
+// must win over a grant.
+const adminDrop = "-t mangle -A PREROUTING -p tcp --dport 3000 --syn -j DROP"
+
+// otherTool is one row: shell commands that add and remove its rules in
+// the server namespace ($ipt is iptables, then ip6tables, where a command
+// is run for both), and whether it puts rules above sknock's jumps (the
+// keeper then puts its jumps back on top, which the row waits for).
+type otherTool struct {
+	name     string
+	add, del string
+	above    bool
+}
+
+// forBoth runs each line of cmds with $ipt set to iptables and to
+// ip6tables.
+func forBoth(cmds ...string) string {
+	return "for ipt in iptables ip6tables; do\n\t$ipt -w " + strings.Join(cmds, "\n\t$ipt -w ") + "\ndone\n"
+}
+
+var otherTools = []otherTool{
+	{name: "restore-mark after the jump",
+		add: forBoth("-t mangle -A PREROUTING -j CONNMARK --restore-mark"),
+		del: forBoth("-t mangle -D PREROUTING -j CONNMARK --restore-mark")},
+	{name: "restore-mark above the jump", above: true,
+		add: forBoth("-t mangle -I PREROUTING 1 -j CONNMARK --restore-mark"),
+		del: forBoth("-t mangle -D PREROUTING -j CONNMARK --restore-mark")},
+	{name: "save-mark",
+		add: forBoth("-t mangle -A PREROUTING -j CONNMARK --save-mark"),
+		del: forBoth("-t mangle -D PREROUTING -j CONNMARK --save-mark")},
+	{name: "mark 0x1",
+		add: forBoth("-t mangle -A PREROUTING -j MARK --set-mark 0x1"),
+		del: forBoth("-t mangle -D PREROUTING -j MARK --set-mark 0x1")},
+	{name: "mark 0x10 in mangle INPUT",
+		add: forBoth("-t mangle -A INPUT -j MARK --set-mark 0x10"),
+		del: forBoth("-t mangle -D INPUT -j MARK --set-mark 0x10")},
+	{name: "connmark 0x2 on all TCP",
+		add: forBoth("-t mangle -A PREROUTING -p tcp -j CONNMARK --set-xmark 0x2/0x2"),
+		del: forBoth("-t mangle -D PREROUTING -p tcp -j CONNMARK --set-xmark 0x2/0x2")},
+	// The administrator's DROP alone (it is in every row).
+	{name: "later syn DROP on a protected port"},
+	// wg-quick's full tunnel (fwmark 51820): its iptables form, inserted
+	// first as wg-quick does.
+	{name: "wg-quick iptables", above: true,
+		add: forBoth("-t mangle -I POSTROUTING -m mark --mark 0xca6c -p udp -j CONNMARK --save-mark",
+			"-t mangle -I PREROUTING -p udp -j CONNMARK --restore-mark"),
+		del: forBoth("-t mangle -D POSTROUTING -m mark --mark 0xca6c -p udp -j CONNMARK --save-mark",
+			"-t mangle -D PREROUTING -p udp -j CONNMARK --restore-mark")},
+	// Its native nft form, which iptables-save cannot see, on every
+	// packet rather than only UDP.
+	{name: "wg-quick nft",
+		add: `nft -f - <<'EOF'
+table inet sknocktest {
+	chain premangle {
+		type filter hook prerouting priority -150; policy accept;
+		meta mark set ct mark
+	}
+	chain postmangle {
+		type filter hook postrouting priority -150; policy accept;
+		meta mark 0xca6c ct mark set meta mark
+	}
+}
+EOF
+`,
+		del: "nft delete table inet sknocktest\n"},
+	// Docker's chains and jumps (without containers, which the
+	// containers tests run): its FORWARD jump goes first.
+	{name: "docker", above: true,
+		add: forBoth("-N DOCKER", "-N DOCKER-USER", "-A DOCKER-USER -j RETURN", "-I FORWARD 1 -j DOCKER-USER", "-A FORWARD -j DOCKER",
+			"-t nat -N DOCKER", "-t nat -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER", "-t nat -A OUTPUT -m addrtype --dst-type LOCAL -j DOCKER") +
+			"iptables -w -t nat -A POSTROUTING -s 198.19.0.0/16 ! -o docker0 -j MASQUERADE\n",
+		del: "iptables -w -t nat -D POSTROUTING -s 198.19.0.0/16 ! -o docker0 -j MASQUERADE\n" +
+			forBoth("-D FORWARD -j DOCKER-USER", "-D FORWARD -j DOCKER", "-F DOCKER-USER", "-X DOCKER-USER", "-X DOCKER",
+				"-t nat -D PREROUTING -m addrtype --dst-type LOCAL -j DOCKER", "-t nat -D OUTPUT -m addrtype --dst-type LOCAL -j DOCKER", "-t nat -X DOCKER")},
+}
+
+// matrixEnv is newEnv plus the unprotected service and the
+// administrator's DROP.
+func matrixEnv(t *testing.T, policy string) *env {
+	e := newEnv(t, policy, time.Minute)
+	e2e.ServeTCPEcho(t, e.net.Server, fmt.Sprintf(":%d", openPort))
+	runScript(t, e.net.Server, forBoth(adminDrop))
+	return e
+}
+
+// runScript runs a shell script in ns and fails t when it fails.
+func runScript(t *testing.T, ns *netns.NS, script string) {
+	t.Helper()
+	if out, err := ns.Run("sh", "-ec", script); err != nil {
+		t.Fatalf("in %s: %v\n%s\nscript:\n%s", ns.Name, err, out, script)
+	}
+}
+
+// waitJumpsFirst waits until sknock's jumps are their chains' first rules
+// again in both families (the keeper restores them within a second).
+func waitJumpsFirst(t *testing.T, ns *netns.NS) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ok := true
+		for _, fam := range []string{"iptables", "ip6tables"} {
+			for _, h := range [][2]string{{"mangle", "PREROUTING"}, {"filter", "INPUT"}, {"filter", "FORWARD"}} {
+				out, _ := ns.Run(fam, "-w", "-t", h[0], "-S", h[1])
+				first := ""
+				for _, l := range strings.Split(out, "\n") {
+					if strings.HasPrefix(l, "-A ") {
+						first = l
+						break
+					}
+				}
+				ok = ok && strings.HasSuffix(first, "-j SKNOCK")
+			}
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sknock's jumps not first again 5 s after the other tool's rules:\n%s", e2e.IptablesSave(t, ns))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// probeWant is one probe of a cell and what it must get.
+type probeWant struct {
+	cell  string
+	p     peer
+	proto packet.Proto
+	port  uint16
+	want  string // "open", "hidden" (as the policy hides), "refused", "silent"
+}
+
+// check runs every probe at once (a silent one costs dropTimeout) and
+// reports each failure under its cell's name.
+func (e *env) check(t *testing.T, probes []probeWant) {
+	t.Helper()
+	errs := make([]error, len(probes))
+	var wg sync.WaitGroup
+	for i, pw := range probes {
+		wg.Go(func() {
+			timeout := probeTimeout
+			if pw.want != "open" && pw.want != "refused" {
+				timeout = dropTimeout
+			}
+			errs[i] = probe(pw.p, pw.proto, pw.port, timeout)
+		})
+	}
+	wg.Wait()
+	for i, pw := range probes {
+		want := pw.want
+		if want == "hidden" {
+			want = map[string]string{"drop": "silent", "reject": "refused"}[e.policy]
+		}
+		err := errs[i]
+		ok := map[string]bool{"open": err == nil, "refused": e2e.IsRefused(err), "silent": e2e.IsTimeout(err)}[want]
+		if !ok {
+			t.Errorf("%s: %s -> %s/%d: %v, want %s", pw.cell, pw.p.name, pw.proto, pw.port, err, want)
+		}
+	}
+}
+
+// talk holds a connection from p to tcp/port, talking every quarter
+// second, and returns when it stopped.
+func talk(t *testing.T, p peer, port uint16) <-chan time.Time {
+	t.Helper()
+	conn, err := e2e.DialTCP(p.ns, e2e.AddrPort(e2e.ServerAddr(p.addr), port), probeTimeout)
+	if err != nil {
+		t.Errorf("granted: %s: connect to tcp/%d: %v", p.name, port, err)
+		return nil
+	}
+	t.Cleanup(func() { conn.Close() })
+	done := make(chan time.Time, 1)
+	go func() {
+		r := bufio.NewReader(conn)
+		for range 100 {
+			conn.SetDeadline(time.Now().Add(time.Second))
+			if _, err := conn.Write([]byte("ping\n")); err != nil {
+				break
+			}
+			if _, err := r.ReadString('\n'); err != nil {
+				break
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		done <- time.Now()
+	}()
+	return done
+}
+
+// cells checks one column of one row: hidden ports stay hidden, granted
+// ones open (and the administrator's DROP wins over a grant), tcp/22 and
+// unprotected ports are untouched, and revocation resets a live
+// connection within 2 s.
+func (e *env) cells(t *testing.T, v6 bool) {
+	alice, mallory := e.client(v6), e.mallory(v6)
+	for _, k := range []struct {
+		proto packet.Proto
+		port  uint16
+	}{{packet.TCP, tcpA}, {packet.UDP, udpA}, {packet.TCP, tcpB}} {
+		if _, line := e.knock(t, e.alice, alice, netip.Addr{}, k.proto, k.port); line.String("verdict") != "grant" {
+			t.Errorf("knock for %s/%d: %v, want a grant", k.proto, k.port, line)
+		}
+	}
+	e.check(t, []probeWant{
+		{"hidden", mallory, packet.TCP, tcpA, "hidden"},
+		{"hidden", mallory, packet.UDP, udpA, "hidden"},
+		{"granted", alice, packet.TCP, tcpA, "open"},
+		{"granted", alice, packet.UDP, udpA, "open"},
+		{"admin's DROP wins", alice, packet.TCP, tcpB, "silent"},
+		{"untouched", mallory, packet.TCP, sshPort, "open"},
+		{"untouched", mallory, packet.TCP, openPort, "open"},
+		{"untouched", mallory, packet.TCP, closedPort, "refused"},
+		{"untouched", mallory, packet.UDP, closedPort, "refused"},
+	})
+	stopped := talk(t, alice, tcpA)
+	if stopped == nil {
+		return
+	}
+	time.Sleep(300 * time.Millisecond)
+	sent := time.Now()
+	if out, errOut, code := sknockCLI(t, nil, "grants", "revoke", "--source", alice.addr.String(), "--socket", e.pki.ControlSocket()); code != 0 {
+		t.Fatalf("sknock grants revoke: exit %d\n%s%s", code, out, errOut)
+	}
+	select {
+	case at := <-stopped:
+		if took := at.Sub(sent); took > 2*time.Second {
+			t.Errorf("revoked: the live connection ended %v after the revoke, want within 2 s", took)
+		}
+	case <-time.After(3 * time.Second):
+		t.Errorf("revoked: the live connection still talks 3 s after the revoke")
+	}
+}
+
+// TestIntegrationEnforcementMatrix runs the matrix; see otherTools.
+func TestIntegrationEnforcementMatrix(t *testing.T) {
+	requireTools(t, "nft")
+	for _, policy := range []string{"drop", "reject"} {
+		t.Run(policy, func(t *testing.T) {
+			t.Parallel()
+			e := matrixEnv(t, policy)
+			for _, row := range otherTools {
+				if row.add != "" {
+					runScript(t, e.net.Server, row.add)
+				}
+				if row.above {
+					waitJumpsFirst(t, e.net.Server)
+				}
+				for _, v6 := range []bool{false, true} {
+					fam := map[bool]string{false: "ipv4", true: "ipv6"}[v6]
+					t.Run(strings.ReplaceAll(row.name, " ", "_")+"/"+fam, func(t *testing.T) { e.cells(t, v6) })
+				}
+				if row.del != "" {
+					runScript(t, e.net.Server, row.del)
+				}
+			}
+		})
+	}
+}
