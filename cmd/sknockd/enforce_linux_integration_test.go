@@ -5,6 +5,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -285,4 +286,103 @@ func TestIntegrationEnforcementMatrix(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestIntegrationAnycast: with forwarding on, the kernel adds the IPv6
+// subnet-router anycast address (fd00:5e::) and delivers datagrams sent
+// to it to local sockets. The gate meets them as it meets any local
+// address: hidden from mallory, open to alice after her knock (which
+// shows the datagrams do reach the service).
+func TestIntegrationAnycast(t *testing.T) {
+	requireTools(t)
+	e := newEnv(t, "drop", time.Minute)
+	e.net.Server.MustRun("sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+	anycast := netip.MustParseAddr("fd00:5e::")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out, _ := e.net.Server.Run("ip", "-6", "route", "show", "table", "local", "type", "anycast")
+		if strings.Contains(out, "fd00:5e:: ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no anycast address fd00:5e:: 5 s after forwarding was turned on:\n%s", out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	alice, mallory := e.client(true), e.mallory(true)
+	for _, p := range []struct {
+		proto packet.Proto
+		port  uint16
+	}{{packet.UDP, udpA}, {packet.TCP, tcpA}} {
+		addr := e2e.AddrPort(anycast, p.port)
+		echo := func(from peer) error {
+			if p.proto == packet.UDP {
+				return e2e.UDPEcho(from.ns, addr, dropTimeout)
+			}
+			return e2e.TCPEcho(from.ns, addr, dropTimeout)
+		}
+		if err := echo(mallory); !e2e.IsTimeout(err) {
+			t.Errorf("mallory -> %s/%s: %v, want a timeout (hidden)", p.proto, addr, err)
+		}
+		e.knock(t, e.alice, alice, netip.Addr{}, p.proto, p.port)
+		if err := echo(alice); err != nil && p.proto == packet.UDP {
+			t.Errorf("alice -> %s/%s after her knock: %v, want the echo (the anycast address is delivered locally)", p.proto, addr, err)
+		}
+	}
+}
+
+// TestIntegrationReusedTuple: a SYN on the tuple of a connection that was
+// reset (conntrack keeps it for a while) meets the gate like any other
+// SYN: while the grant lives it is granted (as a retransmitted SYN of a
+// granted connection is), and once the grant has ended it is hidden.
+func TestIntegrationReusedTuple(t *testing.T) {
+	requireTools(t)
+	const open = 2 * time.Second
+	e := newEnv(t, "drop", open)
+	for _, v6 := range []bool{false, true} {
+		alice := e.client(v6)
+		_, line := e.knock(t, e.alice, alice, netip.Addr{}, packet.TCP, tcpA)
+		granted := time.Now()
+		if line.String("verdict") != "grant" {
+			t.Fatalf("knock: %v, want a grant", line)
+		}
+		local := netip.AddrPortFrom(alice.addr, 45000)
+		server := e2e.AddrPort(e2e.ServerAddr(alice.addr), tcpA)
+		// Connect, talk, reset (SO_LINGER 0): conntrack keeps the tuple
+		// in CLOSE; then the same tuple again within the grant.
+		for i := range 2 {
+			if err := resetAfterEcho(alice.ns, local, server); err != nil {
+				t.Fatalf("%s: connection %d from %s within the grant: %v, want the echo", alice.name, i+1, local, err)
+			}
+		}
+		if wait := time.Until(granted.Add(open + 500*time.Millisecond)); wait > 0 {
+			time.Sleep(wait)
+		}
+		if err := resetAfterEcho(alice.ns, local, server); !e2e.IsTimeout(err) {
+			t.Errorf("%s: the reset tuple %s after the grant ended: %v, want a timeout (hidden)", alice.name, local, err)
+		}
+	}
+}
+
+// resetAfterEcho connects from local to server inside ns, echoes a line
+// and closes with a reset.
+func resetAfterEcho(ns *netns.NS, local netip.AddrPort, server string) error {
+	var conn *net.TCPConn
+	err := ns.Do(func() error {
+		d := net.Dialer{Timeout: dropTimeout, LocalAddr: net.TCPAddrFromAddrPort(local)}
+		c, err := d.Dial("tcp", server)
+		if err != nil {
+			return err
+		}
+		conn = c.(*net.TCPConn)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		conn.SetLinger(0)
+		conn.Close()
+	}()
+	return e2e.Echo(conn, []byte("ping\n"), probeTimeout)
 }
