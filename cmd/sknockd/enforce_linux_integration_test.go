@@ -317,7 +317,7 @@ func TestIntegrationAnycast(t *testing.T) {
 		addr := e2e.AddrPort(anycast, p.port)
 		echo := func(from peer) error {
 			if p.proto == packet.UDP {
-				return e2e.UDPEcho(from.ns, addr, dropTimeout)
+				return udpAnyReply(from.ns, addr, dropTimeout)
 			}
 			return e2e.TCPEcho(from.ns, addr, dropTimeout)
 		}
@@ -329,6 +329,31 @@ func TestIntegrationAnycast(t *testing.T) {
 			t.Errorf("alice -> %s/%s after her knock: %v, want the echo (the anycast address is delivered locally)", p.proto, addr, err)
 		}
 	}
+}
+
+// udpAnyReply sends a datagram to addr from an unconnected socket in ns
+// and waits for a reply from any address: a service answers a datagram
+// to an anycast address from its unicast one, which a connected socket
+// would not take.
+func udpAnyReply(ns *netns.NS, addr string, timeout time.Duration) error {
+	var c net.PacketConn
+	if err := ns.Do(func() (err error) {
+		c, err = net.ListenPacket("udp", ":0")
+		return err
+	}); err != nil {
+		return err
+	}
+	defer c.Close()
+	to, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return err
+	}
+	if _, err := c.WriteTo([]byte("ping\n"), to); err != nil {
+		return err
+	}
+	c.SetReadDeadline(time.Now().Add(timeout))
+	_, _, err = c.ReadFrom(make([]byte, 64))
+	return err
 }
 
 // TestIntegrationReusedTuple: a SYN on the tuple of a connection that was
