@@ -21,9 +21,10 @@ usage() {
 	cat >&2 <<EOF
 usage: $0 apply|remove CONFIG
 
-  apply   install sknock's chains for IPv4 and IPv6 (the gate in mangle,
-          jumped to from PREROUTING; the rejection in filter, from INPUT
-          and FORWARD), one iptables-restore transaction per table
+  apply   install sknock's chains for IPv4 and IPv6 (the gate and its
+          helper chains in mangle, jumped to from PREROUTING; the refusal
+          in filter, from INPUT and FORWARD), one iptables-restore
+          transaction per table
           (idempotent: a chain left by an earlier run is replaced whole);
           until sknockd runs,
           protected ports are closed and knocks unanswered
@@ -85,6 +86,12 @@ script=$(render) || die "sknockd could not render the $action rules for $config"
 if [ "$dry_run" = 1 ]; then
 	printf '%s\n' "$script"
 	exit 0
+fi
+if [ "$action" = apply ] && [ ! -e /etc/xtables/connlabel.conf ]; then
+	# Name sknock's conntrack label (127), as the package does: without
+	# the file every iptables listing of a label rule warns.
+	mkdir -p /etc/xtables
+	printf '# conntrack label names, see connlabel.conf(5)\n127 sknock-reject\n' >/etc/xtables/connlabel.conf
 fi
 printf '%s\n' "$script" | sh -e || die "$action failed; see the iptables error above"
 echo "sknock rules: $action done" >&2

@@ -21,6 +21,7 @@ have openssl       || need_pkgs+=(openssl)
 have nmap          || need_pkgs+=(nmap)
 have tcpdump       || need_pkgs+=(tcpdump)
 have conntrack     || need_pkgs+=(conntrack)
+have nft           || need_pkgs+=(nftables)     # the enforcement matrix's wg-quick nft row
 have ssh           || need_pkgs+=(openssh-client)
 have promtool      || need_pkgs+=(prometheus)   # promtool check metrics
 have lintian       || need_pkgs+=(lintian)      # the .deb's lint (make deb)
@@ -38,9 +39,15 @@ have go || { echo "go is not installed (need Go 1.26)"; exit 1; }
 if [ "$(id -u)" -eq 0 ]; then
   export SKNOCK_E2E=1
   # Integration tests load these; a fresh machine may not have them yet.
-  for m in nfnetlink_queue xt_NFQUEUE nf_conntrack xt_conntrack xt_mark xt_length xt_hashlimit xt_connmark xt_iprange xt_addrtype xt_nat xt_MASQUERADE iptable_mangle ip6table_mangle iptable_nat ip6t_REJECT ipt_REJECT veth; do
+  for m in nfnetlink_queue xt_NFQUEUE nf_conntrack xt_conntrack xt_mark xt_length xt_hashlimit xt_connmark xt_connlabel xt_iprange xt_addrtype xt_nat xt_MASQUERADE iptable_mangle ip6table_mangle iptable_nat ip6t_REJECT ipt_REJECT inet_diag tcp_diag veth; do
     modprobe -q "$m" 2>/dev/null || true
   done
+  # The name of sknock's conntrack label, as the package installs it:
+  # without the file every iptables listing of a connlabel rule warns.
+  if [ ! -e /etc/xtables/connlabel.conf ]; then
+    mkdir -p /etc/xtables
+    printf '# conntrack label names, see connlabel.conf(5)\n127 sknock-reject\n' >/etc/xtables/connlabel.conf
+  fi
 fi
 
 echo "==> go vet ./..."
