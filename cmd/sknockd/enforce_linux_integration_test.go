@@ -411,3 +411,100 @@ func resetAfterEcho(ns *netns.NS, local netip.AddrPort, server string) error {
 	}()
 	return e2e.Echo(conn, []byte("ping\n"), probeTimeout)
 }
+
+// markLayout is the rule set of the layout before issue 19 for sections
+// under reject (the refusal and revocation carried by packet marks and
+// connmarks), as `sknockd --rules-script apply` of that version rendered
+// it, for iptables-restore; %s is the family's port unreachable.
+const markLayout = `*mangle
+:SKNOCK - [0:0]
+-A SKNOCK -m addrtype --dst-type UNICAST -m addrtype ! --dst-type LOCAL -j RETURN
+-A SKNOCK -p tcp -m connmark --mark 0x2/0x2 -j MARK --set-xmark 0x1/0x1
+-A SKNOCK -m mark --mark 0x1/0x1 -j RETURN
+-A SKNOCK -m connmark --mark 0x2/0x2 -j DROP
+-A SKNOCK -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN
+-A SKNOCK -i lo -j RETURN
+-A SKNOCK -p tcp -m tcp --dport 22 -j RETURN
+-A SKNOCK -p tcp -m tcp --dport 2000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 101
+-A SKNOCK -p tcp -m tcp --dport 2000 -j MARK --set-xmark 0x1/0x1
+-A SKNOCK -p tcp -m tcp --dport 2000 -j RETURN
+-A SKNOCK -p tcp -m tcp --dport 3000 --tcp-flags SYN,ACK,FIN,RST SYN -j NFQUEUE --queue-num 101
+-A SKNOCK -p tcp -m tcp --dport 3000 -j MARK --set-xmark 0x1/0x1
+-A SKNOCK -p tcp -m tcp --dport 3000 -j RETURN
+-A SKNOCK -p udp -m udp --dport 8000 -j NFQUEUE --queue-num 101
+-A SKNOCK -p udp -m udp --dport 8001 -j NFQUEUE --queue-num 101
+-A SKNOCK -p udp -m udp --dport 40000:40100 -m length --length 328:65535 -j NFQUEUE --queue-num 100
+-A SKNOCK -p udp -m udp --dport 40000:40100 -j MARK --set-xmark 0x1/0x1
+-A SKNOCK -p udp -m udp --dport 40000:40100 -j RETURN
+-I PREROUTING 1 -j SKNOCK
+-I POSTROUTING 1 -m conntrack --ctstate DNAT --ctdir ORIGINAL -m mark --mark 0x1/0x1 -j DROP
+COMMIT
+*filter
+:SKNOCK - [0:0]
+-A SKNOCK -p tcp -m mark --mark 0x1/0x1 -j REJECT --reject-with tcp-reset
+-A SKNOCK -p udp -m mark --mark 0x1/0x1 -j REJECT --reject-with %s
+-I INPUT 1 -j SKNOCK
+-I FORWARD 1 -m conntrack --ctstate DNAT -j SKNOCK
+COMMIT
+`
+
+// TestIntegrationUpgradeFromMarkLayout: with the rules of the mark layout
+// in place (as a stopped older sknockd leaves them) and connections open,
+// sknockd starts: a prober never gets through to a protected port, the
+// open connections stay up, and the rules end in the new layout, with no
+// mark rule or old backstop left.
+func TestIntegrationUpgradeFromMarkLayout(t *testing.T) {
+	requireTools(t)
+	e := newServedEnv(t)
+	// Conntrack tracks a namespace's connections only once a rule needs
+	// it; the connections below stand for ones the older sknockd let in.
+	track := forBoth("-A INPUT -m conntrack --ctstate INVALID")
+	runScript(t, e.net.Server, track)
+	var conns []net.Conn
+	for _, v6 := range []bool{false, true} {
+		c := e.client(v6)
+		conn, err := e2e.DialTCP(c.ns, e2e.AddrPort(e2e.ServerAddr(c.addr), tcpB), probeTimeout)
+		if err != nil {
+			t.Fatalf("%s: connect before the rules: %v", c.name, err)
+		}
+		defer conn.Close()
+		if err := e2e.Echo(conn, []byte("before\n"), probeTimeout); err != nil {
+			t.Fatalf("%s: echo before the rules: %v", c.name, err)
+		}
+		conns = append(conns, conn)
+	}
+	for _, fam := range []struct{ restore, unreachable string }{{"iptables-restore", "icmp-port-unreachable"}, {"ip6tables-restore", "icmp6-port-unreachable"}} {
+		cmd := e.net.Server.Command(t.Context(), fam.restore, "--noflush")
+		cmd.Stdin = strings.NewReader(fmt.Sprintf(markLayout, fam.unreachable))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s of the mark layout: %v\n%s", fam.restore, err, out)
+		}
+	}
+	runScript(t, e.net.Server, strings.ReplaceAll(track, " -A ", " -D "))
+	for i, conn := range conns {
+		if err := e2e.Echo(conn, []byte("old\n"), probeTimeout); err != nil {
+			t.Fatalf("connection %d (v4, v6) under the mark layout: %v, want the echo", i, err)
+		}
+	}
+	p := startProber(t, e.net.Mallory, proberTargets()...)
+	mark := p.counts()
+	e.startDaemon(t, liveConfig{policy: "reject"})
+	time.Sleep(noDaemonFor)
+	p.wantNoneSince(t, "the start over the mark layout", mark)
+	p.halt()
+	for i, conn := range conns {
+		if err := e2e.Echo(conn, []byte("after\n"), probeTimeout); err != nil {
+			t.Errorf("connection %d (v4, v6) opened before the upgrade: %v, want the echo", i, err)
+		}
+	}
+	save := e2e.IptablesSave(t, e.net.Server)
+	checkOneJump(t, save)
+	for _, old := range []string{"-m mark --mark 0x1/0x1", "connmark"} {
+		if strings.Contains(save, old) {
+			t.Errorf("after the upgrade a rule of the mark layout (%q) is left:\n%s", old, save)
+		}
+	}
+	if !strings.Contains(save, "-A SKNOCK-REJECT") {
+		t.Errorf("after the upgrade no reject chain:\n%s", save)
+	}
+}
