@@ -356,60 +356,66 @@ func udpAnyReply(ns *netns.NS, addr string, timeout time.Duration) error {
 	return err
 }
 
-// TestIntegrationReusedTuple: a SYN on the tuple of a connection that was
-// reset (conntrack keeps it for a while) meets the gate like any other
-// SYN: while the grant lives it is granted (as a retransmitted SYN of a
-// granted connection is), and once the grant has ended it is hidden.
+// TestIntegrationReusedTuple: a SYN on the tuple of a connection the
+// server reset (conntrack keeps it, in CLOSE, and classes the client's
+// next SYN on it ESTABLISHED) meets the gate like any other SYN: while
+// the grant lives it is granted (as a retransmitted SYN of a granted
+// connection is), and once the grant has ended it is hidden.
 func TestIntegrationReusedTuple(t *testing.T) {
-	requireTools(t)
+	requireTools(t, "ss")
 	const open = 2 * time.Second
 	e := newEnv(t, "drop", open)
-	for _, v6 := range []bool{false, true} {
+	for i, v6 := range []bool{false, true} {
 		alice := e.client(v6)
 		_, line := e.knock(t, e.alice, alice, netip.Addr{}, packet.TCP, tcpA)
 		granted := time.Now()
 		if line.String("verdict") != "grant" {
 			t.Fatalf("knock: %v, want a grant", line)
 		}
-		local := netip.AddrPortFrom(alice.addr, 45000)
+		local := netip.AddrPortFrom(alice.addr, uint16(45000+i))
 		server := e2e.AddrPort(e2e.ServerAddr(alice.addr), tcpA)
-		// Connect, talk, reset (SO_LINGER 0): conntrack keeps the tuple
-		// in CLOSE; then the same tuple again within the grant.
-		for i := range 2 {
-			if err := resetAfterEcho(alice.ns, local, server); err != nil {
-				t.Fatalf("%s: connection %d from %s within the grant: %v, want the echo", alice.name, i+1, local, err)
+		// Connect and talk, the server resets; then the same tuple again
+		// within the grant, which the server resets too.
+		for n := range 2 {
+			if err := echoThenServerReset(e.net.Server, alice.ns, local, server); err != nil {
+				t.Fatalf("%s: connection %d from %s within the grant: %v, want the echo", alice.name, n+1, local, err)
 			}
 		}
 		if wait := time.Until(granted.Add(open + 500*time.Millisecond)); wait > 0 {
 			time.Sleep(wait)
 		}
-		if err := resetAfterEcho(alice.ns, local, server); !e2e.IsTimeout(err) {
+		if err := echoThenServerReset(e.net.Server, alice.ns, local, server); !e2e.IsTimeout(err) {
 			t.Errorf("%s: the reset tuple %s after the grant ended: %v, want a timeout (hidden)", alice.name, local, err)
 		}
 	}
 }
 
-// resetAfterEcho connects from local to server inside ns, echoes a line
-// and closes with a reset.
-func resetAfterEcho(ns *netns.NS, local netip.AddrPort, server string) error {
-	var conn *net.TCPConn
-	err := ns.Do(func() error {
+// echoThenServerReset connects from local to server inside client, echoes
+// a line, and has the server's socket destroyed (ss -K), which resets the
+// connection from the server's side.
+func echoThenServerReset(serverNS, client *netns.NS, local netip.AddrPort, server string) error {
+	var conn net.Conn
+	err := client.Do(func() error {
 		d := net.Dialer{Timeout: dropTimeout, LocalAddr: net.TCPAddrFromAddrPort(local)}
 		c, err := d.Dial("tcp", server)
-		if err != nil {
-			return err
-		}
-		conn = c.(*net.TCPConn)
-		return nil
+		conn = c
+		return err
 	})
 	if err != nil {
 		return err
 	}
-	defer func() {
-		conn.SetLinger(0)
-		conn.Close()
-	}()
-	return e2e.Echo(conn, []byte("ping\n"), probeTimeout)
+	defer conn.Close()
+	if err := e2e.Echo(conn, []byte("ping\n"), probeTimeout); err != nil {
+		return err
+	}
+	if out, err := serverNS.Run("ss", "-K", "-t", "dport", "=", fmt.Sprintf(":%d", local.Port())); err != nil {
+		return fmt.Errorf("ss -K: %v: %s", err, out)
+	}
+	conn.SetReadDeadline(time.Now().Add(probeTimeout))
+	if _, err := conn.Read(make([]byte, 1)); !e2e.IsRefused(err) && !strings.Contains(fmt.Sprint(err), "reset") {
+		return fmt.Errorf("after the server's reset: %v, want connection reset", err)
+	}
+	return nil
 }
 
 // markLayout is the rule set of the layout before issue 19 for sections
