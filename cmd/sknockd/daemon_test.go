@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -304,13 +305,27 @@ func synVerdict(t *testing.T, f *fakeOS, src string) queuetest.Verdict {
 	return synVerdictOn(t, f.gateSock, src)
 }
 
+// synPort makes each SYN of synVerdictOn a new one: the same bytes again
+// at once would be taken for a packet looping back after its repeat.
+var synPort atomic.Uint32
+
+// grantVerdict reports whether v grants: a repeat with the grant bit.
+func grantVerdict(v queuetest.Verdict) bool {
+	return v.Verdict == queue.NFRepeat && v.WithMark && v.Mark&queue.DefaultAcceptMark != 0
+}
+
+// refuseVerdict reports whether v refuses: a repeat with the reject bit.
+func refuseVerdict(v queuetest.Verdict) bool {
+	return v.Verdict == queue.NFRepeat && v.WithMark && v.Mark&queue.DefaultRejectMark != 0
+}
+
 // synVerdictOn injects a SYN from src to port 2000 into sock and returns
 // the verdict.
 func synVerdictOn(t *testing.T, sock *queuetest.Socket, src string) queuetest.Verdict {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	pkt := packettest.TCPPacket(netip.MustParseAddr(src), 40000, netip.MustParseAddr("198.18.0.1"), 2000, packet.TCPSyn)
+	pkt := packettest.TCPPacket(netip.MustParseAddr(src), uint16(40000+synPort.Add(1)%20000), netip.MustParseAddr("198.18.0.1"), 2000, packet.TCPSyn)
 	id, err := sock.Inject(ctx, pkt)
 	if err != nil {
 		t.Fatal(err)
@@ -350,10 +365,10 @@ func TestDaemonWiring(t *testing.T) {
 	if k := d.knocks.next(t, "knock decision"); k.src != alice || !k.dec.Granted() {
 		t.Fatalf("knock from %v: %s (%v), want a grant to %v", k.src, k.dec.Verdict(), k.dec.Err, alice)
 	}
-	if v := synVerdict(t, f, "198.18.0.2"); v.Verdict != queue.NFAccept {
-		t.Fatalf("SYN after the knock: %+v, want accept", v)
+	if v := synVerdict(t, f, "198.18.0.2"); !grantVerdict(v) {
+		t.Fatalf("SYN after the knock: %+v, want a grant", v)
 	}
-	if v := synVerdict(t, f, "198.18.0.3"); v.Verdict != queue.NFRepeat {
+	if v := synVerdict(t, f, "198.18.0.3"); !refuseVerdict(v) {
 		t.Fatalf("SYN from another source: %+v, want reject", v)
 	}
 
@@ -368,7 +383,7 @@ func TestDaemonWiring(t *testing.T) {
 		t.Fatalf("knock after the revocation: %s (%v), want %s", k.dec.Verdict(), k.dec.Reason, gate.ReasonRevoked)
 	}
 	// The revocation ended alice's live grant at once.
-	if v := synVerdict(t, f, "198.18.0.2"); v.Verdict != queue.NFRepeat {
+	if v := synVerdict(t, f, "198.18.0.2"); !refuseVerdict(v) {
 		t.Fatalf("SYN after alice's certificate was revoked: %+v, want reject", v)
 	}
 
@@ -437,7 +452,7 @@ func TestDaemonTwoGateQueues(t *testing.T) {
 		if got := sock.Configs(); len(got) != 1 || got[0].Queue != uint16(101+i) {
 			t.Errorf("gate socket %d opened with %+v, want queue %d", i, got, 101+i)
 		}
-		if v := synVerdictOn(t, sock, "198.18.0.2"); v.Verdict != queue.NFRepeat {
+		if v := synVerdictOn(t, sock, "198.18.0.2"); !refuseVerdict(v) {
 			t.Errorf("queue %d, SYN before the knock: %+v, want reject", 101+i, v)
 		}
 	}
@@ -445,15 +460,18 @@ func TestDaemonTwoGateQueues(t *testing.T) {
 	if k := d.knocks.next(t, "knock decision"); !k.dec.Granted() {
 		t.Fatalf("knock: %s (%v), want a grant", k.dec.Verdict(), k.dec.Err)
 	}
-	syn := packettest.TCPPacket(netip.MustParseAddr("198.18.0.2"), 40000, netip.MustParseAddr("198.18.0.1"), 2000, packet.TCPSyn)
+	syn := func(port uint16) []byte {
+		return packettest.TCPPacket(netip.MustParseAddr("198.18.0.2"), port, netip.MustParseAddr("198.18.0.1"), 2000, packet.TCPSyn)
+	}
 	for i, sock := range []*queuetest.Socket{f.gateSock, f.gateSock2} {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		ids, err := sock.InjectData(ctx, syn, syn, syn)
+		base := uint16(30000 + 10*i)
+		ids, err := sock.InjectData(ctx, syn(base), syn(base+1), syn(base+2))
 		cancel()
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := queuetest.Verdict{ID: ids[2], Verdict: queue.NFAccept, Batch: true}
+		want := queuetest.Verdict{ID: ids[2], Verdict: queue.NFRepeat, Mark: queue.DefaultAcceptMark, WithMark: true, Batch: true}
 		if diff := cmp.Diff([]queuetest.Verdict{want}, sock.Verdicts()[1:]); diff != "" {
 			t.Errorf("queue %d, SYNs after the knock (-want +got):\n%s", 101+i, diff)
 		}

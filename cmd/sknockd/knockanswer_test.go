@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,7 +21,7 @@ func knockVerdict(t *testing.T, f *fakeOS, src string) queuetest.Verdict {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	pkt := packettest.UDPPacket(netip.MustParseAddr(src), 40001, netip.MustParseAddr("198.18.0.1"), 23456, make([]byte, 400))
+	pkt := packettest.UDPPacket(netip.MustParseAddr(src), uint16(40000+synPort.Add(1)%20000), netip.MustParseAddr("198.18.0.1"), 23456, make([]byte, 400))
 	id, err := f.knockSock.Inject(ctx, pkt)
 	if err != nil {
 		t.Fatal(err)
@@ -62,12 +63,11 @@ func TestDaemonKnockAnswerFollowsPolicy(t *testing.T) {
 			if v.Verdict != queue.NFRepeat || !v.WithMark || v.Mark&cfg.Rules.Mark == 0 {
 				t.Errorf("policy %s: knock got %+v, want a repeat with the reject mark", step.policy, v)
 			}
-			mark := fmt.Sprintf("MARK --set-xmark %#x/%#x", cfg.Rules.Mark, cfg.Rules.Mark)
-			if !chainHas(f, knockPorts+mark) || !chainHas(f, knockPorts+"RETURN") {
-				t.Errorf("policy %s: the knock ports' other datagrams are not marked and returned for rejection", step.policy)
+			if !chainHas(f, strings.Replace(knockPorts, "-j ", "-g ", 1)+cfg.Rules.RejectChain()) {
+				t.Errorf("policy %s: the knock ports' other datagrams are not sent to the reject chain", step.policy)
 			}
-			if !tableHas(f, "filter", fmt.Sprintf("-p udp -m mark --mark %#x/%#x -j REJECT --reject-with icmp", cfg.Rules.Mark, cfg.Rules.Mark)) {
-				t.Errorf("policy %s: no filter rule rejecting marked datagrams", step.policy)
+			if !tableHas(f, "filter", fmt.Sprintf("-p udp -m connlabel --label %d -j REJECT --reject-with icmp", cfg.Rules.RejectLabel)) {
+				t.Errorf("policy %s: no filter rule refusing labelled datagrams", step.policy)
 			}
 			if chainHas(f, knockPorts+"DROP") {
 				t.Errorf("policy %s: the knock ports' other datagrams are dropped", step.policy)

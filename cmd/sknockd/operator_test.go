@@ -121,8 +121,8 @@ func TestMetricsScrapeDuringKnockFlood(t *testing.T) {
 	if n := <-scrapes; n == 0 {
 		t.Error("no scrape completed during the flood")
 	}
-	if v := synVerdict(t, f, "198.18.0.2"); v.Verdict != queue.NFAccept {
-		t.Fatalf("SYN after the grant: %+v, want accept", v)
+	if v := synVerdict(t, f, "198.18.0.2"); !grantVerdict(v) {
+		t.Fatalf("SYN after the grant: %+v, want a grant", v)
 	}
 
 	body := scrape(t, addr)
@@ -303,11 +303,11 @@ func TestControlSocket(t *testing.T) {
 	if got := marker.ended(); len(got) != 1 || got[0].Source != netip.MustParseAddr("198.18.0.2") || got[0].Port != 2000 {
 		t.Errorf("connections marked for %+v, want 198.18.0.2 tcp/2000", got)
 	}
-	if v := synVerdict(t, f, "198.18.0.2"); v.Verdict != queue.NFRepeat {
+	if v := synVerdict(t, f, "198.18.0.2"); !refuseVerdict(v) {
 		t.Errorf("SYN from the revoked source: %+v, want reject", v)
 	}
-	if v := synVerdict(t, f, "198.18.0.3"); v.Verdict != queue.NFAccept {
-		t.Errorf("SYN from the other source: %+v, want accept", v)
+	if v := synVerdict(t, f, "198.18.0.3"); !grantVerdict(v) {
+		t.Errorf("SYN from the other source: %+v, want a grant", v)
 	}
 	resp = call(control.Request{Command: control.CommandRevoke, Serial: "0x" + alice.Cert.SerialNumber.Text(16)})
 	if len(resp.Grants) != 1 || resp.Grants[0].Source != "198.18.0.3" {
@@ -513,7 +513,7 @@ func TestWatchdogIdleAndWedged(t *testing.T) {
 	// Working: packets answered between checks keep it coming.
 	for range 3 {
 		kq.ids.Add(1)
-		if v := synVerdict(t, f, "198.18.0.9"); v.Verdict != queue.NFRepeat {
+		if v := synVerdict(t, f, "198.18.0.9"); !refuseVerdict(v) {
 			t.Fatalf("SYN: %+v", v)
 		}
 		ops.watchdog.next(t, "watchdog check")

@@ -209,8 +209,9 @@ func TestRulesOnly(t *testing.T) {
 	if code := rulesOnly(&cfg, false, &out, &errOut, f.deps()); code != 0 {
 		t.Fatalf("--apply-rules: exit %d: %s", code, errOut.String())
 	}
-	if !chainHas(f, "NFQUEUE --queue-num 101") || !tableHas(f, "filter", "REJECT") || !strings.Contains(out.String(), "tcp/2000 closed") {
-		t.Errorf("--apply-rules applied %q (mangle), %q (filter) and said %q", f.v4.TableRules("mangle", "SKNOCK"), f.v4.Rules("SKNOCK"), out.String())
+	if !slices.ContainsFunc(f.v4.TableRules("mangle", "SKNOCK-SYN"), func(r string) bool { return strings.Contains(r, "NFQUEUE --queue-num 101") }) ||
+		!tableHas(f, "filter", "REJECT") || !strings.Contains(out.String(), "tcp/2000 closed") {
+		t.Errorf("--apply-rules applied %q (mangle SKNOCK-SYN), %q (filter) and said %q", f.v4.TableRules("mangle", "SKNOCK-SYN"), f.v4.Rules("SKNOCK"), out.String())
 	}
 
 	f.lockErr = errors.New("another sknockd is already running in this network namespace (pid 42: sknockd --config x)")
