@@ -23,8 +23,9 @@ Talk to the running sknockd over its control socket (root only).
            earned each (subject and serial) and the seconds it has left
   revoke   end grants now, by source address, by certificate serial
            (decimal, or hex with 0x) or all of them; the connections they
-           let in end too (with gate.revoke_mark set, as for a revoked
-           certificate). It ends grants, not certificates: the client may
+           let in end too (as for a revoked certificate: their sockets
+           destroyed, or their conntrack entries deleted when forwarded).
+           It ends grants, not certificates: the client may
            knock again. To refuse a certificate for good, revoke it in
            the CRL (sknock pki revoke, sknock pki crl).
 
