@@ -14,35 +14,45 @@
 // although it is forwarded and never passes INPUT. In order, the mangle
 // chain, which PREROUTING jumps to first,
 //
-//  0. returns forwarded traffic (unicast to an address not this host's),
-//     so routed and containers' own outbound traffic are never gated;
-//  1. for IPv6 only, drops packets from v4-mapped (::ffff:0:0/96) and
+//  0. sends a packet the daemon repeated (NF_REPEAT) with a signal bit to
+//     the grant chain (the bit cleared, back to PREROUTING after the
+//     jump: the rest of the host's rules see the packet) or the reject
+//     chain (the bit cleared, the new connection labelled for the filter
+//     chain to refuse); the bits live only that long, so no other tool's
+//     mark rule after the jump can undo or cause a decision;
+//  1. returns forwarded traffic (unicast to an address neither this
+//     host's nor one of its anycast addresses), so routed and containers'
+//     own outbound traffic are never gated;
+//  2. for IPv6 only, drops packets from v4-mapped (::ffff:0:0/96) and
 //     v4-compatible (::/96 but :: and ::1) sources, which stand for IPv4
 //     addresses and must never ride IPv4 grants;
-//  2. returns, for the filter table to reject, packets carrying the reject
-//     mark (the daemon repeats a packet with the mark set to reject it)
-//     and TCP segments of connections a revoked certificate opened (which
-//     it marks so), and drops other packets of such connections;
-//  3. returns packets of tracked connections (ESTABLISHED, RELATED), so
+//  3. sends every TCP SYN to the SYN chain, which returns loopback and
+//     the always-allowed ports and queues the protected ports to the gate
+//     queue (or balances them over GateQueues queues) without bypass
+//     (fail closed), whatever the conntrack state of the SYN's tuple;
+//  4. returns packets of tracked connections (ESTABLISHED, RELATED), so
 //     open connections outlive their grant, and everything on loopback;
-//  4. returns the always-allowed ports, so SSH cannot lock out;
-//  5. queues protected TCP SYNs and protected UDP packets to the gate queue
-//     (or balances them over GateQueues queues) without bypass (fail
-//     closed), and drops (or, with RejectStray, marks for rejection) other
-//     protected TCP segments; udp/* leaves out the knock ports;
-//  6. queues UDP datagrams to the knock ports whose payload is at least
+//  5. returns the always-allowed ports, so SSH cannot lock out;
+//  6. drops (or, with RejectStray, sends to the reject chain) the other
+//     protected TCP segments, and queues protected UDP packets to the
+//     gate; udp/* leaves out the knock ports;
+//  7. queues UDP datagrams to the knock ports whose payload is at least
 //     MinLength bytes to the knock queue (within KnockRateLimit), without
 //     bypass (with no daemon they are dropped, unanswered), and answers
 //     the rest (shorter, or over the limit) as the daemon answers knocks:
-//     dropped, or with RejectsKnocks marked for rejection, so that the
+//     dropped, or with RejectsKnocks sent to the reject chain, so that the
 //     length of a datagram never shows which ports are knock ports.
 //
 // "Returns" leaves the packet to the rest of the host's rules. REJECT
 // exists only in the filter table, so the filter chain, which INPUT jumps
-// to first and FORWARD first for DNAT-ed packets, answers packets carrying
-// the reject mark with exactly the kernel's closed-port answer (TCP RST,
-// ICMP port unreachable), whether they are bound for the host or, after
-// DNAT, for a container.
+// to first and FORWARD first for DNAT-ed packets, answers connections
+// carrying the reject label (a conntrack label only sknock sets) with
+// exactly the kernel's closed-port answer (TCP RST, ICMP port
+// unreachable), whether they are bound for the host or, after DNAT, for a
+// container; with RejectStray it resets stray protected TCP segments that
+// have no connection to label; and it drops, as a safety net, what is
+// delivered locally to a protected port at an address the gate took for
+// forwarded.
 package rules
 
 import (
