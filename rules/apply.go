@@ -118,10 +118,15 @@ func Apply(ipt IPTables, c Config, ipv6 bool) error {
 	fam := family(ipv6)
 	parts := c.parts(ipv6)
 	mangle, filter := parts[0], parts[1]
-	old, err := ipt.List(filterTable, c.Chain)
+	haveFilter, err := ipt.ChainExists(filterTable, c.Chain)
 	if err != nil {
-		// A missing chain lists as an error: nothing to keep meanwhile.
-		old = nil
+		return fmt.Errorf("%s: check chain %s: %w", fam, c.Chain, err)
+	}
+	var old []string
+	if haveFilter {
+		if old, err = ipt.List(filterTable, c.Chain); err != nil {
+			return fmt.Errorf("%s: list chain %s in filter: %w", fam, c.Chain, err)
+		}
 	}
 	order := []part{filter, mangle}
 	if bridge := bridgeOf(filter, ruleLines(old), c.Chain); bridge != nil {
