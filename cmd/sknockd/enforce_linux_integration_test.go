@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"sknock/internal/e2e"
 	"sknock/internal/netns"
+	"sknock/internal/testenv"
 	"sknock/packet"
 )
 
@@ -512,5 +514,72 @@ func TestIntegrationUpgradeFromMarkLayout(t *testing.T) {
 	}
 	if !strings.Contains(save, "-A SKNOCK-REJECT") {
 		t.Errorf("after the upgrade no reject chain:\n%s", save)
+	}
+}
+
+// BenchmarkRefusalTiming measures, under reject, how long a refusal takes
+// to come back to a client, hidden against closed: a SYN to a hidden TCP
+// port against a closed one, and a knock-sized datagram to a knock port
+// against a closed UDP port (spaced under the knock rate limit, so every
+// knock is read by sknockd). It reports medians and 90th percentiles in
+// microseconds, as seen by the client's connect or read; run it alone:
+//
+//	go test -run '^$' -bench RefusalTiming -benchtime 1x ./cmd/sknockd
+func BenchmarkRefusalTiming(b *testing.B) {
+	testenv.RequireRoot(b)
+	n := e2e.NewNet(b)
+	p := e2e.NewPKI(b)
+	e2e.ServeTCPEcho(b, n.Server, fmt.Sprintf(":%d", tcpA))
+	e2e.StartDaemon(b, n, p.Config(fmt.Sprintf(sections, "reject", time.Minute)))
+	const samples = 100
+	timeIt := func(f func() error) (time.Duration, error) {
+		start := time.Now()
+		err := f()
+		return time.Since(start), err
+	}
+	tcp := func(port uint16) func() error {
+		return func() error {
+			return e2e.TCPEcho(n.Mallory, e2e.AddrPort(e2e.ServerV4, port), probeTimeout)
+		}
+	}
+	udp := func(port uint16, size int) func() error {
+		return func() error {
+			c, err := e2e.DialUDP(n.Mallory, e2e.AddrPort(e2e.ServerV4, port))
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if _, err := c.Write(make([]byte, size)); err != nil {
+				return err
+			}
+			c.SetReadDeadline(time.Now().Add(probeTimeout))
+			_, err = c.Read(make([]byte, 64))
+			return err
+		}
+	}
+	series := []struct {
+		name string
+		f    func() error
+	}{
+		{"tcp-hidden", tcp(tcpA)}, {"tcp-closed", tcp(closedPort)},
+		{"knock-port", udp(e2e.KnockPort, 400)}, {"udp-closed", udp(closedPort, 400)},
+	}
+	for b.Loop() {
+		got := make([][]time.Duration, len(series))
+		for range samples {
+			for i, s := range series {
+				d, err := timeIt(s.f)
+				if !e2e.IsRefused(err) {
+					b.Fatalf("%s: %v, want connection refused", s.name, err)
+				}
+				got[i] = append(got[i], d)
+			}
+			time.Sleep(60 * time.Millisecond) // under the knock rate limit
+		}
+		for i, s := range series {
+			slices.Sort(got[i])
+			b.ReportMetric(float64(got[i][len(got[i])/2].Microseconds()), s.name+"-p50-µs")
+			b.ReportMetric(float64(got[i][len(got[i])*9/10].Microseconds()), s.name+"-p90-µs")
+		}
 	}
 }
