@@ -27,7 +27,7 @@ func TestSocketThroughGate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := fake.Verdicts(), (queuetest.Verdict{ID: id, Verdict: queue.NFRepeat, Mark: 1, WithMark: true}); len(got) != 1 || got[0] != want {
+	if got, want := fake.Verdicts(), (queuetest.Verdict{ID: id, Verdict: queue.NFRepeat, Mark: queue.DefaultRejectMark, WithMark: true}); len(got) != 1 || got[0] != want {
 		t.Errorf("verdicts = %+v, want [%+v]", got, want)
 	}
 	cancel()
