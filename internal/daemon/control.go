@@ -229,7 +229,7 @@ func (d *daemon) revokeGrants(req control.Request) control.Response {
 		)
 	}
 	resp := control.Response{Grants: d.describeGrants(ended, now)}
-	mark := d.cfg.Rules.RevokeMark
+	mark := d.run.cfg.Rules.RevokeMark
 	if len(ended) == 0 || mark == 0 || d.marker == nil {
 		return resp
 	}
@@ -317,12 +317,12 @@ func (d *daemon) status() *control.Status {
 	counters["rules_restorations"] = d.ops.rulesRestored.Load()
 	st := &control.Status{
 		Version:       d.version,
-		Config:        d.cfg.Path,
+		Config:        d.run.cfg.Path,
 		Started:       d.started.UTC(),
 		UptimeSeconds: now.Sub(d.started).Seconds(),
 		RulesHealthy:  !d.ops.rulesBroken.Load(),
 		Policy:        d.engine.Policy().String(),
-		Protect:       d.cfg.ProtectList(),
+		Protect:       d.run.cfg.ProtectList(),
 		Grants:        s.Grants,
 		Counters:      counters,
 	}
@@ -330,7 +330,7 @@ func (d *daemon) status() *control.Status {
 		st.Trust.ToleranceSecs = t.Tolerance.Seconds()
 	}
 	if d.crl != nil {
-		info := d.crl.info
+		info := d.run.info
 		st.Trust.Server, st.Trust.ServerNotAfter = info.Server, info.ServerNotAfter.UTC()
 		for _, ca := range info.CAs {
 			st.Trust.CAs = append(st.Trust.CAs, ca.Subject)

@@ -127,8 +127,8 @@ func TestDaemonFleetCRL(t *testing.T) {
 	if err := d.reloads.next(t, "reload"); err != nil {
 		t.Fatal(err)
 	}
-	if r := nextChangedCRL(t, d); r.err != nil || r.info.Serials() != 1 {
-		t.Fatalf("refresh after the revocation: err %v, %d serials; want 1", r.err, r.info.Serials())
+	if r := nextChangedCRL(t, d); r.err != nil || r.next.info.Serials() != 1 {
+		t.Fatalf("refresh after the revocation: err %v, %d serials; want 1", r.err, r.next.info.Serials())
 	}
 	injectKnock(t, f, alice.String(), sealFor(t, dir, "alice", 2000, alice.String()))
 	if k := d.knocks.next(t, "knock"); k.dec.Reason != gate.ReasonRevoked {
@@ -389,7 +389,8 @@ func TestCRLPerCA(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := base
 			cfg.CRLExtra = tt.extra
-			trust, _, info, _, err := loadTrust(context.Background(), &cfg, trustLoad{})
+			st, _, err := loadState(context.Background(), &cfg, trustLoad{})
+			trust, info := st.trust, st.info
 			if tt.wantErr != "" {
 				if err == nil || !strings.HasPrefix(err.Error(), tt.wantErr) {
 					t.Fatalf("loadTrust error = %v, want %q...", err, tt.wantErr)
@@ -440,7 +441,7 @@ func TestFetchCRLRefusesIncomplete(t *testing.T) {
 	tooBig := func(context.Context, string, crlfetch.Validators) (crlfetch.Result, error) {
 		return crlfetch.Result{}, fmt.Errorf("fetch x: %w: more than 16777216 bytes", crlfetch.ErrTooLarge)
 	}
-	_, _, _, warnings, err := loadTrust(context.Background(), &cfg, trustLoad{which: fetchAll, fetch: tooBig})
+	_, warnings, err := loadState(context.Background(), &cfg, trustLoad{which: fetchAll, fetch: tooBig})
 	if err != nil || len(warnings) != 1 || !errors.Is(warnings[0], crlfetch.ErrTooLarge) || !strings.HasPrefix(warnings[0].Error(), "crl.url: ") {
 		t.Errorf("err %v, warnings %v; want one crl.url warning wrapping ErrTooLarge", err, warnings)
 	}

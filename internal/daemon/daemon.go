@@ -24,7 +24,10 @@ import (
 // queue, one for knocks), the rule keeper and the state the maintenance
 // loop keeps.
 type daemon struct {
-	cfg    *config.Config // replaced whole by a reload; read by the loop only
+	// run is the state in force, gen counts the states applied (0
+	// before the start's); apply alone replaces them, on the loop.
+	run    state
+	gen    uint64
 	log    *zap.Logger
 	level  zap.AtomicLevel
 	engine *gate.Engine
@@ -201,13 +204,10 @@ func Serve(ctx context.Context, cfg *config.Config, hup <-chan os.Signal, stderr
 	}
 	defer lock.Close()
 	crl := &crlState{done: make(chan crlRefresh, 1)}
-	trust, certs, info, warnings, err := loadTrust(ctx, cfg, trustLoad{which: fetchMissing, fetch: sys.Fetch, validators: &crl.validators})
+	first, warnings, err := loadState(ctx, cfg, trustLoad{which: fetchMissing, fetch: sys.Fetch, validators: &crl.validators})
 	if err != nil {
 		fmt.Fprintf(stderr, "sknockd: %s: %v\n", cfg.Path, err)
 		return 2
-	}
-	for _, w := range warnings {
-		log.Warn("crl fetch failed", zap.Error(w))
 	}
 	keeper, err := sys.Keeper()
 	if err != nil {
@@ -215,11 +215,12 @@ func Serve(ctx context.Context, cfg *config.Config, hup <-chan os.Signal, stderr
 		return 1
 	}
 
-	crl.certs, crl.info = certs, info
-	d := &daemon{cfg: cfg, log: log, level: level, keeper: keeper, fetch: sys.Fetch, hooks: sys.Hooks, marker: sys.Marker, crl: crl}
+	// The readers are sized by first's restart-only keys; apply puts the
+	// rest of it in force once they are bound.
+	d := &daemon{run: state{cfg: cfg}, log: log, level: level, keeper: keeper, fetch: sys.Fetch, hooks: sys.Hooks, marker: sys.Marker, crl: crl}
 	d.ops, d.version, d.started, d.control, d.notifier = newOpsStats(), sys.Version, time.Now(), make(chan controlCall), sys.Notify
+	d.logWarnings("crl fetch failed", warnings)
 	d.decisions = newDecisionLog(log, decisionLogPerSecond)
-	d.decisions.setProtection(cfg.Rules)
 	engineCfg := gate.Config{
 		Policy:           cfg.Policy,
 		OpenDuration:     cfg.OpenDuration,
@@ -233,7 +234,9 @@ func Serve(ctx context.Context, cfg *config.Config, hup <-chan os.Signal, stderr
 	if cfg.ReplayFile != "" {
 		engineCfg.Remember = func(e gate.ReplayEntry, cov gate.ReplayCoverage) { replay.remember(e, cov) }
 	}
-	d.engine = gate.NewEngine(engineCfg, trust)
+	// The engine decides with first's trust from its first packet: rules
+	// of the boot step (--apply-rules) may queue knocks before apply.
+	d.engine = gate.NewEngine(engineCfg, first.trust)
 	if cfg.ReplayFile != "" {
 		replay = d.startReplayFile(cfg.ReplayFile)
 		defer replay.close()
@@ -242,7 +245,6 @@ func Serve(ctx context.Context, cfg *config.Config, hup <-chan os.Signal, stderr
 		fmt.Fprintf(stderr, "sknockd: %v\n", err)
 		return 1
 	}
-	d.ops.setWarnings(logTrust(log, "trust loaded", info, d.engine.Now()))
 	d.certs = newCertBook(d.engine.Grants(), defaultCertBook)
 	op, err := d.openOperator(cfg, sys)
 	if err != nil {
@@ -258,7 +260,7 @@ func Serve(ctx context.Context, cfg *config.Config, hup <-chan os.Signal, stderr
 		fmt.Fprintf(stderr, "sknockd: %v\n", err)
 		return 1
 	}
-	if err := keeper.Apply(cfg.Rules); err != nil {
+	if err := d.apply(first, "trust loaded"); err != nil {
 		stopReaders()
 		fmt.Fprintf(stderr, "sknockd: apply rules: %v\n", err)
 		return 1
@@ -296,7 +298,7 @@ func Serve(ctx context.Context, cfg *config.Config, hup <-chan os.Signal, stderr
 	log.Info("sknockd stopped",
 		zap.Int("status", status),
 		zap.String("rules", "kept"),
-		zap.String("note", "protected ports stay closed until sknockd runs again; to uncover them: sknockd --remove-rules --config "+d.cfg.Path),
+		zap.String("note", "protected ports stay closed until sknockd runs again; to uncover them: sknockd --remove-rules --config "+d.run.cfg.Path),
 	)
 	return status
 }

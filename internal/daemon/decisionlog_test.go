@@ -162,7 +162,7 @@ func TestDecisionLogBelowLevel(t *testing.T) {
 func TestDecideGateDoesNotAllocate(t *testing.T) {
 	dir, cfg := daemonPKI(t)
 	var out bytes.Buffer
-	d := &daemon{cfg: &cfg, engine: engineFor(t, dir, time.Now), decisions: newDecisionLog(newLoggerAt(logLevel("info"), &out), 1)}
+	d := &daemon{run: state{cfg: &cfg}, engine: engineFor(t, dir, time.Now), decisions: newDecisionLog(newLoggerAt(logLevel("info"), &out), 1)}
 	granted := netip.MustParseAddr("198.18.0.2")
 	d.engine.Grants().Add(gate.Grant{Source: granted, Proto: packet.TCP, Port: 2000}, 0, time.Now().Add(time.Hour))
 	ok := packet.Header{Family: 4, Proto: packet.TCP, Src: granted, DstPort: 2000}

@@ -3,14 +3,10 @@ package daemon
 import (
 	"context"
 	"os"
-	"sknock/internal/config"
 	"syscall"
 	"time"
 
 	"go.uber.org/zap"
-
-	"sknock/gate"
-	"sknock/internal/trustload"
 )
 
 // loop is the maintenance loop: signals, grant sweeps, CRL refresh,
@@ -19,13 +15,13 @@ import (
 func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal, readerDone <-chan error, healthEvery time.Duration) int {
 	sweep := time.NewTicker(time.Second)
 	defer sweep.Stop()
-	crl := time.NewTicker(d.cfg.CRLRefresh)
+	crl := time.NewTicker(d.run.cfg.CRLRefresh)
 	defer crl.Stop()
 	stats := time.NewTicker(time.Minute)
 	defer stats.Stop()
 	health := time.NewTicker(healthEvery)
 	defer health.Stop()
-	if d.cfg.HasCRLURL() {
+	if d.run.cfg.HasCRLURL() {
 		d.startCRLRefresh(ctx) // the start fetched only missing CRLs
 	}
 	for {
@@ -42,14 +38,14 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal, readerDone <-ch
 				continue
 			}
 			if d.reloadConfig(ctx) {
-				crl.Reset(d.cfg.CRLRefresh)
+				crl.Reset(d.run.cfg.CRLRefresh)
 			}
 		case <-crl.C:
 			d.startCRLRefresh(ctx)
 		case r := <-d.crl.done:
 			d.finishCRLRefresh(ctx, r)
 		case <-health.C:
-			warnings := logHealth(d.log, d.crl.info, d.engine.Now())
+			warnings := logHealth(d.log, d.run.info, d.engine.Now())
 			d.ops.setWarnings(warnings)
 			if d.hooks.HealthLogged != nil {
 				d.hooks.HealthLogged(warnings)
@@ -97,16 +93,10 @@ func (d *daemon) watchRules(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// crlState is what the maintenance loop keeps about the trust state's
-// CRLs. The loop alone touches it, except validators, which the refresh
+// crlState is what the maintenance loop keeps about the CRL refresh.
+// The loop alone touches it, except validators, which the refresh
 // goroutine uses too.
 type crlState struct {
-	// certs are the bundle and CAs of the trust state in force: a CRL
-	// refresh builds the next trust state over them (a SIGHUP reload
-	// reads them again).
-	certs *trustload.Certs
-	// info describes the trust state in force.
-	info TrustInfo
 	// validators make the fetches conditional.
 	validators crlValidators
 	// refreshing is true while a refresh runs; done receives its
@@ -117,15 +107,14 @@ type crlState struct {
 
 // crlRefresh is what one refresh found.
 type crlRefresh struct {
-	// cfg is the configuration it ran under; a reload meanwhile makes
-	// the outcome moot.
-	cfg *config.Config
+	// gen is the generation of the state it ran under; any state
+	// applied meanwhile (a reload) makes the outcome moot.
+	gen uint64
 	// changed reports that the CRL files' contents differ from those of
-	// the trust state in force; trust and info are then the new state,
-	// or err says why none could be built.
+	// the trust state in force; next is then the new state, or err says
+	// why none could be built.
 	changed  bool
-	trust    *gate.Trust
-	info     TrustInfo
+	next     state
 	err      error
 	warnings []error // fetches that failed
 }
@@ -141,13 +130,14 @@ func (d *daemon) startCRLRefresh(ctx context.Context) {
 		return
 	}
 	d.crl.refreshing = true
-	cfg, certs, digest, fetch, vals := d.cfg, d.crl.certs, d.crl.info.Digest, d.fetch, &d.crl.validators
+	run, gen, fetch, vals := d.run, d.gen, d.fetch, &d.crl.validators
 	go func() {
-		r := crlRefresh{cfg: cfg}
-		r.warnings = fetchCRLs(ctx, cfg, certs.CAs, trustLoad{which: fetchAll, fetch: fetch, validators: vals})
-		if crlDigest(cfg) != digest {
+		r := crlRefresh{gen: gen}
+		r.warnings = fetchCRLs(ctx, run.cfg, run.certs.CAs, trustLoad{which: fetchAll, fetch: fetch, validators: vals})
+		if crlDigest(run.cfg) != run.info.Digest {
 			r.changed = true
-			r.trust, r.info, r.err = buildTrust(cfg, certs, false)
+			r.next = state{cfg: run.cfg, certs: run.certs}
+			r.next.trust, r.next.info, r.err = buildTrust(run.cfg, run.certs, false)
 		}
 		d.crl.done <- r
 	}()
@@ -161,7 +151,7 @@ func (d *daemon) finishCRLRefresh(ctx context.Context, r crlRefresh) {
 		d.log.Warn("crl fetch failed, keeping the last good CRL", zap.Error(w))
 	}
 	switch {
-	case r.cfg != d.cfg:
+	case r.gen != d.gen:
 		// A reload came in between and rebuilt the trust state from
 		// the files; refresh again under the new configuration.
 		d.startCRLRefresh(ctx)
@@ -170,10 +160,10 @@ func (d *daemon) finishCRLRefresh(ctx context.Context, r crlRefresh) {
 		d.ops.trustReloaded(r.err)
 		d.log.Error("CRL refresh failed, keeping the current trust state", zap.Error(r.err))
 	default:
-		d.crl.info = r.info
-		d.endRevoked(d.engine.SetTrust(r.trust))
+		// The configuration is the one in force: the rules stay, so
+		// apply cannot fail.
 		d.ops.trustReloaded(nil)
-		d.ops.setWarnings(logTrust(d.log, "trust reloaded (CRL refresh)", r.info, d.engine.Now()))
+		_ = d.apply(r.next, "trust reloaded (CRL refresh)")
 	}
 	if d.hooks.CrlRefreshed != nil {
 		d.hooks.CrlRefreshed(r)

@@ -58,7 +58,7 @@ func (d *daemon) notifyReady(what string) {
 // that ends it); MONOTONIC_USEC is the CLOCK_MONOTONIC time systemd
 // matches with its own reload request.
 func (d *daemon) notifyReloading() {
-	d.notify("RELOADING=1\nMONOTONIC_USEC=" + strconv.FormatInt(monotonicUsec(), 10) + "\nSTATUS=reloading " + d.cfg.Path)
+	d.notify("RELOADING=1\nMONOTONIC_USEC=" + strconv.FormatInt(monotonicUsec(), 10) + "\nSTATUS=reloading " + d.run.cfg.Path)
 }
 
 // notifyReloaded ends a reload, applied or refused: either way sknockd

@@ -78,7 +78,7 @@ func (d *daemon) serveOperator(ctx context.Context, op *operator, sys OSDeps, wg
 		if kernel == nil {
 			kernel = queue.ReadKernelStats
 		}
-		probes := d.newGateProbes(d.cfg.Rules.GateQueueNumbers())
+		probes := d.newGateProbes(d.run.cfg.Rules.GateQueueNumbers())
 		wg.Go(func() { d.watchdog(ctx, every, probes, kernel) })
 		d.log.Info("watchdog on", zap.Duration("interval", every))
 	}

@@ -18,7 +18,7 @@ import (
 // channel a reader's failure arrives on and the function that stops them
 // all.
 func (d *daemon) startReaders(ctx context.Context, cancel context.CancelFunc, openSocket queue.Opener) (<-chan error, func(), error) {
-	gateQueues := d.cfg.Rules.GateQueueNumbers()
+	gateQueues := d.run.cfg.Rules.GateQueueNumbers()
 	readers := len(gateQueues) + 2 // and the knock and hold queues
 	bound := make(chan error, readers)
 	open := func(sc queue.SocketConfig) (queue.Socket, error) {
@@ -30,9 +30,9 @@ func (d *daemon) startReaders(ctx context.Context, cancel context.CancelFunc, op
 		g, err := queue.NewGate(queue.GateConfig{
 			Queue:      q,
 			Decide:     d.decideGate,
-			HoldQueue:  d.cfg.HoldQueue,
+			HoldQueue:  d.run.cfg.HoldQueue,
 			Holding:    true,
-			RejectMark: d.cfg.Rules.Mark,
+			RejectMark: d.run.cfg.Rules.Mark,
 			Open:       open,
 		})
 		if err != nil {
@@ -42,27 +42,27 @@ func (d *daemon) startReaders(ctx context.Context, cancel context.CancelFunc, op
 	}
 	var err error
 	if d.knockQ, err = queue.NewKnock(queue.KnockConfig{
-		Queue:     d.cfg.Rules.KnockQueue,
+		Queue:     d.run.cfg.Rules.KnockQueue,
 		Handle:    d.handleKnock,
 		Queued:    d.engine.KnockQueued,
 		Unhandled: d.engine.KnockUnhandled,
 		// Under a flood, clients let in during the last 10 minutes are
 		// shed last.
 		Priority: d.engine.RecentlyGranted,
-		Workers:  d.cfg.KnockWorkers,
-		Depth:    d.cfg.KnockBacklog,
+		Workers:  d.run.cfg.KnockWorkers,
+		Depth:    d.run.cfg.KnockBacklog,
 		// Knocks get the answer the rules give the knock ports' other
 		// datagrams, whatever their length (reload keeps them in step).
-		Reject:     d.cfg.Rules.RejectsKnocks(),
-		RejectMark: d.cfg.Rules.Mark,
+		Reject:     d.run.cfg.Rules.RejectsKnocks(),
+		RejectMark: d.run.cfg.Rules.Mark,
 		Open:       open,
 	}); err != nil {
 		return nil, nil, err
 	}
 	if d.holdQ, err = queue.NewHold(queue.HoldConfig{
-		Queue:       d.cfg.HoldQueue,
+		Queue:       d.run.cfg.HoldQueue,
 		Deliver:     d.deliverHeld,
-		RejectMark:  d.cfg.Rules.Mark,
+		RejectMark:  d.run.cfg.Rules.Mark,
 		MaxQueueLen: gate.DefaultMaxHeld,
 		Open:        open,
 	}); err != nil {

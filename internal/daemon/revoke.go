@@ -77,7 +77,7 @@ func (d *daemon) endRevoked(ended []gate.EndedGrant) {
 			zap.Time("would_expire", g.Expiry),
 		)
 	}
-	mark := d.cfg.Rules.RevokeMark
+	mark := d.run.cfg.Rules.RevokeMark
 	if len(ended) == 0 || mark == 0 || d.marker == nil {
 		return
 	}

@@ -51,7 +51,7 @@ func TestEndRevokedLogsAndMarks(t *testing.T) {
 			c := cfg
 			c.Rules.RevokeMark = tt.mark
 			m := &fakeMarker{err: tt.err}
-			d := &daemon{cfg: &c, log: newLoggerAt(logLevel("info"), &out), marker: m}
+			d := &daemon{run: state{cfg: &c}, log: newLoggerAt(logLevel("info"), &out), marker: m}
 			d.endRevoked(ended)
 			if (m.ended != nil) != tt.wantMark || (tt.wantMark && m.mark != tt.mark) {
 				t.Errorf("marker asked for %v with mark %#x; want asked %v with %#x", m.ended, m.mark, tt.wantMark, tt.mark)

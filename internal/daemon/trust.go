@@ -180,23 +180,23 @@ func loadCerts(c *config.Config) (*trustload.Certs, error) {
 	return certs, nil
 }
 
-// loadTrust reads every file the trust state needs: the server bundle, the
-// CAs and the CRLs, through trustload as `sknock inspect` does, fetching
-// the CRLs first as how says. A failed fetch is a warning (the file's copy
-// stays); only a CRL that neither the fetch nor the file gives is an
-// error. Nothing is half-loaded: it returns a whole Trust or an error
-// naming the key or file.
-func loadTrust(ctx context.Context, c *config.Config, how trustLoad) (*gate.Trust, *trustload.Certs, TrustInfo, []error, error) {
+// loadState reads the configuration's trust state: the server bundle,
+// the CAs and the CRLs, through trustload as `sknock inspect` does,
+// fetching the CRLs first as how says. A failed fetch is a warning (the
+// file's copy stays); only a CRL that neither the fetch nor the file
+// gives is an error. Nothing is half-loaded: it returns a whole state or
+// an error naming the key or file.
+func loadState(ctx context.Context, c *config.Config, how trustLoad) (state, []error, error) {
 	certs, err := loadCerts(c)
 	if err != nil {
-		return nil, nil, TrustInfo{}, nil, err
+		return state{}, nil, err
 	}
 	warnings := fetchCRLs(ctx, c, certs.CAs, how)
 	trust, info, err := buildTrust(c, certs, how.pendingOK)
 	if err != nil {
-		return nil, nil, info, warnings, err
+		return state{info: info}, warnings, err
 	}
-	return trust, certs, info, warnings, nil
+	return state{cfg: c, trust: trust, certs: certs, info: info}, warnings, nil
 }
 
 // fetchCRLs fetches the CRL sources' URLs as how says, each into its

@@ -56,7 +56,8 @@ func TestLoadTrustFetchesCRL(t *testing.T) {
 			fetch := func(context.Context, string, crlfetch.Validators) (crlfetch.Result, error) {
 				return crlfetch.Result{Data: tt.fetched}, tt.fetchErr
 			}
-			trust, _, info, warnings, err := loadTrust(context.Background(), &cfg, trustLoad{which: fetchAll, fetch: fetch})
+			st, warnings, err := loadState(context.Background(), &cfg, trustLoad{which: fetchAll, fetch: fetch})
+			trust, info := st.trust, st.info
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
 			}
@@ -94,7 +95,8 @@ func TestFetchRefusesAnOlderCRL(t *testing.T) {
 	stale := func(context.Context, string, crlfetch.Validators) (crlfetch.Result, error) {
 		return crlfetch.Result{Data: before}, nil
 	}
-	_, _, info, warnings, err := loadTrust(context.Background(), &cfg, trustLoad{which: fetchAll, fetch: stale})
+	st, warnings, err := loadState(context.Background(), &cfg, trustLoad{which: fetchAll, fetch: stale})
+	info := st.info
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +178,7 @@ func TestLoadTrustErrorsNameTheKey(t *testing.T) {
 			cfg.ServerPKCS12, cfg.ServerPasswordFile, cfg.ServerPasswordEnv = bundle, "", "SKNOCK_TEST_PW"
 			cfg.CRLFile = vectorPath(t, "ca.crl")
 			tt.edit(&cfg)
-			_, _, _, _, err := loadTrust(context.Background(), &cfg, trustLoad{})
+			_, _, err := loadState(context.Background(), &cfg, trustLoad{})
 			if err == nil || !strings.HasPrefix(err.Error(), tt.wantErr) {
 				t.Errorf("loadTrust error = %v, want it to start with %q", err, tt.wantErr)
 			}

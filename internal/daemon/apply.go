@@ -1,0 +1,63 @@
+package daemon
+
+import (
+	"reflect"
+
+	"go.uber.org/zap"
+
+	"sknock/gate"
+	"sknock/internal/config"
+	"sknock/internal/trustload"
+)
+
+// state is what the daemon runs under, built whole before it is put in
+// force: a configuration and the trust state read from the files it
+// names. Start, SIGHUP and the CRL refresh each build a next state and
+// hand it to apply; the maintenance loop alone holds and reads it.
+type state struct {
+	cfg   *config.Config
+	trust *gate.Trust
+	// certs are the bundle and CAs of trust: a CRL refresh builds the
+	// next trust state over them (a SIGHUP reload reads them again).
+	certs *trustload.Certs
+	// info describes trust, for the log, the warnings and status.
+	info TrustInfo
+}
+
+// apply puts next in force, in the one order that never uncovers a
+// port: the rule set first (in one transaction, only when it changed or
+// nothing was applied yet), whose failure leaves everything as it was;
+// then the policy and grant duration, the knock answer, the trust state
+// (ending the grants it revokes), the log level, and what the log lines
+// and status read. Each apply starts a new generation: work begun under
+// an older one (a CRL refresh) is moot. msg is the log line of the trust
+// state ("trust loaded", "trust reloaded (SIGHUP)").
+func (d *daemon) apply(next state, msg string) error {
+	if d.gen == 0 || !reflect.DeepEqual(d.run.cfg.Rules, next.cfg.Rules) {
+		if err := d.keeper.Apply(next.cfg.Rules); err != nil {
+			return err
+		}
+	}
+	d.engine.Reconfigure(next.cfg.Policy, next.cfg.OpenDuration)
+	if d.knockQ != nil {
+		// In step with the rules just applied: the knocks the reader
+		// takes are answered as the knock ports' other datagrams are.
+		d.knockQ.SetReject(next.cfg.Rules.RejectsKnocks())
+	}
+	if d.engine.Trust() != next.trust {
+		d.endRevoked(d.engine.SetTrust(next.trust))
+	}
+	d.level.SetLevel(logLevel(next.cfg.LogLevel).Level())
+	d.decisions.setProtection(next.cfg.Rules)
+	d.run = next
+	d.gen++
+	d.ops.setWarnings(logTrust(d.log, msg, next.info, d.engine.Now()))
+	return nil
+}
+
+// logWarnings logs the fetches that failed while a state was built.
+func (d *daemon) logWarnings(msg string, warnings []error) {
+	for _, w := range warnings {
+		d.log.Warn(msg, zap.Error(w))
+	}
+}
