@@ -295,26 +295,7 @@ func parseSerial(s string) (*big.Int, error) {
 // status is what `sknock status` shows.
 func (d *daemon) status() *control.Status {
 	now := time.Now()
-	s := d.engine.Snapshot()
-	g, counters := d.gateTotals(), map[string]uint64{}
-	for reason, n := range s.Knocks {
-		counters["knocks_"+reason] = n
-	}
-	for verdict, n := range s.Gate {
-		counters["gate_"+verdict] = n
-	}
-	counters["gate_packets"] = g.Packets
-	counters["gate_held"] = s.Deferred
-	counters["gate_hold_timeouts"] = s.HoldTimeouts
-	counters["gate_would_deny"] = s.WouldDeny
-	if d.knockQ != nil {
-		k := d.knockQ.Stats()
-		counters["knock_packets"] = k.Received.Load()
-		counters["knock_shed"] = k.Shed.Load()
-	}
-	counters["trust_reloads"] = d.ops.trustReloads.Load()
-	counters["trust_reload_failures"] = d.ops.trustReloadFailures.Load()
-	counters["rules_restorations"] = d.ops.rulesRestored.Load()
+	r := d.read()
 	st := &control.Status{
 		Version:       d.version,
 		Config:        d.run.cfg.Path,
@@ -323,8 +304,8 @@ func (d *daemon) status() *control.Status {
 		RulesHealthy:  !d.ops.rulesBroken.Load(),
 		Policy:        d.engine.Policy().String(),
 		Protect:       d.run.cfg.ProtectList(),
-		Grants:        s.Grants,
-		Counters:      counters,
+		Grants:        r.engine.Grants,
+		Counters:      statusCounters(r),
 	}
 	if t := d.engine.Trust(); t != nil {
 		st.Trust.ToleranceSecs = t.Tolerance.Seconds()

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -16,7 +17,6 @@ import (
 	"go.uber.org/zap"
 
 	"sknock/gate"
-	"sknock/packet"
 	"sknock/pki"
 	"sknock/rules"
 )
@@ -91,65 +91,52 @@ func newDesc(name, help string, kind prometheus.ValueType, labels ...string) met
 	return metricDesc{prometheus.NewDesc(name, help, labels, nil), kind}
 }
 
-// collector exports the daemon's counters to Prometheus. It reads them
-// when scraped: the engine's, every gate reader's own (summed here, so
-// that the readers share no cache line on the packet path), the knock
-// reader's, the trust state's and opsStats.
+// collector exports the daemon's counters (the counters list) and the
+// gauges only Prometheus shows (build, start, rules health, the CRL in
+// force, trust warnings). It reads them when scraped.
 type collector struct {
 	d       *daemon
 	started time.Time
 
-	buildInfo, startTime                              metricDesc
-	knocks, knockPackets, knockShed, knockTruncated   metricDesc
-	gateVerdicts, gatePackets, gateUnknown, gateAudit metricDesc
-	held, holdTimeouts, holdOverflows                 metricDesc
-	receiveErrors, verdictErrors                      metricDesc
-	grants, replay                                    metricDesc
-	trustReloads, trustFailures                       metricDesc
-	crlAge, crlRevoked, crlNextUpdate                 metricDesc
-	rulesRestored, rulesRepairFailed, rulesHealthy    metricDesc
-	warnings                                          metricDesc
-	all                                               []metricDesc
+	// counted are the descs of the counters list, by metric name.
+	counted map[string]*prometheus.Desc
+
+	buildInfo, startTime              metricDesc
+	crlAge, crlRevoked, crlNextUpdate metricDesc
+	rulesHealthy, warnings            metricDesc
+	all                               []metricDesc
 }
 
 func newCollector(d *daemon, started time.Time) *collector {
-	c := &collector{d: d, started: started}
-	counter, gauge := prometheus.CounterValue, prometheus.GaugeValue
+	c := &collector{d: d, started: started, counted: map[string]*prometheus.Desc{}}
+	gauge := prometheus.GaugeValue
+	for i := range counters {
+		k := &counters[i]
+		if k.metric == "" || c.counted[k.metric] != nil {
+			continue
+		}
+		labels := k.labels
+		if k.with[0] != "" {
+			labels = append(slices.Clone(labels), k.with[0])
+		}
+		c.counted[k.metric] = prometheus.NewDesc(k.metric, k.help, labels, nil)
+	}
 	c.buildInfo = newDesc("sknock_build_info", "sknockd's version and the Go release it was built with; always 1.", gauge, "version", "goversion")
 	c.startTime = newDesc("sknock_start_time_seconds", "When sknockd started, in Unix seconds.", gauge)
-	c.knocks = newDesc("sknock_knocks_total", "Knocks decided, by verdict (grant, deny) and reason (granted for a grant).", counter, "verdict", "reason")
-	c.knockPackets = newDesc("sknock_knock_packets_total", "Datagrams the knock reader received.", counter)
-	c.knockShed = newDesc("sknock_knock_shed_total", "Knocks dropped undecided because every worker was busy and the backlog full.", counter)
-	c.knockTruncated = newDesc("sknock_knock_truncated_total", "Knock datagrams longer than the reader copies, denied as malformed.", counter)
-	c.gateVerdicts = newDesc("sknock_gate_verdicts_total", "Final verdicts on packets to protected ports, by verdict (accept, drop, reject).", counter, "verdict")
-	c.gatePackets = newDesc("sknock_gate_packets_total", "Packets the gate readers received.", counter)
-	c.gateUnknown = newDesc("sknock_gate_unknown_packets_total", "Gate packets that did not decode as TCP or UDP (dropped).", counter)
-	c.gateAudit = newDesc("sknock_gate_audit_accepts_total", "Packets policy none accepted without a grant (would have been denied).", counter)
-	c.held = newDesc("sknock_gate_held_packets_total", "Packets held while their source's knock was being decided.", counter)
-	c.holdTimeouts = newDesc("sknock_gate_hold_timeouts_total", "Held packets settled because their knock took too long.", counter)
-	c.holdOverflows = newDesc("sknock_gate_hold_overflows_total", "Packets that raced a knock but were decided at once because the hold was full.", counter)
-	c.receiveErrors = newDesc("sknock_queue_receive_errors_total", "Receive errors on the NFQUEUE sockets, by queue role (gate, knock).", counter, "queue")
-	c.verdictErrors = newDesc("sknock_queue_verdict_errors_total", "Verdicts the kernel refused, by queue role (gate, knock).", counter, "queue")
-	c.grants = newDesc("sknock_grants", "Grants in the grant table (expired ones until the next sweep, at most a second).", gauge)
-	c.replay = newDesc("sknock_replay_cache_entries", "Knocks remembered by the replay cache.", gauge)
-	c.trustReloads = newDesc("sknock_trust_reloads_total", "Trust states (bundle, CAs, CRL) built and put in force after the start.", counter)
-	c.trustFailures = newDesc("sknock_trust_reload_failures_total", "Reloads and CRL refreshes refused; the trust state in force stayed.", counter)
 	c.crlAge = newDesc("sknock_crl_age_seconds", "Seconds since the CRL in force was issued (thisUpdate); absent without a CRL.", gauge)
 	c.crlRevoked = newDesc("sknock_crl_revoked_serials", "Serials the CRL in force revokes.", gauge)
 	c.crlNextUpdate = newDesc("sknock_crl_next_update_seconds", "Seconds until the CRL in force is due for replacement (nextUpdate); negative once stale; absent without one.", gauge)
-	c.rulesRestored = newDesc("sknock_rules_restorations_total", "Changes to the rule set that the watcher found and restored.", counter)
-	c.rulesRepairFailed = newDesc("sknock_rules_repair_failures_total", "Changes to the rule set that the watcher found and could not restore.", counter)
 	c.rulesHealthy = newDesc("sknock_rules_healthy", "1 when the last check found the rule set whole or restored it, 0 when it is damaged.", gauge)
 	c.warnings = newDesc("sknock_trust_warnings", "Health warnings in force, by check (no_crl, crl_stale, crl_next_update_soon, server_certificate_expiry, ca_certificate_expiry): how many apply (a CA each for per-CA checks); see the log's warn lines.", gauge, "check")
-	c.all = []metricDesc{c.warnings, c.buildInfo, c.startTime, c.knocks, c.knockPackets, c.knockShed, c.knockTruncated,
-		c.gateVerdicts, c.gatePackets, c.gateUnknown, c.gateAudit, c.held, c.holdTimeouts, c.holdOverflows,
-		c.receiveErrors, c.verdictErrors, c.grants, c.replay, c.trustReloads, c.trustFailures,
-		c.crlAge, c.crlRevoked, c.crlNextUpdate, c.rulesRestored, c.rulesRepairFailed, c.rulesHealthy}
+	c.all = []metricDesc{c.warnings, c.buildInfo, c.startTime, c.crlAge, c.crlRevoked, c.crlNextUpdate, c.rulesHealthy}
 	return c
 }
 
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, desc := range c.counted {
+		ch <- desc
+	}
 	for _, m := range c.all {
 		ch <- m.desc
 	}
@@ -164,42 +151,27 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	emit(c.buildInfo, 1, d.version, runtime.Version())
 	emit(c.startTime, float64(c.started.UnixNano())/1e9)
 
-	s := d.engine.Snapshot()
-	emit(c.knocks, float64(s.Knocks[gate.ReasonNone.String()]), "grant", gate.ReasonNone.String())
-	for _, r := range gate.Reasons() {
-		emit(c.knocks, float64(s.Knocks[r.String()]), "deny", r.String())
-	}
-	for _, v := range []packet.Verdict{packet.Accept, packet.Drop, packet.Reject} {
-		emit(c.gateVerdicts, float64(s.Gate[v.String()]), v.String())
-	}
-	emit(c.gateAudit, float64(s.WouldDeny))
-	emit(c.held, float64(s.Deferred))
-	emit(c.holdTimeouts, float64(s.HoldTimeouts))
-	emit(c.holdOverflows, float64(s.HoldOverflows))
-	emit(c.grants, float64(s.Grants))
-	emit(c.replay, float64(s.Replay))
-
-	g := d.gateTotals()
-	emit(c.gatePackets, float64(g.Packets))
-	emit(c.gateUnknown, float64(g.Unknown))
-	emit(c.receiveErrors, float64(g.ReceiveErrors), "gate")
-	emit(c.verdictErrors, float64(g.VerdictErrors), "gate")
-	if d.knockQ != nil {
-		k := d.knockQ.Stats()
-		emit(c.knockPackets, float64(k.Received.Load()))
-		emit(c.knockShed, float64(k.Shed.Load()))
-		emit(c.knockTruncated, float64(k.Truncated.Load()))
-		emit(c.receiveErrors, float64(k.ReceiveErrors.Load()), "knock")
-		emit(c.verdictErrors, float64(k.VerdictErrors.Load()), "knock")
+	r := d.read()
+	for i := range counters {
+		k := &counters[i]
+		if k.metric == "" {
+			continue
+		}
+		kind := prometheus.CounterValue
+		if k.gauge {
+			kind = prometheus.GaugeValue
+		}
+		for _, s := range k.read(r) {
+			labels := s.labels
+			if k.with[0] != "" {
+				labels = append(slices.Clone(labels), k.with[1])
+			}
+			ch <- prometheus.MustNewConstMetric(c.counted[k.metric], kind, float64(s.value), labels...)
+		}
 	}
 
 	o := d.ops
-	emit(c.trustReloads, float64(o.trustReloads.Load()))
-	emit(c.trustFailures, float64(o.trustReloadFailures.Load()))
-	emit(c.rulesRestored, float64(o.rulesRestored.Load()))
-	emit(c.rulesRepairFailed, float64(o.rulesRepairFailed.Load()))
 	emit(c.rulesHealthy, boolFloat(!o.rulesBroken.Load()))
-
 	counts := map[string]int{}
 	if w := o.warnings.Load(); w != nil {
 		for _, x := range *w {
