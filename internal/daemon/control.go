@@ -5,20 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
-	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
 
 	"sknock/gate"
 	"sknock/internal/control"
-	"sknock/pki"
 )
 
 // controlCall is one control request on its way to the maintenance loop,
@@ -29,138 +23,24 @@ type controlCall struct {
 	reply chan control.Response // capacity 1: the loop never blocks on it
 }
 
-// controlServer serves the control socket.
-type controlServer struct {
-	ln    *net.UnixListener
-	path  string
-	calls chan<- controlCall
-	log   *zap.Logger
-	// peerUID returns the uid of the process at the other end of conn;
-	// tests replace it.
-	peerUID func(*net.UnixConn) (uint32, error)
-	wg      sync.WaitGroup
-}
-
-// listenControl makes the control socket at path: its directory is made
-// root-only (0700) if it does not exist, and the socket itself is 0600.
-// A socket file left by a stopped sknockd is replaced; one that answers
-// belongs to a running sknockd and is refused.
-func listenControl(path string) (*net.UnixListener, error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("control.socket %s: %w", path, err)
-	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode().Type() != os.ModeSocket {
-			return nil, fmt.Errorf("control.socket %s: exists and is not a socket", path)
-		}
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("control.socket %s: another sknockd answers there", path)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("control.socket %s: remove the stale socket: %w", path, err)
-		}
-	}
-	old := syscall.Umask(0o177)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	syscall.Umask(old)
-	if err != nil {
-		return nil, fmt.Errorf("control.socket %s: %w", path, err)
-	}
-	ln.SetUnlinkOnClose(true)
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("control.socket %s: %w", path, err)
-	}
-	return ln, nil
-}
-
-// serve accepts connections until the listener is closed. Each gets one
-// request and one answer, within a few seconds.
-func (s *controlServer) serve(ctx context.Context) {
-	s.wg.Go(func() {
-		for {
-			conn, err := s.ln.AcceptUnix()
-			if err != nil {
-				if !errors.Is(err, net.ErrClosed) {
-					s.log.Error("control socket failed; sknockd goes on without it", zap.String("socket", s.path), zap.Error(err))
-				}
-				return
-			}
-			s.wg.Go(func() { s.answer(ctx, conn) })
-		}
-	})
-}
-
-// close stops accepting, removes the socket and waits for the answers in
-// flight.
-func (s *controlServer) close() {
-	if s == nil {
-		return
-	}
-	s.ln.Close()
-	s.wg.Wait()
-}
-
-// answer serves one connection: root only (the socket's mode already
-// keeps others out; the peer's credentials are checked too).
-func (s *controlServer) answer(ctx context.Context, conn *net.UnixConn) {
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-	reply := func(resp control.Response) {
-		if err := control.WriteResponse(conn, resp); err != nil {
-			s.log.Debug("control answer not delivered", zap.Error(err))
-		}
-	}
-	// The request is read before the caller is refused, so that the
-	// refusal reaches it rather than a broken pipe.
-	req, readErr := control.ReadRequest(conn)
-	uid, err := s.peerUID(conn)
-	if err != nil || uid != 0 {
-		s.log.Warn("control request refused: not root", zap.Uint32("uid", uid), zap.Error(err))
-		reply(control.Response{Error: "only root may use the control socket"})
-		return
-	}
-	if readErr != nil {
-		reply(control.Response{Error: readErr.Error()})
-		return
-	}
+// handleControl is the control server's handler: it hands the request
+// to the maintenance loop and waits for its answer. A loop that cannot
+// take it within 3 s is busy; a stopping daemon says so.
+func (d *daemon) handleControl(ctx context.Context, req control.Request) control.Response {
 	call := controlCall{req: req, reply: make(chan control.Response, 1)}
 	select {
-	case s.calls <- call:
+	case d.control <- call:
 	case <-ctx.Done():
-		reply(control.Response{Error: "sknockd is stopping"})
-		return
+		return control.Response{Error: "sknockd is stopping"}
 	case <-time.After(3 * time.Second):
-		reply(control.Response{Error: "sknockd is busy; try again"})
-		return
+		return control.Response{Error: "sknockd is busy; try again"}
 	}
 	select {
 	case resp := <-call.reply:
-		reply(resp)
+		return resp
 	case <-ctx.Done():
-		reply(control.Response{Error: "sknockd is stopping"})
+		return control.Response{Error: "sknockd is stopping"}
 	}
-}
-
-// peerCredUID is the kernel's word on who is at the other end.
-func peerCredUID(conn *net.UnixConn) (uint32, error) {
-	raw, err := conn.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	var cred *syscall.Ucred
-	var credErr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, credErr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
-	}); err != nil {
-		return 0, err
-	}
-	if credErr != nil {
-		return 0, fmt.Errorf("SO_PEERCRED: %w", credErr)
-	}
-	return cred.Uid, nil
 }
 
 // answerControl runs on the maintenance loop: it answers one request.
@@ -193,8 +73,8 @@ func (d *daemon) describeGrants(grants []gate.GrantInfo, now time.Time) []contro
 			Expires:     g.Expiry.UTC(),
 			SecondsLeft: g.Expiry.Sub(now).Seconds(),
 		}
-		if c, ok := d.certs.lookup(g.Cert); ok {
-			cg.Subject, cg.Serial = c.subject, c.serial.String()
+		if c, ok := d.certs.Lookup(g.Cert); ok {
+			cg.Subject, cg.Serial = c.Subject, c.Serial.String()
 		}
 		out = append(out, cg)
 	}
@@ -215,8 +95,8 @@ func (d *daemon) revokeGrants(req control.Request) control.Response {
 	endedGrants := make([]gate.EndedGrant, 0, len(ended))
 	for _, g := range ended {
 		eg := gate.EndedGrant{Grant: g.Grant, Expiry: g.Expiry}
-		if c, ok := d.certs.lookup(g.Cert); ok {
-			eg.Serial = c.serial
+		if c, ok := d.certs.Lookup(g.Cert); ok {
+			eg.Serial = c.Serial
 		}
 		endedGrants = append(endedGrants, eg)
 		d.log.Warn("grant ended",
@@ -334,70 +214,4 @@ func (d *daemon) status() *control.Status {
 		}
 	}
 	return st
-}
-
-// certBook remembers the subject and serial of the certificates that
-// hold grants, which the grant table names only by CertID. It is filled
-// by the knock workers on each grant and bounded: when full, the
-// certificates that no longer hold a grant are forgotten, and if it is
-// still full a new one is not noted (its grants list without a subject).
-type certBook struct {
-	mu     sync.Mutex
-	certs  map[gate.CertID]certName
-	max    int
-	grants *gate.GrantTable
-}
-
-type certName struct {
-	subject string
-	serial  *big.Int
-}
-
-// defaultCertBook bounds the certBook: far more certificates than hold
-// grants at once on any real host.
-const defaultCertBook = 1 << 16
-
-func newCertBook(grants *gate.GrantTable, max int) *certBook {
-	return &certBook{certs: make(map[gate.CertID]certName), max: max, grants: grants}
-}
-
-// note remembers the certificate of a knock just granted.
-func (b *certBook) note(c *pki.Client, now time.Time) {
-	if c == nil || c.Serial == nil {
-		return
-	}
-	id := gate.CertIDOf(c.Serial)
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if _, ok := b.certs[id]; ok {
-		return
-	}
-	if len(b.certs) >= b.max {
-		b.pruneLocked(now)
-		if len(b.certs) >= b.max {
-			return
-		}
-	}
-	b.certs[id] = certName{subject: c.Subject, serial: c.Serial}
-}
-
-// pruneLocked forgets the certificates without a live grant.
-func (b *certBook) pruneLocked(now time.Time) {
-	grants, _ := b.grants.List(now, 0)
-	live := make(map[gate.CertID]bool, len(grants))
-	for _, g := range grants {
-		live[g.Cert] = true
-	}
-	for id := range b.certs {
-		if !live[id] {
-			delete(b.certs, id)
-		}
-	}
-}
-
-func (b *certBook) lookup(id gate.CertID) (certName, bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	c, ok := b.certs[id]
-	return c, ok
 }

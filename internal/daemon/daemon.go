@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"sknock/internal/config"
+	"sknock/internal/control"
 	"sync"
 	"time"
 
@@ -52,7 +53,7 @@ type daemon struct {
 	ops      *opsStats
 	version  string
 	started  time.Time
-	certs    *certBook
+	certs    *gate.CertBook
 	control  chan controlCall
 	notifier Notifier
 }
@@ -181,7 +182,7 @@ var System = OSDeps{
 	Notify:        sdNotify,
 	WatchdogEvery: sdWatchdogEvery,
 	KernelStats:   queue.ReadKernelStats,
-	ListenControl: listenControl,
+	ListenControl: control.Listen,
 }
 
 // Serve runs the gatekeeper until ctx is done, over the OS boundaries
@@ -245,7 +246,7 @@ func Serve(ctx context.Context, cfg *config.Config, hup <-chan os.Signal, stderr
 		fmt.Fprintf(stderr, "sknockd: %v\n", err)
 		return 1
 	}
-	d.certs = newCertBook(d.engine.Grants(), defaultCertBook)
+	d.certs = gate.NewCertBook(d.engine.Grants(), gate.DefaultCertBook)
 	op, err := d.openOperator(cfg, sys)
 	if err != nil {
 		fmt.Fprintf(stderr, "sknockd: %v\n", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"sknock/internal/config"
+	"sknock/internal/control"
 	"sync"
 	"time"
 
@@ -17,7 +18,7 @@ import (
 // (control.socket) and the service manager's readiness and watchdog.
 type operator struct {
 	metrics *metricsServer
-	control *controlServer
+	control *control.Server
 }
 
 // openOperator binds the metrics listener and the control socket. A
@@ -42,11 +43,21 @@ func (d *daemon) openOperator(cfg *config.Config, sys OSDeps) (*operator, error)
 			d.log.Error("no control socket; sknock grants and sknock status cannot reach this sknockd", zap.Error(err))
 			return op, nil
 		}
-		peer := sys.PeerUID
-		if peer == nil {
-			peer = peerCredUID
-		}
-		op.control = &controlServer{ln: ln, path: cfg.ControlSocket, calls: d.control, log: d.log, peerUID: peer}
+		op.control = control.NewServer(control.ServerConfig{
+			Listener: ln,
+			Path:     cfg.ControlSocket,
+			Handle:   d.handleControl,
+			PeerUID:  sys.PeerUID,
+			Log: control.ServerLog{
+				Refused: func(uid uint32, err error) {
+					d.log.Warn("control request refused: not root", zap.Uint32("uid", uid), zap.Error(err))
+				},
+				Failed: func(err error) {
+					d.log.Error("control socket failed; sknockd goes on without it", zap.String("socket", cfg.ControlSocket), zap.Error(err))
+				},
+				Undelivered: func(err error) { d.log.Debug("control answer not delivered", zap.Error(err)) },
+			},
+		})
 	}
 	return op, nil
 }
@@ -66,8 +77,8 @@ func (d *daemon) serveOperator(ctx context.Context, op *operator, sys OSDeps, wg
 		}
 	}
 	if op.control != nil {
-		op.control.serve(ctx)
-		d.log.Info("control socket listening", zap.String("socket", op.control.path))
+		op.control.Serve(ctx)
+		d.log.Info("control socket listening", zap.String("socket", op.control.Path()))
 	}
 	var every time.Duration
 	if sys.WatchdogEvery != nil {
@@ -91,7 +102,7 @@ func (op *operator) close() {
 		return
 	}
 	op.metrics.close()
-	op.control.close()
+	op.control.Close()
 }
 
 // metricsAddr is where the metrics listener listens; nil when off.

@@ -192,7 +192,7 @@ func TestControlSocket(t *testing.T) {
 	var peer atomic.Uint32 // the uid the fake SO_PEERCRED reports
 	marker := &flowRecorder{}
 	d, _ := runOperatorDaemon(t, &cfg, f, func(deps *OSDeps) {
-		deps.ListenControl = listenControl
+		deps.ListenControl = control.Listen
 		deps.PeerUID = func(*net.UnixConn) (uint32, error) { return peer.Load(), nil }
 		deps.Marker = marker
 	})
@@ -525,32 +525,6 @@ func TestMetricsListenTakenFailsStart(t *testing.T) {
 	}
 }
 
-// TestListenControlReplacesOnlyStaleSockets: a socket file left by a
-// stopped sknockd is replaced, one that answers or a file that is not a
-// socket is refused.
-func TestListenControlReplacesOnlyStaleSockets(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "sub", "control.sock")
-	first, err := listenControl(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := listenControl(path); err == nil || !strings.Contains(err.Error(), "another sknockd answers there") {
-		t.Errorf("second listener on a live socket: %v, want refused", err)
-	}
-	first.SetUnlinkOnClose(false)
-	first.Close() // the file stays, as after a crash
-	again, err := listenControl(path)
-	if err != nil {
-		t.Fatalf("stale socket not replaced: %v", err)
-	}
-	again.Close()
-	plain := filepath.Join(dir, "plain")
-	os.WriteFile(plain, nil, 0o600)
-	if _, err := listenControl(plain); err == nil || !strings.Contains(err.Error(), "not a socket") {
-		t.Errorf("a plain file at control.socket: %v, want refused", err)
-	}
-}
 
 // BenchmarkDecideGate is the gate's per-packet decision (a granted SYN)
 // without metrics and with a scraper gathering them as fast as it can;

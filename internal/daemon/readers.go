@@ -136,7 +136,7 @@ func (d *daemon) handleKnock(src netip.Addr, payload []byte) {
 	end := d.engine.Now()
 	d.ops.knockLatency.Observe(end.Sub(start).Seconds())
 	if dec.Granted() {
-		d.certs.note(dec.Client, end)
+		d.certs.Note(dec.Client, end)
 	}
 	d.decisions.knock(src, &dec, start, end, d.engine.OpenDuration())
 	if d.hooks.KnockDecided != nil {
