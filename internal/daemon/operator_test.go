@@ -525,7 +525,6 @@ func TestMetricsListenTakenFailsStart(t *testing.T) {
 	}
 }
 
-
 // BenchmarkDecideGate is the gate's per-packet decision (a granted SYN)
 // without metrics and with a scraper gathering them as fast as it can;
 // the two should cost the same (the scrape reads, the packet path is
