@@ -14,8 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sknock/internal/metrictest"
-	"sknock/internal/testenv"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,6 +22,8 @@ import (
 
 	"sknock/internal/control"
 	"sknock/internal/e2e"
+	"sknock/internal/metrictest"
+	"sknock/internal/testenv"
 	"sknock/packet"
 )
 

@@ -8,8 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"sknock/internal/config"
-	"sknock/internal/control"
 	"sync"
 	"time"
 
@@ -17,6 +15,8 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"sknock/gate"
+	"sknock/internal/config"
+	"sknock/internal/control"
 	"sknock/queue"
 	"sknock/rules"
 )
@@ -42,7 +42,7 @@ type daemon struct {
 	holdQ  *queue.HoldReader
 	holder *gate.Holder
 
-	crl    *crlState  // the trust state's CRLs, their refresh and health (maintain.go)
+	crl    *crlState  // the CRL refresh in flight and its validators (maintain.go)
 	fetch  Fetcher    // gets crl.url
 	marker ConnMarker // ends the connections of revoked grants
 	hooks  Hooks      // what tests observe; none in production

@@ -8,8 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sknock/internal/config"
-	"sknock/internal/testenv"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,7 +17,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"sknock/gate"
+	"sknock/internal/config"
 	"sknock/internal/crlfetch"
+	"sknock/internal/testenv"
 	"sknock/internal/testpki"
 	"sknock/packet"
 	"sknock/packet/packettest"

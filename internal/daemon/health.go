@@ -3,11 +3,12 @@ package daemon
 import (
 	"fmt"
 	"io"
-	"sknock/internal/config"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
+
+	"sknock/internal/config"
 )
 
 // When a warning starts before an expiry.

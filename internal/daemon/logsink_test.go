@@ -1,10 +1,11 @@
 package daemon
 
 import (
-	"sknock/internal/testenv"
 	"strings"
 	"testing"
 	"time"
+
+	"sknock/internal/testenv"
 )
 
 // stuckWriter blocks every write until released, like a full pipe; entered

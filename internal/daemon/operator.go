@@ -3,13 +3,13 @@ package daemon
 import (
 	"context"
 	"net"
-	"sknock/internal/config"
-	"sknock/internal/control"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
+	"sknock/internal/config"
+	"sknock/internal/control"
 	"sknock/queue"
 )
 

@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"net/netip"
-	"sknock/gate"
-	"sknock/packet"
-	"sknock/queue"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
+
+	"sknock/gate"
+	"sknock/packet"
+	"sknock/queue"
 )
 
 // startReaders binds every queue and starts its reader on ctx. It returns

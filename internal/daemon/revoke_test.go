@@ -5,7 +5,6 @@ import (
 	"errors"
 	"math/big"
 	"net/netip"
-	"sknock/internal/config"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/ti-mo/conntrack"
 
 	"sknock/gate"
+	"sknock/internal/config"
 	"sknock/packet"
 )
 

@@ -11,11 +11,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sknock/internal/config"
 	"sync"
 	"time"
 
 	"sknock/gate"
+	"sknock/internal/config"
 	"sknock/internal/crlfetch"
 	"sknock/internal/trustload"
 	"sknock/pki"

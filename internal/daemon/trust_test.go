@@ -7,10 +7,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sknock/internal/config"
 	"strings"
 	"testing"
 
+	"sknock/internal/config"
 	"sknock/internal/crlfetch"
 	"sknock/internal/testenv"
 	"sknock/pki"
