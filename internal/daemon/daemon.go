@@ -222,6 +222,7 @@ func Serve(ctx context.Context, cfg *config.Config, hup <-chan os.Signal, stderr
 	d.ops, d.version, d.started, d.control, d.notifier = newOpsStats(), sys.Version, time.Now(), make(chan controlCall), sys.Notify
 	d.logWarnings("crl fetch failed", warnings)
 	d.decisions = newDecisionLog(log, decisionLogPerSecond)
+	d.decisions.setProtection(cfg.Rules) // for knocks read before apply
 	engineCfg := gate.Config{
 		Policy:           cfg.Policy,
 		OpenDuration:     cfg.OpenDuration,
