@@ -9,18 +9,9 @@ import (
 	"sknock/internal/testenv"
 )
 
-// withProtect adds gate.protect to a test config that lacks it (the key
-// is required), so that the test meets the problem it is about.
-func withProtect(config string) string {
-	const protect = "  protect: [tcp/2000]\n"
-	switch {
-	case strings.Contains(config, "protect:"):
-		return config
-	case strings.Contains(config, "gate:\n"):
-		return strings.Replace(config, "gate:\n", "gate:\n"+protect, 1)
-	}
-	return config + "gate:\n" + protect
-}
+// withProtect adds the required gate.protect to a test config without a
+// gate section.
+func withProtect(config string) string { return config + "gate:\n  protect: [tcp/2000]\n" }
 
 // TestCheckRefusesConfigWithoutProtect checks that sknockd --check (the
 // operator's dry run) refuses a file without gate.protect, as the daemon

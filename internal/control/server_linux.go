@@ -13,19 +13,11 @@ import (
 )
 
 // Server serves the control socket: one request and one answer per
-// connection, root only. The daemon answers through Handle; the server
-// owns the socket, its modes and the caller check.
+// connection, root only. The daemon answers through its handler; the
+// server owns the socket, its modes and the caller check.
 type Server struct {
-	ln   *net.UnixListener
-	path string
-	// Handle answers one request from root; it runs on the connection's
-	// goroutine and should return within a few seconds (the connection's
-	// deadline is 5 s).
-	handle func(ctx context.Context, req Request) Response
-	// peerUID says who is at the other end of a connection.
-	peerUID func(*net.UnixConn) (uint32, error)
-	log     ServerLog
-	wg      sync.WaitGroup
+	cfg ServerConfig
+	wg  sync.WaitGroup
 }
 
 // ServerLog receives what a Server has to say, for the daemon to log:
@@ -47,7 +39,9 @@ type ServerConfig struct {
 	Listener *net.UnixListener
 	// Path names the socket in messages.
 	Path string
-	// Handle answers one request from root.
+	// Handle answers one request from root; it runs on the connection's
+	// goroutine and should return within a few seconds (the connection's
+	// deadline is 5 s).
 	Handle func(ctx context.Context, req Request) Response
 	// PeerUID says who called; nil means the kernel's SO_PEERCRED.
 	PeerUID func(*net.UnixConn) (uint32, error)
@@ -57,15 +51,14 @@ type ServerConfig struct {
 
 // NewServer returns a server over c.Listener; it serves from Serve on.
 func NewServer(c ServerConfig) *Server {
-	peer := c.PeerUID
-	if peer == nil {
-		peer = PeerCredUID
+	if c.PeerUID == nil {
+		c.PeerUID = PeerCredUID
 	}
-	return &Server{ln: c.Listener, path: c.Path, handle: c.Handle, peerUID: peer, log: c.Log}
+	return &Server{cfg: c}
 }
 
 // Path is the socket's path.
-func (s *Server) Path() string { return s.path }
+func (s *Server) Path() string { return s.cfg.Path }
 
 // Listen makes the control socket at path: its directory is made
 // root-only (0700) if it does not exist, and the socket itself is 0600.
@@ -107,10 +100,10 @@ func Listen(path string) (*net.UnixListener, error) {
 func (s *Server) Serve(ctx context.Context) {
 	s.wg.Go(func() {
 		for {
-			conn, err := s.ln.AcceptUnix()
+			conn, err := s.cfg.Listener.AcceptUnix()
 			if err != nil {
-				if !errors.Is(err, net.ErrClosed) && s.log.Failed != nil {
-					s.log.Failed(err)
+				if !errors.Is(err, net.ErrClosed) && s.cfg.Log.Failed != nil {
+					s.cfg.Log.Failed(err)
 				}
 				return
 			}
@@ -125,7 +118,7 @@ func (s *Server) Close() {
 	if s == nil {
 		return
 	}
-	s.ln.Close()
+	s.cfg.Listener.Close()
 	s.wg.Wait()
 }
 
@@ -135,17 +128,17 @@ func (s *Server) answer(ctx context.Context, conn *net.UnixConn) {
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
 	reply := func(resp Response) {
-		if err := WriteResponse(conn, resp); err != nil && s.log.Undelivered != nil {
-			s.log.Undelivered(err)
+		if err := WriteResponse(conn, resp); err != nil && s.cfg.Log.Undelivered != nil {
+			s.cfg.Log.Undelivered(err)
 		}
 	}
 	// The request is read before the caller is refused, so that the
 	// refusal reaches it rather than a broken pipe.
 	req, readErr := ReadRequest(conn)
-	uid, err := s.peerUID(conn)
+	uid, err := s.cfg.PeerUID(conn)
 	if err != nil || uid != 0 {
-		if s.log.Refused != nil {
-			s.log.Refused(uid, err)
+		if s.cfg.Log.Refused != nil {
+			s.cfg.Log.Refused(uid, err)
 		}
 		reply(Response{Error: "only root may use the control socket"})
 		return
@@ -154,7 +147,7 @@ func (s *Server) answer(ctx context.Context, conn *net.UnixConn) {
 		reply(Response{Error: readErr.Error()})
 		return
 	}
-	reply(s.handle(ctx, req))
+	reply(s.cfg.Handle(ctx, req))
 }
 
 // PeerCredUID is the kernel's word on who is at the other end of conn
