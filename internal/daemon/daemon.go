@@ -157,7 +157,7 @@ type Hooks struct {
 	MetricsServing func(addr string)
 	// crlRefreshed is called after each CRL refresh (fetch and re-read
 	// of the CRL files, off the maintenance loop) has been handled by it.
-	CrlRefreshed func(crlRefresh)
+	CRLRefreshed func(crlRefresh)
 	// healthLogged is called each time the trust state's warnings were
 	// logged again (at healthEvery), with them.
 	HealthLogged func([]healthWarning)

@@ -98,7 +98,7 @@ func (r *daemonReports) hooks() Hooks {
 		KnockDecided: func(src netip.Addr, dec gate.Decision) { r.knocks.add(knockReport{src, dec}) },
 		Reloaded:     r.reloads.add,
 		Repaired:     r.repairs.add,
-		CrlRefreshed: r.crls.add,
+		CRLRefreshed: r.crls.add,
 		HealthLogged: r.health.add,
 	}
 }

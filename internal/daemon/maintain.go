@@ -147,9 +147,7 @@ func (d *daemon) startCRLRefresh(ctx context.Context) {
 // current trust state.
 func (d *daemon) finishCRLRefresh(ctx context.Context, r crlRefresh) {
 	d.crl.refreshing = false
-	for _, w := range r.warnings {
-		d.log.Warn("crl fetch failed, keeping the last good CRL", zap.Error(w))
-	}
+	d.logWarnings("crl fetch failed, keeping the last good CRL", r.warnings)
 	switch {
 	case r.gen != d.gen:
 		// A reload came in between and rebuilt the trust state from
@@ -165,7 +163,7 @@ func (d *daemon) finishCRLRefresh(ctx context.Context, r crlRefresh) {
 		d.ops.trustReloaded(nil)
 		_ = d.apply(r.next, "trust reloaded (CRL refresh)")
 	}
-	if d.hooks.CrlRefreshed != nil {
-		d.hooks.CrlRefreshed(r)
+	if d.hooks.CRLRefreshed != nil {
+		d.hooks.CRLRefreshed(r)
 	}
 }
