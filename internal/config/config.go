@@ -83,6 +83,7 @@ type ConfigError struct {
 	Msg  string
 }
 
+// Error names the file, the line when known, and the key.
 func (e *ConfigError) Error() string {
 	loc := e.Path
 	if e.Line > 0 {

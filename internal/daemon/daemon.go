@@ -84,81 +84,86 @@ type RuleKeeper interface {
 
 // OSDeps are the daemon's boundaries with the operating system: the
 // NFQUEUE sockets, iptables, the network for CRL fetches and the
-// single-instance lock. Tests replace them with fakes, and set hooks to
+// single-instance lock. Tests replace them with fakes, and set Hooks to
 // learn when the daemon has done something instead of watching its log.
 type OSDeps struct {
 	// Version is the build's version, for the start line, the metrics
 	// and status; main sets it from its build flags.
-	Version     string
-	Open        queue.Opener
-	Keeper      func() (RuleKeeper, error)
+	Version string
+	// Open binds an NFQUEUE.
+	Open queue.Opener
+	// Keeper returns the rule keeper (iptables and ip6tables).
+	Keeper func() (RuleKeeper, error)
+	// RemoveRules removes the rule set (--remove-rules).
 	RemoveRules func(rules.Config) error
-	Fetch       Fetcher
-	Lock        func() (io.Closer, error)
-	// watchEvery is how often the rules are checked; zero means
+	// Fetch gets a CRL URL.
+	Fetch Fetcher
+	// Lock takes the single-instance lock of the network namespace.
+	Lock func() (io.Closer, error)
+	// WatchEvery is how often the rules are checked; zero means
 	// defaultWatchEvery.
 	WatchEvery time.Duration
-	// clock is the engine's clock (grants, replay and hold deadlines);
+	// Clock is the engine's clock (grants, replay and hold deadlines);
 	// nil means time.Now.
 	Clock func() time.Time
-	// marker marks the connections of grants a revocation ended; nil
+	// Marker marks the connections of grants a revocation ended; nil
 	// means none are marked.
 	Marker ConnMarker
-	// healthEvery is how often the trust state's warnings (no CRL, a
+	// HealthEvery is how often the trust state's warnings (no CRL, a
 	// stale CRL, certificates near expiry) are logged again while they
 	// last; zero means healthEvery.
 	HealthEvery time.Duration
-	// hooks report what the daemon did, for tests; the zero value has
+	// Hooks report what the daemon did, for tests; the zero value has
 	// none.
 	Hooks Hooks
-	// notify sends sd_notify messages; nil sends none.
+	// Notify sends sd_notify messages; nil sends none.
 	Notify Notifier
-	// watchdogEvery returns the service manager's watchdog interval;
+	// WatchdogEvery returns the service manager's watchdog interval;
 	// nil or zero: no watchdog.
 	WatchdogEvery func() time.Duration
-	// kernelStats reads a queue's kernel counters for the watchdog; nil
+	// KernelStats reads a queue's kernel counters for the watchdog; nil
 	// means queue.ReadKernelStats.
 	KernelStats func(uint16) (queue.KernelStats, error)
-	// listenControl makes the control socket; nil: none.
+	// ListenControl makes the control socket; nil: none.
 	ListenControl func(path string) (*net.UnixListener, error)
-	// peerUID says who called the control socket; nil means the kernel's
+	// PeerUID says who called the control socket; nil means the kernel's
 	// SO_PEERCRED.
 	PeerUID func(*net.UnixConn) (uint32, error)
 }
 
-// hooks tell a test that the daemon has done something, so that it waits
+// Hooks tell a test that the daemon has done something, so that it waits
 // on them rather than on the daemon's log or on time. Each is optional:
 // nil means none, and production sets none. A hook is called after the
 // matching log line, unless a log limiter held it back, was handed to the
 // log writer (which writes it asynchronously); it runs on the daemon's
 // own goroutines and must return promptly.
 type Hooks struct {
-	// started is called once the daemon serves: its queues are bound, its
+	// Started is called once the daemon serves: its queues are bound, its
 	// rules applied and "sknockd started" logged. Tests wait on it before
 	// they send packets or signals.
 	Started func()
-	// knockDecided is called with each knock decision, once it is in
+	// KnockDecided is called with each knock decision, once it is in
 	// force (a grant opens the gate) and logged. It runs on a knock
 	// worker, so possibly on several at once.
 	KnockDecided func(src netip.Addr, dec gate.Decision)
-	// reloaded is called after each SIGHUP reload attempt: with nil when
+	// Reloaded is called after each SIGHUP reload attempt: with nil when
 	// the configuration was applied, with the reason it was refused
 	// otherwise.
 	Reloaded func(err error)
-	// repaired is called after each pass of the rule watcher that found
+	// Repaired is called after each pass of the rule watcher that found
 	// the rules changed, with what it found and whether it restored them
 	// (Finding.Err).
 	Repaired func([]rules.Finding)
-	// watchdog is called after each watchdog check: with nil when
+	// Watchdog is called after each watchdog check: with nil when
 	// WATCHDOG=1 went out, with the reason when it was held back.
 	Watchdog func(error)
-	// metricsServing is called with the metrics listener's address once
+	// MetricsServing is called with the metrics listener's address once
 	// it serves.
 	MetricsServing func(addr string)
-	// crlRefreshed is called after each CRL refresh (fetch and re-read
+	// CRLRefreshed is called after each CRL refresh (fetch and re-read
 	// of the CRL files, off the maintenance loop) has been handled by it.
 	CRLRefreshed func(crlRefresh)
-	// healthLogged is called each time the trust state's warnings were
+	// HealthLogged is called each time the trust state's warnings were
 	// logged again (at healthEvery), with them.
 	HealthLogged func([]healthWarning)
 }
