@@ -72,11 +72,14 @@ func TestDaemonReloadAppliesWholeConfig(t *testing.T) {
 	before := f.v4.TableRules("mangle", "SKNOCK")
 	refusals := []struct {
 		name, old, new, want string
+		keeperErr            error // the kernel refuses the new rules
 	}{
-		{"broken file", "policy: drop", "policy: maybe", "gate.policy"},
-		{"unknown key", "policy: drop", "policy: drop\n  colour: blue", "colour"},
-		{"restart-only key", "policy: drop", "policy: drop\n  queue: 200", "gate.queue changed; that takes a restart"},
-		{"missing bundle", "server.pfx", "server.pfx.gone", "server.pkcs12"},
+		{name: "broken file", old: "policy: drop", new: "policy: maybe", want: "gate.policy"},
+		{name: "unknown key", old: "policy: drop", new: "policy: drop\n  colour: blue", want: "colour"},
+		{name: "restart-only key", old: "policy: drop", new: "policy: drop\n  queue: 200", want: "gate.queue changed; that takes a restart"},
+		{name: "missing bundle", old: "server.pfx", new: "server.pfx.gone", want: "server.pkcs12"},
+		{name: "rules refused", old: "protect: [tcp/2000, tcp/3000]\n  policy: drop", new: "protect: [tcp/2000]\n  policy: reject",
+			want: "apply the new rules (the old ones stay): iptables-restore: refused", keeperErr: errors.New("iptables-restore: refused")},
 	}
 	for _, tt := range refusals {
 		t.Run(tt.name, func(t *testing.T) {
@@ -86,6 +89,10 @@ func TestDaemonReloadAppliesWholeConfig(t *testing.T) {
 			}
 			defer os.WriteFile(path, good, 0o600)
 			rewriteConfig(t, path, tt.old, tt.new)
+			f.mu.Lock()
+			f.applyErr = tt.keeperErr
+			f.mu.Unlock()
+			defer func() { f.mu.Lock(); f.applyErr = nil; f.mu.Unlock() }()
 			d.hup <- os.Interrupt
 			if err := d.reloads.next(t, "reload"); err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("reload: %v, want a refusal naming %q", err, tt.want)
