@@ -24,6 +24,9 @@ have conntrack     || need_pkgs+=(conntrack)
 have ssh           || need_pkgs+=(openssh-client)
 have promtool      || need_pkgs+=(prometheus)   # promtool check metrics
 have lintian       || need_pkgs+=(lintian)      # the .deb's lint (make deb)
+have go-md2man     || need_pkgs+=(go-md2man)    # the man pages (make man, deb, rpm)
+have rpm           || need_pkgs+=(rpm)          # the .rpm's contents (make rpm)
+have rpmlint       || need_pkgs+=(rpmlint)      # the .rpm's lint
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && have apt-get; then
     echo "==> installing ${need_pkgs[*]}"
