@@ -11,13 +11,13 @@ import (
 	"sknock/internal/control"
 )
 
-const statusUsage = `usage: sknock status [--json] [--socket PATH]
+const statusUsage = `usage: sknock status [--json] [--socket PATH | --config FILE]
 
 Show the running sknockd's state over its control socket (root only):
 version, uptime, configuration file, whether the rule set is whole, the
-trust state and CRL freshness, and the counters.
+trust state and CRL freshness, the last reload and the counters.
 
-  --socket PATH   the control socket (default ` + control.DefaultSocket + `)
+` + controlFlagsHelp + `
   --json          print the answer as JSON
 
 Exit status: 0 sknockd answered and its rules are whole; 1 unreachable or
@@ -28,7 +28,8 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(helpOut(args, stdout, stderr), statusUsage) }
-	socket := fs.String("socket", control.DefaultSocket, "sknockd's control socket")
+	var target controlFlags
+	target.register(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -40,7 +41,7 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "sknock status: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
-	resp, err := control.Call(*socket, control.Request{Command: control.CommandStatus}, controlTimeout)
+	resp, err := target.call(control.Request{Command: control.CommandStatus}, controlTimeout)
 	if err == nil && resp.Status == nil {
 		err = errors.New("sknockd sent no status")
 	}
@@ -73,6 +74,14 @@ func printStatus(w io.Writer, st *control.Status) {
 	fmt.Fprintf(w, "rules:    %s\n", rules)
 	fmt.Fprintf(w, "protect:  %s (policy %s)\n", st.Protect, st.Policy)
 	fmt.Fprintf(w, "grants:   %d live\n", st.Grants)
+	switch r := st.LastReload; {
+	case r == nil:
+		fmt.Fprintln(w, "reload:   none since the start")
+	case r.Error != "":
+		fmt.Fprintf(w, "reload:   REFUSED at %s (%s), previous configuration in force: %s\n", r.Time.Format(time.RFC3339), r.Trigger, r.Error)
+	default:
+		fmt.Fprintf(w, "reload:   applied at %s (%s), changed: %s\n", r.Time.Format(time.RFC3339), r.Trigger, changedList(r.Changed))
+	}
 	t := st.Trust
 	switch {
 	case !t.CRL:
