@@ -114,7 +114,7 @@ func TestDebPackage(t *testing.T) {
 		}
 	}
 	unit, _ := os.ReadFile(filepath.Join(root, "lib/systemd/system/sknockd.service"))
-	for _, want := range []string{"Type=notify", "WatchdogSec=", "ExecStart=/usr/sbin/sknockd --config /etc/sknock/config.yaml", "RuntimeDirectory=sknock"} {
+	for _, want := range []string{"Type=notify", "WatchdogSec=", "ExecStart=/usr/sbin/sknockd --config /etc/sknock/config.yaml", "RuntimeDirectory=sknock", "ExecReload=/usr/bin/sknock reload --socket /run/sknock/control.sock"} {
 		if !strings.Contains(string(unit), want) {
 			t.Errorf("sknockd.service lacks %q", want)
 		}

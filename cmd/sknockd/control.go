@@ -113,6 +113,8 @@ func (s *controlServer) answer(ctx context.Context, conn *net.UnixConn) {
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
 	reply := func(resp control.Response) {
+		// A reload may take longer than the request's deadline.
+		_ = conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		if err := control.WriteResponse(conn, resp); err != nil {
 			s.log.Debug("control answer not delivered", zap.Error(err))
 		}
@@ -177,7 +179,7 @@ func (d *daemon) answerControl(req control.Request) control.Response {
 	case control.CommandStatus:
 		return control.Response{Status: d.status()}
 	}
-	return control.Response{Error: fmt.Sprintf("unknown command %q (want grants, revoke or status)", req.Command)}
+	return control.Response{Error: fmt.Sprintf("unknown command %q (want grants, revoke, status or reload)", req.Command)}
 }
 
 // listGrants lists the live grants with the certificates that made them.
@@ -329,6 +331,7 @@ func (d *daemon) status() *control.Status {
 		Protect:       protectList(d.cfg),
 		Grants:        s.Grants,
 		Counters:      counters,
+		LastReload:    d.lastReload,
 	}
 	if t := d.engine.Trust(); t != nil {
 		st.Trust.ToleranceSecs = t.Tolerance.Seconds()

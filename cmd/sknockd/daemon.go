@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"sknock/gate"
+	"sknock/internal/control"
 	"sknock/queue"
 	"sknock/rules"
 )
@@ -50,6 +51,9 @@ type daemon struct {
 	certs    *certBook
 	control  chan controlCall
 	notifier notifier
+	// lastReload is the last reload's outcome (nil before one); the
+	// maintenance loop alone reads and writes it.
+	lastReload *control.Reload
 }
 
 // newLoggerAt returns the daemon's JSON logger at a level a reload can

@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"sknock/gate"
+	"sknock/internal/control"
 	"sknock/internal/trustload"
 )
 
@@ -40,7 +41,7 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal, readerDone <-ch
 				d.logStats()
 				continue
 			}
-			if d.reloadConfig(ctx) {
+			if _, refreshChanged := d.reloadConfig(ctx, "SIGHUP"); refreshChanged {
 				crl.Reset(d.cfg.CRLRefresh)
 			}
 		case <-crl.C:
@@ -58,7 +59,15 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal, readerDone <-ch
 		case <-stats.C:
 			d.logStats()
 		case call := <-d.control:
-			call.reply <- d.answerControl(call.req)
+			if call.req.Command != control.CommandReload {
+				call.reply <- d.answerControl(call.req)
+				continue
+			}
+			outcome, refreshChanged := d.reloadConfig(ctx, "sknock reload")
+			if refreshChanged {
+				crl.Reset(d.cfg.CRLRefresh)
+			}
+			call.reply <- control.Response{Reload: &outcome, Error: outcome.Error}
 		}
 	}
 }

@@ -6,8 +6,11 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
+
+	"sknock/internal/control"
 )
 
 // configValues reads every key of configKeys from a Config, so that a
@@ -71,20 +74,25 @@ func changedKeys(a, b *Config) []string {
 	return changed
 }
 
-// reloadConfig applies the configuration file again on SIGHUP (see
-// reload), logs a refusal, and reports whether crl.refresh changed.
-func (d *daemon) reloadConfig(ctx context.Context) bool {
+// reloadConfig applies the configuration file again (on SIGHUP, or for
+// `sknock reload` over the control socket: trigger says which), logs a
+// refusal, and remembers the outcome for `sknock status`. It returns the
+// outcome and whether crl.refresh changed.
+func (d *daemon) reloadConfig(ctx context.Context, trigger string) (control.Reload, bool) {
 	d.notifyReloading()
-	refreshChanged, err := d.reload(ctx)
+	changed, refreshChanged, err := d.reload(ctx)
 	d.ops.trustReloaded(err)
 	d.notifyReloaded(err)
+	outcome := control.Reload{Time: time.Now().UTC(), Trigger: trigger, Changed: changed}
 	if err != nil {
-		d.log.Error("reload refused, keeping the current configuration", zap.Error(err))
+		outcome.Error = err.Error()
+		d.log.Error("reload refused, keeping the current configuration", zap.String("trigger", trigger), zap.Error(err))
 	}
+	d.lastReload = &outcome
 	if d.hooks.reloaded != nil {
 		d.hooks.reloaded(err)
 	}
-	return refreshChanged
+	return outcome, refreshChanged
 }
 
 // reload applies the configuration file again, whole: the trust state
@@ -92,13 +100,14 @@ func (d *daemon) reloadConfig(ctx context.Context) bool {
 // atomically, and the policy, durations and log level apply to what
 // follows. Live grants and the replay memory are kept. A file that fails
 // anywhere is refused whole (the error says why) and the running
-// configuration stays in force. It reports whether crl.refresh changed.
-func (d *daemon) reload(ctx context.Context) (refreshChanged bool, err error) {
+// configuration stays in force. It reports the changed keys and whether
+// crl.refresh changed.
+func (d *daemon) reload(ctx context.Context) (changed []string, refreshChanged bool, err error) {
 	fresh, err := LoadConfig(d.cfg.Path)
 	if err != nil {
-		return false, err
+		return nil, false, err
 	}
-	changed := changedKeys(d.cfg, &fresh)
+	changed = changedKeys(d.cfg, &fresh)
 	var needRestart []string
 	for _, key := range changed {
 		if restartOnly[key] {
@@ -106,7 +115,7 @@ func (d *daemon) reload(ctx context.Context) (refreshChanged bool, err error) {
 		}
 	}
 	if len(needRestart) > 0 {
-		return false, fmt.Errorf("%s: %s changed; that takes a restart (which keeps the protected ports closed)", fresh.Path, strings.Join(needRestart, ", "))
+		return nil, false, fmt.Errorf("%s: %s changed; that takes a restart (which keeps the protected ports closed)", fresh.Path, strings.Join(needRestart, ", "))
 	}
 	// The files only, but for a CRL whose file does not exist yet (a
 	// crl.url just added): the other fetches follow, off the loop
@@ -116,11 +125,11 @@ func (d *daemon) reload(ctx context.Context) (refreshChanged bool, err error) {
 		d.log.Warn("crl fetch failed", zap.Error(w))
 	}
 	if err != nil {
-		return false, fmt.Errorf("%s: %w", fresh.Path, err)
+		return nil, false, fmt.Errorf("%s: %w", fresh.Path, err)
 	}
 	if !reflect.DeepEqual(d.cfg.Rules, fresh.Rules) {
 		if err := d.keeper.Apply(fresh.Rules); err != nil {
-			return false, fmt.Errorf("apply the new rules (the old ones stay): %w", err)
+			return nil, false, fmt.Errorf("apply the new rules (the old ones stay): %w", err)
 		}
 	}
 	d.engine.Reconfigure(fresh.Policy, fresh.OpenDuration)
@@ -140,5 +149,5 @@ func (d *daemon) reload(ctx context.Context) (refreshChanged bool, err error) {
 		d.startCRLRefresh(ctx)
 	}
 	d.log.Info("config reloaded", zap.Strings("changed", changed), zap.String("protect", protectList(&fresh)), zap.Stringer("policy", fresh.Policy))
-	return refreshChanged, nil
+	return changed, refreshChanged, nil
 }
