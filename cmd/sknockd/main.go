@@ -18,6 +18,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"sknock/internal/journal"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -57,7 +59,8 @@ protected ports stay closed.
 `
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	// Under systemd each stderr line carries its journald priority.
+	os.Exit(run(os.Args[1:], os.Stdout, journal.Stderr()))
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
