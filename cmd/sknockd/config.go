@@ -14,6 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"sknock/gate"
+	"sknock/internal/yamlsyntax"
 	"sknock/rules"
 )
 
@@ -92,6 +93,13 @@ func (e *ConfigError) Error() string {
 	return fmt.Sprintf("%s: %s: %s", loc, e.Key, e.Msg)
 }
 
+// maxTimestampTolerance bounds knock.timestamp_tolerance: a knock is
+// accepted this long either side of the host's clock, so a captured knock
+// can be replayed from its own source (to another host sharing the key,
+// or after a restart) for that long. Clock skew beyond minutes wants NTP,
+// not a wider window.
+const maxTimestampTolerance = 5 * time.Minute
+
 // defaultConfig is the configuration before the file applies: every
 // default, and nothing protected (gate.protect has no default; ParseConfig
 // refuses a file that leaves it out).
@@ -151,7 +159,7 @@ var configKeys = map[string]map[string]keySetter{
 	"knock": {
 		"ports":               setKnockPorts,
 		"min_length":          setInt(func(c *Config) *int { return &c.Rules.MinLength }, 0, 65487),
-		"timestamp_tolerance": setDuration(func(c *Config) *time.Duration { return &c.KnockTolerance }, time.Second, 10*time.Minute),
+		"timestamp_tolerance": setDuration(func(c *Config) *time.Duration { return &c.KnockTolerance }, time.Second, maxTimestampTolerance),
 		"queue":               setQueue(func(c *Config) *uint16 { return &c.Rules.KnockQueue }),
 		"workers":             setInt(func(c *Config) *int { return &c.KnockWorkers }, 0, 1024),
 		"backlog":             setInt(func(c *Config) *int { return &c.KnockBacklog }, 0, 65536), // ×4 KiB of buffers each
@@ -244,6 +252,11 @@ func ParseConfig(path string, data []byte) (Config, error) {
 // silently not apply.
 func decodeOne(path string, data []byte) (yaml.Node, error) {
 	notYAML := func(err error) error {
+		// yaml.v3 may blame a block's first line; the second reading
+		// names the line at fault.
+		if at := yamlsyntax.Locate(data); at != nil {
+			return &ConfigError{Path: path, Line: at.Line, Msg: fmt.Sprintf("not valid YAML: column %d: %s", at.Column, at.Msg)}
+		}
 		return &ConfigError{Path: path, Msg: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}
 	}
 	var doc, next yaml.Node

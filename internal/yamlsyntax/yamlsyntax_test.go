@@ -1,0 +1,57 @@
+package yamlsyntax
+
+import (
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestLocate(t *testing.T) {
+	section := "server:\n  pkcs12: a\n  password_file: b\ngate:\n  queue: 101\n  protect: [tcp/2000]\n"
+	tests := []struct {
+		name string
+		give string
+		want *Error // nil: no syntax error
+	}{
+		{name: "good", give: section, want: nil},
+		{name: "key indented too far", give: section + "   policy: drop\n", want: &Error{Line: 7, Column: 4}},
+		{name: "key indented too little", give: section + " policy: drop\n", want: &Error{Line: 7, Column: 2}},
+		{name: "no colon", give: section + "  open_duration 15s\n", want: &Error{Line: 7, Column: 3}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Locate([]byte(tt.give))
+			if got != nil && got.Msg == "" {
+				t.Errorf("Locate: %+v, without a message", got)
+			}
+			if got != nil {
+				got = &Error{Line: got.Line, Column: got.Column}
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("Locate (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestLocateInShippedConfig: a key of the shipped config.yaml indented one
+// space too far is placed on its own line, not on its section's first.
+func TestLocateInShippedConfig(t *testing.T) {
+	data, err := os.ReadFile("../../config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(data), "\n")
+	at := slices.Index(lines, "  policy: drop")
+	if at < 0 {
+		t.Fatal("config.yaml has no gate.policy line")
+	}
+	lines[at] = " " + lines[at]
+	got := Locate([]byte(strings.Join(lines, "\n")))
+	if got == nil || got.Line != at+1 {
+		t.Errorf("Locate = %+v, want line %d (the mis-indented key)", got, at+1)
+	}
+}
