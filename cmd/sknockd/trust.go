@@ -192,6 +192,10 @@ func loadTrust(ctx context.Context, c *Config, how trustLoad) (*gate.Trust, *tru
 	}
 	warnings := fetchCRLs(ctx, c, certs.CAs, how)
 	trust, info, err := buildTrust(c, certs, how.pendingOK)
+	if err != nil && len(warnings) > 0 {
+		// The fetch's own failure is the root cause of a missing CRL.
+		err = fmt.Errorf("%w: %w", err, errors.Join(warnings...))
+	}
 	if err != nil {
 		return nil, nil, info, warnings, err
 	}
@@ -215,7 +219,11 @@ func fetchCRLs(ctx context.Context, c *Config, cas []*x509.Certificate, how trus
 			}
 		}
 		if err := fetchCRL(ctx, how.fetch, how.validators, src, cas); err != nil {
-			warnings = append(warnings, fmt.Errorf("%s: %w (keeping %s)", urlKey(src), err, src.File))
+			keeping := " (keeping " + src.File + ")"
+			if _, statErr := os.Stat(src.File); statErr != nil {
+				keeping = ""
+			}
+			warnings = append(warnings, fmt.Errorf("%s: %w%s", urlKey(src), err, keeping))
 		}
 	}
 	return warnings
