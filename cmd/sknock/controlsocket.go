@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"time"
@@ -28,9 +29,9 @@ type controlFlags struct {
 	socket, config string
 }
 
-func (c *controlFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.socket, "socket", "", "sknockd's control socket (default: control.socket in --config)")
-	fs.StringVar(&c.config, "config", "", "sknockd's configuration, for its control.socket (default "+defaultDaemonConfig+" when readable)")
+func (c *controlFlags) register(flags *flag.FlagSet) {
+	flags.StringVar(&c.socket, "socket", "", "sknockd's control socket (default: control.socket in --config)")
+	flags.StringVar(&c.config, "config", "", "sknockd's configuration, for its control.socket (default "+defaultDaemonConfig+" when readable)")
 }
 
 // target returns the socket to use and how it was found, for errors:
@@ -90,4 +91,27 @@ func (c *controlFlags) call(req control.Request, timeout time.Duration) (control
 		err = fmt.Errorf("%w [socket from %s]", err, how)
 	}
 	return resp, err
+}
+
+// parseControlCommand parses the flags of a control command that takes
+// no arguments (status, reload): where the socket is, and --json. code is
+// the exit status when the command should end now (help, bad flags), -1
+// otherwise.
+func parseControlCommand(name, usage string, args []string, stdout, stderr io.Writer) (target controlFlags, asJSON bool, code int) {
+	flags := flag.NewFlagSet(name, flag.ContinueOnError)
+	flags.SetOutput(stderr)
+	flags.Usage = func() { fmt.Fprint(helpOut(args, stdout, stderr), usage) }
+	target.register(flags)
+	flags.BoolVar(&asJSON, "json", false, "print JSON")
+	if err := flags.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return target, asJSON, 0
+		}
+		return target, asJSON, 2
+	}
+	if flags.NArg() > 0 {
+		fmt.Fprintf(stderr, "sknock %s: unexpected argument %q\n", name, flags.Arg(0))
+		return target, asJSON, 2
+	}
+	return target, asJSON, -1
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -25,21 +24,9 @@ Exit status: 0 applied, 1 refused or sknockd unreachable, 2 bad flags.
 `
 
 func runReload(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("reload", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(helpOut(args, stdout, stderr), reloadUsage) }
-	var target controlFlags
-	target.register(fs)
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "sknock reload: unexpected argument %q\n", fs.Arg(0))
-		return 2
+	target, asJSON, code := parseControlCommand("reload", reloadUsage, args, stdout, stderr)
+	if code >= 0 {
+		return code
 	}
 	resp, err := target.call(control.Request{Command: control.CommandReload}, control.ReloadTimeout)
 	if err == nil && resp.Reload == nil {
@@ -49,7 +36,7 @@ func runReload(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "sknock reload: %v\n", err)
 		return 1
 	}
-	if *asJSON {
+	if asJSON {
 		return printJSON(stdout, stderr, resp.Reload)
 	}
 	fmt.Fprintf(stdout, "configuration reloaded; changed: %s\n", changedList(resp.Reload.Changed))

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"slices"
@@ -25,21 +24,9 @@ refused; 3 it answered but its rule set is damaged or its CRL stale.
 `
 
 func runStatus(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(helpOut(args, stdout, stderr), statusUsage) }
-	var target controlFlags
-	target.register(fs)
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "sknock status: unexpected argument %q\n", fs.Arg(0))
-		return 2
+	target, asJSON, done := parseControlCommand("status", statusUsage, args, stdout, stderr)
+	if done >= 0 {
+		return done
 	}
 	resp, err := target.call(control.Request{Command: control.CommandStatus}, controlTimeout)
 	if err == nil && resp.Status == nil {
@@ -54,7 +41,7 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	if !st.RulesHealthy || st.Trust.CRLStale {
 		code = 3
 	}
-	if *asJSON {
+	if asJSON {
 		if c := printJSON(stdout, stderr, st); c != 0 {
 			return c
 		}

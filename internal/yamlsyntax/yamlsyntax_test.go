@@ -1,9 +1,6 @@
 package yamlsyntax
 
 import (
-	"os"
-	"slices"
-	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -34,24 +31,5 @@ func TestLocate(t *testing.T) {
 				t.Errorf("Locate (-want +got):\n%s", diff)
 			}
 		})
-	}
-}
-
-// TestLocateInShippedConfig: a key of the shipped config.yaml indented one
-// space too far is placed on its own line, not on its section's first.
-func TestLocateInShippedConfig(t *testing.T) {
-	data, err := os.ReadFile("../../config.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(string(data), "\n")
-	at := slices.Index(lines, "  policy: drop")
-	if at < 0 {
-		t.Fatal("config.yaml has no gate.policy line")
-	}
-	lines[at] = " " + lines[at]
-	got := Locate([]byte(strings.Join(lines, "\n")))
-	if got == nil || got.Line != at+1 {
-		t.Errorf("Locate = %+v, want line %d (the mis-indented key)", got, at+1)
 	}
 }
