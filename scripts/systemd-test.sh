@@ -217,7 +217,7 @@ log "install: starts nothing"
 deb=$(cd "$root/root" && ls sknock_1.0.0_*.deb)
 expect_output "apt install says sknockd is NOT started" "sknockd is NOT started" \
 	in_c env DEBIAN_FRONTEND=noninteractive apt-get install -y "/root/$deb"
-expect_output "fresh install: sknockd disabled" "^disabled" in_c sh -c 'systemctl is-enabled sknockd.service || true' 
+expect_output "fresh install: sknockd disabled" "^disabled" in_c sh -c 'systemctl is-enabled sknockd.service || true'
 expect_output "fresh install: sknockd inactive" "^inactive" in_c sh -c 'systemctl is-active sknockd.service || true'
 expect "fresh install: no rules" in_c sh -c '! iptables -t mangle -S SKNOCK'
 expect "fresh install: port still reachable" port_open
