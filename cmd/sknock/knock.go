@@ -24,8 +24,9 @@ const knockUsage = `usage: sknock knock [flags] HOST [PROTO/PORT...]
 Send one signed, encrypted knock per PROTO/PORT (tcp/22, udp/8000) to HOST's
 gatekeeper, then verify every TCP port by connecting to it, knocking again
 when a port is not open within --timeout. UDP ports cannot be verified.
-The bundle password comes from --password-file or $SKNOCK_PASSWORD.
-Unlocking the bundle costs about 2 ms; --key-cache 1h keeps it unlocked in
+The bundle password comes from --password-file or $SKNOCK_PASSWORD, else
+it is asked for on the terminal (never when stdin is not one: a
+ProxyCommand's is the connection). Unlocking the bundle costs about 2 ms; --key-cache 1h keeps it unlocked in
 the kernel's per-user keyring for an hour (Linux only; purge: keyctl purge
 -p user sknock:).
 
