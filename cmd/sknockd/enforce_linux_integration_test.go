@@ -590,3 +590,36 @@ func BenchmarkRefusalTiming(b *testing.B) {
 		}
 	}
 }
+
+// TestIntegrationContainersRevocation: a revoke ends a live connection to
+// a port published from a container (DNAT, forwarded: no local socket to
+// destroy). Its conntrack entry is deleted, so the client's next segment
+// is a stray one to a protected port: refused under reject, dropped under
+// drop, never passed on to the container; the client's connection ends
+// within 2 s either way, and the port is hidden again.
+func TestIntegrationContainersRevocation(t *testing.T) {
+	requireTools(t)
+	for _, policy := range []string{"reject", "drop"} {
+		t.Run(policy, func(t *testing.T) {
+			e := &env{net: e2e.NewNet(t), pki: e2e.NewPKI(t), policy: policy}
+			e.alice = e.pki.Client(t, "alice", "tcp/2000,tcp/2001")
+			addContainers(t, e, dockerRules)
+			e.daemon = e2e.StartDaemon(t, e.net, e.pki.Config(fmt.Sprintf(containerSections, policy, "1m")))
+			alice := e.client(false)
+			if _, line := e.knock(t, e.alice, alice, netip.Addr{}, packet.TCP, pubA); line.String("verdict") != "grant" {
+				t.Fatalf("knock: %v, want a grant", line)
+			}
+			stopped := talk(t, alice, pubA)
+			if stopped == nil {
+				t.FailNow()
+			}
+			time.Sleep(600 * time.Millisecond)
+			sent := time.Now()
+			if out, errOut, code := sknockCLI(t, nil, "grants", "revoke", "--source", alice.addr.String(), "--socket", e.pki.ControlSocket()); code != 0 {
+				t.Fatalf("sknock grants revoke: exit %d\n%s%s", code, out, errOut)
+			}
+			wantStoppedWithin(t, stopped, sent, "the connection to the container", "the revoke")
+			e.wantClosed(t, alice, packet.TCP, pubA)
+		})
+	}
+}
