@@ -38,6 +38,8 @@ type outcome struct {
 	openReason Reason
 	openErr    error
 	knock      *knock.Knock
+	// knock2 is the opened v2 knock (knock is nil then).
+	knock2 *knock.KnockV2
 
 	// certReason and certErr: a certificate refusal that holds at any
 	// time under this trust state (untrusted, malformed, revoked by a

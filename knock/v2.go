@@ -238,33 +238,25 @@ func EncOf(datagram []byte) []byte {
 // Opener opens v2 knocks for one server: its Target and private key.
 type Opener struct {
 	*Target
-	kem hpke.PrivateKey
+	key ecdh.KeyExchanger
 }
 
 // NewOpener returns the Opener of the server certificate whose
 // SubjectPublicKeyInfo is spki, with its private key priv (which must
 // match).
-func NewOpener(spki []byte, priv *ecdh.PrivateKey) (*Opener, error) {
-	return NewOpenerWith(spki, priv)
-}
-
-// NewOpenerWith is NewOpener with the key exchange left to kx (the
-// server's key), so that a server can remember shared secrets per
-// encapsulated key.
-func NewOpenerWith(spki []byte, kx ecdh.KeyExchanger) (*Opener, error) {
+func NewOpener(spki []byte, priv ecdh.KeyExchanger) (*Opener, error) {
 	t, err := NewTarget(spki)
 	if err != nil {
 		return nil, err
 	}
-	if !kx.PublicKey().Equal(t.pub) {
+	if priv == nil || !priv.PublicKey().Equal(t.pub) {
 		return nil, fmt.Errorf("%w: the private key does not match the certificate", ErrInvalidArgument)
 	}
-	kem, err := hpke.NewDHKEMPrivateKey(kx)
-	if err != nil {
-		return nil, fmt.Errorf("knock: %w", err)
-	}
-	return &Opener{Target: t, kem: kem}, nil
+	return &Opener{Target: t, key: priv}, nil
 }
+
+// Key returns the server's private key.
+func (o *Opener) Key() ecdh.KeyExchanger { return o.key }
 
 // OpenV2 makes steps 1, 2, 4 and 5 of PROTOCOL-v2.md on datagram: the
 // envelope, mac1, the HPKE open and the plaintext's layout. Step 3 (the
@@ -272,16 +264,27 @@ func NewOpenerWith(spki []byte, kx ecdh.KeyExchanger) (*Opener, error) {
 // CheckEnvelopeV2 and CheckMAC1 first. The returned knock aliases a fresh
 // plaintext buffer and, for Enc, the datagram. It never panics.
 func (o *Opener) OpenV2(datagram []byte) (*KnockV2, error) {
+	return o.OpenV2With(datagram, o.key)
+}
+
+// OpenV2With is OpenV2 with the key exchange left to kx, which must be
+// the server's key (a server may remember shared secrets per
+// encapsulated key).
+func (o *Opener) OpenV2With(datagram []byte, kx ecdh.KeyExchanger) (*KnockV2, error) {
 	if err := CheckEnvelopeV2(datagram); err != nil {
 		return nil, err
 	}
 	if !o.CheckMAC1(datagram) {
 		return nil, ErrMAC1
 	}
+	kem, err := hpke.NewDHKEMPrivateKey(kx)
+	if err != nil {
+		return nil, fmt.Errorf("knock: %w", err)
+	}
 	header := datagram[:headerSize]
 	enc := datagram[offEnc:offCT]
 	ct := datagram[offCT : len(datagram)-MAC1Size]
-	r, err := hpke.NewRecipient(enc, o.kem, hpke.HKDFSHA256(), hpke.AES128GCM(), o.info)
+	r, err := hpke.NewRecipient(enc, kem, hpke.HKDFSHA256(), hpke.AES128GCM(), o.info)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrPublicKey, err)
 	}

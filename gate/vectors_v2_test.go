@@ -1,0 +1,238 @@
+package gate
+
+import (
+	"bytes"
+	"crypto/ecdh"
+	"crypto/x509"
+	"net/netip"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"sknock/knock"
+	"sknock/packet"
+)
+
+// vectorClockV2 is the time every v2 vector knock was sealed at
+// (vectors/v2/README.md): the certificates, the CRL and the timestamps
+// are all judged at it.
+var vectorClockV2 = time.UnixMilli(1796083200000)
+
+// countingKey is a server key that counts its ECDHs.
+type countingKey struct {
+	*ecdh.PrivateKey
+	n atomic.Int64
+}
+
+func (k *countingKey) ECDH(peer *ecdh.PublicKey) ([]byte, error) {
+	k.n.Add(1)
+	return k.PrivateKey.ECDH(peer)
+}
+
+// vectorTrustV2 is vectorTrust whose v2 opener counts its ECDHs.
+func vectorTrustV2(t testing.TB) (*Trust, *countingKey) {
+	t.Helper()
+	trust := vectorTrust(t)
+	key := &countingKey{PrivateKey: trust.ServerKey}
+	server, err := knock.NewOpener(serverSPKI(t), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust.Opener = server
+	return trust, key
+}
+
+// serverSPKI is the vectors' server certificate's SubjectPublicKeyInfo.
+func serverSPKI(t testing.TB) []byte {
+	t.Helper()
+	c, err := x509.ParseCertificate(readVector(t, "server.der"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.RawSubjectPublicKeyInfo
+}
+
+func v2Input(data []byte, src string) Input {
+	return Input{Datagram: data, Source: netip.MustParseAddr(src), Now: vectorClockV2}
+}
+
+func TestDecideV2Vectors(t *testing.T) {
+	a4, a6, b4 := netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("fd00:5e::2"), netip.MustParseAddr("198.18.0.3")
+	tests := []struct {
+		name       string
+		give       string
+		src        string
+		want       Reason
+		wantGrants []Grant
+		wantECDH   int64
+	}{
+		{"a tcp 2000 v4", "knock2-a-tcp2000-v4.bin", "198.18.0.2", ReasonNone, []Grant{{a4, packet.TCP, 2000}}, 1},
+		{"a multi v4", "knock2-a-multi-v4.bin", "198.18.0.2", ReasonNone, []Grant{{a4, packet.TCP, 2000}, {a4, packet.TCP, 3000}, {a4, packet.UDP, 8000}}, 1},
+		{"a tcp 3000 v6", "knock2-a-tcp3000-v6.bin", "fd00:5e::2", ReasonNone, []Grant{{a6, packet.TCP, 3000}}, 1},
+		{"b tcp 22 v4", "knock2-b-tcp22-v4.bin", "198.18.0.3", ReasonNone, []Grant{{b4, packet.TCP, 22}}, 1},
+		{"6.999 s ahead", "knock2-a-ts-ahead6999.bin", "198.18.0.2", ReasonNone, []Grant{{a4, packet.TCP, 2000}}, 1},
+		{"7.001 s behind", "knock2-a-ts-behind7001.bin", "198.18.0.2", ReasonStaleTimestamp, nil, 1},
+		{"b unauthorised", "knock2-b-tcp2000-unauthorized.bin", "198.18.0.3", ReasonNotAuthorized, nil, 1},
+		{"partly unauthorised", "knock2-a-partly-unauthorized.bin", "198.18.0.2", ReasonNotAuthorized, nil, 1},
+		{"revoked", "knock2-revoked-tcp2000.bin", "198.18.0.2", ReasonRevoked, nil, 1},
+		{"no authorisation", "knock2-noauth-tcp2000.bin", "198.18.0.2", ReasonNotAuthorized, nil, 1},
+		{"rogue CA", "knock2-rogue-tcp2000.bin", "198.18.0.2", ReasonUntrusted, nil, 1},
+		{"bad mac1", "knock2-a-badmac.bin", "198.18.0.2", ReasonBadMAC1, nil, 0},
+		{"other server", "knock2-a-otherserver.bin", "198.18.0.2", ReasonBadMAC1, nil, 0},
+		{"source mismatch v4", "knock2-a-tcp2000-v4.bin", "198.18.0.9", ReasonSourceMismatch, nil, 1},
+		{"source mismatch v6", "knock2-a-tcp3000-v6.bin", "fd00:5e::9", ReasonSourceMismatch, nil, 1},
+		{"v4 knock over v6", "knock2-a-tcp2000-v4.bin", "fd00:5e::2", ReasonSourceMismatch, nil, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			trust, key := vectorTrustV2(t)
+			d := Decide(v2Input(readVector(t, "v2/"+tt.give), tt.src), trust, NewReplayCache(0))
+			if d.Reason != tt.want {
+				t.Fatalf("Decide() reason = %v (%v), want %v", d.Reason, d.Err, tt.want)
+			}
+			if d.Version != 2 {
+				t.Errorf("Version = %d, want 2", d.Version)
+			}
+			if d.Granted() {
+				if !slices.Equal(tt.wantGrants, d.Grants) {
+					t.Errorf("grants = %v, want %v", d.Grants, tt.wantGrants)
+				}
+			}
+			if n := key.n.Load(); n != tt.wantECDH {
+				t.Errorf("%d ECDHs, want %d", n, tt.wantECDH)
+			}
+		})
+	}
+}
+
+// TestEngineV2Replay: a granted knock seen again is refused at step 3
+// without an ECDH, and so is a knock refused for its source address that
+// comes again from the right one.
+func TestEngineV2Replay(t *testing.T) {
+	tests := []struct {
+		name      string
+		firstFrom string
+		want      Reason
+	}{
+		{"granted, then again", "198.18.0.2", ReasonNone},
+		{"wrong source, then the right one", "198.18.0.9", ReasonSourceMismatch},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			trust, key := vectorTrustV2(t)
+			clock := &fakeClock{now: vectorClockV2}
+			e := NewEngine(Config{Clock: clock.Now}, trust)
+			data := readVector(t, "v2/knock2-a-multi-v4.bin")
+			if d := e.Knock(netip.MustParseAddr(tt.firstFrom), data); d.Reason != tt.want {
+				t.Fatalf("first: %v (%v), want %v", d.Reason, d.Err, tt.want)
+			}
+			before := key.n.Load()
+			d := e.Knock(netip.MustParseAddr("198.18.0.2"), data)
+			if d.Reason != ReasonReplay {
+				t.Fatalf("again: %v (%v), want replay", d.Reason, d.Err)
+			}
+			if n := key.n.Load() - before; n != 0 {
+				t.Errorf("the replay cost %d ECDHs, want 0", n)
+			}
+		})
+	}
+}
+
+func TestEngineV2GrantsEveryRequest(t *testing.T) {
+	trust, _ := vectorTrustV2(t)
+	clock := &fakeClock{now: vectorClockV2}
+	e := NewEngine(Config{Clock: clock.Now, Protects: func(p packet.Proto, port uint16) bool { return port != 3000 }}, trust)
+	src := netip.MustParseAddr("198.18.0.2")
+	if d := e.Knock(src, readVector(t, "v2/knock2-a-multi-v4.bin")); !d.Granted() {
+		t.Fatalf("denied: %v %v", d.Reason, d.Err)
+	}
+	for _, tt := range []struct {
+		proto packet.Proto
+		port  uint16
+		want  bool
+	}{{packet.TCP, 2000, true}, {packet.UDP, 8000, true}, {packet.TCP, 3000, false}, {packet.TCP, 22, false}} {
+		if got := e.Grants().Allowed(src, tt.proto, tt.port, clock.Now()); got != tt.want {
+			t.Errorf("%s/%d allowed = %v, want %v (tcp/3000 is not protected)", tt.proto, tt.port, got, tt.want)
+		}
+	}
+}
+
+func TestEngineRefusesProtocols(t *testing.T) {
+	trust, key := vectorTrustV2(t)
+	clock := &fakeClock{now: vectorClockV2}
+	e := NewEngine(Config{Clock: clock.Now, Protocols: []int{1}}, trust)
+	d := e.Knock(netip.MustParseAddr("198.18.0.2"), readVector(t, "v2/knock2-a-tcp2000-v4.bin"))
+	if d.Reason != ReasonProtocolRefused || key.n.Load() != 0 {
+		t.Errorf("v2 under protocols [1]: %v (%v), %d ECDHs; want protocol_refused, none", d.Reason, d.Err, key.n.Load())
+	}
+	e.SetProtocols([]int{2})
+	if d := e.Knock(netip.MustParseAddr("198.18.0.2"), readVector(t, "knock-a-tcp2000-v4.bin")); d.Reason != ReasonProtocolRefused {
+		t.Errorf("v1 under protocols [2]: %v, want protocol_refused", d.Reason)
+	}
+	if d := e.Knock(netip.MustParseAddr("198.18.0.2"), readVector(t, "v2/knock2-a-tcp2000-v4.bin")); !d.Granted() {
+		t.Errorf("v2 under protocols [2]: %v (%v), want granted", d.Reason, d.Err)
+	}
+}
+
+func TestDecideV2EveryChangedByteDenied(t *testing.T) {
+	trust, key := vectorTrustV2(t)
+	data := readVector(t, "v2/knock2-a-tcp2000-v4.bin")
+	for i := range data {
+		for _, flip := range []byte{0x01, 0x80} {
+			mod := bytes.Clone(data)
+			mod[i] ^= flip
+			d := Decide(v2Input(mod, "198.18.0.2"), trust, nil)
+			if d.Granted() {
+				t.Fatalf("byte %d ^ %#x: granted", i, flip)
+			}
+		}
+	}
+	if n := key.n.Load(); n != 0 {
+		t.Errorf("changed datagrams cost %d ECDHs, want 0 (mac1 covers every byte)", n)
+	}
+}
+
+// TestDecideV2OutcomeAndSecretCaches: a copy of a datagram is decided
+// alike from the outcome cache, and a datagram reusing an enc costs no
+// second ECDH.
+func TestDecideV2OutcomeAndSecretCaches(t *testing.T) {
+	trust, key := vectorTrustV2(t)
+	outcomes, secrets := newOutcomeCache(0), newSharedSecrets(0)
+	data := readVector(t, "v2/knock2-b-tcp2000-unauthorized.bin")
+	for range 3 {
+		d := decide(v2Input(data, "198.18.0.3"), trust, nil, outcomes, secrets)
+		if d.Reason != ReasonNotAuthorized {
+			t.Fatalf("reason %v, want not_authorized", d.Reason)
+		}
+	}
+	if n := key.n.Load(); n != 1 {
+		t.Errorf("%d ECDHs for three copies, want 1", n)
+	}
+	if outcomes.hits.Load() != 2 {
+		t.Errorf("%d outcome hits, want 2", outcomes.hits.Load())
+	}
+}
+
+func BenchmarkDecideV2(b *testing.B) {
+	trust := vectorTrust(b)
+	data := readVector(b, "v2/knock2-a-tcp2000-v4.bin")
+	in := v2Input(data, "198.18.0.2")
+	b.ReportAllocs()
+	for b.Loop() {
+		if d := Decide(in, trust, nil); !d.Granted() {
+			b.Fatal(d.Err)
+		}
+	}
+}
+
+func BenchmarkDecideV2BadMAC1(b *testing.B) {
+	trust := vectorTrust(b)
+	in := v2Input(readVector(b, "v2/knock2-a-badmac.bin"), "198.18.0.2")
+	b.ReportAllocs()
+	for b.Loop() {
+		if d := Decide(in, trust, nil); d.Reason != ReasonBadMAC1 {
+			b.Fatal(d.Err)
+		}
+	}
+}
