@@ -32,7 +32,7 @@ func KeyOfEnc(enc []byte) ReplayKey {
 // operation, steps 1 and 2 of PROTOCOL-v2.md: the envelope and mac1. It
 // returns ReasonNone when both hold. It does not allocate.
 func (t *Trust) CheckMAC1(datagram []byte) Reason {
-	if knock.CheckEnvelopeV2(datagram) != nil {
+	if !knock.ValidEnvelopeV2(datagram) {
 		return ReasonMalformed
 	}
 	if t == nil || t.Opener == nil {

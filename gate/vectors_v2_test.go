@@ -236,3 +236,60 @@ func BenchmarkDecideV2BadMAC1(b *testing.B) {
 		}
 	}
 }
+
+func TestKnockLane(t *testing.T) {
+	trust, key := vectorTrustV2(t)
+	tests := []struct {
+		name       string
+		give       []byte
+		protocols  []int
+		wantAtOnce bool
+		wantFast   bool
+	}{
+		{"v2, mac1 right", readVector(t, "v2/knock2-a-tcp2000-v4.bin"), nil, false, true},
+		{"v2, mac1 wrong", readVector(t, "v2/knock2-a-badmac.bin"), nil, true, false},
+		{"v2 for another server", readVector(t, "v2/knock2-a-otherserver.bin"), nil, true, false},
+		{"v2 too short", []byte("a\x02\x00\x00 short"), nil, true, false},
+		{"v1", readVector(t, "knock-a-tcp2000-v4.bin"), nil, false, false},
+		{"v1 refused", readVector(t, "knock-a-tcp2000-v4.bin"), []int{2}, true, false},
+		{"v2 refused", readVector(t, "v2/knock2-a-tcp2000-v4.bin"), []int{1}, true, false},
+		{"no knock", []byte("GET / HTTP/1.1"), nil, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := NewEngine(Config{Protocols: tt.protocols}, trust)
+			atOnce, fast := e.KnockLane(tt.give)
+			if atOnce != tt.wantAtOnce || fast != tt.wantFast {
+				t.Errorf("KnockLane = %v, %v, want %v, %v", atOnce, fast, tt.wantAtOnce, tt.wantFast)
+			}
+			if n := testing.AllocsPerRun(50, func() { e.KnockLane(tt.give) }); n != 0 {
+				t.Errorf("%v allocations, want 0", n)
+			}
+		})
+	}
+	if key.n.Load() != 0 {
+		t.Errorf("KnockLane did %d ECDHs", key.n.Load())
+	}
+}
+
+func TestParseProtocols(t *testing.T) {
+	tests := []struct {
+		give    []string
+		want    []int
+		wantErr bool
+	}{
+		{[]string{"1", "2"}, []int{1, 2}, false},
+		{[]string{"2"}, []int{2}, false},
+		{[]string{"1"}, []int{1}, false},
+		{nil, nil, true},
+		{[]string{"3"}, nil, true},
+		{[]string{"2", "2"}, nil, true},
+		{[]string{"v2"}, nil, true},
+	}
+	for _, tt := range tests {
+		got, err := ParseProtocols(tt.give)
+		if (err != nil) != tt.wantErr || !slices.Equal(got, tt.want) {
+			t.Errorf("ParseProtocols(%q) = %v, %v; want %v, error %v", tt.give, got, err, tt.want, tt.wantErr)
+		}
+	}
+}

@@ -208,6 +208,13 @@ func Version(datagram []byte) int {
 	return 0
 }
 
+// ValidEnvelopeV2 reports whether CheckEnvelopeV2 passes, without
+// allocating: for a server's first look at every datagram.
+func ValidEnvelopeV2(datagram []byte) bool {
+	n := len(datagram)
+	return n >= MinDatagramSizeV2 && n <= MaxDatagramSizeV2 && Version(datagram) == 2
+}
+
 // CheckEnvelopeV2 makes step 1 of PROTOCOL-v2.md: the size, the protocol
 // id and the version 2.0.0.
 func CheckEnvelopeV2(datagram []byte) error {

@@ -41,6 +41,9 @@ type Config struct {
 	KnockTolerance time.Duration
 	KnockWorkers   int
 	KnockBacklog   int
+	// KnockProtocols are the wire versions accepted (knock.protocols);
+	// nil: 1 and 2.
+	KnockProtocols []int
 	// ReplayFile keeps the replay memory across restarts (replayfile.go);
 	// empty: not kept, and a restart refuses knocks sealed before it.
 	ReplayFile string
@@ -157,6 +160,7 @@ var configKeys = map[string]map[string]keySetter{
 		"backlog":             setInt(func(c *Config) *int { return &c.KnockBacklog }, 0, 65536), // ×4 KiB of buffers each
 		"rate_limit":          setString(func(c *Config) *string { return &c.Rules.KnockRateLimit }),
 		"replay_file":         setString(func(c *Config) *string { return &c.ReplayFile }),
+		"protocols":           setProtocols,
 	},
 	"gate": {
 		"queue":                      setQueue(func(c *Config) *uint16 { return &c.Rules.GateQueue }),
@@ -413,6 +417,26 @@ func setPortList(field func(*Config) *[]rules.PortSpec) keySetter {
 		*field(c) = specs
 		return ""
 	}
+}
+
+func setProtocols(c *Config, n *yaml.Node) string {
+	if n.Kind != yaml.SequenceNode {
+		return "must be a list such as [1, 2]"
+	}
+	items := make([]string, 0, len(n.Content))
+	for _, item := range n.Content {
+		s, msg := scalar(item)
+		if msg != "" {
+			return msg
+		}
+		items = append(items, s)
+	}
+	versions, err := gate.ParseProtocols(items)
+	if err != nil {
+		return err.Error()
+	}
+	c.KnockProtocols = versions
+	return ""
 }
 
 func setPolicy(c *Config, n *yaml.Node) string {

@@ -224,6 +224,8 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 		MaxGrants:        cfg.MaxGrants,
 		MaxGrantsPerCert: cfg.MaxGrantsPerCert,
 		Clock:            sys.clock,
+		Protocols:        cfg.KnockProtocols,
+		Protects:         d.decisions.protects,
 	}
 	// The engine remembers through replay, which is opened once the engine
 	// can load what it holds, before any knock is read.

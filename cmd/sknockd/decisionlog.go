@@ -115,7 +115,7 @@ func (l *decisionLog) knock(src netip.Addr, d *gate.Decision, start, end time.Ti
 			return
 		}
 	}
-	fields := make([]zap.Field, 0, 14)
+	fields := make([]zap.Field, 0, 16)
 	verdict := d.Verdict()
 	unprotected := d.Granted() && d.Knock != nil && !l.protection.Load().protects(d.Knock.Proto, d.Knock.Port)
 	if unprotected {
@@ -141,6 +141,16 @@ func (l *decisionLog) knock(src netip.Addr, d *gate.Decision, start, end time.Ti
 		fields = append(fields,
 			zap.String("proto", k.Proto.String()),
 			zap.Uint64("port", uint64(k.Port)),
+			zap.String("client_ip", k.ClientIP.String()),
+			zap.Float64("skew_seconds", d.Skew.Seconds()),
+		)
+	}
+	if d.Version == 2 {
+		fields = append(fields, zap.Int("protocol", 2))
+	}
+	if k := d.KnockV2; k != nil {
+		fields = append(fields,
+			zap.String("requests", gate.RequestsString(k.Requests)),
 			zap.String("client_ip", k.ClientIP.String()),
 			zap.Float64("skew_seconds", d.Skew.Seconds()),
 		)
@@ -215,6 +225,12 @@ type protection struct {
 // start and on each reload.
 func (l *decisionLog) setProtection(c rules.Config) {
 	l.protection.Store(&protection{protect: c.Protect, allow: c.AlwaysAllow})
+}
+
+// protects reports whether a grant for proto/port opens anything under
+// the rule set in force (the engine grants a v2 knock those requests).
+func (l *decisionLog) protects(proto packet.Proto, port uint16) bool {
+	return l.protection.Load().protects(proto, port)
 }
 
 // protects reports whether a grant for proto/port opens anything; true

@@ -49,6 +49,9 @@ func (d *daemon) startReaders(ctx context.Context, cancel context.CancelFunc, op
 		// Under a flood, clients let in during the last 10 minutes are
 		// shed last.
 		Priority: d.engine.RecentlyGranted,
+		// v2 knocks whose mac1 is right wait ahead of v1 ones; a wrong
+		// mac1 is refused on the receive goroutine (PROTOCOL-v2.md).
+		Classify: d.engine.KnockLane,
 		Workers:  d.cfg.KnockWorkers,
 		Depth:    d.cfg.KnockBacklog,
 		// Knocks get the answer the rules give the knock ports' other

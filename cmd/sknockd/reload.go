@@ -26,6 +26,7 @@ var configValues = map[string]func(*Config) any{
 	"crl.required":                    func(c *Config) any { return c.CRLRequired },
 	"knock.ports":                     func(c *Config) any { return [2]uint16{c.Rules.KnockFirst, c.Rules.KnockLast} },
 	"knock.min_length":                func(c *Config) any { return c.Rules.MinLength },
+	"knock.protocols":                 func(c *Config) any { return c.KnockProtocols },
 	"knock.timestamp_tolerance":       func(c *Config) any { return c.KnockTolerance },
 	"knock.queue":                     func(c *Config) any { return c.Rules.KnockQueue },
 	"knock.workers":                   func(c *Config) any { return c.KnockWorkers },
@@ -124,6 +125,7 @@ func (d *daemon) reload(ctx context.Context) (refreshChanged bool, err error) {
 		}
 	}
 	d.engine.Reconfigure(fresh.Policy, fresh.OpenDuration)
+	d.engine.SetProtocols(fresh.KnockProtocols)
 	if d.knockQ != nil {
 		// In step with the rules just applied: the knocks the reader
 		// takes are answered as the knock ports' other datagrams are.
