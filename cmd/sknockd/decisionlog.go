@@ -115,7 +115,7 @@ func (l *decisionLog) knock(src netip.Addr, d *gate.Decision, start, end time.Ti
 			return
 		}
 	}
-	fields := make([]zap.Field, 0, 16)
+	fields := make([]zap.Field, 0, 18)
 	verdict := d.Verdict()
 	unprotected := d.Granted() && d.Knock != nil && !l.protection.Load().protects(d.Knock.Proto, d.Knock.Port)
 	if unprotected {
@@ -149,6 +149,9 @@ func (l *decisionLog) knock(src netip.Addr, d *gate.Decision, start, end time.Ti
 		fields = append(fields, zap.Int("protocol", 2))
 	}
 	if k := d.KnockV2; k != nil {
+		if len(k.Requests) == 1 { // the fields of a v1 knock, for readers of the log
+			fields = append(fields, zap.String("proto", k.Requests[0].Proto.String()), zap.Uint64("port", uint64(k.Requests[0].Port)))
+		}
 		fields = append(fields,
 			zap.String("requests", gate.RequestsString(k.Requests)),
 			zap.String("client_ip", k.ClientIP.String()),
