@@ -68,7 +68,10 @@ func decideV2(d Decision, in Input, certTime time.Time, trust *Trust, seen *Repl
 	// the outcome cache keys them by the whole datagram, since a changed
 	// ciphertext under one enc is another knock.
 	var fresh outcome
-	key := KeyOf(in.Datagram)
+	var key ReplayKey
+	if outcomes != nil {
+		key = KeyOf(in.Datagram)
+	}
 	o := outcomes.get(key, trust, false, in.Now)
 	if o == nil {
 		fresh = computeOutcomeV2(in.Datagram, trust, certTime, in.Now, secrets)
@@ -132,7 +135,7 @@ func decideV2(d Decision, in Input, certTime time.Time, trust *Trust, seen *Repl
 // before them, and makes them itself if a later copy is in the window).
 func computeOutcomeV2(datagram []byte, trust *Trust, certTime, now time.Time, secrets *sharedSecrets) outcome {
 	o := outcome{trust: trust, expires: now.Add(2*trust.Tolerance + outcomeSlack)}
-	k, err := trust.Opener.OpenV2With(datagram, secrets.exchanger(trust.Opener.Key()))
+	k, err := trust.Opener.OpenV2AfterMAC1(datagram, secrets.exchanger(trust.Opener.Key()))
 	if err != nil {
 		o.openReason, o.openErr = ReasonMalformed, err
 		if errors.Is(err, knock.ErrPublicKey) || errors.Is(err, knock.ErrDecrypt) {

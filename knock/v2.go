@@ -284,6 +284,17 @@ func (o *Opener) OpenV2With(datagram []byte, kx ecdh.KeyExchanger) (*KnockV2, er
 	if !o.CheckMAC1(datagram) {
 		return nil, ErrMAC1
 	}
+	return o.OpenV2AfterMAC1(datagram, kx)
+}
+
+// OpenV2AfterMAC1 is OpenV2With for a server that made steps 1 and 2
+// itself (CheckEnvelopeV2 or ValidEnvelopeV2, then CheckMAC1) on
+// datagram: it makes steps 4 and 5 only. Given a datagram whose envelope
+// is not good it returns an error; it never panics.
+func (o *Opener) OpenV2AfterMAC1(datagram []byte, kx ecdh.KeyExchanger) (*KnockV2, error) {
+	if !ValidEnvelopeV2(datagram) {
+		return nil, CheckEnvelopeV2(datagram)
+	}
 	kem, err := hpke.NewDHKEMPrivateKey(kx)
 	if err != nil {
 		return nil, fmt.Errorf("knock: %w", err)
