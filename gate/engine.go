@@ -2,7 +2,6 @@ package gate
 
 import (
 	"errors"
-	"fmt"
 	"math/big"
 	"net/netip"
 	"sync/atomic"
@@ -156,6 +155,14 @@ type Snapshot struct {
 	// SecretHits counts ECDHs spared because a datagram's ephemeral key
 	// was seen before.
 	SecretHits uint64
+}
+
+// errProtocolRefused are the errors of ReasonProtocolRefused by version
+// (made once: a flood of refused datagrams allocates nothing).
+var errProtocolRefused = [3]error{
+	nil,
+	errors.New("knock v1 refused by this host's knock.protocols"),
+	errors.New("knock v2 refused by this host's knock.protocols"),
 }
 
 var (
@@ -402,7 +409,7 @@ func (e *Engine) knock(src netip.Addr, datagram []byte) Decision {
 	var d Decision
 	if v := knock.Version(datagram); !e.Accepts(v) {
 		d.Version = v
-		d = deny(d, ReasonProtocolRefused, fmt.Errorf("knock v%d refused (knock.protocols)", v))
+		d = deny(d, ReasonProtocolRefused, errProtocolRefused[min(v, 2)])
 	} else {
 		d = decide(Input{Datagram: datagram, Source: src, Now: now}, trust, e.replay, e.outcomes, e.secrets)
 	}

@@ -333,3 +333,18 @@ func BenchmarkRefuseBadMAC1(b *testing.B) {
 		}
 	}
 }
+
+// TestRefusedAtOnceDoesNotAllocate: what the knock reader's receive
+// goroutine decides at once (a wrong mac1, a refused version) allocates
+// nothing, whatever the flood.
+func TestRefusedAtOnceDoesNotAllocate(t *testing.T) {
+	trust, _ := vectorTrustV2(t)
+	e := NewEngine(Config{Clock: (&fakeClock{now: vectorClockV2}).Now, Protocols: []int{2}}, trust)
+	src := netip.MustParseAddr("198.18.0.2")
+	for _, give := range []string{"v2/knock2-a-badmac.bin", "knock-a-tcp2000-v4.bin"} {
+		data := readVector(t, give)
+		if n := testing.AllocsPerRun(100, func() { e.KnockLane(data); e.Knock(src, data) }); n != 0 {
+			t.Errorf("%s: %v allocations, want 0", give, n)
+		}
+	}
+}
