@@ -444,6 +444,14 @@ func (k *KnockReader) worker(ctx context.Context) {
 	for {
 		if job, ok := k.next(); ok {
 			k.process(job)
+			// A worker that always finds work never blocks, and so never
+			// lets the receive goroutine (back from its receive, waiting
+			// for a P) run before the scheduler preempts it, up to 10 ms
+			// later: under a flood of knocks that cost an ECDH, that is
+			// the kernel's queue filling and dropping knocks of every
+			// kind. Yielding after each knock (a knock costs tens of µs,
+			// a yield well under one) keeps the reader reading.
+			runtime.Gosched()
 			continue
 		}
 		select {
