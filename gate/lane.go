@@ -3,6 +3,7 @@ package gate
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,6 +32,31 @@ func (e *Engine) KnockLane(datagram []byte) (atOnce, fast bool) {
 		return true, false
 	}
 	return false, true
+}
+
+// KnockAtOnce decides, and counts, a datagram that KnockLane said to
+// decide at once, without repeating KnockLane's mac1 check: a datagram
+// with a good v2 envelope is refused as bad_mac1 (fail closed, should it
+// be called for another), a version the configuration refuses as
+// protocol_refused, anything else as Decide refuses it. It is Knock for
+// the knock reader's receive goroutine (queue.KnockConfig.AtOnce), which
+// spares the second HMAC; it does not allocate.
+func (e *Engine) KnockAtOnce(src netip.Addr, datagram []byte) Decision {
+	var d Decision
+	d.Version = knock.Version(datagram)
+	switch {
+	case !e.Accepts(d.Version):
+		d = deny(d, ReasonProtocolRefused, errProtocolRefused[min(d.Version, 2)])
+	case d.Version == 2 && knock.ValidEnvelopeV2(datagram) && e.trust.Load() != nil:
+		d = deny(d, ReasonBadMAC1, errMAC1)
+	default:
+		return e.Knock(src, datagram)
+	}
+	e.stats.knocks[d.Reason].Add(1)
+	if e.pending.done(src) {
+		e.announce()
+	}
+	return d
 }
 
 // ParseProtocols reads the wire versions of knock.protocols ("1", "2"):

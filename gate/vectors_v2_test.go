@@ -316,7 +316,7 @@ func BenchmarkDecideV2KnownClient(b *testing.B) {
 
 // BenchmarkRefuseBadMAC1 is what the knock reader's receive goroutine
 // spends on a v2 datagram whose mac1 is wrong: Engine.KnockLane, then
-// Engine.Knock (counted, refused as bad_mac1).
+// Engine.KnockAtOnce (counted, refused as bad_mac1).
 func BenchmarkRefuseBadMAC1(b *testing.B) {
 	p := newTestPKI(b, map[string]string{"alice": "tcp/2000"})
 	e := NewEngine(Config{}, p.trust(b))
@@ -328,7 +328,7 @@ func BenchmarkRefuseBadMAC1(b *testing.B) {
 		if atOnce, _ := e.KnockLane(data); !atOnce {
 			b.Fatal("not refused at once")
 		}
-		if d := e.Knock(src, data); d.Reason != ReasonBadMAC1 {
+		if d := e.KnockAtOnce(src, data); d.Reason != ReasonBadMAC1 {
 			b.Fatal(d.Reason)
 		}
 	}
@@ -346,5 +346,39 @@ func TestRefusedAtOnceDoesNotAllocate(t *testing.T) {
 		if n := testing.AllocsPerRun(100, func() { e.KnockLane(data); e.Knock(src, data) }); n != 0 {
 			t.Errorf("%s: %v allocations, want 0", give, n)
 		}
+		if n := testing.AllocsPerRun(100, func() { e.KnockLane(data); e.KnockAtOnce(src, data) }); n != 0 {
+			t.Errorf("%s at once: %v allocations, want 0", give, n)
+		}
+	}
+}
+
+// TestKnockAtOnceDecidesAsKnock: for whatever KnockLane sends to be
+// decided at once, KnockAtOnce gives Knock's reason, and counts it.
+func TestKnockAtOnceDecidesAsKnock(t *testing.T) {
+	trust, key := vectorTrustV2(t)
+	for _, tt := range []struct {
+		give      []byte
+		protocols []int
+	}{
+		{readVector(t, "v2/knock2-a-badmac.bin"), nil},
+		{readVector(t, "v2/knock2-a-otherserver.bin"), nil},
+		{readVector(t, "knock-a-tcp2000-v4.bin"), []int{2}},
+		{readVector(t, "v2/knock2-a-tcp2000-v4.bin"), []int{1}},
+		{[]byte("a\x02\x00\x00 too short"), nil},
+		{[]byte("a\x03\x00\x00 some future version of a knock, long enough to be one"), nil},
+	} {
+		clock := &fakeClock{now: vectorClockV2}
+		e := NewEngine(Config{Clock: clock.Now, Protocols: tt.protocols}, trust)
+		if atOnce, _ := e.KnockLane(tt.give); !atOnce {
+			t.Fatalf("%.12q: KnockLane does not decide it at once", tt.give)
+		}
+		want := e.Knock(netip.MustParseAddr("198.18.0.2"), tt.give).Reason
+		got := e.KnockAtOnce(netip.MustParseAddr("198.18.0.2"), tt.give).Reason
+		if got != want || e.Snapshot().Knocks[want.String()] != 2 {
+			t.Errorf("%.12q: KnockAtOnce %v, Knock %v (counted %v)", tt.give, got, want, e.Snapshot().Knocks)
+		}
+	}
+	if key.n.Load() != 0 {
+		t.Errorf("%d ECDHs", key.n.Load())
 	}
 }

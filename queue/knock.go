@@ -94,6 +94,11 @@ type KnockConfig struct {
 	Classify func(payload []byte) (atOnce, fast bool)
 	// FastDepth bounds the fast lane; zero: Depth. Used with Classify.
 	FastDepth int
+	// AtOnce, when set, runs instead of Handle for the knocks Classify
+	// says to decide at once (sknockd: Engine.KnockAtOnce, which spares
+	// Classify's mac1 check a second time); same contract as Handle.
+	// Nil: Handle.
+	AtOnce func(src netip.Addr, payload []byte)
 	// Reject is how the reader starts answering knocks (SetReject changes
 	// it while running): true, as the kernel answers a closed port, by
 	// repeating each packet with RejectMark set, which the rules' mark
@@ -405,7 +410,13 @@ func (k *KnockReader) handle(p Packet) {
 		if k.cfg.Queued != nil {
 			k.cfg.Queued(src)
 		}
-		k.process(knockJob{src: src, buf: payload})
+		handle := k.cfg.Handle
+		if k.cfg.AtOnce != nil {
+			handle = k.cfg.AtOnce
+		}
+		handle(src, payload)
+		k.free <- buf
+		st.Handled.Add(1)
 		return
 	}
 	lane := k.lanes[laneCommon]

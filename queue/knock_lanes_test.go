@@ -99,3 +99,25 @@ func TestKnockLaneOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestKnockAtOnceHook: with AtOnce set, the knocks to decide at once go
+// to it, not to Handle, and are counted as handled.
+func TestKnockAtOnceHook(t *testing.T) {
+	var handled, atOnce []string
+	k, err := queue.NewKnock(queue.KnockConfig{Workers: 1, Depth: 4, CopyRange: 64,
+		Classify: classifyByFirstByte,
+		Handle:   func(_ netip.Addr, p []byte) { handled = append(handled, string(p)) },
+		AtOnce:   func(_ netip.Addr, p []byte) { atOnce = append(atOnce, string(p)) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sock discardSocket
+	for i, p := range []string{"xbad", "fast", "common"} {
+		queue.HandleKnockPacket(k, &sock, queue.Packet{ID: uint32(i + 1), Data: packettest.UDPPacket(client4, 5000, server4, 20000, []byte(p))})
+	}
+	for queue.ProcessOneKnock(k) {
+	}
+	if len(atOnce) != 1 || atOnce[0] != "xbad" || len(handled) != 2 || k.Stats().Handled.Load() != 3 {
+		t.Errorf("AtOnce got %q, Handle %q, Handled %d; want xbad, then the other two, 3", atOnce, handled, k.Stats().Handled.Load())
+	}
+}
