@@ -148,13 +148,7 @@ func computeOutcomeV2(datagram []byte, trust *Trust, certTime, now time.Time, se
 		return o
 	}
 	client, err := trust.Verifier.VerifyChain(k.Chain, certTime)
-	if err != nil {
-		if timeless(err) {
-			o.certReason, o.certErr = certReason(err), err
-		}
-		return o
-	}
-	o.sigChecked, o.sigOK = true, k.VerifySignature(client.PublicKey)
+	o.judgeCertificate(client, err, k.VerifySignature)
 	return o
 }
 

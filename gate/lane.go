@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"sknock/knock"
+	"sknock/pki"
 )
 
 // KnockLane says, on the knock reader's receive goroutine, how a knock
@@ -82,14 +83,9 @@ func ParseProtocols(items []string) ([]int, error) {
 // RequestsString writes a v2 knock's requests as the command line does:
 // "tcp/22,tcp/443,udp/8000".
 func RequestsString(reqs []knock.Request) string {
-	var sb strings.Builder
+	asked := make(pki.Authorization, len(reqs))
 	for i, r := range reqs {
-		if i > 0 {
-			sb.WriteByte(',')
-		}
-		sb.WriteString(r.Proto.String())
-		sb.WriteByte('/')
-		sb.WriteString(strconv.Itoa(int(r.Port)))
+		asked[i] = pki.Permission{Proto: r.Proto, Port: r.Port}
 	}
-	return sb.String()
+	return asked.CLIString()
 }

@@ -382,3 +382,10 @@ func TestKnockAtOnceDecidesAsKnock(t *testing.T) {
 		t.Errorf("%d ECDHs", key.n.Load())
 	}
 }
+
+func TestRequestsString(t *testing.T) {
+	got := RequestsString([]knock.Request{{Proto: packet.TCP, Port: 22}, {Proto: packet.UDP, Port: 8000}})
+	if got != "tcp/22,udp/8000" {
+		t.Errorf("RequestsString = %q, want tcp/22,udp/8000", got)
+	}
+}

@@ -9,13 +9,11 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -23,15 +21,21 @@ import (
 	"sknock/packet"
 )
 
+// readVector returns the contents of the interop vector file name.
+func readVector(t testing.TB, name string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(vector(t, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
 // vectorOpener is the v2 Opener of the vectors' server (server.pfx and
 // server.der).
 func vectorOpener(t testing.TB) *Opener {
 	t.Helper()
-	der, err := os.ReadFile(vector(t, "server.der"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
+	cert, err := x509.ParseCertificate(readVector(t, "server.der"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,21 +60,7 @@ type expectedV2 struct {
 }
 
 func readExpectedV2(t testing.TB) map[string]expectedV2 {
-	t.Helper()
-	data, err := os.ReadFile(vector(t, "v2/expected.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]expectedV2{}
-	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		name, js, _ := strings.Cut(line, " ")
-		var e expectedV2
-		if err := json.Unmarshal([]byte(js), &e); err != nil {
-			t.Fatalf("v2/expected.txt %s: %v", name, err)
-		}
-		out[name] = e
-	}
-	return out
+	return readExpectedFile[expectedV2](t, "v2/expected.txt")
 }
 
 // describeV2 is what OpenV2 found in data, in expected.txt's terms.
@@ -105,10 +95,7 @@ func TestOpenV2Vectors(t *testing.T) {
 	}
 	for name, w := range want {
 		t.Run(name, func(t *testing.T) {
-			data, err := os.ReadFile(vector(t, "v2/"+name))
-			if err != nil {
-				t.Fatal(err)
-			}
+			data := readVector(t, "v2/"+name)
 			got := describeV2(o, data)
 			if diff := cmp.Diff(w, got); diff != "" {
 				t.Errorf("fields (-want +got):\n%s", diff)
@@ -122,10 +109,7 @@ func TestOpenV2Vectors(t *testing.T) {
 
 func TestOpenV2RejectsEveryChangedByte(t *testing.T) {
 	o := vectorOpener(t)
-	data, err := os.ReadFile(vector(t, "v2/knock2-a-tcp2000-v4.bin"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := readVector(t, "v2/knock2-a-tcp2000-v4.bin")
 	// mac1 covers every byte before it, and mac1 is its own check: a
 	// one-bit change anywhere fails at step 1 or 2.
 	for i := range data {
@@ -400,10 +384,7 @@ func openPlaintext(o *Opener, data []byte) ([]byte, error) {
 
 func BenchmarkOpenV2(b *testing.B) {
 	o := vectorOpener(b)
-	data, err := os.ReadFile(vector(b, "v2/knock2-a-tcp2000-v4.bin"))
-	if err != nil {
-		b.Fatal(err)
-	}
+	data := readVector(b, "v2/knock2-a-tcp2000-v4.bin")
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := o.OpenV2(data); err != nil {
@@ -414,10 +395,7 @@ func BenchmarkOpenV2(b *testing.B) {
 
 func BenchmarkCheckMAC1(b *testing.B) {
 	o := vectorOpener(b)
-	data, err := os.ReadFile(vector(b, "v2/knock2-a-badmac.bin"))
-	if err != nil {
-		b.Fatal(err)
-	}
+	data := readVector(b, "v2/knock2-a-badmac.bin")
 	b.ReportAllocs()
 	for b.Loop() {
 		if o.CheckMAC1(data) {
@@ -457,10 +435,7 @@ func TestMAC1IsHMAC(t *testing.T) {
 
 func TestCheckMAC1DoesNotAllocate(t *testing.T) {
 	o := vectorOpener(t)
-	data, err := os.ReadFile(vector(t, "v2/knock2-a-tcp2000-v4.bin"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := readVector(t, "v2/knock2-a-tcp2000-v4.bin")
 	if n := testing.AllocsPerRun(100, func() { o.CheckMAC1(data) }); n != 0 {
 		t.Errorf("CheckMAC1: %v allocations, want 0", n)
 	}
