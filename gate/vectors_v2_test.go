@@ -5,6 +5,7 @@ import (
 	"crypto/ecdh"
 	"crypto/x509"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"sknock/knock"
 	"sknock/packet"
+	"sknock/pki"
 )
 
 // vectorClockV2 is the time every v2 vector knock was sealed at
@@ -387,5 +389,50 @@ func TestRequestsString(t *testing.T) {
 	got := RequestsString([]knock.Request{{Proto: packet.TCP, Port: 22}, {Proto: packet.UDP, Port: 8000}})
 	if got != "tcp/22,udp/8000" {
 		t.Errorf("RequestsString = %q, want tcp/22,udp/8000", got)
+	}
+}
+
+// TestDecideV2ChainInKnock: a client of an intermediate CA that the host
+// does not list is granted when its knock carries the intermediate, and
+// refused without it, or once the root's CRL revokes the intermediate.
+func TestDecideV2ChainInKnock(t *testing.T) {
+	p := newTestPKI(t, nil)
+	p.WriteCRL(t)
+	dave, sub := p.Intermediate(t, "ops", "dave")
+	cas, err := pki.LoadCertificates(filepath.Join(sub, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	target, err := knock.NewTarget(p.Server.Cert.RawSubjectPublicKeyInfo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	src := netip.MustParseAddr("198.18.0.2")
+	seal := func(chain ...[]byte) []byte {
+		k := &knock.KnockV2{TimestampMillis: uint64(now.UnixMilli()), ClientIP: src,
+			Requests: []knock.Request{{Proto: packet.TCP, Port: 2000}}, Chain: chain}
+		data, err := knock.SealV2(k, dave.Key, target, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	decideWith := func(trust *Trust, data []byte) Reason {
+		return Decide(Input{Datagram: data, Source: src, Now: now}, trust, nil).Reason
+	}
+	trust := p.trust(t)
+	if r := decideWith(trust, seal(dave.Cert.Raw, cas[0].Raw)); r != ReasonNone {
+		t.Errorf("client, intermediate: %v, want granted", r)
+	}
+	if r := decideWith(trust, seal(dave.Cert.Raw)); r != ReasonUntrusted {
+		t.Errorf("client alone: %v, want untrusted_certificate", r)
+	}
+	if err := pki.Revoke(p.Dir, "ops"); err != nil {
+		t.Fatal(err)
+	}
+	p.WriteCRL(t)
+	if r := decideWith(p.trust(t), seal(dave.Cert.Raw, cas[0].Raw)); r != ReasonRevoked {
+		t.Errorf("intermediate revoked by the root's CRL: %v, want revoked", r)
 	}
 }
