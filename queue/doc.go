@@ -1,5 +1,6 @@
 // Package queue owns the NFQUEUE plumbing of sknock: it binds the gate,
-// knock and hold queues through go-nfqueue and mdlayher/netlink, decodes
+// knock and hold queues over mdlayher/netlink (its own bind, receive
+// loop and batch verdicts; go-nfqueue's callback API suits neither), decodes
 // the IP and transport headers of each queued packet into a reused
 // packet.Header, hands the packet to a function, and turns that function's
 // packet.Verdict into the kernel's verdict and mark.

@@ -11,8 +11,8 @@ import (
 	"syscall"
 	"time"
 
-	nfqueue "github.com/florianl/go-nfqueue/v2"
 	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // receiveErrorPause is how long the receive loop waits after an
@@ -24,13 +24,14 @@ const receiveErrorPause = 10 * time.Millisecond
 // bindTimeout bounds the wait for the kernel's answer to the bind.
 const bindTimeout = 5 * time.Second
 
-// nfSocket is the kernel's NFQUEUE. go-nfqueue dials the netlink socket
-// (in the configured namespace); the bind, the receive loop and the
-// verdicts are ours, because go-nfqueue's callback API neither says where
-// one receive ends (which batch verdicts need) nor lets one read buffer
-// serve every packet.
+// nfSocket is the kernel's NFQUEUE over a netfilter netlink socket of
+// mdlayher/netlink (in the configured namespace). The bind, the receive
+// loop and the verdicts are ours rather than go-nfqueue's, whose callback
+// API neither says where one receive ends (which batch verdicts need) nor
+// lets one read buffer serve every packet; go-nfqueue is left to the
+// bench's baseline consumer (internal/bench/nfqaccept).
 type nfSocket struct {
-	nf    *nfqueue.Nfqueue
+	conn  *netlink.Conn
 	queue uint16
 	recv  receiver      // belongs to the goroutine in bind or Serve
 	send  verdictSender // shared by whoever gives verdicts
@@ -44,38 +45,32 @@ type nfSocket struct {
 // Packets the kernel queues before it confirmed the bind are dropped (the
 // peer retransmits).
 func OpenNFQueue(cfg SocketConfig) (Socket, error) {
-	nf, err := nfqueue.Open(&nfqueue.Config{
-		NfQueue:      cfg.Queue,
-		MaxQueueLen:  cfg.MaxQueueLen,
-		MaxPacketLen: cfg.CopyRange,
-		Copymode:     nfqueue.NfQnlCopyPacket,
-		NetNS:        cfg.NetNS,
-	})
+	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: cfg.NetNS})
 	if err != nil {
 		return nil, fmt.Errorf("open nfqueue %d: %w", cfg.Queue, err)
 	}
-	s, err := newNFSocket(nf, cfg)
+	s, err := newNFSocket(conn, cfg)
 	if err != nil {
-		nf.Close()
+		conn.Close()
 		return nil, fmt.Errorf("nfqueue %d: %w", cfg.Queue, err)
 	}
 	return s, nil
 }
 
-func newNFSocket(nf *nfqueue.Nfqueue, cfg SocketConfig) (*nfSocket, error) {
-	if err := nf.SetOption(netlink.NoENOBUFS, true); err != nil {
+func newNFSocket(conn *netlink.Conn, cfg SocketConfig) (*nfSocket, error) {
+	if err := conn.SetOption(netlink.NoENOBUFS, true); err != nil {
 		return nil, fmt.Errorf("set NETLINK_NO_ENOBUFS: %w", err)
 	}
 	if cfg.ReadBuffer > 0 {
-		if err := setReadBuffer(nf.Con, cfg.ReadBuffer); err != nil {
+		if err := setReadBuffer(conn, cfg.ReadBuffer); err != nil {
 			return nil, fmt.Errorf("set receive buffer to %d bytes: %w", cfg.ReadBuffer, err)
 		}
 	}
-	raw, err := nf.Con.SyscallConn()
+	raw, err := conn.SyscallConn()
 	if err != nil {
 		return nil, err
 	}
-	s := &nfSocket{nf: nf, queue: cfg.Queue}
+	s := &nfSocket{conn: conn, queue: cfg.Queue}
 	s.recv.init(raw, int(cfg.CopyRange))
 	s.send.init(raw, cfg.Queue)
 	if err := s.bind(cfg); err != nil {
@@ -100,17 +95,17 @@ func (s *nfSocket) bind(cfg SocketConfig) error {
 	if err != nil {
 		return err
 	}
-	req, err := s.nf.Con.Send(netlink.Message{
+	req, err := s.conn.Send(netlink.Message{
 		Header: netlink.Header{Type: nfqnlMsgConfig, Flags: netlink.Request | netlink.Acknowledge},
 		Data:   append(nfGenHeader(cfg.Queue), attrs...),
 	})
 	if err != nil {
 		return fmt.Errorf("bind: %w", err)
 	}
-	if err := s.nf.Con.SetReadDeadline(time.Now().Add(bindTimeout)); err != nil {
+	if err := s.conn.SetReadDeadline(time.Now().Add(bindTimeout)); err != nil {
 		return err
 	}
-	defer s.nf.Con.SetReadDeadline(time.Time{})
+	defer s.conn.SetReadDeadline(time.Time{})
 	for {
 		errno, acked, err := s.recv.awaitAck(req.Header.Sequence, &s.send)
 		if err != nil {
@@ -134,7 +129,7 @@ func nfGenHeader(queue uint16) []byte {
 // hands each drain to handle, until ctx is done (which sets a read
 // deadline in the past to interrupt a waiting read) or the socket fails.
 func (s *nfSocket) Serve(ctx context.Context, handle func([]Packet), onError func(error)) error {
-	stop := context.AfterFunc(ctx, func() { s.nf.Con.SetReadDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(ctx, func() { s.conn.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 	for ctx.Err() == nil {
 		pkts, kernelErr, err := s.recv.receive()
@@ -179,11 +174,11 @@ func (s *nfSocket) SetVerdictBatch(id uint32, verdict int, mark uint32, withMark
 // too) and closes the socket. Serve has returned by then.
 func (s *nfSocket) Close() error {
 	attrs, _ := netlink.MarshalAttributes([]netlink.Attribute{{Type: nfqaCfgCmd, Data: []byte{nfqnlCfgCmdUnbind, 0, 0, 0}}})
-	_, _ = s.nf.Con.Send(netlink.Message{
+	_, _ = s.conn.Send(netlink.Message{
 		Header: netlink.Header{Type: nfqnlMsgConfig, Flags: netlink.Request},
 		Data:   append(nfGenHeader(s.queue), attrs...),
 	})
-	if err := s.nf.Close(); err != nil {
+	if err := s.conn.Close(); err != nil {
 		return fmt.Errorf("close nfqueue %d: %w", s.queue, err)
 	}
 	return nil
@@ -323,7 +318,7 @@ func (v *verdictSender) write(fd uintptr) bool {
 // verdict sends one verdict message; see putVerdict.
 func (v *verdictSender) verdict(id uint32, verdict int, mark uint32, withMark, batch bool) error {
 	if !validVerdict(verdict) {
-		return fmt.Errorf("nfqueue %d: verdict %d: %w", v.queue, verdict, nfqueue.ErrInvalidVerdict)
+		return fmt.Errorf("nfqueue %d: verdict %d: %w", v.queue, verdict, errInvalidVerdict)
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()

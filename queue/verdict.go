@@ -1,7 +1,7 @@
 package queue
 
 import (
-	nfqueue "github.com/florianl/go-nfqueue/v2"
+	"errors"
 
 	"sknock/packet"
 )
@@ -10,11 +10,14 @@ import (
 // NF_ACCEPT, NF_QUEUE and NF_REPEAT. NFQueue carries the target queue in
 // its upper 16 bits (see QueueTo).
 const (
-	NFDrop   = nfqueue.NfDrop
-	NFAccept = nfqueue.NfAccept
-	NFQueue  = nfqueue.NfQeueue
-	NFRepeat = nfqueue.NfRepeat
+	NFDrop   = 0
+	NFAccept = 1
+	NFQueue  = 3
+	NFRepeat = 4
 )
+
+// errInvalidVerdict is a verdict no reader sends.
+var errInvalidVerdict = errors.New("invalid verdict")
 
 // QueueTo returns the kernel verdict that moves a packet to queue num:
 // NF_QUEUE with the number in the upper bits. If nothing reads that

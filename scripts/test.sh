@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The "test it" command: installs what a fresh Debian-like machine lacks,
-# then runs go vet, every unit test, a short run of every fuzz target, and,
-# as root, the integration tests against the real kernel (SKNOCK_E2E=1, so
+# then runs go vet, go mod tidy -diff, staticcheck, every unit test, a
+# short run of every fuzz target, and, as root, the integration tests against the real kernel (SKNOCK_E2E=1, so
 # a skipped root test is a failure).
 #
 #   sudo scripts/test.sh            everything (about 5 minutes on 2 cores)
@@ -45,6 +45,13 @@ fi
 
 echo "==> go vet ./..."
 go vet ./...
+
+# Lint as a gate: go.mod says exactly what is imported, and staticcheck
+# (pinned; fetched through the module proxy) finds nothing.
+echo "==> go mod tidy -diff"
+go mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
+echo "==> staticcheck ./..."
+go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 echo "==> make dist: sknock for linux, darwin, windows (amd64, arm64), sknockd for linux"
 distdir=$(mktemp -d)

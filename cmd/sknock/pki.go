@@ -6,23 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"sknock/pki"
 )
-
-// Exit codes of the pki subcommands.
-const (
-	exitOK      = 0
-	exitFailure = 1
-	exitUsage   = 2
-)
-
-// passwordEnv is the environment variable holding a bundle password when
-// --password-file is not given.
-const passwordEnv = "SKNOCK_PASSWORD"
 
 const pkiUsage = `usage: sknock pki COMMAND [flags]
 
@@ -45,15 +33,6 @@ Example:
   SKNOCK_PASSWORD=secret sknock pki renew --dir ./ca --name bob
   sknock pki list --dir ./ca
 `
-
-// usageError marks a command-line or configuration mistake (exit 2).
-type usageError struct{ msg string }
-
-func (e usageError) Error() string { return e.msg }
-
-func usagef(format string, args ...any) error {
-	return usageError{msg: fmt.Sprintf(format, args...)}
-}
 
 // runPKI runs "sknock pki ARGS..." and returns the exit code: 0 on success,
 // 2 for a usage or configuration error, 1 for any other failure. Errors are
@@ -96,31 +75,6 @@ func runPKI(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "sknock pki: %s\n", oneLine(err.Error()))
 		return exitFailure
 	}
-}
-
-func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
-
-// commandFlags is a subcommand's FlagSet that prints nothing by itself:
-// -h prints the usage text and the flags to stdout, and a bad flag becomes
-// one error line.
-type commandFlags struct {
-	*flag.FlagSet
-	usage  string
-	stdout io.Writer
-}
-
-func newFlagSet(name, usage string, stdout io.Writer) *commandFlags {
-	fs := flag.NewFlagSet("sknock pki "+name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {} // flag calls it on every parse error too
-	return &commandFlags{FlagSet: fs, usage: usage, stdout: stdout}
-}
-
-func (fs *commandFlags) printHelp() {
-	fmt.Fprint(fs.stdout, fs.usage)
-	fs.SetOutput(fs.stdout)
-	fs.PrintDefaults()
-	fs.SetOutput(io.Discard)
 }
 
 // parseFlags parses args and refuses positional arguments and a missing
@@ -227,25 +181,6 @@ func (f *issueFlags) check() (string, error) {
 		return "", err
 	}
 	return bundlePassword(f.passwordFile)
-}
-
-// bundlePassword reads the password from file (its first line) or from
-// $SKNOCK_PASSWORD, which counts as unset when empty. Every failure is a
-// usageError.
-func bundlePassword(file string) (string, error) {
-	pw, err := pki.ReadPassword(file, passwordEnv)
-	var pe *pki.PasswordError
-	switch {
-	case err == nil && pw != "":
-		return pw, nil
-	case err == nil, errors.Is(err, pki.ErrNoPassword):
-		return "", usagef("no bundle password: give --password-file FILE or set %s", passwordEnv)
-	case errors.Is(err, pki.ErrEmptyPassword):
-		return "", usagef("--password-file %s: empty password", file)
-	case errors.As(err, &pe):
-		return "", usagef("read --password-file: %v", pe.Err)
-	}
-	return "", usageError{msg: err.Error()}
 }
 
 func pkiServer(args []string, stdout io.Writer) error {

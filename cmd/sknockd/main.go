@@ -18,6 +18,9 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"sknock/internal/config"
+	"sknock/internal/daemon"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -56,6 +59,13 @@ already runs in this network namespace: rules that were in place stay, so
 protected ports stay closed.
 `
 
+// system is the daemon's real OS boundaries, with this build's version.
+func system() daemon.OSDeps {
+	sys := daemon.System
+	sys.Version = version
+	return sys
+}
+
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
@@ -88,7 +98,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sknockd: --config FILE is required (see --help)")
 		return 2
 	}
-	cfg, err := LoadConfig(*configPath)
+	cfg, err := config.LoadConfig(*configPath)
 	if err != nil {
 		fmt.Fprintf(stderr, "sknockd: %v\n", err)
 		return 2
@@ -98,7 +108,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if *applyRules || *removeRules {
-		return rulesOnly(&cfg, *removeRules, stdout, stderr, realDeps)
+		return daemon.RulesOnly(&cfg, *removeRules, stdout, stderr, system())
 	}
 	if *rulesScript != "" {
 		script, err := cfg.Rules.Script(*rulesScript)
@@ -110,7 +120,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if *check {
-		return checkConfig(&cfg, stdout, stderr, time.Now())
+		return daemon.Check(&cfg, stdout, stderr, time.Now())
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -118,7 +128,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(hup)
-	return serve(ctx, &cfg, hup, stderr)
+	return daemon.Serve(ctx, &cfg, hup, stderr, system())
 }
 
 // countTrue counts the true values.
@@ -130,55 +140,6 @@ func countTrue(bs ...bool) int {
 		}
 	}
 	return n
-}
-
-// rulesOnly applies (the boot step) or removes the rule set without
-// serving, holding the single-instance lock meanwhile: while a sknockd
-// runs, it owns the rules, and both are refused.
-func rulesOnly(cfg *Config, remove bool, stdout, stderr io.Writer, sys osDeps) int {
-	flag := "--apply-rules"
-	if remove {
-		flag = "--remove-rules"
-	}
-	lock, err := sys.lock()
-	if err != nil {
-		fmt.Fprintf(stderr, "sknockd: %s refused: %v\n", flag, err)
-		return 1
-	}
-	defer lock.Close()
-	if remove {
-		if err := sys.removeRules(cfg.Rules); err != nil {
-			fmt.Fprintf(stderr, "sknockd: remove rules: %v\n", err)
-			return 1
-		}
-		fmt.Fprintf(stdout, "sknockd: removed chain %s (mangle and filter) and its jumps (IPv4 and IPv6): %s now reachable WITHOUT a grant\n", cfg.Rules.Chain, protectList(cfg))
-		return 0
-	}
-	keeper, err := sys.keeper()
-	if err == nil {
-		err = keeper.Apply(cfg.Rules)
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "sknockd: apply rules: %v\n", err)
-		return 1
-	}
-	fmt.Fprintf(stdout, "sknockd: applied chain %s: %s closed, knocks unanswered, until sknockd serves queues %d and %d\n",
-		cfg.Rules.Chain, protectList(cfg), cfg.Rules.GateQueue, cfg.Rules.KnockQueue)
-	return 0
-}
-
-func protectList(c *Config) string {
-	if len(c.Rules.Protect) == 0 {
-		return "nothing"
-	}
-	s := ""
-	for i, p := range c.Rules.Protect {
-		if i > 0 {
-			s += ","
-		}
-		s += p.String()
-	}
-	return s
 }
 
 // helpOutput is where usage goes: stdout when it was asked for with -h or

@@ -22,6 +22,8 @@ import (
 
 	"sknock/internal/control"
 	"sknock/internal/e2e"
+	"sknock/internal/metrictest"
+	"sknock/internal/testenv"
 	"sknock/packet"
 )
 
@@ -264,7 +266,7 @@ func TestIntegrationOperator(t *testing.T) {
 	var body string
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		body = scrapeIn(t, e, metricsListen)
-		if metricValue(body, "sknock_knock_decision_seconds_count") >= 2+flood {
+		if metrictest.Value(body, "sknock_knock_decision_seconds_count") >= 2+flood {
 			break
 		}
 	}
@@ -279,7 +281,7 @@ func TestIntegrationOperator(t *testing.T) {
 	denied := 0.0
 	for line := range strings.Lines(body) {
 		if strings.HasPrefix(line, "sknock_knocks_total{") && strings.Contains(line, `verdict="deny"`) {
-			denied += metricValue(line, strings.Fields(line)[0])
+			denied += metrictest.Value(line, strings.Fields(line)[0])
 		}
 	}
 	for series, want := range map[string]float64{
@@ -290,14 +292,14 @@ func TestIntegrationOperator(t *testing.T) {
 		`sknock_grants`:                                         1,
 		`sknock_rules_healthy`:                                  1,
 	} {
-		if got := metricValue(body, series); got != want {
+		if got := metrictest.Value(body, series); got != want {
 			t.Errorf("%s = %v, want %v", series, got, want)
 		}
 	}
 	if denied != flood {
 		t.Errorf("denied knocks by reason sum to %v, want the %d of the flood:\n%s", denied, flood, body)
 	}
-	promtoolCheck(t, body)
+	metrictest.PromtoolCheck(t, body)
 }
 
 // tryScrapeIn is scrapeIn for another goroutine: it returns the error.
@@ -423,7 +425,7 @@ func TestIntegrationSystemdNotify(t *testing.T) {
 	defer cancel()
 	cmd := n.Server.Command(ctx, bin, "--config", path)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify.path, "WATCHDOG_USEC=1000000")
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -4,6 +4,13 @@
 // and v2), raw IP and BSD loopback. It is for `sknock inspect`, which
 // judges the knocks in a capture; it decodes just enough of each frame to
 // find IPv4 or IPv6 and UDP, and skips everything else, counted.
+//
+// It is hand-written rather than gopacket's pcapgo and layers for the
+// reason the STUN codec (knock/client/stun) is: sknock is one binary, and
+// every knock starts it, so what it links costs start-up time on every
+// knock; gopacket's layer registry alone is initialised at each start.
+// The few hundred lines here read only what inspect needs, and the tests
+// hold them to captures that tcpdump and tshark wrote (testdata).
 package capture
 
 import (

@@ -9,13 +9,16 @@ import (
 	"time"
 )
 
-// The files in testdata are tcpdump 4.99 captures, in a network
-// namespace of their own, of two datagrams on lo: "knock-v4-payload"
-// from 127.0.0.1 to port 23456, then "knock-v6-payload" from ::1 to port
-// 34567. lo.pcap: -i lo (Ethernet); any.pcap: -i any (Linux cooked v2);
-// nano.pcap: -i lo --time-stamp-precision=nano.
+// The files in testdata are captures, in a network namespace of their
+// own, of two datagrams on lo: "knock-v4-payload" from 127.0.0.1 to port
+// 23456, then "knock-v6-payload" from ::1 to port 34567. tcpdump 4.99
+// wrote the pcap files (it writes no pcapng): lo.pcap: -i lo (Ethernet);
+// any.pcap: -i any (Linux cooked v2); nano.pcap: -i lo
+// --time-stamp-precision=nano. Wireshark 4.0's dumpcap (tshark's
+// capture engine) wrote lo.pcapng: dumpcap -i lo -f udp -c 2, with its
+// section header's options and an interface statistics block at the end.
 func TestReadTcpdumpCaptures(t *testing.T) {
-	for _, name := range []string{"lo.pcap", "any.pcap", "nano.pcap"} {
+	for _, name := range []string{"lo.pcap", "any.pcap", "nano.pcap", "lo.pcapng"} {
 		t.Run(name, func(t *testing.T) {
 			data, err := os.ReadFile("testdata/" + name)
 			if err != nil {

@@ -1,8 +1,9 @@
 // Package control is the protocol of sknockd's control socket: one JSON
 // request per connection, one JSON response, over a root-only unix
-// socket. `sknock grants` and `sknock status` are its clients; sknockd
-// answers (cmd/sknockd/control.go). It links nothing heavy, so the client
-// binary stays small.
+// socket. `sknock grants` and `sknock status` are its clients (Call);
+// sknockd serves it (Server, on Linux), answering through the handler it
+// passes in. It links nothing heavy, and logs nothing itself, so the
+// client binary stays small.
 package control
 
 import (

@@ -1,0 +1,217 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/netip"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"sknock/gate"
+	"sknock/internal/control"
+)
+
+// controlCall is one control request on its way to the maintenance loop,
+// which answers it: the loop owns the configuration and the revocation
+// path, so a request sees one consistent state.
+type controlCall struct {
+	req   control.Request
+	reply chan control.Response // capacity 1: the loop never blocks on it
+}
+
+// handleControl is the control server's handler: it hands the request
+// to the maintenance loop and waits for its answer. A loop that cannot
+// take it within 3 s is busy; a stopping daemon says so.
+func (d *daemon) handleControl(ctx context.Context, req control.Request) control.Response {
+	call := controlCall{req: req, reply: make(chan control.Response, 1)}
+	select {
+	case d.control <- call:
+	case <-ctx.Done():
+		return control.Response{Error: "sknockd is stopping"}
+	case <-time.After(3 * time.Second):
+		return control.Response{Error: "sknockd is busy; try again"}
+	}
+	select {
+	case resp := <-call.reply:
+		return resp
+	case <-ctx.Done():
+		return control.Response{Error: "sknockd is stopping"}
+	}
+}
+
+// answerControl runs on the maintenance loop: it answers one request.
+func (d *daemon) answerControl(req control.Request) control.Response {
+	switch req.Command {
+	case control.CommandGrants:
+		return d.listGrants()
+	case control.CommandRevoke:
+		return d.revokeGrants(req)
+	case control.CommandStatus:
+		return control.Response{Status: d.status()}
+	}
+	return control.Response{Error: fmt.Sprintf("unknown command %q (want grants, revoke or status)", req.Command)}
+}
+
+// listGrants lists the live grants with the certificates that made them.
+func (d *daemon) listGrants() control.Response {
+	now := d.engine.Now()
+	grants, live := d.engine.Grants().List(now, control.MaxListed)
+	return control.Response{Grants: d.describeGrants(grants, now), Live: live}
+}
+
+func (d *daemon) describeGrants(grants []gate.GrantInfo, now time.Time) []control.Grant {
+	out := make([]control.Grant, 0, len(grants))
+	for _, g := range grants {
+		cg := control.Grant{
+			Source:      g.Source.String(),
+			Proto:       g.Proto.String(),
+			Port:        g.Port,
+			Expires:     g.Expiry.UTC(),
+			SecondsLeft: g.Expiry.Sub(now).Seconds(),
+		}
+		if c, ok := d.certs.Lookup(g.Cert); ok {
+			cg.Subject, cg.Serial = c.Subject, c.Serial.String()
+		}
+		out = append(out, cg)
+	}
+	return out
+}
+
+// revokeGrants ends the grants req selects and, as a revocation does,
+// the connections they let in (with gate.revoke_mark set). It ends
+// grants, not certificates: the client may knock again; to refuse a
+// certificate for good, revoke it in the CRL.
+func (d *daemon) revokeGrants(req control.Request) control.Response {
+	match, what, err := grantSelector(req)
+	if err != nil {
+		return control.Response{Error: err.Error()}
+	}
+	now := d.engine.Now()
+	ended := d.engine.Grants().EndWhere(now, match)
+	endedGrants := make([]gate.EndedGrant, 0, len(ended))
+	for _, g := range ended {
+		eg := gate.EndedGrant{Grant: g.Grant, Expiry: g.Expiry}
+		if c, ok := d.certs.Lookup(g.Cert); ok {
+			eg.Serial = c.Serial
+		}
+		endedGrants = append(endedGrants, eg)
+		d.log.Warn("grant ended",
+			zap.String("source", g.Source.String()),
+			zap.String("proto", g.Proto.String()),
+			zap.Uint64("port", uint64(g.Port)),
+			zap.String("reason", "operator"),
+			zap.String("selected", what),
+			zap.Time("would_expire", g.Expiry),
+		)
+	}
+	resp := control.Response{Grants: d.describeGrants(ended, now)}
+	mark := d.run.cfg.Rules.RevokeMark
+	if len(ended) == 0 || mark == 0 || d.marker == nil {
+		return resp
+	}
+	n, err := d.marker.MarkFlows(endedGrants, mark)
+	resp.Connections = n
+	if err != nil {
+		d.log.Error("could not mark every connection of the ended grants; those go on until they close", zap.Int("marked", n), zap.Error(err))
+		resp.Error = fmt.Sprintf("%d grant(s) ended, but not every connection: %v", len(ended), err)
+		return resp
+	}
+	d.log.Warn("connections of ended grants ended", zap.Int("connections", n), zap.String("reason", "operator"))
+	return resp
+}
+
+// grantSelector turns a revoke request into the grants it selects, and
+// words for the log.
+func grantSelector(req control.Request) (func(gate.GrantInfo) bool, string, error) {
+	set := 0
+	for _, b := range []bool{req.Source != "", req.Serial != "", req.All} {
+		if b {
+			set++
+		}
+	}
+	if set != 1 {
+		return nil, "", errors.New("revoke needs exactly one of a source, a serial or all")
+	}
+	switch {
+	case req.All:
+		return func(gate.GrantInfo) bool { return true }, "all", nil
+	case req.Source != "":
+		src, err := netip.ParseAddr(req.Source)
+		if err != nil {
+			return nil, "", fmt.Errorf("source %q is not an IP address", req.Source)
+		}
+		src = src.Unmap()
+		return func(g gate.GrantInfo) bool { return g.Source == src }, "source " + src.String(), nil
+	}
+	serial, err := parseSerial(req.Serial)
+	if err != nil {
+		return nil, "", err
+	}
+	id := gate.CertIDOf(serial)
+	return func(g gate.GrantInfo) bool { return g.Cert == id }, "serial " + serial.String(), nil
+}
+
+// parseSerial reads a certificate serial: decimal, or hexadecimal with a
+// 0x prefix (colons allowed, as openssl prints them).
+func parseSerial(s string) (*big.Int, error) {
+	n := new(big.Int)
+	t := strings.ReplaceAll(s, ":", "")
+	ok := false
+	if h, cut := strings.CutPrefix(strings.ToLower(t), "0x"); cut {
+		_, ok = n.SetString(h, 16)
+	} else {
+		_, ok = n.SetString(t, 10)
+	}
+	if !ok || n.Sign() <= 0 {
+		return nil, fmt.Errorf("serial %q is not a positive number (decimal, or hex with 0x)", s)
+	}
+	return n, nil
+}
+
+// status is what `sknock status` shows.
+func (d *daemon) status() *control.Status {
+	now := time.Now()
+	r := d.read()
+	st := &control.Status{
+		Version:       d.version,
+		Config:        d.run.cfg.Path,
+		Started:       d.started.UTC(),
+		UptimeSeconds: now.Sub(d.started).Seconds(),
+		RulesHealthy:  !d.ops.rulesBroken.Load(),
+		Policy:        d.engine.Policy().String(),
+		Protect:       d.run.cfg.ProtectList(),
+		Grants:        r.engine.Grants,
+		Counters:      statusCounters(r),
+	}
+	if t := d.engine.Trust(); t != nil {
+		st.Trust.ToleranceSecs = t.Tolerance.Seconds()
+	}
+	if d.crl != nil {
+		info := d.run.info
+		st.Trust.Server, st.Trust.ServerNotAfter = info.Server, info.ServerNotAfter.UTC()
+		for _, ca := range info.CAs {
+			st.Trust.CAs = append(st.Trust.CAs, ca.Subject)
+		}
+		for _, c := range info.CRLs {
+			st.Trust.CRLs = append(st.Trust.CRLs, control.CRLStatus{File: c.File, Issuer: c.Issuer, Revoked: c.Serials, ThisUpdate: c.ThisUpdate.UTC(), NextUpdate: c.NextUpdate.UTC()})
+		}
+		for _, w := range healthWarnings(info, d.engine.Now()) {
+			st.Trust.Warnings = append(st.Trust.Warnings, control.Warning{Check: w.Check, Text: w.Text})
+		}
+	}
+	if crl := currentCRL(d.engine); crl != nil {
+		st.Trust.CRL = true
+		st.Trust.CRLRevoked = crl.Len()
+		st.Trust.CRLThisUpdate = crl.ThisUpdate.UTC()
+		st.Trust.CRLNextUpdate = crl.NextUpdate.UTC()
+		st.Trust.CRLStale = crl.Stale(d.engine.Now())
+		if crl.Issuer != nil {
+			st.Trust.CRLIssuer = crl.Issuer.Subject.String()
+		}
+	}
+	return st
+}
