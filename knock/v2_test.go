@@ -305,18 +305,27 @@ func TestVersion(t *testing.T) {
 	}
 }
 
+// v2Knocks returns every v2 vector knock (the fuzz targets' seeds).
+func v2Knocks(t testing.TB) [][]byte {
+	t.Helper()
+	files, err := filepath.Glob(vector(t, "v2/knock2-*.bin"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no v2 vector knocks: %v", err)
+	}
+	out := make([][]byte, len(files))
+	for i, name := range files {
+		out[i] = readVector(t, filepath.Join("v2", filepath.Base(name)))
+	}
+	return out
+}
+
 // FuzzOpenV2 opens fuzzed datagrams under the vectors' server, seeded from
 // the v2 vectors and versions of them with a correct mac1 over a changed
 // body (so that the fuzzer reaches the HPKE open). It never panics, and
 // what opens is consistent.
 func FuzzOpenV2(f *testing.F) {
 	o := vectorOpener(f)
-	files, _ := filepath.Glob(vector(f, "v2/knock2-*.bin"))
-	for _, name := range files {
-		data, err := os.ReadFile(name)
-		if err != nil {
-			f.Fatal(err)
-		}
+	for _, data := range v2Knocks(f) {
 		f.Add(data, false)
 		f.Add(data, true)
 		f.Add(data[:len(data)/2], true)
@@ -346,12 +355,7 @@ func FuzzOpenV2(f *testing.F) {
 // bytes.
 func FuzzParsePlaintextV2(f *testing.F) {
 	o := vectorOpener(f)
-	files, _ := filepath.Glob(vector(f, "v2/knock2-*.bin"))
-	for _, name := range files {
-		data, err := os.ReadFile(name)
-		if err != nil {
-			f.Fatal(err)
-		}
+	for _, data := range v2Knocks(f) {
 		if plain, err := openPlaintext(o, data); err == nil {
 			f.Add(plain)
 		}
