@@ -74,7 +74,8 @@ type Decision struct {
 	// Valid only when Granted.
 	Grant Grant
 	// Grants are every request of a v2 knock, for its source, in the
-	// knock's order; nil for v1 (Grant) and until the knock opened.
+	// knock's order (Engine.Knock leaves those the host protects, which
+	// it granted); nil for v1 (Grant) and until the knock opened.
 	Grants []Grant
 	// Version is the wire version the datagram claims (knock.Version).
 	Version int

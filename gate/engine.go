@@ -460,7 +460,7 @@ func (e *Engine) remember(d *Decision, sealed, now time.Time, tolerance time.Dur
 
 // grant adds the grants of the granted decision d: v1's one, or every
 // request of a v2 knock that the host protects (Config.Protects), all or
-// none.
+// none; d.Grants is left holding those.
 func (e *Engine) grant(d *Decision, now time.Time) error {
 	until := now.Add(e.OpenDuration())
 	cert := CertIDOf(d.Client.Serial)
@@ -473,6 +473,9 @@ func (e *Engine) grant(d *Decision, now time.Time) error {
 			protected = append(protected, g)
 		}
 	}
+	// What the knock was granted, for the caller: none when the host
+	// protects none of its requests.
+	d.Grants = protected
 	return e.grants.AddAll(protected, cert, until)
 }
 

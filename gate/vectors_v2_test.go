@@ -146,8 +146,12 @@ func TestEngineV2GrantsEveryRequest(t *testing.T) {
 	clock := &fakeClock{now: vectorClockV2}
 	e := NewEngine(Config{Clock: clock.Now, Protects: func(p packet.Proto, port uint16) bool { return port != 3000 }}, trust)
 	src := netip.MustParseAddr("198.18.0.2")
-	if d := e.Knock(src, readVector(t, "v2/knock2-a-multi-v4.bin")); !d.Granted() {
+	d := e.Knock(src, readVector(t, "v2/knock2-a-multi-v4.bin"))
+	if !d.Granted() {
 		t.Fatalf("denied: %v %v", d.Reason, d.Err)
+	}
+	if want := []Grant{{src, packet.TCP, 2000}, {src, packet.UDP, 8000}}; !slices.Equal(d.Grants, want) {
+		t.Errorf("Decision.Grants = %v, want what was granted, %v", d.Grants, want)
 	}
 	for _, tt := range []struct {
 		proto packet.Proto

@@ -117,7 +117,8 @@ func (l *decisionLog) knock(src netip.Addr, d *gate.Decision, start, end time.Ti
 	}
 	fields := make([]zap.Field, 0, 18)
 	verdict := d.Verdict()
-	unprotected := d.Granted() && d.Knock != nil && !l.protection.Load().protects(d.Knock.Proto, d.Knock.Port)
+	unprotected := d.Granted() && (d.Knock != nil && !l.protection.Load().protects(d.Knock.Proto, d.Knock.Port) ||
+		d.KnockV2 != nil && len(d.Grants) == 0) // the engine granted a v2 knock only its protected requests
 	if unprotected {
 		verdict = "not_protected" // granted, but the port is not gated: the knock opened nothing
 	}
@@ -128,8 +129,11 @@ func (l *decisionLog) knock(src netip.Addr, d *gate.Decision, start, end time.Ti
 		// (or the denial), crypto included; scripts/bench.sh reads it.
 		zap.Int64("decide_us", end.Sub(start).Microseconds()),
 	)
-	if unprotected {
+	if unprotected && d.Knock != nil {
 		fields = append(fields, zap.String("detail", fmt.Sprintf("%s/%d is not in gate.protect (or is always allowed): the knock changes nothing for it", d.Knock.Proto, d.Knock.Port)))
+	}
+	if unprotected && d.KnockV2 != nil {
+		fields = append(fields, zap.String("detail", fmt.Sprintf("none of %s is in gate.protect (or each is always allowed): the knock changes nothing for them", gate.RequestsString(d.KnockV2.Requests))))
 	}
 	if !d.Granted() {
 		fields = append(fields, zap.String("reason", d.Reason.String()))
