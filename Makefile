@@ -8,6 +8,8 @@
 #                             the protected ports become reachable) and what
 #                             install put there (not /etc/sknock)
 #   make deb                  dist/sknock_VERSION_ARCH.deb (nfpm; see packaging/)
+#   make rpm                  dist/sknock-VERSION-1.ARCH.rpm (nfpm; built and linted, not install-tested)
+#   make man                  bin/man/: sknock.1, sknockd.8, sknock.yaml.5 (go-md2man, from docs/man/*.md)
 #   make dist                 dist/: static sknock for linux, darwin and windows
 #                             (amd64, arm64), sknockd for linux, and SHA256SUMS
 #   make clean
@@ -15,7 +17,9 @@
 # The module path is `sknock`, not a URL, so `go install ...@latest` cannot
 # fetch it; build from a checkout with `make install`.
 # Variables: PREFIX (/usr/local), DESTDIR (staging root for packagers),
-# SYSCONFDIR (/etc), UNITDIR (/etc/systemd/system), VERSION, GO, BUILDDIR.
+# SYSCONFDIR (/etc), UNITDIR (/etc/systemd/system), VERSION, GO, BUILDDIR,
+# HOMEPAGE (the repository's address: the packages' Homepage and copyright
+# Source; this is the one place it is set).
 
 PREFIX     ?= /usr/local
 DESTDIR    ?=
@@ -25,6 +29,9 @@ BINDIR     ?= $(PREFIX)/bin
 DATADIR    ?= $(PREFIX)/share/sknock
 STATEDIR   ?= /var/lib/sknock
 BUILDDIR   ?= bin
+HOMEPAGE   ?= https://github.com/sknock/sknock
+MANDIR     ?= $(PREFIX)/share/man
+GOMD2MAN   ?= go-md2man
 GO         ?= go
 VERSION    ?= $(shell git -c safe.directory="$(CURDIR)" describe --tags --always --dirty 2>/dev/null || echo 0.1.0)
 
@@ -33,7 +40,7 @@ export PATH := $(PATH):/usr/local/go/bin
 
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build test demo install uninstall deb dist clean
+.PHONY: all build test demo install uninstall deb rpm pkg-stage man dist clean
 
 all: build
 
@@ -68,8 +75,19 @@ dist:
 demo:
 	bash scripts/demo.sh
 
-install: build
-	install -d -m 0755 $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR) $(DESTDIR)$(UNITDIR)
+# Man pages, each from one Markdown source in docs/man/ (go-md2man, the
+# Debian package of that name).
+MANPAGES := sknock.1 sknockd.8 sknock.yaml.5
+
+man:
+	mkdir -p $(BUILDDIR)/man
+	for page in $(MANPAGES); do $(GOMD2MAN) -in docs/man/$$page.md -out $(BUILDDIR)/man/$$page || exit 1; done
+
+install: build man
+	install -d -m 0755 $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
+	install -m 0644 $(BUILDDIR)/man/sknock.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 $(BUILDDIR)/man/sknock.yaml.5 $(DESTDIR)$(MANDIR)/man5/
+	install -m 0644 $(BUILDDIR)/man/sknockd.8 $(DESTDIR)$(MANDIR)/man8/
 	install -m 0755 $(BUILDDIR)/sknockd $(BUILDDIR)/sknock $(DESTDIR)$(BINDIR)/
 	install -m 0755 scripts/setup-rules.sh $(DESTDIR)$(DATADIR)/setup-rules.sh
 	install -m 0644 config.yaml $(DESTDIR)$(DATADIR)/config.yaml.example
@@ -105,6 +123,7 @@ uninstall:
 	fi
 	rm -f $(DESTDIR)$(BINDIR)/sknockd $(DESTDIR)$(BINDIR)/sknock
 	rm -f $(DESTDIR)$(UNITDIR)/sknockd.service $(DESTDIR)$(UNITDIR)/sknockd-rules.service
+	rm -f $(DESTDIR)$(MANDIR)/man1/sknock.1 $(DESTDIR)$(MANDIR)/man5/sknock.yaml.5 $(DESTDIR)$(MANDIR)/man8/sknockd.8
 	rm -f $(DESTDIR)$(DATADIR)/setup-rules.sh $(DESTDIR)$(DATADIR)/config.yaml.example $(DESTDIR)$(DATADIR)/README.md
 	rmdir $(DESTDIR)$(DATADIR) 2>/dev/null || true
 	@echo "left $(DESTDIR)$(SYSCONFDIR)/sknock/ (configuration, keys) and /var/lib/sknock/ in place"
@@ -122,17 +141,36 @@ PKGDIR      ?= dist
 DEB_VERSION ?= $(shell echo '$(VERSION)' | sed -e '/^v\{0,1\}[0-9][0-9]*\.[0-9]/!s/^/0.1.0~git/' -e 's/^v//' -e 's/-/+/g')
 DEB_ARCH    ?= $(shell $(GO) env GOARCH)
 
-deb:
+# pkg-stage puts what both packages hold under bin/pkg/, dated by the
+# last commit (SOURCE_DATE_EPOCH overrides).
+PKG_EPOCH = $${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null || date +%s)}
+
+pkg-stage:
 	rm -rf bin/pkg && mkdir -p bin/pkg $(PKGDIR)
 	CGO_ENABLED=0 GOARCH=$(DEB_ARCH) $(GO) build -trimpath -buildmode=pie -ldflags "-s -w -X main.version=$(DEB_VERSION)" -o bin/pkg/ ./cmd/sknockd ./cmd/sknock
 	for unit in sknockd.service sknockd-rules.service; do \
 		sed 's|/usr/local/bin/sknockd|/usr/sbin/sknockd|g; s|/usr/local/bin/|/usr/bin/|g; s|/usr/local/share/sknock/README.md|/usr/share/doc/sknock/README.md|g; s|/usr/local/share/sknock/|/usr/share/sknock/|g; s|sudo make install *(puts this file in /etc/systemd/system/)|apt install ./sknock_VERSION_ARCH.deb|' \
 			scripts/$$unit >bin/pkg/$$unit || exit 1; \
 	done
+	$(MAKE) --no-print-directory man BUILDDIR=bin/pkg
+	gzip -9nf bin/pkg/man/*
+	sed 's|@HOMEPAGE@|$(HOMEPAGE)|' packaging/deb/copyright >bin/pkg/copyright
 	printf 'sknock (%s) unstable; urgency=medium\n\n  * Built from %s.\n\n -- sknock maintainers <maintainers@users.noreply.r-seed-9ff8c8eb.example>  %s\n' \
-		'$(DEB_VERSION)' '$(VERSION)' "$$(date -R -u -d @$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null || date +%s)})" | gzip -9n >bin/pkg/changelog.gz
-	SKNOCK_VERSION='$(DEB_VERSION)' SKNOCK_ARCH='$(DEB_ARCH)' $(NFPM) package --config packaging/nfpm.yaml --packager deb --target $(PKGDIR)/
+		'$(DEB_VERSION)' '$(VERSION)' "$$(date -R -u -d @$(PKG_EPOCH))" | gzip -9n >bin/pkg/changelog.gz
+	printf -- '- semver: %s-1\n  date: %s\n  packager: sknock maintainers <maintainers@users.noreply.r-seed-9ff8c8eb.example>\n  changes:\n    - commit: %s\n      note: Built from %s.\n' \
+		'$(DEB_VERSION)' "$$(date -u -d @$(PKG_EPOCH) +%Y-%m-%dT%H:%M:%SZ)" '$(VERSION)' '$(VERSION)' >bin/pkg/changelog.yml
+
+NFPM_ENV = SKNOCK_VERSION='$(DEB_VERSION)' SKNOCK_ARCH='$(DEB_ARCH)' SKNOCK_HOMEPAGE='$(HOMEPAGE)'
+
+deb: pkg-stage
+	$(NFPM_ENV) $(NFPM) package --config packaging/nfpm.yaml --packager deb --target $(PKGDIR)/
 	@ls -1 $(PKGDIR)/sknock_$(DEB_VERSION)_$(DEB_ARCH).deb
+
+# The RPM: the same files and units, RPM scriptlets (packaging/rpm/).
+rpm: pkg-stage
+	sed 's|^#rpm-changelog:|changelog:|' packaging/nfpm.yaml >bin/pkg/nfpm-rpm.yaml
+	$(NFPM_ENV) $(NFPM) package --config bin/pkg/nfpm-rpm.yaml --packager rpm --target $(PKGDIR)/
+	@ls -1 $(PKGDIR)/sknock-*.rpm
 
 clean:
 	rm -rf $(BUILDDIR) bin/pkg $(PKGDIR)

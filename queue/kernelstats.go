@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
@@ -45,6 +46,9 @@ type KernelStats struct {
 // namespace.
 func ReadKernelStats(queue uint16) (KernelStats, error) {
 	f, err := os.Open(kernelStatsPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return KernelStats{}, fmt.Errorf("read nfqueue %d stats: %w (no nfnetlink_queue module loaded, or /proc/net/netfilter hidden, as systemd's ProcSubset=pid hides it)", queue, err)
+	}
 	if err != nil {
 		return KernelStats{}, fmt.Errorf("read nfqueue %d stats: %w", queue, err)
 	}

@@ -4,7 +4,7 @@
 # short run of every fuzz target, and, as root, the integration tests against the real kernel (SKNOCK_E2E=1, so
 # a skipped root test is a failure).
 #
-#   sudo scripts/test.sh            everything (about 5 minutes on 2 cores)
+#   sudo scripts/test.sh            everything (about 8 minutes on 2 cores)
 #   FUZZTIME=30s sudo scripts/test.sh
 #   scripts/test.sh                 without root: unit tests only, root tests skip
 set -euo pipefail
@@ -24,6 +24,11 @@ have conntrack     || need_pkgs+=(conntrack)
 have ssh           || need_pkgs+=(openssh-client)
 have promtool      || need_pkgs+=(prometheus)   # promtool check metrics
 have lintian       || need_pkgs+=(lintian)      # the .deb's lint (make deb)
+have go-md2man     || need_pkgs+=(go-md2man)    # the man pages (make man, deb, rpm)
+have rpm           || need_pkgs+=(rpm)          # the .rpm's contents (make rpm)
+have rpmlint       || need_pkgs+=(rpmlint)      # the .rpm's lint
+have systemd-nspawn || need_pkgs+=(systemd-container) # the real-systemd test
+have mmdebstrap    || need_pkgs+=(mmdebstrap)   # its Debian rootfs
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && have apt-get; then
     echo "==> installing ${need_pkgs[*]}"
@@ -66,6 +71,11 @@ for os in darwin windows; do GOOS=$os go vet ./knock/... ./cmd/sknock; done
 
 echo "==> go test ./... (SKNOCK_E2E=${SKNOCK_E2E:-0})"
 go test -count=1 -timeout 15m ./...
+
+# The package under a real systemd (a bookworm rootfs booted with
+# systemd-nspawn): about 2-3 minutes, most of it mmdebstrap's download.
+echo "==> real systemd: scripts/systemd-test.sh"
+bash scripts/systemd-test.sh
 
 echo "==> fuzzing each target for $FUZZTIME"
 grep -rl --include='*_test.go' '^func Fuzz' . | while read -r file; do

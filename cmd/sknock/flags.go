@@ -5,13 +5,10 @@ package main
 // password's --password-file or $SKNOCK_PASSWORD.
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"strings"
-
-	"sknock/pki"
 )
 
 // Exit codes of every sknock command.
@@ -58,23 +55,4 @@ func (fs *commandFlags) printHelp() {
 	fs.SetOutput(fs.stdout)
 	fs.PrintDefaults()
 	fs.SetOutput(io.Discard)
-}
-
-// bundlePassword reads the password from file (its first line) or from
-// $SKNOCK_PASSWORD, which counts as unset when empty. Every failure is a
-// usageError.
-func bundlePassword(file string) (string, error) {
-	pw, err := pki.ReadPassword(file, passwordEnv)
-	var pe *pki.PasswordError
-	switch {
-	case err == nil && pw != "":
-		return pw, nil
-	case err == nil, errors.Is(err, pki.ErrNoPassword):
-		return "", usagef("no bundle password: give --password-file FILE or set %s", passwordEnv)
-	case errors.Is(err, pki.ErrEmptyPassword):
-		return "", usagef("--password-file %s: empty password", file)
-	case errors.As(err, &pe):
-		return "", usagef("read --password-file: %v", pe.Err)
-	}
-	return "", usageError{msg: err.Error()}
 }

@@ -14,8 +14,8 @@ import (
 	"sknock/internal/control"
 )
 
-const grantsUsage = `usage: sknock grants list [--json] [--socket PATH]
-       sknock grants revoke (--source IP | --serial N | --all) [--json] [--socket PATH]
+const grantsUsage = `usage: sknock grants list [--json] [--socket PATH | --config FILE]
+       sknock grants revoke (--source IP | --serial N | --all) [--json] [--socket PATH | --config FILE]
 
 Talk to the running sknockd over its control socket (root only).
 
@@ -28,8 +28,7 @@ Talk to the running sknockd over its control socket (root only).
            knock again. To refuse a certificate for good, revoke it in
            the CRL (sknock pki revoke, sknock pki crl).
 
-  --socket PATH   the control socket (default ` + control.DefaultSocket + `;
-                  sknockd's control.socket)
+` + controlFlagsHelp + `
   --json          print the answer as JSON
 
 Exit status: 0 done, 1 sknockd unreachable or refused, 2 bad flags.
@@ -51,7 +50,8 @@ func runGrants(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("grants "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(helpOut(args, stdout, stderr), grantsUsage) }
-	socket := fs.String("socket", control.DefaultSocket, "sknockd's control socket")
+	var target controlFlags
+	target.register(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
 	var req control.Request
 	switch sub {
@@ -80,7 +80,7 @@ func runGrants(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sknock grants revoke: give exactly one of --source, --serial or --all")
 		return 2
 	}
-	resp, err := control.Call(*socket, req, controlTimeout)
+	resp, err := target.call(req, controlTimeout)
 	if err != nil {
 		fmt.Fprintf(stderr, "sknock grants %s: %v\n", sub, err)
 		return 1
@@ -90,25 +90,35 @@ func runGrants(args []string, stdout, stderr io.Writer) int {
 	}
 	if sub == "revoke" {
 		fmt.Fprintf(stdout, "ended %d grant(s) and %d connection(s)\n", len(resp.Grants), resp.Connections)
-		printGrants(stdout, resp.Grants)
+		if len(resp.Grants) > 0 {
+			printGrants(stdout, endedHeader, resp.Grants)
+		}
 		return 0
 	}
-	printGrants(stdout, resp.Grants)
+	printGrants(stdout, liveHeader, resp.Grants)
 	if resp.Live > len(resp.Grants) {
 		fmt.Fprintf(stdout, "(%d of %d live grants shown)\n", len(resp.Grants), resp.Live)
 	}
 	return 0
 }
 
-// printGrants prints grants as a table, the soonest to end first.
-func printGrants(w io.Writer, grants []control.Grant) {
+// The tables' headers: live grants, and those a revoke just ended (their
+// time left is what they had, not what they have).
+const (
+	liveHeader  = "SOURCE\tPORT\tSECONDS LEFT\tSERIAL\tSUBJECT"
+	endedHeader = "ENDED: SOURCE\tPORT\tSECONDS IT HAD LEFT\tSERIAL\tSUBJECT"
+)
+
+// printGrants prints grants as a table under header, the soonest to end
+// first.
+func printGrants(w io.Writer, header string, grants []control.Grant) {
 	if len(grants) == 0 {
 		fmt.Fprintln(w, "no grants")
 		return
 	}
 	slices.SortFunc(grants, func(a, b control.Grant) int { return a.Expires.Compare(b.Expires) })
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SOURCE\tPORT\tSECONDS LEFT\tSERIAL\tSUBJECT")
+	fmt.Fprintln(tw, header)
 	for _, g := range grants {
 		fmt.Fprintf(tw, "%s\t%s/%d\t%.0f\t%s\t%s\n", g.Source, g.Proto, g.Port, g.SecondsLeft, dash(g.Serial), dash(g.Subject))
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -129,5 +130,86 @@ func TestStatusCommand(t *testing.T) {
 		if !strings.Contains(out.String(), w) {
 			t.Errorf("status output lacks %q:\n%s", w, out.String())
 		}
+	}
+}
+
+// TestControlSocketFromConfig: grants, status and reload find the socket
+// in sknockd's configuration (--config), and an error says which socket
+// was tried and where it came from.
+func TestControlSocketFromConfig(t *testing.T) {
+	path, _ := fakeControl(t, func(req control.Request) control.Response {
+		return control.Response{Grants: []control.Grant{}, Live: 0}
+	})
+	dir := t.TempDir()
+	config := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(config, []byte("gate:\n  policy: drop\ncontrol:\n  socket: "+path+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := run([]string{"grants", "list", "--config", config}, nil, &out, &errOut); code != 0 || !strings.Contains(out.String(), "no grants") {
+		t.Errorf("grants list --config: exit %d, %q %q; want the grants from the socket the config names", code, out.String(), errOut.String())
+	}
+	missing := filepath.Join(dir, "gone.sock")
+	os.WriteFile(config, []byte("control:\n  socket: "+missing+"\n"), 0o600)
+	out.Reset()
+	errOut.Reset()
+	code := run([]string{"status", "--config", config}, nil, &out, &errOut)
+	for _, want := range []string{missing, "control.socket in " + config, "sknockd is not running"} {
+		if code != 1 || !strings.Contains(errOut.String(), want) {
+			t.Errorf("status --config with no daemon: exit %d, stderr %q; want 1 and %q", code, errOut.String(), want)
+		}
+	}
+	if strings.Contains(errOut.String(), "are you root") {
+		t.Errorf("stderr %q asks whether root is root", errOut.String())
+	}
+	errOut.Reset()
+	if code := run([]string{"reload", "--config", filepath.Join(dir, "none.yaml")}, nil, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "none.yaml") {
+		t.Errorf("reload --config MISSING: exit %d, stderr %q; want 1 naming the file", code, errOut.String())
+	}
+}
+
+// TestReloadCommand: sknock reload prints the changed keys, or exits 1
+// with sknockd's own error; status shows the last reload.
+func TestReloadCommand(t *testing.T) {
+	at := time.Date(2026, 12, 7, 13, 0, 0, 0, time.UTC)
+	refuse := false
+	path, _ := fakeControl(t, func(req control.Request) control.Response {
+		switch req.Command {
+		case control.CommandReload:
+			if refuse {
+				return control.Response{Error: "config.yaml: line 12: knock.timestamp_tolerance: 7m is above 5m0s"}
+			}
+			return control.Response{Reload: &control.Reload{Time: at, Trigger: "sknock reload", Changed: []string{"gate.policy", "gate.protect"}}}
+		case control.CommandStatus:
+			return control.Response{Status: &control.Status{RulesHealthy: true, LastReload: &control.Reload{Time: at, Trigger: "SIGHUP", Error: "line 3: bad"}}}
+		}
+		return control.Response{Error: "unexpected"}
+	})
+	var out, errOut bytes.Buffer
+	if code := run([]string{"reload", "--socket", path}, nil, &out, &errOut); code != 0 || !strings.Contains(out.String(), "changed: gate.policy, gate.protect") {
+		t.Errorf("reload: exit %d, %q %q; want 0 and the changed keys", code, out.String(), errOut.String())
+	}
+	refuse = true
+	out.Reset()
+	if code := run([]string{"reload", "--socket", path}, nil, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "line 12: knock.timestamp_tolerance") {
+		t.Errorf("refused reload: exit %d, stderr %q; want 1 and sknockd's error", code, errOut.String())
+	}
+	out.Reset()
+	if code := run([]string{"status", "--socket", path}, nil, &out, &errOut); code != 0 || !strings.Contains(out.String(), "reload:   REFUSED at 2026-12-07T13:00:00Z (SIGHUP), previous configuration in force: line 3: bad") {
+		t.Errorf("status: exit %d, %q; want the last reload, refused", code, out.String())
+	}
+}
+
+// TestGrantsRevokeHeader: the grants a revoke ended are printed under
+// their own header, not the live grants'.
+func TestGrantsRevokeHeader(t *testing.T) {
+	grant := control.Grant{Source: "198.18.0.2", Proto: "tcp", Port: 2000, SecondsLeft: 12}
+	path, _ := fakeControl(t, func(req control.Request) control.Response {
+		return control.Response{Grants: []control.Grant{grant}}
+	})
+	var out, errOut bytes.Buffer
+	run([]string{"grants", "revoke", "--all", "--socket", path}, nil, &out, &errOut)
+	if !strings.Contains(out.String(), "ENDED: SOURCE") || strings.Contains(out.String(), "SECONDS LEFT") {
+		t.Errorf("grants revoke printed\n%s\nwant the ended grants under an ENDED header", out.String())
 	}
 }

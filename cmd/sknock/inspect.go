@@ -53,7 +53,8 @@ it, without being opened.
                   the one inside the server bundle. The CRL is the one
                   given, whatever the capture's time.
   --tolerance D   the timestamp tolerance (default 7s, as sknockd's)
-The bundle password comes from --password-file FILE or $SKNOCK_PASSWORD.
+The bundle password comes from --password-file FILE or $SKNOCK_PASSWORD, else
+it is asked for on the terminal.
 
 Exit status: 0 every knock granted, 1 some denied, 2 bad flags,
 unreadable files, or no knock in the capture.

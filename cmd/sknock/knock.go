@@ -27,8 +27,9 @@ again when a port is not open within --timeout. UDP ports cannot be
 verified. Knocks use wire format v2 by default, one knock for up to 16
 ports; --protocol 1 (or the profile's protocol: 1) sends the original
 sKnock format, one knock per port, for original sKnock servers.
-The bundle password comes from --password-file or $SKNOCK_PASSWORD.
-Unlocking the bundle costs about 2 ms; --key-cache 1h keeps it unlocked in
+The bundle password comes from --password-file or $SKNOCK_PASSWORD, else
+it is asked for on the terminal (never when stdin is not one: a
+ProxyCommand's is the connection). Unlocking the bundle costs about 2 ms; --key-cache 1h keeps it unlocked in
 the kernel's per-user keyring for an hour (Linux only; purge: keyctl purge
 -p user sknock:).
 

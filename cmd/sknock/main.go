@@ -20,6 +20,7 @@ Usage:
   sknock pki init|server|client|revoke|crl  a small file-based certificate authority
   sknock grants list|revoke [flags]         see and end the running sknockd's grants (root)
   sknock status [--json]                    the running sknockd's state and counters (root)
+  sknock reload                             make sknockd read its configuration again, and wait (root)
   sknock --version
 
 Examples:
@@ -51,6 +52,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runGrants(args[1:], stdout, stderr)
 	case "status":
 		return runStatus(args[1:], stdout, stderr)
+	case "reload":
+		return runReload(args[1:], stdout, stderr)
 	case "--version", "-version", "version":
 		fmt.Fprintln(stdout, "sknock", version)
 		return 0

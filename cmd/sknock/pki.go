@@ -180,7 +180,7 @@ func (f *issueFlags) check() (string, error) {
 	if err := checkDays(f.days); err != nil {
 		return "", err
 	}
-	return bundlePassword(f.passwordFile)
+	return newBundlePassword(f.passwordFile)
 }
 
 func pkiServer(args []string, stdout io.Writer) error {
@@ -188,7 +188,8 @@ func pkiServer(args []string, stdout io.Writer) error {
 
 Issue the gatekeeper's certificate and write DIR/NAME.pfx (key, certificate
 and CA certificate; mode 0600) and DIR/NAME.pem. The bundle password comes
-from --password-file or $SKNOCK_PASSWORD.
+from --password-file or $SKNOCK_PASSWORD, else it is asked for (twice) on
+the terminal.
 
 Example:
   SKNOCK_PASSWORD=secret sknock pki server --dir /etc/sknock/ca --name gatekeeper
@@ -215,7 +216,7 @@ func pkiClient(args []string, stdout io.Writer) error {
 
 Issue a client certificate authorised for the listed ports and write
 DIR/NAME.pfx (mode 0600) and DIR/NAME.pem. The bundle password comes from
---password-file or $SKNOCK_PASSWORD.
+--password-file or $SKNOCK_PASSWORD, else it is asked for (twice) on the terminal.
 
 Example:
   SKNOCK_PASSWORD=secret sknock pki client --dir /etc/sknock/ca --name alice --allow tcp/2000,udp/8000
@@ -367,8 +368,8 @@ or client: same authorisation unless --allow is given, a new key unless
 --keep-key. The old files are kept as DIR/NAME.OLDSERIAL.pfx and .pem; the
 new ones are DIR/NAME.pfx and DIR/NAME.pem. The old certificate stays
 valid until it expires, unless --revoke-old (then publish with 'sknock pki
-crl'). The bundle password comes from --password-file or $SKNOCK_PASSWORD
-(with --keep-key, it must also open the old bundle).
+crl'). The bundle password comes from --password-file or $SKNOCK_PASSWORD,
+else it is asked for (twice) on the terminal (with --keep-key, it must also open the old bundle).
 
 For the gatekeeper's own certificate use --keep-key: clients encrypt
 their knocks to its key, so a new key locks out every client still holding

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"slices"
@@ -11,13 +10,13 @@ import (
 	"sknock/internal/control"
 )
 
-const statusUsage = `usage: sknock status [--json] [--socket PATH]
+const statusUsage = `usage: sknock status [--json] [--socket PATH | --config FILE]
 
 Show the running sknockd's state over its control socket (root only):
 version, uptime, configuration file, whether the rule set is whole, the
-trust state and CRL freshness, and the counters.
+trust state and CRL freshness, the last reload and the counters.
 
-  --socket PATH   the control socket (default ` + control.DefaultSocket + `)
+` + controlFlagsHelp + `
   --json          print the answer as JSON
 
 Exit status: 0 sknockd answered and its rules are whole; 1 unreachable or
@@ -25,22 +24,11 @@ refused; 3 it answered but its rule set is damaged or its CRL stale.
 `
 
 func runStatus(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(helpOut(args, stdout, stderr), statusUsage) }
-	socket := fs.String("socket", control.DefaultSocket, "sknockd's control socket")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	target, asJSON, done := parseControlCommand("status", statusUsage, args, stdout, stderr)
+	if done >= 0 {
+		return done
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "sknock status: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-	resp, err := control.Call(*socket, control.Request{Command: control.CommandStatus}, controlTimeout)
+	resp, err := target.call(control.Request{Command: control.CommandStatus}, controlTimeout)
 	if err == nil && resp.Status == nil {
 		err = errors.New("sknockd sent no status")
 	}
@@ -53,7 +41,7 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	if !st.RulesHealthy || st.Trust.CRLStale {
 		code = 3
 	}
-	if *asJSON {
+	if asJSON {
 		if c := printJSON(stdout, stderr, st); c != 0 {
 			return c
 		}
@@ -73,6 +61,14 @@ func printStatus(w io.Writer, st *control.Status) {
 	fmt.Fprintf(w, "rules:    %s\n", rules)
 	fmt.Fprintf(w, "protect:  %s (policy %s)\n", st.Protect, st.Policy)
 	fmt.Fprintf(w, "grants:   %d live\n", st.Grants)
+	switch r := st.LastReload; {
+	case r == nil:
+		fmt.Fprintln(w, "reload:   none since the start")
+	case r.Error != "":
+		fmt.Fprintf(w, "reload:   REFUSED at %s (%s), previous configuration in force: %s\n", r.Time.Format(time.RFC3339), r.Trigger, r.Error)
+	default:
+		fmt.Fprintf(w, "reload:   applied at %s (%s), changed: %s\n", r.Time.Format(time.RFC3339), r.Trigger, changedList(r.Changed))
+	}
 	t := st.Trust
 	switch {
 	case !t.CRL:

@@ -21,6 +21,7 @@ import (
 
 	"sknock/internal/config"
 	"sknock/internal/daemon"
+	"sknock/internal/journal"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -67,7 +68,8 @@ func system() daemon.OSDeps {
 }
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	// Under systemd each stderr line carries its journald priority.
+	os.Exit(run(os.Args[1:], os.Stdout, journal.Stderr()))
 }
 
 func run(args []string, stdout, stderr io.Writer) int {

@@ -17,6 +17,7 @@ import (
 
 	"sknock/gate"
 	"sknock/internal/control"
+	"sknock/internal/yamlsyntax"
 	"sknock/rules"
 )
 
@@ -194,6 +195,11 @@ func ParseConfig(path string, data []byte) (Config, error) {
 // silently not apply.
 func decodeOne(path string, data []byte) (yaml.Node, error) {
 	notYAML := func(err error) error {
+		// yaml.v3 may blame a block's first line; the second reading
+		// names the line at fault.
+		if at := yamlsyntax.Locate(data); at != nil {
+			return &ConfigError{Path: path, Line: at.Line, Msg: fmt.Sprintf("not valid YAML: column %d: %s", at.Column, at.Msg)}
+		}
 		return &ConfigError{Path: path, Msg: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}
 	}
 	var doc, next yaml.Node

@@ -14,7 +14,7 @@ var configFuzzSeeds = []string{
 	"",
 	"server:\n  pkcs12: s.pfx\ngate:\n  protect: [tcp/2000]\n",
 	"server:\n  pkcs12: s.pfx\n  password_env: PW\ncrl:\n  file: c.crl\n  url: https://ca.example/c.crl\n  refresh: 1h\n" +
-		"knock:\n  ports: \"20000:20010\"\n  min_length: 0\n  timestamp_tolerance: 10m\n  queue: 7\n  workers: 4\n  backlog: 65536\n  rate_limit: \"\"\n" +
+		"knock:\n  ports: \"20000:20010\"\n  min_length: 0\n  timestamp_tolerance: 5m\n  queue: 7\n  workers: 4\n  backlog: 65536\n  rate_limit: \"\"\n" +
 		"gate:\n  queue: 8\n  queues: 16\n  protect: [tcp/1-1000, udp/*]\n  always_allow: [tcp/22]\n  open_duration: 24h\n" +
 		"  policy: reject\n  chain: X\n  reject_mark: 0x80000000\n  max_grants: 67108864\n  hold_queue: 65535\nlog:\n  level: debug\n",
 	"server:\n  pkcs12: s.pfx\ngate:\n  protect: [tcp/*]\n  always_allow: [tcp/*]\n",

@@ -62,7 +62,7 @@ func TestConfigProtectsSomething(t *testing.T) {
 		{
 			name: "second document that is invalid",
 			give: "gate:\n  protect: [tcp/2000]\n---\ngate: [\n",
-			want: "p.yaml: not valid YAML: line 4: did not find expected node content",
+			want: "p.yaml:4: not valid YAML: column 7: sequence end token ']' not found",
 		},
 		{name: "one document with a start marker", give: "---\ngate:\n  protect: [tcp/2000]\n"},
 		{name: "one document with an end marker", give: "gate:\n  protect: [tcp/2000]\n...\n"},

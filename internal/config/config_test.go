@@ -1,6 +1,9 @@
 package config
 
 import (
+	"fmt"
+	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -127,5 +130,42 @@ func TestPasswordEnvAloneReplacesTheDefaultFile(t *testing.T) {
 	}
 	if c.ServerPasswordFile != "" || c.ServerPasswordEnv != "SKNOCK_PASSWORD" {
 		t.Errorf("password_file %q, password_env %q; want the env alone", c.ServerPasswordFile, c.ServerPasswordEnv)
+	}
+}
+
+// TestConfigErrorsNameLineAndKey: a mis-indented key of the shipped file
+// is blamed on its own line, and a tolerance above 5 minutes is refused
+// naming the key.
+func TestConfigErrorsNameLineAndKey(t *testing.T) {
+	shipped, err := os.ReadFile("../../config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(shipped), "\n")
+	policy := slices.Index(lines, "  policy: drop")
+	tolerance := slices.Index(lines, "  timestamp_tolerance: 7s")
+	if policy < 0 || tolerance < 0 {
+		t.Fatal("config.yaml lacks gate.policy or knock.timestamp_tolerance")
+	}
+	edit := func(at int, line string) []byte {
+		c := slices.Clone(lines)
+		c[at] = line
+		return []byte(strings.Join(c, "\n"))
+	}
+	tests := []struct {
+		name string
+		give []byte
+		want string
+	}{
+		{name: "mis-indented key", give: edit(policy, "   policy: drop"), want: fmt.Sprintf("config.yaml:%d: not valid YAML: column 4: ", policy+1)},
+		{name: "tolerance above 5m", give: edit(tolerance, "  timestamp_tolerance: 7m"), want: fmt.Sprintf("config.yaml:%d: knock.timestamp_tolerance: 7m0s is out of range (1s to 5m0s)", tolerance+1)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseConfig("config.yaml", tt.give)
+			if err == nil || !strings.HasPrefix(err.Error(), tt.want) {
+				t.Errorf("ParseConfig: %v, want %q...", err, tt.want)
+			}
+		})
 	}
 }

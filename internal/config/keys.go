@@ -44,6 +44,13 @@ func (k *Key) Section() string { s, _, _ := strings.Cut(k.Name, "."); return s }
 // Get returns the key's value in c, for comparing two configurations.
 func (k *Key) Get(c *Config) any { return k.get(c) }
 
+// maxTimestampTolerance bounds knock.timestamp_tolerance: a knock is
+// accepted this long either side of the host's clock, so a captured knock
+// can be replayed from its own source (to another host sharing the key,
+// or after a restart) for that long. Clock skew beyond minutes wants NTP,
+// not a wider window.
+const maxTimestampTolerance = 5 * time.Minute
+
 // keys is every key the file may hold, in the README's order; sections
 // appear in the order of their first key. ParseConfig, Changed and
 // RestartNeeded read this table alone, and a test checks the README's key
@@ -73,8 +80,8 @@ var keys = []Key{
 		Doc: "UDP ports knocks arrive on"},
 	{Name: "knock.min_length", Default: "`300`", value: intField(func(c *Config) *int { return &c.Rules.MinLength }, 0, 65487),
 		Doc: "smallest UDP payload taken for a knock (also the iptables length match)"},
-	{Name: "knock.timestamp_tolerance", Default: "`7s`", value: durationField(func(c *Config) *time.Duration { return &c.KnockTolerance }, time.Second, 10*time.Minute),
-		Doc: "allowed clock difference, and the replay window"},
+	{Name: "knock.timestamp_tolerance", Default: "`7s`", value: durationField(func(c *Config) *time.Duration { return &c.KnockTolerance }, time.Second, maxTimestampTolerance),
+		Doc: "allowed clock difference, and the replay window (1s to 5m)"},
 	{Name: "knock.queue", Default: "`100`", Reload: Restart, value: queueField(func(c *Config) *uint16 { return &c.Rules.KnockQueue }),
 		Doc: "NFQUEUE number for knocks"},
 	{Name: "knock.workers", Default: "`0` (one per CPU)", Reload: Restart, value: intField(func(c *Config) *int { return &c.KnockWorkers }, 0, 1024),

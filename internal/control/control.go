@@ -1,9 +1,9 @@
 // Package control is the protocol of sknockd's control socket: one JSON
 // request per connection, one JSON response, over a root-only unix
-// socket. `sknock grants` and `sknock status` are its clients (Call);
-// sknockd serves it (Server, on Linux), answering through the handler it
-// passes in. It links nothing heavy, and logs nothing itself, so the
-// client binary stays small.
+// socket. `sknock grants`, `sknock status` and `sknock reload` are its
+// clients (Call); sknockd serves it (Server, on Linux), answering through
+// the handler it passes in. It links nothing heavy, and logs nothing
+// itself, so the client binary stays small.
 package control
 
 import (
@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"syscall"
 	"time"
 )
 
@@ -23,7 +25,12 @@ const (
 	CommandGrants = "grants" // list the live grants
 	CommandRevoke = "revoke" // end grants by source, serial or all
 	CommandStatus = "status" // the daemon's state and counters
+	CommandReload = "reload" // read the configuration file again, now
 )
+
+// ReloadTimeout bounds a reload request: a reload may fetch a CRL that
+// is not on disk yet (10 s) on top of reading every file.
+const ReloadTimeout = 60 * time.Second
 
 // MaxMessage bounds a request or response on the wire; a request larger
 // than this is refused, a response is cut at MaxListed grants well
@@ -57,6 +64,22 @@ type Response struct {
 	Connections int `json:"connections,omitempty"`
 	// Status is the answer to status.
 	Status *Status `json:"status,omitempty"`
+	// Reload is the answer to reload; a refused reload sets Error too,
+	// with the same words as the log's.
+	Reload *Reload `json:"reload,omitempty"`
+}
+
+// Reload is the outcome of one reload, by SIGHUP or over the socket.
+type Reload struct {
+	// Time is when it ended.
+	Time time.Time `json:"time"`
+	// Trigger is "SIGHUP" or "sknock reload".
+	Trigger string `json:"trigger"`
+	// Changed are the configuration keys whose values changed (applied).
+	Changed []string `json:"changed,omitempty"`
+	// Error says why the file was refused (the key, or the line of a
+	// syntax error); empty when it was applied.
+	Error string `json:"error,omitempty"`
 }
 
 // Grant is one live grant.
@@ -88,6 +111,8 @@ type Status struct {
 	Trust        Trust  `json:"trust"`
 	// Counters are the daemon's counters by name, as SIGUSR1 logs them.
 	Counters map[string]uint64 `json:"counters"`
+	// LastReload is the last reload's outcome; nil before the first.
+	LastReload *Reload `json:"last_reload,omitempty"`
 }
 
 // Trust is the trust state in force.
@@ -136,7 +161,7 @@ var ErrRefused = errors.New("sknockd refused")
 func Call(path string, req Request, timeout time.Duration) (Response, error) {
 	conn, err := net.DialTimeout("unix", path, timeout)
 	if err != nil {
-		return Response{}, fmt.Errorf("control socket %s: %w (is sknockd running, and are you root?)", path, err)
+		return Response{}, fmt.Errorf("control socket %s: %w%s", path, err, dialHint(err))
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(timeout))
@@ -151,6 +176,21 @@ func Call(path string, req Request, timeout time.Duration) (Response, error) {
 		return resp, fmt.Errorf("%w: %s", ErrRefused, resp.Error)
 	}
 	return resp, nil
+}
+
+// dialHint says what a failed connection to the socket most likely means.
+func dialHint(err error) string {
+	switch {
+	case errors.Is(err, syscall.ENOENT):
+		return " (no socket there: sknockd is not running, or listens where its control.socket says: give --config FILE or --socket PATH)"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return " (nothing answers there: sknockd is not running; systemctl status sknockd)"
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		if os.Geteuid() != 0 {
+			return " (the control socket is root's: run as root)"
+		}
+	}
+	return ""
 }
 
 // ReadRequest reads one request of at most MaxMessage bytes from conn.

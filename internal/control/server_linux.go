@@ -128,6 +128,8 @@ func (s *Server) answer(ctx context.Context, conn *net.UnixConn) {
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
 	reply := func(resp Response) {
+		// A reload may take longer than the request's deadline.
+		_ = conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		if err := WriteResponse(conn, resp); err != nil && s.cfg.Log.Undelivered != nil {
 			s.cfg.Log.Undelivered(err)
 		}

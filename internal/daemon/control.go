@@ -53,7 +53,7 @@ func (d *daemon) answerControl(req control.Request) control.Response {
 	case control.CommandStatus:
 		return control.Response{Status: d.status()}
 	}
-	return control.Response{Error: fmt.Sprintf("unknown command %q (want grants, revoke or status)", req.Command)}
+	return control.Response{Error: fmt.Sprintf("unknown command %q (want grants, revoke, status or reload)", req.Command)}
 }
 
 // listGrants lists the live grants with the certificates that made them.
@@ -186,6 +186,7 @@ func (d *daemon) status() *control.Status {
 		Protect:       d.run.cfg.ProtectList(),
 		Grants:        r.engine.Grants,
 		Counters:      statusCounters(r),
+		LastReload:    d.lastReload,
 	}
 	if t := d.engine.Trust(); t != nil {
 		st.Trust.ToleranceSecs = t.Tolerance.Seconds()

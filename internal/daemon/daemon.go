@@ -56,6 +56,9 @@ type daemon struct {
 	certs    *gate.CertBook
 	control  chan controlCall
 	notifier Notifier
+	// lastReload is the last reload's outcome (nil before one); the
+	// maintenance loop alone reads and writes it.
+	lastReload *control.Reload
 }
 
 // newLoggerAt returns the daemon's JSON logger at a level a reload can

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"sknock/internal/control"
 )
 
 // loop is the maintenance loop: signals, grant sweeps, CRL refresh,
@@ -37,7 +39,7 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal, readerDone <-ch
 				d.logStats()
 				continue
 			}
-			if d.reloadConfig(ctx) {
+			if _, refreshChanged := d.reloadConfig(ctx, "SIGHUP"); refreshChanged {
 				crl.Reset(d.run.cfg.CRLRefresh)
 			}
 		case <-crl.C:
@@ -55,7 +57,15 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal, readerDone <-ch
 		case <-stats.C:
 			d.logStats()
 		case call := <-d.control:
-			call.reply <- d.answerControl(call.req)
+			if call.req.Command != control.CommandReload {
+				call.reply <- d.answerControl(call.req)
+				continue
+			}
+			outcome, refreshChanged := d.reloadConfig(ctx, "sknock reload")
+			if refreshChanged {
+				crl.Reset(d.run.cfg.CRLRefresh)
+			}
+			call.reply <- control.Response{Reload: &outcome, Error: outcome.Error}
 		}
 	}
 }

@@ -3,6 +3,8 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -592,4 +595,60 @@ func TestMetricsShowTrustWarnings(t *testing.T) {
 			t.Errorf("with CRL %v: crl_stale = %v, want 0", withCRL, got)
 		}
 	}
+}
+
+// TestControlReload: a reload over the control socket answers with the
+// changed keys, or with the same error the log has (and changes
+// nothing); status shows the last one.
+func TestControlReload(t *testing.T) {
+	dir, cfg := daemonPKI(t)
+	cfg.ControlSocket = filepath.Join(t.TempDir(), "run", "control.sock")
+	f := newFakeOS()
+	d, _ := runOperatorDaemon(t, &cfg, f, func(deps *OSDeps) {
+		deps.ListenControl = control.Listen
+		deps.PeerUID = func(*net.UnixConn) (uint32, error) { return 0, nil }
+	})
+	path := filepath.Join(dir, "config.yaml")
+	// The file names the socket in force, or a reload is refused as a
+	// restart-only change.
+	file, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err == nil {
+		_, err = fmt.Fprintf(file, "control:\n  socket: %s\n", cfg.ControlSocket)
+		file.Close()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	reload := func() (control.Response, error) {
+		t.Helper()
+		return control.Call(cfg.ControlSocket, control.Request{Command: control.CommandReload}, control.ReloadTimeout)
+	}
+
+	rewriteConfig(t, path, "policy: reject", "policy: drop")
+	resp, err := reload()
+	if err != nil || resp.Reload == nil || !slices.Equal(resp.Reload.Changed, []string{"gate.policy"}) || resp.Reload.Trigger != "sknock reload" {
+		t.Fatalf("reload: %+v, %v; want gate.policy changed", resp.Reload, err)
+	}
+	d.reloads.next(t, "reload")
+
+	rewriteConfig(t, path, "policy: drop", "policy: sometimes")
+	resp, err = reload()
+	if !errors.Is(err, control.ErrRefused) || !strings.Contains(err.Error(), "gate.policy") || resp.Reload == nil || resp.Reload.Error == "" {
+		t.Fatalf("reload of a bad file: %+v, %v; want refused, naming gate.policy", resp.Reload, err)
+	}
+	d.reloads.next(t, "reload")
+	logged := logLines(d.logs, "reload refused")
+	if len(logged) != 1 || !strings.Contains(logged[0], jsonEscape(resp.Reload.Error)) {
+		t.Errorf("the log's refusal %q does not carry the answer's error %q", logged, resp.Reload.Error)
+	}
+	st, err := control.Call(cfg.ControlSocket, control.Request{Command: control.CommandStatus}, 5*time.Second)
+	if err != nil || st.Status.LastReload == nil || st.Status.LastReload.Error != resp.Reload.Error {
+		t.Errorf("status after a refused reload: %+v, %v; want that refusal as the last reload", st.Status, err)
+	}
+}
+
+// jsonEscape is s as it appears inside a JSON string.
+func jsonEscape(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b[1 : len(b)-1])
 }

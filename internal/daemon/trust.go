@@ -194,6 +194,10 @@ func loadState(ctx context.Context, c *config.Config, how trustLoad) (state, []e
 	}
 	warnings := fetchCRLs(ctx, c, certs.CAs, how)
 	trust, info, err := buildTrust(c, certs, how.pendingOK)
+	if err != nil && len(warnings) > 0 {
+		// The fetch's own failure is the root cause of a missing CRL.
+		err = fmt.Errorf("%w: %w", err, errors.Join(warnings...))
+	}
 	if err != nil {
 		return state{info: info}, warnings, err
 	}
@@ -217,7 +221,11 @@ func fetchCRLs(ctx context.Context, c *config.Config, cas []*x509.Certificate, h
 			}
 		}
 		if err := fetchCRL(ctx, how.fetch, how.validators, src, cas); err != nil {
-			warnings = append(warnings, fmt.Errorf("%s: %w (keeping %s)", src.URLKey(), err, src.File))
+			keeping := " (keeping " + src.File + ")"
+			if _, statErr := os.Stat(src.File); statErr != nil {
+				keeping = ""
+			}
+			warnings = append(warnings, fmt.Errorf("%s: %w%s", src.URLKey(), err, keeping))
 		}
 	}
 	return warnings

@@ -49,7 +49,7 @@ func TestSystemdUnitContents(t *testing.T) {
 	d, _ := unitDirectives(t)
 	want := map[string]string{
 		"ExecStart":               "/usr/local/bin/sknockd --config /etc/sknock/config.yaml",
-		"ExecReload":              "/bin/kill -HUP $MAINPID",
+		"ExecReload":              "/usr/local/bin/sknock reload --socket /run/sknock/control.sock",
 		"KillSignal":              "SIGTERM",
 		"TimeoutStopSec":          "10",
 		"Restart":                 "on-failure",
@@ -122,7 +122,8 @@ func contains(vs []string, v string) bool {
 }
 
 // TestSystemdUnitVerify runs `systemd-analyze verify` on the unit, with the
-// sknockd path pointed at an existing executable (verify insists on it).
+// sknockd and sknock paths pointed at an existing executable (verify
+// insists on it).
 // Without systemd-analyze it skips, also under SKNOCK_E2E=1: the unit is
 // packaging, not a kernel feature the integration tests depend on, and CI
 // containers seldom carry systemd; TestSystemdUnitContents still runs.
@@ -138,7 +139,8 @@ func TestSystemdUnitVerify(t *testing.T) {
 	}
 	dir := t.TempDir()
 	unit := filepath.Join(dir, "sknockd.service")
-	if err := os.WriteFile(unit, []byte(strings.ReplaceAll(text, "/usr/local/bin/sknockd", self)), 0o644); err != nil {
+	text = strings.NewReplacer("/usr/local/bin/sknockd", self, "/usr/local/bin/sknock", self).Replace(text)
+	if err := os.WriteFile(unit, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
