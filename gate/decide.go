@@ -23,6 +23,9 @@ type Trust struct {
 	// Tolerance is how far a knock's timestamp may be from the clock,
 	// either way (the original's TIMESTAMP_THRESHOLD, 7 s).
 	Tolerance time.Duration
+	// Opener opens v2 knocks: the server certificate's mac1 key and HPKE
+	// context with ServerKey. Nil: v2 knocks are refused as untrusted.
+	Opener *knock.Opener
 }
 
 // NewTrust builds the trust state from the server's bundle (its key
@@ -37,7 +40,11 @@ func NewTrust(server *pki.Bundle, cas []*x509.Certificate, crl *pki.CRL, toleran
 	if len(cas) == 0 {
 		return nil, errors.New("no CA certificate to check client certificates against")
 	}
-	return &Trust{ServerKey: key, Verifier: pki.NewVerifier(cas, crl), Tolerance: tolerance}, nil
+	opener, err := knock.NewOpener(server.Cert.RawSubjectPublicKeyInfo, key)
+	if err != nil {
+		return nil, fmt.Errorf("server certificate for knock v2: %w", err)
+	}
+	return &Trust{ServerKey: key, Verifier: pki.NewVerifier(cas, crl), Tolerance: tolerance, Opener: opener}, nil
 }
 
 // Input is one knock to decide.
@@ -63,10 +70,25 @@ type Decision struct {
 	Reason Reason
 	// Err says in words what failed; nil for a grant.
 	Err error
-	// Grant is what a granted knock opens. Valid only when Granted.
+	// Grant is what a granted knock opens (for v2, its first request).
+	// Valid only when Granted.
 	Grant Grant
-	// Knock is the opened knock, or nil when the datagram did not open.
+	// Grants are every request of a v2 knock, for its source, in the
+	// knock's order (Engine.Knock leaves those the host protects, which
+	// it granted); nil for v1 (Grant) and until the knock opened.
+	Grants []Grant
+	// Version is the wire version the datagram claims (knock.Version).
+	Version int
+	// Knock is the opened v1 knock, or nil when the datagram did not open
+	// or is not v1.
 	Knock *knock.Knock
+	// KnockV2 is the opened v2 knock, or nil.
+	KnockV2 *knock.KnockV2
+	// Remember says that the caller must record ReplayKey whatever the
+	// verdict: a v2 knock whose signature verified (PROTOCOL-v2.md step
+	// 9), so that a knock refused for its source cannot be granted later
+	// from another one. A v1 knock is recorded only when granted.
+	Remember bool
 	// Client is the verified certificate, or nil when it did not verify.
 	Client *pki.Client
 	// Skew is the arrival time minus the knock's timestamp; zero when the
@@ -121,6 +143,9 @@ func decide(in Input, trust *Trust, seen *ReplayCache, outcomes *outcomeCache, s
 	certTime := in.CertTime
 	if certTime.IsZero() {
 		certTime = in.Now
+	}
+	if d.Version = knock.Version(in.Datagram); d.Version == 2 {
+		return decideV2(d, in, certTime, trust, seen, outcomes, secrets)
 	}
 
 	// Garbage is refused before it is hashed, and a replay before any
@@ -245,6 +270,18 @@ func certReason(err error) Reason {
 		return ReasonNotYetValid
 	}
 	return ReasonUntrusted
+}
+
+// SealedAt returns the timestamp of the opened knock, either version, and
+// false when none opened.
+func (d *Decision) SealedAt() (time.Time, bool) {
+	switch {
+	case d.Knock != nil:
+		return d.Knock.Time(), true
+	case d.KnockV2 != nil:
+		return d.KnockV2.Time(), true
+	}
+	return time.Time{}, false
 }
 
 // ReplayExpiry is when a knock with timestamp ts stops needing replay

@@ -1,5 +1,7 @@
-// Package gate is sknock's verdict engine: it decides knocks (Decide, a
-// pure function), keeps the grants they earn (GrantTable), remembers the
+// Package gate is sknock's verdict engine: it decides knocks of both wire
+// versions (Decide, a pure function; v2 in PROTOCOL-v2.md's order, mac1
+// first), tells the knock reader which lane a datagram waits in
+// (Engine.KnockLane), keeps the grants they earn (GrantTable), remembers the
 // knocks it has seen (ReplayCache), answers the gate queue's question
 // "may this source open this port now?" (Engine.Verdict), and owns the
 // packets that race their own knock (Holder).

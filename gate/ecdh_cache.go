@@ -23,7 +23,7 @@ type sharedSecrets struct {
 }
 
 type sharedSecret struct {
-	server *ecdh.PrivateKey
+	server ecdh.KeyExchanger
 	secret []byte
 }
 
@@ -59,4 +59,46 @@ func (c *sharedSecrets) opener(server *ecdh.PrivateKey) knock.SharedSecret {
 		c.put(key, sharedSecret{server: server, secret: secret})
 		return secret, nil
 	}
+}
+
+// exchanger returns server as an ecdh.KeyExchanger for HPKE (knock v2)
+// whose ECDH remembers its shared secrets in c, as opener does for v1: an
+// encapsulated key is an ephemeral P-256 public key too, and its secret
+// is the same X coordinate. A nil cache returns server itself.
+func (c *sharedSecrets) exchanger(server ecdh.KeyExchanger) ecdh.KeyExchanger {
+	if c == nil {
+		return server
+	}
+	return cachingExchanger{c: c, server: server}
+}
+
+// cachingExchanger is the KeyExchanger exchanger returns.
+type cachingExchanger struct {
+	c      *sharedSecrets
+	server ecdh.KeyExchanger
+}
+
+// PublicKey returns the server's public key.
+func (x cachingExchanger) PublicKey() *ecdh.PublicKey { return x.server.PublicKey() }
+
+// Curve returns the server key's curve.
+func (x cachingExchanger) Curve() ecdh.Curve { return x.server.Curve() }
+
+// ECDH returns the shared secret with peer, remembered or computed.
+func (x cachingExchanger) ECDH(peer *ecdh.PublicKey) ([]byte, error) {
+	b := peer.Bytes()
+	if len(b) != knock.PublicKeySize {
+		return x.server.ECDH(peer)
+	}
+	key := [knock.PublicKeySize]byte(b)
+	if e, ok := x.c.get(key); ok && e.server == x.server {
+		x.c.hits.Add(1)
+		return e.secret, nil
+	}
+	secret, err := x.server.ECDH(peer)
+	if err != nil {
+		return nil, err
+	}
+	x.c.put(key, sharedSecret{server: x.server, secret: secret})
+	return secret, nil
 }

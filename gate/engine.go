@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"sknock/knock"
 	"sknock/packet"
 	"sknock/pki"
 )
@@ -35,6 +36,14 @@ type Config struct {
 	// refuse the grant (the engine's own cache protects it for the life of
 	// the process). Nil: nothing outside the engine remembers.
 	Remember func(ReplayEntry, ReplayCoverage)
+	// Protects reports whether the host protects proto/port: a v2 knock
+	// is granted the requests it protects (a grant for another port
+	// would open nothing). Nil: every port counts as protected.
+	Protects func(proto packet.Proto, port uint16) bool
+	// Protocols are the wire versions knocks may use (knock.protocols);
+	// a knock of another version is refused with ReasonProtocolRefused
+	// before anything costlier. Empty: 1 and 2.
+	Protocols []int
 }
 
 // Engine is the running verdict engine: the trust state, the grants and
@@ -46,9 +55,11 @@ type Engine struct {
 	clock func() time.Time
 	// settings are what a reload may change while packets flow.
 	settings atomic.Pointer[settings]
-	trust    atomic.Pointer[Trust]
-	grants   *GrantTable
-	replay   *ReplayCache
+	// protocols is the protocolSet of accepted wire versions.
+	protocols atomic.Uint32
+	trust     atomic.Pointer[Trust]
+	grants    *GrantTable
+	replay    *ReplayCache
 	// outcomes spares copies of a datagram the costly checks (see
 	// outcomeCache).
 	outcomes *outcomeCache
@@ -82,6 +93,33 @@ type Engine struct {
 type settings struct {
 	policy       Policy
 	openDuration time.Duration
+}
+
+// protocolSet is the set of wire versions accepted, by bit.
+type protocolSet uint8
+
+// protocolsOf returns the set of versions, 1 and 2 when empty.
+func protocolsOf(versions []int) protocolSet {
+	if len(versions) == 0 {
+		return 1<<1 | 1<<2
+	}
+	var set protocolSet
+	for _, v := range versions {
+		if v > 0 && v < 8 {
+			set |= 1 << v
+		}
+	}
+	return set
+}
+
+// SetProtocols sets the wire versions knocks may use from now on (empty:
+// 1 and 2), as Config.Protocols does at the start; a reload calls it.
+func (e *Engine) SetProtocols(versions []int) { e.protocols.Store(uint32(protocolsOf(versions))) }
+
+// Accepts reports whether knocks of wire version v are accepted; v 0 (no
+// version sknock knows) always is, to be refused as malformed.
+func (e *Engine) Accepts(v int) bool {
+	return v == 0 || v < 8 && protocolSet(e.protocols.Load())&(1<<v) != 0
 }
 
 // Stats are the engine's counters.
@@ -119,6 +157,14 @@ type Snapshot struct {
 	SecretHits uint64
 }
 
+// errProtocolRefused are the errors of ReasonProtocolRefused by version
+// (made once: a flood of refused datagrams allocates nothing).
+var errProtocolRefused = [3]error{
+	nil,
+	errors.New("knock v1 refused by this host's knock.protocols"),
+	errors.New("knock v2 refused by this host's knock.protocols"),
+}
+
 var (
 	errReplay     = errors.New("datagram seen before")
 	errReplayFull = errors.New("replay cache full")
@@ -151,6 +197,7 @@ func NewEngine(cfg Config, trust *Trust) *Engine {
 		e.clock = time.Now
 	}
 	e.grants.SetCertShare(cfg.MaxGrantsPerCert)
+	e.SetProtocols(cfg.Protocols)
 	e.Reconfigure(cfg.Policy, cfg.OpenDuration)
 	e.SetTrust(trust)
 	return e
@@ -359,25 +406,22 @@ func (e *Engine) Knock(src netip.Addr, datagram []byte) Decision {
 func (e *Engine) knock(src netip.Addr, datagram []byte) Decision {
 	now := e.clock()
 	trust := e.trust.Load()
-	d := decide(Input{Datagram: datagram, Source: src, Now: now}, trust, e.replay, e.outcomes, e.secrets)
-	if d.Granted() && int64(d.Knock.Timestamp) < e.replayFloor.Load() {
+	var d Decision
+	if v := knock.Version(datagram); !e.Accepts(v) {
+		d.Version = v
+		d = deny(d, ReasonProtocolRefused, errProtocolRefused[min(v, 2)])
+	} else {
+		d = decide(Input{Datagram: datagram, Source: src, Now: now}, trust, e.replay, e.outcomes, e.secrets)
+	}
+	sealed, _ := d.SealedAt()
+	if d.Granted() && sealed.Unix() < e.replayFloor.Load() {
 		d.Reason, d.Err = ReasonReplay, errBeforeFloor
 	}
-	if d.Granted() {
-		expiry := ReplayExpiry(d.Knock.Time(), now, trust.Tolerance)
-		switch e.replay.Add(d.ReplayKey, expiry, now) {
-		case Added:
-			if e.cfg.Remember != nil {
-				e.cfg.Remember(ReplayEntry{Key: d.ReplayKey, Expiry: expiry}, e.ReplayCoverage())
-			}
-		case Present:
-			d.Reason, d.Err = ReasonReplay, errReplay
-		case Full:
-			d.Reason, d.Err = ReasonOverload, errReplayFull
-		}
+	if d.Granted() || d.Remember {
+		e.remember(&d, sealed, now, trust.Tolerance)
 	}
 	if d.Granted() {
-		if err := e.grants.Add(d.Grant, CertIDOf(d.Client.Serial), now.Add(e.OpenDuration())); err != nil {
+		if err := e.grant(&d, now); err != nil {
 			d.Reason, d.Err = ReasonOverload, err
 		}
 	}
@@ -392,6 +436,47 @@ func (e *Engine) knock(src netip.Addr, datagram []byte) Decision {
 	}
 	e.stats.knocks[d.Reason].Add(1)
 	return d
+}
+
+// remember records d's replay key (a granted knock, or a v2 knock whose
+// signature verified, whatever its verdict) until the timestamp leaves
+// the window. A copy seen meanwhile is a replay; a full memory refuses a
+// grant rather than make it unprotected.
+func (e *Engine) remember(d *Decision, sealed, now time.Time, tolerance time.Duration) {
+	expiry := ReplayExpiry(sealed, now, tolerance)
+	switch e.replay.Add(d.ReplayKey, expiry, now) {
+	case Added:
+		if e.cfg.Remember != nil {
+			e.cfg.Remember(ReplayEntry{Key: d.ReplayKey, Expiry: expiry}, e.ReplayCoverage())
+		}
+	case Present:
+		d.Reason, d.Err = ReasonReplay, errReplay
+	case Full:
+		if d.Granted() {
+			d.Reason, d.Err = ReasonOverload, errReplayFull
+		}
+	}
+}
+
+// grant adds the grants of the granted decision d: v1's one, or every
+// request of a v2 knock that the host protects (Config.Protects), all or
+// none; d.Grants is left holding those.
+func (e *Engine) grant(d *Decision, now time.Time) error {
+	until := now.Add(e.OpenDuration())
+	cert := CertIDOf(d.Client.Serial)
+	if d.KnockV2 == nil {
+		return e.grants.Add(d.Grant, cert, until)
+	}
+	protected := d.Grants[:0:0]
+	for _, g := range d.Grants {
+		if e.cfg.Protects == nil || e.cfg.Protects(g.Proto, g.Port) {
+			protected = append(protected, g)
+		}
+	}
+	// What the knock was granted, for the caller: none when the host
+	// protects none of its requests.
+	d.Grants = protected
+	return e.grants.AddAll(protected, cert, until)
 }
 
 // Sweep drops expired grants and returns how many went.

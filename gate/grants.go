@@ -2,6 +2,7 @@ package gate
 
 import (
 	"errors"
+	"fmt"
 	"hash/maphash"
 	"math/big"
 	"net/netip"
@@ -203,6 +204,55 @@ func (t *GrantTable) Add(g Grant, cert CertID, until time.Time) error {
 		}
 	}
 	s.grants[k] = entryOf(max(until.UnixNano(), old.expiry()), cert)
+	return nil
+}
+
+// AddAll grants every one of gs until the given time, as Add does, or
+// none of them: the grants of one v2 knock, all for one source. It
+// returns ErrGrantsFull or ErrCertShare as Add does, having added none.
+func (t *GrantTable) AddAll(gs []Grant, cert CertID, until time.Time) error {
+	if len(gs) == 0 {
+		return nil
+	}
+	keys := make([]grantKey, len(gs))
+	for i, g := range gs {
+		if g.Source != gs[0].Source {
+			return fmt.Errorf("grant table: AddAll for %s and %s: one source only", gs[0].Source, g.Source)
+		}
+		keys[i] = keyFor(g.Source.Unmap(), g.Proto, g.Port)
+	}
+	s := t.shard(&keys[0]) // one source: one shard
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fresh, taken := 0, 0
+	for _, k := range keys {
+		old, ok := s.grants[k]
+		if !ok {
+			fresh++
+		}
+		if !ok || old.cert != cert {
+			if !t.share.take(cert) {
+				for range taken {
+					t.share.give(cert)
+				}
+				return ErrCertShare
+			}
+			taken++
+		}
+	}
+	if len(s.grants)+fresh > t.maxShard {
+		for range taken {
+			t.share.give(cert)
+		}
+		return ErrGrantsFull
+	}
+	for _, k := range keys {
+		old, ok := s.grants[k]
+		if ok && old.cert != cert {
+			t.share.give(old.cert)
+		}
+		s.grants[k] = entryOf(max(until.UnixNano(), old.expiry()), cert)
+	}
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package gate
 
 import (
+	"crypto/ecdsa"
 	"crypto/x509"
 	"errors"
 	"sync/atomic"
@@ -38,6 +39,8 @@ type outcome struct {
 	openReason Reason
 	openErr    error
 	knock      *knock.Knock
+	// knock2 is the opened v2 knock (knock is nil then).
+	knock2 *knock.KnockV2
 
 	// certReason and certErr: a certificate refusal that holds at any
 	// time under this trust state (untrusted, malformed, revoked by a
@@ -113,14 +116,21 @@ func computeOutcome(datagram []byte, trust *Trust, ipv6 bool, certTime, now time
 	}
 	o.knock = k
 	client, err := trust.Verifier.Verify(k.Certificate, certTime)
+	o.judgeCertificate(client, err, k.VerifySignature)
+	return o
+}
+
+// judgeCertificate records what a certificate (or chain) check found: a
+// refusal that holds at any time under the trust state, or, when it
+// verified, whether the signature verifies with the client's key.
+func (o *outcome) judgeCertificate(client *pki.Client, err error, verify func(*ecdsa.PublicKey) bool) {
 	if err != nil {
 		if timeless(err) {
 			o.certReason, o.certErr = certReason(err), err
 		}
-		return o
+		return
 	}
-	o.sigChecked, o.sigOK = true, k.VerifySignature(client.PublicKey)
-	return o
+	o.sigChecked, o.sigOK = true, verify(client.PublicKey)
 }
 
 // timeless reports whether a certificate refusal holds at any time under

@@ -11,6 +11,8 @@ const (
 	ReasonNone            Reason = iota // granted
 	ReasonMappedSource                  // source is an IPv4 address in IPv6 form (v4-mapped or v4-compatible)
 	ReasonMalformed                     // too short, not sKnock, bad version or layout
+	ReasonProtocolRefused               // a wire version the configuration refuses (knock.protocols)
+	ReasonBadMAC1                       // v2 mac1 wrong: not made with this server's certificate
 	ReasonUndecryptable                 // bad ephemeral key or padding: not for this server
 	ReasonReplay                        // this datagram was seen before
 	ReasonUntrusted                     // certificate unparsable, not from the CA, or unusable
@@ -30,6 +32,8 @@ var reasonNames = [numReasons]string{
 	ReasonNone:            "granted",
 	ReasonMappedSource:    "mapped_source",
 	ReasonMalformed:       "malformed",
+	ReasonProtocolRefused: "protocol_refused",
+	ReasonBadMAC1:         "bad_mac1",
 	ReasonUndecryptable:   "undecryptable",
 	ReasonReplay:          "replay",
 	ReasonUntrusted:       "untrusted_certificate",

@@ -1,8 +1,11 @@
-// Package knock owns the sKnock wire format v1.0.0: sealing a knock on the
-// client and opening one on the server, byte for byte as the original
-// sKnock clients send it (../shared/PROTOCOL.md).
+// Package knock owns the sKnock wire formats: v1.0.0, byte for byte as
+// the original sKnock clients send it (../shared/PROTOCOL.md; Seal, Open),
+// and v2.0.0 (../shared/PROTOCOL-v2.md; SealV2, Opener.OpenV2): HPKE to
+// the server certificate's key, a mac1 keyed by that certificate that a
+// server checks before any public-key operation, several requests and an
+// optional chain of intermediates. Version tells them apart.
 //
-// A knock is one UDP datagram:
+// A v1 knock is one UDP datagram:
 //
 //	'a' | 1 0 0 | AES-128-CBC(plaintext) | ephemeral P-256 public key (65 bytes)
 //

@@ -54,17 +54,23 @@ type expected struct {
 }
 
 func readExpected(t testing.TB) map[string]expected {
+	return readExpectedFile[expected](t, "expected.txt")
+}
+
+// readExpectedFile reads a vectors' expected.txt (file, below the
+// vectors directory): one "NAME {JSON}" line per packet.
+func readExpectedFile[T any](t testing.TB, file string) map[string]T {
 	t.Helper()
-	data, err := os.ReadFile(vector(t, "expected.txt"))
+	data, err := os.ReadFile(vector(t, file))
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]expected{}
+	out := map[string]T{}
 	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
 		name, js, _ := strings.Cut(line, " ")
-		var e expected
+		var e T
 		if err := json.Unmarshal([]byte(js), &e); err != nil {
-			t.Fatalf("expected.txt %s: %v", name, err)
+			t.Fatalf("%s %s: %v", file, name, err)
 		}
 		out[name] = e
 	}

@@ -13,7 +13,9 @@
 // settles it when told (Settle), one goroutine answering. A KnockReader
 // copies the UDP payload of every knock, answers the packet at once (a
 // drop, or with the reject mark a closed port's answer) and hands the
-// copy to a bounded worker pool.
+// copy to a bounded worker pool through lanes its owner's Classify
+// chooses (fast before common, returning clients first within each), or
+// decides it on the spot when Classify says it is cheap to.
 //
 // The kernel socket sits behind the Socket interface; queuetest holds a
 // fake that feeds packets through the same path without root.

@@ -23,16 +23,15 @@ func HandleKnockBatch(k *KnockReader, s Socket, pkts []Packet) {
 	k.handleBatch(pkts)
 }
 
-// ProcessOneKnock runs one queued knock through Handle on the calling
-// goroutine, as a worker would; it reports false when none was queued.
+// ProcessOneKnock runs the first queued knock, in the workers' lane
+// order, through Handle on the calling goroutine, as a worker would; it
+// reports false when none was queued.
 func ProcessOneKnock(k *KnockReader) bool {
-	select {
-	case job := <-k.work:
+	job, ok := k.next()
+	if ok {
 		k.process(job)
-		return true
-	default:
-		return false
 	}
+	return ok
 }
 
 // FreeBuffers returns how many pool buffers are free.

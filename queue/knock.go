@@ -75,8 +75,30 @@ type KnockConfig struct {
 	// first, so that a flood filling the backlog sheds them last. A
 	// priority knock finding its lane full takes the common one.
 	Priority func(src netip.Addr) bool
-	// PriorityDepth bounds the priority lane; zero: Depth/4 (at least 1).
+	// PriorityDepth bounds each priority lane; zero: Depth/4 (at least
+	// 1).
 	PriorityDepth int
+	// Classify, when set, is asked on the receive goroutine for every
+	// knock's payload (a pooled copy) how it is served; it must be quick
+	// and not allocate. atOnce: the knock is cheap to decide (sknockd: a
+	// datagram that is no knock, a v2 knock whose mac1 is wrong, a
+	// version the configuration refuses), so the receive goroutine runs
+	// Queued and Handle for it at once and no flood of such datagrams
+	// can take a worker or a place in a lane. fast: the knock waits in
+	// the fast lane (sknockd: v2 with the right mac1), which the workers
+	// empty before the common lane (v1), so that knocks that cost an ECDH
+	// to anyone never delay fast ones. Priority splits both lanes alike:
+	// the workers take a priority fast knock first, then a fast one, then
+	// a priority common one, then a common one. Nil: every knock is
+	// common.
+	Classify func(payload []byte) (atOnce, fast bool)
+	// FastDepth bounds the fast lane; zero: Depth. Used with Classify.
+	FastDepth int
+	// AtOnce, when set, runs instead of Handle for the knocks Classify
+	// says to decide at once (sknockd: Engine.KnockAtOnce, which spares
+	// Classify's mac1 check a second time); same contract as Handle.
+	// Nil: Handle.
+	AtOnce func(src netip.Addr, payload []byte)
 	// Reject is how the reader starts answering knocks (SetReject changes
 	// it while running): true, as the kernel answers a closed port, by
 	// repeating each packet with RejectMark set, which the rules' mark
@@ -99,9 +121,15 @@ type KnockStats struct {
 	Queued atomic.Uint64
 	// Shed counts knocks dropped because the workers were Depth behind.
 	Shed atomic.Uint64
-	// Prioritized counts knocks queued in the priority lane (also counted
+	// Prioritized counts knocks queued in a priority lane (also counted
 	// in Queued).
 	Prioritized atomic.Uint64
+	// Fast counts knocks queued in the fast lane or its priority lane
+	// (also counted in Queued).
+	Fast atomic.Uint64
+	// AtOnce counts knocks Classify sent to Handle on the receive
+	// goroutine (also counted in Queued and Handled).
+	AtOnce atomic.Uint64
 	// Unknown counts packets that were not UDP over IP.
 	Unknown atomic.Uint64
 	// Truncated counts knocks longer than the copy range.
@@ -130,6 +158,15 @@ type KnockStats struct {
 	RejectLoops atomic.Uint64
 }
 
+// The lanes, in the order the workers empty them.
+const (
+	lanePriorityFast   = iota // fast knocks of Priority's sources
+	laneFast                  // fast knocks (Classify)
+	lanePriorityCommon        // other knocks of Priority's sources
+	laneCommon                // every other knock (Depth long)
+	numLanes
+)
+
 // knockJob is one copied knock on its way to a worker.
 type knockJob struct {
 	src netip.Addr
@@ -151,15 +188,14 @@ type KnockReader struct {
 	// signal (the receive goroutine's).
 	repeats *Repeats
 
-	// work holds at most Depth knocks; the receive goroutine sheds when it
-	// is full (a non-blocking send). prio holds at most PriorityDepth
-	// knocks of Priority's sources (nil without Priority); the workers
-	// take from it first.
-	work, prio chan knockJob
-	// free holds the buffers not in use. There are
-	// Depth+PriorityDepth+Workers+1 of them: Depth in work,
-	// PriorityDepth in prio, one per worker, one in the receive goroutine,
-	// so it is never empty while the bounds on work and prio hold.
+	// lanes are the bounded queues to the workers, in the order the
+	// workers empty them (laneOrder); the receive goroutine sheds a knock
+	// whose lane is full (a non-blocking send). A lane the
+	// configuration does not use is nil.
+	lanes [numLanes]chan knockJob
+	// free holds the buffers not in use: one per place in the lanes, one
+	// per worker, one in the receive goroutine, so it is never empty
+	// while the lanes' bounds hold.
 	free chan []byte
 
 	// sock and hdr belong to the one receive goroutine while Run runs.
@@ -168,7 +204,8 @@ type KnockReader struct {
 }
 
 // NewKnock checks cfg, fills in its defaults, allocates the buffer pool
-// ((Depth+Workers+1)×CopyRange bytes) and returns a reader that Run starts.
+// ((the lanes' depths+Workers+1)×CopyRange bytes) and returns a reader
+// that Run starts.
 func NewKnock(cfg KnockConfig) (*KnockReader, error) {
 	if cfg.Handle == nil {
 		return nil, errors.New("queue: knock config: Handle is nil")
@@ -203,24 +240,38 @@ func NewKnock(cfg KnockConfig) (*KnockReader, error) {
 	if cfg.RejectMark == 0 {
 		cfg.RejectMark = DefaultRejectMark
 	}
-	if cfg.PriorityDepth < 0 {
-		return nil, fmt.Errorf("queue: knock config: PriorityDepth %d must not be negative", cfg.PriorityDepth)
+	if cfg.PriorityDepth < 0 || cfg.FastDepth < 0 {
+		return nil, fmt.Errorf("queue: knock config: PriorityDepth %d and FastDepth %d must not be negative", cfg.PriorityDepth, cfg.FastDepth)
 	}
 	if cfg.Priority == nil {
 		cfg.PriorityDepth = 0
 	} else if cfg.PriorityDepth == 0 {
 		cfg.PriorityDepth = max(1, cfg.Depth/4)
 	}
-	k := &KnockReader{
-		cfg:     cfg,
-		stats:   cfg.Stats,
-		repeats: NewRepeats(nil),
-		work:    make(chan knockJob, cfg.Depth),
-		free:    make(chan []byte, cfg.Depth+cfg.PriorityDepth+cfg.Workers+1),
+	if cfg.Classify == nil {
+		cfg.FastDepth = 0
+	} else if cfg.FastDepth == 0 {
+		cfg.FastDepth = cfg.Depth
 	}
+	k := &KnockReader{cfg: cfg, stats: cfg.Stats, repeats: NewRepeats(nil)}
+	depths := [numLanes]int{laneCommon: cfg.Depth}
 	if cfg.Priority != nil {
-		k.prio = make(chan knockJob, cfg.PriorityDepth)
+		depths[lanePriorityCommon] = cfg.PriorityDepth
 	}
+	if cfg.Classify != nil {
+		depths[laneFast] = cfg.FastDepth
+		if cfg.Priority != nil {
+			depths[lanePriorityFast] = cfg.PriorityDepth
+		}
+	}
+	places := 0
+	for lane, depth := range depths {
+		if depth > 0 {
+			k.lanes[lane] = make(chan knockJob, depth)
+			places += depth
+		}
+	}
+	k.free = make(chan []byte, places+cfg.Workers+1)
 	k.reject.Store(cfg.Reject)
 	size := int(cfg.CopyRange)
 	backing := make([]byte, cap(k.free)*size)
@@ -359,46 +410,99 @@ func (k *KnockReader) handle(p Packet) {
 		return
 	}
 	src := k.hdr.Src
-	lane := k.work
-	if k.prio != nil && len(k.prio) < cap(k.prio) && k.cfg.Priority(src) {
-		lane = k.prio
-		st.Prioritized.Add(1)
+	n := copy(buf[:cap(buf)], k.hdr.Payload)
+	payload := buf[:n]
+	atOnce, fast := false, false
+	if k.cfg.Classify != nil {
+		atOnce, fast = k.cfg.Classify(payload)
+	}
+	if atOnce {
+		st.Queued.Add(1)
+		st.AtOnce.Add(1)
+		if k.cfg.Queued != nil {
+			k.cfg.Queued(src)
+		}
+		handle := k.cfg.Handle
+		if k.cfg.AtOnce != nil {
+			handle = k.cfg.AtOnce
+		}
+		handle(src, payload)
+		k.free <- buf
+		st.Handled.Add(1)
+		return
+	}
+	lane := k.lanes[laneCommon]
+	prio := k.lanes[lanePriorityCommon]
+	if fast {
+		lane, prio = k.lanes[laneFast], k.lanes[lanePriorityFast]
+	}
+	prioritized := prio != nil && len(prio) < cap(prio) && k.cfg.Priority(src)
+	if prioritized {
+		lane = prio
 	}
 	if len(lane) == cap(lane) {
-		// The workers are Depth knocks behind: shed this one.
+		// The workers are the lane's depth behind: shed this one.
 		k.free <- buf
 		st.Shed.Add(1)
 		return
 	}
-	n := copy(buf[:cap(buf)], k.hdr.Payload)
+	if prioritized {
+		st.Prioritized.Add(1)
+	}
+	if fast {
+		st.Fast.Add(1)
+	}
 	if k.cfg.Queued != nil {
 		k.cfg.Queued(src) // before a worker can finish it
 	}
 	// This goroutine is the only sender and the workers only take, so
 	// there is room: the send does not block.
-	lane <- knockJob{src: src, buf: buf[:n]}
+	lane <- knockJob{src: src, buf: payload}
 	st.Queued.Add(1)
 }
 
-// worker runs Handle for queued knocks until ctx is done, the priority
-// lane's first (a nil lane is never ready).
+// worker runs Handle for queued knocks until ctx is done, emptying the
+// lanes in their order (a nil lane is never ready).
 func (k *KnockReader) worker(ctx context.Context) {
 	for {
-		select {
-		case job := <-k.prio:
+		if job, ok := k.next(); ok {
 			k.process(job)
+			// A worker that always finds work never blocks, and so never
+			// lets the receive goroutine (back from its receive, waiting
+			// for a P) run before the scheduler preempts it, up to 10 ms
+			// later: under a flood of knocks that cost an ECDH, that is
+			// the kernel's queue filling and dropping knocks of every
+			// kind. Yielding after each knock (a knock costs tens of µs,
+			// a yield well under one) keeps the reader reading.
+			runtime.Gosched()
 			continue
-		default:
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case job := <-k.prio:
+		case job := <-k.lanes[lanePriorityFast]:
 			k.process(job)
-		case job := <-k.work:
+		case job := <-k.lanes[laneFast]:
+			k.process(job)
+		case job := <-k.lanes[lanePriorityCommon]:
+			k.process(job)
+		case job := <-k.lanes[laneCommon]:
 			k.process(job)
 		}
 	}
+}
+
+// next takes the first knock waiting, the lanes in their order, without
+// blocking.
+func (k *KnockReader) next() (knockJob, bool) {
+	for _, lane := range k.lanes {
+		select {
+		case job := <-lane:
+			return job, true
+		default:
+		}
+	}
+	return knockJob{}, false
 }
 
 // process runs Handle for job and returns its buffer to the pool.
@@ -412,19 +516,13 @@ func (k *KnockReader) process(job knockJob) {
 // pool, so that Run can be called again.
 func (k *KnockReader) drain() {
 	for {
-		select {
-		case job := <-k.prio:
-			k.free <- job.buf
-			if k.cfg.Unhandled != nil {
-				k.cfg.Unhandled(job.src)
-			}
-		case job := <-k.work:
-			k.free <- job.buf
-			if k.cfg.Unhandled != nil {
-				k.cfg.Unhandled(job.src)
-			}
-		default:
+		job, ok := k.next()
+		if !ok {
 			return
+		}
+		k.free <- job.buf
+		if k.cfg.Unhandled != nil {
+			k.cfg.Unhandled(job.src)
 		}
 	}
 }

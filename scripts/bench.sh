@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 export PATH="$PATH:/usr/local/go/bin"
 
-PHASES=${PHASES:-"micro e2e gate metrics garbage spoof fwknop memory"}
+PHASES=${PHASES:-"micro e2e gate metrics garbage spoof v2 fwknop memory"}
 LAT_N=${LAT_N:-200}            # knocks per latency series
 THRU_N=${THRU_N:-12000}        # valid knocks for the throughput row
 FLOOD_N=${FLOOD_N:-500000}    # SYNs per gate flood
@@ -28,6 +28,8 @@ GARBAGE_RATE=${GARBAGE_RATE:-20000}
 GARBAGE_FOR=${GARBAGE_FOR:-10s}
 SPOOF_RATE=${SPOOF_RATE:-30000}  # spoofed-source floods of rows 8a and 8b
 FRESH_N=${FRESH_N:-50}           # fresh clients per spoofed flood (at most 250)
+V2_MULTS=${V2_MULTS:-"1 2 4"}     # v2 rows 9c/9d: flood rates as multiples of the ECDH rate
+CEIL_RATE=${CEIL_RATE:-400000}   # row 9e: offered wrong-mac1 rate (the sender's own limit caps it)
 # The dated report; a second run on the same day gets the time too, so
 # that no report is overwritten.
 OUT=${OUT:-docs/bench/$(date -u +%Y-%m-%d).md}
@@ -193,10 +195,13 @@ KEY_CACHE="--key-cache 2m"
 # ---- 1. deciding a knock vs the crypto floor -----------------------------------
 if has_phase micro; then
   log "micro: go test -bench (gate)"
-  go test -run='^$' -bench 'BenchmarkDecideKnownClient|BenchmarkCryptoFloor' -benchtime=2s -count=3 ./gate/ > "$W/micro.txt"
+  go test -run='^$' -bench 'BenchmarkDecideKnownClient|BenchmarkCryptoFloor|BenchmarkDecideV2KnownClient|BenchmarkRefuseBadMAC1' -benchtime=2s -count=3 ./gate/ > "$W/micro.txt"
   med() { awk -v b="$1" '$1 ~ "^"b"(-[0-9]+)?$" {print $3}' "$W/micro.txt" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
   R[decide_ns]=$(med BenchmarkDecideKnownClient)
   R[floor_ns]=$(med BenchmarkCryptoFloor)
+  R[decide2_ns]=$(med BenchmarkDecideV2KnownClient)
+  R[badmac_ns]=$(med BenchmarkRefuseBadMAC1)
+  R[badmac_us]=$(calc %.2f "${R[badmac_ns]:-0}/1000")
   R[floor_x_cores]=$(calc %.0f "1e9/${R[floor_ns]}*$(nproc)")
 fi
 
@@ -370,7 +375,7 @@ fi
 # clients first knock once each without the flood (their grants end after
 # the 1 s open_duration; they are then recently granted sources).
 run_spoof() {
-  local x=$1 kind=$2 rate=$3
+  local x=$1 kind=$2 rate=$3 proto=${5:-1}
   start_daemon "$W/d8.yaml" "$W/d8$x.log"
   if [ "${4:-}" = returning ]; then
     in_cli "$SB" latency -mode datagram -pfx "${CLIENTS[4]}" -password-file "$PW" -server-cert "$SERVER_CERT" \
@@ -384,7 +389,7 @@ run_spoof() {
   # Let the flood reach its rate (fresh keys are made first).
   for _ in $(seq 300); do grep -q prepare "$W/sp$x.kv" 2>/dev/null && break; sleep 0.1; done
   sleep 3
-  in_cli "$SB" latency -mode datagram -pfx "${CLIENTS[4]}" -password-file "$PW" -server-cert "$SERVER_CERT" \
+  in_cli "$SB" latency -mode datagram -protocol "$proto" -pfx "${CLIENTS[4]}" -password-file "$PW" -server-cert "$SERVER_CERT" \
     -sources 198.18.3.1+"$FRESH_N" -dst $SRV_IP -ports 2000-2039 -n "$FRESH_N" -timeout 1s -gap 20ms -prefix fr$x | kvs
   kill -TERM "$sp" 2>/dev/null || true; wait "$sp" || true
   kvs < "$W/sp$x.kv"
@@ -393,7 +398,11 @@ run_spoof() {
   local ok=${R[fr${x}_n]:-0} fail=${R[fr${x}_fail]:-0}
   R[fr${x}_pct]=$(calc %.1f "100*$ok/($ok+$fail)")
 }
-if has_phase spoof; then
+# spoof_setup: the ECDH rate, the config and the fresh clients' addresses
+# of rows 8 and 9, once.
+SPOOF_READY=
+spoof_setup() {
+  [ -n "$SPOOF_READY" ] && return 0
   go test -run='^$' -bench 'BenchmarkECDH$' -benchtime=2s -count=3 ./gate/ > "$W/ecdh.txt"
   R[ecdh_ns]=$(awk '$1 ~ /^BenchmarkECDH(-[0-9]+)?$/ {print $3}' "$W/ecdh.txt" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
   R[ecdh_rate]=$(calc %.0f "1e9/${R[ecdh_ns]}*$(nproc)")
@@ -401,6 +410,10 @@ if has_phase spoof; then
   in_srv sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.vm.rp_filter=0
   for i in $(seq 1 "$FRESH_N"); do ip -n "$CLI" addr add 198.18.3.$i/32 dev veth0; done
   ip -n "$SRV" route add 198.18.3.0/24 via $CLI_IP
+  SPOOF_READY=1
+}
+if has_phase spoof; then
+  spoof_setup
   run_spoof rand random "$SPOOF_RATE"
   run_spoof repl replay "$SPOOF_RATE"
   run_spoof mut mutate "$SPOOF_RATE"
@@ -410,6 +423,35 @@ if has_phase spoof; then
   done
   run_spoof back fresh "${R[ecdh_rate]}" returning
   R[spback_x]=$(calc %.2f "${R[spback_rate]:-0}/${R[ecdh_rate]}")
+fi
+
+# ---- 9. knock v2: fresh v2 clients under spoofed floods, the knock queue's ceiling ----
+if has_phase v2; then
+  spoof_setup
+  # 9c: v1-shaped datagrams with fresh ephemeral keys (an ECDH each, to
+  # anyone); 9d: v2-shaped datagrams with a wrong mac1 (one HMAC each).
+  # The fresh clients knock in v2 (one datagram each, no retry).
+  for m in $V2_MULTS; do
+    run_spoof v2a$m fresh "$(calc %.0f "${R[ecdh_rate]}*$m")" "" 2
+    R[spv2a${m}_x]=$(calc %.2f "${R[spv2a${m}_rate]:-0}/${R[ecdh_rate]}")
+    run_spoof v2b$m v2badmac "$(calc %.0f "${R[ecdh_rate]}*$m")" "" 2
+    R[spv2b${m}_x]=$(calc %.2f "${R[spv2b${m}_rate]:-0}/${R[ecdh_rate]}")
+  done
+  # 9e: the knock queue's own ceiling: wrong-mac1 datagrams as fast as the
+  # sender goes, 10 s, while qrate samples the knock queue's kernel
+  # counters (handled/s, and what the kernel dropped because sknockd's
+  # receive goroutine fell behind).
+  log "knock queue ceiling: wrong-mac1 flood at up to $CEIL_RATE/s for 10 s"
+  start_daemon "$W/d8.yaml" "$W/d9ceil.log"
+  rm -f "$W/ready"
+  in_srv "$SB" qrate -queue 100 -iface vm -prefix kqceil -ready "$W/ready" -for 14s > "$W/kqceil.kv" & q=$!
+  for _ in $(seq 50); do [ -e "$W/ready" ] && break; sleep 0.05; done
+  ip netns exec "$MAL" "$SB" spoof -kind v2badmac -dst $SRV_IP -rate "$CEIL_RATE" -n $((CEIL_RATE * 10)) -for 10s \
+    -prefix spceil > "$W/spceil.kv" || true
+  wait "$q" || true
+  kvs < "$W/kqceil.kv"; kvs < "$W/spceil.kv"
+  stop_daemon
+  "$SB" logstats -log "$W/d9ceil.log" -prefix slceil | kvs
 fi
 
 # ---- 5. fwknop, same namespaces and prober --------------------------------------------
@@ -505,6 +547,18 @@ verdict() { # verdict VALUE OP GOAL
   awk "BEGIN { exit !($1 $2 $3) }" && echo met || echo "**missed**"
 }
 R[decide_ratio]=$(ratio decide_ns floor_ns)
+R[decide2_ratio]=$(ratio decide2_ns floor_ns)
+v2rows() { # v2rows a|b: the 9c or 9d cell, one entry per multiple
+  local m out=
+  for m in $V2_MULTS; do out+="$(get spv2$1${m}_x)× ($(get spv2$1${m}_rate)/s): $(get frv2$1${m}_pct) %; "; done
+  echo "${out%; }"
+}
+v2min() { # v2min a|b: the lowest success rate of the row
+  local m v lo=
+  for m in $V2_MULTS; do v=${R[frv2$1${m}_pct]:-}; [[ "$v" =~ ^[0-9.]+$ ]] || { echo n/a; return; }
+    [ -z "$lo" ] || awk "BEGIN{exit !($v<$lo)}" && lo=$v; done
+  echo "${lo:-n/a}"
+}
 R[thr_vs_floor]=$(ratio thr_grant_rate floor_x_cores)
 R[g_nogrant_vs_nfqacc]=$(ratio gnogrant_rate nfqaccept_rate)
 R[g_grant_vs_nfqacc]=$(ratio ggrant_rate nfqaccept_rate)
@@ -564,6 +618,11 @@ How each row is measured is described under the table.
 | 8c | the same with distinct knock-shaped datagrams, each with a fresh ephemeral key (an ECDH each), by flood rate as a multiple of this host's ECDH rate ($(get ecdh_rate)/s on $(nproc) cores) | $(get spfresh10_x)× ($(get spfresh10_rate)/s): $(get frfresh10_pct) %; $(get spfresh25_x)× ($(get spfresh25_rate)/s): $(get frfresh25_pct) %; $(get spfresh50_x)× ($(get spfresh50_rate)/s): $(get frfresh50_pct) %; $(get spfresh100_x)× ($(get spfresh100_rate)/s): $(get frfresh100_pct) % | shed: $(get slfresh10_counter_shed), $(get slfresh25_counter_shed), $(get slfresh50_counter_shed), $(get slfresh100_counter_shed) | | — | |
 | 8d | 8c at $(get spback_x)× for returning clients (each granted once before the flood, so shed last) | $(get frback_pct) % ($(get frback_n) of $FRESH_N; open p50 $(get frback_p50_ms) ms) | fresh clients at that rate (8c): $(get frfresh100_pct) % | | — | |
 | 8e | 8b's replayed knock with its first ciphertext block randomised on every send (distinct datagrams sharing one ephemeral key; $(get spmut_rate)/s) | $(get frmut_pct) % ($(get frmut_n) of $FRESH_N; open p50 $(get frmut_p50_ms) ms) | daemon: $(get slmut_counter_shed) knocks shed | | — | |
+| 9a | deciding a known client's v2 knock (gate.Decide: mac1, HPKE open, chain cached, signature) | $(get decide2_ns) ns | crypto floor (1 ECDH + 1 ECDSA verify) $(get floor_ns) ns | $(get decide2_ratio)× | ≤ 1.1× | $(verdict "$(get decide2_ratio)" '<=' 1.1) |
+| 9b | refusing a v2 datagram whose mac1 is wrong (Engine.KnockLane + Engine.KnockAtOnce, as the knock reader's receive goroutine does) | $(get badmac_us) µs a datagram | | | ≤ 2 µs | $(verdict "$(get badmac_us)" '<=' 2) |
+| 9c | fresh **v2** clients let in under a spoofed flood of v1-shaped datagrams with fresh ephemeral keys (8c's flood), by rate as a multiple of the ECDH rate ($(get ecdh_rate)/s) | $(v2rows a) | | | ≥ 99 % each | $(verdict "$(v2min a)" '>=' 99) |
+| 9d | fresh v2 clients under a spoofed flood of v2-shaped datagrams with a wrong mac1 | $(v2rows b) | | | ≥ 99 % each | $(verdict "$(v2min b)" '>=' 99) |
+| 9e | the knock queue's own ceiling: wrong-mac1 datagrams offered as fast as one sender goes ($(get spceil_rate)/s sent for $(get spceil_s) s) | $(get kqceil_rate)/s handled by sknockd's knock reader | kernel queue drops: $(get kqceil_qdrop) (queue full), $(get kqceil_udrop) (user) | | — | |
 | 7a | RSS of 1,000,000 live grants (gate.GrantTable in a Go program) | +$(get grants_rss_mb) MB RSS (+$(get grants_heap_mb) MB heap; lookup $(get grants_lookup_ns) ns) | | | ≤ 200 MB | $(verdict "$(get grants_rss_mb)" '<=' 200) |
 | 7b | sknockd with a 1,000,000-serial CRL ($(get crl_bytes) bytes) | RSS $(get crl_daemon_rss_mb) MB running, $(get crl_refresh_rss_mb) MB after a CRL refresh | --check's peak $(get chkbig_maxrss_mb) MB (idle sknockd with a 1-entry CRL: $(get idle_daemon_rss_mb) MB) | $(get crl_rss_vs_check)×, $(get crl_refresh_vs_check)× | ≤ 1.2× | $(verdict "$(get crl_worst_vs_check)" '<=' 1.2) |
 | 7c | loading that CRL | $(get crl_load_s) s (--check $(get chkbig_wall_s) s vs $(get chksmall_wall_s) s) | | | ≤ 2 s | $(verdict "$(get crl_load_s)" '<=' 2) |
@@ -649,6 +708,16 @@ listeners on tcp/2000–2249 and tcp/2300 (open). Tools:
    its own address of cli's 198.18.3.0/24 and knocking once (one datagram
    sealed just before it is sent, no retry), are measured as in 6; shipped
    \`knock.rate_limit: "20/second"\`.
+9. 9a/9b as row 1 (\`BenchmarkDecideV2KnownClient\`, \`BenchmarkRefuseBadMAC1\`, same
+   \`go test\` run). 9c/9d as 8c, with the $FRESH_N fresh clients knocking in v2
+   (\`sknockbench latency -protocol 2\`): 9c floods 8c's v1-shaped datagrams with
+   fresh ephemeral keys, which wait in the knock reader's v1 lane; 9d floods
+   v2-shaped datagrams ('a' 2.0.0, then random bytes: mac1 wrong), which the
+   receive goroutine refuses at once. Rates are multiples ($V2_MULTS) of the
+   ECDH rate; the sender's actual rate is shown. 9e floods wrong-mac1 datagrams
+   at up to CEIL_RATE=$CEIL_RATE/s for 10 s while \`sknockbench qrate\` samples
+   the knock queue (100): the rate its packets were handled at, and what the
+   kernel dropped.
 7. \`sknockbench grants\` fills a gate.GrantTable with 1,000,000 grants (addresses
    of 198.18.0.0/15 × 8 ports; nothing sent — a million sources over the wire is
    impractical) and reports the process RSS growth after a GC. \`sknockbench crl\`

@@ -75,6 +75,10 @@ func TestKnockNumericFlagBounds(t *testing.T) {
 		{name: "timeout max duration", give: []string{"--timeout", "2562047h"}, want: "--timeout"},
 		{name: "timeout beyond duration", give: []string{"--timeout", "9999999h"}, want: "-timeout"},
 		{name: "timeout zero", give: []string{"--timeout", "0"}, want: "--timeout"},
+		{name: "protocol 1", give: []string{"--protocol", "1"}},
+		{name: "protocol 2", give: []string{"--protocol", "2"}},
+		{name: "protocol 3", give: []string{"--protocol", "3"}, want: "--protocol 3 is not 1 or 2"},
+		{name: "protocol 0", give: []string{"--protocol", "0"}, want: "--protocol 0 is not 1 or 2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

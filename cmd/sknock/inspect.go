@@ -34,7 +34,10 @@ ports of at least --min-length bytes is a knock (what sknockd's rules pass
 to it), judged at its capture time, from its captured source address, in
 order (a repeated datagram is a replay, as for sknockd). A raw payload is
 judged at its own timestamp unless --at is given, so that the time of the
-inspection never hides the real reason.
+inspection never hides the real reason. Both wire formats are read: a v2
+knock shows every port it requests ("requests") and its chain, and a v2
+datagram whose mac1 is wrong is refused as bad_mac1, as sknockd refuses
+it, without being opened.
 
   --at SECONDS    judge the timestamps as of this time, Unix seconds
                   (default: each datagram's capture time; for a raw
@@ -85,12 +88,16 @@ type inspectResult struct {
 	Detail        string   `json:"detail,omitempty"`
 	Time          string   `json:"time"`
 	TimeFrom      string   `json:"time_from"`
+	Protocol      int      `json:"protocol,omitempty"`
+	Requests      []string `json:"requests,omitempty"`
 	Proto         string   `json:"proto,omitempty"`
 	Port          *uint16  `json:"port,omitempty"`
 	ClientIP      string   `json:"client_ip,omitempty"`
 	Source        string   `json:"source"`
 	Destination   string   `json:"destination,omitempty"`
 	Timestamp     *uint32  `json:"timestamp,omitempty"`
+	TimestampMS   *uint64  `json:"timestamp_ms,omitempty"`
+	Chain         []string `json:"chain,omitempty"`
 	SkewSeconds   *float64 `json:"skew_seconds,omitempty"`
 	Serial        string   `json:"serial,omitempty"`
 	Subject       string   `json:"subject,omitempty"`
@@ -263,7 +270,7 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 // address, at --at or at its own timestamp; its certificate at the real
 // time.
 func inspectRaw(datagram []byte, f *inspectFlags, trust *gate.Trust) (inspectResult, error) {
-	k := openAnyFamily(datagram, trust)
+	claimed, sealed, opened := openAnyVersion(datagram, trust)
 	var src netip.Addr
 	switch {
 	case f.source != "":
@@ -271,8 +278,8 @@ func inspectRaw(datagram []byte, f *inspectFlags, trust *gate.Trust) (inspectRes
 		if src, err = netip.ParseAddr(f.source); err != nil {
 			return inspectResult{}, fmt.Errorf("--source %q is not an IP address", f.source)
 		}
-	case k != nil:
-		src = k.ClientIP
+	case opened:
+		src = claimed
 	default:
 		src = netip.IPv4Unspecified() // unreadable: its verdict says why
 	}
@@ -280,8 +287,8 @@ func inspectRaw(datagram []byte, f *inspectFlags, trust *gate.Trust) (inspectRes
 	switch {
 	case f.at != nil:
 		now, from = *f.at, timeFromFlag
-	case k != nil:
-		now = k.Time()
+	case opened:
+		now = sealed
 	}
 	d := gate.Decide(gate.Input{Datagram: datagram, Source: src, Now: now, CertTime: time.Now()}, trust, nil)
 	out := describe(d, src)
@@ -325,8 +332,8 @@ func inspectCapture(data []byte, f *inspectFlags, trust *gate.Trust, stderr io.W
 				Detail: "the capture holds only part of this datagram: capture again with tcpdump -s 0"}
 		} else {
 			d := gate.Decide(gate.Input{Datagram: dg.Payload, Source: src, Now: now}, trust, seen)
-			if d.Granted() {
-				seen.Add(d.ReplayKey, gate.ReplayExpiry(d.Knock.Time(), now, trust.Tolerance), now)
+			if sealed, ok := d.SealedAt(); d.Granted() || d.Remember && ok {
+				seen.Add(d.ReplayKey, gate.ReplayExpiry(sealed, now, trust.Tolerance), now)
 			}
 			r = describe(d, src)
 		}
@@ -344,8 +351,27 @@ func inspectCapture(data []byte, f *inspectFlags, trust *gate.Trust, stderr io.W
 	return out, nil
 }
 
-// openAnyFamily opens the knock, reading its client address as IPv4 when
-// it is one and as IPv6 otherwise; nil when it does not open.
+// openAnyVersion opens a v1 or v2 knock and returns the client address
+// it claims and its timestamp; opened is false when it does not open.
+func openAnyVersion(datagram []byte, trust *gate.Trust) (claimed netip.Addr, sealed time.Time, opened bool) {
+	if knock.Version(datagram) == 2 {
+		if trust.Opener == nil {
+			return netip.Addr{}, time.Time{}, false
+		}
+		k, err := trust.Opener.OpenV2(datagram)
+		if err != nil {
+			return netip.Addr{}, time.Time{}, false
+		}
+		return k.ClientIP, k.Time(), true
+	}
+	if k := openAnyFamily(datagram, trust); k != nil {
+		return k.ClientIP, k.Time(), true
+	}
+	return netip.Addr{}, time.Time{}, false
+}
+
+// openAnyFamily opens the v1 knock, reading its client address as IPv4
+// when it is one and as IPv6 otherwise; nil when it does not open.
 func openAnyFamily(datagram []byte, trust *gate.Trust) *knock.Knock {
 	k, err := knock.Open(datagram, trust.ServerKey, false)
 	if err == nil {
@@ -364,14 +390,42 @@ func describe(d gate.Decision, src netip.Addr) inspectResult {
 	if d.Err != nil {
 		out.Detail = d.Err.Error()
 	}
+	if d.Version != 0 {
+		out.Protocol = d.Version
+	}
+	var certDER []byte
 	if k := d.Knock; k != nil {
 		out.Proto = k.Proto.String()
 		port, ts, skew := k.Port, k.Timestamp, d.Skew.Seconds()
 		out.Port, out.Timestamp, out.SkewSeconds = &port, &ts, &skew
 		out.ClientIP = k.ClientIP.String()
+		certDER = k.Certificate
+	}
+	if k := d.KnockV2; k != nil {
+		for _, r := range k.Requests {
+			out.Requests = append(out.Requests, fmt.Sprintf("%s/%d", r.Proto, r.Port))
+		}
+		if len(k.Requests) == 1 { // the fields a v1 knock has, for scripts
+			out.Proto = k.Requests[0].Proto.String()
+			port := k.Requests[0].Port
+			out.Port = &port
+		}
+		ts, skew := k.TimestampMillis, d.Skew.Seconds()
+		out.TimestampMS, out.SkewSeconds = &ts, &skew
+		out.ClientIP = k.ClientIP.String()
+		for _, der := range k.Chain {
+			if c, err := x509.ParseCertificate(der); err == nil {
+				out.Chain = append(out.Chain, c.Subject.String())
+			} else {
+				out.Chain = append(out.Chain, "(unparsable certificate)")
+			}
+		}
+		certDER = k.Chain[0]
+	}
+	if certDER != nil {
 		// The certificate is described even when it did not verify, so
 		// an operator sees whose knock was refused.
-		if c, err := x509.ParseCertificate(k.Certificate); err == nil {
+		if c, err := x509.ParseCertificate(certDER); err == nil {
 			// A string, as in sknockd's log: a 128-bit serial is no
 			// JSON number a tool reads exactly.
 			out.Serial = c.SerialNumber.String()

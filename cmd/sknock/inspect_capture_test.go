@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -194,5 +195,47 @@ func TestInspectIntermediateTwoCRLs(t *testing.T) {
 	p.WriteCRL(t)
 	if got := inspect(); got["reason"] != "revoked" || !strings.Contains(got["detail"].(string), "issuing CA CN=sknock CA ops") {
 		t.Errorf("dave after the root revoked ops: %v", got)
+	}
+}
+
+// TestInspectCaptureV2: v2 knocks in a capture are judged in order with
+// one replay memory keyed by their enc: a knock refused for its source
+// is remembered, so its copy from the right source is a replay.
+func TestInspectCaptureV2(t *testing.T) {
+	at := time.UnixMilli(1796083200000)
+	read := func(name string) []byte {
+		data, err := os.ReadFile(vector(t, "v2/"+name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	multi, tcp22 := read("knock2-a-multi-v4.bin"), read("knock2-b-tcp22-v4.bin")
+	frames := []capturedUDP{
+		{at, "198.18.0.2", 23456, multi},
+		{at.Add(time.Millisecond), "198.18.0.2", 23457, multi},
+		{at.Add(2 * time.Millisecond), "198.18.0.2", 23458, read("knock2-a-badmac.bin")},
+		{at.Add(3 * time.Millisecond), "198.18.0.9", 23459, tcp22},
+		{at.Add(4 * time.Millisecond), "198.18.0.3", 23460, tcp22},
+	}
+	path := filepath.Join(t.TempDir(), "capture.pcap")
+	if err := os.WriteFile(path, rawIPPcap(frames), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SKNOCK_PASSWORD", "portknocking")
+	var out, errOut strings.Builder
+	code := run([]string{"inspect", "--pkcs12", vector(t, "server.pfx"), "--ca", vector(t, "ca.pem"), "--crl", vector(t, "ca.crl"), path}, nil, &out, &errOut)
+	var got []string
+	dec := json.NewDecoder(strings.NewReader(out.String()))
+	for dec.More() {
+		var m map[string]any
+		if err := dec.Decode(&m); err != nil {
+			t.Fatalf("output %q: %v", out.String(), err)
+		}
+		got = append(got, fmt.Sprint(m["reason"]))
+	}
+	want := []string{"granted", "replay", "bad_mac1", "source_mismatch", "replay"}
+	if code != 1 || strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("exit %d, reasons %v (stderr %q); want exit 1 and %v", code, got, errOut.String(), want)
 	}
 }

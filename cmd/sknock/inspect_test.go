@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -130,4 +131,38 @@ func TestInspectUsageErrors(t *testing.T) {
 			t.Errorf("exit %d, stderr %q; want 2 and a word about the password", code, errOut.String())
 		}
 	})
+}
+
+func TestInspectV2Vectors(t *testing.T) {
+	tests := []struct {
+		name string
+		give string
+		want map[string]any
+	}{
+		{"a multi", "knock2-a-multi-v4.bin", map[string]any{"verdict": "grant", "protocol": 2.0, "client_ip": "198.18.0.2", "serial": "17", "timestamp_ms": 1796083200000.0}},
+		{"a tcp3000 v6", "knock2-a-tcp3000-v6.bin", map[string]any{"verdict": "grant", "proto": "tcp", "port": 3000.0, "client_ip": "fd00:5e::2"}},
+		{"partly unauthorised", "knock2-a-partly-unauthorized.bin", map[string]any{"verdict": "deny", "reason": "not_authorized"}},
+		{"behind 7.001 s", "knock2-a-ts-behind7001.bin", map[string]any{"verdict": "deny", "reason": "stale_timestamp"}},
+		{"revoked", "knock2-revoked-tcp2000.bin", map[string]any{"verdict": "deny", "reason": "revoked", "serial": "19"}},
+		{"rogue", "knock2-rogue-tcp2000.bin", map[string]any{"verdict": "deny", "reason": "untrusted_certificate"}},
+		{"bad mac1", "knock2-a-badmac.bin", map[string]any{"verdict": "deny", "reason": "bad_mac1", "protocol": 2.0}},
+		{"other server", "knock2-a-otherserver.bin", map[string]any{"verdict": "deny", "reason": "bad_mac1"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, code := inspectVector(t, "v2/"+tt.give, nil, "--at", "1796083200")
+			for k, want := range tt.want {
+				if got[k] != want {
+					t.Errorf("%s = %v, want %v (all: %v)", k, got[k], want, got)
+				}
+			}
+			if wantCode := map[bool]int{true: 0, false: 1}[tt.want["verdict"] == "grant"]; code != wantCode {
+				t.Errorf("exit %d, want %d", code, wantCode)
+			}
+		})
+	}
+	got, _ := inspectVector(t, "v2/knock2-a-multi-v4.bin", nil, "--at", "1796083200")
+	if fmt.Sprint(got["requests"]) != "[tcp/2000 tcp/3000 udp/8000]" || fmt.Sprint(got["chain"]) != "[CN=client-a,O=Vector Test]" {
+		t.Errorf("requests %v, chain %v; want every request and the chain's subjects", got["requests"], got["chain"])
+	}
 }

@@ -18,12 +18,15 @@ import (
 	"sknock/packet"
 )
 
-const knockUsage = `usage: sknock knock [flags] HOST [PROTO/PORT...]
+const knockUsage = `usage: sknock knock [flags] HOST [PROTO/PORT[,PROTO/PORT...]...]
        sknock knock --connect [flags] HOST tcp/PORT
 
-Send one signed, encrypted knock per PROTO/PORT (tcp/22, udp/8000) to HOST's
-gatekeeper, then verify every TCP port by connecting to it, knocking again
-when a port is not open within --timeout. UDP ports cannot be verified.
+Send a signed, encrypted knock for the PROTO/PORTs (tcp/22, udp/8000) to
+HOST's gatekeeper, then verify every TCP port by connecting to it, knocking
+again when a port is not open within --timeout. UDP ports cannot be
+verified. Knocks use wire format v2 by default, one knock for up to 16
+ports; --protocol 1 (or the profile's protocol: 1) sends the original
+sKnock format, one knock per port, for original sKnock servers.
 The bundle password comes from --password-file or $SKNOCK_PASSWORD, else
 it is asked for on the terminal (never when stdin is not one: a
 ProxyCommand's is the connection). Unlocking the bundle costs about 2 ms; --key-cache 1h keeps it unlocked in
@@ -86,6 +89,7 @@ type knockFlags struct {
 	ipv4, ipv6                       bool
 	noVerify, connect, quiet         bool
 	retries                          int
+	protocol                         int
 	timeout, keyCache                time.Duration
 
 	host    string
@@ -119,6 +123,7 @@ func parseKnockFlags(args []string, stdout io.Writer) (*knockFlags, error) {
 	fs.BoolVar(&f.connect, "connect", false, "splice stdin/stdout to the verified TCP port (ssh ProxyCommand)")
 	fs.BoolVar(&f.quiet, "quiet", false, "print only failures")
 	fs.BoolVar(&f.quiet, "q", false, "short for --quiet")
+	fs.IntVar(&f.protocol, "protocol", 2, "knock wire format: 2, or 1 for original sKnock servers (default: the profile's, else 2)")
 	fs.IntVar(&f.retries, "retries", client.DefaultRetries, "how many times to knock again when a TCP port did not open (at most 100)")
 	fs.DurationVar(&f.timeout, "timeout", client.DefaultTimeout, "how long each knock waits for its TCP port (at most 10m)")
 	fs.DurationVar(&f.keyCache, "key-cache", 0, "keep the unlocked bundle in the kernel's per-user keyring this long (at most 24h), so later knocks skip the password derivation; any process of yours can use the key meanwhile, as with ssh-agent (default: off)")
@@ -171,6 +176,8 @@ func parseKnockFlags(args []string, stdout io.Writer) (*knockFlags, error) {
 		return nil, usagef("--retries %d is not in 0..%d", f.retries, maxRetries)
 	case f.timeout <= 0 || f.timeout > maxTimeout:
 		return nil, usagef("--timeout must be positive and at most %s, got %s", maxTimeout, f.timeout)
+	case f.protocol != 1 && f.protocol != 2:
+		return nil, usagef("--protocol %d is not 1 or 2", f.protocol)
 	case f.keyCache < 0 || f.keyCache > maxKeyCache:
 		return nil, usagef("--key-cache must be between 0 and %s, got %s", maxKeyCache, f.keyCache)
 	}
@@ -178,11 +185,13 @@ func parseKnockFlags(args []string, stdout io.Writer) (*knockFlags, error) {
 		return nil, usagef("--source-ip: %v", err)
 	}
 	for _, arg := range ports {
-		req, err := client.ParseRequest(arg)
-		if err != nil {
-			return nil, usageError{msg: err.Error()}
+		for _, one := range strings.Split(arg, ",") {
+			req, err := client.ParseRequest(one)
+			if err != nil {
+				return nil, usageError{msg: err.Error()}
+			}
+			f.reqs = append(f.reqs, req)
 		}
-		f.reqs = append(f.reqs, req)
 	}
 	if f.connect && (len(f.reqs) != 1 || f.reqs[0].Proto != packet.TCP) {
 		return nil, usagef("--connect wants exactly one tcp/PORT")
@@ -226,6 +235,9 @@ func (f *knockFlags) applyProfile(fs *flag.FlagSet) error {
 	if !set["password-file"] {
 		f.passwordFile, f.passwordEnv = p.PasswordFile, p.PasswordEnv
 	}
+	if !set["protocol"] && p.Protocol != 0 {
+		f.protocol = p.Protocol
+	}
 	if !set["knock-port"] && p.KnockPort != 0 {
 		f.knockPort = p.KnockPort
 	}
@@ -267,6 +279,7 @@ func (f *knockFlags) config() (*client.Config, error) {
 		Timeout:   f.timeout,
 		NoVerify:  f.noVerify,
 		KeyCache:  f.keyCache,
+		Protocol:  f.protocol,
 	}
 	if f.retries == 0 {
 		cfg.Retries = -1 // the flag's 0 means a single knock
@@ -329,10 +342,12 @@ func runKnock(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	code := exitOK
+	notOpen := false
 	for _, r := range results {
 		if r.Status == client.StatusFailed {
 			code = exitFailure
 			fmt.Fprintf(stderr, "sknock knock: %s\n", oneLine(r.Err.Error()))
+			notOpen = notOpen || errors.Is(r.Err, client.ErrNotOpen)
 			continue
 		}
 		if !f.quiet {
@@ -343,7 +358,20 @@ func runKnock(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stdout, line)
 		}
 	}
+	if notOpen {
+		printProtocolHint(stderr, c, f.host)
+	}
 	return code
+}
+
+// printProtocolHint says, after a v2 knock that did not open a port, that
+// the host may speak only v1: an original sKnock server, or an sknockd
+// with knock.protocols: [1]. The client never falls back by itself.
+func printProtocolHint(stderr io.Writer, c *client.Client, host string) {
+	if c.Protocol() != 2 {
+		return
+	}
+	fmt.Fprintf(stderr, "sknock knock: the knock used wire format v2; if %s runs an original sKnock server or an sknockd with knock.protocols: [1], try --protocol 1\n", host)
 }
 
 // loadKnockClient reads the password, bundle and server certificate.
@@ -395,6 +423,9 @@ func knockConnect(ctx context.Context, c *client.Client, f *knockFlags, stdin io
 	conn, _, err := c.Connect(ctx, f.host, f.reqs[0].Port)
 	if err != nil {
 		fmt.Fprintf(stderr, "sknock knock: %s\n", oneLine(err.Error()))
+		if errors.Is(err, client.ErrNotOpen) {
+			printProtocolHint(stderr, c, f.host)
+		}
 		return exitFailure
 	}
 	defer conn.Close()

@@ -169,8 +169,8 @@ func TestIntegrationKnockUnauthorised(t *testing.T) {
 	if r := e.knock("", e2e.ServerV4.String(), "tcp/2000"); r.code != 0 {
 		t.Fatalf("tcp/2000: exit %d, stderr %q", r.code, r.stderr)
 	}
-	if line := e.daemonLine(0); line.String("port") != "2000" {
-		t.Errorf("the gatekeeper's first knock line is for port %q, want 2000 (tcp/3000's knock was sent)", line.String("port"))
+	if line := e.daemonLine(0); line.String("requests") != "tcp/2000" {
+		t.Errorf("the gatekeeper's first knock line is for %q, want tcp/2000 (tcp/3000's knock was sent)", line.String("requests"))
 	}
 }
 

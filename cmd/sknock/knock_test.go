@@ -235,8 +235,9 @@ func TestKnockVerifiesTCP(t *testing.T) {
 		t.Errorf("stdout %q, want tcp/%s open and udp/8000 knocked", got.stdout, open)
 	}
 	lines := strings.Split(strings.TrimSpace(got.stderr), "\n")
-	if len(lines) != 1 || !strings.HasPrefix(lines[0], "sknock knock: tcp/"+closed+" on 127.0.0.1: port did not open after 2 knocks") {
-		t.Errorf("stderr %q, want one line about tcp/%s", got.stderr, closed)
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "sknock knock: tcp/"+closed+" on 127.0.0.1: port did not open after 2 knocks") ||
+		!strings.HasSuffix(lines[1], "try --protocol 1") {
+		t.Errorf("stderr %q, want one line about tcp/%s and the hint to try --protocol 1", got.stderr, closed)
 	}
 	if elapsed > 2*100*time.Millisecond+2*time.Second {
 		t.Errorf("took %s, want about (retries+1) × timeout", elapsed)

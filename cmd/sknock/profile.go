@@ -50,6 +50,8 @@ type profile struct {
 	Ports        []string `yaml:"ports"`
 	STUN         []string `yaml:"stun"`
 	Family       string   `yaml:"family"`
+	// Protocol is the knock wire version, 1 or 2 (0: the default, 2).
+	Protocol int `yaml:"protocol"`
 
 	name     string        // the profile's name
 	keyCache time.Duration // KeyCache parsed
@@ -139,6 +141,9 @@ func (p *profile) check(path, dir string) error {
 	}
 	if p.KnockPort < 0 || p.KnockPort > 65535 {
 		return bad("knock_port", "%d is not in 0..65535", p.KnockPort)
+	}
+	if p.Protocol != 0 && p.Protocol != 1 && p.Protocol != 2 {
+		return bad("protocol", "%d is not 1 or 2", p.Protocol)
 	}
 	switch p.Family {
 	case "", "any", "ipv4", "ipv6":

@@ -38,6 +38,7 @@ func TestProfileBadValuesAreNamed(t *testing.T) {
 		{"hosts:\n  g:\n    family: ipv5\n", `hosts.g.family: "ipv5" is not ipv4, ipv6 or any`},
 		{"hosts:\n  g:\n    key_cache: 2d\n", `hosts.g.key_cache: "2d" is not a duration between 0 and 24h0m0s`},
 		{"hosts:\n  g:\n    knock_port: 70000\n", `hosts.g.knock_port: 70000 is not in 0..65535`},
+		{"hosts:\n  g:\n    protocol: 3\n", `hosts.g.protocol: 3 is not 1 or 2`},
 		{"hosts:\n  g:\n    password_file: a\n    password_env: B\n", `hosts.g.password_env: give password_file or password_env, not both`},
 		{"stun: 3\n", `cannot unmarshal`},
 	}
@@ -63,6 +64,7 @@ hosts:
     knock_port: 40000
     ports: [tcp/22, udp/8000]
     family: ipv4
+    protocol: 1
 `)
 	dir := filepath.Dir(path)
 	home, _ := os.UserHomeDir()
@@ -72,17 +74,17 @@ hosts:
 	}
 	if f.host != "198.18.0.1" || f.bundle != filepath.Join(dir, "keys/me.pfx") || f.serverCert != filepath.Join(home, "gate1.pem") ||
 		f.passwordEnv != "GATE1_PASSWORD" || f.keyCache != time.Hour || f.sourceIP != "auto" || f.knockPort != 40000 ||
-		len(f.reqs) != 2 || f.reqs[0].String() != "tcp/22" || !f.ipv4 || len(f.stun) != 1 {
+		len(f.reqs) != 2 || f.reqs[0].String() != "tcp/22" || !f.ipv4 || len(f.stun) != 1 || f.protocol != 1 {
 		t.Errorf("from the profile: %+v", f)
 	}
 	// Flags win; ports on the command line replace the profile's; the
 	// ProxyCommand's %h may be the address rather than the name.
-	f, err = parseKnockFlags([]string{"--profile-file", path, "--pkcs12", "other.pfx", "--knock-port", "41000", "-6", "--source-ip", "local", "--stun", "s2:3478", "198.18.0.1", "tcp/2000"}, io.Discard)
+	f, err = parseKnockFlags([]string{"--profile-file", path, "--pkcs12", "other.pfx", "--knock-port", "41000", "-6", "--source-ip", "local", "--stun", "s2:3478", "--protocol", "2", "198.18.0.1", "tcp/2000,udp/8000"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if f.bundle != "other.pfx" || f.knockPort != 41000 || f.ipv4 || !f.ipv6 || f.sourceIP != "local" ||
-		len(f.reqs) != 1 || f.reqs[0].String() != "tcp/2000" || f.serverCert != filepath.Join(home, "gate1.pem") || f.stun[0] != "s2:3478" {
+		len(f.reqs) != 2 || f.reqs[0].String() != "tcp/2000" || f.reqs[1].String() != "udp/8000" || f.serverCert != filepath.Join(home, "gate1.pem") || f.stun[0] != "s2:3478" || f.protocol != 2 {
 		t.Errorf("flags over the profile: %+v", f)
 	}
 }

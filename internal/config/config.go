@@ -45,6 +45,9 @@ type Config struct {
 	KnockTolerance time.Duration
 	KnockWorkers   int
 	KnockBacklog   int
+	// KnockProtocols are the wire versions accepted (knock.protocols);
+	// nil: 1 and 2.
+	KnockProtocols []int
 	// ReplayFile keeps the replay memory across restarts;
 	// empty: not kept, and a restart refuses knocks sealed before it.
 	ReplayFile string

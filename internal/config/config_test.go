@@ -58,6 +58,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"same queues", "gate:\n  queue: 100\n", "gate.queue"},
 		{"bad knock ports", "knock:\n  ports: \"60000:10000\"\n", "knock.ports"},
 		{"bad min length", "knock:\n  min_length: -1\n", "knock.min_length"},
+		{"bad protocols", "knock:\n  protocols: [3]\n", "knock.protocols"},
+		{"empty protocols", "knock:\n  protocols: []\n", "knock.protocols"},
 		{"bad mark", "gate:\n  reject_mark: 0\n", "gate.reject_mark"},
 		{"bad level", "log:\n  level: loud\n", "log.level"},
 		{"not a list", "gate:\n  protect: tcp/22\n", "gate.protect: must be a list"},

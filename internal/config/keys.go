@@ -87,9 +87,11 @@ var keys = []Key{
 	{Name: "knock.workers", Default: "`0` (one per CPU)", Reload: Restart, value: intField(func(c *Config) *int { return &c.KnockWorkers }, 0, 1024),
 		Doc: "goroutines checking knocks"},
 	{Name: "knock.backlog", Default: "`0` (1024)", Reload: Restart, value: intField(func(c *Config) *int { return &c.KnockBacklog }, 0, 65536), // ×4 KiB of buffers each
-		Doc: "knocks waiting for a worker before new ones are shed"},
+		Doc: "knocks waiting for a worker before new ones are shed (v1 knocks and v2 knocks whose mac1 is right each have a lane this long, the v2 lane served first)"},
 	{Name: "knock.rate_limit", Default: "`20/second`", value: stringField(func(c *Config) *string { return &c.Rules.KnockRateLimit }),
 		Doc: "per-source kernel rate limit (hashlimit, IPv6 per /64) before any crypto; its table holds 262,144 sources, each forgotten once idle for the time its burst of 5 takes to refill (100 ms–1 s); `\"\"` = none"},
+	{Name: "knock.protocols", Default: "`[1, 2]`", value: protocols,
+		Doc: "the knock wire versions accepted: `[2]` refuses v1 outright (its datagrams are refused as `protocol_refused` on the receive goroutine, without an ECDH), `[1]` refuses v2"},
 	{Name: "knock.replay_file", Default: "`/var/lib/sknock/replay`", Reload: Restart, value: stringField(func(c *Config) *string { return &c.ReplayFile }),
 		Doc: "keeps the replay memory across restarts (a granted knock's hash is written before the grant; compacted as it grows); unwritable or `\"\"`: a restart refuses knocks sealed before it instead"},
 	{Name: "gate.queue", Default: "`101`", Reload: Restart, value: queueField(func(c *Config) *uint16 { return &c.Rules.GateQueue }),

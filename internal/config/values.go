@@ -251,6 +251,27 @@ var socketPath = field(func(c *Config) *string { return &c.ControlSocket }, func
 	return s, ""
 })
 
+// protocols reads knock.protocols: a list of the knock wire versions
+// accepted, 1 and 2 (gate.ParseProtocols).
+var protocols = field(func(c *Config) *[]int { return &c.KnockProtocols }, func(n *yaml.Node) ([]int, string) {
+	if n.Kind != yaml.SequenceNode {
+		return nil, "must be a list such as [1, 2]"
+	}
+	items := make([]string, 0, len(n.Content))
+	for _, item := range n.Content {
+		s, msg := scalar(item)
+		if msg != "" {
+			return nil, msg
+		}
+		items = append(items, s)
+	}
+	versions, err := gate.ParseProtocols(items)
+	if err != nil {
+		return nil, err.Error()
+	}
+	return versions, ""
+})
+
 // crlStale reads crl.stale: warn (keep applying a CRL past its next
 // update, and say so) or refuse (refuse every knock until a fresh CRL
 // arrives).

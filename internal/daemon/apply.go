@@ -40,6 +40,7 @@ func (d *daemon) apply(next state, msg string) error {
 		}
 	}
 	d.engine.Reconfigure(next.cfg.Policy, next.cfg.OpenDuration)
+	d.engine.SetProtocols(next.cfg.KnockProtocols)
 	if d.knockQ != nil {
 		// In step with the rules just applied: the knocks the reader
 		// takes are answered as the knock ports' other datagrams are.

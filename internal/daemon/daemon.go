@@ -237,6 +237,8 @@ func Serve(ctx context.Context, cfg *config.Config, hup <-chan os.Signal, stderr
 		MaxGrants:        cfg.MaxGrants,
 		MaxGrantsPerCert: cfg.MaxGrantsPerCert,
 		Clock:            sys.Clock,
+		Protocols:        cfg.KnockProtocols,
+		Protects:         d.decisions.protects,
 	}
 	// The engine remembers through replay, which is opened once the engine
 	// can load what it holds, before any knock is read.

@@ -115,9 +115,10 @@ func (l *decisionLog) knock(src netip.Addr, d *gate.Decision, start, end time.Ti
 			return
 		}
 	}
-	fields := make([]zap.Field, 0, 14)
+	fields := make([]zap.Field, 0, 18)
 	verdict := d.Verdict()
-	unprotected := d.Granted() && d.Knock != nil && !l.protection.Load().protects(d.Knock.Proto, d.Knock.Port)
+	unprotected := d.Granted() && (d.Knock != nil && !l.protection.Load().protects(d.Knock.Proto, d.Knock.Port) ||
+		d.KnockV2 != nil && len(d.Grants) == 0) // the engine granted a v2 knock only its protected requests
 	if unprotected {
 		verdict = "not_protected" // granted, but the port is not gated: the knock opened nothing
 	}
@@ -128,8 +129,11 @@ func (l *decisionLog) knock(src netip.Addr, d *gate.Decision, start, end time.Ti
 		// (or the denial), crypto included; scripts/bench.sh reads it.
 		zap.Int64("decide_us", end.Sub(start).Microseconds()),
 	)
-	if unprotected {
+	if unprotected && d.Knock != nil {
 		fields = append(fields, zap.String("detail", fmt.Sprintf("%s/%d is not in gate.protect (or is always allowed): the knock changes nothing for it", d.Knock.Proto, d.Knock.Port)))
+	}
+	if unprotected && d.KnockV2 != nil {
+		fields = append(fields, zap.String("detail", fmt.Sprintf("none of %s is in gate.protect (or each is always allowed): the knock changes nothing for them", gate.RequestsString(d.KnockV2.Requests))))
 	}
 	if !d.Granted() {
 		fields = append(fields, zap.String("reason", d.Reason.String()))
@@ -141,6 +145,19 @@ func (l *decisionLog) knock(src netip.Addr, d *gate.Decision, start, end time.Ti
 		fields = append(fields,
 			zap.String("proto", k.Proto.String()),
 			zap.Uint64("port", uint64(k.Port)),
+			zap.String("client_ip", k.ClientIP.String()),
+			zap.Float64("skew_seconds", d.Skew.Seconds()),
+		)
+	}
+	if d.Version == 2 {
+		fields = append(fields, zap.Int("protocol", 2))
+	}
+	if k := d.KnockV2; k != nil {
+		if len(k.Requests) == 1 { // the fields of a v1 knock, for readers of the log
+			fields = append(fields, zap.String("proto", k.Requests[0].Proto.String()), zap.Uint64("port", uint64(k.Requests[0].Port)))
+		}
+		fields = append(fields,
+			zap.String("requests", gate.RequestsString(k.Requests)),
 			zap.String("client_ip", k.ClientIP.String()),
 			zap.Float64("skew_seconds", d.Skew.Seconds()),
 		)
@@ -215,6 +232,12 @@ type protection struct {
 // start and on each reload.
 func (l *decisionLog) setProtection(c rules.Config) {
 	l.protection.Store(&protection{protect: c.Protect, allow: c.AlwaysAllow})
+}
+
+// protects reports whether a grant for proto/port opens anything under
+// the rule set in force (the engine grants a v2 knock those requests).
+func (l *decisionLog) protects(proto packet.Proto, port uint16) bool {
+	return l.protection.Load().protects(proto, port)
 }
 
 // protects reports whether a grant for proto/port opens anything; true

@@ -3,12 +3,16 @@ package daemon
 import (
 	"bytes"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"sknock/gate"
+	"sknock/internal/testpki"
+	"sknock/knock"
 	"sknock/packet"
+	"sknock/pki"
 	"sknock/rules"
 )
 
@@ -47,6 +51,47 @@ func TestKnockForUnprotectedPort(t *testing.T) {
 				t.Errorf("log %s lacks %s", out.String(), tt.want)
 			}
 			if strings.Contains(tt.want, "not_protected") && !strings.Contains(out.String(), "tcp/2000 is not in gate.protect") {
+				t.Errorf("not_protected line without its detail: %s", out.String())
+			}
+		})
+	}
+}
+
+// TestV2KnockForUnprotectedPorts: a granted v2 knock none of whose
+// requests the host protects is logged as not_protected, naming them; one
+// with a protected request stays a grant.
+func TestV2KnockForUnprotectedPorts(t *testing.T) {
+	dir, _ := daemonPKI(t) // alice may open tcp/2000
+	alice := netip.MustParseAddr("198.18.0.2")
+	for _, tt := range []struct {
+		name, protect, want string
+	}{
+		{"protected", "tcp/2000", `"verdict":"grant"`},
+		{"not protected", "tcp/3000", `"verdict":"not_protected"`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			l := newDecisionLog(newLoggerAt(logLevel("info"), &out), 20)
+			l.setProtection(rules.Config{Protect: []rules.PortSpec{mustPortSpec(t, tt.protect)}})
+			server, err := pki.LoadBundle(filepath.Join(dir, "server.pfx"), "pw")
+			if err != nil {
+				t.Fatal(err)
+			}
+			trust, err := gate.NewTrust(server, server.CAs, nil, 7*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := gate.NewEngine(gate.Config{Protects: l.protects}, trust)
+			datagram := testpki.Load(t, dir, nil).SealV2(t, "alice", []knock.Request{{Proto: packet.TCP, Port: 2000}}, alice, time.Now())
+			d := e.Knock(alice, datagram)
+			if !d.Granted() {
+				t.Fatalf("knock: %v", d.Reason)
+			}
+			l.knock(alice, &d, time.Now(), time.Now(), 15*time.Second)
+			if !strings.Contains(out.String(), tt.want) || !strings.Contains(out.String(), `"requests":"tcp/2000"`) {
+				t.Errorf("log %s lacks %s and the requests", out.String(), tt.want)
+			}
+			if strings.Contains(tt.want, "not_protected") && !strings.Contains(out.String(), "none of tcp/2000 is in gate.protect") {
 				t.Errorf("not_protected line without its detail: %s", out.String())
 			}
 		})

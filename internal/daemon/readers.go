@@ -53,6 +53,10 @@ func (d *daemon) startReaders(ctx context.Context, cancel context.CancelFunc, op
 		// Under a flood, clients let in during the last 10 minutes are
 		// shed last.
 		Priority: d.engine.RecentlyGranted,
+		// v2 knocks whose mac1 is right wait ahead of v1 ones; a wrong
+		// mac1 is refused on the receive goroutine (PROTOCOL-v2.md).
+		Classify: d.engine.KnockLane,
+		AtOnce:   d.refuseKnock,
 		Workers:  d.run.cfg.KnockWorkers,
 		Depth:    d.run.cfg.KnockBacklog,
 		// Knocks get the answer the rules give the knock ports' other
@@ -137,8 +141,20 @@ func (d *daemon) settleHeld(p *gate.HeldPacket, v packet.Verdict) {
 
 // handleKnock runs on a knock worker: the engine decides, the daemon logs.
 func (d *daemon) handleKnock(src netip.Addr, payload []byte) {
+	d.decideKnock(src, payload, d.engine.Knock)
+}
+
+// refuseKnock runs on the knock reader's receive goroutine for a knock
+// the engine said to decide at once (a wrong v2 mac1, a refused version):
+// the engine refuses it without a second mac1 check, the daemon logs.
+func (d *daemon) refuseKnock(src netip.Addr, payload []byte) {
+	d.decideKnock(src, payload, d.engine.KnockAtOnce)
+}
+
+// decideKnock has decide decide a knock, and logs and counts it.
+func (d *daemon) decideKnock(src netip.Addr, payload []byte, decide func(netip.Addr, []byte) gate.Decision) {
 	start := d.engine.Now()
-	dec := d.engine.Knock(src, payload)
+	dec := decide(src, payload)
 	end := d.engine.Now()
 	d.ops.knockLatency.Observe(end.Sub(start).Seconds())
 	if dec.Granted() {

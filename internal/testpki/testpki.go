@@ -209,6 +209,23 @@ func (c *Client) Seal(t testing.TB, server *ecdh.PublicKey, proto packet.Proto, 
 	return b
 }
 
+// SealV2 returns a v2 knock datagram from the client called name asking
+// to open reqs for src, signed at at, sealed to the server's certificate.
+func (p *PKI) SealV2(t testing.TB, name string, reqs []knock.Request, src netip.Addr, at time.Time) []byte {
+	t.Helper()
+	target, err := knock.NewTarget(p.Server.Cert.RawSubjectPublicKeyInfo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := p.Issued(t, name)
+	k := &knock.KnockV2{TimestampMillis: uint64(at.UnixMilli()), ClientIP: src, Requests: reqs, Chain: [][]byte{c.Cert.Raw}}
+	b, err := knock.SealV2(k, c.Key, target, nil)
+	if err != nil {
+		t.Fatalf("seal v2 knock of %s: %v", name, err)
+	}
+	return b
+}
+
 // Serial returns the certificate's serial in decimal, as the daemon logs
 // it.
 func (c *Client) Serial() string { return c.Cert.SerialNumber.String() }

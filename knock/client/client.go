@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"time"
 
+	"sknock/knock"
 	"sknock/knock/client/stun"
 	"sknock/pki"
 )
@@ -83,6 +84,13 @@ type Config struct {
 	// Now is the clock whose Unix seconds become the knock timestamp.
 	// Nil means time.Now.
 	Now func() time.Time
+	// Protocol is the wire version knocks are sealed in: 2 (the zero
+	// value's choice) seals every request of a Knock call in one datagram
+	// (up to knock.MaxRequests) with a mac1 the gatekeeper checks before
+	// any public-key work; 1 is the original sKnock format, one datagram
+	// per request, for original sKnock servers and gatekeepers that
+	// refuse v2. The client never falls back from one to the other.
+	Protocol int
 	// KeyCache, used by Load only, keeps the unlocked bundle in the
 	// kernel's per-user keyring for this long (rounded up to seconds), so
 	// that Loads in that time skip the password derivation, about 2 ms.
@@ -101,6 +109,9 @@ type Client struct {
 	key    *ecdsa.PrivateKey
 	cert   []byte // client certificate, DER
 	server *ecdh.PublicKey
+	// target is the server as v2 seals to it (from its certificate's
+	// SubjectPublicKeyInfo).
+	target *knock.Target
 	cfg    Config
 	// allow is what the client's certificate authorises, when allowKnown.
 	allow      pki.Authorization
@@ -109,6 +120,9 @@ type Client struct {
 	// names, if any (certificates of sknock pki name none).
 	serverNames []string
 }
+
+// Protocol returns the wire version the client seals knocks in: 1 or 2.
+func (c *Client) Protocol() int { return c.cfg.Protocol }
 
 // New returns a Client that signs with bundle's key and certificate and
 // encrypts to serverCert's key, which must be P-256. cfg may be nil for the
@@ -127,6 +141,9 @@ func New(bundle *pki.Bundle, serverCert *x509.Certificate, cfg *Config) (*Client
 	c, err := newClient(bundle.Key, bundle.Cert.Raw, server, cfg)
 	if err != nil {
 		return nil, err
+	}
+	if c.target, err = knock.NewTarget(serverCert.RawSubjectPublicKeyInfo); err != nil {
+		return nil, fmt.Errorf("new knock client: server certificate %s: %w", serverCert.Subject, err)
 	}
 	c.readAuthorization(bundle.Cert)
 	return c, nil
@@ -167,6 +184,13 @@ func newClient(key *ecdsa.PrivateKey, certDER []byte, server *ecdh.PublicKey, cf
 	case "", "ip", "ip4", "ip6":
 	default:
 		return nil, fmt.Errorf("new knock client: network %q (want ip4, ip6 or empty)", c.cfg.Network)
+	}
+	switch c.cfg.Protocol {
+	case 0:
+		c.cfg.Protocol = 2
+	case 1, 2:
+	default:
+		return nil, fmt.Errorf("new knock client: protocol %d (want 1 or 2)", c.cfg.Protocol)
 	}
 	if c.cfg.Retries == 0 {
 		c.cfg.Retries = DefaultRetries
@@ -248,6 +272,9 @@ func Load(pkcs12Path, password, serverCertPath string, cfg *Config) (*Client, er
 	c, err := newClient(key, certDER, server, cfg)
 	if err != nil {
 		return nil, err
+	}
+	if c.target, err = knock.NewTarget(serverCert.RawSubjectPublicKeyInfo); err != nil {
+		return nil, fmt.Errorf("server certificate %s: %w", serverCertPath, err)
 	}
 	c.readAuthorization(own)
 	c.serverNames = serverCert.DNSNames

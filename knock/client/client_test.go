@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"sknock/gate"
 	"sknock/knock/client"
 	"sknock/packet"
 	"sknock/pki"
@@ -66,13 +68,44 @@ func fixedClock() func() time.Time {
 	return func() time.Time { return now }
 }
 
-// TestKnockGrantedByGatekeeper sends two knocks to a fake gatekeeper on
-// loopback and checks what it decodes and decides.
-func TestKnockGrantedByGatekeeper(t *testing.T) {
+// TestKnockV2OneKnockForEveryPort: by default the client seals every
+// port in one v2 knock, which the gatekeeper grants whole.
+func TestKnockV2OneKnockForEveryPort(t *testing.T) {
 	p := newTestPKI(t)
 	now := fixedClock()
 	g := newFakeGate(t, p.trust, now, 1)
 	c, err := client.Load(p.clientPFX, testPassword, p.serverCert, &client.Config{KnockPort: g.port(), Now: now, Dial: g.Dial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Protocol() != 2 {
+		t.Errorf("default protocol %d, want 2", c.Protocol())
+	}
+	results, err := c.Knock(context.Background(), "127.0.0.1", mustRequests(t, "tcp/2000", "udp/8000")...)
+	if err != nil {
+		t.Fatalf("Knock: %v", err)
+	}
+	if got := []client.Status{results[0].Status, results[1].Status}; !cmp.Equal(got, []client.Status{client.StatusOpen, client.StatusSent}) {
+		t.Errorf("statuses = %v, want [open knocked]", got)
+	}
+	d := g.waitDecisions(1)
+	lo := netip.MustParseAddr("127.0.0.1")
+	want := []gate.Grant{{Source: lo, Proto: packet.TCP, Port: 2000}, {Source: lo, Proto: packet.UDP, Port: 8000}}
+	if len(d) != 1 || d[0].Version != 2 || !d[0].Granted() || !slices.Equal(d[0].Grants, want) {
+		t.Fatalf("decisions %+v; want one v2 grant of %v", d, want)
+	}
+	if ms := d[0].KnockV2.TimestampMillis; ms != uint64(now().UnixMilli()) {
+		t.Errorf("timestamp %d ms, want %d", ms, now().UnixMilli())
+	}
+}
+
+// TestKnockGrantedByGatekeeper sends two v1 knocks to a fake gatekeeper
+// on loopback and checks what it decodes and decides.
+func TestKnockGrantedByGatekeeper(t *testing.T) {
+	p := newTestPKI(t)
+	now := fixedClock()
+	g := newFakeGate(t, p.trust, now, 1)
+	c, err := client.Load(p.clientPFX, testPassword, p.serverCert, &client.Config{KnockPort: g.port(), Now: now, Dial: g.Dial, Protocol: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,8 +213,8 @@ func TestKnockUnauthorisedSendsNothing(t *testing.T) {
 	}
 	// The knocks were sent in request order: had tcp/3000's left, it
 	// would be the first decision.
-	if d := g.waitDecisions(1); d[0].Knock.Port != 2000 || len(d) != 1 {
-		t.Errorf("the gatekeeper decided %d knocks, the first for port %d; want only tcp/2000's", len(d), d[0].Knock.Port)
+	if d := g.waitDecisions(1); d[0].Grant.Port != 2000 || len(d) != 1 {
+		t.Errorf("the gatekeeper decided %d knocks, the first for port %d; want only tcp/2000's", len(d), d[0].Grant.Port)
 	}
 }
 
@@ -400,7 +433,7 @@ func TestKnockRediscoversAfterAStaleAddress(t *testing.T) {
 		t.Errorf("%v after %d knocks, STUN asked %d times; want open after 2 knocks and 2 questions", r.Status, r.Knocks, asked)
 	}
 	d := g.waitDecisions(2)
-	if d[0].Granted() || d[0].Knock.ClientIP != answers[0] || !d[1].Granted() {
+	if d[0].Granted() || claimedIP(d[0]) != answers[0] || !d[1].Granted() {
 		t.Errorf("decisions %v, %v; want the stale address refused, then a grant", d[0].Verdict(), d[1].Verdict())
 	}
 }

@@ -1,5 +1,7 @@
-// Package client is the sknock client library: it seals one knock per
-// requested port with a client's PKCS#12 bundle, sends it to the
+// Package client is the sknock client library: it seals a knock for the
+// requested ports with a client's PKCS#12 bundle (wire format v2: one
+// knock for up to 16 ports, the default; v1: one knock per port, for
+// original sKnock servers; Config.Protocol chooses), sends it to the
 // gatekeeper's knock port, and, for TCP, verifies that the port opened by
 // connecting to it, knocking again when it did not open in time.
 //

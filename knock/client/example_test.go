@@ -70,11 +70,15 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	k, err := knock.Open(buf[:n], key, false)
+	opener, err := knock.NewOpener(bundle.Cert.RawSubjectPublicKeyInfo, key)
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Printf("server decoded %s/%d for %s\n", k.Proto, k.Port, k.ClientIP)
+	k, err := opener.OpenV2(buf[:n])
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("server decoded %s/%d for %s\n", k.Requests[0].Proto, k.Requests[0].Port, k.ClientIP)
 	// Output:
 	// udp/8000 knocked
 	// server decoded udp/8000 for 127.0.0.1

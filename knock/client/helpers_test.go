@@ -51,11 +51,11 @@ func loadTrust(t testing.TB, serverPFX string) *gate.Trust {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := b.ECDHKey()
+	trust, err := gate.NewTrust(b, b.CAs, nil, 7*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &gate.Trust{ServerKey: key, Verifier: pki.NewVerifier(b.CAs, nil), Tolerance: 7 * time.Second}
+	return trust
 }
 
 // fakeGate is a gatekeeper on loopback: it receives knocks on a UDP port,
@@ -101,8 +101,11 @@ func (g *fakeGate) serve(done chan<- struct{}) {
 		d := gate.Decide(gate.Input{Datagram: append([]byte(nil), buf[:n]...), Source: from.Addr(), Now: g.now()}, g.trust, nil)
 		g.mu.Lock()
 		g.decisions = append(g.decisions, d)
-		if d.Granted() {
+		if d.Granted() && d.Grants == nil {
 			g.granted[d.Grant]++
+		}
+		for _, gr := range d.Grants {
+			g.granted[gr]++
 		}
 		close(g.decided)
 		g.decided = make(chan struct{})
@@ -175,4 +178,16 @@ func mustRequests(t testing.TB, texts ...string) []client.Request {
 		reqs = append(reqs, r)
 	}
 	return reqs
+}
+
+// claimedIP is the client address a decided knock of either version
+// embeds, or the zero address when it did not open.
+func claimedIP(d gate.Decision) netip.Addr {
+	switch {
+	case d.Knock != nil:
+		return d.Knock.ClientIP
+	case d.KnockV2 != nil:
+		return d.KnockV2.ClientIP
+	}
+	return netip.Addr{}
 }

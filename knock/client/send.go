@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -55,7 +56,8 @@ func (c *Client) at(ctx context.Context, ts *targets, i int) (*target, error) {
 	return &cp, nil
 }
 
-// Knock sends one knock per request to host (a name or an address), then
+// Knock sends the requests to host (a name or an address) — in v2 one
+// knock for up to knock.MaxRequests of them, in v1 one knock each — then
 // verifies every TCP port concurrently, knocking a port again when it did
 // not open in time (on the host's other address family, when it has
 // one). results has one entry per request, in order; err is nil when
@@ -71,8 +73,8 @@ func (c *Client) Knock(ctx context.Context, host string, reqs ...Request) ([]Res
 	}
 	start := time.Now()
 	results := make([]Result, len(reqs))
-	for i, req := range reqs {
-		results[i] = c.first(ctx, ts, req, start)
+	for _, group := range c.groups(reqs) {
+		c.first(ctx, ts, reqs, group, results, start)
 	}
 	if !c.cfg.NoVerify {
 		var wg sync.WaitGroup
@@ -112,7 +114,9 @@ func (c *Client) Connect(ctx context.Context, host string, port uint16) (net.Con
 		return nil, Result{Request: req, Err: err}, err
 	}
 	start := time.Now()
-	res := c.first(ctx, ts, req, start)
+	results := make([]Result, 1)
+	c.first(ctx, ts, []Request{req}, []int{0}, results, start)
+	res := results[0]
 	if res.Status == StatusFailed {
 		return nil, res, res.Err
 	}
@@ -123,41 +127,91 @@ func (c *Client) Connect(ctx context.Context, host string, port uint16) (net.Con
 	return conn, res, nil
 }
 
-// first sends the first knock for req and returns its Result: StatusSent,
-// or StatusFailed with the error. When the host has another address to
-// try and the port will be verified, a knock that could not be sent to
-// the first address (no route, a firewall of this host) is left to
-// verify, which goes on with the next: Knocks stays 0.
-func (c *Client) first(ctx context.Context, ts *targets, req Request, start time.Time) Result {
-	res := Result{Request: req}
-	if err := c.authorised(req); err != nil {
-		res.Err = err
-		return res
+// groups splits the indices of reqs into the knocks that carry them: in
+// v1 one each; in v2 up to knock.MaxRequests distinct ones each (a
+// request given twice rides with its first copy's knock).
+func (c *Client) groups(reqs []Request) [][]int {
+	var out [][]int
+	if c.cfg.Protocol == 1 {
+		for i := range reqs {
+			out = append(out, []int{i})
+		}
+		return out
 	}
-	verified := req.Proto == packet.TCP && !c.cfg.NoVerify
+	var cur []int
+	for i, req := range reqs {
+		if !slices.ContainsFunc(cur, func(j int) bool { return reqs[j] == req }) && len(cur) == knock.MaxRequests {
+			out = append(out, cur)
+			cur = nil
+		}
+		cur = append(cur, i)
+	}
+	return append(out, cur)
+}
+
+// first sends the first knock for the requests reqs[i], i in group, and
+// fills in their results: StatusSent, or StatusFailed with the error. A
+// request the certificate does not authorise fails at once and is left
+// out of the knock. When the host has another address to try and every
+// request will be verified (TCP), a knock that could not be sent to the
+// first address (no route, a firewall of this host) is left to verify,
+// which goes on with the next: Knocks stays 0.
+func (c *Client) first(ctx context.Context, ts *targets, reqs []Request, group []int, results []Result, start time.Time) {
+	var send []Request
+	var sent []int
+	verified := !c.cfg.NoVerify
+	for _, i := range group {
+		results[i] = Result{Request: reqs[i]}
+		if err := c.authorised(reqs[i]); err != nil {
+			results[i].Err = err
+			continue
+		}
+		if !slices.Contains(send, reqs[i]) {
+			send = append(send, reqs[i])
+		}
+		sent = append(sent, i)
+		verified = verified && reqs[i].Proto == packet.TCP
+	}
+	if len(send) == 0 {
+		return
+	}
 	var errs []error
 	for i := range ts.list {
 		t, err := c.at(ctx, ts, i)
 		if err == nil {
-			err = c.send(ctx, t, req)
+			err = c.send(ctx, t, send...)
 			if err != nil {
-				err = fmt.Errorf("knock %s on %s: %w", req, t.host, err)
+				err = fmt.Errorf("knock %s on %s: %w", requestsString(send), t.host, err)
 			}
 		}
 		if err == nil {
-			res.Knocks, res.Status = 1, StatusSent
-			return res
+			for _, j := range sent {
+				results[j].Knocks, results[j].Status = 1, StatusSent
+			}
+			return
 		}
 		errs = append(errs, err)
 		if verified && len(ts.list) > 1 {
-			res.Status, res.Err = StatusSent, nil
-			res.firstErr = err
-			return res
+			for _, j := range sent {
+				results[j].Status, results[j].Err = StatusSent, nil
+				results[j].firstErr = err
+			}
+			return
 		}
 	}
-	res.Err = errors.Join(errs...)
-	res.Elapsed = time.Since(start)
-	return res
+	for _, j := range sent {
+		results[j].Err = errors.Join(errs...)
+		results[j].Elapsed = time.Since(start)
+	}
+}
+
+// requestsString writes requests as the command line does: tcp/22,udp/8000.
+func requestsString(reqs []Request) string {
+	parts := make([]string, len(reqs))
+	for i, r := range reqs {
+		parts[i] = r.String()
+	}
+	return strings.Join(parts, ",")
 }
 
 // resolve finds host's addresses in the configured family (the family of
@@ -212,9 +266,11 @@ func familyName(network string) string {
 	return "IP"
 }
 
-// send seals a fresh knock for req (a re-knock must not repeat a datagram:
-// the gatekeeper refuses replays) and sends it to the knock port.
-func (c *Client) send(ctx context.Context, t *target, req Request) error {
+// send seals a fresh knock for reqs (a re-knock must not repeat a
+// datagram: the gatekeeper refuses replays) and sends it to the knock
+// port: one v2 knock for all of them, or, in v1, one knock for the one
+// request.
+func (c *Client) send(ctx context.Context, t *target, reqs ...Request) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -234,14 +290,7 @@ func (c *Client) send(ctx context.Context, t *target, req Request) error {
 		// the kernel sends from: the one to embed.
 		source = conn.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
 	}
-	k := &knock.Knock{
-		Proto:       req.Proto,
-		Port:        req.Port,
-		ClientIP:    source,
-		Timestamp:   uint32(c.cfg.Now().Unix()),
-		Certificate: c.cert,
-	}
-	datagram, err := knock.Seal(k, c.key, c.server, nil)
+	datagram, err := c.seal(source, reqs)
 	if err != nil {
 		return fmt.Errorf("seal: %w", err)
 	}
@@ -249,6 +298,34 @@ func (c *Client) send(ctx context.Context, t *target, req Request) error {
 		return fmt.Errorf("send to %s: %w", dst, err)
 	}
 	return nil
+}
+
+// seal makes the datagram of one knock for reqs from source, in the
+// configured wire version.
+func (c *Client) seal(source netip.Addr, reqs []Request) ([]byte, error) {
+	now := c.cfg.Now()
+	if c.cfg.Protocol == 1 {
+		if len(reqs) != 1 {
+			return nil, fmt.Errorf("a v1 knock carries one request, not %d", len(reqs))
+		}
+		k := &knock.Knock{
+			Proto:       reqs[0].Proto,
+			Port:        reqs[0].Port,
+			ClientIP:    source,
+			Timestamp:   uint32(now.Unix()),
+			Certificate: c.cert,
+		}
+		return knock.Seal(k, c.key, c.server, nil)
+	}
+	k := &knock.KnockV2{
+		TimestampMillis: uint64(max(now.UnixMilli(), 0)),
+		ClientIP:        source,
+		Chain:           [][]byte{c.cert},
+	}
+	for _, r := range reqs {
+		k.Requests = append(k.Requests, knock.Request{Proto: r.Proto, Port: r.Port})
+	}
+	return knock.SealV2(k, c.key, c.target, nil)
 }
 
 // happyOrder returns the addresses to knock, in order: the resolver's

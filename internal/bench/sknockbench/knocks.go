@@ -26,6 +26,9 @@ import (
 type sealer struct {
 	clients []*pki.Bundle
 	server  *ecdh.PublicKey
+	target  *knock.Target
+	// protocol is the wire version sealed: 1 or 2.
+	protocol int
 }
 
 func loadSealer(pfxList, passwordFile, serverCert string) (*sealer, error) {
@@ -53,6 +56,10 @@ func loadSealer(pfxList, passwordFile, serverCert string) (*sealer, error) {
 	if s.server, err = pub.ECDH(); err != nil {
 		return nil, err
 	}
+	if s.target, err = knock.NewTarget(certs[0].RawSubjectPublicKeyInfo); err != nil {
+		return nil, err
+	}
+	s.protocol = 1
 	return s, nil
 }
 
@@ -60,6 +67,11 @@ func loadSealer(pfxList, passwordFile, serverCert string) (*sealer, error) {
 // for tcp/port and naming src, stamped now.
 func (s *sealer) seal(i int, port uint16, src netip.Addr) ([]byte, error) {
 	b := s.clients[i%len(s.clients)]
+	if s.protocol == 2 {
+		k := &knock.KnockV2{TimestampMillis: uint64(time.Now().UnixMilli()), ClientIP: src,
+			Requests: []knock.Request{{Proto: packet.TCP, Port: port}}, Chain: [][]byte{b.Cert.Raw}}
+		return knock.SealV2(k, b.Key, s.target, nil)
+	}
 	k := &knock.Knock{Proto: packet.TCP, Port: port, ClientIP: src, Timestamp: uint32(time.Now().Unix()), Certificate: b.Cert.Raw}
 	return knock.Seal(k, b.Key, s.server, nil)
 }

@@ -68,6 +68,7 @@ func latency(args []string) error {
 	serverCert := fs.String("server-cert", "", "datagram mode: server certificate")
 	knockPort := fs.Uint("knock-port", 40000, "datagram mode: UDP knock port")
 	sources := fs.String("sources", "", "datagram and open mode: local source addresses FIRST+COUNT; empty: the default one")
+	protocol := fs.Int("protocol", 1, "datagram mode: knock wire version, 1 or 2")
 	fs.Parse(args)
 	var srcs []netip.Addr
 	if *sources != "" {
@@ -89,6 +90,7 @@ func latency(args []string) error {
 		if s, err = loadSealer(*pfx, *pwFile, *serverCert); err != nil {
 			return err
 		}
+		s.protocol = *protocol
 	}
 	nsrc := max(1, len(srcs))
 	knockTo := net.UDPAddrFromAddrPort(netip.AddrPortFrom(dstAddr, uint16(*knockPort)))

@@ -22,7 +22,7 @@ func spoofFlood(args []string) error {
 	fs := flag.NewFlagSet("spoof", flag.ExitOnError)
 	dst := fs.String("dst", "", "server address (in 198.18.0.0/15)")
 	knockPorts := fs.String("knock-ports", "40000-40100", "UDP knock port range")
-	kind := fs.String("kind", "random", "random (random bytes), replay (the datagram in -datagram, again and again), mutate (replay with the first ciphertext block randomised on every send: distinct datagrams sharing one ephemeral key), fresh (knock-shaped datagrams with fresh ephemeral keys, made beforehand, sent round robin with the first ciphertext block randomised on every send so that no two are alike)")
+	kind := fs.String("kind", "random", "random (random bytes), replay (the datagram in -datagram, again and again), mutate (replay with the first ciphertext block randomised on every send: distinct datagrams sharing one ephemeral key), fresh (knock-shaped datagrams with fresh ephemeral keys, made beforehand, sent round robin with the first ciphertext block randomised on every send so that no two are alike), v2badmac (v2-shaped datagrams, header 'a' 2.0.0 and random bytes, so mac1 is wrong; distinct on every send)")
 	datagram := fs.String("datagram", "", "replay: file holding the datagram")
 	distinct := fs.Int("distinct", 0, "fresh: distinct datagrams made beforehand (default: -n)")
 	size := fs.Int("size", 700, "datagram size for random and fresh")
@@ -79,6 +79,11 @@ func spoofFlood(args []string) error {
 			}
 		}
 		payloads = [][]byte{b}
+	case "v2badmac":
+		payloads = spoof.RandomPayloads(1024, *size, 2)
+		for _, p := range payloads {
+			p[0], p[1], p[2], p[3] = 'a', 2, 0, 0
+		}
 	case "fresh":
 		m := *distinct
 		if m <= 0 {
@@ -88,14 +93,14 @@ func spoofFlood(args []string) error {
 			return err
 		}
 	default:
-		return errors.New("-kind: want random, replay, mutate or fresh")
+		return errors.New("-kind: want random, replay, mutate, fresh or v2badmac")
 	}
 	kv(*prefix+"_prepare_s", "%.3f", time.Since(start).Seconds())
 	res, err := spoof.Flood(ctx, spoof.Config{
 		Dst: dstAddr, FirstPort: first, LastPort: last,
 		Sources: prefixes, Exclude: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/22")},
 		Payloads: payloads, Rate: *rate, N: *n, For: *limit, Seed: uint64(time.Now().UnixNano()),
-		Mutate: *kind == "fresh" || *kind == "mutate",
+		Mutate: *kind == "fresh" || *kind == "mutate" || *kind == "v2badmac",
 	})
 	if err != nil {
 		return err
