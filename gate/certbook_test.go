@@ -17,7 +17,9 @@ func TestCertBookBound(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	grants := NewGrantTable(0)
 	book := NewCertBook(grants, 2)
-	client := func(n int64) *pki.Client { return &pki.Client{Subject: "CN=c" + big.NewInt(n).String(), Serial: big.NewInt(n)} }
+	client := func(n int64) *pki.Client {
+		return &pki.Client{Subject: "CN=c" + big.NewInt(n).String(), Serial: big.NewInt(n)}
+	}
 	grant := func(n int64) {
 		src := netip.AddrFrom4([4]byte{198, 18, 0, byte(n)})
 		if err := grants.Add(Grant{Source: src, Proto: packet.TCP, Port: 2000}, CertIDOf(big.NewInt(n)), now.Add(time.Minute)); err != nil {

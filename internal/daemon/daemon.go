@@ -42,10 +42,10 @@ type daemon struct {
 	holdQ  *queue.HoldReader
 	holder *gate.Holder
 
-	crl    *crlState  // the CRL refresh in flight and its validators (maintain.go)
-	fetch  Fetcher    // gets crl.url
-	marker ConnEnder  // ends the connections of revoked grants
-	hooks  Hooks      // what tests observe; none in production
+	crl    *crlState // the CRL refresh in flight and its validators (maintain.go)
+	fetch  Fetcher   // gets crl.url
+	marker ConnEnder // ends the connections of revoked grants
+	hooks  Hooks     // what tests observe; none in production
 
 	// What the operator sees and does (operator.go): counters outside
 	// the packet path, the certificates behind grants, control requests
