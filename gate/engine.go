@@ -2,13 +2,13 @@ package gate
 
 import (
 	"errors"
-	"math/big"
+	"fmt"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"sknock/packet"
-	"sknock/pki"
 )
 
 // Config sets up an Engine. Zero values are noted per field.
@@ -25,6 +25,11 @@ type Config struct {
 	MaxGrantsPerCert int
 	// MaxReplay bounds the replay cache; zero means DefaultReplayEntries.
 	MaxReplay int
+	// MaxConns bounds the connections recorded for revocation; zero means
+	// DefaultMaxConns. Beyond it a new connection is refused as if it had
+	// no grant (fail closed) until ended connections are forgotten
+	// (ForgetConn, PruneConns).
+	MaxConns int
 	// Clock returns the time; nil means time.Now.
 	Clock func() time.Time
 	// Remember, when set, is given the replay entry of every knock about
@@ -48,7 +53,11 @@ type Engine struct {
 	settings atomic.Pointer[settings]
 	trust    atomic.Pointer[Trust]
 	grants   *GrantTable
-	replay   *ReplayCache
+	// conns records the connections the grants let in, made at the first
+	// grant (nil until then: an engine that never grants costs nothing).
+	conns     atomic.Pointer[connTable]
+	connsOnce sync.Once
+	replay    *ReplayCache
 	// outcomes spares copies of a datagram the costly checks (see
 	// outcomeCache).
 	outcomes *outcomeCache
@@ -89,6 +98,7 @@ type Stats struct {
 	knocks    [numReasons]atomic.Uint64 // by reason; ReasonNone = granted
 	gate      [3]atomic.Uint64          // by final verdict: drop, accept, reject
 	gateAudit atomic.Uint64             // accepted only because the policy is none
+	connsFull atomic.Uint64             // granted, but refused: the connection table was full
 	deferred  atomic.Uint64             // sent to the Holder
 	holds     holdStats
 }
@@ -117,6 +127,11 @@ type Snapshot struct {
 	// SecretHits counts ECDHs spared because a datagram's ephemeral key
 	// was seen before.
 	SecretHits uint64
+	// Conns is the number of connections recorded for revocation;
+	// ConnsFull counts granted packets refused because that record was
+	// full.
+	Conns     int
+	ConnsFull uint64
 }
 
 var (
@@ -124,7 +139,7 @@ var (
 	errReplayFull = errors.New("replay cache full")
 	// errRevokedMeanwhile: a reload revoked the certificate while its knock
 	// was being decided; the grant it made is ended.
-	errRevokedMeanwhile = errors.New("certificate revoked by a reload while the knock was decided")
+	errRevokedMeanwhile = errors.New("certificate refused by a reload while the knock was decided")
 	// ErrReplayNarrower and ErrReplayFull are why LoadReplay kept the
 	// replay floor at the engine's start.
 	ErrReplayNarrower = errors.New("the replay memory was made under a narrower timestamp tolerance")
@@ -172,10 +187,12 @@ func (e *Engine) Policy() Policy { return e.settings.Load().policy }
 func (e *Engine) OpenDuration() time.Duration { return e.settings.Load().openDuration }
 
 // SetTrust swaps in a new trust state (after a CRL or CA reload). Live
-// grants and the replay cache are kept, except the grants of certificates
-// the new CRL revokes that the old one did not: those end at once and are
-// returned, for the caller to log.
-func (e *Engine) SetTrust(t *Trust) []EndedGrant {
+// grants and the replay cache are kept, except that every certificate
+// behind a grant share or a recorded connection is verified again under
+// the new state: the shares and connections of those that no longer
+// verify (revoked, issuing CA revoked or removed, expired) end at once
+// and are returned, for the caller to log and to end.
+func (e *Engine) SetTrust(t *Trust) Ended {
 	old := e.trust.Swap(t)
 	// Outcomes made under the old state never serve the new one; dropping
 	// them frees the old state.
@@ -187,7 +204,7 @@ func (e *Engine) SetTrust(t *Trust) []EndedGrant {
 		e.replay.Extend(t.Tolerance - old.Tolerance)
 	}
 	if t == nil {
-		return nil
+		return Ended{}
 	}
 	for tol := int64(t.Tolerance); ; {
 		cur := e.minTolerance.Load()
@@ -195,28 +212,7 @@ func (e *Engine) SetTrust(t *Trust) []EndedGrant {
 			break
 		}
 	}
-	return e.endRevoked(old, t)
-}
-
-// endRevoked ends the grants of the certificates that t's CRL revokes and
-// old's did not (a certificate revoked before could earn no grant).
-func (e *Engine) endRevoked(old, t *Trust) []EndedGrant {
-	if t.Verifier == nil {
-		return nil
-	}
-	var oldCRL *pki.CRL
-	if old != nil && old.Verifier != nil {
-		oldCRL = old.Verifier.CRL()
-	}
-	newly := t.Verifier.CRL().RevokedSince(oldCRL)
-	if len(newly) == 0 {
-		return nil
-	}
-	revoked := make(map[CertID]*big.Int, len(newly))
-	for _, serial := range newly {
-		revoked[CertIDOf(serial)] = serial
-	}
-	return e.grants.End(revoked, e.clock())
+	return e.rejudge(t)
 }
 
 // ReplayCoverage returns what the engine's replay memory vouches for: the
@@ -302,8 +298,11 @@ func (e *Engine) verdict(h *packet.Header, now time.Time) (packet.Verdict, bool)
 	if !gateable(h) {
 		return packet.Drop, false
 	}
-	if e.grants.Allowed(h.Src, h.Proto, h.DstPort, now) {
+	switch granted, recorded := e.grants.admit(h, now.UnixNano(), e.conns.Load()); {
+	case recorded:
 		return packet.Accept, true
+	case granted:
+		e.stats.connsFull.Add(1)
 	}
 	return e.Policy().denyVerdict(), false
 }
@@ -377,15 +376,23 @@ func (e *Engine) knock(src netip.Addr, datagram []byte) Decision {
 		}
 	}
 	if d.Granted() {
-		if err := e.grants.Add(d.Grant, CertIDOf(d.Client.Serial), now.Add(e.OpenDuration())); err != nil {
+		e.connsOnce.Do(func() { e.conns.Store(newConnTable(e.cfg.MaxConns)) })
+		id := CertIDOf(d.Client.Cert.Raw)
+		// Known before the share exists, so that a trust change meanwhile
+		// verifies it again.
+		e.grants.certs.note(id, d.Client)
+		if err := e.grants.Add(d.Grant, id, now.Add(e.OpenDuration())); err != nil {
 			d.Reason, d.Err = ReasonOverload, err
 		}
-	}
-	// A reload that revoked this certificate while the knock was being
-	// decided under the old trust state ends the grant it just made.
-	if cur := e.trust.Load(); d.Granted() && cur != trust && cur != nil && cur.Verifier != nil && cur.Verifier.CRL().Revoked(d.Client.Serial) {
-		e.grants.End(map[CertID]*big.Int{CertIDOf(d.Client.Serial): d.Client.Serial}, now)
-		d.Reason, d.Err = ReasonRevoked, errRevokedMeanwhile
+		// A reload that refused this certificate while the knock was
+		// being decided under the old trust state ends the share it just
+		// made.
+		if cur := e.trust.Load(); d.Granted() && cur != trust && cur != nil && cur.Verifier != nil {
+			if _, err := cur.Verifier.Verify(d.Client.Cert.Raw, now); err != nil {
+				e.grants.End(map[CertID]error{id: err}, now)
+				d.Reason, d.Err = certReason(err), fmt.Errorf("%w: %w", errRevokedMeanwhile, err)
+			}
+		}
 	}
 	if d.Granted() {
 		e.recent.add(src, now)
@@ -417,5 +424,9 @@ func (e *Engine) Snapshot() Snapshot {
 	s.OutcomeHits = e.outcomes.hits.Load()
 	s.Outcomes = e.outcomes.len()
 	s.SecretHits = e.secrets.hits.Load()
+	if c := e.conns.Load(); c != nil {
+		s.Conns = c.len()
+	}
+	s.ConnsFull = e.stats.connsFull.Load()
 	return s
 }

@@ -19,7 +19,6 @@ import (
 
 	"sknock/gate"
 	"sknock/internal/control"
-	"sknock/pki"
 )
 
 // defaultControlSocket is control.socket's default.
@@ -180,77 +179,70 @@ func (d *daemon) answerControl(req control.Request) control.Response {
 	return control.Response{Error: fmt.Sprintf("unknown command %q (want grants, revoke or status)", req.Command)}
 }
 
-// listGrants lists the live grants with the certificates that made them.
+// listGrants lists the live grant shares with the certificates that made
+// them.
 func (d *daemon) listGrants() control.Response {
 	now := d.engine.Now()
 	grants, live := d.engine.Grants().List(now, control.MaxListed)
-	return control.Response{Grants: d.describeGrants(grants, now), Live: live}
-}
-
-func (d *daemon) describeGrants(grants []gate.GrantInfo, now time.Time) []control.Grant {
 	out := make([]control.Grant, 0, len(grants))
 	for _, g := range grants {
-		cg := control.Grant{
-			Source:      g.Source.String(),
-			Proto:       g.Proto.String(),
-			Port:        g.Port,
-			Expires:     g.Expiry.UTC(),
-			SecondsLeft: g.Expiry.Sub(now).Seconds(),
-		}
-		if c, ok := d.certs.lookup(g.Cert); ok {
-			cg.Subject, cg.Serial = c.subject, c.serial.String()
-		}
-		out = append(out, cg)
+		out = append(out, listedGrant(g.Grant, g.Subject, g.Serial, g.Expiry, now))
 	}
-	return out
+	return control.Response{Grants: out, Live: live}
 }
 
-// revokeGrants ends the grants req selects and, as a revocation does,
-// the connections they let in (with gate.revoke_mark set). It ends
-// grants, not certificates: the client may knock again; to refuse a
-// certificate for good, revoke it in the CRL.
+func listedGrant(g gate.Grant, subject string, serial *big.Int, expiry, now time.Time) control.Grant {
+	cg := control.Grant{
+		Source:      g.Source.String(),
+		Proto:       g.Proto.String(),
+		Port:        g.Port,
+		Subject:     subject,
+		Expires:     expiry.UTC(),
+		SecondsLeft: expiry.Sub(now).Seconds(),
+	}
+	if serial != nil {
+		cg.Serial = serial.String()
+	}
+	return cg
+}
+
+// revokeGrants ends the grant shares req selects and, as a revocation
+// does, the connections attributed to them (with gate.revoke_mark set).
+// It ends grants, not certificates: the client may knock again; to refuse
+// a certificate for good, revoke it in the CRL.
 func (d *daemon) revokeGrants(req control.Request) control.Response {
-	match, what, err := grantSelector(req)
+	sel, what, err := grantSelector(req)
 	if err != nil {
 		return control.Response{Error: err.Error()}
 	}
 	now := d.engine.Now()
-	ended := d.engine.Grants().EndWhere(now, match)
-	endedGrants := make([]gate.EndedGrant, 0, len(ended))
-	for _, g := range ended {
-		eg := gate.EndedGrant{Grant: g.Grant, Expiry: g.Expiry}
-		if c, ok := d.certs.lookup(g.Cert); ok {
-			eg.Serial = c.serial
-		}
-		endedGrants = append(endedGrants, eg)
+	ended := d.engine.EndGrants(sel)
+	resp := control.Response{}
+	for _, g := range ended.Grants {
+		resp.Grants = append(resp.Grants, listedGrant(g.Grant, g.Subject, g.Serial, g.Expiry, now))
 		d.log.Warn("grant ended",
 			zap.String("source", g.Source.String()),
 			zap.String("proto", g.Proto.String()),
 			zap.Uint64("port", uint64(g.Port)),
 			zap.String("reason", "operator"),
 			zap.String("selected", what),
+			zap.String("subject", g.Subject),
+			zap.Bool("address_still_open", g.StillOpen),
 			zap.Time("would_expire", g.Expiry),
 		)
 	}
-	resp := control.Response{Grants: d.describeGrants(ended, now)}
-	mark := d.cfg.Rules.RevokeMark
-	if len(ended) == 0 || mark == 0 || d.marker == nil {
-		return resp
-	}
-	n, err := d.marker.MarkFlows(endedGrants, mark)
+	n, err := d.endConns(ended.Conns, "connections of ended grants ended")
 	resp.Connections = n
 	if err != nil {
-		d.log.Error("could not mark every connection of the ended grants; those go on until they close", zap.Int("marked", n), zap.Error(err))
-		resp.Error = fmt.Sprintf("%d grant(s) ended, but not every connection: %v", len(ended), err)
-		return resp
+		d.log.Error("could not end every connection of the ended grants; those go on until they close", zap.Int("ended", n), zap.Error(err))
+		resp.Error = fmt.Sprintf("%d grant(s) ended, but not every connection: %v", len(ended.Grants), err)
 	}
-	d.log.Warn("connections of ended grants ended", zap.Int("connections", n), zap.String("reason", "operator"))
 	return resp
 }
 
-// grantSelector turns a revoke request into the grants it selects, and
-// words for the log.
-func grantSelector(req control.Request) (func(gate.GrantInfo) bool, string, error) {
+// grantSelector turns a revoke request into what it selects, and words
+// for the log.
+func grantSelector(req control.Request) (gate.Selection, string, error) {
 	set := 0
 	for _, b := range []bool{req.Source != "", req.Serial != "", req.All} {
 		if b {
@@ -258,25 +250,24 @@ func grantSelector(req control.Request) (func(gate.GrantInfo) bool, string, erro
 		}
 	}
 	if set != 1 {
-		return nil, "", errors.New("revoke needs exactly one of a source, a serial or all")
+		return gate.Selection{}, "", errors.New("revoke needs exactly one of a source, a serial or all")
 	}
 	switch {
 	case req.All:
-		return func(gate.GrantInfo) bool { return true }, "all", nil
+		return gate.Selection{All: true}, "all", nil
 	case req.Source != "":
 		src, err := netip.ParseAddr(req.Source)
 		if err != nil {
-			return nil, "", fmt.Errorf("source %q is not an IP address", req.Source)
+			return gate.Selection{}, "", fmt.Errorf("source %q is not an IP address", req.Source)
 		}
 		src = src.Unmap()
-		return func(g gate.GrantInfo) bool { return g.Source == src }, "source " + src.String(), nil
+		return gate.Selection{Source: src}, "source " + src.String(), nil
 	}
 	serial, err := parseSerial(req.Serial)
 	if err != nil {
-		return nil, "", err
+		return gate.Selection{}, "", err
 	}
-	id := gate.CertIDOf(serial)
-	return func(g gate.GrantInfo) bool { return g.Cert == id }, "serial " + serial.String(), nil
+	return gate.Selection{Serial: serial}, "serial " + serial.String(), nil
 }
 
 // parseSerial reads a certificate serial: decimal, or hexadecimal with a
@@ -357,72 +348,6 @@ func (d *daemon) status() *control.Status {
 		}
 	}
 	return st
-}
-
-// certBook remembers the subject and serial of the certificates that
-// hold grants, which the grant table names only by CertID. It is filled
-// by the knock workers on each grant and bounded: when full, the
-// certificates that no longer hold a grant are forgotten, and if it is
-// still full a new one is not noted (its grants list without a subject).
-type certBook struct {
-	mu     sync.Mutex
-	certs  map[gate.CertID]certName
-	max    int
-	grants *gate.GrantTable
-}
-
-type certName struct {
-	subject string
-	serial  *big.Int
-}
-
-// defaultCertBook bounds the certBook: far more certificates than hold
-// grants at once on any real host.
-const defaultCertBook = 1 << 16
-
-func newCertBook(grants *gate.GrantTable, max int) *certBook {
-	return &certBook{certs: make(map[gate.CertID]certName), max: max, grants: grants}
-}
-
-// note remembers the certificate of a knock just granted.
-func (b *certBook) note(c *pki.Client, now time.Time) {
-	if c == nil || c.Serial == nil {
-		return
-	}
-	id := gate.CertIDOf(c.Serial)
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if _, ok := b.certs[id]; ok {
-		return
-	}
-	if len(b.certs) >= b.max {
-		b.pruneLocked(now)
-		if len(b.certs) >= b.max {
-			return
-		}
-	}
-	b.certs[id] = certName{subject: c.Subject, serial: c.Serial}
-}
-
-// pruneLocked forgets the certificates without a live grant.
-func (b *certBook) pruneLocked(now time.Time) {
-	grants, _ := b.grants.List(now, 0)
-	live := make(map[gate.CertID]bool, len(grants))
-	for _, g := range grants {
-		live[g.Cert] = true
-	}
-	for id := range b.certs {
-		if !live[id] {
-			delete(b.certs, id)
-		}
-	}
-}
-
-func (b *certBook) lookup(id gate.CertID) (certName, bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	c, ok := b.certs[id]
-	return c, ok
 }
 
 // setSocketPath reads control.socket: an absolute path, or empty (no

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"sknock/gate"
+	"sknock/internal/connwatch"
 	"sknock/queue"
 	"sknock/rules"
 )
@@ -40,14 +41,16 @@ type daemon struct {
 	crl    *crlState  // the trust state's CRLs, their refresh and health (maintain.go)
 	fetch  Fetcher    // gets crl.url
 	marker connMarker // ends the connections of revoked grants
-	hooks  hooks      // what tests observe; none in production
+	// conns keeps the engine's record of connections current (nil: no
+	// conntrack, and the record is never pruned).
+	conns *connwatch.Watcher
+	hooks hooks // what tests observe; none in production
 
 	// What the operator sees and does (operator.go): counters outside
-	// the packet path, the certificates behind grants, control requests
-	// for the loop to answer, the service manager's notifier.
+	// the packet path, control requests for the loop to answer, the
+	// service manager's notifier.
 	ops      *opsStats
 	started  time.Time
-	certs    *certBook
 	control  chan controlCall
 	notifier notifier
 }
@@ -95,6 +98,9 @@ type osDeps struct {
 	// marker marks the connections of grants a revocation ended; nil
 	// means none are marked.
 	marker connMarker
+	// conntrack is the kernel's connection table, against which the
+	// engine's record of connections is kept; nil: not kept.
+	conntrack connwatch.Conntrack
 	// healthEvery is how often the trust state's warnings (no CRL, a
 	// stale CRL, certificates near expiry) are logged again while they
 	// last; zero means healthEvery.
@@ -169,6 +175,7 @@ var realDeps = osDeps{
 	fetch:       httpFetch,
 	lock:        lockInstance,
 	marker:      conntrackMarker{},
+	conntrack:   connwatch.Kernel{},
 
 	notify:        sdNotify,
 	watchdogEvery: sdWatchdogEvery,
@@ -241,7 +248,6 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 		return 1
 	}
 	d.ops.setWarnings(logTrust(log, "trust loaded", info, d.engine.Now()))
-	d.certs = newCertBook(d.engine.Grants(), defaultCertBook)
 	op, err := d.openOperator(cfg, sys)
 	if err != nil {
 		fmt.Fprintf(stderr, "sknockd: %v\n", err)
@@ -264,6 +270,10 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 	var watching sync.WaitGroup
 	watching.Go(func() { d.watchRules(runCtx, cmp.Or(sys.watchEvery, defaultWatchEvery)) })
 	watching.Go(func() { d.holder.Run(runCtx) })
+	if sys.conntrack != nil {
+		d.conns = newConnWatcher(d, sys.conntrack)
+		watching.Go(func() { d.conns.Run(runCtx) })
+	}
 	if err := d.serveOperator(runCtx, op, sys, &watching); err != nil {
 		log.Error("metrics not served", zap.Error(err))
 	}

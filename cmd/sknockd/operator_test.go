@@ -218,7 +218,7 @@ func TestDecideGateAllocatesNothingWithMetrics(t *testing.T) {
 	d.engine = gate.NewEngine(gate.Config{Policy: gate.PolicyDrop}, nil)
 	d.decisions = newDecisionLog(newLoggerAt(logLevel("error"), io.Discard), decisionLogPerSecond)
 	src := netip.MustParseAddr("198.18.0.2")
-	if err := d.engine.Grants().Add(gate.Grant{Source: src, Proto: packet.TCP, Port: 2000}, 0, time.Now().Add(time.Hour)); err != nil {
+	if err := d.engine.Grants().Add(gate.Grant{Source: src, Proto: packet.TCP, Port: 2000}, gate.CertID{}, time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	reg, err := newMetricsRegistry(d, time.Now())
@@ -296,12 +296,15 @@ func TestControlSocket(t *testing.T) {
 		t.Errorf("grant listed as %+v; want tcp/2000 by alice's certificate (serial %s) with up to 15 s left", g, alice.Cert.SerialNumber)
 	}
 
+	if v := synVerdict(t, f, "198.18.0.2"); v.Verdict != queue.NFAccept { // a connection, recorded
+		t.Fatalf("SYN from the granted source: %+v, want accept", v)
+	}
 	resp = call(control.Request{Command: control.CommandRevoke, Source: "198.18.0.2"})
 	if len(resp.Grants) != 1 || resp.Grants[0].Source != "198.18.0.2" || resp.Connections != 1 {
 		t.Fatalf("revoke by source: %+v, want 198.18.0.2's grant and its connection ended", resp)
 	}
-	if got := marker.ended(); len(got) != 1 || got[0].Source != netip.MustParseAddr("198.18.0.2") || got[0].Port != 2000 {
-		t.Errorf("connections marked for %+v, want 198.18.0.2 tcp/2000", got)
+	if got := marker.ended(); len(got) != 1 || got[0].Src != netip.MustParseAddrPort("198.18.0.2:40000") || got[0].Dst != netip.MustParseAddrPort("198.18.0.1:2000") {
+		t.Errorf("connections marked: %v, want 198.18.0.2:40000 -> 198.18.0.1:2000", got)
 	}
 	if v := synVerdict(t, f, "198.18.0.2"); v.Verdict != queue.NFRepeat {
 		t.Errorf("SYN from the revoked source: %+v, want reject", v)
@@ -360,24 +363,24 @@ func TestParseSerial(t *testing.T) {
 	}
 }
 
-// flowRecorder records the grants whose connections it was asked to end,
-// and says it ended one connection each.
+// flowRecorder records the connections it was asked to end, and says it
+// ended each.
 type flowRecorder struct {
 	mu  sync.Mutex
-	got []gate.EndedGrant
+	got []gate.Conn
 }
 
-func (m *flowRecorder) MarkFlows(ended []gate.EndedGrant, mark uint32) (int, error) {
+func (m *flowRecorder) MarkFlows(ended []gate.Conn, mark uint32) (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.got = append(m.got, ended...)
 	return len(ended), nil
 }
 
-func (m *flowRecorder) ended() []gate.EndedGrant {
+func (m *flowRecorder) ended() []gate.Conn {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return append([]gate.EndedGrant(nil), m.got...)
+	return append([]gate.Conn(nil), m.got...)
 }
 
 // notifications records sd_notify messages in order.
@@ -631,7 +634,7 @@ func BenchmarkDecideGate(b *testing.B) {
 			d.engine = gate.NewEngine(gate.Config{Policy: gate.PolicyDrop}, nil)
 			d.decisions = newDecisionLog(newLoggerAt(logLevel("error"), io.Discard), decisionLogPerSecond)
 			src := netip.MustParseAddr("198.18.0.2")
-			if err := d.engine.Grants().Add(gate.Grant{Source: src, Proto: packet.TCP, Port: 2000}, 0, time.Now().Add(time.Hour)); err != nil {
+			if err := d.engine.Grants().Add(gate.Grant{Source: src, Proto: packet.TCP, Port: 2000}, gate.CertID{}, time.Now().Add(time.Hour)); err != nil {
 				b.Fatal(err)
 			}
 			if scraped {

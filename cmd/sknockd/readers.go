@@ -135,9 +135,6 @@ func (d *daemon) handleKnock(src netip.Addr, payload []byte) {
 	dec := d.engine.Knock(src, payload)
 	end := d.engine.Now()
 	d.ops.knockLatency.Observe(end.Sub(start).Seconds())
-	if dec.Granted() {
-		d.certs.note(dec.Client, end)
-	}
 	d.decisions.knock(src, &dec, start, end, d.engine.OpenDuration())
 	if d.hooks.knockDecided != nil {
 		d.hooks.knockDecided(src, dec)
