@@ -24,7 +24,7 @@ import (
 // a grant, appended before the grant takes effect, all integers
 // big-endian:
 //
-//	header  magic "sknockR1" | since (Unix s, int64) | tolerance (ns, int64)
+//	header  magic "sknockR2" | since (Unix s, int64) | tolerance (ns, int64)
 //	record  replay key (32 bytes) | expiry (Unix ns, int64)
 //
 // The header is the engine's gate.ReplayCoverage: every knock sealed at or
@@ -33,7 +33,12 @@ import (
 // survives kill -9, and a reboot takes longer than the tolerance, after
 // which the timestamp check refuses every knock the file held.
 const (
-	replayMagic      = "sknockR1"
+	// replayMagic names the format and what its keys are: R2's are
+	// gate.KeyOf's bound keys (issue 20); an R1 file's keys (hashes of
+	// whole datagrams) would match no knock, so it is refused as not a
+	// replay file, and the engine's replay floor stays where it is
+	// without one.
+	replayMagic      = "sknockR2"
 	replayHeaderSize = len(replayMagic) + 8 + 8
 	replayRecordSize = len(gate.ReplayKey{}) + 8
 	// replayOffExpiry is the expiry's offset in a record.
