@@ -33,7 +33,8 @@ type Config struct {
 	// Clock returns the time; nil means time.Now.
 	Clock func() time.Time
 	// Remember, when set, is given the replay entry of every knock about
-	// to be granted, before the grant takes effect, with the coverage the
+	// to be granted, before the grant takes effect, and of every signed
+	// knock refused as a source mismatch, with the coverage the
 	// engine's replay memory has then (ReplayCoverage), so that the
 	// daemon can keep the memory across restarts (see LoadReplay). It runs
 	// on the goroutine that called Knock, so it must be quick; it cannot
@@ -363,17 +364,19 @@ func (e *Engine) knock(src netip.Addr, datagram []byte) Decision {
 		d.Reason, d.Err = ReasonReplay, errBeforeFloor
 	}
 	if d.Granted() {
-		expiry := ReplayExpiry(d.Knock.Time(), now, trust.Tolerance)
-		switch e.replay.Add(d.ReplayKey, expiry, now) {
-		case Added:
-			if e.cfg.Remember != nil {
-				e.cfg.Remember(ReplayEntry{Key: d.ReplayKey, Expiry: expiry}, e.ReplayCoverage())
-			}
+		switch e.remember(d, trust, now) {
 		case Present:
 			d.Reason, d.Err = ReasonReplay, errReplay
 		case Full:
 			d.Reason, d.Err = ReasonOverload, errReplayFull
 		}
+	}
+	// A signed knock refused because it came from another address than
+	// the one it names is remembered like a granted one: whoever resends
+	// it, from the address it names (a forged address discovery put it
+	// there) or from anywhere, gets a replay, never a grant.
+	if d.Reason == ReasonSourceMismatch {
+		e.remember(d, trust, now)
 	}
 	if d.Granted() {
 		e.connsOnce.Do(func() { e.conns.Store(newConnTable(e.cfg.MaxConns)) })
@@ -399,6 +402,16 @@ func (e *Engine) knock(src netip.Addr, datagram []byte) Decision {
 	}
 	e.stats.knocks[d.Reason].Add(1)
 	return d
+}
+
+// remember adds d's knock to the replay memory, and tells Config.Remember.
+func (e *Engine) remember(d Decision, trust *Trust, now time.Time) AddResult {
+	expiry := ReplayExpiry(d.Knock.Time(), now, trust.Tolerance)
+	r := e.replay.Add(d.ReplayKey, expiry, now)
+	if r == Added && e.cfg.Remember != nil {
+		e.cfg.Remember(ReplayEntry{Key: d.ReplayKey, Expiry: expiry}, e.ReplayCoverage())
+	}
+	return r
 }
 
 // Sweep drops expired grants and returns how many went.

@@ -78,3 +78,31 @@ func TestCertIDOf(t *testing.T) {
 		t.Errorf("CertIDOf: a → %x, b → %x, nil → %x", a, b, CertIDOf(nil))
 	}
 }
+
+// TestSourceMismatchRemembered: a signed knock refused because it came
+// from another address than the one it names is remembered like a grant,
+// so that resending it from the named address (an attacker who forged
+// the client's address discovery) is a replay, never a grant.
+func TestSourceMismatchRemembered(t *testing.T) {
+	p := newTestPKI(t, map[string]string{"alice": "tcp/2000"})
+	clock := &fakeClock{now: time.Now().Truncate(time.Second)}
+	var remembered []ReplayEntry
+	e := NewEngine(Config{Clock: clock.Now, Policy: PolicyReject, Remember: func(r ReplayEntry, _ ReplayCoverage) {
+		remembered = append(remembered, r)
+	}}, p.trust(t))
+	victim, attacker := netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("198.18.0.66")
+	forged := p.seal(t, "alice", packet.TCP, 2000, attacker.String(), clock.Now()) // names the attacker's address
+	if d := e.Knock(victim, forged); d.Reason != ReasonSourceMismatch {
+		t.Fatalf("the knock from the victim: %v, want source_mismatch", d.Reason)
+	}
+	if len(remembered) != 1 {
+		t.Errorf("Remember told of %d entries, want 1 (kept across restarts)", len(remembered))
+	}
+	clock.Advance(time.Second)
+	if d := e.Knock(attacker, forged); d.Reason != ReasonReplay {
+		t.Errorf("resent from the address it names: %v %v, want replay", d.Reason, d.Err)
+	}
+	if e.Grants().Allowed(attacker, packet.TCP, 2000, clock.Now()) {
+		t.Error("the attacker holds a grant")
+	}
+}
