@@ -73,6 +73,8 @@ type Engine struct {
 	// may already be gone). A knock sealed earlier cannot be checked for
 	// replay, so it is refused; the client simply knocks again.
 	replayFloor atomic.Int64
+	// started is when the engine was made (NoReplayMemory).
+	started time.Time
 	// minTolerance (nanoseconds) is the narrowest timestamp tolerance any
 	// trust state had since the engine began: the tolerance its replay
 	// entries were made under is at least this (ReplayCoverage).
@@ -166,6 +168,7 @@ func NewEngine(cfg Config, trust *Trust) *Engine {
 	if e.clock == nil {
 		e.clock = time.Now
 	}
+	e.started = e.clock()
 	e.grants.SetCertShare(cfg.MaxGrantsPerCert)
 	e.Reconfigure(cfg.Policy, cfg.OpenDuration)
 	e.SetTrust(trust)
@@ -249,6 +252,30 @@ func (e *Engine) LoadReplay(cov ReplayCoverage, entries []ReplayEntry) (int, err
 		e.replayFloor.Store(since)
 	}
 	return added, nil
+}
+
+// NoReplayMemory tells the engine that the replay memory of the run
+// before it is lost: it was not kept (no replay file, or one that cannot
+// be written), cannot be read, or does not vouch for the tolerance in
+// force. A knock granted before the start may be stamped up to the
+// tolerance ahead of the clock, so the replay floor is raised to the
+// start plus the tolerance (and a second, for whole-second timestamps):
+// no knock sealed before the start can be granted after it. The cost:
+// until that floor, every knock is refused as sealed too early, and its
+// client knocks again. It returns the floor. Call it at the start,
+// before the first knock.
+func (e *Engine) NoReplayMemory() time.Time {
+	tol := time.Duration(0)
+	if t := e.trust.Load(); t != nil {
+		tol = t.Tolerance
+	}
+	// A knock granted before the start is stamped at most start+tol,
+	// rounded down to whole seconds: the floor is the next second.
+	floor := e.started.Unix() + int64((tol+time.Second-1)/time.Second) + 1
+	if floor > e.replayFloor.Load() {
+		e.replayFloor.Store(floor)
+	}
+	return time.Unix(e.replayFloor.Load(), 0)
 }
 
 // Trust returns the current trust state.

@@ -334,6 +334,10 @@ func TestCheckWarns(t *testing.T) {
 			c.CRLFile, c.CRLURL = filepath.Join(t.TempDir(), "x.crl"), "http://crl.invalid/ca.crl"
 		}, at: now,
 			wantStderr: "does not exist yet: sknockd fetches it from http://crl.invalid/ca.crl at start"},
+		{name: "replay file under a file", edit: func(c *Config) { c.ReplayFile = filepath.Join(c.CRLFile, "replay") }, at: now,
+			wantStderr: "the replay memory cannot be kept across restarts (" + base.CRLFile + " is not a directory)"},
+		{name: "no replay file", edit: func(c *Config) { c.ReplayFile = "" }, at: now,
+			wantStderr: "knock.replay_file is empty): after each start every knock is refused for the timestamp tolerance (7s)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -242,6 +243,8 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 	if cfg.ReplayFile != "" {
 		replay = d.startReplayFile(cfg.ReplayFile)
 		defer replay.close()
+	} else {
+		d.replayMemoryLost("", errors.New("knock.replay_file is empty"))
 	}
 	if d.holder, err = d.engine.NewHolder(gate.HolderConfig{Settle: d.settleHeld}); err != nil {
 		fmt.Fprintf(stderr, "sknockd: %v\n", err)
@@ -310,31 +313,43 @@ func serveWith(ctx context.Context, cfg *Config, hup <-chan os.Signal, stderr io
 }
 
 // startReplayFile loads the replay memory kept in path into the engine
-// and returns the file, open for the engine's Remember. Whatever fails is
-// logged and sknockd runs on: without the memory its replay floor is its
-// start, so knocks sealed before it are refused (the client knocks again)
-// and nothing is granted twice. A file that cannot be kept at all gives a
-// closed replayFile, whose remember does nothing.
+// and returns the file, open for the engine's Remember; it creates the
+// file's directory (0700) when missing. Whatever fails is logged and
+// sknockd runs on without the memory (replayMemoryLost). A file that
+// cannot be kept at all gives a closed replayFile, whose remember does
+// nothing.
 func (d *daemon) startReplayFile(path string) *replayFile {
 	rf, mem, err := openReplayFile(path, d.engine.Now, d.log)
 	if rf == nil {
-		d.log.Warn("replay memory not kept across restarts; a restart refuses knocks sealed before it", zap.String("file", path), zap.Error(err))
+		d.replayMemoryLost(path, err)
 		return &replayFile{}
 	}
 	if err != nil {
-		d.log.Warn("replay memory unreadable, starting without it", zap.String("file", path), zap.Error(err))
+		d.replayMemoryLost(path, fmt.Errorf("unreadable: %w", err))
 	}
 	if mem.cov.Tolerance > 0 { // a memory was read
 		loaded, err := d.engine.LoadReplay(mem.cov, mem.entries)
 		fields := []zap.Field{zap.String("file", path), zap.Int("entries", loaded)}
 		if err != nil {
-			d.log.Warn("replay memory loaded, but knocks sealed before the start are refused", append(fields, zap.Error(err))...)
+			d.replayMemoryLost(path, fmt.Errorf("loaded %d entries, but: %w", loaded, err))
 		} else {
 			d.log.Info("replay memory loaded", append(fields, zap.Time("since", mem.cov.Since))...)
 		}
 	}
 	if err := rf.start(d.engine.ReplayCoverage(), mem); err != nil {
-		d.log.Warn("replay memory not kept across restarts; a restart refuses knocks sealed before it", zap.String("file", path), zap.Error(err))
+		d.log.Warn("replay memory not kept across restarts: the next start will not find it (a knock granted now and stamped ahead could be granted again after a restart)", zap.String("file", path), zap.Error(err))
 	}
 	return rf
+}
+
+// replayMemoryLost raises the engine's replay floor to its start plus the
+// tolerance, because the previous run's replay memory is lost (why), and
+// logs the floor and its cost.
+func (d *daemon) replayMemoryLost(path string, why error) {
+	floor := d.engine.NoReplayMemory()
+	d.log.Warn("replay memory of the previous run lost: knocks sealed before the floor are refused, so none granted before the start is granted again",
+		zap.String("file", path),
+		zap.Time("floor", floor),
+		zap.String("cost", fmt.Sprintf("every knock is refused for %s after the start (clients knock again)", floor.Sub(d.engine.Now()).Round(time.Second))),
+		zap.Error(why))
 }

@@ -220,8 +220,9 @@ func daemonPKI(t *testing.T) (dir string, cfg Config) {
 	t.Helper()
 	p := testpki.New(t, &testpki.Options{Clients: map[string]string{"alice": "tcp/2000"}})
 	p.WriteCRL(t)
-	yaml := fmt.Sprintf("server:\n  pkcs12: %s\n  password_file: %s\ncrl:\n  file: %s\ngate:\n  protect: [tcp/2000]\n  policy: reject\n  hold_queue: 110\n",
-		p.ServerPKCS12, p.PasswordFile, p.CRLFile())
+	// The replay file in the test's directory: never the host's default.
+	yaml := fmt.Sprintf("server:\n  pkcs12: %s\n  password_file: %s\ncrl:\n  file: %s\nknock:\n  replay_file: %s\ngate:\n  protect: [tcp/2000]\n  policy: reject\n  hold_queue: 110\n",
+		p.ServerPKCS12, p.PasswordFile, p.CRLFile(), filepath.Join(p.Dir, "state", "replay"))
 	path := filepath.Join(p.Dir, "config.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)

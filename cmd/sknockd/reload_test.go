@@ -57,7 +57,8 @@ func TestDaemonReloadAppliesWholeConfig(t *testing.T) {
 	}
 
 	rewriteConfig(t, path, "protect: [tcp/2000]\n  policy: reject\n  hold_queue: 110\n",
-		"protect: [tcp/2000, tcp/3000]\n  policy: drop\n  open_duration: 40s\n  hold_queue: 110\nknock:\n  rate_limit: 3/minute\n")
+		"protect: [tcp/2000, tcp/3000]\n  policy: drop\n  open_duration: 40s\n  hold_queue: 110\n")
+	rewriteConfig(t, path, "knock:\n", "knock:\n  rate_limit: 3/minute\n")
 	d.hup <- os.Interrupt // any value: the channel stands for SIGHUP
 	if err := d.reloads.next(t, "reload"); err != nil {
 		t.Fatalf("reload refused: %v", err)

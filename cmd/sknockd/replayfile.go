@@ -149,13 +149,16 @@ type replayFile struct {
 	buf       []byte
 }
 
-// openReplayFile opens (creating it if need be) the replay file at path
-// and locks it, so that two sknockd in different network namespaces
+// openReplayFile opens (creating it, and its directory with mode 0700,
+// if need be) the replay file at path and locks it, so that two sknockd in different network namespaces
 // cannot share one, and returns it with the memory it held. With a nil
 // file, the error says why the file cannot be kept at all; with a file
 // and an error (errReplayCorrupt), the memory could not be read and is
 // empty, and start will overwrite it. A new, empty file holds no memory.
 func openReplayFile(path string, clock func() time.Time, log *zap.Logger) (*replayFile, replayMemory, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, replayMemory{}, fmt.Errorf("state directory of the replay file: %w", err)
+	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, replayMemory{}, fmt.Errorf("open replay file: %w", err)
@@ -339,4 +342,40 @@ func lockFile(f *os.File) error {
 		return fmt.Errorf("lock: %w", err)
 	}
 	return nil
+}
+
+// replayFileProblem says why the replay file at path could not be kept
+// (for --check, which creates nothing): it is not set, it exists but
+// cannot be read and written, or its directory is missing and cannot be
+// created, or is not writable. Nil: it can be kept.
+func replayFileProblem(path string) error {
+	if path == "" {
+		return errors.New("knock.replay_file is empty")
+	}
+	if _, err := os.Stat(path); err == nil {
+		if err := unix.Access(path, unix.R_OK|unix.W_OK); err != nil {
+			return fmt.Errorf("%s: cannot read and write it: %w", path, err)
+		}
+		return nil
+	}
+	dir := filepath.Dir(path)
+	for {
+		fi, err := os.Stat(dir)
+		switch {
+		case err == nil && !fi.IsDir():
+			return fmt.Errorf("%s is not a directory", dir)
+		case err == nil:
+			if err := unix.Access(dir, unix.W_OK|unix.X_OK); err != nil {
+				return fmt.Errorf("directory %s: not writable: %w", dir, err)
+			}
+			return nil // the file, and any missing directory, can be made
+		case !errors.Is(err, os.ErrNotExist):
+			return fmt.Errorf("directory %s: %w", dir, err)
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return fmt.Errorf("no directory of %s exists", path)
+		}
+		dir = parent
+	}
 }
