@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"sknock/knock/client"
+	"sknock/knock/client/addrecho"
 	"sknock/packet"
 )
 
@@ -35,9 +36,13 @@ flags override. Without ports on the command line, the profile's are
 knocked.
 
 Behind NAT the knock must carry the public address: --source-ip auto asks
-STUN servers (--stun HOST:PORT, repeatable) for it, and is the default when
-the local address toward HOST is private, shared or link-local and HOST's
-is not. --source-ip local embeds the local address; --source-ip IP that IP.
+an HTTPS endpoint that echoes the caller's address (--address-url, default
+https://icanhazip.com/, its certificate checked against the system's
+roots; no proxy is used), and is the default when the local address toward
+HOST is private, shared or link-local and HOST's is not. --stun HOST:PORT
+(repeatable) asks plain STUN servers instead, whose answers an attacker on
+the path can forge. --source-ip local embeds the local address;
+--source-ip IP that IP.
 
 A name with IPv4 and IPv6 addresses is knocked on the one the resolver
 prefers, then on the other when the port did not open within 300 ms;
@@ -81,6 +86,7 @@ type knockFlags struct {
 	knockPort                        int
 	sourceIP                         string
 	stun                             []string
+	addressURL                       string
 	profileFile                      string
 	ipv4, ipv6                       bool
 	noVerify, connect, quiet         bool
@@ -103,8 +109,9 @@ func parseKnockFlags(args []string, stdout io.Writer) (*knockFlags, error) {
 	fs.StringVar(&f.serverCert, "server-cert", "", "the gatekeeper's certificate, DER or PEM (required, unless HOST's profile names it)")
 	fs.StringVar(&f.passwordFile, "password-file", "", "file whose first line is the bundle password (default: $"+passwordEnv+")")
 	fs.IntVar(&f.knockPort, "knock-port", 0, "UDP port to knock on (default: random in 10000-60000)")
-	fs.StringVar(&f.sourceIP, "source-ip", "", "client address to embed: auto (the public address, asked of STUN servers), local (the address toward HOST) or an IP (default: auto when the local address toward HOST is private and HOST's is not, else local)")
-	fs.Func("stun", "STUN server HOST:PORT for --source-ip auto, repeatable (default: the profile's, else stun.l.google.com:19302 and stun.cloudflare.com:3478)", func(s string) error {
+	fs.StringVar(&f.sourceIP, "source-ip", "", "client address to embed: auto (the public address, asked of the address echo, or of STUN with --stun), local (the address toward HOST) or an IP (default: auto when the local address toward HOST is private and HOST's is not, else local)")
+	fs.StringVar(&f.addressURL, "address-url", "", "HTTPS endpoint that echoes the caller's address, asked for the public address (default: the profile's, else "+addrecho.DefaultURL+")")
+	fs.Func("stun", "learn the public address from this plain STUN server HOST:PORT instead, repeatable (unauthenticated: an attacker on the path can forge the answer; default: the profile's)", func(s string) error {
 		if _, _, err := net.SplitHostPort(s); err != nil {
 			return fmt.Errorf("want HOST:PORT, got %q", s)
 		}
@@ -207,6 +214,9 @@ func (f *knockFlags) applyProfile(fs *flag.FlagSet) error {
 	if len(f.stun) == 0 {
 		f.stun = pf.STUN
 	}
+	if f.addressURL == "" {
+		f.addressURL = pf.AddressURL
+	}
 	if p == nil {
 		return nil
 	}
@@ -222,6 +232,7 @@ func (f *knockFlags) applyProfile(fs *flag.FlagSet) error {
 	str("pkcs12", &f.bundle, p.PKCS12)
 	str("server-cert", &f.serverCert, p.ServerCert)
 	str("source-ip", &f.sourceIP, p.SourceIP)
+	str("address-url", &f.addressURL, p.AddressURL)
 	if !set["password-file"] {
 		f.passwordFile, f.passwordEnv = p.PasswordFile, p.PasswordEnv
 	}
@@ -281,6 +292,13 @@ func (f *knockFlags) config() (*client.Config, error) {
 		return nil, usagef("--source-ip: %v", err)
 	}
 	cfg.Source, cfg.SourceIP, cfg.STUNServers = mode, addr, f.stun
+	cfg.AddressURL = f.addressURL
+	if len(f.stun) > 0 { // STUN on request, and the request means use it
+		cfg.UseSTUN = true
+		if f.sourceIP == "" {
+			cfg.Source = client.SourceAuto
+		}
+	}
 	// For the integration tests only, whose addresses all come from a
 	// range that is not private: prefixes to take for a private LAN.
 	for _, text := range strings.Fields(os.Getenv(testInternalEnv)) {
@@ -310,6 +328,9 @@ func runKnock(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		var stop context.CancelFunc
 		ctx, stop = signal.NotifyContext(ctx, os.Interrupt)
 		defer stop()
+	}
+	if len(f.stun) > 0 && (f.sourceIP == "" || f.sourceIP == "auto") {
+		fmt.Fprintln(stderr, "sknock knock: warning: the public address comes from plain STUN (--stun, or the profile's stun), whose answers are not authenticated: an attacker on this network's path can forge them; the gatekeeper then refuses the knock. Without --stun the address comes from an HTTPS endpoint (--address-url).")
 	}
 	if f.keyCache > 0 && !client.KeyCacheSupported {
 		fmt.Fprintf(stderr, "sknock knock: --key-cache: no kernel keyring on %s; the bundle is unlocked on every knock\n", runtime.GOOS)

@@ -30,8 +30,12 @@ const profileFileHelp = "profiles file (default: $XDG_CONFIG_HOME/sknock/config.
 //	    password_file: ~/.config/sknock/me.pass
 //	    ports: [tcp/22]
 type profileFile struct {
-	// STUN are the STUN servers (HOST:PORT) of every host without its own.
+	// STUN are the STUN servers (HOST:PORT) of every host without its
+	// own; naming any makes the client learn its public address from
+	// plain STUN instead of the address echo.
 	STUN []string `yaml:"stun"`
+	// AddressURL is the HTTPS address echo of every host without its own.
+	AddressURL string `yaml:"address_url"`
 	// Hosts are the profiles by name.
 	Hosts map[string]*profile `yaml:"hosts"`
 }
@@ -49,6 +53,7 @@ type profile struct {
 	KnockPort    int      `yaml:"knock_port"`
 	Ports        []string `yaml:"ports"`
 	STUN         []string `yaml:"stun"`
+	AddressURL   string   `yaml:"address_url"`
 	Family       string   `yaml:"family"`
 
 	name     string        // the profile's name
