@@ -222,7 +222,7 @@ func TestIntegrationKnockBehindNAT(t *testing.T) {
 				os.RemoveAll(filepath.Join(e.cacheDir, "sknock"))
 			}
 			r := e.knock(append(args[:len(args)-1:len(args)-1], natServer.String(), "tcp/2000")...)
-			if r.code != 0 {
+			if r.code != 0 && r.code != exitAlreadyOpen { // the last knock's grant may still be live
 				return 0, false
 			}
 			times = append(times, r.elapsed)
@@ -292,7 +292,7 @@ func TestIntegrationKnockBehindNAT(t *testing.T) {
 // verified connection with nothing else on the command line.
 func TestIntegrationKnockFromProfile(t *testing.T) {
 	e := newNATEnv(t)
-	profiles := fmt.Sprintf(`stun: [%s]
+	profiles := fmt.Sprintf(`address_url: %s
 hosts:
   gate1:
     address: %s
@@ -301,7 +301,7 @@ hosts:
     password_file: %s
     source_ip: auto
     ports: [tcp/2000]
-`, netip.AddrPortFrom(natServer, natSTUNPort), natServer, e.bundle, e.pki.ServerCert, e.pki.PasswordFile)
+`, e.echo.URL, natServer, e.bundle, e.pki.ServerCert, e.pki.PasswordFile)
 	if err := os.MkdirAll(filepath.Join(e.profilesDir, "sknock"), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -313,11 +313,11 @@ hosts:
 	if r.code != 0 || !verifiedIn.MatchString(r.stdout) {
 		t.Fatalf("sknock knock gate1: exit %d, stdout %q, stderr %q; want tcp/2000 open", r.code, r.stdout, r.stderr)
 	}
-	e.waitClosed()
 	const msg = "ssh would speak here\n"
 	// ssh runs ProxyCommand with %h the host's name (or HostName) and %p
 	// the port.
 	for _, h := range []string{"gate1", natServer.String()} {
+		e.waitClosed()
 		r = e.run(msg, "knock", "--connect", h, "tcp/2000")
 		if r.code != 0 || r.stdout != msg {
 			t.Errorf("ProxyCommand form with %%h=%s: exit %d, stdout %q, stderr %q; want the echo", h, r.code, r.stdout, r.stderr)

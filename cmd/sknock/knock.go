@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"runtime"
 	"strings"
+	"syscall"
 	"time"
 
 	"sknock/knock/client"
@@ -53,7 +54,10 @@ stdin and stdout, for use as an ssh ProxyCommand; messages go to stderr.
 
 Exit status: 0 when every port is open (UDP, or --no-verify: knocked),
 1 when a port failed, 2 for bad flags, unreadable or unsuitable files or a
-wrong password.
+wrong password, 3 when a port was already open to this client's address
+before the knock (another grant to the same address, e.g. a neighbour
+behind one NAT address: the knock's own verdict is then in the
+gatekeeper's log).
 
 Examples:
   sknock knock --pkcs12 me.pfx --server-cert server.pem gate.example.net tcp/2000 udp/8000
@@ -293,6 +297,9 @@ func (f *knockFlags) config() (*client.Config, error) {
 	}
 	cfg.Source, cfg.SourceIP, cfg.STUNServers = mode, addr, f.stun
 	cfg.AddressURL = f.addressURL
+	if f.profile != nil {
+		cfg.CRLURL = f.profile.CRLURL
+	}
 	if len(f.stun) > 0 { // STUN on request, and the request means use it
 		cfg.UseSTUN = true
 		if f.sourceIP == "" {
@@ -355,6 +362,13 @@ func runKnock(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "sknock knock: %s\n", oneLine(r.Err.Error()))
 			continue
 		}
+		if r.Status == client.StatusAlreadyOpen {
+			if code == exitOK {
+				code = exitAlreadyOpen
+			}
+			fmt.Fprintf(stderr, "sknock knock: %s\n", alreadyOpen(r))
+			continue
+		}
 		if !f.quiet {
 			line := describeResult(r)
 			if _, err := netip.ParseAddr(strings.Trim(f.host, "[]")); err != nil && r.Addr.IsValid() {
@@ -382,6 +396,13 @@ func loadKnockClient(f *knockFlags) (*client.Client, error) {
 		return nil, err
 	}
 	return client.Load(f.bundle, password, f.serverCert, cfg)
+}
+
+// alreadyOpen is the line for a port that was open to this client's
+// address before its knock: someone else's grant (a neighbour behind the
+// same NAT address) is never presented as this knock's success.
+func alreadyOpen(r client.Result) string {
+	return fmt.Sprintf("%s was already open to %s; this knock's own verdict is in the gatekeeper's log", r.Request, r.Embedded)
 }
 
 // describeResult is the line printed for a port that did not fail.
@@ -412,22 +433,31 @@ func roundDuration(d time.Duration) time.Duration {
 // connection until the remote end closes it. Only spliced bytes go to
 // stdout.
 func knockConnect(ctx context.Context, c *client.Client, f *knockFlags, stdin io.Reader, stdout, stderr io.Writer) int {
-	conn, _, err := c.Connect(ctx, f.host, f.reqs[0].Port)
+	conn, res, err := c.Connect(ctx, f.host, f.reqs[0].Port)
 	if err != nil {
 		fmt.Fprintf(stderr, "sknock knock: %s\n", oneLine(err.Error()))
 		return exitFailure
 	}
 	defer conn.Close()
+	code := exitOK
+	if res.Status == client.StatusAlreadyOpen {
+		fmt.Fprintf(stderr, "sknock knock: %s\n", alreadyOpen(res))
+		code = exitAlreadyOpen
+	}
 	// An interrupt during the splice ends it like a remote close.
 	defer context.AfterFunc(ctx, func() { conn.Close() })()
 	if err := splice(conn, stdin, stdout); err != nil {
 		if ctx.Err() != nil {
 			return exitFailure
 		}
+		if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNABORTED) {
+			fmt.Fprintf(stderr, "sknock knock: %s: the connection was reset: the gatekeeper (a revocation, or an operator's grants revoke) or the service ended it\n", f.reqs[0])
+			return exitFailure
+		}
 		fmt.Fprintf(stderr, "sknock knock: %s: %s\n", f.reqs[0], oneLine(err.Error()))
 		return exitFailure
 	}
-	return exitOK
+	return code
 }
 
 // stdinGrace is how long splice waits, after the remote end closed, for

@@ -54,7 +54,11 @@ type profile struct {
 	Ports        []string `yaml:"ports"`
 	STUN         []string `yaml:"stun"`
 	AddressURL   string   `yaml:"address_url"`
-	Family       string   `yaml:"family"`
+	// CRLURL is where the host's CA publishes its CRL, fetched when a
+	// port does not open to tell whether the certificate is revoked
+	// (profile only; default: the certificate's CRL distribution point).
+	CRLURL string `yaml:"crl_url"`
+	Family string `yaml:"family"`
 
 	name     string        // the profile's name
 	keyCache time.Duration // KeyCache parsed

@@ -64,6 +64,11 @@ type Config struct {
 	// STUNTimeout bounds one discovery (STUN or HTTPS). Zero means
 	// stun.DefaultTimeout for STUN and addrecho.DefaultTimeout for HTTPS.
 	STUNTimeout time.Duration
+	// CRLURL is where the CA publishes its CRL (http:// or https://),
+	// fetched when a port did not open to tell whether the client's
+	// certificate is revoked. Empty means the certificate's CRL
+	// distribution point, if any.
+	CRLURL string
 	// NoSTUNCache turns off the cache of addresses learnt from
 	// AddressURL (see DefaultSTUNCacheTTL).
 	NoSTUNCache bool
@@ -121,10 +126,16 @@ type Client struct {
 	// serverNames are the DNS names and addresses the server certificate
 	// names, if any (certificates of sknock pki name none).
 	serverNames []string
-	// own is the client's certificate, parsed (nil until Load or New).
+	// own is the client's certificate, parsed (nil until Load or New),
+	// and cas the CA certificates of its bundle (none from the key
+	// cache), which check the CRL of selfCheck.
 	own *x509.Certificate
+	cas []*x509.Certificate
 	// echo is the last answer of AddressURL, whose Date checks the clock.
 	echo echoSeen
+	// customDial: Config.Dial was given (tests), and the connection
+	// started before the first knock goes through it too.
+	customDial bool
 }
 
 // New returns a Client that signs with bundle's key and certificate and
@@ -146,7 +157,7 @@ func New(bundle *pki.Bundle, serverCert *x509.Certificate, cfg *Config) (*Client
 		return nil, err
 	}
 	c.readAuthorization(bundle.Cert)
-	c.own = bundle.Cert
+	c.own, c.cas = bundle.Cert, bundle.CAs
 	return c, nil
 }
 
@@ -194,6 +205,7 @@ func newClient(key *ecdsa.PrivateKey, certDER []byte, server *ecdh.PublicKey, cf
 	if c.cfg.Timeout <= 0 {
 		c.cfg.Timeout = DefaultTimeout
 	}
+	c.customDial = c.cfg.Dial != nil
 	if c.cfg.Dial == nil {
 		var d net.Dialer
 		c.cfg.Dial = d.DialContext
@@ -231,6 +243,7 @@ func newClient(key *ecdsa.PrivateKey, certDER []byte, server *ecdh.PublicKey, cf
 func Load(pkcs12Path, password, serverCertPath string, cfg *Config) (*Client, error) {
 	var key *ecdsa.PrivateKey
 	var certDER []byte
+	var cas []*x509.Certificate
 	if cfg != nil && cfg.KeyCache > 0 {
 		k, err := loadKeyCached(defaultKeyring, pkcs12Path, password, cfg.KeyCache)
 		if err != nil {
@@ -242,7 +255,7 @@ func Load(pkcs12Path, password, serverCertPath string, cfg *Config) (*Client, er
 		if err != nil {
 			return nil, err
 		}
-		key, certDER = bundle.Key, bundle.Cert.Raw
+		key, certDER, cas = bundle.Key, bundle.Cert.Raw, bundle.CAs
 	}
 	now := time.Now
 	if cfg != nil && cfg.Now != nil {
@@ -268,7 +281,7 @@ func Load(pkcs12Path, password, serverCertPath string, cfg *Config) (*Client, er
 		return nil, err
 	}
 	c.readAuthorization(own)
-	c.own = own
+	c.own, c.cas = own, cas
 	c.serverNames = serverCert.DNSNames
 	for _, ip := range serverCert.IPAddresses {
 		c.serverNames = append(c.serverNames, ip.String())

@@ -81,6 +81,7 @@ func (c *Client) Knock(ctx context.Context, host string, reqs ...Request) ([]Res
 				continue
 			}
 			wg.Go(func() {
+				defer results[i].pre.stop()
 				if conn := c.verify(ctx, ts, &results[i], start); conn != nil {
 					// The probe only proves the port is open; close it
 					// at once (it consumed one accept of the service).
@@ -113,6 +114,7 @@ func (c *Client) Connect(ctx context.Context, host string, port uint16) (net.Con
 	}
 	start := time.Now()
 	res := c.first(ctx, ts, req, start)
+	defer res.pre.stop()
 	if res.Status == StatusFailed {
 		return nil, res, res.Err
 	}
@@ -138,6 +140,24 @@ func (c *Client) first(ctx context.Context, ts *targets, req Request, start time
 	var errs []error
 	for i := range ts.list {
 		t, err := c.at(ctx, ts, i)
+		if err == nil && verified && res.pre == nil {
+			// A connection started before the knock: if it opens before
+			// the knock's own probe could, the port was open already.
+			res.pre = c.preConnect(ctx, netip.AddrPortFrom(t.host, req.Port))
+			res.Probes++
+			if !c.customDial {
+				// The gatekeeper holds a SYN that arrives while a knock from
+				// its source is being decided and lets it in with the grant;
+				// a short gap makes the gate judge this SYN before the
+				// knock is read, so that it connects only on a grant that
+				// was there before the knock.
+				time.Sleep(preKnockGap)
+			}
+			res.Embedded = t.source
+			if !res.Embedded.IsValid() {
+				res.Embedded = t.local
+			}
+		}
 		if err == nil {
 			err = c.send(ctx, t, req)
 			if err != nil {

@@ -213,7 +213,7 @@ func (c *Client) discoverHTTPS(ctx context.Context, network string, local netip.
 	if err != nil {
 		return netip.Addr{}, err
 	}
-	c.echo.note(ans.Date, time.Now())
+	c.echo.note(ans.Date, c.cfg.Now())
 	if !c.cfg.NoSTUNCache { // only authenticated answers are cached
 		writeSTUNCache(key, ans.Addr, now)
 	}

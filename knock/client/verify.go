@@ -76,10 +76,17 @@ func (c *Client) verify(ctx context.Context, ts *targets, res *Result, start tim
 			// the first, not a whole Timeout later.
 			wait = min(wait, FallbackDelay)
 		}
-		conn, probes, err := c.probe(ctx, netip.AddrPortFrom(t.host, res.Request.Port).String(), wait)
+		var pre *preConn
+		if attempt == 0 {
+			pre = res.pre
+		}
+		conn, probes, already, err := c.probe(ctx, netip.AddrPortFrom(t.host, res.Request.Port).String(), wait, pre)
 		res.Probes += probes
 		if conn != nil {
 			res.Status, res.Elapsed, res.Err = StatusOpen, time.Since(start), nil
+			if already {
+				res.Status = StatusAlreadyOpen
+			}
 			res.Addr = t.host
 			return conn
 		}
@@ -105,6 +112,9 @@ func (c *Client) verify(ctx context.Context, ts *targets, res *Result, start tim
 	hint := ""
 	if t != nil {
 		hint = ": " + c.foreignServerCert(ts.name, t.host.String()) + t.hint(lastErr)
+		if found := c.selfCheck(ctx, t.host); found != "" {
+			hint = ": " + found
+		}
 	}
 	res.Err = fmt.Errorf("%s on %s: %w after %d %s in %s (last probe: %w)%s",
 		res.Request, where, ErrNotOpen, res.Knocks, knocks, res.Elapsed.Round(time.Millisecond), lastErr, hint)
@@ -120,12 +130,18 @@ type dialResult struct {
 // probe connects to addr on the probe schedule for at most Timeout and
 // returns the first connection made, closing any other that also
 // succeeds, and how many probes it started. Every probe has returned when
-// it returns.
-func (c *Client) probe(ctx context.Context, addr string, timeout time.Duration) (net.Conn, int, error) {
+// it returns. When pre (a connection started before the knock) connects
+// before any probe, its connection is returned with already set: the
+// port was open before the knock.
+func (c *Client) probe(ctx context.Context, addr string, timeout time.Duration, pre *preConn) (conn net.Conn, probes int, already bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	results := make(chan dialResult)
-	pending, probes := 0, 0
+	pending := 0
+	var preResult chan dialResult
+	if pre != nil {
+		preResult = pre.result
+	}
 	// drain waits for the probes still running (cancel makes them return)
 	// so none outlives the call.
 	drain := func() {
@@ -149,11 +165,24 @@ func (c *Client) probe(ctx context.Context, addr string, timeout time.Duration) 
 			}()
 			next.Reset(probeGap(probes))
 			probes++
+		case r := <-preResult:
+			preResult <- dialResult{} // taken: stop finds nothing to close
+			preResult = nil
+			if r.err == nil {
+				drain()
+				return r.conn, probes, true, nil
+			}
 		case r := <-results:
 			pending--
 			if r.err == nil {
 				drain()
-				return r.conn, probes, nil
+				if preResult != nil {
+					if pr, ok := preConnected(pre); ok {
+						r.conn.Close()
+						return pr, probes, true, nil
+					}
+				}
+				return r.conn, probes, false, nil
 			}
 			lastErr = r.err
 		case <-ctx.Done():
@@ -161,7 +190,75 @@ func (c *Client) probe(ctx context.Context, addr string, timeout time.Duration) 
 			if lastErr == nil || errors.Is(lastErr, context.DeadlineExceeded) {
 				lastErr = fmt.Errorf("connect %s: no answer within %s", addr, timeout)
 			}
-			return nil, probes, lastErr
+			return nil, probes, false, lastErr
 		}
 	}
+}
+
+// preConnected reports whether the connection started before the knock
+// (whose SYN left first) is established when a probe sent after the knock
+// has connected: had the port been open before the knock, the earlier
+// SYN would have been answered first. It asks the kernel, so no wait is
+// added; it returns that connection, and leaves an empty result for stop.
+func preConnected(pre *preConn) (net.Conn, bool) {
+	if pre == nil {
+		return nil, false
+	}
+	select {
+	case r := <-pre.result:
+		pre.result <- dialResult{}
+		return r.conn, r.err == nil && r.conn != nil
+	default:
+	}
+	if pre.connected == nil || !pre.connected() {
+		return nil, false
+	}
+	r := <-pre.result // established: its outcome is on its way
+	pre.result <- dialResult{}
+	return r.conn, r.err == nil && r.conn != nil
+}
+
+// preKnockGap separates the SYN of the connection started before the
+// knock from the knock: about a twentieth of a whole knock (4a: 6.5 ms).
+const preKnockGap = 300 * time.Microsecond
+
+// preConn is a connection started just before the first knock, to tell a
+// port the knock opened from one that was open already.
+type preConn struct {
+	result    chan dialResult // one result, buffered
+	cancel    context.CancelFunc
+	connected func() bool // asks the kernel; nil with a Dial of the caller's
+}
+
+// preConnect starts connecting to addr and returns once the SYN is on
+// its way (see startConnect), or, with a Dial of the caller's (tests),
+// once that Dial returned. The attempt lasts until stop: under policy drop
+// a SYN without a grant is dropped and the connection would only complete
+// at the kernel's retransmission, a second later; it must add no wait.
+func (c *Client) preConnect(ctx context.Context, addr netip.AddrPort) *preConn {
+	ctx, cancel := context.WithCancel(ctx)
+	p := &preConn{result: make(chan dialResult, 1), cancel: cancel}
+	if c.customDial {
+		conn, err := c.cfg.Dial(ctx, "tcp", addr.String())
+		p.result <- dialResult{conn: conn, err: err}
+		return p
+	}
+	outcome, connected := startConnect(ctx, addr)
+	p.connected = connected
+	go func() { p.result <- <-outcome }()
+	return p
+}
+
+// stop ends the attempt and closes its connection, if it made one and no
+// one took it. A nil preConn does nothing.
+func (p *preConn) stop() {
+	if p == nil {
+		return
+	}
+	p.cancel()
+	go func() {
+		if r := <-p.result; r.conn != nil {
+			r.conn.Close()
+		}
+	}()
 }

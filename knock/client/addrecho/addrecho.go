@@ -38,8 +38,11 @@ const DefaultURL = "https://icanhazip.com/"
 // DefaultTimeout bounds one question.
 const DefaultTimeout = 3 * time.Second
 
-// maxResponse bounds what is read of an answer.
+// maxResponse bounds what is read of an address echo's answer.
 const maxResponse = 8 << 10
+
+// maxBody bounds any body Get reads: a CRL's bound (16 MiB).
+const maxBody = 16 << 20
 
 // Answer is what the endpoint said.
 type Answer struct {
@@ -64,16 +67,44 @@ func Ask(ctx context.Context, network, rawURL string, roots *x509.CertPool) (Ans
 }
 
 func ask(ctx context.Context, network, rawURL string, roots *x509.CertPool) (Answer, error) {
-	u, err := url.Parse(rawURL)
+	if !strings.HasPrefix(rawURL, "https://") {
+		return Answer{}, errors.New("not an https:// URL")
+	}
+	resp, err := Get(ctx, network, rawURL, roots, maxResponse)
 	if err != nil {
 		return Answer{}, err
 	}
-	if u.Scheme != "https" || u.Host == "" {
-		return Answer{}, errors.New("not an https:// URL")
+	a, err := netip.ParseAddr(string(bytes.TrimSpace(resp.Body)))
+	if err != nil {
+		return Answer{}, fmt.Errorf("%w: %q", ErrAnswer, truncate(bytes.TrimSpace(resp.Body)))
 	}
-	host, port := u.Hostname(), u.Port()
-	if port == "" {
-		port = "443"
+	return Answer{Addr: a.Unmap(), Date: resp.Date}, nil
+}
+
+// Response is an answer to Get: its body and its Date header.
+type Response struct {
+	Body []byte
+	// Date is the Date header (zero without one). Over https it is
+	// authenticated; over plain http anyone on the path may have set it.
+	Date time.Time
+}
+
+// Get GETs rawURL (http:// or https://, verified against roots, nil
+// meaning the system's) over network ("tcp", "tcp4" or "tcp6"), without a
+// proxy, and returns a 200 answer's body (at most maxBody bytes with its
+// headers) and Date.
+func Get(ctx context.Context, network, rawURL string, roots *x509.CertPool, maxBody int) (Response, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return Response{}, err
+	}
+	port := map[string]string{"https": "443", "http": "80"}[u.Scheme]
+	if port == "" || u.Host == "" {
+		return Response{}, errors.New("not an http:// or https:// URL")
+	}
+	host := u.Hostname()
+	if u.Port() != "" {
+		port = u.Port()
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -81,17 +112,20 @@ func ask(ctx context.Context, network, rawURL string, roots *x509.CertPool) (Ans
 		defer cancel()
 	}
 	var d net.Dialer
-	raw, err := d.DialContext(ctx, network, net.JoinHostPort(host, port))
+	conn, err := d.DialContext(ctx, network, net.JoinHostPort(host, port))
 	if err != nil {
-		return Answer{}, err
+		return Response{}, err
 	}
-	conn := tls.Client(raw, &tls.Config{ServerName: host, RootCAs: roots, MinVersion: tls.VersionTLS12})
 	defer conn.Close()
 	if deadline, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(deadline)
 	}
-	if err := conn.HandshakeContext(ctx); err != nil {
-		return Answer{}, err
+	if u.Scheme == "https" {
+		tc := tls.Client(conn, &tls.Config{ServerName: host, RootCAs: roots, MinVersion: tls.VersionTLS12})
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return Response{}, err
+		}
+		conn = tc
 	}
 	path := u.EscapedPath()
 	if path == "" {
@@ -100,32 +134,46 @@ func ask(ctx context.Context, network, rawURL string, roots *x509.CertPool) (Ans
 	if u.RawQuery != "" {
 		path += "?" + u.RawQuery
 	}
-	req := "GET " + path + " HTTP/1.1\r\nHost: " + u.Host + "\r\nUser-Agent: sknock\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
+	req := "GET " + path + " HTTP/1.1\r\nHost: " + u.Host + "\r\nUser-Agent: sknock\r\nConnection: close\r\n\r\n"
 	if _, err := io.WriteString(conn, req); err != nil {
-		return Answer{}, err
+		return Response{}, err
 	}
-	return readAnswer(bufio.NewReader(io.LimitReader(conn, maxResponse)))
+	return readResponse(bufio.NewReader(io.LimitReader(conn, int64(maxBody)+4096)))
 }
 
 // readAnswer reads an HTTP/1.1 response whose body is an address.
 func readAnswer(r *bufio.Reader) (Answer, error) {
+	resp, err := readResponse(r)
+	if err != nil {
+		return Answer{}, err
+	}
+	a, err := netip.ParseAddr(string(bytes.TrimSpace(resp.Body)))
+	if err != nil {
+		return Answer{}, fmt.Errorf("%w: %q", ErrAnswer, truncate(bytes.TrimSpace(resp.Body)))
+	}
+	return Answer{Addr: a.Unmap(), Date: resp.Date}, nil
+}
+
+// readResponse reads an HTTP/1.x response and returns a 200's body and
+// Date.
+func readResponse(r *bufio.Reader) (Response, error) {
 	status, err := r.ReadString('\n')
 	if err != nil {
-		return Answer{}, fmt.Errorf("read the status line: %w", err)
+		return Response{}, fmt.Errorf("read the status line: %w", err)
 	}
 	proto, code, _ := strings.Cut(strings.TrimSpace(status), " ")
 	if !strings.HasPrefix(proto, "HTTP/1.") {
-		return Answer{}, fmt.Errorf("not an HTTP/1.x answer: %q", strings.TrimSpace(status))
+		return Response{}, fmt.Errorf("not an HTTP/1.x answer: %q", strings.TrimSpace(status))
 	}
 	if code, _, _ = strings.Cut(code, " "); code != "200" {
-		return Answer{}, fmt.Errorf("HTTP status %s", strings.TrimSpace(status[len(proto):]))
+		return Response{}, fmt.Errorf("HTTP status %s", strings.TrimSpace(status[len(proto):]))
 	}
-	var ans Answer
+	var resp Response
 	length, chunked := -1, false
 	for {
 		line, err := r.ReadString('\n')
 		if err != nil {
-			return Answer{}, fmt.Errorf("read the headers: %w", err)
+			return Response{}, fmt.Errorf("read the headers: %w", err)
 		}
 		line = strings.TrimRight(line, "\r\n")
 		if line == "" {
@@ -135,7 +183,7 @@ func readAnswer(r *bufio.Reader) (Answer, error) {
 		value = strings.TrimSpace(value)
 		switch strings.ToLower(name) {
 		case "date":
-			ans.Date, _ = time.Parse(time.RFC1123, value) // HTTP dates are RFC 1123 in GMT
+			resp.Date, _ = time.Parse(time.RFC1123, value) // HTTP dates are RFC 1123 in GMT
 		case "content-length":
 			if n, err := strconv.Atoi(value); err == nil && n >= 0 {
 				length = n
@@ -144,16 +192,10 @@ func readAnswer(r *bufio.Reader) (Answer, error) {
 			chunked = strings.EqualFold(value, "chunked")
 		}
 	}
-	body, err := readBody(r, length, chunked)
-	if err != nil {
-		return Answer{}, fmt.Errorf("read the body: %w", err)
+	if resp.Body, err = readBody(r, length, chunked); err != nil {
+		return Response{}, fmt.Errorf("read the body: %w", err)
 	}
-	a, err := netip.ParseAddr(string(bytes.TrimSpace(body)))
-	if err != nil {
-		return Answer{}, fmt.Errorf("%w: %q", ErrAnswer, truncate(bytes.TrimSpace(body)))
-	}
-	ans.Addr = a.Unmap()
-	return ans, nil
+	return resp, nil
 }
 
 // readBody reads a body of length bytes (-1: until the end), or chunked.
@@ -180,6 +222,8 @@ func readBody(r *bufio.Reader, length int, chunked bool) ([]byte, error) {
 			}
 			body = append(body, chunk[:size]...)
 		}
+	case length > maxBody:
+		return nil, fmt.Errorf("Content-Length %d over the bound of %d bytes", length, maxBody)
 	case length >= 0:
 		body := make([]byte, length)
 		_, err := io.ReadFull(r, body)
