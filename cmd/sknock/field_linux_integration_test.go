@@ -71,7 +71,9 @@ func link(t *testing.T, a *netns.NS, ifA string, addrA netip.Addr, b *netns.NS, 
 	b.MustRun("ip", "link", "set", ifB, "up")
 }
 
-func newNATEnv(t *testing.T) *natEnv {
+// newNATEnv makes the NAT topology and starts sknockd; daemonConfig, if
+// given, returns its configuration (the PKI made).
+func newNATEnv(t *testing.T, daemonConfig ...func(*natEnv) string) *natEnv {
 	testenv.RequireRoot(t)
 	_, sknock := e2e.BuildBinaries(t)
 	e := &natEnv{t: t, sknock: sknock, cacheDir: t.TempDir(), profilesDir: t.TempDir()}
@@ -97,13 +99,17 @@ func newNATEnv(t *testing.T) *natEnv {
 	e.bundle = e.pki.Client(t, "alice", "tcp/2000,tcp/2200").PKCS12
 	e2e.ServeTCPEcho(t, e.server, ":2000")
 	serveSSHBanner(t, e.server, ":2200")
-	e.daemon = e2e.StartDaemon(t, &e2e.Net{Server: e.server}, e.pki.Config(`knock:
+	config := e.pki.Config(`knock:
   ports: "10000:60000"
 gate:
   protect: [tcp/2000, tcp/2200]
   open_duration: 1s
   policy: drop
-`))
+`)
+	if len(daemonConfig) > 0 {
+		config = daemonConfig[0](e)
+	}
+	e.daemon = e2e.StartDaemon(t, &e2e.Net{Server: e.server}, config)
 	return e
 }
 

@@ -224,6 +224,7 @@ func (d *daemon) revokeGrants(req control.Request) control.Response {
 			zap.String("source", g.Source.String()),
 			zap.String("proto", g.Proto.String()),
 			zap.Uint64("port", uint64(g.Port)),
+			zap.Stringer("serial", g.Serial),
 			zap.String("reason", "operator"),
 			zap.String("selected", what),
 			zap.String("subject", g.Subject),
