@@ -139,7 +139,15 @@ func (t *connTable) hash(k *connKey) uint64 {
 	return maphash.Bytes(t.seed, b[:])
 }
 
-func (t *connTable) shardOf(h uint64) *connShard { return &t.shards[h%connShards] }
+// lock locks k's shard and finds k in it: the index slot holding it, or
+// the empty slot where it would go. The caller unlocks the shard.
+func (t *connTable) lock(k *connKey) (s *connShard, slot int, found bool) {
+	h := t.hash(k)
+	s = &t.shards[h%connShards]
+	s.mu.Lock()
+	slot, found = s.findLocked(k, h)
+	return s, slot, found
+}
 
 // findLocked returns the index slot holding k, or the empty slot where it
 // would go, and whether it was found.
@@ -181,11 +189,8 @@ func (s *connShard) removeLocked(t *connTable, i int) {
 // shard is full. It does not allocate.
 func (t *connTable) record(h *packet.Header, certs []CertID, now int64) bool {
 	k := connKeyOfHeader(h)
-	hash := t.hash(&k)
-	s := t.shardOf(hash)
-	s.mu.Lock()
+	s, slot, found := t.lock(&k)
 	defer s.mu.Unlock()
-	slot, found := s.findLocked(&k, hash)
 	if found {
 		rec := &s.recs[s.index[slot]]
 		for _, c := range certs {
@@ -227,11 +232,8 @@ func containsCert(certs []CertID, c CertID) bool {
 // forget removes c's record, if any, and reports whether there was one.
 func (t *connTable) forget(c Conn) bool {
 	k := connKeyOf(c)
-	hash := t.hash(&k)
-	s := t.shardOf(hash)
-	s.mu.Lock()
+	s, slot, found := t.lock(&k)
 	defer s.mu.Unlock()
-	slot, found := s.findLocked(&k, hash)
 	if found {
 		s.removeLocked(t, slot)
 	}

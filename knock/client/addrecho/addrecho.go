@@ -74,6 +74,11 @@ func ask(ctx context.Context, network, rawURL string, roots *x509.CertPool) (Ans
 	if err != nil {
 		return Answer{}, err
 	}
+	return answerOf(resp)
+}
+
+// answerOf reads the address a response's body holds.
+func answerOf(resp Response) (Answer, error) {
 	a, err := netip.ParseAddr(string(bytes.TrimSpace(resp.Body)))
 	if err != nil {
 		return Answer{}, fmt.Errorf("%w: %q", ErrAnswer, truncate(bytes.TrimSpace(resp.Body)))
@@ -147,11 +152,7 @@ func readAnswer(r *bufio.Reader) (Answer, error) {
 	if err != nil {
 		return Answer{}, err
 	}
-	a, err := netip.ParseAddr(string(bytes.TrimSpace(resp.Body)))
-	if err != nil {
-		return Answer{}, fmt.Errorf("%w: %q", ErrAnswer, truncate(bytes.TrimSpace(resp.Body)))
-	}
-	return Answer{Addr: a.Unmap(), Date: resp.Date}, nil
+	return answerOf(resp)
 }
 
 // readResponse reads an HTTP/1.x response and returns a 200's body and
