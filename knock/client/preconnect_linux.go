@@ -14,13 +14,12 @@ import (
 // startConnect begins a TCP connection to addr with a non-blocking
 // connect, which returns once the kernel has sent the SYN: the knock sent
 // after it cannot overtake it. The outcome arrives on the channel; ctx
-// ends the attempt. connected asks the kernel whether the connection is
-// established now, without waiting for the outcome to be delivered.
-func startConnect(ctx context.Context, addr netip.AddrPort) (outcome <-chan dialResult, connected func() bool) {
+// ends the attempt.
+func startConnect(ctx context.Context, addr netip.AddrPort) <-chan dialResult {
 	out := make(chan dialResult, 1)
-	fail := func(err error) (<-chan dialResult, func() bool) {
+	fail := func(err error) <-chan dialResult {
 		out <- dialResult{err: fmt.Errorf("connect %s: %w", addr, err)}
-		return out, func() bool { return false }
+		return out
 	}
 	family := syscall.AF_INET6
 	var sa syscall.Sockaddr = &syscall.SockaddrInet6{Port: int(addr.Port()), Addr: addr.Addr().As16()}
@@ -41,14 +40,6 @@ func startConnect(ctx context.Context, addr netip.AddrPort) (outcome <-chan dial
 	if err != nil {
 		f.Close()
 		return fail(err)
-	}
-	connected = func() bool {
-		established := false
-		rc.Control(func(fd uintptr) { // fails once f is closed: the outcome is out by then
-			_, err := syscall.Getpeername(int(fd))
-			established = err == nil
-		})
-		return established
 	}
 	go func() {
 		defer f.Close()
@@ -76,8 +67,9 @@ func startConnect(ctx context.Context, addr netip.AddrPort) (outcome <-chan dial
 			out <- dialResult{err: fmt.Errorf("connect %s: %w", addr, err)}
 			return
 		}
+		at := time.Now()
 		conn, err := net.FileConn(f)
-		out <- dialResult{conn: conn, err: err}
+		out <- dialResult{conn: conn, err: err, at: at}
 	}()
-	return out, connected
+	return out
 }

@@ -16,14 +16,13 @@ func TestStartConnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	open := l.Addr().(*net.TCPAddr).AddrPort()
-	outcome, _ := startConnect(context.Background(), open)
-	r := <-outcome
+	r := <-startConnect(context.Background(), open)
 	if r.err != nil || r.conn == nil {
 		t.Fatalf("to a listener: %v", r.err)
 	}
 	r.conn.Close()
 	l.Close()
-	if outcome, _ := startConnect(context.Background(), open); !errors.Is((<-outcome).err, syscall.ECONNREFUSED) {
+	if r := <-startConnect(context.Background(), open); !errors.Is(r.err, syscall.ECONNREFUSED) {
 		t.Error("to a closed port: not ECONNREFUSED")
 	}
 }

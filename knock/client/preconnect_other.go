@@ -6,18 +6,18 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"time"
 )
 
 // startConnect begins a TCP connection to addr. Elsewhere than on Linux
 // it dials on a goroutine, so the knock may overtake the SYN: a port the
 // knock opened may then be reported as open already, never the reverse.
-// connected always reports false: the outcome alone tells.
-func startConnect(ctx context.Context, addr netip.AddrPort) (<-chan dialResult, func() bool) {
+func startConnect(ctx context.Context, addr netip.AddrPort) <-chan dialResult {
 	out := make(chan dialResult, 1)
 	go func() {
 		var d net.Dialer
 		conn, err := d.DialContext(ctx, "tcp", addr.String())
-		out <- dialResult{conn: conn, err: err}
+		out <- dialResult{conn: conn, err: err, at: time.Now()}
 	}()
-	return out, func() bool { return false }
+	return out
 }

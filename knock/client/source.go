@@ -291,5 +291,7 @@ func (e *echoSeen) skew() (time.Duration, bool) {
 	if e.date.IsZero() {
 		return 0, false
 	}
-	return e.seen.Sub(e.date), true
+	// A Date has whole seconds, truncated: the answer was made half a
+	// second after it, on average.
+	return e.seen.Sub(e.date) - time.Second/2, true
 }

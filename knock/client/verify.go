@@ -125,6 +125,7 @@ func (c *Client) verify(ctx context.Context, ts *targets, res *Result, start tim
 type dialResult struct {
 	conn net.Conn
 	err  error
+	at   time.Time // when the dial returned
 }
 
 // probe connects to addr on the probe schedule for at most Timeout and
@@ -155,13 +156,19 @@ func (c *Client) probe(ctx context.Context, addr string, timeout time.Duration, 
 	next := time.NewTimer(0)
 	defer next.Stop()
 	var lastErr error
+	// preWon is the connection started before the knock, once it has
+	// connected before any probe; decide fires when it counts as open
+	// before the knock: margin after it connected, with no probe
+	// connected by then.
+	var preWon dialResult
+	var decide <-chan time.Time
 	for {
 		select {
 		case <-next.C:
 			pending++
 			go func() {
 				conn, err := c.cfg.Dial(ctx, "tcp", addr)
-				results <- dialResult{conn, err}
+				results <- dialResult{conn, err, time.Now()}
 			}()
 			next.Reset(probeGap(probes))
 			probes++
@@ -169,24 +176,54 @@ func (c *Client) probe(ctx context.Context, addr string, timeout time.Duration, 
 			preResult <- dialResult{} // taken: stop finds nothing to close
 			preResult = nil
 			if r.err == nil {
-				drain()
-				return r.conn, probes, true, nil
+				if c.preMargin() == 0 {
+					drain()
+					return r.conn, probes, true, nil
+				}
+				// The gatekeeper may have held its SYN for this knock's
+				// grant and let it in with the probes: only if no probe
+				// connects within the margin was the port open before.
+				preWon = r
+				wait := time.NewTimer(time.Until(r.at.Add(c.preMargin())))
+				defer wait.Stop()
+				decide = wait.C
 			}
+		case <-decide:
+			drain()
+			return preWon.conn, probes, true, nil
 		case r := <-results:
 			pending--
 			if r.err == nil {
 				drain()
-				if preResult != nil {
-					if pr, ok := preConnected(pre); ok {
-						r.conn.Close()
-						return pr, probes, true, nil
+				if preResult != nil { // reported late? its time tells
+					select {
+					case pr := <-preResult:
+						preResult <- dialResult{}
+						switch {
+						case pr.err == nil && c.preMargin() == 0:
+							r.conn.Close()
+							return pr.conn, probes, true, nil
+						case pr.err == nil:
+							preWon = pr
+						}
+					default:
 					}
+				}
+				if preWon.conn != nil {
+					if !r.at.Before(preWon.at.Add(c.preMargin())) {
+						r.conn.Close()
+						return preWon.conn, probes, true, nil
+					}
+					preWon.conn.Close()
 				}
 				return r.conn, probes, false, nil
 			}
 			lastErr = r.err
 		case <-ctx.Done():
 			drain()
+			if preWon.conn != nil {
+				return preWon.conn, probes, true, nil
+			}
 			if lastErr == nil || errors.Is(lastErr, context.DeadlineExceeded) {
 				lastErr = fmt.Errorf("connect %s: no answer within %s", addr, timeout)
 			}
@@ -195,27 +232,16 @@ func (c *Client) probe(ctx context.Context, addr string, timeout time.Duration, 
 	}
 }
 
-// preConnected reports whether the connection started before the knock
-// (whose SYN left first) is established when a probe sent after the knock
-// has connected: had the port been open before the knock, the earlier
-// SYN would have been answered first. It asks the kernel, so no wait is
-// added; it returns that connection, and leaves an empty result for stop.
-func preConnected(pre *preConn) (net.Conn, bool) {
-	if pre == nil {
-		return nil, false
+// preMargin is how much earlier than every probe the connection started
+// before the knock must connect to count as open before the knock: half
+// the gap between its SYN and the knock (a SYN the gatekeeper held for
+// the knock's grant connects with the probes, within microseconds). With
+// a Dial of the caller's (tests, no gap) it is zero.
+func (c *Client) preMargin() time.Duration {
+	if c.customDial {
+		return 0
 	}
-	select {
-	case r := <-pre.result:
-		pre.result <- dialResult{}
-		return r.conn, r.err == nil && r.conn != nil
-	default:
-	}
-	if pre.connected == nil || !pre.connected() {
-		return nil, false
-	}
-	r := <-pre.result // established: its outcome is on its way
-	pre.result <- dialResult{}
-	return r.conn, r.err == nil && r.conn != nil
+	return preKnockGap / 2
 }
 
 // preKnockGap separates the SYN of the connection started before the
@@ -226,9 +252,8 @@ const preKnockGap = time.Millisecond
 // preConn is a connection started just before the first knock, to tell a
 // port the knock opened from one that was open already.
 type preConn struct {
-	result    chan dialResult // one result, buffered
-	cancel    context.CancelFunc
-	connected func() bool // asks the kernel; nil with a Dial of the caller's
+	result chan dialResult // one result, buffered
+	cancel context.CancelFunc
 }
 
 // preConnect starts connecting to addr and returns once the SYN is on
@@ -241,11 +266,10 @@ func (c *Client) preConnect(ctx context.Context, addr netip.AddrPort) *preConn {
 	p := &preConn{result: make(chan dialResult, 1), cancel: cancel}
 	if c.customDial {
 		conn, err := c.cfg.Dial(ctx, "tcp", addr.String())
-		p.result <- dialResult{conn: conn, err: err}
+		p.result <- dialResult{conn: conn, err: err, at: time.Now()}
 		return p
 	}
-	outcome, connected := startConnect(ctx, addr)
-	p.connected = connected
+	outcome := startConnect(ctx, addr)
 	go func() { p.result <- <-outcome }()
 	return p
 }
