@@ -13,9 +13,10 @@
 // packets then match ESTABLISHED. That is why local sockets are destroyed.
 //
 // The OS boundary is the Kernel interface; System is the real one, and
-// tests use a fake. Connections are named by exact tuples, so that a
-// caller that knows which connection a grant accepted can end exactly
-// that one.
+// tests use a fake. Connections are named by exact tuples (the gate's
+// record attributes each connection it let in to the certificates whose
+// grant shares accepted it), so that revoking one certificate ends its
+// connections and not those of a neighbour behind the same address.
 package conns
 
 import (
@@ -28,14 +29,9 @@ import (
 )
 
 // Tuple is one direction of a connection: protocol, source and
-// destination.
-type Tuple struct {
-	Proto    packet.Proto
-	Src, Dst netip.AddrPort
-}
-
-// String returns "tcp 198.18.0.2:4000->198.18.0.1:2000".
-func (t Tuple) String() string { return fmt.Sprintf("%s %s->%s", t.Proto, t.Src, t.Dst) }
+// destination (IPv4 unmapped). It is the gate's own tuple, so that the
+// connections the gate recorded need no conversion.
+type Tuple = gate.Conn
 
 // Conn is one tracked connection: its original direction, as the client
 // addressed it, and its reply direction, as the answering socket sees it
@@ -61,20 +57,27 @@ type Kernel interface {
 	Forget(c Conn) error
 }
 
-// Select returns the connections of all that one of the ended grants let
-// in: from its source to its protocol and the port the client addressed.
-func Select(all []Conn, ended []gate.EndedGrant) []Conn {
+// Select returns the connections of all whose original direction is one
+// of tuples (compared with IPv4 unmapped).
+func Select(all []Conn, tuples []Tuple) []Conn {
+	want := make(map[Tuple]struct{}, len(tuples))
+	for _, t := range tuples {
+		want[unmapped(t)] = struct{}{}
+	}
 	var out []Conn
 	for _, c := range all {
-		t := c.Orig
-		for _, g := range ended {
-			if t.Src.Addr().Unmap() == g.Source && t.Proto == g.Proto && t.Dst.Port() == g.Port {
-				out = append(out, c)
-				break
-			}
+		if _, ok := want[unmapped(c.Orig)]; ok {
+			out = append(out, c)
 		}
 	}
 	return out
+}
+
+// unmapped returns t with IPv4 addresses in 4-byte form.
+func unmapped(t Tuple) Tuple {
+	t.Src = netip.AddrPortFrom(t.Src.Addr().Unmap(), t.Src.Port())
+	t.Dst = netip.AddrPortFrom(t.Dst.Addr().Unmap(), t.Dst.Port())
+	return t
 }
 
 // End ends every connection of cs and returns how many it ended. A TCP
@@ -107,15 +110,16 @@ func End(k Kernel, cs []Conn) (int, error) {
 	return n, errors.Join(errs...)
 }
 
-// EndGrants ends the connections the ended grants let in, selected from
-// the kernel's list by (source, protocol, port), and returns how many.
-func EndGrants(k Kernel, ended []gate.EndedGrant) (int, error) {
-	if len(ended) == 0 {
+// EndTuples ends the tracked connections whose original direction is one
+// of tuples (those the gate attributed to ended certificates), and
+// returns how many it ended.
+func EndTuples(k Kernel, tuples []Tuple) (int, error) {
+	if len(tuples) == 0 {
 		return 0, nil
 	}
 	all, err := k.Conns()
 	if err != nil {
 		return 0, fmt.Errorf("list tracked connections: %w", err)
 	}
-	return End(k, Select(all, ended))
+	return End(k, Select(all, tuples))
 }

@@ -49,23 +49,22 @@ func conn(proto packet.Proto, src, dst, replySrc string) conns.Conn {
 	}
 }
 
-func TestEndGrants(t *testing.T) {
+// TestEndTuples: exactly the named connections end, whatever else shares
+// their source, protocol and port (a neighbour behind the same NAT).
+func TestEndTuples(t *testing.T) {
 	local := conn(packet.TCP, "198.18.0.5:40000", "198.18.0.1:2000", "198.18.0.1:2000")
 	forwarded := conn(packet.TCP, "198.18.0.5:40001", "198.18.0.1:2000", "198.19.0.2:80")
 	udp := conn(packet.UDP, "198.18.0.5:40002", "198.18.0.1:2000", "198.18.0.1:2000")
 	other := conn(packet.TCP, "198.18.0.6:40000", "198.18.0.1:2000", "198.18.0.1:2000")
 	otherPort := conn(packet.TCP, "198.18.0.5:40003", "198.18.0.1:22", "198.18.0.1:22")
+	neighbour := conn(packet.TCP, "198.18.0.5:40004", "198.18.0.1:2000", "198.18.0.1:2000")
 	k := &fakeKernel{
-		conns:   []conns.Conn{local, forwarded, udp, other, otherPort},
+		conns:   []conns.Conn{local, forwarded, udp, other, otherPort, neighbour},
 		sockets: map[[2]netip.AddrPort]bool{{ap("198.18.0.1:2000"), ap("198.18.0.5:40000")}: true, {ap("198.18.0.1:2000"), ap("198.18.0.6:40000")}: true},
 	}
-	ended := []gate.EndedGrant{
-		{Grant: gate.Grant{Source: netip.MustParseAddr("198.18.0.5"), Proto: packet.TCP, Port: 2000}},
-		{Grant: gate.Grant{Source: netip.MustParseAddr("198.18.0.5"), Proto: packet.UDP, Port: 2000}},
-	}
-	n, err := conns.EndGrants(k, ended)
+	n, err := conns.EndTuples(k, []conns.Tuple{local.Orig, forwarded.Orig, udp.Orig})
 	if err != nil || n != 3 {
-		t.Fatalf("EndGrants = %d, %v; want 3, nil", n, err)
+		t.Fatalf("EndTuples = %d, %v; want 3, nil", n, err)
 	}
 	if want := [][2]netip.AddrPort{{ap("198.18.0.1:2000"), ap("198.18.0.5:40000")}}; !slices.Equal(k.destroyed, want) {
 		t.Errorf("destroyed %v, want %v (the local TCP socket only)", k.destroyed, want)
@@ -89,7 +88,7 @@ func TestEndReportsEveryError(t *testing.T) {
 
 func TestSelectMapped(t *testing.T) {
 	c := conn(packet.TCP, "[::ffff:198.18.0.5]:40000", "[::ffff:198.18.0.1]:2000", "[::ffff:198.18.0.1]:2000")
-	got := conns.Select([]conns.Conn{c}, []gate.EndedGrant{{Grant: gate.Grant{Source: netip.MustParseAddr("198.18.0.5"), Proto: packet.TCP, Port: 2000}}})
+	got := conns.Select([]conns.Conn{c}, []gate.Conn{{Proto: packet.TCP, Src: ap("198.18.0.5:40000"), Dst: ap("198.18.0.1:2000")}})
 	if len(got) != 1 {
 		t.Errorf("Select of a v4-mapped source = %v, want it", got)
 	}

@@ -159,12 +159,16 @@ func decide(in Input, trust *Trust, seen *ReplayCache, outcomes *outcomeCache, s
 	}
 
 	var fresh outcome // on the stack: Decide without a cache allocates nothing more
-	o := outcomes.get(d.ReplayKey, trust, src.Is6(), in.Now)
+	var whole ReplayKey
+	if outcomes != nil {
+		whole = datagramHash(in.Datagram)
+	}
+	o := outcomes.get(whole, trust, src.Is6(), in.Now)
 	if o == nil {
 		fresh = computeOutcome(in.Datagram, trust, src.Is6(), certTime, in.Now, secrets)
 		if outcomes != nil {
 			cached := fresh
-			outcomes.put(d.ReplayKey, &cached)
+			outcomes.put(whole, &cached)
 		}
 		o = &fresh
 	}

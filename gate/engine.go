@@ -2,14 +2,14 @@ package gate
 
 import (
 	"errors"
-	"math/big"
+	"fmt"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"sknock/knock"
 	"sknock/packet"
-	"sknock/pki"
 )
 
 // Config sets up an Engine. Zero values are noted per field.
@@ -26,10 +26,16 @@ type Config struct {
 	MaxGrantsPerCert int
 	// MaxReplay bounds the replay cache; zero means DefaultReplayEntries.
 	MaxReplay int
+	// MaxConns bounds the connections recorded for revocation; zero means
+	// DefaultMaxConns. Beyond it a new connection is refused as if it had
+	// no grant (fail closed) until ended connections are forgotten
+	// (ForgetConn, PruneConns).
+	MaxConns int
 	// Clock returns the time; nil means time.Now.
 	Clock func() time.Time
 	// Remember, when set, is given the replay entry of every knock about
-	// to be granted, before the grant takes effect, with the coverage the
+	// to be granted, before the grant takes effect, and of every signed
+	// knock refused as a source mismatch, with the coverage the
 	// engine's replay memory has then (ReplayCoverage), so that the
 	// daemon can keep the memory across restarts (see LoadReplay). It runs
 	// on the goroutine that called Knock, so it must be quick; it cannot
@@ -59,6 +65,10 @@ type Engine struct {
 	protocols atomic.Uint32
 	trust     atomic.Pointer[Trust]
 	grants    *GrantTable
+	// conns records the connections the grants let in, made at the first
+	// grant (nil until then: an engine that never grants costs nothing).
+	conns     atomic.Pointer[connTable]
+	connsOnce sync.Once
 	replay    *ReplayCache
 	// outcomes spares copies of a datagram the costly checks (see
 	// outcomeCache).
@@ -74,6 +84,8 @@ type Engine struct {
 	// may already be gone). A knock sealed earlier cannot be checked for
 	// replay, so it is refused; the client simply knocks again.
 	replayFloor atomic.Int64
+	// started is when the engine was made (NoReplayMemory).
+	started time.Time
 	// minTolerance (nanoseconds) is the narrowest timestamp tolerance any
 	// trust state had since the engine began: the tolerance its replay
 	// entries were made under is at least this (ReplayCoverage).
@@ -127,6 +139,7 @@ type Stats struct {
 	knocks    [numReasons]atomic.Uint64 // by reason; ReasonNone = granted
 	gate      [3]atomic.Uint64          // by final verdict: drop, accept, reject
 	gateAudit atomic.Uint64             // accepted only because the policy is none
+	connsFull atomic.Uint64             // granted, but refused: the connection table was full
 	deferred  atomic.Uint64             // sent to the Holder
 	holds     holdStats
 }
@@ -155,6 +168,11 @@ type Snapshot struct {
 	// SecretHits counts ECDHs spared because a datagram's ephemeral key
 	// was seen before.
 	SecretHits uint64
+	// Conns is the number of connections recorded for revocation;
+	// ConnsFull counts granted packets refused because that record was
+	// full.
+	Conns     int
+	ConnsFull uint64
 }
 
 // errProtocolRefused are the errors of ReasonProtocolRefused by version
@@ -170,7 +188,7 @@ var (
 	errReplayFull = errors.New("replay cache full")
 	// errRevokedMeanwhile: a reload revoked the certificate while its knock
 	// was being decided; the grant it made is ended.
-	errRevokedMeanwhile = errors.New("certificate revoked by a reload while the knock was decided")
+	errRevokedMeanwhile = errors.New("certificate refused by a reload while the knock was decided")
 	// ErrReplayNarrower and ErrReplayFull are why LoadReplay kept the
 	// replay floor at the engine's start.
 	ErrReplayNarrower = errors.New("the replay memory was made under a narrower timestamp tolerance")
@@ -196,6 +214,7 @@ func NewEngine(cfg Config, trust *Trust) *Engine {
 	if e.clock == nil {
 		e.clock = time.Now
 	}
+	e.started = e.clock()
 	e.grants.SetCertShare(cfg.MaxGrantsPerCert)
 	e.SetProtocols(cfg.Protocols)
 	e.Reconfigure(cfg.Policy, cfg.OpenDuration)
@@ -219,10 +238,12 @@ func (e *Engine) Policy() Policy { return e.settings.Load().policy }
 func (e *Engine) OpenDuration() time.Duration { return e.settings.Load().openDuration }
 
 // SetTrust swaps in a new trust state (after a CRL or CA reload). Live
-// grants and the replay cache are kept, except the grants of certificates
-// the new CRL revokes that the old one did not: those end at once and are
-// returned, for the caller to log.
-func (e *Engine) SetTrust(t *Trust) []EndedGrant {
+// grants and the replay cache are kept, except that every certificate
+// behind a grant share or a recorded connection is verified again under
+// the new state: the shares and connections of those that no longer
+// verify (revoked, issuing CA revoked or removed, expired) end at once
+// and are returned, for the caller to log and to end.
+func (e *Engine) SetTrust(t *Trust) Ended {
 	old := e.trust.Swap(t)
 	// Outcomes made under the old state never serve the new one; dropping
 	// them frees the old state.
@@ -234,7 +255,7 @@ func (e *Engine) SetTrust(t *Trust) []EndedGrant {
 		e.replay.Extend(t.Tolerance - old.Tolerance)
 	}
 	if t == nil {
-		return nil
+		return Ended{}
 	}
 	for tol := int64(t.Tolerance); ; {
 		cur := e.minTolerance.Load()
@@ -242,28 +263,7 @@ func (e *Engine) SetTrust(t *Trust) []EndedGrant {
 			break
 		}
 	}
-	return e.endRevoked(old, t)
-}
-
-// endRevoked ends the grants of the certificates that t's CRL revokes and
-// old's did not (a certificate revoked before could earn no grant).
-func (e *Engine) endRevoked(old, t *Trust) []EndedGrant {
-	if t.Verifier == nil {
-		return nil
-	}
-	var oldCRL *pki.CRL
-	if old != nil && old.Verifier != nil {
-		oldCRL = old.Verifier.CRL()
-	}
-	newly := t.Verifier.CRL().RevokedSince(oldCRL)
-	if len(newly) == 0 {
-		return nil
-	}
-	revoked := make(map[CertID]*big.Int, len(newly))
-	for _, serial := range newly {
-		revoked[CertIDOf(serial)] = serial
-	}
-	return e.grants.End(revoked, e.clock())
+	return e.rejudge(t)
 }
 
 // ReplayCoverage returns what the engine's replay memory vouches for: the
@@ -299,6 +299,30 @@ func (e *Engine) LoadReplay(cov ReplayCoverage, entries []ReplayEntry) (int, err
 		e.replayFloor.Store(since)
 	}
 	return added, nil
+}
+
+// NoReplayMemory tells the engine that the replay memory of the run
+// before it is lost: it was not kept (no replay file, or one that cannot
+// be written), cannot be read, or does not vouch for the tolerance in
+// force. A knock granted before the start may be stamped up to the
+// tolerance ahead of the clock, so the replay floor is raised to the
+// start plus the tolerance (and a second, for whole-second timestamps):
+// no knock sealed before the start can be granted after it. The cost:
+// until that floor, every knock is refused as sealed too early, and its
+// client knocks again. It returns the floor. Call it at the start,
+// before the first knock.
+func (e *Engine) NoReplayMemory() time.Time {
+	tol := time.Duration(0)
+	if t := e.trust.Load(); t != nil {
+		tol = t.Tolerance
+	}
+	// A knock granted before the start is stamped at most start+tol,
+	// rounded down to whole seconds: the floor is the next second.
+	floor := e.started.Unix() + int64((tol+time.Second-1)/time.Second) + 1
+	if floor > e.replayFloor.Load() {
+		e.replayFloor.Store(floor)
+	}
+	return time.Unix(e.replayFloor.Load(), 0)
 }
 
 // Trust returns the current trust state.
@@ -349,8 +373,11 @@ func (e *Engine) verdict(h *packet.Header, now time.Time) (packet.Verdict, bool)
 	if !gateable(h) {
 		return packet.Drop, false
 	}
-	if e.grants.Allowed(h.Src, h.Proto, h.DstPort, now) {
+	switch granted, recorded := e.grants.admit(h, now.UnixNano(), e.conns.Load()); {
+	case recorded:
 		return packet.Accept, true
+	case granted:
+		e.stats.connsFull.Add(1)
 	}
 	return e.Policy().denyVerdict(), false
 }
@@ -417,19 +444,35 @@ func (e *Engine) knock(src netip.Addr, datagram []byte) Decision {
 	if d.Granted() && sealed.Unix() < e.replayFloor.Load() {
 		d.Reason, d.Err = ReasonReplay, errBeforeFloor
 	}
-	if d.Granted() || d.Remember {
+	// A signed knock refused because it came from another address than
+	// the one it names is remembered like a granted one: whoever resends
+	// it, from the address it names (a forged address discovery put it
+	// there) or from anywhere, gets a replay, never a grant.
+	if d.Granted() || d.Remember || (d.Reason == ReasonSourceMismatch && !sealed.IsZero()) {
 		e.remember(&d, sealed, now, trust.Tolerance)
 	}
 	if d.Granted() {
-		if err := e.grant(&d, now); err != nil {
+		e.connsOnce.Do(func() { e.conns.Store(newConnTable(e.cfg.MaxConns)) })
+		id := CertIDOf(d.Client.Cert.Raw)
+		// Known before the share exists, so that a trust change meanwhile
+		// verifies it again.
+		n := noted{client: d.Client}
+		if d.KnockV2 != nil {
+			n.chain = d.KnockV2.Chain
+		}
+		e.grants.certs.note(id, n.client, n.chain)
+		if err := e.grant(&d, id, now); err != nil {
 			d.Reason, d.Err = ReasonOverload, err
 		}
-	}
-	// A reload that revoked this certificate while the knock was being
-	// decided under the old trust state ends the grant it just made.
-	if cur := e.trust.Load(); d.Granted() && cur != trust && cur != nil && cur.Verifier != nil && cur.Verifier.CRL().Revoked(d.Client.Serial) {
-		e.grants.End(map[CertID]*big.Int{CertIDOf(d.Client.Serial): d.Client.Serial}, now)
-		d.Reason, d.Err = ReasonRevoked, errRevokedMeanwhile
+		// A reload that refused this certificate while the knock was
+		// being decided under the old trust state ends the share it just
+		// made.
+		if cur := e.trust.Load(); d.Granted() && cur != trust && cur != nil && cur.Verifier != nil {
+			if err := n.verify(cur.Verifier, now); err != nil {
+				e.grants.End(map[CertID]error{id: err}, now)
+				d.Reason, d.Err = certReason(err), fmt.Errorf("%w: %w", errRevokedMeanwhile, err)
+			}
+		}
 	}
 	if d.Granted() {
 		e.recent.add(src, now)
@@ -461,9 +504,8 @@ func (e *Engine) remember(d *Decision, sealed, now time.Time, tolerance time.Dur
 // grant adds the grants of the granted decision d: v1's one, or every
 // request of a v2 knock that the host protects (Config.Protects), all or
 // none; d.Grants is left holding those.
-func (e *Engine) grant(d *Decision, now time.Time) error {
+func (e *Engine) grant(d *Decision, cert CertID, now time.Time) error {
 	until := now.Add(e.OpenDuration())
-	cert := CertIDOf(d.Client.Serial)
 	if d.KnockV2 == nil {
 		return e.grants.Add(d.Grant, cert, until)
 	}
@@ -502,5 +544,9 @@ func (e *Engine) Snapshot() Snapshot {
 	s.OutcomeHits = e.outcomes.hits.Load()
 	s.Outcomes = e.outcomes.len()
 	s.SecretHits = e.secrets.hits.Load()
+	if c := e.conns.Load(); c != nil {
+		s.Conns = c.len()
+	}
+	s.ConnsFull = e.stats.connsFull.Load()
 	return s
 }

@@ -195,7 +195,7 @@ func TestGrantTableBound(t *testing.T) {
 	until := time.Now().Add(time.Minute)
 	added := 0
 	for i := range 64 {
-		if g.Add(Grant{Source: netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}), Proto: packet.TCP, Port: 1}, 0, until) == nil {
+		if g.Add(Grant{Source: netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}), Proto: packet.TCP, Port: 1}, CertID{}, until) == nil {
 			added++
 		}
 	}
@@ -228,13 +228,17 @@ func TestVerdictDoesNotAllocate(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := netip.MustParseAddr("198.18.0.2")
-	e.Grants().Add(Grant{Source: src, Proto: packet.TCP, Port: 2000}, 0, time.Now().Add(time.Hour))
+	for _, cert := range []CertID{testCert(1), testCert(2)} { // a shared address
+		e.Grants().Add(Grant{Source: src, Proto: packet.TCP, Port: 2000}, cert, time.Now().Add(time.Hour))
+	}
 	granted := header(src, packet.TCP, 2000)
 	other := header(netip.MustParseAddr("fd00:5e::7"), packet.TCP, 2000)
 	pending := header(netip.MustParseAddr("198.18.0.9"), packet.UDP, 8000)
 	e.KnockQueued(pending.Src)
 	now := time.Now()
+	e.ConnsCapacity() // the connection record, made at the first grant
 	allocs := testing.AllocsPerRun(1000, func() {
+		granted.SrcPort++ // a new connection, recorded, every time
 		e.Verdict(&granted, now)
 		e.Verdict(&other, now)
 		e.Verdict(&pending, now)
@@ -286,7 +290,7 @@ func BenchmarkCryptoFloor(b *testing.B) {
 func BenchmarkVerdict(b *testing.B) {
 	e := NewEngine(Config{}, nil)
 	src := netip.MustParseAddr("198.18.0.2")
-	e.Grants().Add(Grant{Source: src, Proto: packet.TCP, Port: 2000}, 0, time.Now().Add(time.Hour))
+	e.Grants().Add(Grant{Source: src, Proto: packet.TCP, Port: 2000}, CertID{}, time.Now().Add(time.Hour))
 	b.ReportAllocs()
 	h := header(src, packet.TCP, 2000)
 	now := time.Now()

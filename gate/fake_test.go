@@ -22,3 +22,6 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 	c.mu.Unlock()
 }
+
+// testCert returns a distinct CertID for n, standing for a certificate.
+func testCert(n byte) CertID { return CertID{n} }

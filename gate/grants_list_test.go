@@ -22,10 +22,10 @@ func TestGrantTableListAndEndWhere(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	add(a, 2000, 7, 10*time.Second)
-	add(a, 3000, 8, 20*time.Second)
-	add(b, 2000, 7, 30*time.Second)
-	add(b, 4000, 9, -time.Second) // expired, not yet swept
+	add(a, 2000, testCert(7), 10*time.Second)
+	add(a, 3000, testCert(8), 20*time.Second)
+	add(b, 2000, testCert(7), 30*time.Second)
+	add(b, 4000, testCert(9), -time.Second) // expired, not yet swept
 
 	ports := func(gs []GrantInfo) []string {
 		var out []string
@@ -47,15 +47,19 @@ func TestGrantTableListAndEndWhere(t *testing.T) {
 		t.Errorf("List(max 2) = %d grants, live %d; want 2 and 3", len(short), live)
 	}
 
-	ended := tbl.EndWhere(now, func(g GrantInfo) bool { return g.Cert == 7 })
-	if diff := cmp.Diff([]string{"198.18.0.2/tcp/10s", "fd00:5e::2/tcp/30s"}, ports(ended)); diff != "" {
+	ended := tbl.EndWhere(now, func(g GrantInfo) bool { return g.Cert == testCert(7) })
+	var endedInfo []GrantInfo
+	for _, g := range ended {
+		endedInfo = append(endedInfo, GrantInfo{Grant: g.Grant, Cert: g.Cert, Expiry: g.Expiry})
+	}
+	if diff := cmp.Diff([]string{"198.18.0.2/tcp/10s", "fd00:5e::2/tcp/30s"}, ports(endedInfo)); diff != "" {
 		t.Errorf("EndWhere(cert 7) (-want +got):\n%s", diff)
 	}
 	if tbl.Allowed(a, packet.TCP, 2000, now) || !tbl.Allowed(a, packet.TCP, 3000, now) {
 		t.Error("after EndWhere(cert 7): a's tcp/2000 should be gone and its tcp/3000 kept")
 	}
 	// The certificate's share is given back: it may hold grants again.
-	add(a, 2000, 7, 10*time.Second)
+	add(a, 2000, testCert(7), 10*time.Second)
 
 	ended = tbl.EndWhere(now, func(GrantInfo) bool { return true })
 	if len(ended) != 2 || tbl.Len() != 0 {

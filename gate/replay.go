@@ -4,15 +4,38 @@ import (
 	"crypto/sha256"
 	"sync"
 	"time"
+
+	"sknock/knock"
 )
 
-// ReplayKey identifies a datagram: the SHA-256 of all its bytes. Any change
-// to a valid knock breaks its decryption or signature, so a knock that can
-// be granted has exactly one datagram, and its hash names it.
+// ReplayKey identifies a knock by what its secret and signature bind:
+// for v1, the SHA-256 of the header, the ciphertext and the X coordinate
+// of the ephemeral key. Not the whole datagram: v1's shared secret is
+// only the X coordinate of the ECDH result, so replacing the ephemeral
+// key's Y with p−Y (the negated point) decrypts to the same knock in a
+// different datagram, which must count as the same knock. Any other
+// change to a valid knock breaks its decryption or signature.
 type ReplayKey [sha256.Size]byte
 
-// KeyOf returns the replay key of a datagram.
-func KeyOf(datagram []byte) ReplayKey { return sha256.Sum256(datagram) }
+// KeyOf returns the replay key of a v1 datagram: the hash of everything
+// but the ephemeral key's Y coordinate (the datagram's last 32 bytes).
+// A datagram too short to hold a key is hashed whole.
+func KeyOf(datagram []byte) ReplayKey {
+	if len(datagram) < knock.PublicKeySize {
+		return sha256.Sum256(datagram)
+	}
+	return sha256.Sum256(datagram[:len(datagram)-ephemeralYSize])
+}
+
+// ephemeralYSize is the size of the Y coordinate that ends an uncompressed
+// P-256 point, and so every v1 datagram.
+const ephemeralYSize = (knock.PublicKeySize - 1) / 2
+
+// datagramHash names a datagram by all its bytes: the outcome cache's key.
+// The outcome cache must not use the replay key: a copy with a damaged Y
+// has the replay key of the genuine knock but fails to open, and its
+// cached failure would then refuse the genuine knock.
+func datagramHash(datagram []byte) ReplayKey { return sha256.Sum256(datagram) }
 
 // ReplayCache remembers granted knocks until their timestamp leaves the
 // tolerance window, after which the timestamp check refuses them anyway.

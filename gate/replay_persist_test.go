@@ -144,3 +144,31 @@ func TestEngineReplayCoverageTolerance(t *testing.T) {
 		t.Errorf("coverage (-want +got):\n%s", diff)
 	}
 }
+
+// TestEngineWithoutReplayMemory: a knock stamped 5 s ahead, granted
+// before a restart, is refused after it by an engine told that the
+// memory is lost (no replay file): its floor is the start plus the
+// tolerance. A knock sealed after that floor is granted.
+func TestEngineWithoutReplayMemory(t *testing.T) {
+	p := newTestPKI(t, map[string]string{"alice": "tcp/2000"})
+	clock := &fakeClock{now: time.Now().Truncate(time.Second)}
+	src := netip.MustParseAddr("198.18.0.2")
+	trust := p.trust(t)
+	ahead := p.seal(t, "alice", packet.TCP, 2000, "198.18.0.2", clock.Now().Add(5*time.Second))
+	if d := NewEngine(Config{Clock: clock.Now}, trust).Knock(src, ahead); !d.Granted() {
+		t.Fatalf("before the restart: %v %v", d.Reason, d.Err)
+	}
+	clock.Advance(time.Second) // the restart
+	restarted := NewEngine(Config{Clock: clock.Now}, trust)
+	floor := restarted.NoReplayMemory()
+	if want := clock.Now().Add(7*time.Second + time.Second); !floor.Equal(want) {
+		t.Errorf("floor %s, want start + tolerance + 1 s (%s)", floor, want)
+	}
+	if d := restarted.Knock(src, ahead); d.Granted() || d.Reason != ReasonReplay {
+		t.Errorf("the knock granted before the restart, after it: %v %v, want replay", d.Reason, d.Err)
+	}
+	clock.now = floor
+	if d := restarted.Knock(src, p.seal(t, "alice", packet.TCP, 2000, "198.18.0.2", clock.Now())); !d.Granted() {
+		t.Errorf("a knock sealed at the floor: %v %v, want granted", d.Reason, d.Err)
+	}
+}

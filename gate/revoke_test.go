@@ -1,7 +1,6 @@
 package gate
 
 import (
-	"math/big"
 	"net/netip"
 	"testing"
 	"time"
@@ -27,19 +26,19 @@ func TestSetTrustEndsRevokedGrants(t *testing.T) {
 			t.Fatalf("%s tcp/%d: %v %v", k.who, k.port, d.Reason, d.Err)
 		}
 	}
-	if ended := e.SetTrust(p.trust(t)); len(ended) != 0 {
+	if ended := e.SetTrust(p.trust(t)); len(ended.Grants) != 0 {
 		t.Fatalf("a reload revoking nothing ended %+v", ended)
 	}
 
 	p.Revoke(t, "carol")
 	ended := e.SetTrust(p.trust(t))
-	if len(ended) != 2 {
-		t.Fatalf("ended %d grants, want carol's 2: %+v", len(ended), ended)
+	if len(ended.Grants) != 2 {
+		t.Fatalf("ended %d grants, want carol's 2: %+v", len(ended.Grants), ended)
 	}
 	carolSerial := p.Issued(t, "carol").Cert.SerialNumber
-	for _, g := range ended {
-		if g.Source != carol || g.Serial.Cmp(carolSerial) != 0 || !g.Expiry.After(clock.Now()) {
-			t.Errorf("ended %+v, want carol's grants with serial %s and a future expiry", g, carolSerial)
+	for _, g := range ended.Grants {
+		if g.Source != carol || g.Serial.Cmp(carolSerial) != 0 || !g.Expiry.After(clock.Now()) || g.Why == nil || g.StillOpen {
+			t.Errorf("ended %+v, want carol's grants with serial %s, a future expiry and why", g, carolSerial)
 		}
 	}
 	if v := verdictOf(e, carol, packet.TCP, 2000); v != packet.Reject {
@@ -48,28 +47,62 @@ func TestSetTrustEndsRevokedGrants(t *testing.T) {
 	if v := verdictOf(e, alice, packet.TCP, 2000); v != packet.Accept {
 		t.Errorf("alice after carol's revocation: %v, want accept", v)
 	}
-	if ended := e.SetTrust(p.trust(t)); len(ended) != 0 {
+	if ended := e.SetTrust(p.trust(t)); len(ended.Grants) != 0 {
 		t.Errorf("the same CRL again ended %+v", ended)
 	}
 }
 
-// TestGrantTableEnd: End removes the grants of the named certificates,
+// TestGrantTableEnd: End removes the shares of the named certificates,
 // returns only those still live, and leaves the others.
 func TestGrantTableEnd(t *testing.T) {
 	tab := NewGrantTable(0)
 	now := time.Now()
-	a, b := big.NewInt(7), big.NewInt(8)
-	tab.Add(Grant{Source: netip.MustParseAddr("198.18.0.2"), Proto: packet.TCP, Port: 1}, CertIDOf(a), now.Add(time.Minute))
-	tab.Add(Grant{Source: netip.MustParseAddr("198.18.0.3"), Proto: packet.TCP, Port: 1}, CertIDOf(a), now.Add(-time.Second))
-	tab.Add(Grant{Source: netip.MustParseAddr("198.18.0.4"), Proto: packet.TCP, Port: 1}, CertIDOf(b), now.Add(time.Minute))
-	ended := tab.End(map[CertID]*big.Int{CertIDOf(a): a}, now)
-	if len(ended) != 1 || ended[0].Source != netip.MustParseAddr("198.18.0.2") || ended[0].Serial != a {
-		t.Errorf("End = %+v, want the live grant of serial 7", ended)
+	a, b := testCert(7), testCert(8)
+	tab.Add(Grant{Source: netip.MustParseAddr("198.18.0.2"), Proto: packet.TCP, Port: 1}, a, now.Add(time.Minute))
+	tab.Add(Grant{Source: netip.MustParseAddr("198.18.0.3"), Proto: packet.TCP, Port: 1}, a, now.Add(-time.Second))
+	tab.Add(Grant{Source: netip.MustParseAddr("198.18.0.4"), Proto: packet.TCP, Port: 1}, b, now.Add(time.Minute))
+	ended := tab.End(map[CertID]error{a: nil}, now)
+	if len(ended) != 1 || ended[0].Source != netip.MustParseAddr("198.18.0.2") || ended[0].Cert != a {
+		t.Errorf("End = %+v, want the live grant of cert 7", ended)
 	}
 	if n := tab.Len(); n != 1 {
 		t.Errorf("%d grants left, want b's 1", n)
 	}
-	if CertIDOf(a) == 0 || CertIDOf(a) == CertIDOf(b) || CertIDOf(nil) != 0 {
-		t.Errorf("CertIDOf: 7 → %d, 8 → %d, nil → %d", CertIDOf(a), CertIDOf(b), CertIDOf(nil))
+}
+
+// TestCertIDOf: distinct certificates get distinct CertIDs of 128 bits;
+// none gets the zero one.
+func TestCertIDOf(t *testing.T) {
+	a, b := CertIDOf([]byte("certificate a")), CertIDOf([]byte("certificate b"))
+	if a.IsZero() || a == b || !CertIDOf(nil).IsZero() {
+		t.Errorf("CertIDOf: a → %x, b → %x, nil → %x", a, b, CertIDOf(nil))
+	}
+}
+
+// TestSourceMismatchRemembered: a signed knock refused because it came
+// from another address than the one it names is remembered like a grant,
+// so that resending it from the named address (an attacker who forged
+// the client's address discovery) is a replay, never a grant.
+func TestSourceMismatchRemembered(t *testing.T) {
+	p := newTestPKI(t, map[string]string{"alice": "tcp/2000"})
+	clock := &fakeClock{now: time.Now().Truncate(time.Second)}
+	var remembered []ReplayEntry
+	e := NewEngine(Config{Clock: clock.Now, Policy: PolicyReject, Remember: func(r ReplayEntry, _ ReplayCoverage) {
+		remembered = append(remembered, r)
+	}}, p.trust(t))
+	victim, attacker := netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("198.18.0.66")
+	forged := p.seal(t, "alice", packet.TCP, 2000, attacker.String(), clock.Now()) // names the attacker's address
+	if d := e.Knock(victim, forged); d.Reason != ReasonSourceMismatch {
+		t.Fatalf("the knock from the victim: %v, want source_mismatch", d.Reason)
+	}
+	if len(remembered) != 1 {
+		t.Errorf("Remember told of %d entries, want 1 (kept across restarts)", len(remembered))
+	}
+	clock.Advance(time.Second)
+	if d := e.Knock(attacker, forged); d.Reason != ReasonReplay {
+		t.Errorf("resent from the address it names: %v %v, want replay", d.Reason, d.Err)
+	}
+	if e.Grants().Allowed(attacker, packet.TCP, 2000, clock.Now()) {
+		t.Error("the attacker holds a grant")
 	}
 }

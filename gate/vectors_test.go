@@ -2,6 +2,8 @@ package gate
 
 import (
 	"bytes"
+	"crypto/elliptic"
+	"math/big"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -157,5 +159,59 @@ func TestEngineReplayAndGrant(t *testing.T) {
 	d = Decide(vectorInput(data, src.String()), e.Trust(), cache)
 	if d.Reason != ReasonReplay {
 		t.Fatalf("second: reason %v, want replay", d.Reason)
+	}
+}
+
+// negateY returns the datagram with its ephemeral key's Y replaced by
+// p−Y: the negated point, whose ECDH result has the same X, so it opens
+// to the same knock.
+func negateY(t *testing.T, data []byte) []byte {
+	t.Helper()
+	out := bytes.Clone(data)
+	yAt := len(out) - ephemeralYSize
+	y := new(big.Int).SetBytes(out[yAt:])
+	y.Sub(elliptic.P256().Params().P, y)
+	y.FillBytes(out[yAt:])
+	return out
+}
+
+// TestReplayKeyBindsWhatIsSigned: the Y-negated copy of a vector knock is
+// a different datagram that opens and would be granted on its own, but
+// it has the original's replay key, so once the original is remembered
+// the copy is a replay (issue 20: it was granted).
+func TestReplayKeyBindsWhatIsSigned(t *testing.T) {
+	trust := vectorTrust(t)
+	data := readVector(t, "knock-a-tcp2000-v4.bin")
+	copy := negateY(t, data)
+	if bytes.Equal(copy, data) {
+		t.Fatal("the negated copy is the datagram")
+	}
+	if d := Decide(vectorInput(copy, "198.18.0.2"), trust, nil); !d.Granted() {
+		t.Fatalf("the negated copy on its own: %v %v (want it to open: the test would prove nothing)", d.Reason, d.Err)
+	}
+	cache := NewReplayCache(0)
+	d := Decide(vectorInput(data, "198.18.0.2"), trust, cache)
+	if !d.Granted() || cache.Add(d.ReplayKey, vectorClock.Add(time.Minute), vectorClock) != Added {
+		t.Fatalf("original: %v %v", d.Reason, d.Err)
+	}
+	if d := Decide(vectorInput(copy, "198.18.0.2"), trust, cache); d.Reason != ReasonReplay {
+		t.Errorf("the Y-negated copy after the original: %v %v, want replay", d.Reason, d.Err)
+	}
+}
+
+// TestDamagedCopyDoesNotPoisonOutcomes: a copy with a damaged Y shares the
+// genuine knock's replay key but fails to open; arriving first, its
+// cached failure must not refuse the genuine knock.
+func TestDamagedCopyDoesNotPoisonOutcomes(t *testing.T) {
+	trust := vectorTrust(t)
+	data := readVector(t, "knock-a-tcp2000-v4.bin")
+	damaged := bytes.Clone(data)
+	damaged[len(damaged)-1] ^= 1
+	outcomes := newOutcomeCache(0)
+	if d := decide(vectorInput(damaged, "198.18.0.2"), trust, nil, outcomes, nil); d.Granted() {
+		t.Fatal("the damaged copy was granted")
+	}
+	if d := decide(vectorInput(data, "198.18.0.2"), trust, nil, outcomes, nil); !d.Granted() {
+		t.Errorf("the genuine knock after a damaged copy: %v %v, want granted", d.Reason, d.Err)
 	}
 }

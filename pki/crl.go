@@ -2,6 +2,7 @@ package pki
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -379,4 +380,54 @@ func Combine(crls ...*CRL) *CRL {
 		out.refuseStale = out.refuseStale || c.refuseStale
 	}
 	return out
+}
+
+// ErrCRLUpdate is returned (wrapped) by [CheckCRLUpdate] when a fetched
+// CRL may not replace the one a CRL source holds.
+var ErrCRLUpdate = errors.New("CRL refused for this source")
+
+// CheckCRLUpdate reports whether fetched may replace held, the CRL a CRL
+// source (a file and its URL) holds now; held is nil on a first fetch,
+// when the source holds none. A source belongs to one CA, the issuer of
+// the CRL it holds: a CRL signed by another CA, even a trusted one, would
+// drop the first CA's revocations, so it is refused, with an error naming
+// both. An older CRL of the same CA (by CRL number when both have one,
+// else by thisUpdate; numbers of different CAs are never compared) would
+// un-revoke, and is refused too. On a first fetch there is nothing to
+// compare with, so a CRL already past its nextUpdate (an old one replayed
+// by an attacker on a plain http:// path, or a stale mirror) is refused.
+func CheckCRLUpdate(fetched, held *CRL, now time.Time) error {
+	if held == nil {
+		if !fetched.NextUpdate.IsZero() && now.After(fetched.NextUpdate) {
+			return fmt.Errorf("%w: a first fetch of %s's CRL whose next update %s has passed (this update %s): a newer one should exist",
+				ErrCRLUpdate, CAName(fetched.Issuer), fetched.NextUpdate.UTC().Format(time.RFC3339), fetched.ThisUpdate.UTC().Format(time.RFC3339))
+		}
+		return nil
+	}
+	if !SameCA(fetched.Issuer, held.Issuer) {
+		return fmt.Errorf("%w: signed by %s, but the source holds the CRL of %s (each CRL source belongs to one CA)",
+			ErrCRLUpdate, CAName(fetched.Issuer), CAName(held.Issuer))
+	}
+	older := fetched.ThisUpdate.Before(held.ThisUpdate)
+	if fetched.Number != nil && held.Number != nil {
+		older = fetched.Number.Cmp(held.Number) < 0
+	}
+	if older {
+		return fmt.Errorf("%w: %s's CRL number %v (this update %s) is older than the held one's %v (%s)",
+			ErrCRLUpdate, CAName(fetched.Issuer), fetched.Number, fetched.ThisUpdate.UTC().Format(time.RFC3339), held.Number, held.ThisUpdate.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// SameCA reports whether a and b are the same CA: the same subject and
+// the same key (a CA certificate renewed with its key is the same CA).
+func SameCA(a, b *x509.Certificate) bool {
+	return a != nil && b != nil && bytes.Equal(a.RawSubject, b.RawSubject) && bytes.Equal(a.RawSubjectPublicKeyInfo, b.RawSubjectPublicKeyInfo)
+}
+
+// CAName names a CA for a message: its subject and a short hash of its
+// key, which tells apart CAs that share a subject.
+func CAName(ca *x509.Certificate) string {
+	sum := sha256.Sum256(ca.RawSubjectPublicKeyInfo)
+	return fmt.Sprintf("%s (key %x)", ca.Subject, sum[:4])
 }

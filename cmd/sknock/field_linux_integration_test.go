@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -34,6 +36,9 @@ var (
 
 const natSTUNPort = 3478
 
+// natEchoPort is where the address echo listens beside the gatekeeper.
+const natEchoPort = 8443
+
 // natEnv is the NAT topology with sknockd protecting tcp/2000 (an echo
 // service), a STUN server beside it, and a client allowed tcp/2000.
 type natEnv struct {
@@ -45,6 +50,9 @@ type natEnv struct {
 	bundle                string
 	cacheDir, profilesDir string
 	env                   []string // more environment for the client
+	// echo is the HTTPS address echo beside the gatekeeper; its CA is the
+	// client's only root (SSL_CERT_FILE).
+	echo e2e.AddressEcho
 }
 
 // link joins a and b with a veth pair named ifA in a and ifB in b, and
@@ -63,7 +71,9 @@ func link(t *testing.T, a *netns.NS, ifA string, addrA netip.Addr, b *netns.NS, 
 	b.MustRun("ip", "link", "set", ifB, "up")
 }
 
-func newNATEnv(t *testing.T) *natEnv {
+// newNATEnv makes the NAT topology and starts sknockd; daemonConfig, if
+// given, returns its configuration (the PKI made).
+func newNATEnv(t *testing.T, daemonConfig ...func(*natEnv) string) *natEnv {
 	testenv.RequireRoot(t)
 	_, sknock := e2e.BuildBinaries(t)
 	e := &natEnv{t: t, sknock: sknock, cacheDir: t.TempDir(), profilesDir: t.TempDir()}
@@ -83,18 +93,23 @@ func newNATEnv(t *testing.T) *natEnv {
 	}
 	go stun.Serve(conn)
 	t.Cleanup(func() { conn.Close() })
+	e.echo = e2e.ServeAddressEcho(t, e.server, netip.AddrPortFrom(natServer, natEchoPort), netip.Addr{})
 
 	e.pki = e2e.NewPKI(t)
 	e.bundle = e.pki.Client(t, "alice", "tcp/2000,tcp/2200").PKCS12
 	e2e.ServeTCPEcho(t, e.server, ":2000")
 	serveSSHBanner(t, e.server, ":2200")
-	e.daemon = e2e.StartDaemon(t, &e2e.Net{Server: e.server}, e.pki.Config(`knock:
+	config := e.pki.Config(`knock:
   ports: "10000:60000"
 gate:
   protect: [tcp/2000, tcp/2200]
   open_duration: 1s
   policy: drop
-`))
+`)
+	if len(daemonConfig) > 0 {
+		config = daemonConfig[0](e)
+	}
+	e.daemon = e2e.StartDaemon(t, &e2e.Net{Server: e.server}, config)
 	return e
 }
 
@@ -111,7 +126,7 @@ func (e *natEnv) runCommand(stdin string, argv ...string) sknockRun {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := e.cli.Command(ctx, argv...)
-	cmd.Env = append(os.Environ(), "XDG_CACHE_HOME="+e.cacheDir, "XDG_CONFIG_HOME="+e.profilesDir, "SKNOCK_PASSWORD=")
+	cmd.Env = append(os.Environ(), "XDG_CACHE_HOME="+e.cacheDir, "XDG_CONFIG_HOME="+e.profilesDir, "SKNOCK_PASSWORD=", "SSL_CERT_FILE="+e.echo.CAFile)
 	cmd.Env = append(cmd.Env, e.env...)
 	return runSknock(e.t, cmd, stdin)
 }
@@ -168,18 +183,21 @@ func serveSSHBanner(t *testing.T, ns *netns.NS, addr string) {
 const usualTimeout = 4*time.Second + 2*time.Second
 
 // TestIntegrationKnockBehindNAT: behind a masquerading router, --source-ip
-// auto learns the router's public address from a STUN server in the test
-// and the knock opens the port; the gatekeeper logs the NAT'd address as
-// the client's. With STUN unreachable the knock fails at once, naming NAT
-// and --source-ip; with --source-ip set to the router's address it opens.
+// auto learns the router's public address from the HTTPS address echo in
+// the test and the knock opens the port; the gatekeeper logs the NAT'd
+// address as the client's, and the authenticated answer is cached. With
+// --stun, plain STUN answers instead (with a warning) and is not cached.
+// With the echo unreachable the knock fails at once, naming NAT and
+// --source-ip; with --source-ip set to the router's address it opens.
 func TestIntegrationKnockBehindNAT(t *testing.T) {
 	e := newNATEnv(t)
 	stunAddr := netip.AddrPortFrom(natServer, natSTUNPort).String()
+	cache := filepath.Join(e.cacheDir, "sknock", "address.json")
 	e.waitClosed()
 
-	r := e.knock("--source-ip", "auto", "--stun", stunAddr, natServer.String(), "tcp/2000")
-	if r.code != 0 || !verifiedIn.MatchString(r.stdout) {
-		t.Fatalf("auto behind NAT: exit %d, stdout %q, stderr %q; want tcp/2000 open", r.code, r.stdout, r.stderr)
+	r := e.knock("--source-ip", "auto", "--address-url", e.echo.URL, natServer.String(), "tcp/2000")
+	if r.code != 0 || !verifiedIn.MatchString(r.stdout) || r.stderr != "" {
+		t.Fatalf("auto behind NAT: exit %d, stdout %q, stderr %q; want tcp/2000 open, no warning", r.code, r.stdout, r.stderr)
 	}
 	line := e.daemon.WaitLine(0, 5*time.Second, func(l e2e.Line) bool {
 		return l.Msg() == "knock" && l.String("verdict") == "grant"
@@ -187,8 +205,18 @@ func TestIntegrationKnockBehindNAT(t *testing.T) {
 	if line.String("source") != natWAN.String() || line.String("client_ip") != natWAN.String() {
 		t.Errorf("grant line: source %q, client_ip %q; want both %s (the router's address)", line.String("source"), line.String("client_ip"), natWAN)
 	}
-	if _, err := os.Stat(filepath.Join(e.cacheDir, "sknock", "stun.json")); err != nil {
-		t.Errorf("the STUN answer was not cached: %v", err)
+	if _, err := os.Stat(cache); err != nil {
+		t.Errorf("the echo's answer was not cached: %v", err)
+	}
+
+	e.waitClosed()
+	os.RemoveAll(filepath.Join(e.cacheDir, "sknock"))
+	r = e.knock("--stun", stunAddr, natServer.String(), "tcp/2000")
+	if r.code != 0 || !verifiedIn.MatchString(r.stdout) || !strings.Contains(r.stderr, "not authenticated") {
+		t.Errorf("--stun alone (implies STUN): exit %d, stdout %q, stderr %q; want tcp/2000 open and the warning", r.code, r.stdout, r.stderr)
+	}
+	if _, err := os.Stat(cache); err == nil {
+		t.Error("a STUN answer was cached")
 	}
 
 	// What auto adds to a whole knock on this LAN (a figure for the
@@ -200,7 +228,7 @@ func TestIntegrationKnockBehindNAT(t *testing.T) {
 				os.RemoveAll(filepath.Join(e.cacheDir, "sknock"))
 			}
 			r := e.knock(append(args[:len(args)-1:len(args)-1], natServer.String(), "tcp/2000")...)
-			if r.code != 0 {
+			if r.code != 0 && r.code != exitAlreadyOpen { // the last knock's grant may still be live
 				return 0, false
 			}
 			times = append(times, r.elapsed)
@@ -209,23 +237,23 @@ func TestIntegrationKnockBehindNAT(t *testing.T) {
 		return times[len(times)/2], true
 	}
 	fixed, ok1 := median("--source-ip", natWAN.String(), "-")
-	cold, ok2 := median("--source-ip", "auto", "--stun", stunAddr, "cold")
-	cached, ok3 := median("--source-ip", "auto", "--stun", stunAddr, "cached")
+	cold, ok2 := median("--source-ip", "auto", "--address-url", e.echo.URL, "cold")
+	cached, ok3 := median("--source-ip", "auto", "--address-url", e.echo.URL, "cached")
 	if !ok1 || !ok2 || !ok3 {
 		t.Fatal("a timed knock failed")
 	}
 	t.Logf("whole knock, median of 5: --source-ip %s %s; auto cold %s; auto cached %s", natWAN, fixed, cold, cached)
 
-	// STUN unreachable: nothing listens on the port named.
+	// The echo unreachable: nothing listens on the port named.
 	e.waitClosed()
 	os.RemoveAll(filepath.Join(e.cacheDir, "sknock"))
-	dead := netip.AddrPortFrom(natServer, natSTUNPort+1).String()
-	r = e.knock("--source-ip", "auto", "--stun", dead, natServer.String(), "tcp/2000")
+	dead := "https://" + netip.AddrPortFrom(natServer, natEchoPort+1).String() + "/ip"
+	r = e.knock("--source-ip", "auto", "--address-url", dead, natServer.String(), "tcp/2000")
 	if r.code != 1 || !strings.Contains(r.stderr, "NAT") || !strings.Contains(r.stderr, "--source-ip") {
-		t.Errorf("STUN unreachable: exit %d, stderr %q; want 1 and a message naming NAT and --source-ip", r.code, r.stderr)
+		t.Errorf("echo unreachable: exit %d, stderr %q; want 1 and a message naming NAT and --source-ip", r.code, r.stderr)
 	}
 	if r.elapsed > usualTimeout {
-		t.Errorf("STUN unreachable: gave up after %s, want within the usual %s", r.elapsed, usualTimeout)
+		t.Errorf("echo unreachable: gave up after %s, want within the usual %s", r.elapsed, usualTimeout)
 	}
 
 	r = e.knock("--source-ip", natWAN.String(), natServer.String(), "tcp/2000")
@@ -235,18 +263,18 @@ func TestIntegrationKnockBehindNAT(t *testing.T) {
 
 	// The default mode takes the LAN for private (the test's stand-in:
 	// 198.19.0.0/16) and the gatekeeper's address for public, so it asks
-	// STUN with no --source-ip at all.
+	// the echo with no --source-ip at all.
 	e.waitClosed()
 	os.RemoveAll(filepath.Join(e.cacheDir, "sknock"))
 	e.env = []string{testInternalEnv + "=198.19.0.0/16"}
 	from := len(e.daemon.Lines())
-	r = e.knock("--stun", stunAddr, natServer.String(), "tcp/2000")
+	r = e.knock("--address-url", e.echo.URL, natServer.String(), "tcp/2000")
 	e.env = nil
 	if r.code != 0 || !verifiedIn.MatchString(r.stdout) {
 		t.Errorf("default mode behind a private LAN: exit %d, stdout %q, stderr %q; want tcp/2000 open", r.code, r.stdout, r.stderr)
 	}
 	if line := e.daemon.WaitLine(from, 5*time.Second, func(l e2e.Line) bool { return l.Msg() == "knock" }); line.String("client_ip") != natWAN.String() {
-		t.Errorf("default mode embedded %q, want %s (STUN's answer)", line.String("client_ip"), natWAN)
+		t.Errorf("default mode embedded %q, want %s (the echo's answer)", line.String("client_ip"), natWAN)
 	}
 
 	// Embedding the LAN address fails, and the message says what was
@@ -270,7 +298,7 @@ func TestIntegrationKnockBehindNAT(t *testing.T) {
 // verified connection with nothing else on the command line.
 func TestIntegrationKnockFromProfile(t *testing.T) {
 	e := newNATEnv(t)
-	profiles := fmt.Sprintf(`stun: [%s]
+	profiles := fmt.Sprintf(`address_url: %s
 hosts:
   gate1:
     address: %s
@@ -279,7 +307,7 @@ hosts:
     password_file: %s
     source_ip: auto
     ports: [tcp/2000]
-`, netip.AddrPortFrom(natServer, natSTUNPort), natServer, e.bundle, e.pki.ServerCert, e.pki.PasswordFile)
+`, e.echo.URL, natServer, e.bundle, e.pki.ServerCert, e.pki.PasswordFile)
 	if err := os.MkdirAll(filepath.Join(e.profilesDir, "sknock"), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -291,11 +319,11 @@ hosts:
 	if r.code != 0 || !verifiedIn.MatchString(r.stdout) {
 		t.Fatalf("sknock knock gate1: exit %d, stdout %q, stderr %q; want tcp/2000 open", r.code, r.stdout, r.stderr)
 	}
-	e.waitClosed()
 	const msg = "ssh would speak here\n"
 	// ssh runs ProxyCommand with %h the host's name (or HostName) and %p
 	// the port.
 	for _, h := range []string{"gate1", natServer.String()} {
+		e.waitClosed()
 		r = e.run(msg, "knock", "--connect", h, "tcp/2000")
 		if r.code != 0 || r.stdout != msg {
 			t.Errorf("ProxyCommand form with %%h=%s: exit %d, stdout %q, stderr %q; want the echo", h, r.code, r.stdout, r.stderr)
@@ -390,5 +418,167 @@ func TestIntegrationKnockDualStack(t *testing.T) {
 	defer unblock()
 	if r := e.knock("", "-4", "--retries", "0", "--timeout", "300ms", "gate-ds", "tcp/2000"); r.code != 1 {
 		t.Errorf("-4 with IPv4 blocked: exit %d, want 1", r.code)
+	}
+}
+
+// natAttacker is an address of the attacker on the router's public side.
+var natAttacker = netip.MustParseAddr("198.18.0.66")
+
+// forgingConn hands stun.Serve every request as if it came from forged,
+// and sends the answer to the real sender: a STUN server on the path that
+// forges the answer.
+type forgingConn struct {
+	net.PacketConn
+	forged netip.Addr
+	mu     sync.Mutex
+	last   net.Addr
+}
+
+func (c *forgingConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, from, err := c.PacketConn.ReadFrom(b)
+	if err != nil {
+		return n, from, err
+	}
+	c.mu.Lock()
+	c.last = from
+	c.mu.Unlock()
+	return n, net.UDPAddrFromAddrPort(netip.AddrPortFrom(c.forged, 40000)), nil
+}
+
+func (c *forgingConn) WriteTo(b []byte, _ net.Addr) (int, error) {
+	c.mu.Lock()
+	to := c.last
+	c.mu.Unlock()
+	return c.PacketConn.WriteTo(b, to)
+}
+
+// captureKnocks sends the payload of every UDP datagram leaving ns for
+// the gatekeeper's knock range (what an attacker on the path records).
+func captureKnocks(t *testing.T, ns *netns.NS) <-chan []byte {
+	t.Helper()
+	const ethPIP = 0x0800
+	htons := func(v uint16) uint16 { return v<<8 | v>>8 }
+	var fd int
+	if err := ns.Do(func() (err error) {
+		fd, err = syscall.Socket(syscall.AF_PACKET, syscall.SOCK_DGRAM, int(htons(ethPIP)))
+		return err
+	}); err != nil {
+		t.Fatalf("packet socket: %v", err)
+	}
+	f := os.NewFile(uintptr(fd), "capture")
+	t.Cleanup(func() { f.Close() })
+	out := make(chan []byte, 16)
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			n, err := syscall.Read(fd, buf)
+			if err != nil {
+				return
+			}
+			p := buf[:n]
+			if n < 28 || p[0]>>4 != 4 || p[9] != syscall.IPPROTO_UDP {
+				continue
+			}
+			ihl := int(p[0]&0x0f) * 4
+			dst := netip.AddrFrom4([4]byte(p[16:20]))
+			src := netip.AddrFrom4([4]byte(p[12:16]))
+			// Seen as it enters the router from the LAN (before NAT).
+			if n < ihl+8 || dst != natServer || (src != natClient && src != natWAN) {
+				continue
+			}
+			dport := int(p[ihl+2])<<8 | int(p[ihl+3])
+			if dport < 10000 || dport > 60000 || n-ihl-8 < 200 {
+				continue
+			}
+			select {
+			case out <- append([]byte(nil), p[ihl+8:]...):
+			default:
+			}
+		}
+	}()
+	return out
+}
+
+// TestIntegrationForgedAddressDiscovery: an attacker on the client's path
+// (the router) answers address discovery in place of the real servers,
+// naming its own address, records the knock and resends it from that
+// address. In the default configuration (the HTTPS address echo; the
+// test names its echo because the default one is not reachable here) the
+// forged answer fails certificate verification, nothing is knocked and
+// nothing is granted. With plain STUN, asked for explicitly, the forged
+// answer is taken (after a warning); the gatekeeper refuses the knock as a
+// source mismatch and remembers it, so the attacker's copy from the
+// address it names is a replay: no grant either way.
+func TestIntegrationForgedAddressDiscovery(t *testing.T) {
+	e := newNATEnv(t)
+	e.router.MustRun("ip", "addr", "add", natAttacker.String()+"/24", "dev", "wan0")
+	e.router.MustRun("iptables", "-t", "nat", "-I", "POSTROUTING", "1", "-s", natAttacker.String(), "-j", "ACCEPT") // not masqueraded
+	forger := e2e.ServeAddressEcho(t, e.router, netip.AddrPortFrom(natLAN, natEchoPort), natAttacker)
+	_ = forger // its CA is not the client's: the point of the test
+	var conn net.PacketConn
+	if err := e.router.Do(func() (err error) {
+		conn, err = net.ListenPacket("udp4", netip.AddrPortFrom(natLAN, natSTUNPort).String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	go stun.Serve(&forgingConn{PacketConn: conn, forged: natAttacker})
+	t.Cleanup(func() { conn.Close() })
+	for _, rule := range [][]string{
+		{"-p", "tcp", "-d", natServer.String(), "--dport", fmt.Sprint(natEchoPort), "-j", "DNAT", "--to-destination", netip.AddrPortFrom(natLAN, natEchoPort).String()},
+		{"-p", "udp", "-d", natServer.String(), "--dport", fmt.Sprint(natSTUNPort), "-j", "DNAT", "--to-destination", netip.AddrPortFrom(natLAN, natSTUNPort).String()},
+	} {
+		e.router.MustRun(append([]string{"iptables", "-t", "nat", "-A", "PREROUTING", "-i", "lan0"}, rule...)...)
+	}
+	captured := captureKnocks(t, e.router)
+	e.waitClosed()
+
+	r := e.knock("--source-ip", "auto", "--address-url", e.echo.URL, natServer.String(), "tcp/2000")
+	if r.code == 0 || !strings.Contains(r.stderr, "certificate") {
+		t.Errorf("a forged HTTPS answer: exit %d, stderr %q; want a failure naming the certificate", r.code, r.stderr)
+	}
+	select {
+	case <-captured:
+		t.Error("a knock was sent on a forged HTTPS answer")
+	case <-time.After(300 * time.Millisecond):
+	}
+
+	from := len(e.daemon.Lines())
+	r = e.knock("--source-ip", "auto", "--stun", netip.AddrPortFrom(natServer, natSTUNPort).String(), "--retries", "0", "--timeout", "300ms", natServer.String(), "tcp/2000")
+	if r.code == 0 || !strings.Contains(r.stderr, "not authenticated") {
+		t.Errorf("a forged STUN answer: exit %d, stderr %q; want a failure and the STUN warning", r.code, r.stderr)
+	}
+	refused := e.daemon.WaitLine(from, 5*time.Second, func(l e2e.Line) bool { return l.Msg() == "knock" })
+	if refused.String("reason") != "source_mismatch" || refused.String("client_ip") != natAttacker.String() {
+		t.Errorf("the victim's knock: %v, want source_mismatch naming %s", refused, natAttacker)
+	}
+	var knock []byte
+	select {
+	case knock = <-captured:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no knock captured on the router")
+	}
+	from = len(e.daemon.Lines())
+	if err := e.router.Do(func() error {
+		c, err := net.DialUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(natAttacker, 0)), net.UDPAddrFromAddrPort(netip.AddrPortFrom(natServer, 23456)))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write(knock)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	resent := e.daemon.WaitLine(from, 5*time.Second, func(l e2e.Line) bool {
+		return l.Msg() == "knock" && l.String("source") == natAttacker.String()
+	})
+	if resent.String("verdict") != "deny" || resent.String("reason") != "replay" {
+		t.Errorf("the captured knock resent from %s: %v, want denied as a replay", natAttacker, resent)
+	}
+	for _, l := range e.daemon.Lines() {
+		if l.Msg() == "knock" && l.String("verdict") == "grant" {
+			t.Errorf("granted: %v", l)
+		}
 	}
 }

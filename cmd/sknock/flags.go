@@ -16,6 +16,10 @@ const (
 	exitOK      = 0
 	exitFailure = 1
 	exitUsage   = 2
+	// exitAlreadyOpen: sknock knock found a port open to this client's
+	// address before its knock (another grant to a shared address), so
+	// the knock's own verdict is unknown.
+	exitAlreadyOpen = 3
 )
 
 // passwordEnv is the environment variable holding a bundle password when

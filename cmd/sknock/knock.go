@@ -12,9 +12,11 @@ import (
 	"os/signal"
 	"runtime"
 	"strings"
+	"syscall"
 	"time"
 
 	"sknock/knock/client"
+	"sknock/knock/client/addrecho"
 	"sknock/packet"
 )
 
@@ -39,9 +41,13 @@ flags override. Without ports on the command line, the profile's are
 knocked.
 
 Behind NAT the knock must carry the public address: --source-ip auto asks
-STUN servers (--stun HOST:PORT, repeatable) for it, and is the default when
-the local address toward HOST is private, shared or link-local and HOST's
-is not. --source-ip local embeds the local address; --source-ip IP that IP.
+an HTTPS endpoint that echoes the caller's address (--address-url, default
+https://icanhazip.com/, its certificate checked against the system's
+roots; no proxy is used), and is the default when the local address toward
+HOST is private, shared or link-local and HOST's is not. --stun HOST:PORT
+(repeatable) asks plain STUN servers instead, whose answers an attacker on
+the path can forge. --source-ip local embeds the local address;
+--source-ip IP that IP.
 
 A name with IPv4 and IPv6 addresses is knocked on the one the resolver
 prefers, then on the other when the port did not open within 300 ms;
@@ -52,7 +58,10 @@ stdin and stdout, for use as an ssh ProxyCommand; messages go to stderr.
 
 Exit status: 0 when every port is open (UDP, or --no-verify: knocked),
 1 when a port failed, 2 for bad flags, unreadable or unsuitable files or a
-wrong password.
+wrong password, 3 when a port was already open to this client's address
+before the knock (another grant to the same address, e.g. a neighbour
+behind one NAT address: the knock's own verdict is then in the
+gatekeeper's log).
 
 Examples:
   sknock knock --pkcs12 me.pfx --server-cert server.pem gate.example.net tcp/2000 udp/8000
@@ -85,6 +94,7 @@ type knockFlags struct {
 	knockPort                        int
 	sourceIP                         string
 	stun                             []string
+	addressURL                       string
 	profileFile                      string
 	ipv4, ipv6                       bool
 	noVerify, connect, quiet         bool
@@ -108,8 +118,9 @@ func parseKnockFlags(args []string, stdout io.Writer) (*knockFlags, error) {
 	fs.StringVar(&f.serverCert, "server-cert", "", "the gatekeeper's certificate, DER or PEM (required, unless HOST's profile names it)")
 	fs.StringVar(&f.passwordFile, "password-file", "", "file whose first line is the bundle password (default: $"+passwordEnv+")")
 	fs.IntVar(&f.knockPort, "knock-port", 0, "UDP port to knock on (default: random in 10000-60000)")
-	fs.StringVar(&f.sourceIP, "source-ip", "", "client address to embed: auto (the public address, asked of STUN servers), local (the address toward HOST) or an IP (default: auto when the local address toward HOST is private and HOST's is not, else local)")
-	fs.Func("stun", "STUN server HOST:PORT for --source-ip auto, repeatable (default: the profile's, else stun.l.google.com:19302 and stun.cloudflare.com:3478)", func(s string) error {
+	fs.StringVar(&f.sourceIP, "source-ip", "", "client address to embed: auto (the public address, asked of the address echo, or of STUN with --stun), local (the address toward HOST) or an IP (default: auto when the local address toward HOST is private and HOST's is not, else local)")
+	fs.StringVar(&f.addressURL, "address-url", "", "HTTPS endpoint that echoes the caller's address, asked for the public address (default: the profile's, else "+addrecho.DefaultURL+")")
+	fs.Func("stun", "learn the public address from this plain STUN server HOST:PORT instead, repeatable (unauthenticated: an attacker on the path can forge the answer; default: the profile's)", func(s string) error {
 		if _, _, err := net.SplitHostPort(s); err != nil {
 			return fmt.Errorf("want HOST:PORT, got %q", s)
 		}
@@ -217,6 +228,9 @@ func (f *knockFlags) applyProfile(fs *flag.FlagSet) error {
 	if len(f.stun) == 0 {
 		f.stun = pf.STUN
 	}
+	if f.addressURL == "" {
+		f.addressURL = pf.AddressURL
+	}
 	if p == nil {
 		return nil
 	}
@@ -232,6 +246,7 @@ func (f *knockFlags) applyProfile(fs *flag.FlagSet) error {
 	str("pkcs12", &f.bundle, p.PKCS12)
 	str("server-cert", &f.serverCert, p.ServerCert)
 	str("source-ip", &f.sourceIP, p.SourceIP)
+	str("address-url", &f.addressURL, p.AddressURL)
 	if !set["password-file"] {
 		f.passwordFile, f.passwordEnv = p.PasswordFile, p.PasswordEnv
 	}
@@ -295,6 +310,16 @@ func (f *knockFlags) config() (*client.Config, error) {
 		return nil, usagef("--source-ip: %v", err)
 	}
 	cfg.Source, cfg.SourceIP, cfg.STUNServers = mode, addr, f.stun
+	cfg.AddressURL = f.addressURL
+	if f.profile != nil {
+		cfg.CRLURL = f.profile.CRLURL
+	}
+	if len(f.stun) > 0 { // STUN on request, and the request means use it
+		cfg.UseSTUN = true
+		if f.sourceIP == "" {
+			cfg.Source = client.SourceAuto
+		}
+	}
 	// For the integration tests only, whose addresses all come from a
 	// range that is not private: prefixes to take for a private LAN.
 	for _, text := range strings.Fields(os.Getenv(testInternalEnv)) {
@@ -325,6 +350,9 @@ func runKnock(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		ctx, stop = signal.NotifyContext(ctx, os.Interrupt)
 		defer stop()
 	}
+	if len(f.stun) > 0 && (f.sourceIP == "" || f.sourceIP == "auto") {
+		fmt.Fprintln(stderr, "sknock knock: warning: the public address comes from plain STUN (--stun, or the profile's stun), whose answers are not authenticated: an attacker on this network's path can forge them; the gatekeeper then refuses the knock. Without --stun the address comes from an HTTPS endpoint (--address-url).")
+	}
 	if f.keyCache > 0 && !client.KeyCacheSupported {
 		fmt.Fprintf(stderr, "sknock knock: --key-cache: no kernel keyring on %s; the bundle is unlocked on every knock\n", runtime.GOOS)
 	}
@@ -348,6 +376,13 @@ func runKnock(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			code = exitFailure
 			fmt.Fprintf(stderr, "sknock knock: %s\n", oneLine(r.Err.Error()))
 			notOpen = notOpen || errors.Is(r.Err, client.ErrNotOpen)
+			continue
+		}
+		if r.Status == client.StatusAlreadyOpen {
+			if code == exitOK {
+				code = exitAlreadyOpen
+			}
+			fmt.Fprintf(stderr, "sknock knock: %s\n", alreadyOpen(r))
 			continue
 		}
 		if !f.quiet {
@@ -392,6 +427,13 @@ func loadKnockClient(f *knockFlags) (*client.Client, error) {
 	return client.Load(f.bundle, password, f.serverCert, cfg)
 }
 
+// alreadyOpen is the line for a port that was open to this client's
+// address before its knock: someone else's grant (a neighbour behind the
+// same NAT address) is never presented as this knock's success.
+func alreadyOpen(r client.Result) string {
+	return fmt.Sprintf("%s was already open to %s; this knock's own verdict is in the gatekeeper's log", r.Request, r.Embedded)
+}
+
 // describeResult is the line printed for a port that did not fail.
 func describeResult(r client.Result) string {
 	switch {
@@ -420,7 +462,7 @@ func roundDuration(d time.Duration) time.Duration {
 // connection until the remote end closes it. Only spliced bytes go to
 // stdout.
 func knockConnect(ctx context.Context, c *client.Client, f *knockFlags, stdin io.Reader, stdout, stderr io.Writer) int {
-	conn, _, err := c.Connect(ctx, f.host, f.reqs[0].Port)
+	conn, res, err := c.Connect(ctx, f.host, f.reqs[0].Port)
 	if err != nil {
 		fmt.Fprintf(stderr, "sknock knock: %s\n", oneLine(err.Error()))
 		if errors.Is(err, client.ErrNotOpen) {
@@ -429,16 +471,25 @@ func knockConnect(ctx context.Context, c *client.Client, f *knockFlags, stdin io
 		return exitFailure
 	}
 	defer conn.Close()
+	code := exitOK
+	if res.Status == client.StatusAlreadyOpen {
+		fmt.Fprintf(stderr, "sknock knock: %s\n", alreadyOpen(res))
+		code = exitAlreadyOpen
+	}
 	// An interrupt during the splice ends it like a remote close.
 	defer context.AfterFunc(ctx, func() { conn.Close() })()
 	if err := splice(conn, stdin, stdout); err != nil {
 		if ctx.Err() != nil {
 			return exitFailure
 		}
+		if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNABORTED) {
+			fmt.Fprintf(stderr, "sknock knock: %s: the connection was reset: the gatekeeper (a revocation, or an operator's grants revoke) or the service ended it\n", f.reqs[0])
+			return exitFailure
+		}
 		fmt.Fprintf(stderr, "sknock knock: %s: %s\n", f.reqs[0], oneLine(err.Error()))
 		return exitFailure
 	}
-	return exitOK
+	return code
 }
 
 // stdinGrace is how long splice waits, after the remote end closed, for

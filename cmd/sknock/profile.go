@@ -30,8 +30,12 @@ const profileFileHelp = "profiles file (default: $XDG_CONFIG_HOME/sknock/config.
 //	    password_file: ~/.config/sknock/me.pass
 //	    ports: [tcp/22]
 type profileFile struct {
-	// STUN are the STUN servers (HOST:PORT) of every host without its own.
+	// STUN are the STUN servers (HOST:PORT) of every host without its
+	// own; naming any makes the client learn its public address from
+	// plain STUN instead of the address echo.
 	STUN []string `yaml:"stun"`
+	// AddressURL is the HTTPS address echo of every host without its own.
+	AddressURL string `yaml:"address_url"`
 	// Hosts are the profiles by name.
 	Hosts map[string]*profile `yaml:"hosts"`
 }
@@ -49,7 +53,12 @@ type profile struct {
 	KnockPort    int      `yaml:"knock_port"`
 	Ports        []string `yaml:"ports"`
 	STUN         []string `yaml:"stun"`
-	Family       string   `yaml:"family"`
+	AddressURL   string   `yaml:"address_url"`
+	// CRLURL is where the host's CA publishes its CRL, fetched when a
+	// port does not open to tell whether the certificate is revoked
+	// (profile only; default: the certificate's CRL distribution point).
+	CRLURL string `yaml:"crl_url"`
+	Family string `yaml:"family"`
 	// Protocol is the knock wire version, 1 or 2 (0: the default, 2).
 	Protocol int `yaml:"protocol"`
 

@@ -56,76 +56,71 @@ func (d *daemon) answerControl(req control.Request) control.Response {
 	return control.Response{Error: fmt.Sprintf("unknown command %q (want grants, revoke, status or reload)", req.Command)}
 }
 
-// listGrants lists the live grants with the certificates that made them.
+// listGrants lists the live grant shares with the certificates that made
+// them.
 func (d *daemon) listGrants() control.Response {
 	now := d.engine.Now()
 	grants, live := d.engine.Grants().List(now, control.MaxListed)
-	return control.Response{Grants: d.describeGrants(grants, now), Live: live}
-}
-
-func (d *daemon) describeGrants(grants []gate.GrantInfo, now time.Time) []control.Grant {
 	out := make([]control.Grant, 0, len(grants))
 	for _, g := range grants {
-		cg := control.Grant{
-			Source:      g.Source.String(),
-			Proto:       g.Proto.String(),
-			Port:        g.Port,
-			Expires:     g.Expiry.UTC(),
-			SecondsLeft: g.Expiry.Sub(now).Seconds(),
-		}
-		if c, ok := d.certs.Lookup(g.Cert); ok {
-			cg.Subject, cg.Serial = c.Subject, c.Serial.String()
-		}
-		out = append(out, cg)
+		out = append(out, listedGrant(g.Grant, g.Subject, g.Serial, g.Expiry, now))
 	}
-	return out
+	return control.Response{Grants: out, Live: live}
 }
 
-// revokeGrants ends the grants req selects and, as a revocation does,
-// the connections they let in. It ends
-// grants, not certificates: the client may knock again; to refuse a
-// certificate for good, revoke it in the CRL.
+func listedGrant(g gate.Grant, subject string, serial *big.Int, expiry, now time.Time) control.Grant {
+	cg := control.Grant{
+		Source:      g.Source.String(),
+		Proto:       g.Proto.String(),
+		Port:        g.Port,
+		Subject:     subject,
+		Expires:     expiry.UTC(),
+		SecondsLeft: expiry.Sub(now).Seconds(),
+	}
+	if serial != nil {
+		cg.Serial = serial.String()
+	}
+	return cg
+}
+
+// revokeGrants ends the grant shares req selects and, as a revocation
+// does, the connections attributed to them.
+// It ends grants, not certificates: the client may knock again; to refuse
+// a certificate for good, revoke it in the CRL.
 func (d *daemon) revokeGrants(req control.Request) control.Response {
-	match, what, err := grantSelector(req)
+	sel, what, err := grantSelector(req)
 	if err != nil {
 		return control.Response{Error: err.Error()}
 	}
 	now := d.engine.Now()
-	ended := d.engine.Grants().EndWhere(now, match)
-	endedGrants := make([]gate.EndedGrant, 0, len(ended))
-	for _, g := range ended {
-		eg := gate.EndedGrant{Grant: g.Grant, Expiry: g.Expiry}
-		if c, ok := d.certs.Lookup(g.Cert); ok {
-			eg.Serial = c.Serial
-		}
-		endedGrants = append(endedGrants, eg)
+	ended := d.engine.EndGrants(sel)
+	resp := control.Response{}
+	for _, g := range ended.Grants {
+		resp.Grants = append(resp.Grants, listedGrant(g.Grant, g.Subject, g.Serial, g.Expiry, now))
 		d.log.Warn("grant ended",
 			zap.String("source", g.Source.String()),
 			zap.String("proto", g.Proto.String()),
 			zap.Uint64("port", uint64(g.Port)),
+			zap.Stringer("serial", g.Serial),
 			zap.String("reason", "operator"),
 			zap.String("selected", what),
+			zap.String("subject", g.Subject),
+			zap.Bool("address_still_open", g.StillOpen),
 			zap.Time("would_expire", g.Expiry),
 		)
 	}
-	resp := control.Response{Grants: d.describeGrants(ended, now)}
-	if len(ended) == 0 || d.marker == nil {
-		return resp
-	}
-	n, err := d.marker.EndGrants(endedGrants)
+	n, err := d.endConns(ended.Conns, "connections of ended grants ended")
 	resp.Connections = n
 	if err != nil {
 		d.log.Error("could not end every connection of the ended grants; those go on until they close", zap.Int("ended", n), zap.Error(err))
-		resp.Error = fmt.Sprintf("%d grant(s) ended, but not every connection: %v", len(ended), err)
-		return resp
+		resp.Error = fmt.Sprintf("%d grant(s) ended, but not every connection: %v", len(ended.Grants), err)
 	}
-	d.log.Warn("connections of ended grants ended", zap.Int("connections", n), zap.String("reason", "operator"))
 	return resp
 }
 
-// grantSelector turns a revoke request into the grants it selects, and
-// words for the log.
-func grantSelector(req control.Request) (func(gate.GrantInfo) bool, string, error) {
+// grantSelector turns a revoke request into what it selects, and words
+// for the log.
+func grantSelector(req control.Request) (gate.Selection, string, error) {
 	set := 0
 	for _, b := range []bool{req.Source != "", req.Serial != "", req.All} {
 		if b {
@@ -133,25 +128,24 @@ func grantSelector(req control.Request) (func(gate.GrantInfo) bool, string, erro
 		}
 	}
 	if set != 1 {
-		return nil, "", errors.New("revoke needs exactly one of a source, a serial or all")
+		return gate.Selection{}, "", errors.New("revoke needs exactly one of a source, a serial or all")
 	}
 	switch {
 	case req.All:
-		return func(gate.GrantInfo) bool { return true }, "all", nil
+		return gate.Selection{All: true}, "all", nil
 	case req.Source != "":
 		src, err := netip.ParseAddr(req.Source)
 		if err != nil {
-			return nil, "", fmt.Errorf("source %q is not an IP address", req.Source)
+			return gate.Selection{}, "", fmt.Errorf("source %q is not an IP address", req.Source)
 		}
 		src = src.Unmap()
-		return func(g gate.GrantInfo) bool { return g.Source == src }, "source " + src.String(), nil
+		return gate.Selection{Source: src}, "source " + src.String(), nil
 	}
 	serial, err := parseSerial(req.Serial)
 	if err != nil {
-		return nil, "", err
+		return gate.Selection{}, "", err
 	}
-	id := gate.CertIDOf(serial)
-	return func(g gate.GrantInfo) bool { return g.Cert == id }, "serial " + serial.String(), nil
+	return gate.Selection{Serial: serial}, "serial " + serial.String(), nil
 }
 
 // parseSerial reads a certificate serial: decimal, or hexadecimal with a

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -22,6 +23,7 @@ import (
 	"sknock/internal/crlfetch"
 	"sknock/internal/testpki"
 	"sknock/packet"
+	"sknock/pki"
 )
 
 // crlOrigin serves a CA directory's ca.crl over HTTP on loopback, as a
@@ -339,6 +341,10 @@ func TestCheckWarns(t *testing.T) {
 			c.CRLFile, c.CRLURL = filepath.Join(t.TempDir(), "x.crl"), "http://crl.invalid/ca.crl"
 		}, at: now,
 			wantStderr: "does not exist yet: sknockd fetches it from http://crl.invalid/ca.crl at start"},
+		{name: "replay file under a file", edit: func(c *config.Config) { c.ReplayFile = filepath.Join(c.CRLFile, "replay") }, at: now,
+			wantStderr: "the replay memory cannot be kept across restarts (" + base.CRLFile + " is not a directory)"},
+		{name: "no replay file", edit: func(c *config.Config) { c.ReplayFile = "" }, at: now,
+			wantStderr: "knock.replay_file is empty): after each start every knock is refused for the timestamp tolerance (7s)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -472,5 +478,82 @@ func TestReloadAddsCRLURL(t *testing.T) {
 	}
 	if _, err := os.Stat(fetched); err != nil {
 		t.Errorf("crl.file after the reload: %v", err)
+	}
+}
+
+// TestFetchCRLBoundToIssuer: a CRL source belongs to the CA whose CRL its
+// file holds: a CRL of another trusted CA fetched from its URL is refused
+// with a warning naming both and the file is kept (it would un-revoke the
+// first CA's clients); on a first fetch, a CRL of the CA another source
+// holds is refused (it would make the next start fail), and so is a CRL
+// past its next update.
+func TestFetchCRLBoundToIssuer(t *testing.T) {
+	a := testpki.New(t, &testpki.Options{Clients: map[string]string{"ann": "tcp/2000"}})
+	b := testpki.New(t, nil)
+	a.Revoke(t, "ann")
+	b.WriteCRL(t)
+	caFile := filepath.Join(t.TempDir(), "cas.pem")
+	pemA, _ := os.ReadFile(filepath.Join(a.Dir, "ca.pem"))
+	pemB, _ := os.ReadFile(filepath.Join(b.Dir, "ca.pem"))
+	if err := os.WriteFile(caFile, append(pemA, pemB...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	crlA, _ := os.ReadFile(a.CRLFile())
+	crlB, _ := os.ReadFile(b.CRLFile())
+	serve := func(data []byte) Fetcher {
+		return func(context.Context, string, crlfetch.Validators) (crlfetch.Result, error) {
+			return crlfetch.Result{Data: data}, nil
+		}
+	}
+	base := config.Default()
+	base.ServerPKCS12, base.ServerPasswordFile, base.ServerCA = a.ServerPKCS12, a.PasswordFile, caFile
+	base.CRLURL = "http://crl.invalid/a.crl"
+	nameA, nameB := pki.CAName(a.Server.CAs[0]), pki.CAName(b.Server.CAs[0])
+	tests := []struct {
+		name    string
+		held    []byte // crl.file's contents; nil: none yet
+		extraB  bool   // crl.extra[0] holds B's CRL
+		served  []byte
+		now     time.Time
+		want    []string // in the one warning; none: fetched
+		wantOut []byte   // crl.file afterwards
+	}{
+		{name: "another CA's CRL", held: crlA, served: crlB, want: []string{"crl.url: ", "signed by " + nameB, "the CRL of " + nameA}, wantOut: crlA},
+		{name: "first fetch of a CA another source holds", extraB: true, served: crlB, want: []string{"signed by " + nameB, "crl.extra[0].file"}},
+		{name: "first fetch of a stale CRL", served: crlA, now: time.Now().AddDate(0, 2, 0), want: []string{"first fetch", "has passed"}},
+		{name: "first fetch", served: crlA, wantOut: crlA},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := base
+			cfg.CRLFile = filepath.Join(t.TempDir(), "ca.crl")
+			if tt.held != nil {
+				os.WriteFile(cfg.CRLFile, tt.held, 0o644)
+			}
+			if tt.extraB {
+				cfg.CRLExtra = []config.CRLSource{{Key: "crl.extra[0]", File: b.CRLFile()}}
+			}
+			how := trustLoad{which: fetchAll, fetch: serve(tt.served), validators: &crlValidators{}}
+			if !tt.now.IsZero() {
+				how.now = func() time.Time { return tt.now }
+			}
+			warnings := fetchCRLs(context.Background(), &cfg, append(slices.Clone(a.Server.CAs), b.Server.CAs...), how)
+			if len(tt.want) == 0 && len(warnings) != 0 {
+				t.Errorf("warnings %v, want none", warnings)
+			}
+			if len(tt.want) != 0 {
+				if len(warnings) != 1 || !errors.Is(warnings[0], pki.ErrCRLUpdate) {
+					t.Fatalf("warnings %v, want one wrapping ErrCRLUpdate", warnings)
+				}
+				for _, w := range tt.want {
+					if !strings.Contains(warnings[0].Error(), w) {
+						t.Errorf("warning %q lacks %q", warnings[0], w)
+					}
+				}
+			}
+			if got, _ := os.ReadFile(cfg.CRLFile); !bytes.Equal(got, tt.wantOut) {
+				t.Errorf("crl.file holds %d bytes, want %d", len(got), len(tt.wantOut))
+			}
+		})
 	}
 }

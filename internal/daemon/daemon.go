@@ -3,6 +3,7 @@ package daemon
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +17,7 @@ import (
 
 	"sknock/gate"
 	"sknock/internal/config"
+	"sknock/internal/connwatch"
 	"sknock/internal/control"
 	"sknock/queue"
 	"sknock/rules"
@@ -42,18 +44,20 @@ type daemon struct {
 	holdQ  *queue.HoldReader
 	holder *gate.Holder
 
-	crl    *crlState // the CRL refresh in flight and its validators (maintain.go)
+	crl    *crlState // the trust state's CRLs, their refresh and health (maintain.go)
 	fetch  Fetcher   // gets crl.url
 	marker ConnEnder // ends the connections of revoked grants
-	hooks  Hooks     // what tests observe; none in production
+	// conns keeps the engine's record of connections current (nil: no
+	// conntrack, and the record is never pruned).
+	conns *connwatch.Watcher
+	hooks Hooks // what tests observe; none in production
 
 	// What the operator sees and does (operator.go): counters outside
-	// the packet path, the certificates behind grants, control requests
-	// for the loop to answer, the service manager's notifier.
+	// the packet path, control requests for the loop to answer, the
+	// service manager's notifier.
 	ops      *opsStats
 	version  string
 	started  time.Time
-	certs    *gate.CertBook
 	control  chan controlCall
 	notifier Notifier
 	// lastReload is the last reload's outcome (nil before one); the
@@ -109,9 +113,12 @@ type OSDeps struct {
 	// Clock is the engine's clock (grants, replay and hold deadlines);
 	// nil means time.Now.
 	Clock func() time.Time
-	// Marker ends the connections of grants a revocation ended; nil
-	// means none are ended.
+	// Marker ends the connections of grant shares a revocation ended;
+	// nil means none are ended.
 	Marker ConnEnder
+	// Conntrack is the kernel's connection table, against which the
+	// engine's record of connections is kept; nil: not kept.
+	Conntrack connwatch.Conntrack
 	// HealthEvery is how often the trust state's warnings (no CRL, a
 	// stale CRL, certificates near expiry) are logged again while they
 	// last; zero means healthEvery.
@@ -186,6 +193,7 @@ var System = OSDeps{
 	Fetch:       httpFetch,
 	Lock:        lockInstance,
 	Marker:      systemEnder{},
+	Conntrack:   connwatch.Kernel{},
 
 	Notify:        sdNotify,
 	WatchdogEvery: sdWatchdogEvery,
@@ -252,12 +260,13 @@ func Serve(ctx context.Context, cfg *config.Config, hup <-chan os.Signal, stderr
 	if cfg.ReplayFile != "" {
 		replay = d.startReplayFile(cfg.ReplayFile)
 		defer replay.close()
+	} else {
+		d.replayMemoryLost("", errors.New("knock.replay_file is empty"))
 	}
 	if d.holder, err = d.engine.NewHolder(gate.HolderConfig{Settle: d.settleHeld}); err != nil {
 		fmt.Fprintf(stderr, "sknockd: %v\n", err)
 		return 1
 	}
-	d.certs = gate.NewCertBook(d.engine.Grants(), gate.DefaultCertBook)
 	op, err := d.openOperator(cfg, sys)
 	if err != nil {
 		fmt.Fprintf(stderr, "sknockd: %v\n", err)
@@ -280,6 +289,10 @@ func Serve(ctx context.Context, cfg *config.Config, hup <-chan os.Signal, stderr
 	var watching sync.WaitGroup
 	watching.Go(func() { d.watchRules(runCtx, cmp.Or(sys.WatchEvery, defaultWatchEvery)) })
 	watching.Go(func() { d.holder.Run(runCtx) })
+	if sys.Conntrack != nil {
+		d.conns = newConnWatcher(d, sys.Conntrack)
+		watching.Go(func() { d.conns.Run(runCtx) })
+	}
 	if err := d.serveOperator(runCtx, op, sys, &watching); err != nil {
 		log.Error("metrics not served", zap.Error(err))
 	}
@@ -319,31 +332,31 @@ func Serve(ctx context.Context, cfg *config.Config, hup <-chan os.Signal, stderr
 }
 
 // startReplayFile loads the replay memory kept in path into the engine
-// and returns the file, open for the engine's Remember. Whatever fails is
-// logged and sknockd runs on: without the memory its replay floor is its
-// start, so knocks sealed before it are refused (the client knocks again)
-// and nothing is granted twice. A file that cannot be kept at all gives a
-// closed replayFile, whose remember does nothing.
+// and returns the file, open for the engine's Remember; it creates the
+// file's directory (0700) when missing. Whatever fails is logged and
+// sknockd runs on without the memory (replayMemoryLost). A file that
+// cannot be kept at all gives a closed replayFile, whose remember does
+// nothing.
 func (d *daemon) startReplayFile(path string) *replayFile {
 	rf, mem, err := openReplayFile(path, d.engine.Now, d.log)
 	if rf == nil {
-		d.log.Warn("replay memory not kept across restarts; a restart refuses knocks sealed before it", zap.String("file", path), zap.Error(err))
+		d.replayMemoryLost(path, err)
 		return &replayFile{}
 	}
 	if err != nil {
-		d.log.Warn("replay memory unreadable, starting without it", zap.String("file", path), zap.Error(err))
+		d.replayMemoryLost(path, fmt.Errorf("unreadable: %w", err))
 	}
 	if mem.cov.Tolerance > 0 { // a memory was read
 		loaded, err := d.engine.LoadReplay(mem.cov, mem.entries)
 		fields := []zap.Field{zap.String("file", path), zap.Int("entries", loaded)}
 		if err != nil {
-			d.log.Warn("replay memory loaded, but knocks sealed before the start are refused", append(fields, zap.Error(err))...)
+			d.replayMemoryLost(path, fmt.Errorf("loaded %d entries, but: %w", loaded, err))
 		} else {
 			d.log.Info("replay memory loaded", append(fields, zap.Time("since", mem.cov.Since))...)
 		}
 	}
 	if err := rf.start(d.engine.ReplayCoverage(), mem); err != nil {
-		d.log.Warn("replay memory not kept across restarts; a restart refuses knocks sealed before it", zap.String("file", path), zap.Error(err))
+		d.log.Warn("replay memory not kept across restarts: the next start will not find it (a knock granted now and stamped ahead could be granted again after a restart)", zap.String("file", path), zap.Error(err))
 	}
 	return rf
 }
@@ -381,4 +394,16 @@ func RulesOnly(cfg *config.Config, remove bool, stdout, stderr io.Writer, sys OS
 	fmt.Fprintf(stdout, "sknockd: applied chain %s: %s closed, knocks unanswered, until sknockd serves queues %d and %d\n",
 		cfg.Rules.Chain, cfg.ProtectList(), cfg.Rules.GateQueue, cfg.Rules.KnockQueue)
 	return 0
+}
+
+// replayMemoryLost raises the engine's replay floor to its start plus the
+// tolerance, because the previous run's replay memory is lost (why), and
+// logs the floor and its cost.
+func (d *daemon) replayMemoryLost(path string, why error) {
+	floor := d.engine.NoReplayMemory()
+	d.log.Warn("replay memory of the previous run lost: knocks sealed before the floor are refused, so none granted before the start is granted again",
+		zap.String("file", path),
+		zap.Time("floor", floor),
+		zap.String("cost", fmt.Sprintf("every knock is refused for %s after the start (clients knock again)", floor.Sub(d.engine.Now()).Round(time.Second))),
+		zap.Error(why))
 }

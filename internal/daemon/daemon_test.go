@@ -208,11 +208,11 @@ func daemonPKI(t *testing.T) (dir string, cfg config.Config) {
 	t.Helper()
 	p := testpki.New(t, &testpki.Options{Clients: map[string]string{"alice": "tcp/2000"}})
 	p.WriteCRL(t)
-	// The replay file lives in the test's directory, never in the host's
-	// /var/lib/sknock, where one test's knocks would fill the next's
-	// replay memory.
+	// The replay file lives in the test's directory (in a directory the
+	// daemon makes), never in the host's /var/lib/sknock, where one
+	// test's knocks would fill the next's replay memory.
 	yaml := fmt.Sprintf("server:\n  pkcs12: %s\n  password_file: %s\ncrl:\n  file: %s\ngate:\n  protect: [tcp/2000]\n  policy: reject\n  hold_queue: 110\nknock:\n  replay_file: %s\n",
-		p.ServerPKCS12, p.PasswordFile, p.CRLFile(), filepath.Join(p.Dir, "replay"))
+		p.ServerPKCS12, p.PasswordFile, p.CRLFile(), filepath.Join(p.Dir, "state", "replay"))
 	path := filepath.Join(p.Dir, "config.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)

@@ -54,14 +54,18 @@ const decisionLogPerSecond = 20
 // its own, so that one kind cannot hide another: a garbage flood cannot
 // hide signed denials, and one captured knock replayed again and again
 // (replay, stale or future timestamp: anyone holding a capture can send
-// those) cannot hide the not_authorized and source_mismatch lines of
-// fresh signed knocks.
+// those) cannot hide the not_authorized lines of fresh signed knocks, nor
+// can a captured knock sent from other addresses (source_mismatch, which
+// anyone holding a fresh capture can earn) hide them either.
 type decisionLog struct {
 	log         *zap.Logger
 	knockLimit  logLimiter // denials of unsigned or unverified knocks
 	replayLimit logLimiter // replayed datagrams and timestamps outside the window
 	signedLimit logLimiter // other denials of knocks with a valid signature
-	gateLimit   logLimiter
+	// mismatchLimit: signed knocks from an address other than the one
+	// they name (a capture resent from elsewhere, or a wrong address)
+	mismatchLimit logLimiter
+	gateLimit     logLimiter
 	// gateSources folds a source's gate denials into one line per
 	// gateSourceWindow (see gateDenied).
 	gateSources sourceLimiter
@@ -75,6 +79,7 @@ func newDecisionLog(log *zap.Logger, perSecond int64) *decisionLog {
 	l.knockLimit.perSecond = perSecond
 	l.replayLimit.perSecond = perSecond
 	l.signedLimit.perSecond = perSecond
+	l.mismatchLimit.perSecond = perSecond
 	l.gateLimit.perSecond = perSecond
 	return l
 }
@@ -85,6 +90,8 @@ func (l *decisionLog) denialLimit(r gate.Reason) *logLimiter {
 	switch {
 	case replayable(r):
 		return &l.replayLimit
+	case r == gate.ReasonSourceMismatch:
+		return &l.mismatchLimit
 	case r.Authenticated():
 		return &l.signedLimit
 	}

@@ -93,3 +93,31 @@ func TestDecisionLogReplayBudget(t *testing.T) {
 		})
 	}
 }
+
+// TestDecisionLogMismatchBudget: 100 signed knocks from an address other
+// than the one they name (captures resent from elsewhere) use up a budget
+// of their own: a not_authorized knock in the same second is still
+// logged.
+func TestDecisionLogMismatchBudget(t *testing.T) {
+	dir, _ := daemonPKI(t)
+	e := engineFor(t, dir, time.Now)
+	var out bytes.Buffer
+	l := newDecisionLog(newLoggerAt(logLevel("info"), &out), 5)
+	at := time.Unix(1_800_000_000, 0)
+	from := netip.MustParseAddr("198.18.0.9")
+	for i := range 100 {
+		d := e.Knock(from, sealFor(t, dir, "alice", 2000, netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}).String()))
+		if d.Reason != gate.ReasonSourceMismatch {
+			t.Fatalf("knock %d: %v, want source_mismatch", i, d.Reason)
+		}
+		l.knock(from, &d, at, at, 0)
+	}
+	d := e.Knock(netip.MustParseAddr("198.18.0.2"), sealFor(t, dir, "alice", 2001, "198.18.0.2"))
+	l.knock(netip.MustParseAddr("198.18.0.2"), &d, at, at, 0)
+	if n := strings.Count(out.String(), `"reason":"source_mismatch"`); n != 5 {
+		t.Errorf("%d source_mismatch lines in one second, want 5", n)
+	}
+	if n := strings.Count(out.String(), `"reason":"not_authorized"`); n != 1 {
+		t.Errorf("%d not_authorized lines after the mismatch flood, want 1", n)
+	}
+}

@@ -164,7 +164,7 @@ func TestDecideGateDoesNotAllocate(t *testing.T) {
 	var out bytes.Buffer
 	d := &daemon{run: state{cfg: &cfg}, engine: engineFor(t, dir, time.Now), decisions: newDecisionLog(newLoggerAt(logLevel("info"), &out), 1)}
 	granted := netip.MustParseAddr("198.18.0.2")
-	d.engine.Grants().Add(gate.Grant{Source: granted, Proto: packet.TCP, Port: 2000}, 0, time.Now().Add(time.Hour))
+	d.engine.Grants().Add(gate.Grant{Source: granted, Proto: packet.TCP, Port: 2000}, gate.CertID{}, time.Now().Add(time.Hour))
 	ok := packet.Header{Family: 4, Proto: packet.TCP, Src: granted, DstPort: 2000}
 	denied := packet.Header{Family: 6, Proto: packet.TCP, Src: netip.MustParseAddr("fd00:5e::7"), DstPort: 2000}
 	allocs := testing.AllocsPerRun(2000, func() {

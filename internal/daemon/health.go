@@ -151,6 +151,9 @@ func Check(cfg *config.Config, stdout, stderr io.Writer, now time.Time) int {
 	for _, w := range healthWarnings(info, now) {
 		fmt.Fprintf(stderr, "sknockd: warning: %s\n", w.Text)
 	}
+	if err := replayFileProblem(cfg.ReplayFile); err != nil {
+		fmt.Fprintf(stderr, "sknockd: warning: the replay memory cannot be kept across restarts (%v): after each start every knock is refused for the timestamp tolerance (%s) and a second, so that none granted before it is granted again\n", err, cfg.KnockTolerance)
+	}
 	fmt.Fprintf(stdout, "sknockd: %s is valid: server %s, %d CA(s), %d CRL(s) revoking %d serial(s), protecting %s with policy %s\n",
 		cfg.Path, info.Server, len(info.CAs), len(info.CRLs), info.Serials(), cfg.ProtectList(), cfg.Policy)
 	return 0

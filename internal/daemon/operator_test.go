@@ -155,7 +155,7 @@ func TestDecideGateAllocatesNothingWithMetrics(t *testing.T) {
 	d.engine = gate.NewEngine(gate.Config{Policy: gate.PolicyDrop}, nil)
 	d.decisions = newDecisionLog(newLoggerAt(logLevel("error"), io.Discard), decisionLogPerSecond)
 	src := netip.MustParseAddr("198.18.0.2")
-	if err := d.engine.Grants().Add(gate.Grant{Source: src, Proto: packet.TCP, Port: 2000}, 0, time.Now().Add(time.Hour)); err != nil {
+	if err := d.engine.Grants().Add(gate.Grant{Source: src, Proto: packet.TCP, Port: 2000}, gate.CertID{}, time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	reg, err := newMetricsRegistry(d, time.Now())
@@ -233,12 +233,15 @@ func TestControlSocket(t *testing.T) {
 		t.Errorf("grant listed as %+v; want tcp/2000 by alice's certificate (serial %s) with up to 15 s left", g, alice.Cert.SerialNumber)
 	}
 
+	if v := synVerdict(t, f, "198.18.0.2"); !grantVerdict(v) { // a connection, recorded
+		t.Fatalf("SYN from the granted source: %+v, want a grant", v)
+	}
 	resp = call(control.Request{Command: control.CommandRevoke, Source: "198.18.0.2"})
 	if len(resp.Grants) != 1 || resp.Grants[0].Source != "198.18.0.2" || resp.Connections != 1 {
 		t.Fatalf("revoke by source: %+v, want 198.18.0.2's grant and its connection ended", resp)
 	}
-	if got := marker.ended(); len(got) != 1 || got[0].Source != netip.MustParseAddr("198.18.0.2") || got[0].Port != 2000 {
-		t.Errorf("connections marked for %+v, want 198.18.0.2 tcp/2000", got)
+	if got := marker.ended(); len(got) != 1 || got[0].Src.Addr() != netip.MustParseAddr("198.18.0.2") || got[0].Dst != netip.MustParseAddrPort("198.18.0.1:2000") {
+		t.Errorf("connections ended: %v, want the one from 198.18.0.2 to 198.18.0.1:2000", got)
 	}
 	if v := synVerdict(t, f, "198.18.0.2"); !refuseVerdict(v) {
 		t.Errorf("SYN from the revoked source: %+v, want reject", v)
@@ -297,24 +300,24 @@ func TestParseSerial(t *testing.T) {
 	}
 }
 
-// flowRecorder records the grants whose connections it was asked to end,
-// and says it ended one connection each.
+// flowRecorder records the connections it was asked to end, and says it
+// ended each.
 type flowRecorder struct {
 	mu  sync.Mutex
-	got []gate.EndedGrant
+	got []gate.Conn
 }
 
-func (m *flowRecorder) EndGrants(ended []gate.EndedGrant) (int, error) {
+func (m *flowRecorder) EndConns(ended []gate.Conn) (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.got = append(m.got, ended...)
 	return len(ended), nil
 }
 
-func (m *flowRecorder) ended() []gate.EndedGrant {
+func (m *flowRecorder) ended() []gate.Conn {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return append([]gate.EndedGrant(nil), m.got...)
+	return append([]gate.Conn(nil), m.got...)
 }
 
 // notifications records sd_notify messages in order.
@@ -541,7 +544,7 @@ func BenchmarkDecideGate(b *testing.B) {
 			d.engine = gate.NewEngine(gate.Config{Policy: gate.PolicyDrop}, nil)
 			d.decisions = newDecisionLog(newLoggerAt(logLevel("error"), io.Discard), decisionLogPerSecond)
 			src := netip.MustParseAddr("198.18.0.2")
-			if err := d.engine.Grants().Add(gate.Grant{Source: src, Proto: packet.TCP, Port: 2000}, 0, time.Now().Add(time.Hour)); err != nil {
+			if err := d.engine.Grants().Add(gate.Grant{Source: src, Proto: packet.TCP, Port: 2000}, gate.CertID{}, time.Now().Add(time.Hour)); err != nil {
 				b.Fatal(err)
 			}
 			if scraped {

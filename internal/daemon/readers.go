@@ -157,9 +157,6 @@ func (d *daemon) decideKnock(src netip.Addr, payload []byte, decide func(netip.A
 	dec := decide(src, payload)
 	end := d.engine.Now()
 	d.ops.knockLatency.Observe(end.Sub(start).Seconds())
-	if dec.Granted() {
-		d.certs.Note(dec.Client, end)
-	}
 	d.decisions.knock(src, &dec, start, end, d.engine.OpenDuration())
 	if d.hooks.KnockDecided != nil {
 		d.hooks.KnockDecided(src, dec)

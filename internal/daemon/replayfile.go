@@ -24,7 +24,7 @@ import (
 // a grant, appended before the grant takes effect, all integers
 // big-endian:
 //
-//	header  magic "sknockR1" | since (Unix s, int64) | tolerance (ns, int64)
+//	header  magic "sknockR2" | since (Unix s, int64) | tolerance (ns, int64)
 //	record  replay key (32 bytes) | expiry (Unix ns, int64)
 //
 // The header is the engine's gate.ReplayCoverage: every knock sealed at or
@@ -33,7 +33,12 @@ import (
 // survives kill -9, and a reboot takes longer than the tolerance, after
 // which the timestamp check refuses every knock the file held.
 const (
-	replayMagic      = "sknockR1"
+	// replayMagic names the format and what its keys are: R2's are
+	// gate.KeyOf's bound keys (issue 20); an R1 file's keys (hashes of
+	// whole datagrams) would match no knock, so it is refused as not a
+	// replay file, and the engine's replay floor stays where it is
+	// without one.
+	replayMagic      = "sknockR2"
 	replayHeaderSize = len(replayMagic) + 8 + 8
 	replayRecordSize = len(gate.ReplayKey{}) + 8
 	// replayOffExpiry is the expiry's offset in a record.
@@ -144,13 +149,16 @@ type replayFile struct {
 	buf       []byte
 }
 
-// openReplayFile opens (creating it if need be) the replay file at path
-// and locks it, so that two sknockd in different network namespaces
+// openReplayFile opens (creating it, and its directory with mode 0700,
+// if need be) the replay file at path and locks it, so that two sknockd in different network namespaces
 // cannot share one, and returns it with the memory it held. With a nil
 // file, the error says why the file cannot be kept at all; with a file
 // and an error (errReplayCorrupt), the memory could not be read and is
 // empty, and start will overwrite it. A new, empty file holds no memory.
 func openReplayFile(path string, clock func() time.Time, log *zap.Logger) (*replayFile, replayMemory, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, replayMemory{}, fmt.Errorf("state directory of the replay file: %w", err)
+	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, replayMemory{}, fmt.Errorf("open replay file: %w", err)
@@ -334,4 +342,40 @@ func lockFile(f *os.File) error {
 		return fmt.Errorf("lock: %w", err)
 	}
 	return nil
+}
+
+// replayFileProblem says why the replay file at path could not be kept
+// (for --check, which creates nothing): it is not set, it exists but
+// cannot be read and written, or its directory is missing and cannot be
+// created, or is not writable. Nil: it can be kept.
+func replayFileProblem(path string) error {
+	if path == "" {
+		return errors.New("knock.replay_file is empty")
+	}
+	if _, err := os.Stat(path); err == nil {
+		if err := unix.Access(path, unix.R_OK|unix.W_OK); err != nil {
+			return fmt.Errorf("%s: cannot read and write it: %w", path, err)
+		}
+		return nil
+	}
+	dir := filepath.Dir(path)
+	for {
+		fi, err := os.Stat(dir)
+		switch {
+		case err == nil && !fi.IsDir():
+			return fmt.Errorf("%s is not a directory", dir)
+		case err == nil:
+			if err := unix.Access(dir, unix.W_OK|unix.X_OK); err != nil {
+				return fmt.Errorf("directory %s: not writable: %w", dir, err)
+			}
+			return nil // the file, and any missing directory, can be made
+		case !errors.Is(err, os.ErrNotExist):
+			return fmt.Errorf("directory %s: %w", dir, err)
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return fmt.Errorf("no directory of %s exists", path)
+		}
+		dir = parent
+	}
 }

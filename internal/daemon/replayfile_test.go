@@ -2,8 +2,10 @@ package daemon
 
 import (
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +14,8 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"sknock/gate"
+	"sknock/internal/testpki"
+	"sknock/packet"
 )
 
 // replayClock is a settable clock for the replay file's expiries.
@@ -198,5 +202,53 @@ func TestReplayFileLostRecordMovesSince(t *testing.T) {
 	}
 	if want := clock.now.Add(13 * time.Second); !mem.cov.Since.Equal(want) {
 		t.Errorf("since = %v, want %v", mem.cov.Since, want)
+	}
+}
+
+// TestDaemonCreatesStateDirectory: the replay file's directory, missing
+// (a host installed from source has no /var/lib/sknock), is created with
+// mode 0700, and the memory is kept.
+func TestDaemonCreatesStateDirectory(t *testing.T) {
+	_, cfg := daemonPKI(t)
+	cfg.ReplayFile = filepath.Join(t.TempDir(), "var", "lib", "sknock", "replay")
+	d := runDaemon(t, &cfg, newFakeOS())
+	d.stop()
+	fi, err := os.Stat(filepath.Dir(cfg.ReplayFile))
+	if err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("state directory: %v, mode %v; want 0700", err, fi.Mode())
+	}
+	if _, err := os.Stat(cfg.ReplayFile); err != nil {
+		t.Errorf("replay file: %v", err)
+	}
+	if lines := logLines(d.logs, "replay memory of the previous run lost"); len(lines) != 0 {
+		t.Errorf("a new replay file logged as a lost memory: %v", lines)
+	}
+}
+
+// TestDaemonRestartWithoutReplayFile: a knock stamped 5 s ahead of the
+// clock, granted before a restart, is not granted after it when the
+// restarted daemon cannot keep its replay file: its replay floor is its
+// start plus the tolerance, which it logs with the cost.
+func TestDaemonRestartWithoutReplayFile(t *testing.T) {
+	dir, cfg := daemonPKI(t)
+	ahead := testpki.Load(t, dir, nil).Seal(t, "alice", packet.TCP, 2000, netip.MustParseAddr("198.18.0.2"), time.Now().Add(5*time.Second))
+	for run, want := range []string{"granted", "replay"} {
+		if run == 1 {
+			cfg.ReplayFile = filepath.Join(cfg.CRLFile, "replay") // under a file: cannot be kept
+		}
+		f := newFakeOS()
+		d := runDaemon(t, &cfg, f)
+		injectKnock(t, f, "198.18.0.2", ahead)
+		if got := d.knocks.next(t, "knock").dec.Reason.String(); got != want {
+			t.Errorf("run %d: the knock stamped ahead: %s, want %s", run+1, got, want)
+		}
+		d.stop()
+		lines := logLines(d.logs, "replay memory of the previous run lost")
+		if run == 0 && len(lines) != 0 {
+			t.Errorf("run 1, with a replay file: %v", lines)
+		}
+		if run == 1 && (len(lines) != 1 || !strings.Contains(lines[0], `"floor":`) || !strings.Contains(lines[0], "every knock is refused for ")) {
+			t.Errorf("run 2: log %v, want one line with the floor and its cost", lines)
+		}
 	}
 }

@@ -1,49 +1,86 @@
 package daemon
 
 import (
+	"sync"
+	"time"
+
 	"go.uber.org/zap"
 
 	"sknock/conns"
 	"sknock/gate"
+	"sknock/internal/connwatch"
 )
 
-// ConnEnder ends the connections of ended grants (package conns); the
-// real one talks to the kernel, tests use a fake.
+// ConnEnder ends the connections of ended grant shares (package conns);
+// the real one talks to the kernel, tests use a fake.
 type ConnEnder interface {
-	// EndGrants ends every tracked connection from a grant's source to
-	// its protocol and port, and returns how many it ended.
-	EndGrants(ended []gate.EndedGrant) (int, error)
+	// EndConns ends every tracked connection whose original tuple is one
+	// of ended (the connections the gate attributed to the ended
+	// certificates), and returns how many it ended.
+	EndConns(ended []gate.Conn) (int, error)
 }
 
 // systemEnder is the kernel's ConnEnder: socket destroy for local
 // connections, conntrack deletion for forwarded ones.
 type systemEnder struct{}
 
-// EndGrants implements ConnEnder.
-func (systemEnder) EndGrants(ended []gate.EndedGrant) (int, error) {
-	return conns.EndGrants(conns.System{}, ended)
+// EndConns implements ConnEnder.
+func (systemEnder) EndConns(ended []gate.Conn) (int, error) {
+	return conns.EndTuples(conns.System{}, ended)
 }
 
-// endRevoked logs the grants a revocation ended and ends their
-// connections.
-func (d *daemon) endRevoked(ended []gate.EndedGrant) {
-	for _, g := range ended {
+// endRevoked logs the grant shares a trust change ended and ends the
+// connections attributed to them.
+func (d *daemon) endRevoked(ended gate.Ended) {
+	for _, g := range ended.Grants {
 		d.log.Warn("grant ended",
 			zap.String("source", g.Source.String()),
 			zap.String("proto", g.Proto.String()),
 			zap.Uint64("port", uint64(g.Port)),
-			zap.String("serial", g.Serial.String()),
+			zap.Stringer("serial", g.Serial),
 			zap.String("reason", "revoked"),
+			zap.String("subject", g.Subject),
+			zap.Bool("address_still_open", g.StillOpen),
 			zap.Time("would_expire", g.Expiry),
+			zap.Error(g.Why),
 		)
 	}
+	if _, err := d.endConns(ended.Conns, "connections of revoked grants ended"); err != nil {
+		d.log.Error("could not end every connection of the revoked grants; those go on until they close", zap.Error(err))
+	}
+}
+
+// endConns ends the connections a revocation or an operator ended (those
+// the gate attributed to the ended certificates, by exact tuple), and
+// logs how many with msg.
+func (d *daemon) endConns(ended []gate.Conn, msg string) (int, error) {
+	if d.conns != nil {
+		d.conns.PruneSoon() // a revocation is also when the record is pruned
+	}
 	if len(ended) == 0 || d.marker == nil {
-		return
+		return 0, nil
 	}
-	n, err := d.marker.EndGrants(ended)
+	n, err := d.marker.EndConns(ended)
 	if err != nil {
-		d.log.Error("could not end every connection of the revoked grants; those go on until they close", zap.Int("ended", n), zap.Error(err))
-		return
+		return n, err
 	}
-	d.log.Warn("connections of revoked grants ended", zap.Int("connections", n))
+	d.log.Warn(msg, zap.Int("connections", n), zap.Int("recorded", len(ended)))
+	return n, nil
+}
+
+// newConnWatcher returns the watcher that keeps d's record of connections
+// current, logging its failures at most every ten minutes.
+func newConnWatcher(d *daemon, ct connwatch.Conntrack) *connwatch.Watcher {
+	w := connwatch.New(ct, d.engine)
+	var mu sync.Mutex
+	var last time.Time
+	w.Failed = func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if now := time.Now(); last.IsZero() || now.Sub(last) >= 10*time.Minute {
+			last = now
+			d.log.Warn("the record of connections may keep ended ones (revocation still ends only recorded ones)", zap.Error(err))
+		}
+	}
+	return w
 }

@@ -163,6 +163,9 @@ type trustLoad struct {
 	// pendingOK leaves out a CRL whose file does not exist yet but
 	// has a URL (--check: the start fetches it).
 	pendingOK bool
+	// now is the clock a first fetch's staleness is judged by; nil means
+	// time.Now.
+	now func() time.Time
 }
 
 // loadCerts reads the server bundle and the CA certificates.
@@ -210,8 +213,14 @@ func fetchCRLs(ctx context.Context, c *config.Config, cas []*x509.Certificate, h
 	if how.fetch == nil || how.which == fetchNone {
 		return nil
 	}
+	now := time.Now
+	if how.now != nil {
+		now = how.now
+	}
+	sources := c.CRLSources()
+	held := heldCRLs(sources, cas)
 	var warnings []error
-	for _, src := range c.CRLSources() {
+	for i, src := range sources {
 		if src.URL == "" {
 			continue
 		}
@@ -220,7 +229,7 @@ func fetchCRLs(ctx context.Context, c *config.Config, cas []*x509.Certificate, h
 				continue
 			}
 		}
-		if err := fetchCRL(ctx, how.fetch, how.validators, src, cas); err != nil {
+		if err := fetchCRL(ctx, how.fetch, how.validators, src, cas, otherOwner(sources, held, i), now()); err != nil {
 			keeping := " (keeping " + src.File + ")"
 			if _, statErr := os.Stat(src.File); statErr != nil {
 				keeping = ""
@@ -231,10 +240,37 @@ func fetchCRLs(ctx context.Context, c *config.Config, cas []*x509.Certificate, h
 	return warnings
 }
 
+// heldCRLs returns the CRL each source's file holds (nil where it holds
+// none that verifies).
+func heldCRLs(sources []config.CRLSource, cas []*x509.Certificate) []*pki.CRL {
+	held := make([]*pki.CRL, len(sources))
+	for i, src := range sources {
+		held[i], _ = pki.LoadCRL(src.File, cas)
+	}
+	return held
+}
+
+// otherOwner returns, for a first fetch into source i, a function naming
+// the other source whose file holds a CRL of the CA ca ("" when none):
+// that CA's CRL belongs to that source.
+func otherOwner(sources []config.CRLSource, held []*pki.CRL, i int) func(ca *x509.Certificate) string {
+	return func(ca *x509.Certificate) string {
+		for j, crl := range held {
+			if j != i && crl != nil && pki.SameCA(crl.Issuer, ca) {
+				return sources[j].FileKey() + " (" + sources[j].File + ")"
+			}
+		}
+		return ""
+	}
+}
+
 // fetchCRL downloads src's CRL (conditionally), checks it against the
-// CAs, and only then replaces the file atomically, so a bad download
-// never overwrites a good CRL. A 304 leaves the file as it is.
-func fetchCRL(ctx context.Context, fetch Fetcher, vals *crlValidators, src config.CRLSource, cas []*x509.Certificate) error {
+// CAs and against what the source holds (pki.CheckCRLUpdate: the same
+// CA's, not older; on a first fetch not stale, and not the CA of another
+// source, which owner names), and only then replaces the file atomically,
+// so a bad download never overwrites a good CRL. A 304 leaves the file as
+// it is.
+func fetchCRL(ctx context.Context, fetch Fetcher, vals *crlValidators, src config.CRLSource, cas []*x509.Certificate, owner func(*x509.Certificate) string, now time.Time) error {
 	prev := vals.get(src.URL)
 	if _, err := os.Stat(src.File); err != nil {
 		prev = crlfetch.Validators{} // nothing held: ask for the whole CRL
@@ -250,17 +286,22 @@ func fetchCRL(ctx context.Context, fetch Fetcher, vals *crlValidators, src confi
 	if err != nil {
 		return fmt.Errorf("fetched from %s: %w", src.URL, err)
 	}
-	if cur, err := os.ReadFile(src.File); err == nil {
-		if bytes.Equal(cur, res.Data) {
-			vals.set(src.URL, res.Validators)
-			return nil // unchanged: keep the file
+	cur, err := os.ReadFile(src.File)
+	if err == nil && bytes.Equal(cur, res.Data) {
+		vals.set(src.URL, res.Validators)
+		return nil // unchanged: keep the file
+	}
+	var held *pki.CRL
+	if err == nil {
+		held, _ = pki.ParseCRL(cur, cas) // a damaged or foreign file holds nothing
+	}
+	if held == nil {
+		if other := owner(fetched.Issuer); other != "" {
+			return fmt.Errorf("fetched from %s: %w: signed by %s, whose CRL is %s's (each CRL source belongs to one CA)", src.URL, pki.ErrCRLUpdate, pki.CAName(fetched.Issuer), other)
 		}
-		// An older CRL, from a stale mirror or an attacker on a plain
-		// http:// path, would un-revoke certificates: refuse it.
-		if old, err := pki.ParseCRL(cur, cas); err == nil && olderCRL(fetched, old) {
-			return fmt.Errorf("fetched from %s: CRL number %v (this update %s) is older than %s's %v (%s)",
-				src.URL, fetched.Number, fetched.ThisUpdate.UTC().Format(time.RFC3339), src.File, old.Number, old.ThisUpdate.UTC().Format(time.RFC3339))
-		}
+	}
+	if err := pki.CheckCRLUpdate(fetched, held, now); err != nil {
+		return fmt.Errorf("fetched from %s for %s: %w", src.URL, src.File, err)
 	}
 	if err := os.MkdirAll(filepath.Dir(src.File), 0o755); err != nil {
 		return err
@@ -270,15 +311,6 @@ func fetchCRL(ctx context.Context, fetch Fetcher, vals *crlValidators, src confi
 	}
 	vals.set(src.URL, res.Validators)
 	return nil
-}
-
-// olderCRL reports whether a was issued before b: by CRL number when both
-// have one, else by thisUpdate.
-func olderCRL(a, b *pki.CRL) bool {
-	if a.Number != nil && b.Number != nil {
-		return a.Number.Cmp(b.Number) < 0
-	}
-	return a.ThisUpdate.Before(b.ThisUpdate)
 }
 
 // crlDigest hashes the contents of every CRL source's file, in order; a

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"sknock/knock"
-	"sknock/knock/client/stun"
 	"sknock/pki"
 )
 
@@ -44,21 +43,40 @@ type Config struct {
 	Source SourceMode
 	// InternalPrefixes are treated as internal addresses, besides the
 	// private, shared and link-local ranges, when SourceDefault decides
-	// whether to ask STUN. Tests use it to stand a test range in for a
-	// private LAN.
+	// whether to learn the public address. Tests use it to stand a test
+	// range in for a private LAN.
 	InternalPrefixes []netip.Prefix
+	// AddressURL is the HTTPS endpoint that echoes this host's address
+	// (package addrecho), asked for the public address unless UseSTUN is
+	// set. Empty means addrecho.DefaultURL.
+	AddressURL string
+	// AddressRoots verify AddressURL's certificate; nil means the
+	// system's roots. Tests set it.
+	AddressRoots *x509.CertPool
+	// UseSTUN learns the public address from plain STUN (STUNServers)
+	// instead of AddressURL. STUN answers are not authenticated: an
+	// attacker on the path can forge them (the gatekeeper then refuses
+	// the knock as a source mismatch and never grants it), so it is only
+	// used on request, and its answers are never cached.
+	UseSTUN bool
 	// STUNServers are the HOST:PORT of the STUN servers asked for the
-	// public address. Empty means stun.DefaultServers.
+	// public address under UseSTUN. Empty means stun.DefaultServers.
 	STUNServers []string
-	// STUNTimeout bounds one discovery. Zero means stun.DefaultTimeout.
+	// STUNTimeout bounds one discovery (STUN or HTTPS). Zero means
+	// stun.DefaultTimeout for STUN and addrecho.DefaultTimeout for HTTPS.
 	STUNTimeout time.Duration
-	// NoSTUNCache turns off the cache of discovered addresses (see
-	// DefaultSTUNCacheTTL).
+	// CRLURL is where the CA publishes its CRL (http:// or https://),
+	// fetched when a port did not open to tell whether the client's
+	// certificate is revoked. Empty means the certificate's CRL
+	// distribution point, if any.
+	CRLURL string
+	// NoSTUNCache turns off the cache of addresses learnt from
+	// AddressURL (see DefaultSTUNCacheTTL).
 	NoSTUNCache bool
 	// Discover returns the public address of this host for network
 	// ("udp4" or "udp6"), local being the local address toward the
-	// gatekeeper. Nil means asking STUNServers, through the cache. Tests
-	// replace it.
+	// gatekeeper. Nil means asking AddressURL through the cache, or
+	// STUNServers under UseSTUN. Tests replace it.
 	Discover func(ctx context.Context, network string, local netip.Addr) (netip.Addr, error)
 	// LocalAddr returns the local address the kernel sends from toward
 	// host. Nil means asking the kernel (a connected UDP socket, which
@@ -119,6 +137,16 @@ type Client struct {
 	// serverNames are the DNS names and addresses the server certificate
 	// names, if any (certificates of sknock pki name none).
 	serverNames []string
+	// own is the client's certificate, parsed (nil until Load or New),
+	// and cas the CA certificates of its bundle (none from the key
+	// cache), which check the CRL of selfCheck.
+	own *x509.Certificate
+	cas []*x509.Certificate
+	// echo is the last answer of AddressURL, whose Date checks the clock.
+	echo echoSeen
+	// customDial: Config.Dial was given (tests), and the connection
+	// started before the first knock goes through it too.
+	customDial bool
 }
 
 // Protocol returns the wire version the client seals knocks in: 1 or 2.
@@ -146,6 +174,7 @@ func New(bundle *pki.Bundle, serverCert *x509.Certificate, cfg *Config) (*Client
 		return nil, fmt.Errorf("new knock client: server certificate %s: %w", serverCert.Subject, err)
 	}
 	c.readAuthorization(bundle.Cert)
+	c.own, c.cas = bundle.Cert, bundle.CAs
 	return c, nil
 }
 
@@ -200,6 +229,7 @@ func newClient(key *ecdsa.PrivateKey, certDER []byte, server *ecdh.PublicKey, cf
 	if c.cfg.Timeout <= 0 {
 		c.cfg.Timeout = DefaultTimeout
 	}
+	c.customDial = c.cfg.Dial != nil
 	if c.cfg.Dial == nil {
 		var d net.Dialer
 		c.cfg.Dial = d.DialContext
@@ -207,11 +237,11 @@ func newClient(key *ecdsa.PrivateKey, certDER []byte, server *ecdh.PublicKey, cf
 	if c.cfg.Now == nil {
 		c.cfg.Now = time.Now
 	}
-	if c.cfg.STUNTimeout <= 0 {
-		c.cfg.STUNTimeout = stun.DefaultTimeout
-	}
 	if c.cfg.Discover == nil {
-		c.cfg.Discover = c.discoverSTUN
+		c.cfg.Discover = c.discoverHTTPS
+		if c.cfg.UseSTUN {
+			c.cfg.Discover = c.discoverSTUN
+		}
 	}
 	if c.cfg.LocalAddr == nil {
 		c.cfg.LocalAddr = localAddrToward
@@ -237,6 +267,7 @@ func newClient(key *ecdsa.PrivateKey, certDER []byte, server *ecdh.PublicKey, cf
 func Load(pkcs12Path, password, serverCertPath string, cfg *Config) (*Client, error) {
 	var key *ecdsa.PrivateKey
 	var certDER []byte
+	var cas []*x509.Certificate
 	if cfg != nil && cfg.KeyCache > 0 {
 		k, err := loadKeyCached(defaultKeyring, pkcs12Path, password, cfg.KeyCache)
 		if err != nil {
@@ -248,7 +279,7 @@ func Load(pkcs12Path, password, serverCertPath string, cfg *Config) (*Client, er
 		if err != nil {
 			return nil, err
 		}
-		key, certDER = bundle.Key, bundle.Cert.Raw
+		key, certDER, cas = bundle.Key, bundle.Cert.Raw, bundle.CAs
 	}
 	now := time.Now
 	if cfg != nil && cfg.Now != nil {
@@ -277,6 +308,7 @@ func Load(pkcs12Path, password, serverCertPath string, cfg *Config) (*Client, er
 		return nil, fmt.Errorf("server certificate %s: %w", serverCertPath, err)
 	}
 	c.readAuthorization(own)
+	c.own, c.cas = own, cas
 	c.serverNames = serverCert.DNSNames
 	for _, ip := range serverCert.IPAddresses {
 		c.serverNames = append(c.serverNames, ip.String())

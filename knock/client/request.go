@@ -62,15 +62,23 @@ const (
 	StatusSent
 	// StatusOpen: the TCP port accepted a connection after the knock.
 	StatusOpen
+	// StatusAlreadyOpen: the TCP port was open to this client's address
+	// before the knock (a connection started just before the knock opened
+	// before the knock's own probe could): another grant to the same
+	// address (a neighbour behind one NAT address) or no gate at all. The
+	// knock's own verdict is unknown here; the gatekeeper logs it.
+	StatusAlreadyOpen
 )
 
-// String returns "failed", "knocked" or "open".
+// String returns "failed", "knocked", "open" or "already open".
 func (s Status) String() string {
 	switch s {
 	case StatusSent:
 		return "knocked"
 	case StatusOpen:
 		return "open"
+	case StatusAlreadyOpen:
+		return "already open"
 	}
 	return "failed"
 }
@@ -88,13 +96,19 @@ type Result struct {
 	// Knocks counts the datagrams sent for this request, the first one
 	// and every re-knock.
 	Knocks int
-	// Probes counts the connection attempts made to verify the port.
+	// Probes counts the connection attempts made to verify the port,
+	// the one started just before the first knock included.
 	Probes int
 	// Addr is the host address the port was verified open on (a name may
 	// have one of each family).
 	Addr netip.Addr
 
+	// Embedded is the client address the first knock embedded.
+	Embedded netip.Addr
+
 	firstErr error // why the first knock could not be sent, for verify
+	// pre is the connection started just before the first knock.
+	pre *preConn
 	// Err is nil unless Status is StatusFailed.
 	Err error
 }

@@ -80,9 +80,11 @@ func (c *Client) Knock(ctx context.Context, host string, reqs ...Request) ([]Res
 		var wg sync.WaitGroup
 		for i := range results {
 			if results[i].Request.Proto != packet.TCP || results[i].Status == StatusFailed {
+				results[i].pre.stop()
 				continue
 			}
 			wg.Go(func() {
+				defer results[i].pre.stop()
 				if conn := c.verify(ctx, ts, &results[i], start); conn != nil {
 					// The probe only proves the port is open; close it
 					// at once (it consumed one accept of the service).
@@ -117,6 +119,7 @@ func (c *Client) Connect(ctx context.Context, host string, port uint16) (net.Con
 	results := make([]Result, 1)
 	c.first(ctx, ts, []Request{req}, []int{0}, results, start)
 	res := results[0]
+	defer res.pre.stop()
 	if res.Status == StatusFailed {
 		return nil, res, res.Err
 	}
@@ -176,8 +179,13 @@ func (c *Client) first(ctx context.Context, ts *targets, reqs []Request, group [
 		return
 	}
 	var errs []error
+	started := false // the connections before the knock
 	for i := range ts.list {
 		t, err := c.at(ctx, ts, i)
+		if err == nil && !c.cfg.NoVerify && !started {
+			started = true
+			c.preConnect(ctx, t, reqs, sent, results)
+		}
 		if err == nil {
 			err = c.send(ctx, t, send...)
 			if err != nil {
@@ -202,6 +210,35 @@ func (c *Client) first(ctx context.Context, ts *targets, reqs []Request, group [
 	for _, j := range sent {
 		results[j].Err = errors.Join(errs...)
 		results[j].Elapsed = time.Since(start)
+	}
+}
+
+// preConnect starts, before the first knock to t, a connection to each
+// TCP port of reqs[j], j in sent: if one opens before the knock's own
+// probe could, its port was open already. It notes the address the knock
+// embeds in each result.
+func (c *Client) preConnect(ctx context.Context, t *target, reqs []Request, sent []int, results []Result) {
+	for _, j := range sent {
+		if reqs[j].Proto != packet.TCP {
+			continue
+		}
+		results[j].pre = c.preConnectTo(ctx, netip.AddrPortFrom(t.host, reqs[j].Port))
+		results[j].Probes++
+	}
+	if !c.customDial {
+		// The gatekeeper holds a SYN that arrives while a knock from its
+		// source is being decided and lets it in with the grant; a short
+		// gap makes the gate judge these SYNs before the knock is read,
+		// so that they connect only on a grant that was there before the
+		// knock.
+		time.Sleep(preKnockGap)
+	}
+	embedded := t.source
+	if !embedded.IsValid() {
+		embedded = t.local
+	}
+	for _, j := range sent {
+		results[j].Embedded = embedded
 	}
 }
 

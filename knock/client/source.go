@@ -7,8 +7,10 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
+	"sknock/knock/client/addrecho"
 	"sknock/knock/client/stun"
 )
 
@@ -17,15 +19,16 @@ type SourceMode int
 
 // The source address modes.
 const (
-	// SourceDefault embeds the public address learnt by STUN when the
-	// local address toward the host is internal (private, shared or
-	// link-local) and the host's is not, and the local address otherwise.
+	// SourceDefault embeds the public address learnt from the address
+	// echo (Config.AddressURL; STUN on request) when the local address
+	// toward the host is internal (private, shared or link-local) and the
+	// host's is not, and the local address otherwise.
 	SourceDefault SourceMode = iota
 	// SourceLocal embeds the local address the kernel sends from toward
 	// the host.
 	SourceLocal
-	// SourceAuto embeds the public address learnt by STUN; when no STUN
-	// server answers the knock is not sent.
+	// SourceAuto embeds the public address learnt from the address echo
+	// (STUN on request); when it does not answer the knock is not sent.
 	SourceAuto
 )
 
@@ -54,8 +57,8 @@ func Internal(a netip.Addr) bool {
 }
 
 // NeedsPublicAddress reports whether a knock from local to host should
-// embed the public address learnt by STUN rather than local: local is
-// internal and host is not.
+// embed the learnt public address rather than local: local is internal
+// and host is not.
 func NeedsPublicAddress(local, host netip.Addr) bool {
 	return Internal(local) && !Internal(host) && !host.Unmap().IsLoopback()
 }
@@ -88,9 +91,9 @@ func localAddrToward(host netip.Addr) (netip.Addr, error) {
 
 // chooseSource fills in t.local and, unless knocks should embed the
 // address their socket sends from, t.source: the configured address, or
-// the public one STUN reports. It fails only when Source is SourceAuto
-// and STUN does not answer; in default mode a STUN failure is remembered
-// in t.stunErr, for the message if the port does not open.
+// the learnt public one. It fails only when Source is SourceAuto and the
+// discovery fails; in default mode a failure is remembered in
+// t.stunErr, for the message if the port does not open.
 func (c *Client) chooseSource(ctx context.Context, t *target) error {
 	local, err := c.cfg.LocalAddr(t.host)
 	if err != nil {
@@ -117,7 +120,7 @@ func (c *Client) chooseSource(ctx context.Context, t *target) error {
 	}
 	public, err := c.cfg.Discover(ctx, network, local)
 	if err == nil && public.Unmap().Is4() != t.host.Is4() {
-		err = fmt.Errorf("STUN answered %s, not an address of %s's family", public, t.host)
+		err = fmt.Errorf("%s answered %s, not an address of %s's family", c.discoveryName(), public, t.host)
 	}
 	public = public.Unmap()
 	if err != nil {
@@ -128,8 +131,16 @@ func (c *Client) chooseSource(ctx context.Context, t *target) error {
 		t.how = "local"
 		return nil
 	}
-	t.source, t.stunAddr, t.how = public, public, "STUN"
+	t.source, t.stunAddr, t.how = public, public, c.discoveryName()
 	return nil
+}
+
+// discoveryName names how the public address is learnt, for messages.
+func (c *Client) discoveryName() string {
+	if c.cfg.UseSTUN {
+		return "STUN"
+	}
+	return "the address echo"
 }
 
 // ErrNoPublicAddress is returned (wrapped) when --source-ip auto could
@@ -154,11 +165,11 @@ func (t *target) hint(lastErr error) string {
 	}
 	switch {
 	case t.stunAddr.IsValid() && embedded != t.stunAddr:
-		return fmt.Sprintf("the knock embedded %s but STUN sees this host as %s: behind NAT, use --source-ip auto or --source-ip %s", embedded, t.stunAddr, t.stunAddr)
+		return fmt.Sprintf("the knock embedded %s but address discovery sees this host as %s: behind NAT, use --source-ip auto or --source-ip %s", embedded, t.stunAddr, t.stunAddr)
 	case Internal(embedded) && !Internal(t.host):
 		why := ""
 		if t.stunErr != nil {
-			why = " (STUN: " + oneLine(t.stunErr) + ")"
+			why = " (address discovery: " + oneLine(t.stunErr) + ")"
 		}
 		return fmt.Sprintf("the knock embedded the private address %s; behind NAT the gatekeeper sees another and refuses it as source_mismatch: use --source-ip auto or --source-ip PUBLIC-ADDRESS%s", embedded, why)
 	case isRefused(lastErr):
@@ -169,32 +180,62 @@ func (t *target) hint(lastErr error) string {
 
 func oneLine(err error) string { return strings.Join(strings.Fields(err.Error()), " ") }
 
-// DefaultSTUNCacheTTL is how long a public address learnt by STUN is
-// reused for the same local address and servers.
+// DefaultSTUNCacheTTL is how long a public address learnt from the
+// address echo is reused for the same local address and endpoint.
 const DefaultSTUNCacheTTL = 2 * time.Minute
 
-// discoverSTUN asks the configured STUN servers (through the cache) for
-// the public address of network.
-func (c *Client) discoverSTUN(ctx context.Context, network string, local netip.Addr) (netip.Addr, error) {
-	servers := c.cfg.STUNServers
-	if len(servers) == 0 {
-		servers = stun.DefaultServers
+// discoverHTTPS asks the address echo (through the cache) for the public
+// address of network, dialling in that family; it notes the echo's Date
+// for the clock check.
+func (c *Client) discoverHTTPS(ctx context.Context, network string, local netip.Addr) (netip.Addr, error) {
+	endpoint := c.cfg.AddressURL
+	if endpoint == "" {
+		endpoint = addrecho.DefaultURL
 	}
-	key := cacheKey(local, servers)
+	key := cacheKey(local, []string{endpoint})
 	now := time.Now()
 	if !c.cfg.NoSTUNCache && ctx.Value(freshKey{}) == nil {
 		if a, ok := readSTUNCache(key, now); ok {
 			return a, nil
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.STUNTimeout)
+	timeout := c.cfg.STUNTimeout
+	if timeout <= 0 {
+		timeout = addrecho.DefaultTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tcp := "tcp4"
+	if network == "udp6" {
+		tcp = "tcp6"
+	}
+	ans, err := addrecho.Ask(ctx, tcp, endpoint, c.cfg.AddressRoots)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	c.echo.note(ans.Date, c.cfg.Now())
+	if !c.cfg.NoSTUNCache { // only authenticated answers are cached
+		writeSTUNCache(key, ans.Addr, now)
+	}
+	return ans.Addr, nil
+}
+
+// discoverSTUN asks the configured STUN servers for the public address of
+// network. Its answers are not authenticated, so they are not cached.
+func (c *Client) discoverSTUN(ctx context.Context, network string, _ netip.Addr) (netip.Addr, error) {
+	servers := c.cfg.STUNServers
+	if len(servers) == 0 {
+		servers = stun.DefaultServers
+	}
+	timeout := c.cfg.STUNTimeout
+	if timeout <= 0 {
+		timeout = stun.DefaultTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	ans, err := stun.Discover(ctx, network, servers)
 	if err != nil {
 		return netip.Addr{}, err
-	}
-	if !c.cfg.NoSTUNCache {
-		writeSTUNCache(key, ans.Addr, now)
 	}
 	return ans.Addr, nil
 }
@@ -210,7 +251,7 @@ func (c *Client) rediscover(ctx context.Context, ts *targets, i int) bool {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
 	t := &ts.list[i%len(ts.list)]
-	if t.how != "STUN" || t.refreshed {
+	if !t.stunAddr.IsValid() || t.how == "--source-ip" || t.refreshed {
 		return false
 	}
 	t.refreshed = true
@@ -224,4 +265,33 @@ func (c *Client) rediscover(ctx context.Context, ts *targets, i int) bool {
 	}
 	t.source, t.stunAddr = public, public
 	return true
+}
+
+// echoSeen is the last Date the address echo sent, with the local time it
+// arrived: an authenticated reading of the time.
+type echoSeen struct {
+	mu         sync.Mutex
+	date, seen time.Time
+}
+
+func (e *echoSeen) note(date, seen time.Time) {
+	if date.IsZero() {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.date, e.seen = date, seen
+}
+
+// skew returns how far the local clock was ahead of the echo's when it
+// answered, and whether it answered with a date.
+func (e *echoSeen) skew() (time.Duration, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.date.IsZero() {
+		return 0, false
+	}
+	// A Date has whole seconds, truncated: the answer was made half a
+	// second after it, on average.
+	return e.seen.Sub(e.date) - time.Second/2, true
 }

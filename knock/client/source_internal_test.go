@@ -75,8 +75,8 @@ func TestChooseSourceDefaultIsAutoBehindPrivateAddress(t *testing.T) {
 	if err := c.chooseSource(context.Background(), &tg); err != nil {
 		t.Fatal(err)
 	}
-	if *calls != 1 || tg.source != netip.MustParseAddr("198.18.5.5") || tg.how != "STUN" {
-		t.Errorf("STUN asked %d times, source %s via %s; want once, 198.18.5.5 via STUN", *calls, tg.source, tg.how)
+	if *calls != 1 || tg.source != netip.MustParseAddr("198.18.5.5") || tg.how != "the address echo" {
+		t.Errorf("discovery asked %d times, source %s via %s; want once, 198.18.5.5 via the address echo", *calls, tg.source, tg.how)
 	}
 }
 
@@ -107,7 +107,7 @@ func TestChooseSourceDefaultWithoutSTUNKnocksAndExplains(t *testing.T) {
 	if err := c.chooseSource(context.Background(), &tg); err != nil {
 		t.Fatalf("default mode without STUN: %v, want the local address", err)
 	}
-	const want = "the knock embedded the private address 192.168.1.10; behind NAT the gatekeeper sees another and refuses it as source_mismatch: use --source-ip auto or --source-ip PUBLIC-ADDRESS (STUN: no STUN server answered)"
+	const want = "the knock embedded the private address 192.168.1.10; behind NAT the gatekeeper sees another and refuses it as source_mismatch: use --source-ip auto or --source-ip PUBLIC-ADDRESS (address discovery: no STUN server answered)"
 	if got := tg.hint(errors.New("connect: no answer within 1s")); got != want {
 		t.Errorf("hint\n got  %s\n want %s", got, want)
 	}
@@ -122,9 +122,9 @@ func TestHints(t *testing.T) {
 		want    string
 	}{
 		{
-			name: "STUN disagrees with the embedded address",
+			name: "discovery disagrees with the embedded address",
 			tg:   target{host: host, local: netip.MustParseAddr("198.19.0.2"), source: netip.MustParseAddr("198.19.0.2"), stunAddr: netip.MustParseAddr("198.18.0.254"), how: "--source-ip"},
-			want: "the knock embedded 198.19.0.2 but STUN sees this host as 198.18.0.254: behind NAT, use --source-ip auto or --source-ip 198.18.0.254",
+			want: "the knock embedded 198.19.0.2 but address discovery sees this host as 198.18.0.254: behind NAT, use --source-ip auto or --source-ip 198.18.0.254",
 		},
 		{
 			name:    "reset",

@@ -11,11 +11,13 @@ import (
 	"time"
 )
 
-// The STUN cache keeps the public address learnt for one local address
-// and one list of servers ("per network": a laptop that moves gets a new
+// The address cache keeps the public address learnt from the address
+// echo (authenticated answers only: STUN's are never kept) for one local
+// address and one endpoint ("per network": a laptop that moves gets a new
 // local address, or the entry expires) for DefaultSTUNCacheTTL, in the
-// user's cache directory ($XDG_CACHE_HOME/sknock/stun.json on Linux).
-// Losing it costs one STUN round trip; it is never an error.
+// user's cache directory ($XDG_CACHE_HOME/sknock/address.json on Linux;
+// the stun.json of earlier versions, which could hold forged answers, is
+// not read). Losing it costs one round trip; it is never an error.
 
 // stunCacheEntry is one remembered answer.
 type stunCacheEntry struct {
@@ -30,7 +32,7 @@ func stunCachePath() string {
 	if err != nil {
 		return ""
 	}
-	return filepath.Join(dir, "sknock", "stun.json")
+	return filepath.Join(dir, "sknock", "address.json")
 }
 
 func cacheKey(local netip.Addr, servers []string) string {

@@ -76,10 +76,17 @@ func (c *Client) verify(ctx context.Context, ts *targets, res *Result, start tim
 			// the first, not a whole Timeout later.
 			wait = min(wait, FallbackDelay)
 		}
-		conn, probes, err := c.probe(ctx, netip.AddrPortFrom(t.host, res.Request.Port).String(), wait)
+		var pre *preConn
+		if attempt == 0 {
+			pre = res.pre
+		}
+		conn, probes, already, err := c.probe(ctx, netip.AddrPortFrom(t.host, res.Request.Port).String(), wait, pre)
 		res.Probes += probes
 		if conn != nil {
 			res.Status, res.Elapsed, res.Err = StatusOpen, time.Since(start), nil
+			if already {
+				res.Status = StatusAlreadyOpen
+			}
 			res.Addr = t.host
 			return conn
 		}
@@ -105,6 +112,9 @@ func (c *Client) verify(ctx context.Context, ts *targets, res *Result, start tim
 	hint := ""
 	if t != nil {
 		hint = ": " + c.foreignServerCert(ts.name, t.host.String()) + t.hint(lastErr)
+		if found := c.selfCheck(ctx, t.host); found != "" {
+			hint = ": " + found
+		}
 	}
 	res.Err = fmt.Errorf("%s on %s: %w after %d %s in %s (last probe: %w)%s",
 		res.Request, where, ErrNotOpen, res.Knocks, knocks, res.Elapsed.Round(time.Millisecond), lastErr, hint)
@@ -115,17 +125,24 @@ func (c *Client) verify(ctx context.Context, ts *targets, res *Result, start tim
 type dialResult struct {
 	conn net.Conn
 	err  error
+	at   time.Time // when the dial returned
 }
 
 // probe connects to addr on the probe schedule for at most Timeout and
 // returns the first connection made, closing any other that also
 // succeeds, and how many probes it started. Every probe has returned when
-// it returns.
-func (c *Client) probe(ctx context.Context, addr string, timeout time.Duration) (net.Conn, int, error) {
+// it returns. When pre (a connection started before the knock) connects
+// before any probe, its connection is returned with already set: the
+// port was open before the knock.
+func (c *Client) probe(ctx context.Context, addr string, timeout time.Duration, pre *preConn) (conn net.Conn, probes int, already bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	results := make(chan dialResult)
-	pending, probes := 0, 0
+	pending := 0
+	var preResult chan dialResult
+	if pre != nil {
+		preResult = pre.result
+	}
 	// drain waits for the probes still running (cancel makes them return)
 	// so none outlives the call.
 	drain := func() {
@@ -139,29 +156,134 @@ func (c *Client) probe(ctx context.Context, addr string, timeout time.Duration) 
 	next := time.NewTimer(0)
 	defer next.Stop()
 	var lastErr error
+	// preWon is the connection started before the knock, once it has
+	// connected before any probe; decide fires when it counts as open
+	// before the knock: margin after it connected, with no probe
+	// connected by then.
+	var preWon dialResult
+	var decide <-chan time.Time
 	for {
 		select {
 		case <-next.C:
 			pending++
 			go func() {
 				conn, err := c.cfg.Dial(ctx, "tcp", addr)
-				results <- dialResult{conn, err}
+				results <- dialResult{conn, err, time.Now()}
 			}()
 			next.Reset(probeGap(probes))
 			probes++
+		case r := <-preResult:
+			preResult <- dialResult{} // taken: stop finds nothing to close
+			preResult = nil
+			if r.err == nil {
+				if c.preMargin() == 0 {
+					drain()
+					return r.conn, probes, true, nil
+				}
+				// The gatekeeper may have held its SYN for this knock's
+				// grant and let it in with the probes: only if no probe
+				// connects within the margin was the port open before.
+				preWon = r
+				wait := time.NewTimer(time.Until(r.at.Add(c.preMargin())))
+				defer wait.Stop()
+				decide = wait.C
+			}
+		case <-decide:
+			drain()
+			return preWon.conn, probes, true, nil
 		case r := <-results:
 			pending--
 			if r.err == nil {
 				drain()
-				return r.conn, probes, nil
+				if preResult != nil { // reported late? its time tells
+					select {
+					case pr := <-preResult:
+						preResult <- dialResult{}
+						switch {
+						case pr.err == nil && c.preMargin() == 0:
+							r.conn.Close()
+							return pr.conn, probes, true, nil
+						case pr.err == nil:
+							preWon = pr
+						}
+					default:
+					}
+				}
+				if preWon.conn != nil {
+					if !r.at.Before(preWon.at.Add(c.preMargin())) {
+						r.conn.Close()
+						return preWon.conn, probes, true, nil
+					}
+					preWon.conn.Close()
+				}
+				return r.conn, probes, false, nil
 			}
 			lastErr = r.err
 		case <-ctx.Done():
 			drain()
+			if preWon.conn != nil {
+				return preWon.conn, probes, true, nil
+			}
 			if lastErr == nil || errors.Is(lastErr, context.DeadlineExceeded) {
 				lastErr = fmt.Errorf("connect %s: no answer within %s", addr, timeout)
 			}
-			return nil, probes, lastErr
+			return nil, probes, false, lastErr
 		}
 	}
+}
+
+// preMargin is how much earlier than every probe the connection started
+// before the knock must connect to count as open before the knock: half
+// the gap between its SYN and the knock (a SYN the gatekeeper held for
+// the knock's grant connects with the probes, within microseconds). With
+// a Dial of the caller's (tests, no gap) it is zero.
+func (c *Client) preMargin() time.Duration {
+	if c.customDial {
+		return 0
+	}
+	return preKnockGap / 2
+}
+
+// preKnockGap separates the SYN of the connection started before the
+// knock from the knock (a verified knock waits this much longer; bench 4a,
+// which does not verify, does not).
+const preKnockGap = time.Millisecond
+
+// preConn is a connection started just before the first knock, to tell a
+// port the knock opened from one that was open already.
+type preConn struct {
+	result chan dialResult // one result, buffered
+	cancel context.CancelFunc
+}
+
+// preConnectTo starts connecting to addr and returns once the SYN is on
+// its way (see startConnect), or, with a Dial of the caller's (tests),
+// once that Dial returned. The attempt lasts until stop: under policy drop
+// a SYN without a grant is dropped and the connection would only complete
+// at the kernel's retransmission, a second later; it must add no wait.
+func (c *Client) preConnectTo(ctx context.Context, addr netip.AddrPort) *preConn {
+	ctx, cancel := context.WithCancel(ctx)
+	p := &preConn{result: make(chan dialResult, 1), cancel: cancel}
+	if c.customDial {
+		conn, err := c.cfg.Dial(ctx, "tcp", addr.String())
+		p.result <- dialResult{conn: conn, err: err, at: time.Now()}
+		return p
+	}
+	outcome := startConnect(ctx, addr)
+	go func() { p.result <- <-outcome }()
+	return p
+}
+
+// stop ends the attempt and closes its connection, if it made one and no
+// one took it. A nil preConn does nothing.
+func (p *preConn) stop() {
+	if p == nil {
+		return
+	}
+	p.cancel()
+	go func() {
+		if r := <-p.result; r.conn != nil {
+			r.conn.Close()
+		}
+	}()
 }

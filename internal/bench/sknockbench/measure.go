@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/binary"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -233,7 +234,7 @@ func grantsRSS(args []string) error {
 	for i := range *n {
 		host := uint32(base[0])<<24 | uint32(base[1])<<16 | uint32(i%(1<<17))
 		a := netip.AddrFrom4([4]byte{byte(host >> 24), byte(host >> 16), byte(host >> 8), byte(host)})
-		if t.Add(gate.Grant{Source: a, Proto: packet.TCP, Port: uint16(2000 + i>>17)}, gate.CertID(i%1000+1), until) != nil {
+		if t.Add(gate.Grant{Source: a, Proto: packet.TCP, Port: uint16(2000 + i>>17)}, benchCert(i%1000+1), until) != nil {
 			return fmt.Errorf("table refused grant %d", i)
 		}
 	}
@@ -341,4 +342,11 @@ func rusage(args []string) error {
 	kv(*prefix+"_wall_s", "%.3f", el.Seconds())
 	kv(*prefix+"_maxrss_mb", "%.1f", float64(ru.Maxrss)/1024)
 	return nil
+}
+
+// benchCert returns a distinct CertID for n.
+func benchCert(n int) gate.CertID {
+	var id gate.CertID
+	binary.BigEndian.PutUint32(id[:], uint32(n))
+	return id
 }

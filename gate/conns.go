@@ -1,0 +1,320 @@
+package gate
+
+import (
+	"encoding/binary"
+	"hash/maphash"
+	"math"
+	"net/netip"
+	"sync"
+
+	"sknock/packet"
+)
+
+// Conn is one connection the gate let in, by the exact tuple of its first
+// packet as the gate saw it (mangle PREROUTING: before this host's NAT,
+// which is also conntrack's original direction).
+type Conn struct {
+	Proto    packet.Proto
+	Src, Dst netip.AddrPort
+}
+
+// String returns "tcp 198.18.0.2:40000 -> 198.18.0.1:22".
+func (c Conn) String() string {
+	return c.Proto.String() + " " + c.Src.String() + " -> " + c.Dst.String()
+}
+
+// connKey is a Conn without pointers: addresses in 16-byte form.
+type connKey struct {
+	src, dst     [16]byte
+	sport, dport uint16
+	proto        packet.Proto
+}
+
+func connKeyOf(c Conn) connKey {
+	return connKey{
+		src: c.Src.Addr().Unmap().As16(), dst: c.Dst.Addr().Unmap().As16(),
+		sport: c.Src.Port(), dport: c.Dst.Port(), proto: c.Proto,
+	}
+}
+
+func connKeyOfHeader(h *packet.Header) connKey {
+	return connKey{src: h.Src.Unmap().As16(), dst: h.Dst.Unmap().As16(), sport: h.SrcPort, dport: h.DstPort, proto: h.Proto}
+}
+
+func (k connKey) conn() Conn {
+	return Conn{
+		Proto: k.proto,
+		Src:   netip.AddrPortFrom(netip.AddrFrom16(k.src).Unmap(), k.sport),
+		Dst:   netip.AddrPortFrom(netip.AddrFrom16(k.dst).Unmap(), k.dport),
+	}
+}
+
+// connRecord is one recorded connection: its tuple, when its first packet
+// was accepted, and the certificates whose live shares of the grant
+// admitted it (112 bytes, no pointers).
+type connRecord struct {
+	key   connKey
+	n     uint8 // certificates in certs; zero: the slot is free
+	at    int64 // Unix nanoseconds of the first accepted packet
+	certs [MaxShares]CertID
+}
+
+func (r *connRecord) attributedTo(set map[CertID]error) bool {
+	for _, c := range r.certs[:r.n] {
+		if _, ok := set[c]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// DefaultMaxConns is the connection table's bound when none is given:
+// about 15 MB of records (112 bytes each) and index, allocated at the
+// first grant.
+const DefaultMaxConns = 1 << 17
+
+const connShards = 16
+
+// connTable records the connections the gate let in and whom each is
+// attributed to, so that revocation ends exactly the connections of the
+// revoked certificates. It is preallocated and bounded: recording a
+// connection never allocates, and when a shard is full the connection is
+// refused (fail closed: a connection no revocation could find is never
+// let in) until pruning (Engine.PruneConns) or ended connections
+// (Engine.ForgetConn) make room.
+type connTable struct {
+	seed   maphash.Seed
+	shards [connShards]connShard
+	// full signals that a connection was refused for want of room (a
+	// prune is due); capacity 1, sent without blocking.
+	full chan struct{}
+}
+
+// connShard is an open-addressing hash table (linear probing) of indices
+// into a fixed array of records, with a free list.
+type connShard struct {
+	mu    sync.Mutex
+	recs  []connRecord
+	index []int32 // -1: empty slot; length a power of two, at least twice len(recs)
+	free  []int32 // indices of free records
+}
+
+func newConnTable(max int) *connTable {
+	if max <= 0 {
+		max = DefaultMaxConns
+	}
+	// Each shard has room for its part and four standard deviations of
+	// the hash's spread, so that max connections fit.
+	per := (max + connShards - 1) / connShards
+	per += 4*int(math.Sqrt(float64(per))) + 1
+	slots := 1
+	for slots < 2*per {
+		slots <<= 1
+	}
+	t := &connTable{seed: maphash.MakeSeed(), full: make(chan struct{}, 1)}
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.recs = make([]connRecord, per)
+		s.index = make([]int32, slots)
+		for j := range s.index {
+			s.index[j] = -1
+		}
+		s.free = make([]int32, per)
+		for j := range s.free {
+			s.free[j] = int32(per - 1 - j)
+		}
+	}
+	return t
+}
+
+// hash returns k's hash, keyed with the table's seed so that no one can
+// choose tuples that collide.
+func (t *connTable) hash(k *connKey) uint64 {
+	var b [37]byte
+	copy(b[:16], k.src[:])
+	copy(b[16:32], k.dst[:])
+	binary.BigEndian.PutUint16(b[32:], k.sport)
+	binary.BigEndian.PutUint16(b[34:], k.dport)
+	b[36] = byte(k.proto)
+	return maphash.Bytes(t.seed, b[:])
+}
+
+// lock locks k's shard and finds k in it: the index slot holding it, or
+// the empty slot where it would go. The caller unlocks the shard.
+func (t *connTable) lock(k *connKey) (s *connShard, slot int, found bool) {
+	h := t.hash(k)
+	s = &t.shards[h%connShards]
+	s.mu.Lock()
+	slot, found = s.findLocked(k, h)
+	return s, slot, found
+}
+
+// findLocked returns the index slot holding k, or the empty slot where it
+// would go, and whether it was found.
+func (s *connShard) findLocked(k *connKey, h uint64) (slot int, found bool) {
+	mask := len(s.index) - 1
+	for i := int(h>>8) & mask; ; i = (i + 1) & mask {
+		r := s.index[i]
+		if r < 0 {
+			return i, false
+		}
+		if s.recs[r].key == *k {
+			return i, true
+		}
+	}
+}
+
+// removeLocked empties index slot i and shifts the following entries of
+// its cluster back, so that no lookup stops early (no tombstones).
+func (s *connShard) removeLocked(t *connTable, i int) {
+	mask := len(s.index) - 1
+	r := s.index[i]
+	s.recs[r] = connRecord{}
+	s.free = append(s.free, r)
+	s.index[i] = -1
+	for j := (i + 1) & mask; s.index[j] >= 0; j = (j + 1) & mask {
+		rec := &s.recs[s.index[j]]
+		home := int(t.hash(&rec.key)>>8) & mask
+		// Move j's entry to the hole at i when its home is not in (i, j].
+		if (j > i && (home <= i || home > j)) || (j < i && home <= i && home > j) {
+			s.index[i], s.index[j] = s.index[j], -1
+			i = j
+		}
+	}
+}
+
+// record notes h's connection as admitted at now by the shares of certs;
+// a connection already recorded (a retransmitted first packet) gains the
+// certificates it lacked, up to MaxShares. It reports false when the
+// shard is full. It does not allocate.
+func (t *connTable) record(h *packet.Header, certs []CertID, now int64) bool {
+	k := connKeyOfHeader(h)
+	s, slot, found := t.lock(&k)
+	defer s.mu.Unlock()
+	if found {
+		rec := &s.recs[s.index[slot]]
+		for _, c := range certs {
+			if int(rec.n) < MaxShares && !containsCert(rec.certs[:rec.n], c) {
+				rec.certs[rec.n] = c
+				rec.n++
+			}
+		}
+		return true
+	}
+	if len(s.free) == 0 {
+		select {
+		case t.full <- struct{}{}:
+		default:
+		}
+		return false
+	}
+	r := s.free[len(s.free)-1]
+	s.free = s.free[:len(s.free)-1]
+	rec := &s.recs[r]
+	*rec = connRecord{key: k, at: now}
+	rec.n = uint8(copy(rec.certs[:], certs))
+	if rec.n == 0 {
+		rec.n = 1 // a grant without a certificate: recorded, attributed to none
+	}
+	s.index[slot] = r
+	return true
+}
+
+func containsCert(certs []CertID, c CertID) bool {
+	for _, x := range certs {
+		if x == c {
+			return true
+		}
+	}
+	return false
+}
+
+// forget removes c's record, if any, and reports whether there was one.
+func (t *connTable) forget(c Conn) bool {
+	k := connKeyOf(c)
+	s, slot, found := t.lock(&k)
+	defer s.mu.Unlock()
+	if found {
+		s.removeLocked(t, slot)
+	}
+	return found
+}
+
+// removeWhere removes every record for which drop is true and returns
+// their connections when collect is set. drop runs with a shard's lock
+// held.
+func (t *connTable) removeWhere(drop func(*connRecord) bool, collect bool) (removed []Conn, n int) {
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		for slot := 0; slot < len(s.index); {
+			r := s.index[slot]
+			if r < 0 || !drop(&s.recs[r]) {
+				slot++
+				continue
+			}
+			if collect {
+				removed = append(removed, s.recs[r].key.conn())
+			}
+			n++
+			s.removeLocked(t, slot) // may move a later entry into slot: look at it again
+		}
+		s.mu.Unlock()
+	}
+	return removed, n
+}
+
+// end removes and returns the connections attributed to any certificate
+// of ended.
+func (t *connTable) end(ended map[CertID]error) []Conn {
+	if len(ended) == 0 {
+		return nil
+	}
+	conns, _ := t.removeWhere(func(r *connRecord) bool { return r.attributedTo(ended) }, true)
+	return conns
+}
+
+// prune removes the records of connections first accepted before the
+// time before (Unix nanoseconds) that live does not hold, and returns how
+// many went.
+func (t *connTable) prune(live map[Conn]struct{}, before int64) int {
+	_, n := t.removeWhere(func(r *connRecord) bool {
+		if r.at >= before {
+			return false
+		}
+		_, ok := live[r.key.conn()]
+		return !ok
+	}, false)
+	return n
+}
+
+// attributed returns every certificate a recorded connection names.
+func (t *connTable) attributed() map[CertID]bool {
+	out := map[CertID]bool{}
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		for _, r := range s.index {
+			if r >= 0 {
+				rec := &s.recs[r]
+				for _, c := range rec.certs[:rec.n] {
+					out[c] = true
+				}
+			}
+		}
+		s.mu.Unlock()
+	}
+	return out
+}
+
+// len returns how many connections are recorded.
+func (t *connTable) len() int {
+	n := 0
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		n += len(s.recs) - len(s.free)
+		s.mu.Unlock()
+	}
+	return n
+}
