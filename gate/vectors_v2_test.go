@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ecdh"
 	"crypto/x509"
+	"errors"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -438,5 +439,48 @@ func TestDecideV2ChainInKnock(t *testing.T) {
 	p.WriteCRL(t)
 	if r := decideWith(p.trust(t), seal(dave.Cert.Raw, cas[0].Raw)); r != ReasonRevoked {
 		t.Errorf("intermediate revoked by the root's CRL: %v, want revoked", r)
+	}
+}
+
+// TestRejudgeV2ByItsChain: a trust change verifies a v2 client again by
+// the chain its knock carried: the share of a client whose intermediate
+// the host knows only from the knock survives a reload that changes
+// nothing for it, and ends once the root's CRL revokes the intermediate.
+func TestRejudgeV2ByItsChain(t *testing.T) {
+	p := newTestPKI(t, nil)
+	p.WriteCRL(t)
+	dave, sub := p.Intermediate(t, "ops", "dave")
+	cas, err := pki.LoadCertificates(filepath.Join(sub, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	target, err := knock.NewTarget(p.Server.Cert.RawSubjectPublicKeyInfo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := &fakeClock{now: time.Now().Truncate(time.Second)}
+	src := netip.MustParseAddr("198.18.0.2")
+	k := &knock.KnockV2{TimestampMillis: uint64(clock.Now().UnixMilli()), ClientIP: src,
+		Requests: []knock.Request{{Proto: packet.TCP, Port: 2000}}, Chain: [][]byte{dave.Cert.Raw, cas[0].Raw}}
+	data, err := knock.SealV2(k, dave.Key, target, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := NewEngine(Config{Clock: clock.Now, Policy: PolicyReject, OpenDuration: time.Minute}, p.trust(t))
+	if d := e.Knock(src, data); !d.Granted() {
+		t.Fatalf("knock: %v %v", d.Reason, d.Err)
+	}
+	if ended := e.SetTrust(p.trust(t)); len(ended.Grants) != 0 {
+		t.Errorf("a reload that changed nothing ended %+v", ended.Grants)
+	}
+	if err := pki.Revoke(p.Dir, "ops"); err != nil {
+		t.Fatal(err)
+	}
+	p.WriteCRL(t)
+	if ended := e.SetTrust(p.trust(t)); len(ended.Grants) != 1 || !errors.Is(ended.Grants[0].Why, pki.ErrRevoked) {
+		t.Errorf("intermediate revoked: ended %+v, want dave's share, revoked", ended.Grants)
+	}
+	if e.Grants().Allowed(src, packet.TCP, 2000, clock.Now()) {
+		t.Error("dave's grant outlived the revocation of his intermediate")
 	}
 }
