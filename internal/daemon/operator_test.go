@@ -129,6 +129,8 @@ func TestMetricsScrapeDuringKnockFlood(t *testing.T) {
 		`sknock_gate_packets_total`:                              1,
 		`sknock_grants`:                                          1,
 		`sknock_replay_cache_entries`:                            1,
+		`sknock_connections_recorded`:                            1,
+		`sknock_connections_full_total`:                          0,
 		`sknock_rules_healthy`:                                   1,
 		`sknock_crl_revoked_serials`:                             0,
 	} {
