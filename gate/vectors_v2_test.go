@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"sknock/internal/testpki"
 	"sknock/knock"
 	"sknock/packet"
 	"sknock/pki"
@@ -397,10 +398,11 @@ func TestRequestsString(t *testing.T) {
 	}
 }
 
-// TestDecideV2ChainInKnock: a client of an intermediate CA that the host
-// does not list is granted when its knock carries the intermediate, and
-// refused without it, or once the root's CRL revokes the intermediate.
-func TestDecideV2ChainInKnock(t *testing.T) {
+// intermediateClient makes a PKI with an empty CRL and client dave of
+// intermediate CA ops, which the host does not list; it returns dave,
+// the intermediate and the server's v2 target.
+func intermediateClient(t *testing.T) (*testPKI, *testpki.Client, []*x509.Certificate, *knock.Target) {
+	t.Helper()
 	p := newTestPKI(t, nil)
 	p.WriteCRL(t)
 	dave, sub := p.Intermediate(t, "ops", "dave")
@@ -412,6 +414,14 @@ func TestDecideV2ChainInKnock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return p, dave, cas, target
+}
+
+// TestDecideV2ChainInKnock: a client of an intermediate CA that the host
+// does not list is granted when its knock carries the intermediate, and
+// refused without it, or once the root's CRL revokes the intermediate.
+func TestDecideV2ChainInKnock(t *testing.T) {
+	p, dave, cas, target := intermediateClient(t)
 	now := time.Now()
 	src := netip.MustParseAddr("198.18.0.2")
 	seal := func(chain ...[]byte) []byte {
@@ -447,17 +457,7 @@ func TestDecideV2ChainInKnock(t *testing.T) {
 // the host knows only from the knock survives a reload that changes
 // nothing for it, and ends once the root's CRL revokes the intermediate.
 func TestRejudgeV2ByItsChain(t *testing.T) {
-	p := newTestPKI(t, nil)
-	p.WriteCRL(t)
-	dave, sub := p.Intermediate(t, "ops", "dave")
-	cas, err := pki.LoadCertificates(filepath.Join(sub, "ca.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	target, err := knock.NewTarget(p.Server.Cert.RawSubjectPublicKeyInfo)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, dave, cas, target := intermediateClient(t)
 	clock := &fakeClock{now: time.Now().Truncate(time.Second)}
 	src := netip.MustParseAddr("198.18.0.2")
 	k := &knock.KnockV2{TimestampMillis: uint64(clock.Now().UnixMilli()), ClientIP: src,
