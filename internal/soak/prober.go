@@ -1,0 +1,96 @@
+package soak
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Prober tries every protected port continuously from addresses that
+// never knock, and reports each time it gets through: a TCP connection
+// accepted, or a UDP datagram echoed.
+type Prober struct {
+	// Sources are the local addresses it binds to; each probes the
+	// Targets of its own family.
+	Sources []netip.Addr
+	Targets []netip.Addr // the gatekeeper's addresses
+	TCP     []int
+	UDP     []int
+	// Timeout bounds each attempt (the policy drops: a refused attempt
+	// takes the whole timeout).
+	Timeout time.Duration
+	Log     *Log
+	tries   atomic.Int64
+}
+
+// Run probes until ctx ends, reporting its attempt count every 10 s.
+func (p *Prober) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, src := range p.Sources {
+		for _, dst := range p.Targets {
+			if src.Is4() != dst.Is4() {
+				continue
+			}
+			wg.Go(func() { p.probeFrom(ctx, src, dst) })
+		}
+	}
+	wg.Go(func() {
+		for sleepCtx(ctx, 10*time.Second) {
+			p.Log.Add(Event{Kind: KindProbeStats, Count: p.tries.Swap(0)})
+		}
+		p.Log.Add(Event{Kind: KindProbeStats, Count: p.tries.Swap(0)})
+	})
+	wg.Wait()
+}
+
+func (p *Prober) probeFrom(ctx context.Context, src, dst netip.Addr) {
+	for ctx.Err() == nil {
+		for _, port := range p.TCP {
+			if ctx.Err() != nil {
+				return
+			}
+			p.tries.Add(1)
+			if p.tryTCP(ctx, src, dst, port) {
+				p.Log.Add(Event{Kind: KindProbe, Proto: "tcp", Port: port, Src: src.String()})
+			}
+		}
+		for _, port := range p.UDP {
+			if ctx.Err() != nil {
+				return
+			}
+			p.tries.Add(1)
+			if p.tryUDP(src, dst, port) {
+				p.Log.Add(Event{Kind: KindProbe, Proto: "udp", Port: port, Src: src.String()})
+			}
+		}
+	}
+}
+
+func (p *Prober) tryTCP(ctx context.Context, src, dst netip.Addr, port int) bool {
+	d := net.Dialer{Timeout: p.Timeout, LocalAddr: &net.TCPAddr{IP: src.AsSlice()}}
+	conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(dst.String(), strconv.Itoa(port)))
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
+}
+
+func (p *Prober) tryUDP(src, dst netip.Addr, port int) bool {
+	conn, err := net.DialUDP("udp", &net.UDPAddr{IP: src.AsSlice()}, net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, uint16(port))))
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("soak probe")); err != nil {
+		return false
+	}
+	conn.SetReadDeadline(time.Now().Add(p.Timeout))
+	buf := make([]byte, 64)
+	_, err = conn.Read(buf)
+	return err == nil
+}
