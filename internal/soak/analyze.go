@@ -216,19 +216,31 @@ func Analyze(evs []Event, lim Limits) Report {
 	return r
 }
 
+// flowMemory is how long conntrack may remember a flow begun while the
+// rules were away (UDP: 120 s once answered), so that later packets of it
+// pass as established.
+const flowMemory = 180
+
 func judgeProber(evs []Event, tl timeline, lim Limits) []Row {
-	counted, windowed, attempts := 0, 0, int64(0)
+	counted, windowed, windowFlows, attempts := 0, 0, 0, int64(0)
 	var examples []string
+	// Flows (prober address and port, protocol, port) that got through
+	// during a flush window, and when.
+	begun := map[string]float64{}
 	for _, e := range evs {
 		switch e.Kind {
 		case KindProbeStats:
 			attempts += e.Count
 		case KindProbe:
 			port := fmt.Sprintf("%s/%d", e.Proto, e.Port)
+			flow := e.Src + " " + port
 			switch {
 			case !tl.protectedThroughout(lim, port, e.T):
 			case inAny(tl.flushes, e.T):
 				windowed++
+				begun[flow] = e.T
+			case begun[flow] > 0 && e.T-begun[flow] < flowMemory:
+				windowFlows++ // the same flow again: conntrack knows it as established
 			default:
 				counted++
 				if len(examples) < 3 {
@@ -244,6 +256,7 @@ func judgeProber(evs []Event, tl timeline, lim Limits) []Row {
 	return []Row{
 		{Name: "prober", What: "connections the ungranted prober made to protected ports, outside the documented windows", Measured: m, Limit: "0", Held: counted == 0},
 		{Name: "prober_flush_window", What: "…made while a flush had the rules uncovered (restored within 2 s)", Measured: fmt.Sprint(windowed), Limit: "reported", Info: true},
+		{Name: "prober_window_flows", What: "…made later on a flow (same prober address and port) begun in such a window, which conntrack still knew", Measured: fmt.Sprint(windowFlows), Limit: "reported", Info: true},
 	}
 }
 
@@ -468,40 +481,51 @@ func bucketMinima(samples []Event, from, to, w float64, value func(Event) float6
 }
 
 // LeakWindow returns where the leak phase's growth is measured: from
-// minute 10 or the phase's first quarter, whichever is earlier, to its
-// end, in buckets of a minute or a fifth of that span, whichever is
+// minute 10 or the phase's first tenth, whichever is earlier (but not
+// before 15 s, when the grant table has filled to its steady size), to
+// its end, in buckets of a minute or a fifth of that span, whichever is
 // shorter.
 func LeakWindow(phase window) (from, to, bucket float64) {
 	length := phase.to - phase.from
-	warm := math.Min(600, length/4)
+	warm := math.Max(15, math.Min(600, length/10))
 	from, to = phase.from+warm, phase.to
 	bucket = math.Min(60, (to-from)/5)
 	return from, to, bucket
 }
 
 func judgeLeaks(evs []Event, tl timeline, lim Limits) []Row {
-	var samples []Event
+	var samples, afterGC []Event
+	lastGCs := -1.0
 	for _, e := range evs {
-		if e.Kind == KindSample {
-			samples = append(samples, e)
+		if e.Kind != KindSample {
+			continue
 		}
+		samples = append(samples, e)
+		// The heap is judged on samples taken after a GC finished since
+		// the previous one: between GCs heap in use is mostly garbage,
+		// and a bucket that holds no GC would show only the sawtooth.
+		if e.GCs > lastGCs && lastGCs >= 0 {
+			afterGC = append(afterGC, e)
+		}
+		lastGCs = e.GCs
 	}
 	from, to, w := LeakWindow(tl.leak)
 	rows := []Row{}
 	type metric struct {
 		name, what string
+		samples    []Event
 		value      func(Event) float64
 		limit      float64
 		relative   bool
 	}
 	for _, m := range []metric{
-		{"heap", "sknockd heap in use, growth over the leak phase (per-bucket minima)", func(e Event) float64 { return e.Heap }, lim.HeapGrowth, true},
-		{"fds", "sknockd open descriptors, growth over the leak phase", func(e Event) float64 { return e.FDs }, lim.FDGrowth, false},
-		{"goroutines", "sknockd goroutines, growth over the leak phase", func(e Event) float64 { return e.Goroutines }, lim.GoroutineGrow, false},
+		{"heap", "sknockd heap in use after GC, growth over the leak phase (per-bucket minima)", afterGC, func(e Event) float64 { return e.Heap }, lim.HeapGrowth, true},
+		{"fds", "sknockd open descriptors, growth over the leak phase", samples, func(e Event) float64 { return e.FDs }, lim.FDGrowth, false},
+		{"goroutines", "sknockd goroutines, growth over the leak phase", samples, func(e Event) float64 { return e.Goroutines }, lim.GoroutineGrow, false},
 	} {
 		mins := []float64{}
 		if w > 0 {
-			mins = bucketMinima(samples, from, to, w, m.value)
+			mins = bucketMinima(m.samples, from, to, w, m.value)
 		}
 		if len(mins) < 2 {
 			rows = append(rows, Row{Name: m.name, What: m.what, Measured: fmt.Sprintf("%d buckets of samples (need 2)", len(mins)), Limit: "samples", Held: false})
@@ -517,6 +541,10 @@ func judgeLeaks(evs []Event, tl timeline, lim Limits) []Row {
 		}
 		measured += fmt.Sprintf(" over %.0f s, %d buckets of %.0f s", to-from, len(mins), w)
 		rows = append(rows, Row{Name: m.name, What: m.what, Measured: measured, Limit: limit, Held: growth <= m.limit})
+	}
+	if live := bucketMinima(samples, from, to, w, func(e Event) float64 { return e.NextGC / 2 }); len(live) >= 2 {
+		rows = append(rows, Row{Name: "heap_live", What: "sknockd heap live at the last GC (next_gc/2), first and last bucket",
+			Measured: fmt.Sprintf("%.1f MiB → %.1f MiB", live[0]/(1<<20), live[len(live)-1]/(1<<20)), Limit: "reported", Info: true})
 	}
 	return rows
 }

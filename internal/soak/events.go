@@ -70,10 +70,10 @@ type Event struct {
 	Bytes   int64   `json:"bytes,omitempty"`
 	Lost    int64   `json:"lost,omitempty"`
 	Corrupt int64   `json:"corrupt,omitempty"`
-	// Sample: sknockd's pid and its go_memstats_heap_inuse_bytes,
-	// process_open_fds and go_goroutines. Lograte: Count lines.
-	PID        int     `json:"pid,omitempty"`
+	// Sample: sknockd's Metrics. Lograte: Count lines.
 	Heap       float64 `json:"heap,omitempty"`
+	NextGC     float64 `json:"next_gc,omitempty"`
+	GCs        float64 `json:"gcs,omitempty"`
 	FDs        float64 `json:"fds,omitempty"`
 	Goroutines float64 `json:"goroutines,omitempty"`
 	Count      int64   `json:"count,omitempty"`

@@ -54,8 +54,8 @@ func (p *Prober) probeFrom(ctx context.Context, src, dst netip.Addr) {
 				return
 			}
 			p.tries.Add(1)
-			if p.tryTCP(ctx, src, dst, port) {
-				p.Log.Add(Event{Kind: KindProbe, Proto: "tcp", Port: port, Src: src.String()})
+			if from, ok := p.tryTCP(ctx, src, dst, port); ok {
+				p.Log.Add(Event{Kind: KindProbe, Proto: "tcp", Port: port, Src: from})
 			}
 		}
 		for _, port := range p.UDP {
@@ -63,34 +63,40 @@ func (p *Prober) probeFrom(ctx context.Context, src, dst netip.Addr) {
 				return
 			}
 			p.tries.Add(1)
-			if p.tryUDP(src, dst, port) {
-				p.Log.Add(Event{Kind: KindProbe, Proto: "udp", Port: port, Src: src.String()})
+			if from, ok := p.tryUDP(src, dst, port); ok {
+				p.Log.Add(Event{Kind: KindProbe, Proto: "udp", Port: port, Src: from})
 			}
 		}
 	}
 }
 
-func (p *Prober) tryTCP(ctx context.Context, src, dst netip.Addr, port int) bool {
+// tryTCP reports whether a connection from src to dst:port was
+// accepted, and from which local address and port.
+func (p *Prober) tryTCP(ctx context.Context, src, dst netip.Addr, port int) (from string, ok bool) {
 	d := net.Dialer{Timeout: p.Timeout, LocalAddr: &net.TCPAddr{IP: src.AsSlice()}}
 	conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(dst.String(), strconv.Itoa(port)))
 	if err != nil {
-		return false
+		return "", false
 	}
-	conn.Close()
-	return true
+	defer conn.Close()
+	return conn.LocalAddr().String(), true
 }
 
-func (p *Prober) tryUDP(src, dst netip.Addr, port int) bool {
+// tryUDP reports whether a datagram from src to dst:port was answered,
+// and from which local address and port it was sent.
+func (p *Prober) tryUDP(src, dst netip.Addr, port int) (from string, ok bool) {
 	conn, err := net.DialUDP("udp", &net.UDPAddr{IP: src.AsSlice()}, net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, uint16(port))))
 	if err != nil {
-		return false
+		return "", false
 	}
 	defer conn.Close()
 	if _, err := conn.Write([]byte("soak probe")); err != nil {
-		return false
+		return "", false
 	}
 	conn.SetReadDeadline(time.Now().Add(p.Timeout))
 	buf := make([]byte, 64)
-	_, err = conn.Read(buf)
-	return err == nil
+	if _, err = conn.Read(buf); err != nil {
+		return "", false
+	}
+	return conn.LocalAddr().String(), true
 }

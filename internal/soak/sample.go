@@ -14,10 +14,19 @@ import (
 	"time"
 )
 
-// ParseMetrics reads sknockd's heap in use, open descriptors and
-// goroutines from a Prometheus text exposition.
-func ParseMetrics(r io.Reader) (heap, fds, goroutines float64, err error) {
-	want := map[string]*float64{"go_memstats_heap_inuse_bytes": &heap, "process_open_fds": &fds, "go_goroutines": &goroutines}
+// Metrics are the figures the soak samples from sknockd.
+type Metrics struct {
+	Heap       float64 // go_memstats_heap_inuse_bytes
+	NextGC     float64 // go_memstats_next_gc_bytes: twice the heap live after the last GC (GOGC=100)
+	GCs        float64 // go_gc_duration_seconds_count: GC cycles so far
+	FDs        float64 // process_open_fds
+	Goroutines float64 // go_goroutines
+}
+
+// ParseMetrics reads Metrics from a Prometheus text exposition.
+func ParseMetrics(r io.Reader) (m Metrics, err error) {
+	want := map[string]*float64{"go_memstats_heap_inuse_bytes": &m.Heap, "go_memstats_next_gc_bytes": &m.NextGC,
+		"go_gc_duration_seconds_count": &m.GCs, "process_open_fds": &m.FDs, "go_goroutines": &m.Goroutines}
 	found := 0
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -25,15 +34,15 @@ func ParseMetrics(r io.Reader) (heap, fds, goroutines float64, err error) {
 		name, value, ok := strings.Cut(sc.Text(), " ")
 		if p := want[name]; ok && p != nil {
 			if *p, err = strconv.ParseFloat(strings.TrimSpace(value), 64); err != nil {
-				return 0, 0, 0, fmt.Errorf("metric %s: %w", name, err)
+				return Metrics{}, fmt.Errorf("metric %s: %w", name, err)
 			}
 			found++
 		}
 	}
 	if found != len(want) {
-		return 0, 0, 0, fmt.Errorf("metrics: found %d of go_memstats_heap_inuse_bytes, process_open_fds, go_goroutines", found)
+		return Metrics{}, fmt.Errorf("metrics: found %d of the %d wanted (heap in use, next GC, GC count, descriptors, goroutines)", found, len(want))
 	}
-	return heap, fds, goroutines, sc.Err()
+	return m, sc.Err()
 }
 
 // Sampler scrapes sknockd's metrics every Every and reports each sample;
@@ -52,13 +61,13 @@ func (s *Sampler) Run(ctx context.Context) {
 		if err != nil {
 			continue
 		}
-		heap, fds, gr, err := ParseMetrics(resp.Body)
+		m, err := ParseMetrics(resp.Body)
 		resp.Body.Close()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "soak sample:", err)
 			continue
 		}
-		s.Log.Add(Event{Kind: KindSample, Heap: heap, FDs: fds, Goroutines: gr})
+		s.Log.Add(Event{Kind: KindSample, Heap: m.Heap, NextGC: m.NextGC, GCs: m.GCs, FDs: m.FDs, Goroutines: m.Goroutines})
 	}
 }
 
