@@ -324,14 +324,13 @@ fault_reload() {
 NFLUSH=0
 fault_flush() {
   NFLUSH=$((NFLUSH + 1))
-  local how
+  # The event goes first: the window it opens starts before the command.
   case $((NFLUSH % 4)) in
-    1) how=flush-prerouting-v4; try in_ns "$SRV" iptables -t mangle -F PREROUTING ;;
-    2) how=outrank-v6; try in_ns "$SRV" ip6tables -t mangle -I PREROUTING 1 -j ACCEPT ;;
-    3) how=flush-chain-v4; try in_ns "$SRV" iptables -t mangle -F SKNOCK ;;
-    0) how=outrank-v4; try in_ns "$SRV" iptables -t mangle -I PREROUTING 1 -p tcp -j ACCEPT ;;
+    1) event flush name=flush-prerouting-v4; try in_ns "$SRV" iptables -t mangle -F PREROUTING ;;
+    2) event flush name=outrank-v6; try in_ns "$SRV" ip6tables -t mangle -I PREROUTING 1 -j ACCEPT ;;
+    3) event flush name=flush-chain-v4; try in_ns "$SRV" iptables -t mangle -F SKNOCK ;;
+    0) event flush name=outrank-v4; try in_ns "$SRV" iptables -t mangle -I PREROUTING 1 -p tcp -j ACCEPT ;;
   esac
-  event flush name="$how"
 }
 NCRL=0 CRL_PENDING=
 # fault_crl: revoke the next victim's certificate and publish the CRL, by

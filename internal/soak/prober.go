@@ -12,7 +12,11 @@ import (
 
 // Prober tries every protected port continuously from addresses that
 // never knock, and reports each time it gets through: a TCP connection
-// accepted, or a UDP datagram echoed.
+// accepted, or a UDP datagram echoed. Each attempt from an address uses
+// the next source port of 20000-59999 in turn, so that no attempt
+// reuses the tuple of a recent one: a flow begun while the rules were
+// flushed stays known to conntrack (UDP: up to 120 s), and a later
+// attempt that happened to pick its port would pass as part of it.
 type Prober struct {
 	// Sources are the local addresses it binds to; each probes the
 	// Targets of its own family.
@@ -47,14 +51,25 @@ func (p *Prober) Run(ctx context.Context) {
 	wg.Wait()
 }
 
+// Source ports the prober uses, in turn.
+const firstProbePort, lastProbePort = 20000, 59999
+
 func (p *Prober) probeFrom(ctx context.Context, src, dst netip.Addr) {
+	next := firstProbePort
+	sport := func() int {
+		port := next
+		if next++; next > lastProbePort {
+			next = firstProbePort
+		}
+		return port
+	}
 	for ctx.Err() == nil {
 		for _, port := range p.TCP {
 			if ctx.Err() != nil {
 				return
 			}
 			p.tries.Add(1)
-			if from, ok := p.tryTCP(ctx, src, dst, port); ok {
+			if from, ok := p.tryTCP(ctx, src, sport(), dst, port); ok {
 				p.Log.Add(Event{Kind: KindProbe, Proto: "tcp", Port: port, Src: from})
 			}
 		}
@@ -63,7 +78,7 @@ func (p *Prober) probeFrom(ctx context.Context, src, dst netip.Addr) {
 				return
 			}
 			p.tries.Add(1)
-			if from, ok := p.tryUDP(src, dst, port); ok {
+			if from, ok := p.tryUDP(src, sport(), dst, port); ok {
 				p.Log.Add(Event{Kind: KindProbe, Proto: "udp", Port: port, Src: from})
 			}
 		}
@@ -72,8 +87,8 @@ func (p *Prober) probeFrom(ctx context.Context, src, dst netip.Addr) {
 
 // tryTCP reports whether a connection from src to dst:port was
 // accepted, and from which local address and port.
-func (p *Prober) tryTCP(ctx context.Context, src, dst netip.Addr, port int) (from string, ok bool) {
-	d := net.Dialer{Timeout: p.Timeout, LocalAddr: &net.TCPAddr{IP: src.AsSlice()}}
+func (p *Prober) tryTCP(ctx context.Context, src netip.Addr, sport int, dst netip.Addr, port int) (from string, ok bool) {
+	d := net.Dialer{Timeout: p.Timeout, LocalAddr: &net.TCPAddr{IP: src.AsSlice(), Port: sport}}
 	conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(dst.String(), strconv.Itoa(port)))
 	if err != nil {
 		return "", false
@@ -84,8 +99,8 @@ func (p *Prober) tryTCP(ctx context.Context, src, dst netip.Addr, port int) (fro
 
 // tryUDP reports whether a datagram from src to dst:port was answered,
 // and from which local address and port it was sent.
-func (p *Prober) tryUDP(src, dst netip.Addr, port int) (from string, ok bool) {
-	conn, err := net.DialUDP("udp", &net.UDPAddr{IP: src.AsSlice()}, net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, uint16(port))))
+func (p *Prober) tryUDP(src netip.Addr, sport int, dst netip.Addr, port int) (from string, ok bool) {
+	conn, err := net.DialUDP("udp", &net.UDPAddr{IP: src.AsSlice(), Port: sport}, net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, uint16(port))))
 	if err != nil {
 		return "", false
 	}
