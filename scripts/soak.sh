@@ -303,9 +303,9 @@ bg in_ns "$PRB" "$SOAK" prober -sources 198.18.0.200,198.18.0.201,198.18.0.202,1
   -targets 198.18.0.1,fd00:5e::1 -tcp 5000-5007,5050 -udp 6000-6007,6050 -events "$EV/prober.events" -for "$LIMIT"
 
 # ---- faults ---------------------------------------------------------------------------------
-NHUP=0
+NHUP=0 LAST_HUP=0
 fault_reload() {
-  NHUP=$((NHUP + 1))
+  NHUP=$((NHUP + 1)) LAST_HUP=$SECONDS
   if [ $((NHUP % 7)) = 0 ]; then
     # An invalid file: refused whole; the valid one goes back at once.
     local refused; refused=$(grep -c 'reload refused' "$DLOG" || true)
@@ -339,6 +339,7 @@ publish_crl() { # publish_crl MODE
   "$SK" pki crl --dir "$PKI" >/dev/null
   if [ "$1" = crl-file ]; then
     cp "$PKI/ca.crl" "$STATE/ca.crl.tmp" && mv "$STATE/ca.crl.tmp" "$STATE/ca.crl"
+    LAST_HUP=$SECONDS
     kill -HUP "$DAEMON_PID"
     cp "$PKI/ca.crl" "$WWW/ca.crl.tmp" && mv "$WWW/ca.crl.tmp" "$WWW/ca.crl"
   else
@@ -441,7 +442,11 @@ run_phase() {
       fault_restart; next_restart=$((now + RESTART_EVERY))
     fi
     [ "$now" -ge "$next_hup" ] && { fault_reload; next_hup=$((now + HUP_EVERY)); }
-    [ "$now" -ge "$next_flush" ] && { fault_flush; next_flush=$((now + FLUSH_EVERY)); }
+    # A flush lands at least 2 s after a reload and 3 s before the next,
+    # so that the watcher, not a reload's rule swap, puts the rules back.
+    if [ "$now" -ge "$next_flush" ] && [ $((now - LAST_HUP)) -ge 2 ]; then
+      fault_flush; next_flush=$((now + FLUSH_EVERY)); next_hup=$((next_hup > now + 3 ? next_hup : now + 3))
+    fi
     if [ "$now" -ge "$next_crl" ]; then fault_crl; next_crl=$((now + CRL_EVERY)); next_reissue=$((now + CRL_EVERY / 2)); fi
     if [ "$next_reissue" -gt 0 ] && [ "$now" -ge "$next_reissue" ]; then fault_reissue; next_reissue=0; fi
     [ "$now" -ge "$next_grants" ] && { fault_grants_revoke; next_grants=$((now + GRANTS_EVERY)); }
