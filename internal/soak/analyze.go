@@ -208,6 +208,7 @@ func Analyze(evs []Event, lim Limits) Report {
 	tl := buildTimeline(evs, lim)
 	var r Report
 	r.Rows = append(r.Rows, judgeProber(evs, tl, lim)...)
+	r.Rows = append(r.Rows, restoreDelays(evs, tl))
 	r.Rows = append(r.Rows, judgeKnocks(evs, tl, lim)...)
 	r.Rows = append(r.Rows, judgeHeld(evs, tl, lim)...)
 	r.Rows = append(r.Rows, judgeLeaks(evs, tl, lim)...)
@@ -266,6 +267,31 @@ func examplesText(ex []string) string {
 		return ""
 	}
 	return " (" + strings.Join(ex, "; ") + ")"
+}
+
+// restoreDelays reports how long after each flush the watcher logged
+// "rules restored".
+func restoreDelays(evs []Event, tl timeline) Row {
+	var restored []float64
+	for _, e := range evs {
+		if e.Kind == KindRestored {
+			restored = append(restored, e.T)
+		}
+	}
+	worst, found := 0.0, 0
+	for _, f := range tl.flushes {
+		for _, r := range restored {
+			if r >= f.from {
+				if r-f.from < 30 {
+					worst = math.Max(worst, r-f.from)
+					found++
+				}
+				break
+			}
+		}
+	}
+	return Row{Name: "flush_restored", What: "flushes and outrankings the watcher logged as restored; the longest time to it",
+		Measured: fmt.Sprintf("%d of %d, longest %.2f s", found, len(tl.flushes), worst), Limit: "reported (documented ≤ 2 s)", Info: true}
 }
 
 // revokedBy returns the revocations of client c's certificate gen.

@@ -42,7 +42,7 @@ const (
 	KindSample     = "sample"      // one sample of sknockd's metrics
 	KindWatchdog   = "watchdog"    // WATCHDOG=1 received from sknockd
 	KindLogRate    = "lograte"     // sknockd's log lines in one second
-	KindProtect    = "protect"     // Name: the protected ports in force from T (config a or b)
+	KindRestored   = "restored"    // sknockd logged "rules restored" (T: the line's own time)
 )
 
 // Event is one line of an events file. T is Unix seconds; the other

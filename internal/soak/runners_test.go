@@ -218,3 +218,42 @@ func TestEventsRoundTrip(t *testing.T) {
 		t.Errorf("ReadEvents of a bad line: %v, want an error naming line 1", err)
 	}
 }
+
+func TestCountLinesCountsAndFindsRestores(t *testing.T) {
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "sknockd.log")
+	lines := `{"level":"info","ts":"2026-12-07T13:30:00.000Z","msg":"sknockd started"}
+{"level":"error","ts":"2026-12-07T13:30:01.250Z","msg":"rules restored","family":"iptables"}
+{"level":"info","ts":"2026-12-07T13:30:02.000Z","msg":"knock"}
+`
+	if err := os.WriteFile(logPath, []byte(lines), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	evPath := filepath.Join(dir, "s.events")
+	log, err := OpenLog(evPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	CountLines(ctx, logPath, log)
+	log.Close()
+	evs, err := ReadEvents(evPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var count int64
+	var restored []float64
+	for _, e := range evs {
+		switch e.Kind {
+		case KindLogRate:
+			count += e.Count
+		case KindRestored:
+			restored = append(restored, e.T)
+		}
+	}
+	want := Unix(time.Date(2026, 12, 7, 13, 30, 1, 250e6, time.UTC))
+	if count != 3 || len(restored) != 1 || restored[0] != want {
+		t.Errorf("counted %d lines, restores at %v; want 3 and [%v]", count, restored, want)
+	}
+}

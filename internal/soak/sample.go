@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -72,9 +73,11 @@ func (s *Sampler) Run(ctx context.Context) {
 }
 
 // CountLines follows the file at path (sknockd's log, appended across
-// restarts) and reports how many lines were added each second.
+// restarts) and reports how many lines were added each second, and each
+// "rules restored" line at the time it names.
 func CountLines(ctx context.Context, path string, log *Log) {
 	var off int64
+	var partial []byte // a line not yet ended
 	buf := make([]byte, 256<<10)
 	for sleepCtx(ctx, time.Second) {
 		f, err := os.Open(path)
@@ -84,15 +87,41 @@ func CountLines(ctx context.Context, path string, log *Log) {
 		var lines int64
 		for {
 			n, err := f.ReadAt(buf, off)
-			lines += int64(bytes.Count(buf[:n], []byte{'\n'}))
 			off += int64(n)
+			partial = append(partial, buf[:n]...)
+			for {
+				i := bytes.IndexByte(partial, '\n')
+				if i < 0 {
+					break
+				}
+				lines++
+				if t, ok := restoredAt(partial[:i]); ok {
+					log.Add(Event{T: t, Kind: KindRestored})
+				}
+				partial = partial[i+1:]
+			}
 			if err != nil || n == 0 {
 				break
 			}
 		}
+		partial = append([]byte(nil), partial...)
 		f.Close()
 		log.Add(Event{Kind: KindLogRate, Count: lines})
 	}
+}
+
+// restoredAt returns the time of a "rules restored" log line.
+func restoredAt(line []byte) (float64, bool) {
+	if !bytes.Contains(line, []byte(`"msg":"rules restored"`)) {
+		return 0, false
+	}
+	var l struct {
+		TS time.Time `json:"ts"`
+	}
+	if err := json.Unmarshal(line, &l); err != nil || l.TS.IsZero() {
+		return 0, false
+	}
+	return Unix(l.TS), true
 }
 
 // ListenNotify plays the service manager's side of sd_notify: it binds a
