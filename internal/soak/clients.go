@@ -31,6 +31,9 @@ type Client struct {
 	UDP     []int    `json:"udp,omitempty"`       // UDP ports it may open (echo services)
 	Source  string   `json:"source_ip,omitempty"` // --source-ip for its IPv4 knocks (behind NAT)
 	Hold    bool     `json:"hold,omitempty"`      // keeps a connection open for minutes
+	// Quiet holders do not knock while they hold their connection, as an
+	// ssh session knocked for once: its grant ends long before it does.
+	Quiet bool `json:"quiet,omitempty"`
 }
 
 // Population runs clients until ctx ends. Knock builds the knock
@@ -105,6 +108,9 @@ func (p *Population) runClient(ctx context.Context, c Client, rng *mrand.Rand, w
 				holding, heldDone = false, nil
 			default:
 			}
+		}
+		if holding && c.Quiet {
+			continue
 		}
 		opened, gen, host, port := p.knockOnce(ctx, c, rng)
 		if !opened && ctx.Err() == nil {
