@@ -27,13 +27,15 @@ declare -A WANT=(
   [cut]=unrevoked_cut [corrupt]=bytes [heap]=heap [fd]=fds [goroutine]=goroutines [log]=log_rate [watchdog]=watchdog
 )
 FAULTS=${FAULTS:-"grant-prober drop-knocks slow-reentry late-revoke cut corrupt heap fd goroutine log watchdog"}
+TABLES=${TABLES:-$(mktemp -d /tmp/soak-faults.XXXXXX)}   # each run's table, kept
 missed=()
+echo "soak-faults: each run's table in $TABLES"
 printf '| fault | wanted | last line |\n|---|---|---|\n'
 for f in $FAULTS; do
   want=${WANT[$f]:?unknown fault $f}
   extra=()
   [ "$f" = watchdog ] && extra=(SOAK_WATCHDOG=6)
-  out=$(env SOAK_SECONDS="$SECONDS_EACH" SOAK_FAULT="$f" "${extra[@]}" scripts/soak.sh 2>/dev/null)
+  out=$(env SOAK_SECONDS="$SECONDS_EACH" SOAK_FAULT="$f" OUT="$TABLES/$f.md" "${extra[@]}" scripts/soak.sh 2>/dev/null)
   last=$(printf '%s\n' "$out" | tail -n 1)
   ok=caught
   if [[ "$last" != "soak: FAIL ("*")" ]] || ! [[ " $(echo "$last" | sed 's/^soak: FAIL (//; s/)$//; s/,/ /g') " == *" $want "* ]]; then

@@ -418,7 +418,7 @@ func grantLive(knocks []Event, tl timeline, lim Limits, h Event, t float64) bool
 
 func judgeHeld(evs []Event, tl timeline, lim Limits) []Row {
 	var n, outlived, revokedN, grantless, grantlessN, cut, lost, corrupt int64
-	var examples, glEx []string
+	var examples, glEx, cutEx []string
 	var knocks []Event
 	for _, e := range evs {
 		if e.Kind == KindKnock {
@@ -461,11 +461,11 @@ func judgeHeld(evs []Event, tl timeline, lim Limits) []Row {
 				}
 			}
 		}
-		if e.Cause == "cut" && !expectedCut {
+		if (e.Cause == "cut" || e.Cause == "stalled") && !expectedCut {
 			cut++
 			lost += e.Lost
-			if len(examples) < 3 {
-				examples = append(examples, fmt.Sprintf("%s %s/%d cut at %.1f", e.Client, e.Proto, e.Port, e.T))
+			if len(cutEx) < 3 {
+				cutEx = append(cutEx, fmt.Sprintf("%s %s/%d %s at %.1f (opened %.1f, last echo %.1f)", e.Client, e.Proto, e.Port, e.Cause, e.T, e.Opened, e.LastOK))
 			}
 		}
 	}
@@ -476,7 +476,7 @@ func judgeHeld(evs []Event, tl timeline, lim Limits) []Row {
 	return []Row{
 		{Name: "revoked_outlived", What: "held connections of a revoked client (grant live at the revocation) alive > 2 s after it was due", Measured: fmt.Sprintf("%d of %d", outlived, revokedN) + examplesText(examples), Limit: "0", Held: outlived == 0},
 		grantlessRow,
-		{Name: "unrevoked_cut", What: "held connections of unrevoked clients cut (restarts included)", Measured: fmt.Sprintf("%d of %d", cut, n), Limit: "0", Held: cut == 0},
+		{Name: "unrevoked_cut", What: "held connections of unrevoked clients cut or silent for 10 s (restarts included)", Measured: fmt.Sprintf("%d of %d", cut, n) + examplesText(cutEx), Limit: "0", Held: cut == 0},
 		{Name: "bytes", What: "bytes lost (on unexpected cuts) or corrupted on held connections", Measured: fmt.Sprintf("%d lost, %d corrupted", lost, corrupt), Limit: "0", Held: lost == 0 && corrupt == 0},
 	}
 }

@@ -274,7 +274,9 @@ func heldEcho(ctx context.Context, conn net.Conn, d, every time.Duration, e *Eve
 		n := 32 + rng.IntN(480)
 		msg := make([]byte, n)
 		rand.Read(msg)
-		conn.SetDeadline(time.Now().Add(3 * time.Second))
+		// A generous deadline: on a loaded machine an echo can wait
+		// seconds for the CPU; a connection silent for 10 s counts as cut.
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
 		if _, err := conn.Write(msg); err != nil {
 			e.Lost += int64(n)
 			return "cut"
@@ -282,6 +284,9 @@ func heldEcho(ctx context.Context, conn net.Conn, d, every time.Duration, e *Eve
 		got := buf[:n]
 		if k, err := io.ReadFull(conn, got); err != nil {
 			e.Lost += int64(n - k)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return "stalled"
+			}
 			return "cut"
 		}
 		if !bytes.Equal(got, msg) {
