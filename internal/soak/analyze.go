@@ -509,13 +509,14 @@ func bucketMinima(samples []Event, from, to, w float64, value func(Event) float6
 // LeakWindow returns where the leak phase's growth is measured: from
 // minute 10 or the phase's first tenth, whichever is earlier (but not
 // before 15 s, when the grant table has filled to its steady size), to
-// its end, in buckets of a minute or a fifth of that span, whichever is
-// shorter.
+// its end, in buckets of a minute, or of half that span when it is
+// shorter than two minutes (a short bucket may hold a GC or two, whose
+// marked heap swings with what was in flight at that instant).
 func LeakWindow(phase window) (from, to, bucket float64) {
 	length := phase.to - phase.from
 	warm := math.Max(15, math.Min(600, length/10))
 	from, to = phase.from+warm, phase.to
-	bucket = math.Min(60, (to-from)/5)
+	bucket = math.Min(60, (to-from)/2)
 	return from, to, bucket
 }
 

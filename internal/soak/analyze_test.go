@@ -95,7 +95,7 @@ func TestAnalyzeEachInvariantCanFail(t *testing.T) {
 		{"bytes corrupted", []Event{{T: 90, Kind: KindHeld, Client: "c6", Gen: 1, Proto: "tcp", Port: 5005, Src: "198.18.0.1", Opened: 20, LastOK: 89.8, Cause: "corrupt", Corrupt: 1}}, []string{"bytes"}},
 		{"heap grows", growing(func(e *Event, i int) { e.Heap = float64(10<<20 + i*(200<<10)) }), []string{"heap"}},
 		{"descriptors leak", growing(func(e *Event, i int) { e.FDs = float64(16 + i/5) }), []string{"fds"}},
-		{"goroutines leak", growing(func(e *Event, i int) { e.Goroutines = float64(23 + i/4) }), []string{"goroutines"}},
+		{"goroutines leak", growing(func(e *Event, i int) { e.Goroutines = float64(23 + i/3) }), []string{"goroutines"}},
 		{"log flood", []Event{{T: 120, Kind: KindLogRate, Count: 5000}}, []string{"log_rate"}},
 		{"watchdog missed", []Event{{T: 150.5, Kind: KindStop}, {T: 150.6, Kind: KindReady}}, []string{"watchdog"}},
 	}
@@ -215,7 +215,7 @@ func TestLeakWindow(t *testing.T) {
 	}{
 		{"long phase: from minute 10, minute buckets", window{0, 7200}, 600, 7200, 60},
 		{"36 min phase: from its first tenth", window{0, 2160}, 216, 2160, 60},
-		{"72 s phase: from 15 s, fifths", window{100, 172}, 115, 172, 11.4},
+		{"72 s phase: from 15 s, halves", window{100, 172}, 115, 172, 28.5},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
