@@ -147,7 +147,7 @@ func TestProberReportsWhatGetsThrough(t *testing.T) {
 	// pick the closed port as its own and hear itself.
 	src, lo := netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.1")
 	p := &Prober{Sources: []netip.Addr{src}, Targets: []netip.Addr{lo}, TCP: []int{open, closed}, UDP: []int{open, closed}, Timeout: 50 * time.Millisecond, Log: log}
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	p.Run(ctx)
 	log.Close()
