@@ -54,16 +54,31 @@ func main() {
 	}
 }
 
-// bounded returns ctx ended after d as well.
-func bounded(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, d)
+// job is what every long-running subcommand shares: its events file
+// and its bound in time.
+type job struct {
+	events *string
+	limit  *time.Duration
 }
 
-func openEvents(path string) (*soak.Log, error) {
-	if path == "" {
-		return nil, fmt.Errorf("-events is required")
+// jobFlags adds -events and -for to fs.
+func jobFlags(fs *flag.FlagSet) job {
+	return job{
+		events: fs.String("events", "", "events file to append to"),
+		limit:  fs.Duration("for", time.Hour, "stop after this long"),
 	}
-	return soak.OpenLog(path)
+}
+
+// start opens the events file and bounds ctx by -for; done closes both.
+func (j job) start(ctx context.Context) (_ context.Context, log *soak.Log, done func(), err error) {
+	if *j.events == "" {
+		return nil, nil, nil, fmt.Errorf("-events is required")
+	}
+	if log, err = soak.OpenLog(*j.events); err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, *j.limit)
+	return ctx, log, func() { cancel(); log.Close() }, nil
 }
 
 // ports parses "5000-5003,5050" into port numbers.
@@ -91,6 +106,15 @@ func ports(s string) ([]int, error) {
 	return out, nil
 }
 
+// tcpUDP parses the -tcp and -udp port lists.
+func tcpUDP(tcp, udp string) (tcpPorts, udpPorts []int, err error) {
+	if tcpPorts, err = ports(tcp); err != nil {
+		return nil, nil, err
+	}
+	udpPorts, err = ports(udp)
+	return tcpPorts, udpPorts, err
+}
+
 func addrs(s string) ([]netip.Addr, error) {
 	var out []netip.Addr
 	for _, part := range strings.Split(s, ",") {
@@ -109,7 +133,7 @@ func addrs(s string) ([]netip.Addr, error) {
 func clients(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("clients", flag.ExitOnError)
 	spec := fs.String("spec", "", "JSON file: a list of clients (see soak.Client)")
-	events := fs.String("events", "", "events file to append to")
+	j := jobFlags(fs)
 	sknock := fs.String("sknock", "sknock", "the client binary")
 	serverCert := fs.String("server-cert", "", "the gatekeeper's certificate")
 	pwFile := fs.String("password-file", "", "bundle password file")
@@ -119,7 +143,6 @@ func clients(ctx context.Context, args []string) error {
 	maxGap := fs.Duration("max-gap", 20*time.Second, "longest pause")
 	holdMin := fs.Duration("hold-min", time.Minute, "shortest held connection")
 	holdMax := fs.Duration("hold-max", 5*time.Minute, "longest held connection")
-	limit := fs.Duration("for", time.Hour, "stop after this long")
 	fs.Parse(args)
 	b, err := os.ReadFile(*spec)
 	if err != nil {
@@ -137,11 +160,11 @@ func clients(ctx context.Context, args []string) error {
 	if *protocols != "" {
 		protos = strings.Split(*protocols, ",")
 	}
-	log, err := openEvents(*events)
+	ctx, log, done, err := j.start(ctx)
 	if err != nil {
 		return err
 	}
-	defer log.Close()
+	defer done()
 	n := 0
 	p := &soak.Population{
 		Clients: cs, MinGap: *minGap, MaxGap: *maxGap, HoldMin: *holdMin, HoldMax: *holdMax,
@@ -159,8 +182,6 @@ func clients(ctx context.Context, args []string) error {
 			return append(append(argv, host), ps...)
 		},
 	}
-	ctx, cancel := bounded(ctx, *limit)
-	defer cancel()
 	p.Run(ctx)
 	return nil
 }
@@ -172,8 +193,7 @@ func prober(ctx context.Context, args []string) error {
 	tcp := fs.String("tcp", "", "TCP ports, e.g. 5000-5009,5050")
 	udp := fs.String("udp", "", "UDP ports")
 	timeout := fs.Duration("timeout", 150*time.Millisecond, "per attempt")
-	events := fs.String("events", "", "events file")
-	limit := fs.Duration("for", time.Hour, "stop after this long")
+	j := jobFlags(fs)
 	fs.Parse(args)
 	p := &soak.Prober{Timeout: *timeout}
 	var err error
@@ -183,18 +203,15 @@ func prober(ctx context.Context, args []string) error {
 	if p.Targets, err = addrs(*targets); err != nil {
 		return err
 	}
-	if p.TCP, err = ports(*tcp); err != nil {
+	if p.TCP, p.UDP, err = tcpUDP(*tcp, *udp); err != nil {
 		return err
 	}
-	if p.UDP, err = ports(*udp); err != nil {
+	ctx, log, done, err := j.start(ctx)
+	if err != nil {
 		return err
 	}
-	if p.Log, err = openEvents(*events); err != nil {
-		return err
-	}
-	defer p.Log.Close()
-	ctx, cancel := bounded(ctx, *limit)
-	defer cancel()
+	defer done()
+	p.Log = log
 	p.Run(ctx)
 	return nil
 }
@@ -209,13 +226,10 @@ func echo(ctx context.Context, args []string) error {
 	fs.Parse(args)
 	e := &soak.Echo{Fault: *fault, FaultAfter: *faultAfter}
 	var err error
-	if e.TCP, err = ports(*tcp); err != nil {
+	if e.TCP, e.UDP, err = tcpUDP(*tcp, *udp); err != nil {
 		return err
 	}
-	if e.UDP, err = ports(*udp); err != nil {
-		return err
-	}
-	ctx, cancel := bounded(ctx, *limit)
+	ctx, cancel := context.WithTimeout(ctx, *limit)
 	defer cancel()
 	return e.Serve(ctx)
 }
@@ -225,16 +239,13 @@ func sample(ctx context.Context, args []string) error {
 	url := fs.String("url", "http://127.0.0.1:9466/metrics", "sknockd's metrics")
 	every := fs.Duration("every", 10*time.Second, "sampling period")
 	logFile := fs.String("log", "", "sknockd's log file, whose lines per second are counted")
-	events := fs.String("events", "", "events file")
-	limit := fs.Duration("for", time.Hour, "stop after this long")
+	j := jobFlags(fs)
 	fs.Parse(args)
-	log, err := openEvents(*events)
+	ctx, log, done, err := j.start(ctx)
 	if err != nil {
 		return err
 	}
-	defer log.Close()
-	ctx, cancel := bounded(ctx, *limit)
-	defer cancel()
+	defer done()
 	if *logFile != "" {
 		go soak.CountLines(ctx, *logFile, log)
 	}
@@ -245,16 +256,13 @@ func sample(ctx context.Context, args []string) error {
 func notify(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("notify", flag.ExitOnError)
 	socket := fs.String("socket", "", "the NOTIFY_SOCKET path to bind")
-	events := fs.String("events", "", "events file")
-	limit := fs.Duration("for", time.Hour, "stop after this long")
+	j := jobFlags(fs)
 	fs.Parse(args)
-	log, err := openEvents(*events)
+	ctx, log, done, err := j.start(ctx)
 	if err != nil {
 		return err
 	}
-	defer log.Close()
-	ctx, cancel := bounded(ctx, *limit)
-	defer cancel()
+	defer done()
 	return soak.ListenNotify(ctx, *socket, log)
 }
 
@@ -269,7 +277,7 @@ func crlServe(ctx context.Context, args []string) error {
 		return err
 	}
 	srv := &http.Server{Handler: http.FileServer(http.Dir(*dir)), ReadHeaderTimeout: 5 * time.Second}
-	ctx, cancel := bounded(ctx, *limit)
+	ctx, cancel := context.WithTimeout(ctx, *limit)
 	defer cancel()
 	go func() { <-ctx.Done(); srv.Close() }()
 	if err := srv.Serve(l); err != http.ErrServerClosed {
