@@ -35,7 +35,7 @@ for f in $FAULTS; do
   want=${WANT[$f]:?unknown fault $f}
   extra=()
   [ "$f" = watchdog ] && extra=(SOAK_WATCHDOG=6)
-  out=$(env SOAK_SECONDS="$SECONDS_EACH" SOAK_FAULT="$f" OUT="$TABLES/$f.md" "${extra[@]}" scripts/soak.sh 2>/dev/null)
+  out=$(env SOAK_SECONDS="$SECONDS_EACH" SOAK_FAULT="$f" OUT="$TABLES/$f.md" "${extra[@]}" scripts/soak.sh 2>"$TABLES/$f.err")
   last=$(printf '%s\n' "$out" | tail -n 1)
   ok=caught
   if [[ "$last" != "soak: FAIL ("*")" ]] || ! [[ " $(echo "$last" | sed 's/^soak: FAIL (//; s/)$//; s/,/ /g') " == *" $want "* ]]; then

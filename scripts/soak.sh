@@ -229,9 +229,9 @@ write_config "$W/a.yaml" "$PROTECT_A"
 write_config "$W/b.yaml" "$PROTECT_B"
 write_config "$W/invalid.yaml" "$PROTECT_A, tcp/not-a-port"
 cp "$W/a.yaml" "$CONF"; CONF_NAME=a
-"$BIN/sknockd" --config "$W/a.yaml" --check 2>/dev/null
-"$BIN/sknockd" --config "$W/b.yaml" --check 2>/dev/null
-if "$BIN/sknockd" --config "$W/invalid.yaml" --check 2>/dev/null; then echo "soak.sh: the invalid config passed --check" >&2; exit 1; fi
+"$BIN/sknockd" --config "$W/a.yaml" --check >/dev/null 2>&1 || { "$BIN/sknockd" --config "$W/a.yaml" --check; exit 1; }
+"$BIN/sknockd" --config "$W/b.yaml" --check >/dev/null 2>&1 || { "$BIN/sknockd" --config "$W/b.yaml" --check; exit 1; }
+if "$BIN/sknockd" --config "$W/invalid.yaml" --check >/dev/null 2>&1; then echo "soak.sh: the invalid config passed --check" >&2; exit 1; fi
 
 # ---- services and sknockd ------------------------------------------------------------------
 DLOG=$W/sknockd.log; : > "$DLOG"
@@ -250,7 +250,7 @@ start_daemon() {
   NOTIFY_SOCKET=$W/notify.sock WATCHDOG_USEC=$((SOAK_WATCHDOG * 1000000)) SKNOCK_SOAK_FAULT=$DFAULT \
     ip netns exec "$SRV" "$BIN/sknockd" --config "$CONF" 2>>"$DLOG" &
   DAEMON_PID=$!
-  for _ in $(seq 200); do
+  for _ in $(seq 600); do   # 30 s: a loaded machine can be slow
     if [ "$(started)" -gt "$before" ]; then event ready; return 0; fi
     kill -0 "$DAEMON_PID" 2>/dev/null || break
     sleep 0.05
