@@ -28,6 +28,7 @@ declare -A WANT=(
 )
 FAULTS=${FAULTS:-"grant-prober drop-knocks slow-reentry late-revoke cut corrupt heap fd goroutine log watchdog"}
 TABLES=${TABLES:-$(mktemp -d /tmp/soak-faults.XXXXXX)}   # each run's table, kept
+mkdir -p "$TABLES"
 missed=()
 echo "soak-faults: each run's table in $TABLES"
 printf '| fault | wanted | last line |\n|---|---|---|\n'
