@@ -377,14 +377,9 @@ fault_grants_revoke() {
   local victim=${GRANT_VICTIMS[$((NGRANT % ${#GRANT_VICTIMS[@]}))]}
   NGRANT=$((NGRANT + 1))
   local serial; serial=$(serial_of "$victim")
-  # A revocation counts from before the command, and only if sknockd
-  # answered it (the event's later "t" wins).
-  local t0; t0=$(date +%s.%N)
-  if in_ns "$SRV" "$SK" grants revoke --serial "$serial" --socket "$W/control.sock" >/dev/null 2>&1; then
-    event revoke client="$victim" gen="${GENOF[$victim]}" name=grants t="$t0"
-  else
-    log "sknock grants revoke --serial $serial ($victim) failed"
-  fi
+  # Recorded with the grants sknockd said it ended, only if it answered.
+  try in_ns "$SRV" "$SOAK" revoke -events "$EV/script.events" -client "$victim" -gen "${GENOF[$victim]}" -- \
+    "$SK" grants revoke --serial "$serial" --socket "$W/control.sock" --json
 }
 NFLOOD=0
 fault_flood() {

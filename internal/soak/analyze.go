@@ -3,7 +3,9 @@ package soak
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -438,6 +440,11 @@ func judgeHeld(evs []Event, tl timeline, lim Limits) []Row {
 			}
 			expectedCut = true
 			live := grantLive(knocks, tl, lim, e, r.T)
+			if r.Name == "grants" && r.Ended != nil {
+				// sknockd said which grants it ended: exactly their
+				// connections must end.
+				live = slices.Contains(r.Ended, e.Local+" "+e.Proto+"/"+strconv.Itoa(e.Port))
+			}
 			if !live && r.Name == "grants" {
 				continue // an operator revoke ends grants; this one had none
 			}

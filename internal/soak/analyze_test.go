@@ -90,6 +90,10 @@ func TestAnalyzeEachInvariantCanFail(t *testing.T) {
 			{T: 62, Kind: KindRevoke, Client: "c5", Gen: 2, Name: "crl-url"},
 			{T: 70, Kind: KindHeld, Client: "c5", Gen: 2, Proto: "tcp", Port: 5004, Src: "198.18.0.1", Opened: 58, LastOK: 64.5, Cause: "cut"},
 		}, []string{"revoked_outlived"}},
+		{"operator revoke ended its grant, not its connection", []Event{
+			{T: 64, Kind: KindRevoke, Client: "c7", Gen: 1, Name: "grants", Ended: []string{"198.18.0.17 tcp/5006"}},
+			{T: 90, Kind: KindHeld, Client: "c7", Gen: 1, Proto: "tcp", Port: 5006, Src: "198.18.0.1", Local: "198.18.0.17", Opened: 30, LastOK: 89, Cause: "planned"},
+		}, []string{"revoked_outlived"}},
 		{"unrevoked connection cut", []Event{{T: 90, Kind: KindHeld, Client: "c6", Gen: 1, Proto: "tcp", Port: 5005, Src: "198.18.0.1", Opened: 20, LastOK: 89.8, Cause: "cut"}}, []string{"unrevoked_cut"}},
 		{"bytes lost on a cut", []Event{{T: 90, Kind: KindHeld, Client: "c6", Gen: 1, Proto: "tcp", Port: 5005, Src: "198.18.0.1", Opened: 20, LastOK: 89.8, Cause: "cut", Lost: 200}}, []string{"unrevoked_cut", "bytes"}},
 		{"bytes corrupted", []Event{{T: 90, Kind: KindHeld, Client: "c6", Gen: 1, Proto: "tcp", Port: 5005, Src: "198.18.0.1", Opened: 20, LastOK: 89.8, Cause: "corrupt", Corrupt: 1}}, []string{"bytes"}},
@@ -172,6 +176,10 @@ func TestAnalyzeDocumentedWindows(t *testing.T) {
 			{T: 140, Kind: KindKnock, Client: "c7", Gen: 1, Proto: "tcp", Port: 5006, Src: "198.18.0.1", Sent: 140, OK: true, Dur: 0.01},
 			{T: 150.5, Kind: KindRevoke, Client: "c7", Gen: 1, Name: "grants"},
 			{T: 170, Kind: KindHeld, Client: "c7", Gen: 1, Proto: "tcp", Port: 5006, Src: "198.18.0.1", Opened: 140.1, LastOK: 169, Cause: "planned"},
+		}},
+		{"operator revoke ended other grants", []Event{
+			{T: 64, Kind: KindRevoke, Client: "c7", Gen: 1, Name: "grants", Ended: []string{"fd00:5e::17 tcp/5006"}},
+			{T: 90, Kind: KindHeld, Client: "c7", Gen: 1, Proto: "tcp", Port: 5006, Src: "198.18.0.1", Local: "198.18.0.17", Opened: 62, LastOK: 89, Cause: "planned"},
 		}},
 		{"revocation due after the rules' restore", []Event{
 			{T: 89, Kind: KindKnock, Client: "c8", Gen: 1, Proto: "tcp", Port: 5007, Src: "198.18.0.1", Sent: 89, OK: true, Dur: 0.01},

@@ -251,6 +251,10 @@ func (p *Population) hold(ctx context.Context, c Client, gen int, host string, p
 		return // the grant ended between the check and this dial: nothing held
 	}
 	defer conn.Close()
+	e.Local = c.Source // behind NAT: the address the gatekeeper sees
+	if e.Local == "" || strings.Contains(host, ":") {
+		e.Local = conn.LocalAddr().(*net.TCPAddr).IP.String()
+	}
 	e.Opened = Unix(time.Now())
 	e.LastOK = e.Opened
 	e.Cause = heldEcho(ctx, conn, d, p.EchoEvery, &e)

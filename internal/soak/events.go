@@ -55,7 +55,11 @@ type Event struct {
 	Gen    int     `json:"gen,omitempty"`
 	Proto  string  `json:"proto,omitempty"`
 	Port   int     `json:"port,omitempty"`
-	Src    string  `json:"src,omitempty"`
+	Src    string  `json:"src,omitempty"`   // knock, held: the gatekeeper's address used; probe: the prober's address:port
+	Local  string  `json:"local,omitempty"` // held: the client's address as the gatekeeper sees it
+	// Revoke by an operator: the grants sknockd said it ended, as
+	// "SOURCE PROTO/PORT".
+	Ended []string `json:"ended,omitempty"`
 	// Knock: Sent is when the knock process exited, OK whether the port
 	// opened, Dur how long after Sent it did (seconds).
 	Sent float64 `json:"sent,omitempty"`

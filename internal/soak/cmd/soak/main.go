@@ -8,6 +8,7 @@
 //	soak sample    sknockd's metrics every -every, and its log lines per second
 //	soak notify    the service manager's notify socket (WATCHDOG=1)
 //	soak crlserve  serve a directory over HTTP (the CRL for crl.url)
+//	soak revoke    run `sknock grants revoke ... --json` and record what it ended
 //	soak report    judge a run from its events: the table, then soak: PASS or FAIL
 package main
 
@@ -20,6 +21,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -38,12 +40,13 @@ var commands = map[string]func(ctx context.Context, args []string) error{
 	"sample":   sample,
 	"notify":   notify,
 	"crlserve": crlServe,
+	"revoke":   revoke,
 	"report":   report,
 }
 
 func main() {
 	if len(os.Args) < 2 || commands[os.Args[1]] == nil {
-		fmt.Fprintln(os.Stderr, "usage: soak clients|prober|echo|sample|notify|crlserve|report [flags]")
+		fmt.Fprintln(os.Stderr, "usage: soak clients|prober|echo|sample|notify|crlserve|revoke|report [flags]")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -284,6 +287,46 @@ func crlServe(ctx context.Context, args []string) error {
 		return err
 	}
 	return nil
+}
+
+// revoke runs an operator revocation (the command after --, which must
+// print sknock grants revoke's JSON answer) and records it as a revoke
+// event of -client's certificate -gen, stamped before the command ran,
+// with the grants sknockd ended. A command that fails records nothing.
+func revoke(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("revoke", flag.ExitOnError)
+	events := fs.String("events", "", "events file to append to")
+	client := fs.String("client", "", "the client whose certificate it is")
+	gen := fs.Int("gen", 0, "its generation")
+	fs.Parse(args)
+	if fs.NArg() == 0 {
+		return fmt.Errorf("no command after the flags")
+	}
+	at := soak.Unix(time.Now())
+	out, err := exec.CommandContext(ctx, fs.Arg(0), fs.Args()[1:]...).Output()
+	if err != nil {
+		return fmt.Errorf("%s: %w", strings.Join(fs.Args(), " "), err)
+	}
+	var answer struct {
+		Grants []struct {
+			Source string `json:"source"`
+			Proto  string `json:"proto"`
+			Port   int    `json:"port"`
+		} `json:"grants"`
+	}
+	if err := json.Unmarshal(out, &answer); err != nil {
+		return fmt.Errorf("the answer %q: %w", out, err)
+	}
+	ended := []string{}
+	for _, g := range answer.Grants {
+		ended = append(ended, fmt.Sprintf("%s %s/%d", g.Source, g.Proto, g.Port))
+	}
+	log, err := soak.OpenLog(*events)
+	if err != nil {
+		return err
+	}
+	log.Add(soak.Event{T: at, Kind: soak.KindRevoke, Name: "grants", Client: *client, Gen: *gen, Ended: ended})
+	return log.Close()
 }
 
 // protectFlag collects -protect NAME=PORTS (gate.protect's syntax).
