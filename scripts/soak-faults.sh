@@ -15,8 +15,8 @@
 #   cut           the echo service resets one held connection → unrevoked_cut
 #   corrupt       the echo service flips one byte → bytes
 #   heap          sknockd leaks 4 MiB per reload → heap
-#   fd            sknockd leaks a descriptor per reload → fds
-#   goroutine     sknockd leaks a goroutine per reload → goroutines
+#   fd            sknockd leaks three descriptors per reload → fds
+#   goroutine     sknockd leaks three goroutines per reload → goroutines
 #   log           sknockd writes 300 lines a second → log_rate
 #   watchdog      sknockd stopped (SIGSTOP) past WatchdogSec → watchdog
 set -uo pipefail

@@ -5,8 +5,10 @@ package main
 // Faults for scripts/soak.sh to show that its leak, log-rate and
 // watchdog invariants can fail: built only with -tags soakfault, and
 // active only when SKNOCK_SOAK_FAULT names one. Each SIGHUP (a reload)
-// then leaks what it names: "fd" a descriptor, "heap" 4 MiB of heap,
-// "goroutine" a goroutine; "log" writes 300 lines a second to stderr.
+// then leaks what it names: "fd" three descriptors, "heap" 4 MiB of heap,
+// "goroutine" three goroutines (so that a 90 s soak's leak phase, about
+// eight reloads, shows them past its bounds); "log" writes 300 lines a
+// second to stderr.
 // No release build holds this file.
 
 import (
@@ -45,9 +47,10 @@ func init() {
 		for range hup {
 			switch fault {
 			case "fd":
-				f, err := os.Open("/dev/null")
-				if err == nil {
-					soakFiles = append(soakFiles, f) // kept open: the leak
+				for range 3 {
+					if f, err := os.Open("/dev/null"); err == nil {
+						soakFiles = append(soakFiles, f) // kept open: the leak
+					}
 				}
 			case "heap":
 				b := make([]byte, 4<<20)
@@ -56,7 +59,9 @@ func init() {
 				}
 				soakLeaked = append(soakLeaked, b)
 			case "goroutine":
-				go func() { select {} }()
+				for range 3 {
+					go func() { select {} }()
+				}
 			}
 		}
 	}()
