@@ -290,10 +290,12 @@ spec() {
   done
   echo "]" >> "$file"
 }
+CLIENT_PIDS=()
 client_ns() { # client_ns NS SPECFILE
   bg in_ns "$1" "$SOAK" clients -spec "$2" -events "$EV/$(basename "$2" .json).events" -sknock "$SK" \
     -server-cert "$SERVER_CERT" -password-file "$PW" -knock-ports 40000-40999 -protocols "$PROTOCOLS" \
     -min-gap 3s -max-gap 12s -hold-min "$HOLD_MIN" -hold-max "$HOLD_MAX" -for "$LIMIT"
+  CLIENT_PIDS+=($!)
 }
 log "clients (${PROTOCOLS:+protocols $PROTOCOLS, }56 certificates) and prober"
 for n in $(seq 1 $DIRECT_NS); do
@@ -465,7 +467,10 @@ run_phase leak "$LEAK" 0
 run_phase chaos "$CHAOS" 1
 event end
 log "stopping; judging"
-# Clients report their held connections as they stop.
+# The clients stop first and report their held connections as ended by
+# the run; the echo services stop only then, so that none looks cut.
+for p in "${CLIENT_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+for p in "${CLIENT_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
 for p in "${BG[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 for p in "${BG[@]}"; do wait "$p" 2>/dev/null || true; done
 BG=()

@@ -468,7 +468,7 @@ func judgeHeld(evs []Event, tl timeline, lim Limits) []Row {
 				}
 			}
 		}
-		if (e.Cause == "cut" || e.Cause == "stalled") && !expectedCut {
+		if (e.Cause == "cut" || e.Cause == "stalled") && !expectedCut && e.T < tl.chaos.to {
 			cut++
 			lost += e.Lost
 			if len(cutEx) < 3 {
@@ -515,16 +515,31 @@ func bucketMinima(samples []Event, from, to, w float64, value func(Event) float6
 
 // LeakWindow returns where the leak phase's growth is measured: from
 // minute 10 or the phase's first tenth, whichever is earlier (but not
-// before 15 s, when the grant table has filled to its steady size), to
-// its end, in buckets of a minute, or of half that span when it is
+// before 15 s, when the grant table has reached its steady size), to its
+// end, in whole buckets of a minute, or of half that span when it is
 // shorter than two minutes (a short bucket may hold a GC or two, whose
-// marked heap swings with what was in flight at that instant).
+// marked heap swings with what was in flight at that instant). The
+// buckets end at the phase's end; what is left over at the start is
+// left out, so that no bucket is partial.
 func LeakWindow(phase window) (from, to, bucket float64) {
 	length := phase.to - phase.from
 	warm := math.Max(15, math.Min(600, length/10))
 	from, to = phase.from+warm, phase.to
 	bucket = math.Min(60, (to-from)/2)
-	return from, to, bucket
+	if bucket <= 0 {
+		return from, to, 0
+	}
+	n := math.Floor((to - from) / bucket)
+	return to - n*bucket, to, bucket
+}
+
+// growth compares the lowest of the first quarter of the bucket minima
+// with the lowest of the last quarter (a bucket each at least): a leak
+// raises every minimum, while a flood or a burst of knocks raises a
+// bucket or two and passes.
+func growth(mins []float64) (first, last float64) {
+	q := max(1, len(mins)/4)
+	return slices.Min(mins[:q]), slices.Min(mins[len(mins)-q:])
 }
 
 func judgeLeaks(evs []Event, tl timeline, lim Limits) []Row {
@@ -565,20 +580,21 @@ func judgeLeaks(evs []Event, tl timeline, lim Limits) []Row {
 			rows = append(rows, Row{Name: m.name, What: m.what, Measured: fmt.Sprintf("%d buckets of samples (need 2)", len(mins)), Limit: "samples", Held: false})
 			continue
 		}
-		first, last := mins[0], mins[len(mins)-1]
-		growth, limit := last-first, fmt.Sprintf("≤ %g", m.limit)
-		measured := fmt.Sprintf("%.0f → %.0f (%+.0f)", first, last, growth)
+		first, last := growth(mins)
+		grew, limit := last-first, fmt.Sprintf("≤ %g", m.limit)
+		measured := fmt.Sprintf("%.0f → %.0f (%+.0f)", first, last, grew)
 		if m.relative {
-			growth = growth / math.Max(first, 1)
+			grew = grew / math.Max(first, 1)
 			limit = fmt.Sprintf("< %.0f %%", m.limit*100)
-			measured = fmt.Sprintf("%.1f MiB → %.1f MiB (%+.1f %%)", first/(1<<20), last/(1<<20), growth*100)
+			measured = fmt.Sprintf("%.1f MiB → %.1f MiB (%+.1f %%)", first/(1<<20), last/(1<<20), grew*100)
 		}
-		measured += fmt.Sprintf(" over %.0f s, %d buckets of %.0f s", to-from, len(mins), w)
-		rows = append(rows, Row{Name: m.name, What: m.what, Measured: measured, Limit: limit, Held: growth <= m.limit})
+		measured += fmt.Sprintf(" over %.0f s, %d buckets of %.0f s, lowest of the first and last %d", to-from, len(mins), w, max(1, len(mins)/4))
+		rows = append(rows, Row{Name: m.name, What: m.what, Measured: measured, Limit: limit, Held: grew <= m.limit})
 	}
 	if live := bucketMinima(samples, from, to, w, func(e Event) float64 { return e.NextGC / 2 }); len(live) >= 2 {
-		rows = append(rows, Row{Name: "heap_live", What: "sknockd heap live at the last GC (next_gc/2), first and last bucket",
-			Measured: fmt.Sprintf("%.1f MiB → %.1f MiB", live[0]/(1<<20), live[len(live)-1]/(1<<20)), Limit: "reported", Info: true})
+		first, last := growth(live)
+		rows = append(rows, Row{Name: "heap_live", What: "sknockd heap live at the last GC (next_gc/2), the same way",
+			Measured: fmt.Sprintf("%.1f MiB → %.1f MiB", first/(1<<20), last/(1<<20)), Limit: "reported", Info: true})
 	}
 	return rows
 }
