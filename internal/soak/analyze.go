@@ -90,6 +90,16 @@ type window struct{ from, to float64 }
 
 func (w window) has(t float64) bool { return t >= w.from && t <= w.to }
 
+// overlapsAny reports whether [from, to] overlaps one of ws.
+func overlapsAny(ws []window, from, to float64) bool {
+	for _, w := range ws {
+		if from <= w.to && to >= w.from {
+			return true
+		}
+	}
+	return false
+}
+
 func inAny(ws []window, t float64) bool {
 	for _, w := range ws {
 		if w.has(t) {
@@ -333,11 +343,12 @@ func judgeKnocks(evs []Event, tl timeline, lim Limits) []Row {
 			}
 			continue
 		}
-		if inAny(tl.down, e.Sent) || inAny(tl.down, e.Sent+lim.OpenWithin) {
+		// A knock whose check spans a restart lost its grant with it.
+		if overlapsAny(tl.down, e.Sent, e.Sent+lim.OpenWithin) {
 			restartWin++
 			continue
 		}
-		if inAny(tl.flushes, e.Sent) || inAny(tl.flushes, e.Sent+lim.OpenWithin) {
+		if overlapsAny(tl.flushes, e.Sent, e.Sent+lim.OpenWithin) {
 			flushWin++
 			continue
 		}

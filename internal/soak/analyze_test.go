@@ -184,6 +184,7 @@ func TestAnalyzeDocumentedWindows(t *testing.T) {
 		{"prober on a port the config in force leaves open", []Event{{T: 40, Kind: KindReload, Name: "b"}, {T: 43, Kind: KindProbe, Proto: "tcp", Port: 5050}}},
 		{"prober on a port just unprotected by a reload", []Event{{T: 40, Kind: KindReload, Name: "b"}, {T: 40.5, Kind: KindProbe, Proto: "tcp", Port: 5050}}},
 		{"knock during a restart", []Event{{T: 153, Kind: KindKnock, Client: "c4", Gen: 1, Proto: "tcp", Port: 5003, Src: "198.18.0.1", Sent: 150.05, Dur: 3}}},
+		{"knock granted just before a kill, checked across it", []Event{{T: 153, Kind: KindKnock, Client: "c4", Gen: 1, Proto: "udp", Port: 6003, Src: "198.18.0.1", Sent: 149.98, Dur: 3}}},
 		{"knock during a flush", []Event{{T: 30, Kind: KindFlush}, {T: 34, Kind: KindKnock, Client: "c4", Gen: 1, Proto: "tcp", Port: 5003, Sent: 30.5, Dur: 3}}},
 		{"revoked certificate refused", []Event{{T: 73, Kind: KindKnock, Client: "c2", Gen: 1, Proto: "tcp", Port: 5001, Sent: 70, Dur: 3}}},
 		{"revoked certificate opened during a flush", []Event{{T: 69.9, Kind: KindFlush}, {T: 70.1, Kind: KindKnock, Client: "c2", Gen: 1, Proto: "tcp", Port: 5001, Sent: 70, OK: true, Dur: 0.05}}},
