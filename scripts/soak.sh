@@ -49,6 +49,7 @@ SOAK_SECONDS=${SOAK_SECONDS:-3600}
 SOAK_FAULT=${SOAK_FAULT:-}        # see soak_fault_* below and scripts/soak-faults.sh
 SOAK_WATCHDOG=${SOAK_WATCHDOG:-20} # WatchdogSec the soak plays systemd with
 OUT=${OUT:-}                       # also write the table to this file
+SOAK_STRICT_REVOCATION=${SOAK_STRICT_REVOCATION:-}  # 1: also judge revocations of connections whose grant had ended
 FLOOD_RATE=${FLOOD_RATE:-4000}     # packets per second of each flood burst
 FLOOD_SECONDS=${FLOOD_SECONDS:-5}
 
@@ -478,7 +479,7 @@ stop_daemon TERM
 protect_flag() { echo "$1=$(echo "$2" | tr -d ' ')"; }
 set +e
 "$SOAK" report -dir "$EV" -protect "$(protect_flag a "$PROTECT_A")" -protect "$(protect_flag b "$PROTECT_B")" \
-  -open-duration 15 -watchdog "$SOAK_WATCHDOG" > "$W/report.md"
+  -open-duration 15 -watchdog "$SOAK_WATCHDOG" ${SOAK_STRICT_REVOCATION:+-strict-revocation} > "$W/report.md"
 rc=$?
 set -e
 {
