@@ -2,7 +2,7 @@
 # The "test it" command: installs what a fresh Debian-like machine lacks,
 # then runs go vet, go mod tidy -diff, staticcheck, every unit test, a
 # short run of every fuzz target, and, as root, the integration tests against the real kernel (SKNOCK_E2E=1, so
-# a skipped root test is a failure).
+# a skipped root test is a failure) and a two-minute soak (scripts/soak.sh).
 #
 #   sudo scripts/test.sh            everything (about 8 minutes on 2 cores)
 #   FUZZTIME=30s sudo scripts/test.sh
@@ -105,4 +105,10 @@ grep -rl --include='*_test.go' '^func Fuzz' . | while read -r file; do
     printf '%s\n' "$out" | tail -n 1
   done
 done
+if [ "$(id -u)" -eq 0 ]; then
+  # Two minutes of mixed use, faults and attacks against the real daemon
+  # in namespaces (docs/soak.md); its last line is soak: PASS or FAIL.
+  echo "==> soak (SOAK_SECONDS=120 scripts/soak.sh)"
+  SOAK_SECONDS=120 scripts/soak.sh
+fi
 echo "==> all tests passed"

@@ -16,13 +16,13 @@ import (
 )
 
 // spoofFlood floods dst's knock ports from random spoofed sources (see
-// package spoof): random bytes, one captured datagram replayed, or
+// package spoof): TCP SYNs (to the ports given, e.g. a protected one), random bytes, one captured datagram replayed, or
 // distinct knock-shaped datagrams with fresh ephemeral keys.
 func spoofFlood(args []string) error {
 	fs := flag.NewFlagSet("spoof", flag.ExitOnError)
 	dst := fs.String("dst", "", "server address (in 198.18.0.0/15)")
 	knockPorts := fs.String("knock-ports", "40000-40100", "UDP knock port range")
-	kind := fs.String("kind", "random", "random (random bytes), replay (the datagram in -datagram, again and again), mutate (replay with the first ciphertext block randomised on every send: distinct datagrams sharing one ephemeral key), fresh (knock-shaped datagrams with fresh ephemeral keys, made beforehand, sent round robin with the first ciphertext block randomised on every send so that no two are alike), v2badmac (v2-shaped datagrams, header 'a' 2.0.0 and random bytes, so mac1 is wrong; distinct on every send)")
+	kind := fs.String("kind", "random", "syn (TCP SYNs to the -knock-ports range, e.g. a protected port), random (random bytes), replay (the datagram in -datagram, again and again), mutate (replay with the first ciphertext block randomised on every send: distinct datagrams sharing one ephemeral key), fresh (knock-shaped datagrams with fresh ephemeral keys, made beforehand, sent round robin with the first ciphertext block randomised on every send so that no two are alike), v2badmac (v2-shaped datagrams, header 'a' 2.0.0 and random bytes, so mac1 is wrong; distinct on every send)")
 	datagram := fs.String("datagram", "", "replay: file holding the datagram")
 	distinct := fs.Int("distinct", 0, "fresh: distinct datagrams made beforehand (default: -n)")
 	size := fs.Int("size", 700, "datagram size for random and fresh")
@@ -57,6 +57,7 @@ func spoofFlood(args []string) error {
 	var payloads [][]byte
 	start := time.Now()
 	switch *kind {
+	case "syn":
 	case "random":
 		payloads = spoof.RandomPayloads(1024, *size, 1)
 	case "replay", "mutate":
@@ -93,14 +94,14 @@ func spoofFlood(args []string) error {
 			return err
 		}
 	default:
-		return errors.New("-kind: want random, replay, mutate, fresh or v2badmac")
+		return errors.New("-kind: want syn, random, replay, mutate, fresh or v2badmac")
 	}
 	kv(*prefix+"_prepare_s", "%.3f", time.Since(start).Seconds())
 	res, err := spoof.Flood(ctx, spoof.Config{
 		Dst: dstAddr, FirstPort: first, LastPort: last,
 		Sources: prefixes, Exclude: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/22")},
 		Payloads: payloads, Rate: *rate, N: *n, For: *limit, Seed: uint64(time.Now().UnixNano()),
-		Mutate: *kind == "fresh" || *kind == "mutate" || *kind == "v2badmac",
+		Mutate: *kind == "fresh" || *kind == "mutate" || *kind == "v2badmac", SYN: *kind == "syn",
 	})
 	if err != nil {
 		return err

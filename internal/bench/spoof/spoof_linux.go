@@ -1,4 +1,4 @@
-// Package spoof sends bounded floods of UDP datagrams over IPv4 from
+// Package spoof sends bounded floods of UDP datagrams (or TCP SYNs) over IPv4 from
 // random spoofed source addresses, as `hping3 --rand-source --flood` does,
 // for the flood tests and scripts/bench.sh. It refuses any address
 // outside 198.18.0.0/15, the benchmarking range the tests use in the
@@ -54,6 +54,9 @@ type Config struct {
 	// are alike even when Payloads repeat: none is decided from a cache
 	// of outcomes by datagram.
 	Mutate bool
+	// SYN sends TCP SYNs (random sequence numbers, no payload) to the
+	// ports instead of UDP datagrams; Payloads are then not used.
+	SYN bool
 }
 
 // Result is what a flood sent.
@@ -82,7 +85,7 @@ func (c *Config) check() error {
 			return fmt.Errorf("spoof: source prefix %s is not inside %s", p, Range)
 		}
 	}
-	if len(c.Payloads) == 0 {
+	if len(c.Payloads) == 0 && !c.SYN {
 		return errors.New("spoof: no payload")
 	}
 	for _, p := range c.Payloads {
@@ -130,8 +133,18 @@ func Flood(ctx context.Context, cfg Config) (Result, error) {
 			}
 		}
 		src := cfg.source(rng)
+		sport, dport := uint16(1024+rng.IntN(60000)), cfg.FirstPort+uint16(i%nports)
+		if cfg.SYN {
+			n := buildSYN(pkt, src, cfg.Dst, sport, dport, rng.Uint32())
+			if err := unix.Sendto(fd, pkt[:n], 0, to); err != nil {
+				res.Errors++
+				continue
+			}
+			res.Sent++
+			continue
+		}
 		payload := cfg.Payloads[i%len(cfg.Payloads)]
-		n := build(pkt, src, cfg.Dst, uint16(1024+rng.IntN(60000)), cfg.FirstPort+uint16(i%nports), payload)
+		n := build(pkt, src, cfg.Dst, sport, dport, payload)
 		if cfg.Mutate && len(payload) >= 20 {
 			binary.LittleEndian.PutUint64(pkt[28+4:], rng.Uint64())
 			binary.LittleEndian.PutUint64(pkt[28+12:], rng.Uint64())
@@ -173,16 +186,7 @@ func (c *Config) source(rng *mrand.Rand) netip.Addr {
 // zero UDP checksum means none (IPv4).
 func build(pkt []byte, src, dst netip.Addr, sport, dport uint16, payload []byte) int {
 	total := 20 + 8 + len(payload)
-	pkt[0] = 0x45
-	pkt[1] = 0
-	binary.BigEndian.PutUint16(pkt[2:], uint16(total))
-	binary.BigEndian.PutUint32(pkt[4:], 0) // id 0 (kernel fills), no fragment flags
-	pkt[8] = 64
-	pkt[9] = unix.IPPROTO_UDP
-	binary.BigEndian.PutUint16(pkt[10:], 0)
-	s, d := src.As4(), dst.As4()
-	copy(pkt[12:16], s[:])
-	copy(pkt[16:20], d[:])
+	writeIPv4(pkt, src, dst, unix.IPPROTO_UDP, total)
 	u := pkt[20:]
 	binary.BigEndian.PutUint16(u[0:], sport)
 	binary.BigEndian.PutUint16(u[2:], dport)
@@ -190,6 +194,62 @@ func build(pkt []byte, src, dst netip.Addr, sport, dport uint16, payload []byte)
 	binary.BigEndian.PutUint16(u[6:], 0)
 	copy(u[8:], payload)
 	return total
+}
+
+// buildSYN writes an IPv4 header and a TCP SYN into pkt and returns its
+// length. The kernel fills in the IP checksum and id; the TCP checksum,
+// over the pseudo-header, is computed here.
+func buildSYN(pkt []byte, src, dst netip.Addr, sport, dport uint16, seq uint32) int {
+	const total = 20 + 20
+	writeIPv4(pkt, src, dst, unix.IPPROTO_TCP, total)
+	t := pkt[20:total]
+	binary.BigEndian.PutUint16(t[0:], sport)
+	binary.BigEndian.PutUint16(t[2:], dport)
+	binary.BigEndian.PutUint32(t[4:], seq)
+	binary.BigEndian.PutUint32(t[8:], 0)
+	t[12] = 5 << 4 // header length: 5 words
+	t[13] = 0x02   // SYN
+	binary.BigEndian.PutUint16(t[14:], 64240)
+	binary.BigEndian.PutUint16(t[16:], 0)
+	binary.BigEndian.PutUint16(t[18:], 0)
+	binary.BigEndian.PutUint16(t[16:], tcpChecksum(pkt[12:16], pkt[16:20], t))
+	return total
+}
+
+// tcpChecksum is the Internet checksum of a TCP segment with its IPv4
+// pseudo-header.
+func tcpChecksum(src, dst, seg []byte) uint16 {
+	var sum uint32
+	add := func(b []byte) {
+		for i := 0; i+1 < len(b); i += 2 {
+			sum += uint32(binary.BigEndian.Uint16(b[i:]))
+		}
+		if len(b)%2 == 1 {
+			sum += uint32(b[len(b)-1]) << 8
+		}
+	}
+	add(src)
+	add(dst)
+	sum += unix.IPPROTO_TCP + uint32(len(seg))
+	add(seg)
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	return ^uint16(sum)
+}
+
+// writeIPv4 writes a 20-byte IPv4 header of a packet of total bytes.
+func writeIPv4(pkt []byte, src, dst netip.Addr, proto byte, total int) {
+	pkt[0] = 0x45
+	pkt[1] = 0
+	binary.BigEndian.PutUint16(pkt[2:], uint16(total))
+	binary.BigEndian.PutUint32(pkt[4:], 0) // id 0 (kernel fills), no fragment flags
+	pkt[8] = 64
+	pkt[9] = proto
+	binary.BigEndian.PutUint16(pkt[10:], 0)
+	s, d := src.As4(), dst.As4()
+	copy(pkt[12:16], s[:])
+	copy(pkt[16:20], d[:])
 }
 
 // RandomPayloads returns n datagrams of size random bytes: refused as
