@@ -155,6 +155,7 @@ knock:
   ports: "40000:40100"
   timestamp_tolerance: 60s
   rate_limit: ${4:-""}
+  replay_file: $W/replay
 gate:
   protect: [tcp/2000-2299]
   always_allow: [tcp/22]
