@@ -97,17 +97,7 @@ func (d *daemon) revokeGrants(req control.Request) control.Response {
 	resp := control.Response{}
 	for _, g := range ended.Grants {
 		resp.Grants = append(resp.Grants, listedGrant(g.Grant, g.Subject, g.Serial, g.Expiry, now))
-		d.log.Warn("grant ended",
-			zap.String("source", g.Source.String()),
-			zap.String("proto", g.Proto.String()),
-			zap.Uint64("port", uint64(g.Port)),
-			zap.Stringer("serial", g.Serial),
-			zap.String("reason", "operator"),
-			zap.String("selected", what),
-			zap.String("subject", g.Subject),
-			zap.Bool("address_still_open", g.StillOpen),
-			zap.Time("would_expire", g.Expiry),
-		)
+		d.logGrantEnded(g, "operator", zap.String("selected", what))
 	}
 	n, err := d.endConns(ended.Conns, "connections of ended grants ended")
 	resp.Connections = n

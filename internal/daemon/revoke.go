@@ -33,21 +33,29 @@ func (systemEnder) EndConns(ended []gate.Conn) (int, error) {
 // connections attributed to them.
 func (d *daemon) endRevoked(ended gate.Ended) {
 	for _, g := range ended.Grants {
-		d.log.Warn("grant ended",
-			zap.String("source", g.Source.String()),
-			zap.String("proto", g.Proto.String()),
-			zap.Uint64("port", uint64(g.Port)),
-			zap.Stringer("serial", g.Serial),
-			zap.String("reason", "revoked"),
-			zap.String("subject", g.Subject),
-			zap.Bool("address_still_open", g.StillOpen),
-			zap.Time("would_expire", g.Expiry),
-			zap.Error(g.Why),
-		)
+		d.logGrantEnded(g, "revoked")
 	}
 	if _, err := d.endConns(ended.Conns, "connections of revoked grants ended"); err != nil {
 		d.log.Error("could not end every connection of the revoked grants; those go on until they close", zap.Error(err))
 	}
+}
+
+// logGrantEnded logs one ended grant share; extra fields (the operator's
+// selection) follow the reason.
+func (d *daemon) logGrantEnded(g gate.EndedGrant, reason string, extra ...zap.Field) {
+	fields := append([]zap.Field{
+		zap.String("source", g.Source.String()),
+		zap.String("proto", g.Proto.String()),
+		zap.Uint64("port", uint64(g.Port)),
+		zap.Stringer("serial", g.Serial),
+		zap.String("reason", reason),
+	}, extra...)
+	d.log.Warn("grant ended", append(fields,
+		zap.String("subject", g.Subject),
+		zap.Bool("address_still_open", g.StillOpen),
+		zap.Time("would_expire", g.Expiry),
+		zap.Error(g.Why),
+	)...)
 }
 
 // endConns ends the connections a revocation or an operator ended (those
