@@ -12,6 +12,7 @@
 #   drop-knocks   half the knocks dropped in the raw table → knock_open
 #   slow-reentry  knocks dropped for 4 s after each restart → reentry
 #   late-revoke   a CRL revocation announced, its CRL published 5 s later → revoked_outlived
+#   forget-conns  each restart without sknockd's saved connection record → revoked_outlived_grantless
 #   cut           the echo service resets one held connection → unrevoked_cut
 #   corrupt       the echo service flips one byte → bytes
 #   heap          sknockd leaks 4 MiB per reload → heap
@@ -24,9 +25,10 @@ cd "$(dirname "$0")/.."
 SECONDS_EACH=${SOAK_SECONDS:-90}
 declare -A WANT=(
   [grant-prober]=prober [drop-knocks]=knock_open [slow-reentry]=reentry [late-revoke]=revoked_outlived
+  [forget-conns]=revoked_outlived_grantless
   [cut]=unrevoked_cut [corrupt]=bytes [heap]=heap [fd]=fds [goroutine]=goroutines [log]=log_rate [watchdog]=watchdog
 )
-FAULTS=${FAULTS:-"grant-prober drop-knocks slow-reentry late-revoke cut corrupt heap fd goroutine log watchdog"}
+FAULTS=${FAULTS:-"grant-prober drop-knocks slow-reentry late-revoke forget-conns cut corrupt heap fd goroutine log watchdog"}
 TABLES=${TABLES:-$(mktemp -d /tmp/soak-faults.XXXXXX)}   # each run's table, kept
 mkdir -p "$TABLES"
 missed=()

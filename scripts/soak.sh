@@ -49,7 +49,6 @@ SOAK_SECONDS=${SOAK_SECONDS:-3600}
 SOAK_FAULT=${SOAK_FAULT:-}        # see soak_fault_* below and scripts/soak-faults.sh
 SOAK_WATCHDOG=${SOAK_WATCHDOG:-20} # WatchdogSec the soak plays systemd with
 OUT=${OUT:-}                       # also write the table to this file
-SOAK_STRICT_REVOCATION=${SOAK_STRICT_REVOCATION:-}  # 1: also judge revocations of connections whose grant had ended
 FLOOD_RATE=${FLOOD_RATE:-4000}     # packets per second of each flood burst
 FLOOD_SECONDS=${FLOOD_SECONDS:-5}
 
@@ -108,7 +107,7 @@ GRANTS_EVERY=$(imin 45 $((LEAK / 2)))
 FLOOD_EVERY=$(imin 300 $((LEAK / 2)))
 RESTART_EVERY=$(imin 120 $((CHAOS / 3)))
 KILL_EVERY=$(imin 600 $((CHAOS / 2)))
-SAMPLE_EVERY=10; [ "$SOAK_SECONDS" -lt 1800 ] && SAMPLE_EVERY=2
+SAMPLE_EVERY=2   # heap minima need samples near a GC's end
 HOLD_MIN=$(imin 60 $((SOAK_SECONDS / 8)))s HOLD_MAX=$(imin 300 $((SOAK_SECONDS / 3)))s
 LIMIT=$((SOAK_SECONDS + 120))s   # every process's own bound
 
@@ -248,6 +247,8 @@ start_daemon() {
   local before; before=$(started)
   event start name="$CONF_NAME"
   DFAULT=; case "$SOAK_FAULT" in fd|heap|goroutine|log) DFAULT=$SOAK_FAULT ;; esac
+  # forget-conns: each start without the previous run's connection record.
+  [ "$SOAK_FAULT" = forget-conns ] && rm -f "$STATE/replay.conns"
   NOTIFY_SOCKET=$W/notify.sock WATCHDOG_USEC=$((SOAK_WATCHDOG * 1000000)) SKNOCK_SOAK_FAULT=$DFAULT \
     ip netns exec "$SRV" "$BIN/sknockd" --config "$CONF" 2>>"$DLOG" &
   DAEMON_PID=$!
@@ -479,7 +480,7 @@ stop_daemon TERM
 protect_flag() { echo "$1=$(echo "$2" | tr -d ' ')"; }
 set +e
 "$SOAK" report -dir "$EV" -protect "$(protect_flag a "$PROTECT_A")" -protect "$(protect_flag b "$PROTECT_B")" \
-  -open-duration 15 -watchdog "$SOAK_WATCHDOG" ${SOAK_STRICT_REVOCATION:+-strict-revocation} > "$W/report.md"
+  -open-duration 15 -watchdog "$SOAK_WATCHDOG" > "$W/report.md"
 rc=$?
 set -e
 {

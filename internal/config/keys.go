@@ -93,7 +93,7 @@ var keys = []Key{
 	{Name: "knock.protocols", Default: "`[1, 2]`", value: protocols,
 		Doc: "the knock wire versions accepted: `[2]` refuses v1 outright (its datagrams are refused as `protocol_refused` on the receive goroutine, without an ECDH), `[1]` refuses v2"},
 	{Name: "knock.replay_file", Default: "`/var/lib/sknock/replay`", Reload: Restart, value: stringField(func(c *Config) *string { return &c.ReplayFile }),
-		Doc: "keeps the replay memory across restarts (a granted knock's hash is written before the grant; compacted as it grows; the directory is created, 0700); unwritable or `\"\"`: after each start every knock is refused for the tolerance and a second"},
+		Doc: "keeps the replay memory across restarts (a granted knock's hash is written before the grant; compacted as it grows; the directory is created, 0700); unwritable or `\"\"`: after each start every knock is refused for the tolerance and a second. Beside it, `<file>.conns` keeps the record of which certificate opened each connection (rewritten when it changed, at most every 2 s, and at stop), so that a revocation after a restart still ends the connections opened before it"},
 	{Name: "gate.queue", Default: "`101`", Reload: Restart, value: queueField(func(c *Config) *uint16 { return &c.Rules.GateQueue }),
 		Doc: "NFQUEUE number for protected ports"},
 	{Name: "gate.queues", Default: "`1`", Reload: Restart, value: intField(func(c *Config) *int { return &c.Rules.GateQueues }, 1, rules.MaxGateQueues),

@@ -263,6 +263,12 @@ func Serve(ctx context.Context, cfg *config.Config, hup <-chan os.Signal, stderr
 	} else {
 		d.replayMemoryLost("", errors.New("knock.replay_file is empty"))
 	}
+	// The previous run's connection record, restored before the first
+	// packet, so that a revocation still ends what it let in.
+	var saved *connsFile
+	if path := connsFileOf(cfg.ReplayFile); path != "" {
+		saved = d.restoreConns(path)
+	}
 	if d.holder, err = d.engine.NewHolder(gate.HolderConfig{Settle: d.settleHeld}); err != nil {
 		fmt.Fprintf(stderr, "sknockd: %v\n", err)
 		return 1
@@ -293,6 +299,9 @@ func Serve(ctx context.Context, cfg *config.Config, hup <-chan os.Signal, stderr
 		d.conns = newConnWatcher(d, sys.Conntrack)
 		watching.Go(func() { d.conns.Run(runCtx) })
 	}
+	if saved != nil {
+		watching.Go(func() { saved.run(runCtx) })
+	}
 	if err := d.serveOperator(runCtx, op, sys, &watching); err != nil {
 		log.Error("metrics not served", zap.Error(err))
 	}
@@ -320,6 +329,9 @@ func Serve(ctx context.Context, cfg *config.Config, hup <-chan os.Signal, stderr
 	d.notify("STOPPING=1")
 	stopReaders()
 	watching.Wait()
+	if saved != nil {
+		saved.save() // what the readers let in last
+	}
 	d.logStats()
 	// A stop never uncovers the ports: the rules stay, and with no reader
 	// the gate queue drops, until the next start binds it again.

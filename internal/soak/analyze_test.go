@@ -97,7 +97,7 @@ func TestAnalyzeEachInvariantCanFail(t *testing.T) {
 		{"unrevoked connection cut", []Event{{T: 90, Kind: KindHeld, Client: "c6", Gen: 1, Proto: "tcp", Port: 5005, Src: "198.18.0.1", Opened: 20, LastOK: 89.8, Cause: "cut"}}, []string{"unrevoked_cut"}},
 		{"bytes lost on a cut", []Event{{T: 90, Kind: KindHeld, Client: "c6", Gen: 1, Proto: "tcp", Port: 5005, Src: "198.18.0.1", Opened: 20, LastOK: 89.8, Cause: "cut", Lost: 200}}, []string{"unrevoked_cut", "bytes"}},
 		{"bytes corrupted", []Event{{T: 90, Kind: KindHeld, Client: "c6", Gen: 1, Proto: "tcp", Port: 5005, Src: "198.18.0.1", Opened: 20, LastOK: 89.8, Cause: "corrupt", Corrupt: 1}}, []string{"bytes"}},
-		{"heap grows", growing(func(e *Event, i int) { e.Heap = float64(10<<20 + i*(200<<10)) }), []string{"heap"}},
+		{"heap grows", growing(func(e *Event, i int) { e.Heap = float64(12<<20 + i*(200<<10)); e.NextGC = float64(20<<20 + i*(400<<10)) }), []string{"heap"}},
 		{"descriptors leak", growing(func(e *Event, i int) { e.FDs = float64(16 + i/5) }), []string{"fds"}},
 		{"goroutines leak", growing(func(e *Event, i int) { e.Goroutines = float64(23 + i/3) }), []string{"goroutines"}},
 		{"log flood", []Event{{T: 120, Kind: KindLogRate, Count: 5000}}, []string{"log_rate"}},
@@ -219,21 +219,27 @@ func TestAnalyzeDocumentedWindows(t *testing.T) {
 	}
 }
 
-// TestAnalyzeGrantlessRevocation: a CRL revocation of a connection whose
-// grant had ended is reported apart, and judged only when strict.
+// TestAnalyzeGrantlessRevocation: a revocation of a connection whose
+// grant had ended is judged in its own row, unless the connection was
+// opened in the save window before a kill -9 (then it is reported).
 func TestAnalyzeGrantlessRevocation(t *testing.T) {
 	evs := append(baseRun(),
 		Event{T: 20, Kind: KindKnock, Client: "c9", Gen: 1, Proto: "tcp", Port: 5007, Src: "198.18.0.1", Sent: 20, OK: true, Dur: 0.01},
 		Event{T: 60, Kind: KindRevoke, Client: "c9", Gen: 1, Name: "crl-file"},
 		Event{T: 80, Kind: KindHeld, Client: "c9", Gen: 1, Proto: "tcp", Port: 5007, Src: "198.18.0.1", Opened: 20.1, LastOK: 79, Cause: "planned"},
 	)
-	if got := run(evs); len(got) != 0 {
-		t.Errorf("failed %v, want nothing without strict revocation", got)
+	if got := run(evs); !slices.Equal(got, []string{"revoked_outlived_grantless"}) {
+		t.Errorf("failed %v, want [revoked_outlived_grantless]", got)
 	}
-	lim := limits()
-	lim.StrictRevocation = true
-	if got := Analyze(evs, lim).Failed(); !slices.Equal(got, []string{"revoked_outlived_grantless"}) {
-		t.Errorf("strict: failed %v, want [revoked_outlived_grantless]", got)
+	killed := append(slices.Clone(evs), Event{T: 21, Kind: KindKill}, Event{T: 21.5, Kind: KindReady})
+	rows := Analyze(killed, limits())
+	if got := rows.Failed(); len(got) != 0 {
+		t.Errorf("opened 0.9 s before a kill -9: failed %v, want nothing", got)
+	}
+	for _, r := range rows.Rows {
+		if r.Name == "revoked_kill_window" && !strings.HasPrefix(r.Measured, "1") {
+			t.Errorf("revoked_kill_window: %q, want 1", r.Measured)
+		}
 	}
 }
 

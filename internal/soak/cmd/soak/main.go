@@ -362,7 +362,6 @@ func report(ctx context.Context, args []string) error {
 	fs.Float64Var(&lim.OpenDuration, "open-duration", lim.OpenDuration, "gate.open_duration, seconds")
 	fs.Float64Var(&lim.WatchdogSec, "watchdog", lim.WatchdogSec, "WatchdogSec, seconds (0: not judged)")
 	fs.Float64Var(&lim.LogRateMax, "log-rate-max", lim.LogRateMax, "bound on log lines per second")
-	fs.BoolVar(&lim.StrictRevocation, "strict-revocation", false, "also judge CRL-revoked connections whose grant had ended before the revocation")
 	fs.Parse(args)
 	lim.Protected = protect
 	files, err := filepath.Glob(filepath.Join(*dir, "*.events"))

@@ -1,0 +1,122 @@
+//go:build linux
+
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"sknock/internal/e2e"
+	"sknock/pki"
+)
+
+// TestIntegrationRevocationOfGrantlessConns: alice and carol, behind one
+// masquerading router, each hold a connection; carol's was opened under
+// both their grants. Their grants expire (open_duration 1s), and then
+// sknockd goes on (expired), is restarted (SIGTERM and start), or is
+// killed with kill -9 and started, before carol is revoked by CRL or by
+// `sknock grants revoke --serial`. Carol's connection must be reset
+// within 2 s of the revocation, and alice's must live on: the record of
+// who opened each connection outlives its grant and sknockd's restarts
+// (it is kept in knock.replay_file + ".conns"). The soak found the
+// restart cases (row revoked_outlived_grantless).
+func TestIntegrationRevocationOfGrantlessConns(t *testing.T) {
+	for _, tc := range []struct{ name, between, how string }{
+		{"expired/crl", "", "crl"},
+		{"restart/crl", "restart", "crl"},
+		{"restart/serial", "restart", "serial"},
+		{"kill9/crl", "kill9", "crl"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var carolPFX, carolSerial string
+			e := newNATEnv(t, func(e *natEnv) string {
+				carol := e.pki.Client(t, "carol", "tcp/2000")
+				carolPFX, carolSerial = carol.PKCS12, carol.Serial()
+				return fmt.Sprintf(`server:
+  pkcs12: %s
+  password_file: %s
+crl:
+  file: %s
+knock:
+  ports: "10000:60000"
+  replay_file: %s
+gate:
+  protect: [tcp/2000]
+  open_duration: 1s
+  policy: reject
+control:
+  socket: %s
+`, e.pki.ServerPKCS12, e.pki.PasswordFile, e.pki.CRLFile(), filepath.Join(e.pki.Dir, "replay"), e.pki.ControlSocket())
+			})
+			knock := func(bundle string) sknockRun {
+				t.Helper()
+				return e.run("", "knock", "--pkcs12", bundle, "--server-cert", e.pki.ServerCert, "--password-file", e.pki.PasswordFile,
+					"--source-ip", natWAN.String(), natServer.String(), "tcp/2000")
+			}
+			if r := knock(e.bundle); r.code != 0 {
+				t.Fatalf("alice's knock: exit %d, %q", r.code, r.stderr)
+			}
+			aliceConn := talk(t, e, "alice")
+			if r := knock(carolPFX); r.code != 0 && r.code != exitAlreadyOpen {
+				t.Fatalf("carol's knock: exit %d, %q", r.code, r.stderr)
+			}
+			e.daemon.WaitLine(0, 5*time.Second, func(l e2e.Line) bool {
+				return l.Msg() == "knock" && l.String("verdict") == "grant" && strings.Contains(l.String("subject"), "carol")
+			})
+			carolConn := talk(t, e, "carol")
+			// Both grants expire; the connections go on. Then, past the
+			// record's save interval, the restart.
+			time.Sleep(2500 * time.Millisecond)
+			switch tc.between {
+			case "restart":
+				e.daemon.Restart()
+			case "kill9":
+				e.daemon.Kill9()
+				e.daemon.Restart()
+			}
+			if tc.between != "" {
+				l := e.daemon.WaitLine(0, 5*time.Second, func(l e2e.Line) bool { return l.Msg() == "connection record restored" })
+				// Both held connections, and the client's probes of the
+				// port that conntrack still knows.
+				if n, _ := strconv.Atoi(l.String("connections")); n < 2 {
+					t.Errorf("restored %v, want both held connections", l)
+				}
+			}
+			time.Sleep(500 * time.Millisecond)
+			if !carolConn.alive() || !aliceConn.alive() {
+				t.Fatal("a connection ended before the revocation")
+			}
+
+			sent := time.Now()
+			switch tc.how {
+			case "crl":
+				if err := pki.Revoke(e.pki.Dir, "carol"); err != nil {
+					t.Fatal(err)
+				}
+				e.pki.WriteCRL(t)
+				e.daemon.Signal(syscall.SIGHUP)
+			case "serial":
+				if r := e.run("", "grants", "revoke", "--serial", carolSerial, "--socket", e.pki.ControlSocket()); r.code != 0 {
+					t.Fatalf("grants revoke --serial: exit %d, %q", r.code, r.stderr)
+				}
+			}
+			select {
+			case at := <-carolConn.ended:
+				if took := at.Sub(sent); took > 2*time.Second {
+					t.Errorf("carol's connection ended %v after the revocation, want within 2 s", took)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("carol's connection still talks 5 s after the revocation")
+			}
+			time.Sleep(time.Second)
+			if !aliceConn.alive() {
+				t.Error("alice's connection ended with carol's revocation")
+			}
+		})
+	}
+}

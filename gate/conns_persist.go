@@ -1,0 +1,310 @@
+package gate
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"net/netip"
+	"time"
+
+	"sknock/packet"
+)
+
+// The connection record outlives a restart through a saved form, so that
+// a revocation after a restart still ends the connections the
+// certificate opened before it (the daemon keeps it in a file,
+// gate.conns_file). AppendSavedConns writes it, RestoreConns reads it
+// back. All integers are big-endian:
+//
+//	header  magic "sknockC1" | saved at (Unix ns, int64)
+//	        | records (uint32) | certificates (uint32)
+//	record  proto (uint8) | source (16) | source port (uint16)
+//	        | destination (16) | destination port (uint16)
+//	        | first accepted (Unix ns, int64) | certificates (uint8)
+//	        | that many CertIDs (16 each)
+//	cert    CertID (16) | chain length (uint8; 0: the certificate alone,
+//	        a v1 knock's) | certificate DER, then the chain's
+//	        intermediates, each: length (uint32) | DER
+//	trailer CRC-32 (IEEE) of everything before it (uint32)
+//
+// Only the certificates the records name are saved: a grant does not
+// outlive a restart, the connections it let in do.
+const (
+	savedConnsMagic = "sknockC1"
+	// savedConnsMaxDER bounds one certificate's DER in the saved form (a
+	// knock carries far less).
+	savedConnsMaxDER = 64 << 10
+	// savedConnsMaxChain bounds a saved chain: the certificate and its
+	// intermediates.
+	savedConnsMaxChain = 8
+)
+
+// errSavedConnsCorrupt is why a saved record was not restored: it is not
+// what AppendSavedConns writes.
+var errSavedConnsCorrupt = errors.New("not a saved sknock connection record, or damaged")
+
+// AppendSavedConns appends the saved form of the connection record, and
+// of the certificates it names, to b, and returns it. Records naming a
+// certificate the registry no longer knows keep the CertID; RestoreConns
+// restores such records attributed to none. It holds each shard's lock
+// only while it copies that shard.
+func (e *Engine) AppendSavedConns(b []byte) []byte {
+	start := len(b)
+	b = append(b, savedConnsMagic...)
+	b = binary.BigEndian.AppendUint64(b, uint64(e.clock().UnixNano()))
+	counts := len(b)
+	b = append(b, make([]byte, 8)...)
+	var records uint32
+	attributed := map[CertID]bool{}
+	if t := e.conns.Load(); t != nil {
+		for i := range t.shards {
+			s := &t.shards[i]
+			s.mu.Lock()
+			for _, r := range s.index {
+				if r < 0 {
+					continue
+				}
+				rec := &s.recs[r]
+				b = appendSavedRecord(b, rec)
+				for _, c := range rec.certs[:rec.n] {
+					if !c.IsZero() {
+						attributed[c] = true
+					}
+				}
+				records++
+			}
+			s.mu.Unlock()
+		}
+	}
+	var certs uint32
+	for id, n := range e.grants.certs.known() {
+		if !attributed[id] || !savable(n) {
+			continue
+		}
+		b = appendSavedCert(b, id, n)
+		certs++
+	}
+	binary.BigEndian.PutUint32(b[counts:], records)
+	binary.BigEndian.PutUint32(b[counts+4:], certs)
+	return binary.BigEndian.AppendUint32(b, crc32.ChecksumIEEE(b[start:]))
+}
+
+// savable reports whether n fits the saved form's bounds (a chain no knock
+// carries does not: its connections are restored attributed to none).
+func savable(n noted) bool {
+	chain := n.chain
+	if len(chain) == 0 {
+		chain = [][]byte{n.client.Cert.Raw}
+	}
+	if len(chain) > savedConnsMaxChain {
+		return false
+	}
+	for _, der := range chain {
+		if len(der) == 0 || len(der) > savedConnsMaxDER {
+			return false
+		}
+	}
+	return true
+}
+
+func appendSavedCert(b []byte, id CertID, n noted) []byte {
+	b = append(b, id[:]...)
+	chain := n.chain
+	b = append(b, uint8(len(chain)))
+	if len(chain) == 0 {
+		chain = [][]byte{n.client.Cert.Raw}
+	}
+	for _, der := range chain {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(der)))
+		b = append(b, der...)
+	}
+	return b
+}
+
+func appendSavedRecord(b []byte, r *connRecord) []byte {
+	b = append(b, byte(r.key.proto))
+	b = append(b, r.key.src[:]...)
+	b = binary.BigEndian.AppendUint16(b, r.key.sport)
+	b = append(b, r.key.dst[:]...)
+	b = binary.BigEndian.AppendUint16(b, r.key.dport)
+	b = binary.BigEndian.AppendUint64(b, uint64(r.at))
+	b = append(b, r.n)
+	for _, c := range r.certs[:r.n] {
+		b = append(b, c[:]...)
+	}
+	return b
+}
+
+// Restored is what RestoreConns did with a saved connection record.
+type Restored struct {
+	// SavedAt is when the record was saved.
+	SavedAt time.Time
+	// Conns is how many connections it restored, Certs how many
+	// certificates still verify.
+	Conns, Certs int
+	// Full is how many connections did not fit in the record.
+	Full int
+	// Ended is what no longer verifies under the current trust (revoked
+	// or expired while sknockd was stopped): the connections attributed to
+	// those certificates, which the caller must end in the kernel.
+	Ended Ended
+	// Refused says why each certificate of Ended no longer verifies.
+	Refused map[CertID]error
+}
+
+// savedCert is one certificate of a saved record.
+type savedCert struct {
+	id    CertID
+	chain [][]byte // the certificate first
+	v2    bool     // verified by its chain (a v2 knock's), not alone
+}
+
+// RestoreConns restores a connection record that AppendSavedConns saved
+// (by an earlier run) into the engine's, verifying every certificate it
+// names again under the current trust: the connections of those that no
+// longer verify are removed again and returned in Restored.Ended, to be
+// ended. Call it before the gate reads its first packet. A record that
+// is not what AppendSavedConns writes restores nothing and returns an
+// error saying where it went wrong.
+func (e *Engine) RestoreConns(data []byte) (Restored, error) {
+	certs, recs, savedAt, err := parseSavedConns(data)
+	if err != nil {
+		return Restored{}, err
+	}
+	res := Restored{SavedAt: savedAt}
+	trust := e.trust.Load()
+	now := e.clock()
+	refused := map[CertID]error{}
+	for _, c := range certs {
+		if trust == nil || trust.Verifier == nil {
+			refused[c.id] = errors.New("no trust state to verify it")
+			continue
+		}
+		n := noted{}
+		var err error
+		if c.v2 {
+			n.client, err = trust.Verifier.VerifyChain(c.chain, now)
+			n.chain = c.chain
+		} else {
+			n.client, err = trust.Verifier.Verify(c.chain[0], now)
+		}
+		if err != nil {
+			refused[c.id] = err
+			continue
+		}
+		e.grants.certs.note(c.id, n.client, n.chain)
+		res.Certs++
+	}
+	e.connsOnce.Do(func() { e.conns.Store(newConnTable(e.cfg.MaxConns)) })
+	t := e.conns.Load()
+	for i := range recs {
+		r := &recs[i]
+		h := packet.Header{Proto: r.key.proto, Src: netip.AddrFrom16(r.key.src).Unmap(), Dst: netip.AddrFrom16(r.key.dst).Unmap(),
+			SrcPort: r.key.sport, DstPort: r.key.dport}
+		if !t.record(&h, r.certs[:r.n], r.at) {
+			res.Full++
+			continue
+		}
+		res.Conns++
+	}
+	res.Ended = e.endCerts(refused, now)
+	res.Refused = refused
+	return res, nil
+}
+
+// parseSavedConns decodes a saved connection record.
+func parseSavedConns(data []byte) (certs []savedCert, recs []connRecord, savedAt time.Time, err error) {
+	const header = len(savedConnsMagic) + 8 + 4 + 4
+	if len(data) < header+4 || string(data[:len(savedConnsMagic)]) != savedConnsMagic {
+		return nil, nil, time.Time{}, fmt.Errorf("header: %w", errSavedConnsCorrupt)
+	}
+	body := data[:len(data)-4]
+	if crc32.ChecksumIEEE(body) != binary.BigEndian.Uint32(data[len(body):]) {
+		return nil, nil, time.Time{}, fmt.Errorf("checksum: %w", errSavedConnsCorrupt)
+	}
+	savedAt = time.Unix(0, int64(binary.BigEndian.Uint64(body[8:])))
+	nRecs := binary.BigEndian.Uint32(body[16:])
+	nCerts := binary.BigEndian.Uint32(body[20:])
+	p := body[header:]
+	take := func(n int) []byte {
+		if n < 0 || len(p) < n {
+			err = errSavedConnsCorrupt
+			return nil
+		}
+		out := p[:n]
+		p = p[n:]
+		return out
+	}
+	const recordMin = 1 + 16 + 2 + 16 + 2 + 8 + 1
+	if uint64(nRecs)*recordMin > uint64(len(p)) {
+		return nil, nil, time.Time{}, fmt.Errorf("%d records in %d bytes: %w", nRecs, len(p), errSavedConnsCorrupt)
+	}
+	recs = make([]connRecord, 0, nRecs)
+	for i := uint32(0); i < nRecs; i++ {
+		b := take(recordMin)
+		if err != nil {
+			return nil, nil, time.Time{}, fmt.Errorf("record %d: %w", i, err)
+		}
+		var r connRecord
+		r.key.proto = packet.Proto(b[0])
+		copy(r.key.src[:], b[1:17])
+		r.key.sport = binary.BigEndian.Uint16(b[17:])
+		copy(r.key.dst[:], b[19:35])
+		r.key.dport = binary.BigEndian.Uint16(b[35:])
+		r.at = int64(binary.BigEndian.Uint64(b[37:]))
+		r.n = b[45]
+		if r.n == 0 || r.n > MaxShares || (r.key.proto != packet.TCP && r.key.proto != packet.UDP) {
+			return nil, nil, time.Time{}, fmt.Errorf("record %d: %w", i, errSavedConnsCorrupt)
+		}
+		for j := range int(r.n) {
+			copy(r.certs[j][:], take(16))
+		}
+		if err != nil {
+			return nil, nil, time.Time{}, fmt.Errorf("record %d: %w", i, err)
+		}
+		// A CertID the saved certificates do not hold is kept: the
+		// record is then attributed to a certificate no revocation can
+		// name, like a connection whose certificate was forgotten.
+		recs = append(recs, r)
+	}
+	for i := uint32(0); i < nCerts; i++ {
+		var c savedCert
+		copy(c.id[:], take(16))
+		n := take(1)
+		if err != nil {
+			return nil, nil, time.Time{}, fmt.Errorf("certificate %d: %w", i, err)
+		}
+		links := int(n[0])
+		c.v2 = links > 0
+		if links == 0 {
+			links = 1
+		}
+		if links > savedConnsMaxChain {
+			return nil, nil, time.Time{}, fmt.Errorf("certificate %d: chain of %d: %w", i, links, errSavedConnsCorrupt)
+		}
+		for range links {
+			l := take(4)
+			if err != nil {
+				return nil, nil, time.Time{}, fmt.Errorf("certificate %d: %w", i, err)
+			}
+			size := binary.BigEndian.Uint32(l)
+			if size == 0 || size > savedConnsMaxDER {
+				return nil, nil, time.Time{}, fmt.Errorf("certificate %d: %d bytes: %w", i, size, errSavedConnsCorrupt)
+			}
+			der := take(int(size))
+			if err != nil {
+				return nil, nil, time.Time{}, fmt.Errorf("certificate %d: %w", i, err)
+			}
+			c.chain = append(c.chain, der)
+		}
+		if CertIDOf(c.chain[0]) != c.id {
+			return nil, nil, time.Time{}, fmt.Errorf("certificate %d: not the one its id names: %w", i, errSavedConnsCorrupt)
+		}
+		certs = append(certs, c)
+	}
+	if len(p) != 0 {
+		return nil, nil, time.Time{}, fmt.Errorf("%d bytes after the records: %w", len(p), errSavedConnsCorrupt)
+	}
+	return certs, recs, savedAt, nil
+}
