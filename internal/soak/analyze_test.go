@@ -97,7 +97,10 @@ func TestAnalyzeEachInvariantCanFail(t *testing.T) {
 		{"unrevoked connection cut", []Event{{T: 90, Kind: KindHeld, Client: "c6", Gen: 1, Proto: "tcp", Port: 5005, Src: "198.18.0.1", Opened: 20, LastOK: 89.8, Cause: "cut"}}, []string{"unrevoked_cut"}},
 		{"bytes lost on a cut", []Event{{T: 90, Kind: KindHeld, Client: "c6", Gen: 1, Proto: "tcp", Port: 5005, Src: "198.18.0.1", Opened: 20, LastOK: 89.8, Cause: "cut", Lost: 200}}, []string{"unrevoked_cut", "bytes"}},
 		{"bytes corrupted", []Event{{T: 90, Kind: KindHeld, Client: "c6", Gen: 1, Proto: "tcp", Port: 5005, Src: "198.18.0.1", Opened: 20, LastOK: 89.8, Cause: "corrupt", Corrupt: 1}}, []string{"bytes"}},
-		{"heap grows", growing(func(e *Event, i int) { e.Heap = float64(12<<20 + i*(200<<10)); e.NextGC = float64(20<<20 + i*(400<<10)) }), []string{"heap"}},
+		{"heap grows", growing(func(e *Event, i int) {
+			e.Heap = float64(12<<20 + i*(200<<10))
+			e.NextGC = float64(20<<20 + i*(400<<10))
+		}), []string{"heap"}},
 		{"descriptors leak", growing(func(e *Event, i int) { e.FDs = float64(16 + i/5) }), []string{"fds"}},
 		{"goroutines leak", growing(func(e *Event, i int) { e.Goroutines = float64(23 + i/3) }), []string{"goroutines"}},
 		{"log flood", []Event{{T: 120, Kind: KindLogRate, Count: 5000}}, []string{"log_rate"}},
