@@ -2,11 +2,23 @@
 // without any mark that other tools' rules could rewrite: a connection to
 // a local socket is ended by the kernel's socket destroy (SOCK_DESTROY
 // over NETLINK_SOCK_DIAG, what `ss -K` does), which resets the client at
-// once; a forwarded one (a port published from a container, DNAT) has its
-// conntrack entry deleted, after which the gate's rules refuse its next
-// packets (a TCP segment that is neither a SYN nor of a tracked
-// connection never reaches a protected port, and a datagram meets the
-// gate again).
+// once; any other (a forwarded one, a port published from a container by
+// DNAT, or a UDP flow) has the reject label set on its conntrack entry,
+// after which the gate's filter chain refuses every later packet of the
+// connection in either direction with the kernel's closed-port answer (a
+// reset to whichever end speaks next). An entry created before any rule
+// used labels has no room for one: it is deleted instead, after which
+// the gate's rules refuse the client's next packets (a TCP segment that
+// is neither a SYN nor of a tracked connection never reaches a protected
+// port, and a datagram meets the gate again).
+//
+// Deleting alone does not end a forwarded connection whose service
+// speaks first when the container's port is the published one: its next
+// segment, picked up by conntrack mid-stream as a new flow and
+// masqueraded to the port the client connected to, reached the client
+// (TestIntegrationContainersRevocationServerSpeaksFirst). The label,
+// which lives on the entry and so covers both directions, does not let
+// that happen.
 //
 // Deleting the entry alone does not end a local connection: the server's
 // next segment re-creates it in the reverse direction and the client's
@@ -46,6 +58,10 @@ type Conn struct {
 // tuple: the connection is forwarded (or gone).
 var ErrNoSocket = errors.New("no such socket")
 
+// ErrNoLabel is Kernel.Label's error when the entry has no room for
+// labels: it was created before any rule used conntrack labels.
+var ErrNoLabel = errors.New("the conntrack entry has no room for labels")
+
 // Kernel is what ending connections needs from the OS.
 type Kernel interface {
 	// Conns lists the tracked connections.
@@ -53,6 +69,9 @@ type Kernel interface {
 	// Destroy resets the local TCP socket from local to remote (the
 	// kernel sends the peer a reset); ErrNoSocket when there is none.
 	Destroy(local, remote netip.AddrPort) error
+	// Label sets the reject label on c's conntrack entry; ErrNoLabel
+	// when the entry has no room for labels.
+	Label(c Conn) error
 	// Forget deletes c's conntrack entry.
 	Forget(c Conn) error
 }
@@ -84,8 +103,9 @@ func unmapped(t Tuple) Tuple {
 // connection to a local socket is reset through the socket (the reply
 // direction names it: the socket's address is the reply's source); any
 // other (forwarded, or UDP, whose local socket usually serves every
-// client and must not be destroyed) has its conntrack entry deleted. It
-// goes on after an error and returns them all.
+// client and must not be destroyed) has its conntrack entry labelled for
+// refusal, or deleted when it cannot carry the label. It goes on after an
+// error and returns them all.
 func End(k Kernel, cs []Conn) (int, error) {
 	n := 0
 	var errs []error
@@ -101,8 +121,13 @@ func End(k Kernel, cs []Conn) (int, error) {
 				continue
 			}
 		}
+		lerr := k.Label(c)
+		if lerr == nil {
+			n++
+			continue
+		}
 		if err := k.Forget(c); err != nil {
-			errs = append(errs, fmt.Errorf("delete the conntrack entry of %s: %w", c.Orig, err))
+			errs = append(errs, fmt.Errorf("label (%v) or delete the conntrack entry of %s: %w", lerr, c.Orig, err))
 			continue
 		}
 		n++

@@ -16,7 +16,9 @@ type fakeKernel struct {
 	conns      []conns.Conn
 	sockets    map[[2]netip.AddrPort]bool // local, remote
 	destroyed  [][2]netip.AddrPort
+	labelled   []conns.Conn
 	forgotten  []conns.Conn
+	failLabel  error
 	failForget error
 }
 
@@ -27,6 +29,14 @@ func (k *fakeKernel) Destroy(local, remote netip.AddrPort) error {
 		return conns.ErrNoSocket
 	}
 	k.destroyed = append(k.destroyed, [2]netip.AddrPort{local, remote})
+	return nil
+}
+
+func (k *fakeKernel) Label(c conns.Conn) error {
+	if k.failLabel != nil {
+		return k.failLabel
+	}
+	k.labelled = append(k.labelled, c)
 	return nil
 }
 
@@ -69,13 +79,19 @@ func TestEndTuples(t *testing.T) {
 	if want := [][2]netip.AddrPort{{ap("198.18.0.1:2000"), ap("198.18.0.5:40000")}}; !slices.Equal(k.destroyed, want) {
 		t.Errorf("destroyed %v, want %v (the local TCP socket only)", k.destroyed, want)
 	}
-	if want := []conns.Conn{forwarded, udp}; !slices.Equal(k.forgotten, want) {
-		t.Errorf("forgot %v, want %v (the forwarded and the UDP connection)", k.forgotten, want)
+	if want := []conns.Conn{forwarded, udp}; !slices.Equal(k.labelled, want) || len(k.forgotten) != 0 {
+		t.Errorf("labelled %v and forgot %v, want %v labelled (the forwarded and the UDP connection)", k.labelled, k.forgotten, want)
+	}
+
+	// An entry with no room for the label is deleted instead.
+	k = &fakeKernel{conns: []conns.Conn{forwarded}, failLabel: conns.ErrNoLabel}
+	if n, err := conns.EndTuples(k, []conns.Tuple{forwarded.Orig}); err != nil || n != 1 || !slices.Equal(k.forgotten, []conns.Conn{forwarded}) {
+		t.Errorf("an entry without labels: EndTuples = %d, %v, forgot %v; want it deleted", n, err, k.forgotten)
 	}
 }
 
 func TestEndReportsEveryError(t *testing.T) {
-	k := &fakeKernel{failForget: errors.New("permission denied")}
+	k := &fakeKernel{failLabel: conns.ErrNoLabel, failForget: errors.New("permission denied")}
 	cs := []conns.Conn{
 		conn(packet.UDP, "198.18.0.5:1", "198.18.0.1:2000", "198.18.0.1:2000"),
 		conn(packet.UDP, "198.18.0.5:2", "198.18.0.1:2000", "198.18.0.1:2000"),

@@ -19,7 +19,11 @@ import (
 // namespace: conntrack over netlink (github.com/ti-mo/conntrack) and
 // SOCK_DESTROY over NETLINK_SOCK_DIAG (github.com/mdlayher/netlink). It
 // needs CAP_NET_ADMIN, and a kernel built with CONFIG_INET_DIAG_DESTROY.
-type System struct{}
+type System struct {
+	// RejectLabel is the label Label sets: the rules' reject label
+	// (rules.Config.RejectLabel, 0-127).
+	RejectLabel uint8
+}
 
 var _ Kernel = System{}
 
@@ -57,6 +61,35 @@ func conntrackTuple(t Tuple, zone uint16) conntrack.Tuple {
 		Proto: conntrack.ProtoTuple{Protocol: uint8(t.Proto), SourcePort: t.Src.Port(), DestinationPort: t.Dst.Port()},
 		Zone:  zone,
 	}
+}
+
+// Label implements Kernel: a conntrack update that sets the reject label
+// and leaves the others (CTA_LABELS with CTA_LABELS_MASK).
+func (s System) Label(cn Conn) error {
+	c, err := conntrack.Dial(nil)
+	if err != nil {
+		return fmt.Errorf("conntrack: %w", err)
+	}
+	defer c.Close()
+	labels := labelBits(s.RejectLabel)
+	f := conntrack.Flow{TupleOrig: conntrackTuple(cn.Orig, cn.Zone), Zone: cn.Zone, Labels: labels, LabelsMask: labels}
+	if err := c.Update(f); err != nil {
+		if errors.Is(err, unix.ENOSPC) {
+			return ErrNoLabel
+		}
+		return err
+	}
+	return nil
+}
+
+// labelBits returns the 128 bits of conntrack labels with label n set, as
+// the kernel keeps them: an array of unsigned longs, in the machine's
+// byte order.
+func labelBits(n uint8) []byte {
+	b := make([]byte, 16)
+	word := int(n/64) * 8
+	binary.NativeEndian.PutUint64(b[word:], binary.NativeEndian.Uint64(b[word:])|1<<(n%64))
+	return b
 }
 
 // Forget implements Kernel.

@@ -8,7 +8,10 @@ import (
 )
 
 // System is the running kernel's Kernel; only Linux has one.
-type System struct{}
+type System struct {
+	// RejectLabel is the label Label sets.
+	RejectLabel uint8
+}
 
 var errUnsupported = errors.New("conns: ending connections needs Linux")
 
@@ -20,3 +23,6 @@ func (System) Destroy(local, remote netip.AddrPort) error { return errUnsupporte
 
 // Forget implements Kernel.
 func (System) Forget(c Conn) error { return errUnsupported }
+
+// Label implements Kernel.
+func (System) Label(c Conn) error { return errUnsupported }

@@ -4,12 +4,14 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -593,10 +595,10 @@ func BenchmarkRefusalTiming(b *testing.B) {
 
 // TestIntegrationContainersRevocation: a revoke ends a live connection to
 // a port published from a container (DNAT, forwarded: no local socket to
-// destroy). Its conntrack entry is deleted, so the client's next segment
-// is a stray one to a protected port: refused under reject, dropped under
-// drop, never passed on to the container; the client's connection ends
-// within 2 s either way, and the port is hidden again.
+// destroy). Its conntrack entry gets the reject label, so the client's
+// next segment is refused with a reset under either policy, never passed
+// on to the container; the client's connection ends within 2 s, and the
+// port is hidden again.
 func TestIntegrationContainersRevocation(t *testing.T) {
 	requireTools(t)
 	for _, policy := range []string{"reject", "drop"} {
@@ -621,5 +623,156 @@ func TestIntegrationContainersRevocation(t *testing.T) {
 			wantStoppedWithin(t, stopped, sent, "the connection to the container", "the revoke")
 			e.wantClosed(t, alice, packet.TCP, pubA)
 		})
+	}
+}
+
+// speakerRules publishes, Docker's way, tcp/2004 from ctrA's 2003 and
+// tcp/2005 from its 2005, for services that speak first: one backend
+// port other than the published one (-p 2004:2003), one the same
+// (-p 2005:2005), where masquerading the service's segment can keep the
+// port the client connected to.
+var speakerRules = fmt.Sprintf(`*nat
+-A DOCKER ! -i %[1]s -p tcp -m tcp --dport 2004 -j DNAT --to-destination %[2]s:2003
+-A DOCKER ! -i %[1]s -p tcp -m tcp --dport 2005 -j DNAT --to-destination %[2]s:2005
+COMMIT
+*filter
+-A DOCKER -d %[2]s/32 ! -i %[1]s -o %[1]s -p tcp -m tcp --dport 2003 -j ACCEPT
+-A DOCKER -d %[2]s/32 ! -i %[1]s -o %[1]s -p tcp -m tcp --dport 2005 -j ACCEPT
+COMMIT
+`, ctrBridge, ctrA)
+
+// serveSpeaker serves tcp addr in ns with a service that speaks first: it
+// writes a line every 100 ms to each connection and never reads.
+func serveSpeaker(t *testing.T, ns *netns.NS, addr string) {
+	t.Helper()
+	var ln net.Listener
+	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
+		t.Fatalf("speaker on %s: %v", addr, err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				for range 600 { // at most a minute
+					c.SetWriteDeadline(time.Now().Add(time.Second))
+					if _, err := c.Write([]byte("tick\n")); err != nil {
+						return
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+			}()
+		}
+	}()
+}
+
+// listen reads what a speaking service says on conn and keeps the time
+// of the last byte read.
+type listener struct {
+	mu   sync.Mutex
+	last time.Time
+	err  error // why reading stopped
+}
+
+func listenTo(t *testing.T, conn net.Conn) *listener {
+	l := &listener{last: time.Now()}
+	t.Cleanup(func() { conn.Close() })
+	go func() {
+		b := make([]byte, 512)
+		for range 1200 {
+			conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := conn.Read(b); err != nil {
+				l.mu.Lock()
+				l.err = err
+				l.mu.Unlock()
+				return
+			}
+			l.mu.Lock()
+			l.last = time.Now()
+			l.mu.Unlock()
+		}
+	}()
+	return l
+}
+
+// stopped returns why reading stopped, nil while it goes on.
+func (l *listener) stopped() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
+}
+
+func (l *listener) lastRead() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.last
+}
+
+// TestIntegrationContainersRevocationServerSpeaksFirst: a revoke ends a
+// live connection to a container whose service speaks first and whose
+// client only listens (as a log stream or a push channel does), with the
+// backend port other than the published one. The service's next
+// segment, in the reply direction, must not re-create the connection:
+// nothing the service writes reaches the client later than 2 s after the
+// revoke, and the client's next segment is reset (under either policy).
+// Before the reject label was set on forwarded connections
+// (their conntrack entry was deleted), the service's next segment was
+// picked up by conntrack as a new flow and masqueraded to the published
+// port, and the client went on hearing it (2005-2005). The service
+// itself is not reset: its segments are dropped until it gives up.
+func TestIntegrationContainersRevocationServerSpeaksFirst(t *testing.T) {
+	requireTools(t)
+	for _, policy := range []string{"reject", "drop"} {
+		for _, port := range []struct{ pub, backend uint16 }{{2004, 2003}, {2005, 2005}} {
+			t.Run(fmt.Sprintf("%s/%d-%d", policy, port.pub, port.backend), func(t *testing.T) {
+				e := &env{net: e2e.NewNet(t), pki: e2e.NewPKI(t), policy: policy}
+				e.alice = e.pki.Client(t, "alice", fmt.Sprintf("tcp/%d", port.pub))
+				ctr := addContainers(t, e, dockerRules)
+				runScript(t, e.net.Server, "iptables-restore --noflush <<'EOF'\n"+speakerRules+"EOF\n")
+				serveSpeaker(t, ctr, fmt.Sprintf(":%d", port.backend))
+				sections := strings.Replace(fmt.Sprintf(containerSections, policy, "1m"), "protect: [tcp/2000, tcp/2001, udp/8000]", "protect: [tcp/2000, tcp/2001, tcp/2004, tcp/2005, udp/8000]", 1)
+				e.daemon = e2e.StartDaemon(t, e.net, e.pki.Config(sections))
+				alice := e.client(false)
+				if _, line := e.knock(t, e.alice, alice, netip.Addr{}, packet.TCP, port.pub); line.String("verdict") != "grant" {
+					t.Fatalf("knock: %v, want a grant", line)
+				}
+				conn, err := e2e.DialTCP(alice.ns, e2e.AddrPort(e2e.ServerAddr(alice.addr), port.pub), probeTimeout)
+				if err != nil {
+					t.Fatalf("connect to tcp/%d: %v", port.pub, err)
+				}
+				heard := listenTo(t, conn)
+				time.Sleep(600 * time.Millisecond)
+				if since := time.Since(heard.lastRead()); since > 300*time.Millisecond {
+					t.Fatalf("the service said nothing for %v before the revoke", since)
+				}
+				sent := time.Now()
+				if out, errOut, code := sknockCLI(t, nil, "grants", "revoke", "--source", alice.addr.String(), "--socket", e.pki.ControlSocket()); code != 0 {
+					t.Fatalf("sknock grants revoke: exit %d\n%s%s", code, out, errOut)
+				}
+				time.Sleep(time.Until(sent.Add(4 * time.Second)))
+				if last := heard.lastRead(); last.After(sent.Add(2 * time.Second)) {
+					t.Errorf("the client still heard the service %v after the revoke", last.Sub(sent).Round(time.Millisecond))
+				}
+				// The client's own next segment is reset, whatever the
+				// policy (the connection was granted: nothing is hidden
+				// from its client), and never passed on to the service.
+				conn.Write([]byte("still there?\n"))
+				deadline := time.Now().Add(2 * time.Second)
+				err = nil
+				for time.Now().Before(deadline) {
+					if err = heard.stopped(); err != nil {
+						break
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				if !errors.Is(err, syscall.ECONNRESET) {
+					t.Errorf("the client after its write that followed the revoke: %v, want a reset", err)
+				}
+			})
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"sknock/conns"
 	"sknock/gate"
 	"sknock/internal/connwatch"
+	"sknock/rules"
 )
 
 // ConnEnder ends the connections of ended grant shares (package conns);
@@ -26,7 +27,7 @@ type systemEnder struct{}
 
 // EndConns implements ConnEnder.
 func (systemEnder) EndConns(ended []gate.Conn) (int, error) {
-	return conns.EndTuples(conns.System{}, ended)
+	return conns.EndTuples(conns.System{RejectLabel: rules.DefaultRejectLabel}, ended)
 }
 
 // endRevoked logs the grant shares a trust change ended and ends the
