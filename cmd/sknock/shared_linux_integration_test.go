@@ -50,6 +50,20 @@ func talk(t *testing.T, e *natEnv, who string) *talker {
 	return tk
 }
 
+// wantEndedWithin2s fails t unless who's connection stopped talking
+// within 2 s of sent (and fails it at once if it talks 5 s after).
+func (tk *talker) wantEndedWithin2s(t *testing.T, who string, sent time.Time) {
+	t.Helper()
+	select {
+	case at := <-tk.ended:
+		if took := at.Sub(sent); took > 2*time.Second {
+			t.Errorf("%s's connection ended %v after the revocation, want within 2 s", who, took)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s's connection still talks 5 s after the revocation", who)
+	}
+}
+
 func (tk *talker) alive() bool {
 	select {
 	case at := <-tk.ended:
@@ -147,14 +161,7 @@ control:
 					t.Fatalf("grants revoke --serial: exit %d, %q", r.code, r.stderr)
 				}
 			}
-			select {
-			case at := <-daveConn.ended:
-				if took := at.Sub(sent); took > 2*time.Second {
-					t.Errorf("dave's connection ended %v after the revocation, want within 2 s", took)
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("dave's connection still talks 5 s after the revocation")
-			}
+			daveConn.wantEndedWithin2s(t, "dave", sent)
 			ended := e.daemon.WaitLine(from, 5*time.Second, func(l e2e.Line) bool { return l.Msg() == "grant ended" })
 			if ended.String("serial") != daveSerial || ended.String("address_still_open") != "true" {
 				t.Errorf("grant ended line %v, want dave's serial with the address still open", ended)
