@@ -463,8 +463,12 @@ func judgeHeld(evs []Event, tl timeline, lim Limits) []Row {
 		corrupt += e.Corrupt
 		expectedCut := false
 		for _, r := range tl.revokedBy(e.Client, e.Gen) {
-			if r.T < e.Opened || r.T > e.T {
-				continue // not alive at the revocation
+			// Alive while the revocation was in force or coming into
+			// force: a connection opened in the revocation's window
+			// (its knock decided before sknockd read the new CRL) is
+			// one the revocation must end too.
+			if e.Opened > tl.dueTime(r.T)+lim.RevokeWithin || r.T > e.T {
+				continue
 			}
 			expectedCut = true
 			live := grantLive(knocks, tl, lim, e, r.T)

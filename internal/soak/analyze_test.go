@@ -246,6 +246,29 @@ func TestAnalyzeGrantlessRevocation(t *testing.T) {
 	}
 }
 
+// TestAnalyzeConnOpenedAsRevoked: a knock sent just after its client's
+// CRL revocation, decided before sknockd read the new CRL, opens a
+// connection that the revocation then cuts: not an unrevoked cut (the
+// hour's run, l2x7 at 16:25:35).
+func TestAnalyzeConnOpenedAsRevoked(t *testing.T) {
+	evs := append(baseRun(),
+		Event{T: 60, Kind: KindRevoke, Client: "c9", Gen: 1, Name: "crl-file"},
+		Event{T: 60.2, Kind: KindKnock, Client: "c9", Gen: 1, Proto: "tcp", Port: 5007, Src: "198.18.0.1", Sent: 60.16, OK: true, Dur: 0.01},
+		Event{T: 60.4, Kind: KindHeld, Client: "c9", Gen: 1, Proto: "tcp", Port: 5007, Src: "198.18.0.1", Opened: 60.17, LastOK: 60.17, Cause: "cut", Lost: 187},
+	)
+	if got := run(evs); len(got) != 0 {
+		t.Errorf("failed %v, want nothing", got)
+	}
+	// Opened well after the revocation was due, and cut: unexpected.
+	late := append(baseRun(),
+		Event{T: 60, Kind: KindRevoke, Client: "c9", Gen: 1, Name: "crl-file"},
+		Event{T: 70.4, Kind: KindHeld, Client: "c9", Gen: 1, Proto: "tcp", Port: 5007, Src: "198.18.0.1", Opened: 70.1, LastOK: 70.1, Cause: "cut", Lost: 10},
+	)
+	if got := run(late); !slices.Equal(got, []string{"unrevoked_cut", "bytes"}) {
+		t.Errorf("a cut 10 s after the revocation: failed %v, want [unrevoked_cut bytes]", got)
+	}
+}
+
 func TestLeakWindow(t *testing.T) {
 	tests := []struct {
 		name                    string
