@@ -1,6 +1,7 @@
 package gate
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -166,7 +167,7 @@ type savedCert struct {
 // longer verify are removed again and returned in Restored.Ended, to be
 // ended. Call it before the gate reads its first packet. A record that
 // is not what AppendSavedConns writes restores nothing and returns an
-// error saying where it went wrong.
+// error saying where it went wrong. It keeps nothing of data.
 func (e *Engine) RestoreConns(data []byte) (Restored, error) {
 	certs, recs, savedAt, err := parseSavedConns(data)
 	if err != nil {
@@ -296,7 +297,9 @@ func parseSavedConns(data []byte) (certs []savedCert, recs []connRecord, savedAt
 			if err != nil {
 				return nil, nil, time.Time{}, fmt.Errorf("certificate %d: %w", i, err)
 			}
-			c.chain = append(c.chain, der)
+			// A copy: the certificate parsed from it keeps it (Raw),
+			// and the caller may reuse data.
+			c.chain = append(c.chain, bytes.Clone(der))
 		}
 		if CertIDOf(c.chain[0]) != c.id {
 			return nil, nil, time.Time{}, fmt.Errorf("certificate %d: not the one its id names: %w", i, errSavedConnsCorrupt)
