@@ -463,11 +463,16 @@ func judgeHeld(evs []Event, tl timeline, lim Limits) []Row {
 		corrupt += e.Corrupt
 		expectedCut := false
 		for _, r := range tl.revokedBy(e.Client, e.Gen) {
-			// Alive while the revocation was in force or coming into
-			// force: a connection opened in the revocation's window
-			// (its knock decided before sknockd read the new CRL) is
-			// one the revocation must end too.
-			if e.Opened > tl.dueTime(r.T)+lim.RevokeWithin || r.T > e.T {
+			// Alive at the revocation, or, for a CRL's, opened while it
+			// came into force (its knock decided before sknockd read
+			// the new CRL): the revocation must end it too. An
+			// operator's revoke ends grants, not the certificate: a
+			// connection opened after it is a new knock's.
+			opensBy := r.T
+			if r.Name != "grants" {
+				opensBy = tl.dueTime(r.T) + lim.RevokeWithin
+			}
+			if e.Opened > opensBy || r.T > e.T {
 				continue
 			}
 			expectedCut = true

@@ -267,6 +267,16 @@ func TestAnalyzeConnOpenedAsRevoked(t *testing.T) {
 	if got := run(late); !slices.Equal(got, []string{"unrevoked_cut", "bytes"}) {
 		t.Errorf("a cut 10 s after the revocation: failed %v, want [unrevoked_cut bytes]", got)
 	}
+	// An operator's revoke ends grants: a connection opened 1.6 s after
+	// it, on a new knock, lives on (the 180 s soak, c1x6).
+	regranted := append(baseRun(),
+		Event{T: 60, Kind: KindRevoke, Client: "c9", Gen: 1, Name: "grants", Ended: []string{"198.18.0.9 tcp/5007"}},
+		Event{T: 61.5, Kind: KindKnock, Client: "c9", Gen: 1, Proto: "tcp", Port: 5007, Src: "198.18.0.1", Sent: 61.5, OK: true, Dur: 0.01},
+		Event{T: 110, Kind: KindHeld, Client: "c9", Gen: 1, Proto: "tcp", Port: 5007, Src: "198.18.0.1", Local: "198.18.0.9", Opened: 61.6, LastOK: 109.9, Cause: "planned"},
+	)
+	if got := run(regranted); len(got) != 0 {
+		t.Errorf("a connection opened after an operator's revoke: failed %v, want nothing", got)
+	}
 }
 
 func TestLeakWindow(t *testing.T) {
