@@ -139,3 +139,22 @@ func TestSavedConnsDamaged(t *testing.T) {
 		t.Errorf("the saved record itself: %+v, %v", res, err)
 	}
 }
+
+// BenchmarkAppendSavedConns: saving a full record (the daemon does it at
+// most every 2 s while the record changes).
+func BenchmarkAppendSavedConns(b *testing.B) {
+	e := NewEngine(Config{Policy: PolicyReject, OpenDuration: time.Minute, MaxConns: 1 << 17}, nil)
+	e.connsOnce.Do(func() { e.conns.Store(newConnTable(e.cfg.MaxConns)) })
+	t := e.conns.Load()
+	certs := []CertID{testCert(1)}
+	for i := range 100_000 {
+		h := connHeader(i)
+		t.record(&h, certs, 1)
+	}
+	var buf []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = e.AppendSavedConns(buf[:0])
+	}
+	b.ReportMetric(float64(len(buf)), "bytes")
+}
