@@ -434,6 +434,17 @@ func grantLive(knocks []Event, tl timeline, lim Limits, h Event, t float64) bool
 	return false
 }
 
+// openedInFlush reports whether t falls in a flush window: the rules
+// away, the gate bypassed.
+func (tl timeline) openedInFlush(t float64) bool {
+	for _, f := range tl.flushes {
+		if f.has(t) {
+			return true
+		}
+	}
+	return false
+}
+
 // lostToKill reports whether a connection opened at opened and revoked at
 // revoked was opened in the SaveWindow before a kill -9 that came between
 // them: the record a kill -9 may lose.
@@ -447,8 +458,8 @@ func (tl timeline) lostToKill(opened, revoked float64, lim Limits) bool {
 }
 
 func judgeHeld(evs []Event, tl timeline, lim Limits) []Row {
-	var n, outlived, revokedN, grantless, grantlessN, killed, cut, lost, corrupt int64
-	var examples, glEx, killEx, cutEx []string
+	var n, outlived, revokedN, grantless, grantlessN, killed, flushed, cut, lost, corrupt int64
+	var examples, glEx, killEx, flushEx, cutEx []string
 	var knocks []Event
 	for _, e := range evs {
 		if e.Kind == KindKnock {
@@ -487,6 +498,19 @@ func judgeHeld(evs []Event, tl timeline, lim Limits) []Row {
 			}
 			late := e.LastOK > tl.dueTime(r.T)+lim.RevokeWithin
 			ex := fmt.Sprintf("%s %s/%d echoed %.1fs after its %s revocation", e.Client, e.Proto, e.Port, e.LastOK-r.T, r.Name)
+			if tl.openedInFlush(e.Opened) {
+				// Opened while another tool had the rules away: the
+				// gate never saw its first packet, so no record names
+				// its certificate (a documented window, like the
+				// prober's window flows).
+				if late {
+					flushed++
+					if len(flushEx) < 3 {
+						flushEx = append(flushEx, ex)
+					}
+				}
+				continue
+			}
 			if tl.lostToKill(e.Opened, r.T, lim) {
 				// Opened just before a kill -9, after the record's
 				// last save: documented as lost.
@@ -528,12 +552,16 @@ func judgeHeld(evs []Event, tl timeline, lim Limits) []Row {
 		What:     "…of those whose grant had ended (expired, or dropped by a restart) before the revocation",
 		Measured: fmt.Sprintf("%d of %d", grantless, grantlessN) + examplesText(glEx), Limit: "0",
 		Held: grantless == 0}
+	flushRow := Row{Name: "revoked_flush_window",
+		What:     "…opened while a flush had the rules away (the gate never saw them), alive > 2 s after their revocation",
+		Measured: fmt.Sprintf("%d", flushed) + examplesText(flushEx), Limit: "reported", Held: true, Info: true}
 	killRow := Row{Name: "revoked_kill_window",
 		What:     fmt.Sprintf("…opened in the %.0f s before a kill -9 (after the connection record's last save), alive > 2 s after their revocation", lim.SaveWindow),
 		Measured: fmt.Sprintf("%d", killed) + examplesText(killEx), Limit: "reported", Held: true, Info: true}
 	return []Row{
 		{Name: "revoked_outlived", What: "held connections of a revoked client (grant live at the revocation) alive > 2 s after it was due", Measured: fmt.Sprintf("%d of %d", outlived, revokedN) + examplesText(examples), Limit: "0", Held: outlived == 0},
 		grantlessRow,
+		flushRow,
 		killRow,
 		{Name: "unrevoked_cut", What: "held connections of unrevoked clients cut or silent for 10 s (restarts included)", Measured: fmt.Sprintf("%d of %d", cut, n) + examplesText(cutEx), Limit: "0", Held: cut == 0},
 		{Name: "bytes", What: "bytes lost (on unexpected cuts) or corrupted on held connections", Measured: fmt.Sprintf("%d lost, %d corrupted", lost, corrupt), Limit: "0", Held: lost == 0 && corrupt == 0},

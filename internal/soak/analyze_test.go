@@ -279,6 +279,27 @@ func TestAnalyzeConnOpenedAsRevoked(t *testing.T) {
 	}
 }
 
+// TestAnalyzeConnOpenedInFlush: a connection opened while a flush had the
+// rules away is reported, not judged, when its revocation does not end it
+// (the hour's run, c5x6 at 16:47:26, during an outrank-v6).
+func TestAnalyzeConnOpenedInFlush(t *testing.T) {
+	evs := append(baseRun(),
+		Event{T: 20, Kind: KindFlush, Name: "outrank-v6"},
+		Event{T: 20.4, Kind: KindKnock, Client: "c9", Gen: 1, Proto: "tcp", Port: 5007, Src: "fd00:5e::1", Sent: 20.4, OK: true, Dur: 0.01},
+		Event{T: 60, Kind: KindRevoke, Client: "c9", Gen: 1, Name: "grants", Ended: []string{"fd00:5e::19 tcp/5007"}},
+		Event{T: 80, Kind: KindHeld, Client: "c9", Gen: 1, Proto: "tcp", Port: 5007, Src: "fd00:5e::1", Local: "fd00:5e::19", Opened: 20.41, LastOK: 79, Cause: "planned"},
+	)
+	rep := Analyze(evs, limits())
+	if got := rep.Failed(); len(got) != 0 {
+		t.Errorf("failed %v, want nothing", got)
+	}
+	for _, r := range rep.Rows {
+		if r.Name == "revoked_flush_window" && !strings.HasPrefix(r.Measured, "1") {
+			t.Errorf("revoked_flush_window: %q, want 1", r.Measured)
+		}
+	}
+}
+
 func TestLeakWindow(t *testing.T) {
 	tests := []struct {
 		name                    string
