@@ -6,6 +6,7 @@ import (
 	"math/bits"
 	"math/rand/v2"
 	"net/netip"
+	"runtime"
 	"sync"
 
 	"sknock/packet"
@@ -71,8 +72,7 @@ func (r *connRecord) attributedTo(set map[CertID]error) bool {
 
 // DefaultMaxConns is the connection table's bound when none is given:
 // about 15 MB of records (112 bytes each) and 4 MB of index (8 bytes a
-// slot), allocated at the first grant; the kernel backs its pages as
-// they are first written.
+// slot), allocated at the first grant and present in memory from then on.
 const DefaultMaxConns = 1 << 17
 
 const connShards = 16
@@ -131,10 +131,17 @@ func newConnTable(max int) *connTable {
 	for i := range t.seed {
 		t.seed[i] = rand.Uint64()
 	}
+	// Every record made is a lookup at a random place in these arrays,
+	// and under a flood of new connections that lookup is most of the
+	// record's cost: they live in memory of their own (huge pages, present
+	// from the start, on Linux), not on the heap's small pages.
+	recs, freeRecs := residentSlice[connRecord](connShards * per)
+	index, freeIndex := residentSlice[uint64](connShards * slots)
+	runtime.AddCleanup(t, func(free [2]func()) { free[0](); free[1]() }, [2]func(){freeRecs, freeIndex})
 	for i := range t.shards {
 		s := &t.shards[i]
-		s.recs = make([]connRecord, per)
-		s.index = make([]uint64, slots)
+		s.recs = recs[i*per : (i+1)*per : (i+1)*per]
+		s.index = index[i*slots : (i+1)*slots : (i+1)*slots]
 		s.free = make([]int32, per)
 		for j := range s.free {
 			s.free[j] = int32(per - 1 - j)
