@@ -164,3 +164,24 @@ func BenchmarkConnTable100k(b *testing.B) {
 	}
 	b.ReportMetric(float64(resident+int(after.HeapAlloc-before.HeapAlloc))/(1<<20), "MiB/100k-conns")
 }
+
+// TestResidentSliceIsZeroAndFreeable: the record's own memory comes
+// zeroed, holds what is written, and unmaps once.
+func TestResidentSliceIsZeroAndFreeable(t *testing.T) {
+	for _, n := range []int{1, 1000, 3 << 18} {
+		s, free := residentSlice[uint64](n)
+		if len(s) != n {
+			t.Fatalf("len %d, want %d", len(s), n)
+		}
+		for i := range s {
+			if s[i] != 0 {
+				t.Fatalf("n=%d: element %d is %d, want 0", n, i, s[i])
+			}
+			s[i] = uint64(i)
+		}
+		if s[n-1] != uint64(n-1) {
+			t.Errorf("n=%d: last element %d", n, s[n-1])
+		}
+		free()
+	}
+}
