@@ -2,9 +2,11 @@ package gate
 
 import (
 	"encoding/binary"
-	"hash/maphash"
 	"math"
+	"math/bits"
+	"math/rand/v2"
 	"net/netip"
+	"runtime"
 	"sync"
 
 	"sknock/packet"
@@ -69,8 +71,8 @@ func (r *connRecord) attributedTo(set map[CertID]error) bool {
 }
 
 // DefaultMaxConns is the connection table's bound when none is given:
-// about 15 MB of records (112 bytes each) and index, allocated at the
-// first grant.
+// about 15 MB of records (112 bytes each) and 4 MB of index (8 bytes a
+// slot), allocated at the first grant and present in memory from then on.
 const DefaultMaxConns = 1 << 17
 
 const connShards = 16
@@ -83,7 +85,7 @@ const connShards = 16
 // let in) until pruning (Engine.PruneConns) or ended connections
 // (Engine.ForgetConn) make room.
 type connTable struct {
-	seed   maphash.Seed
+	seed   [5]uint64 // random: the hash's key
 	shards [connShards]connShard
 	// full signals that a connection was refused for want of room (a
 	// prune is due); capacity 1, sent without blocking.
@@ -91,13 +93,27 @@ type connTable struct {
 }
 
 // connShard is an open-addressing hash table (linear probing) of indices
-// into a fixed array of records, with a free list.
+// into a fixed array of records, with a free list. Each index slot holds
+// the record's index and 32 bits of its hash (see slotOf), so that a
+// lookup compares records only when their hashes agree: under a flood of
+// new tuples it reads one index slot, not a record per probe, and a
+// removal moves entries back without hashing their records again.
 type connShard struct {
 	mu    sync.Mutex
 	recs  []connRecord
-	index []int32 // -1: empty slot; length a power of two, at least twice len(recs)
-	free  []int32 // indices of free records
+	index []uint64 // 0: empty slot; length a power of two, at least twice len(recs)
+	free  []int32  // indices of free records
 }
+
+// slotOf is the index slot value for record r of hash h: the 32 bits of
+// h that place it (its home slot is their low bits), then r+1.
+func slotOf(h uint64, r int32) uint64 { return uint64(uint32(h>>8))<<32 | uint64(r+1) }
+
+// slotRecord is the record index an occupied slot value holds.
+func slotRecord(v uint64) int32 { return int32(uint32(v)) - 1 }
+
+// slotHome is the home slot of an occupied slot value, under mask.
+func slotHome(v uint64, mask int) int { return int(v>>32) & mask }
 
 func newConnTable(max int) *connTable {
 	if max <= 0 {
@@ -111,14 +127,21 @@ func newConnTable(max int) *connTable {
 	for slots < 2*per {
 		slots <<= 1
 	}
-	t := &connTable{seed: maphash.MakeSeed(), full: make(chan struct{}, 1)}
+	t := &connTable{full: make(chan struct{}, 1)}
+	for i := range t.seed {
+		t.seed[i] = rand.Uint64()
+	}
+	// Every record made is a lookup at a random place in these arrays,
+	// and under a flood of new connections that lookup is most of the
+	// record's cost: they live in memory of their own (huge pages, present
+	// from the start, on Linux), not on the heap's small pages.
+	recs, freeRecs := residentSlice[connRecord](connShards * per)
+	index, freeIndex := residentSlice[uint64](connShards * slots)
+	runtime.AddCleanup(t, func(free [2]func()) { free[0](); free[1]() }, [2]func(){freeRecs, freeIndex})
 	for i := range t.shards {
 		s := &t.shards[i]
-		s.recs = make([]connRecord, per)
-		s.index = make([]int32, slots)
-		for j := range s.index {
-			s.index[j] = -1
-		}
+		s.recs = recs[i*per : (i+1)*per : (i+1)*per]
+		s.index = index[i*slots : (i+1)*slots : (i+1)*slots]
 		s.free = make([]int32, per)
 		for j := range s.free {
 			s.free[j] = int32(per - 1 - j)
@@ -127,38 +150,48 @@ func newConnTable(max int) *connTable {
 	return t
 }
 
-// hash returns k's hash, keyed with the table's seed so that no one can
-// choose tuples that collide.
+// hash returns k's hash, keyed with the table's random seed so that no
+// one can choose tuples that collide. It is wyhash's mixing (a 128-bit
+// product folded to 64 bits), the hash Go's own maps fall back to, over
+// the key's five words: no copy, no call.
 func (t *connTable) hash(k *connKey) uint64 {
-	var b [37]byte
-	copy(b[:16], k.src[:])
-	copy(b[16:32], k.dst[:])
-	binary.BigEndian.PutUint16(b[32:], k.sport)
-	binary.BigEndian.PutUint16(b[34:], k.dport)
-	b[36] = byte(k.proto)
-	return maphash.Bytes(t.seed, b[:])
+	le := binary.LittleEndian
+	h := mix(le.Uint64(k.src[:8])^t.seed[0], le.Uint64(k.src[8:])^t.seed[1])
+	h = mix(h^le.Uint64(k.dst[:8])^t.seed[2], le.Uint64(k.dst[8:])^t.seed[3])
+	ports := uint64(k.sport)<<24 | uint64(k.dport)<<8 | uint64(k.proto)
+	return mix(h^ports^t.seed[4], t.seed[0]^t.seed[2])
 }
+
+// mix folds the 128-bit product of a and b to 64 bits.
+func mix(a, b uint64) uint64 {
+	hi, lo := bits.Mul64(a, b)
+	return hi ^ lo
+}
+
+// shardOf returns the shard of hash h.
+func (t *connTable) shardOf(h uint64) *connShard { return &t.shards[h%connShards] }
 
 // lock locks k's shard and finds k in it: the index slot holding it, or
 // the empty slot where it would go. The caller unlocks the shard.
-func (t *connTable) lock(k *connKey) (s *connShard, slot int, found bool) {
-	h := t.hash(k)
-	s = &t.shards[h%connShards]
+func (t *connTable) lock(k *connKey) (s *connShard, h uint64, slot int, found bool) {
+	h = t.hash(k)
+	s = t.shardOf(h)
 	s.mu.Lock()
 	slot, found = s.findLocked(k, h)
-	return s, slot, found
+	return s, h, slot, found
 }
 
 // findLocked returns the index slot holding k, or the empty slot where it
 // would go, and whether it was found.
 func (s *connShard) findLocked(k *connKey, h uint64) (slot int, found bool) {
 	mask := len(s.index) - 1
-	for i := int(h>>8) & mask; ; i = (i + 1) & mask {
-		r := s.index[i]
-		if r < 0 {
+	tag := uint32(h >> 8)
+	for i := int(tag) & mask; ; i = (i + 1) & mask {
+		v := s.index[i]
+		if v == 0 {
 			return i, false
 		}
-		if s.recs[r].key == *k {
+		if uint32(v>>32) == tag && s.recs[slotRecord(v)].key == *k {
 			return i, true
 		}
 	}
@@ -166,18 +199,22 @@ func (s *connShard) findLocked(k *connKey, h uint64) (slot int, found bool) {
 
 // removeLocked empties index slot i and shifts the following entries of
 // its cluster back, so that no lookup stops early (no tombstones).
-func (s *connShard) removeLocked(t *connTable, i int) {
+func (s *connShard) removeLocked(i int) {
 	mask := len(s.index) - 1
-	r := s.index[i]
+	r := slotRecord(s.index[i])
 	s.recs[r] = connRecord{}
 	s.free = append(s.free, r)
-	s.index[i] = -1
-	for j := (i + 1) & mask; s.index[j] >= 0; j = (j + 1) & mask {
-		rec := &s.recs[s.index[j]]
-		home := int(t.hash(&rec.key)>>8) & mask
+	s.index[i] = 0
+	for j := (i + 1) & mask; ; j = (j + 1) & mask {
+		v := s.index[j]
+		if v == 0 {
+			return
+		}
+		home := slotHome(v, mask)
 		// Move j's entry to the hole at i when its home is not in (i, j].
 		if (j > i && (home <= i || home > j)) || (j < i && home <= i && home > j) {
-			s.index[i], s.index[j] = s.index[j], -1
+			s.index[i] = v
+			s.index[j] = 0
 			i = j
 		}
 	}
@@ -189,10 +226,10 @@ func (s *connShard) removeLocked(t *connTable, i int) {
 // shard is full. It does not allocate.
 func (t *connTable) record(h *packet.Header, certs []CertID, now int64) bool {
 	k := connKeyOfHeader(h)
-	s, slot, found := t.lock(&k)
+	s, hash, slot, found := t.lock(&k)
 	defer s.mu.Unlock()
 	if found {
-		rec := &s.recs[s.index[slot]]
+		rec := &s.recs[slotRecord(s.index[slot])]
 		for _, c := range certs {
 			if int(rec.n) < MaxShares && !containsCert(rec.certs[:rec.n], c) {
 				rec.certs[rec.n] = c
@@ -216,7 +253,7 @@ func (t *connTable) record(h *packet.Header, certs []CertID, now int64) bool {
 	if rec.n == 0 {
 		rec.n = 1 // a grant without a certificate: recorded, attributed to none
 	}
-	s.index[slot] = r
+	s.index[slot] = slotOf(hash, r)
 	return true
 }
 
@@ -232,10 +269,10 @@ func containsCert(certs []CertID, c CertID) bool {
 // forget removes c's record, if any, and reports whether there was one.
 func (t *connTable) forget(c Conn) bool {
 	k := connKeyOf(c)
-	s, slot, found := t.lock(&k)
+	s, _, slot, found := t.lock(&k)
 	defer s.mu.Unlock()
 	if found {
-		s.removeLocked(t, slot)
+		s.removeLocked(slot)
 	}
 	return found
 }
@@ -248,16 +285,16 @@ func (t *connTable) removeWhere(drop func(*connRecord) bool, collect bool) (remo
 		s := &t.shards[i]
 		s.mu.Lock()
 		for slot := 0; slot < len(s.index); {
-			r := s.index[slot]
-			if r < 0 || !drop(&s.recs[r]) {
+			v := s.index[slot]
+			if v == 0 || !drop(&s.recs[slotRecord(v)]) {
 				slot++
 				continue
 			}
 			if collect {
-				removed = append(removed, s.recs[r].key.conn())
+				removed = append(removed, s.recs[slotRecord(v)].key.conn())
 			}
 			n++
-			s.removeLocked(t, slot) // may move a later entry into slot: look at it again
+			s.removeLocked(slot) // may move a later entry into slot: look at it again
 		}
 		s.mu.Unlock()
 	}
@@ -294,9 +331,9 @@ func (t *connTable) attributed() map[CertID]bool {
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
-		for _, r := range s.index {
-			if r >= 0 {
-				rec := &s.recs[r]
+		for i := range s.index {
+			if v := s.index[i]; v != 0 {
+				rec := &s.recs[slotRecord(v)]
 				for _, c := range rec.certs[:rec.n] {
 					out[c] = true
 				}

@@ -73,7 +73,7 @@ type heldPacket struct {
 
 // noteHeld keeps p's hash for Settle.
 func (r *HoldReader) noteHeld(p *Packet) {
-	h := fnv1a(p.Data)
+	h := r.cfg.Repeats.hash(p.Data)
 	r.heldMu.Lock()
 	r.held[p.ID&(heldSlots-1)] = heldPacket{id: p.ID, hash: h}
 	r.heldMu.Unlock()

@@ -185,20 +185,23 @@ func (s *nfSocket) Close() error {
 }
 
 // receiver reads datagrams from the socket into one buffer with room for
-// MaxBatch packet messages; packets handed out point into it.
+// MaxBatch packet messages, one slot each; packets handed out point into
+// it.
 type receiver struct {
 	raw  syscall.RawConn
 	buf  []byte
 	slot int // the largest message: the copy range plus packetMsgOverhead
 	pkts []Packet
 
-	// The state of one read, kept here so that readFn, made once, does
-	// not allocate a closure per read.
-	dst    []byte
-	n      int
-	err    error
-	wait   bool
-	readFn func(fd uintptr) bool
+	// The state of one read, kept here so that readFn and batchFn, made
+	// once, do not allocate a closure per read.
+	dst     []byte
+	n       int
+	err     error
+	wait    bool
+	readFn  func(fd uintptr) bool
+	batch   datagrams // one slot of buf each
+	batchFn func(fd uintptr) bool
 }
 
 func (r *receiver) init(raw syscall.RawConn, copyRange int) {
@@ -207,6 +210,8 @@ func (r *receiver) init(raw syscall.RawConn, copyRange int) {
 	r.buf = make([]byte, MaxBatch*r.slot)
 	r.pkts = make([]Packet, 0, MaxBatch)
 	r.readFn = r.read
+	r.batch.init(r.buf, r.slot)
+	r.batchFn = r.readBatch
 }
 
 // read is the RawConn callback: one read(2), waiting for data only when
@@ -219,6 +224,19 @@ func (r *receiver) read(fd uintptr) bool {
 		}
 	}
 	return !(r.wait && r.err == syscall.EAGAIN)
+}
+
+// readBatch is the RawConn callback of receive: one recvmmsg(2) that
+// takes every datagram waiting, up to MaxBatch; when none is, RawConn
+// waits for one and calls it again.
+func (r *receiver) readBatch(fd uintptr) bool {
+	for {
+		r.n, r.err = r.batch.read(fd)
+		if r.err != syscall.EINTR {
+			break
+		}
+	}
+	return r.err != syscall.EAGAIN
 }
 
 // readOne reads one datagram into dst; it waits for one when wait is set,
@@ -238,23 +256,24 @@ func (r *receiver) readOne(dst []byte, wait bool) (n int, ok bool, err error) {
 	return r.n, true, nil
 }
 
-// receive waits for a datagram, then takes the ones already waiting
-// without waiting again, until it holds MaxBatch packets or its buffer is
-// full. pkts is valid until the next call. kernelErr is a problem the
-// kernel reported in a message (a refused verdict, a malformed message);
-// err is a failed read, which ends the drain.
+// receive waits for a datagram and takes it with every one already
+// waiting, up to MaxBatch, in one system call (one read(2) per datagram
+// cost the gate reader about 3 % of its time under a flood). pkts is
+// valid until the next call. kernelErr is a problem the kernel reported
+// in a message (a refused verdict, a malformed message); err is a failed
+// read.
 func (r *receiver) receive() (pkts []Packet, kernelErr, err error) {
 	r.pkts = r.pkts[:0]
-	off := 0
-	for len(r.pkts) < MaxBatch && len(r.buf)-off >= r.slot {
-		n, ok, err := r.readOne(r.buf[off:], len(r.pkts) == 0)
-		if err != nil || !ok {
-			return r.pkts, kernelErr, err
-		}
+	if err := r.raw.Read(r.batchFn); err != nil {
+		return r.pkts, nil, err // a deadline, or the socket closed
+	}
+	if r.err != nil {
+		return r.pkts, nil, r.err
+	}
+	for i := range r.n {
 		var perr error
-		r.pkts, perr = appendPackets(r.pkts, r.buf[off:off+n])
+		r.pkts, perr = appendPackets(r.pkts, r.buf[i*r.slot:i*r.slot+r.batch.size(i)])
 		kernelErr = firstError(kernelErr, perr)
-		off += align4(n)
 	}
 	return r.pkts, kernelErr, nil
 }

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"hash/maphash"
 	"sync/atomic"
 	"time"
 )
@@ -26,6 +27,7 @@ const repeatSlots = 1024
 // packet around once more.
 type Repeats struct {
 	slots [repeatSlots]atomic.Uint64 // hash tag << 32 | microsecond stamp | 1
+	seed  maphash.Seed               // of the packets' hashes (see hash)
 	since func() time.Duration       // monotonic clock
 	loops atomic.Uint64
 }
@@ -37,7 +39,7 @@ func NewRepeats(now func() time.Duration) *Repeats {
 		start := time.Now()
 		now = func() time.Duration { return time.Since(start) }
 	}
-	return &Repeats{since: now}
+	return &Repeats{seed: maphash.MakeSeed(), since: now}
 }
 
 // Loops returns how many packets Again found looping.
@@ -46,7 +48,12 @@ func (r *Repeats) Loops() uint64 { return r.loops.Load() }
 // Again reports whether data, a packet about to be repeated, was repeated
 // already within RepeatWindow (and counts it); otherwise it remembers the
 // packet and returns false.
-func (r *Repeats) Again(data []byte) bool { return r.again(fnv1a(data), true) }
+func (r *Repeats) Again(data []byte) bool { return r.again(r.hash(data), true) }
+
+// hash is the hash of a whole packet the table keeps. maphash reads the
+// packet eight and sixteen bytes at a time (a byte-at-a-time hash cost the
+// gate reader about 1 % of its time under a granted flood).
+func (r *Repeats) hash(data []byte) uint64 { return maphash.Bytes(r.seed, data) }
 
 // remember records the packet of hash h as repeated now.
 func (r *Repeats) remember(h uint64) { r.again(h, false) }
@@ -63,16 +70,6 @@ func (r *Repeats) again(h uint64, count bool) bool {
 	}
 	slot.Store(tag<<32 | uint64(stamp))
 	return false
-}
-
-// fnv1a is the 64-bit FNV-1a hash of b.
-func fnv1a(b []byte) uint64 {
-	h := uint64(14695981039346656037)
-	for _, c := range b {
-		h ^= uint64(c)
-		h *= 1099511628211
-	}
-	return h
 }
 
 // settle returns kv, or kv without its repeat when p is looping.

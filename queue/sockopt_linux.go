@@ -2,6 +2,7 @@ package queue
 
 import (
 	"errors"
+	"unsafe"
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -39,3 +40,42 @@ func readFD(fd uintptr, b []byte) (int, error) { return unix.Read(int(fd), b) }
 
 // writeFD writes one message to the socket fd.
 func writeFD(fd uintptr, b []byte) (int, error) { return unix.Write(int(fd), b) }
+
+// mmsghdr is struct mmsghdr: a message header and the length received.
+type mmsghdr struct {
+	hdr unix.Msghdr
+	n   uint32
+}
+
+// datagrams are the headers of one recvmmsg(2): one message and one iovec
+// for each fixed slot of a buffer, made once.
+type datagrams struct {
+	msgs []mmsghdr
+	iovs []unix.Iovec
+}
+
+// init points the headers at buf's slots of slot bytes.
+func (d *datagrams) init(buf []byte, slot int) {
+	n := len(buf) / slot
+	d.msgs = make([]mmsghdr, n)
+	d.iovs = make([]unix.Iovec, n)
+	for i := range n {
+		d.iovs[i].Base = &buf[i*slot]
+		d.iovs[i].SetLen(slot)
+		d.msgs[i].hdr.Iov = &d.iovs[i]
+		d.msgs[i].hdr.SetIovlen(1)
+	}
+}
+
+// read takes the datagrams waiting on the socket fd, one a slot, without
+// waiting, and returns how many.
+func (d *datagrams) read(fd uintptr) (int, error) {
+	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&d.msgs[0])), uintptr(len(d.msgs)), unix.MSG_DONTWAIT, 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
+
+// size returns the length of datagram i of the last read.
+func (d *datagrams) size(i int) int { return int(d.msgs[i].n) }

@@ -19,3 +19,10 @@ func readFD(uintptr, []byte) (int, error) { return 0, errors.ErrUnsupported }
 
 // writeFD reports errors.ErrUnsupported: NFQUEUE exists only on Linux.
 func writeFD(uintptr, []byte) (int, error) { return 0, errors.ErrUnsupported }
+
+// datagrams reads nothing: NFQUEUE exists only on Linux.
+type datagrams struct{}
+
+func (*datagrams) init([]byte, int)          {}
+func (*datagrams) read(uintptr) (int, error) { return 0, errors.ErrUnsupported }
+func (*datagrams) size(int) int              { return 0 }

@@ -67,7 +67,7 @@ func ExampleConfig_Rules() {
 	// *filter
 	// -A SKNOCK -p tcp -m connlabel --label 127 -j REJECT --reject-with tcp-reset
 	// -A SKNOCK -p udp -m connlabel --label 127 -j REJECT --reject-with icmp-port-unreachable
-	// -A SKNOCK -m conntrack ! --ctstate DNAT -m addrtype --dst-type UNICAST -m addrtype ! --dst-type LOCAL,ANYCAST -p tcp -m tcp --dport 2000 -j DROP
+	// -A SKNOCK -p tcp -m tcp --dport 2000 -m addrtype ! --dst-type LOCAL,ANYCAST -m addrtype --dst-type UNICAST -m conntrack ! --ctstate DNAT -j DROP
 	// -I INPUT 1 -j SKNOCK
 	// -I FORWARD 1 -m conntrack --ctstate DNAT -j SKNOCK
 }

@@ -235,9 +235,12 @@ func (c Config) RejectRules(ipv6 bool) [][]string {
 			}
 		}
 	}
+	// Every packet to this host crosses this chain, so the cheap tests
+	// come first: the port (a packet to another port stops there), then
+	// the one address-type lookup a local packet fails.
 	for _, p := range c.Protect {
-		net := append([]string{"-m", "conntrack", "!", "--ctstate", "DNAT"}, forwarded()...)
-		rules = append(rules, append(append(net, match(p)...), "-j", "DROP"))
+		net := append(match(p), "-m", "addrtype", "!", "--dst-type", "LOCAL,ANYCAST", "-m", "addrtype", "--dst-type", "UNICAST")
+		rules = append(rules, append(net, "-m", "conntrack", "!", "--ctstate", "DNAT", "-j", "DROP"))
 	}
 	return rules
 }

@@ -255,7 +255,7 @@ func TestRulesNeverEndInFilterTargets(t *testing.T) {
 func TestRejectRules(t *testing.T) {
 	c := designConfig(t)
 	net := func(port string) string {
-		return "-m conntrack ! --ctstate DNAT -m addrtype --dst-type UNICAST -m addrtype ! --dst-type LOCAL,ANYCAST " + port + " -j DROP"
+		return port + " -m addrtype ! --dst-type LOCAL,ANYCAST -m addrtype --dst-type UNICAST -m conntrack ! --ctstate DNAT -j DROP"
 	}
 	nets := []string{net("-p tcp -m tcp --dport 2000"), net("-p tcp -m tcp --dport 3000"), net("-p udp -m udp --dport 8000")}
 	if diff := cmp.Diff(split(lines([]string{rejectTCP, rejectUDP4}, nets)...), c.RejectRules(false)); diff != "" {
