@@ -62,11 +62,11 @@ func (e *Engine) AppendSavedConns(b []byte) []byte {
 		for i := range t.shards {
 			s := &t.shards[i]
 			s.mu.Lock()
-			for _, r := range s.index {
-				if r < 0 {
+			for _, v := range s.index {
+				if v == 0 {
 					continue
 				}
-				rec := &s.recs[r]
+				rec := &s.recs[slotRecord(v)]
 				b = appendSavedRecord(b, rec)
 				for _, c := range rec.certs[:rec.n] {
 					if !c.IsZero() {
