@@ -39,13 +39,27 @@ type noted struct {
 // verify verifies the certificate again under v at now: a v2 knock's by
 // the chain it carried (its intermediates may be known only from it).
 func (n noted) verify(v *pki.Verifier, now time.Time) error {
-	var err error
-	if n.chain != nil {
-		_, err = v.VerifyChain(n.chain, now)
-	} else {
-		_, err = v.Verify(n.client.Cert.Raw, now)
-	}
+	_, err := verifyAgain(v, n.client.Cert.Raw, n.chain, now)
 	return err
+}
+
+// verifyAgain verifies the certificate der under v at now, by chain when
+// it is not nil (a v2 knock's: the certificate first, then the
+// intermediates it carried), and returns it verified.
+func verifyAgain(v *pki.Verifier, der []byte, chain [][]byte, now time.Time) (*pki.Client, error) {
+	if chain != nil {
+		return v.VerifyChain(chain, now)
+	}
+	return v.Verify(der, now)
+}
+
+// links returns what verifies n again: its chain, or the certificate
+// alone (v1).
+func (n noted) links() [][]byte {
+	if len(n.chain) > 0 {
+		return n.chain
+	}
+	return [][]byte{n.client.Cert.Raw}
 }
 
 // take counts one more share of cert, unless it holds max already.

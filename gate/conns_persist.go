@@ -94,10 +94,7 @@ func (e *Engine) AppendSavedConns(b []byte) []byte {
 // savable reports whether n fits the saved form's bounds (a chain no knock
 // carries does not: its connections are restored attributed to none).
 func savable(n noted) bool {
-	chain := n.chain
-	if len(chain) == 0 {
-		chain = [][]byte{n.client.Cert.Raw}
-	}
+	chain := n.links()
 	if len(chain) > savedConnsMaxChain {
 		return false
 	}
@@ -111,12 +108,8 @@ func savable(n noted) bool {
 
 func appendSavedCert(b []byte, id CertID, n noted) []byte {
 	b = append(b, id[:]...)
-	chain := n.chain
-	b = append(b, uint8(len(chain)))
-	if len(chain) == 0 {
-		chain = [][]byte{n.client.Cert.Raw}
-	}
-	for _, der := range chain {
+	b = append(b, uint8(len(n.chain))) // 0: the certificate alone
+	for _, der := range n.links() {
 		b = binary.BigEndian.AppendUint32(b, uint32(len(der)))
 		b = append(b, der...)
 	}
@@ -182,19 +175,16 @@ func (e *Engine) RestoreConns(data []byte) (Restored, error) {
 			refused[c.id] = errors.New("no trust state to verify it")
 			continue
 		}
-		n := noted{}
-		var err error
+		var chain [][]byte
 		if c.v2 {
-			n.client, err = trust.Verifier.VerifyChain(c.chain, now)
-			n.chain = c.chain
-		} else {
-			n.client, err = trust.Verifier.Verify(c.chain[0], now)
+			chain = c.chain
 		}
+		client, err := verifyAgain(trust.Verifier, c.chain[0], chain, now)
 		if err != nil {
 			refused[c.id] = err
 			continue
 		}
-		e.grants.certs.note(c.id, n.client, n.chain)
+		e.grants.certs.note(c.id, client, chain)
 		res.Certs++
 	}
 	e.connsOnce.Do(func() { e.conns.Store(newConnTable(e.cfg.MaxConns)) })

@@ -7,12 +7,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"sknock/internal/e2e"
-	"sknock/pki"
 )
 
 // TestIntegrationRevocationOfGrantlessConns: alice and carol, behind one
@@ -95,15 +93,9 @@ control:
 			sent := time.Now()
 			switch tc.how {
 			case "crl":
-				if err := pki.Revoke(e.pki.Dir, "carol"); err != nil {
-					t.Fatal(err)
-				}
-				e.pki.WriteCRL(t)
-				e.daemon.Signal(syscall.SIGHUP)
+				e.revokeInCRL(t, "carol")
 			case "serial":
-				if r := e.run("", "grants", "revoke", "--serial", carolSerial, "--socket", e.pki.ControlSocket()); r.code != 0 {
-					t.Fatalf("grants revoke --serial: exit %d, %q", r.code, r.stderr)
-				}
+				e.revokeSerial(t, carolSerial)
 			}
 			carolConn.wantEndedWithin2s(t, "carol", sent)
 			time.Sleep(time.Second)

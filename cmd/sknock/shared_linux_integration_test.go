@@ -50,6 +50,26 @@ func talk(t *testing.T, e *natEnv, who string) *talker {
 	return tk
 }
 
+// revokeInCRL revokes name's certificate in the test CA's CRL and has
+// sknockd reload it.
+func (e *natEnv) revokeInCRL(t *testing.T, name string) {
+	t.Helper()
+	if err := pki.Revoke(e.pki.Dir, name); err != nil {
+		t.Fatal(err)
+	}
+	e.pki.WriteCRL(t)
+	e.daemon.Signal(syscall.SIGHUP)
+}
+
+// revokeSerial ends the grants of the certificate with serial through
+// `sknock grants revoke --serial`.
+func (e *natEnv) revokeSerial(t *testing.T, serial string) {
+	t.Helper()
+	if r := e.run("", "grants", "revoke", "--serial", serial, "--socket", e.pki.ControlSocket()); r.code != 0 {
+		t.Fatalf("grants revoke --serial: exit %d, %q", r.code, r.stderr)
+	}
+}
+
 // wantEndedWithin2s fails t unless who's connection stopped talking
 // within 2 s of sent (and fails it at once if it talks 5 s after).
 func (tk *talker) wantEndedWithin2s(t *testing.T, who string, sent time.Time) {
@@ -151,15 +171,9 @@ control:
 				}
 				e.daemon.Signal(syscall.SIGHUP)
 			case "intermediate":
-				if err := pki.Revoke(e.pki.Dir, "ops"); err != nil {
-					t.Fatal(err)
-				}
-				e.pki.WriteCRL(t)
-				e.daemon.Signal(syscall.SIGHUP)
+				e.revokeInCRL(t, "ops")
 			case "serial":
-				if r := e.run("", "grants", "revoke", "--serial", daveSerial, "--socket", e.pki.ControlSocket()); r.code != 0 {
-					t.Fatalf("grants revoke --serial: exit %d, %q", r.code, r.stderr)
-				}
+				e.revokeSerial(t, daveSerial)
 			}
 			daveConn.wantEndedWithin2s(t, "dave", sent)
 			ended := e.daemon.WaitLine(from, 5*time.Second, func(l e2e.Line) bool { return l.Msg() == "grant ended" })

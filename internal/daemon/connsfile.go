@@ -64,15 +64,13 @@ type connsFile struct {
 func (d *daemon) restoreConns(path string) *connsFile {
 	cf := &connsFile{path: path, engine: d.engine, log: d.log}
 	data, err := readBounded(path, connsFileMax)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return cf
-	case err != nil:
-		d.log.Warn("connection record of the previous run not restored: a revocation will not end the connections opened before this start",
-			zap.String("file", path), zap.Error(err))
+	if errors.Is(err, os.ErrNotExist) {
 		return cf
 	}
-	res, err := d.engine.RestoreConns(data)
+	var res gate.Restored
+	if err == nil {
+		res, err = d.engine.RestoreConns(data)
+	}
 	if err != nil {
 		d.log.Warn("connection record of the previous run not restored: a revocation will not end the connections opened before this start",
 			zap.String("file", path), zap.Error(err))
