@@ -5,6 +5,7 @@ package queue_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -192,7 +193,12 @@ func installRules(t *testing.T, ns *netns.NS) {
 		{"ip6tables", "icmp6-port-unreachable"},
 	} {
 		mark := []string{"-m", "mark", "--mark", "0x1/0x1"}
+		// A verdict's NF_REPEAT runs the chain again: the grant bit
+		// accepts there, as sknock's SKNOCK-GRANT returns, so a granted
+		// or settled packet crosses the queue once.
+		granted := fmt.Sprintf("%#x/%#x", queue.DefaultAcceptMark, queue.DefaultAcceptMark)
 		for _, rule := range [][]string{
+			{"-m", "mark", "--mark", granted, "-j", "ACCEPT"},
 			{"-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"},
 			append(append([]string{"-p", "tcp"}, mark...), "-j", "REJECT", "--reject-with", "tcp-reset"),
 			append(append([]string{"-p", "udp"}, mark...), "-j", "REJECT", "--reject-with", fam.unreachable),
