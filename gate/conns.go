@@ -266,6 +266,14 @@ func containsCert(certs []CertID, c CertID) bool {
 	return false
 }
 
+// holds reports whether c is recorded.
+func (t *connTable) holds(c Conn) bool {
+	k := connKeyOf(c)
+	s, _, _, found := t.lock(&k)
+	s.mu.Unlock()
+	return found
+}
+
 // forget removes c's record, if any, and reports whether there was one.
 func (t *connTable) forget(c Conn) bool {
 	k := connKeyOf(c)

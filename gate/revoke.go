@@ -4,6 +4,8 @@ import (
 	"math/big"
 	"net/netip"
 	"time"
+
+	"sknock/packet"
 )
 
 // Ended is what a revocation or an operator ended: the grant shares, and
@@ -89,6 +91,38 @@ func (e *Engine) EndGrants(sel Selection) Ended {
 func (e *Engine) ForgetConn(c Conn) bool {
 	t := e.conns.Load()
 	return t != nil && t.forget(c)
+}
+
+// AttributeConns records each of conns (original-direction tuples, as
+// conntrack lists them) that the record does not hold and whose source
+// holds a live grant for its protocol and destination port, attributed to
+// that grant's live certificates as if the gate had let its first packet
+// in at now. It returns how many it recorded, and the connections it
+// left: unrecorded, with no live grant (or no room in the record). The
+// daemon calls it right after putting back the rules that another tool
+// had removed or outranked: a connection opened meanwhile never met the
+// gate, and a revocation must still find it. A connection already
+// recorded keeps its attribution.
+func (e *Engine) AttributeConns(conns []Conn, now time.Time) (recorded int, left []Conn) {
+	t := e.conns.Load()
+	at := now.UnixNano()
+	for _, c := range conns {
+		if t == nil { // no grant was ever made: nothing to attribute to
+			left = append(left, c)
+			continue
+		}
+		if t.holds(c) {
+			continue
+		}
+		h := packet.Header{Proto: c.Proto, Src: c.Src.Addr().Unmap(), Dst: c.Dst.Addr().Unmap(),
+			SrcPort: c.Src.Port(), DstPort: c.Dst.Port()}
+		if _, ok := e.grants.admit(&h, at, t); ok {
+			recorded++
+		} else {
+			left = append(left, c)
+		}
+	}
+	return recorded, left
 }
 
 // PruneConns forgets the recorded connections first accepted before the

@@ -106,3 +106,72 @@ func TestSourceMismatchRemembered(t *testing.T) {
 		t.Error("the attacker holds a grant")
 	}
 }
+
+// TestAttributeConns: after the rules come back, a connection opened
+// without them is recorded to the live grant of its source and port, so
+// that revoking that grant's certificate ends it; a recorded connection
+// keeps its attribution, and one without a live grant is not recorded.
+func TestAttributeConns(t *testing.T) {
+	e := NewEngine(Config{Policy: PolicyDrop}, nil)
+	e.ConnsCapacity() // the record, as the first grant makes it
+	now := time.Unix(1_800_000_000, 0)
+	carol, dave, old := netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("198.18.0.3"), netip.MustParseAddr("198.18.0.4")
+	e.Grants().Add(Grant{Source: carol, Proto: packet.TCP, Port: 2000}, testCert(1), now.Add(time.Minute))
+	e.Grants().Add(Grant{Source: dave, Proto: packet.TCP, Port: 2000}, testCert(2), now.Add(time.Minute))
+	e.Grants().Add(Grant{Source: old, Proto: packet.TCP, Port: 2000}, testCert(3), now.Add(-time.Second))
+	server := netip.MustParseAddr("198.19.0.1")
+	conn := func(src netip.Addr, sport, dport uint16) Conn {
+		return Conn{Proto: packet.TCP, Src: netip.AddrPortFrom(src, sport), Dst: netip.AddrPortFrom(server, dport)}
+	}
+	// Dave's connection met the gate: it is recorded to dave alone.
+	gated := conn(dave, 40000, 2000)
+	h := packet.Header{Family: 4, Proto: packet.TCP, Src: dave, Dst: server, SrcPort: 40000, DstPort: 2000}
+	if v, _ := e.Verdict(&h, now); v != packet.Accept {
+		t.Fatalf("dave's SYN: %v, want accept", v)
+	}
+	// Carol's grant now also covers dave's address (a shared NAT
+	// address), which must not change whom the gated connection is
+	// attributed to.
+	e.Grants().Add(Grant{Source: dave, Proto: packet.TCP, Port: 2000}, testCert(1), now.Add(time.Minute))
+
+	window := conn(carol, 40001, 2000)
+	mapped := Conn{Proto: packet.TCP, Src: netip.AddrPortFrom(netip.MustParseAddr("::ffff:198.18.0.2"), 40002),
+		Dst: netip.AddrPortFrom(netip.MustParseAddr("::ffff:198.19.0.1"), 2000)}
+	for _, tc := range []struct {
+		name           string
+		conns          []Conn
+		want, wantLeft int
+	}{
+		{"one opened in the window, one gated", []Conn{window, gated}, 1, 0},
+		{"the same again", []Conn{window, gated}, 0, 0},
+		{"IPv4 in IPv6 form", []Conn{mapped}, 1, 0},
+		{"no grant for the port", []Conn{conn(carol, 40003, 2001)}, 0, 1},
+		{"no grant for the source", []Conn{conn(netip.MustParseAddr("198.18.0.9"), 40004, 2000)}, 0, 1},
+		{"an expired grant", []Conn{conn(old, 40005, 2000)}, 0, 1},
+	} {
+		got, left := e.AttributeConns(tc.conns, now)
+		if got != tc.want || len(left) != tc.wantLeft {
+			t.Errorf("%s: AttributeConns recorded %d and left %v, want %d and %d left", tc.name, got, left, tc.want, tc.wantLeft)
+		}
+	}
+
+	ended := e.endCerts(map[CertID]error{testCert(1): nil}, now)
+	got := map[Conn]bool{}
+	for _, c := range ended.Conns {
+		got[c] = true
+	}
+	want := map[Conn]bool{window: true, conn(carol, 40002, 2000): true}
+	if len(got) != len(want) || !got[window] || !got[conn(carol, 40002, 2000)] {
+		t.Errorf("revoking carol ended %v, want %v (dave's gated connection is dave's alone)", ended.Conns, want)
+	}
+}
+
+// TestAttributeConnsWithoutRecord: before any grant made the record,
+// there is nothing to attribute to.
+func TestAttributeConnsWithoutRecord(t *testing.T) {
+	e := NewEngine(Config{Policy: PolicyDrop}, nil)
+	c := Conn{Proto: packet.TCP, Src: netip.MustParseAddrPort("198.18.0.2:40000"), Dst: netip.MustParseAddrPort("198.19.0.1:2000")}
+	if n, left := e.AttributeConns([]Conn{c}, time.Now()); n != 0 || len(left) != 1 {
+		t.Errorf("AttributeConns = %d, %v without a record, want 0 and c left", n, left)
+	}
+}

@@ -144,7 +144,14 @@ var counters = []counter{
 		read: one(func(r *reading) uint64 { return r.ops.rulesRestored.Load() })},
 	{name: "rules_repair_failures", metric: "sknock_rules_repair_failures_total", help: "Changes to the rule set that the watcher found and could not restore.",
 		read: one(func(r *reading) uint64 { return r.ops.rulesRepairFailed.Load() })},
+	{name: "rules_window_attributed", metric: "sknock_rules_window_connections_total", help: windowConnsHelp,
+		with: [2]string{"outcome", "attributed"}, read: one(func(r *reading) uint64 { return r.ops.windowAttributed.Load() })},
+	{name: "rules_window_ungranted", metric: "sknock_rules_window_connections_total", help: windowConnsHelp,
+		with: [2]string{"outcome", "ungranted"}, read: one(func(r *reading) uint64 { return r.ops.windowUngranted.Load() })},
 }
+
+// windowConnsHelp is the help of both outcomes of the window's connections.
+const windowConnsHelp = "Connections to protected ports opened while another tool had the rules away, found right after the watcher restored them: attributed to their source's live grant (a revocation ends them), or ungranted (they never met the gate; left alone)."
 
 // family is a counter's samples as a map by the last label, the zero
 // ones left out when the counter is sparse.

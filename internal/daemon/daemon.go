@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"sknock/conns"
 	"sknock/gate"
 	"sknock/internal/config"
 	"sknock/internal/connwatch"
@@ -50,6 +51,9 @@ type daemon struct {
 	// conns keeps the engine's record of connections current (nil: no
 	// conntrack, and the record is never pruned).
 	conns *connwatch.Watcher
+	// flows lists conntrack's connections after a restore of the rules
+	// (window.go); nil: not looked for.
+	flows FlowLister
 	hooks Hooks // what tests observe; none in production
 
 	// What the operator sees and does (operator.go): counters outside
@@ -119,6 +123,9 @@ type OSDeps struct {
 	// Conntrack is the kernel's connection table, against which the
 	// engine's record of connections is kept; nil: not kept.
 	Conntrack connwatch.Conntrack
+	// Flows lists conntrack's connections, for those opened while
+	// another tool had the rules away (window.go); nil: not looked for.
+	Flows FlowLister
 	// HealthEvery is how often the trust state's warnings (no CRL, a
 	// stale CRL, certificates near expiry) are logged again while they
 	// last; zero means healthEvery.
@@ -194,6 +201,7 @@ var System = OSDeps{
 	Lock:        lockInstance,
 	Marker:      systemEnder{},
 	Conntrack:   connwatch.Kernel{},
+	Flows:       conns.System{},
 
 	Notify:        sdNotify,
 	WatchdogEvery: sdWatchdogEvery,
@@ -234,7 +242,7 @@ func Serve(ctx context.Context, cfg *config.Config, hup <-chan os.Signal, stderr
 
 	// The readers are sized by first's restart-only keys; apply puts the
 	// rest of it in force once they are bound.
-	d := &daemon{run: state{cfg: cfg}, log: log, level: level, keeper: keeper, fetch: sys.Fetch, hooks: sys.Hooks, marker: sys.Marker, crl: crl}
+	d := &daemon{run: state{cfg: cfg}, log: log, level: level, keeper: keeper, fetch: sys.Fetch, hooks: sys.Hooks, marker: sys.Marker, flows: sys.Flows, crl: crl}
 	d.ops, d.version, d.started, d.control, d.notifier = newOpsStats(), sys.Version, time.Now(), make(chan controlCall), sys.Notify
 	d.logWarnings("crl fetch failed", warnings)
 	d.decisions = newDecisionLog(log, decisionLogPerSecond)

@@ -97,6 +97,9 @@ func (d *daemon) watchRules(ctx context.Context, interval time.Duration) {
 					zap.String("family", f.Family), zap.String("problem", f.Problem), zap.Error(f.Err))
 			}
 		}
+		if restoredAny(findings) {
+			d.attributeWindow()
+		}
 		if len(findings) > 0 && d.hooks.Repaired != nil {
 			d.hooks.Repaired(findings)
 		}

@@ -29,6 +29,11 @@ type opsStats struct {
 	trustReloadFailures atomic.Uint64 // attempts refused; the old trust state stayed
 	rulesRestored       atomic.Uint64 // findings the watcher restored
 	rulesRepairFailed   atomic.Uint64 // findings it could not restore
+	// windowAttributed and windowUngranted count the connections to
+	// protected ports found after a restore of the rules that the gate
+	// had not seen: recorded to their source's live grant, or left (no
+	// live grant).
+	windowAttributed, windowUngranted atomic.Uint64
 	// rulesBroken is set while the last watcher pass left a finding
 	// unrestored.
 	rulesBroken atomic.Bool
