@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // Keeper installs a rule set in both address families and keeps it there:
@@ -25,6 +26,11 @@ type Keeper struct {
 	gen        uint32
 	genKnown   bool
 	unread     int // Repairs skipped on an unchanged generation in a row
+
+	// passes is 1<<32 | gen when the read of the tables at generation gen
+	// found that a grant passes nothing more in mangle PREROUTING (see
+	// GrantPassesNothing), else 0. The gate readers load it per batch.
+	passes atomic.Uint64
 }
 
 // fullReadEvery makes Repair read the tables at least every
@@ -108,6 +114,7 @@ func (k *Keeper) Apply(c Config) error {
 	}
 	k.cfg, k.applied, k.want = c, true, want
 	k.genKnown = false
+	k.passes.Store(0) // until Repair reads the tables at a known generation
 	return nil
 }
 
@@ -172,6 +179,8 @@ func (k *Keeper) Repair() []Finding {
 	// The generation is read before the tables, so a change that lands
 	// in between is seen on the next call.
 	defer func() { k.gen, k.genKnown = gen, haveGen }()
+	k.passes.Store(0)
+	passes := haveGen
 	var found []Finding
 	for i, ipt := range k.tables {
 		if ipt == nil {
@@ -181,12 +190,15 @@ func (k *Keeper) Repair() []Finding {
 		got, err := Inspect(ipt, k.cfg)
 		if err != nil {
 			found = append(found, Finding{Family: fam, Problem: "cannot list the rules", Err: err})
+			passes = false
 			continue
 		}
 		problem := k.want[i].Problem(k.cfg, got)
 		if problem == "" {
+			passes = passes && got.grantPassesNothing(k.cfg)
 			continue
 		}
+		passes = false
 		f := Finding{Family: fam, Problem: problem}
 		if f.Err = Apply(ipt, k.cfg, ipv6); f.Err == nil {
 			if k.want[i], err = Inspect(ipt, k.cfg); err != nil {
@@ -195,7 +207,37 @@ func (k *Keeper) Repair() []Finding {
 		}
 		found = append(found, f)
 	}
+	if passes {
+		k.passes.Store(1<<32 | uint64(gen))
+	}
 	return found
+}
+
+// GrantPassesNothing reports whether the gate may answer a grant with
+// NF_ACCEPT instead of repeating it through mangle PREROUTING with the
+// grant bit: at the nf_tables generation gen (read by the caller after
+// the packets arrived), the last read of the tables found that chain
+// holding the jump to the gate and nothing else, and accepting by
+// policy, in every family. A repeat would then meet nothing that the
+// accept skips (the grant chain only clears the bit it set). False once
+// anything changed since that read, and where the generation is unknown
+// (iptables-legacy). It is safe to call from the gate readers at any
+// time.
+func (k *Keeper) GrantPassesNothing(gen uint32) bool {
+	v := k.passes.Load()
+	return v>>32 == 1 && uint32(v) == gen
+}
+
+// grantPassesNothing reports whether, in s, mangle PREROUTING holds the
+// jump to c's chain and nothing else, and accepts by policy.
+func (s State) grantPassesNothing(c Config) bool {
+	for _, t := range s.Tables {
+		if t.Table == mangleTable {
+			rules := t.Hooks["PREROUTING"]
+			return t.Policies["PREROUTING"] == "ACCEPT" && len(rules) == 1 && rules[0] == (hook{"PREROUTING", c.Jump()}).rule()
+		}
+	}
+	return false
 }
 
 // State is one family's rule set as iptables lists it ("iptables-save"):
@@ -209,6 +251,8 @@ type TableState struct {
 	Table  string              // "mangle" or "filter"
 	Hooks  map[string][]string // built-in chain → its rules, "-A CHAIN ..."
 	Chains map[string][]string // the rule set's chains there → their rules; a chain that exists has an entry
+	// Policies are the built-in chains' policies ("ACCEPT", "DROP").
+	Policies map[string]string
 }
 
 // Inspect reads the built-in chains that jump to c's chain, and the
@@ -220,7 +264,7 @@ func Inspect(ipt IPTables, c Config) (State, error) {
 		if err != nil {
 			return State{}, fmt.Errorf("read the %s table: %w", p.table, err)
 		}
-		ts := TableState{Table: p.table, Hooks: map[string][]string{}, Chains: map[string][]string{}}
+		ts := TableState{Table: p.table, Hooks: map[string][]string{}, Chains: map[string][]string{}, Policies: map[string]string{}}
 		names := p.names()
 		for _, l := range strings.Split(text, "\n") {
 			l = strings.TrimSpace(l)
@@ -237,6 +281,9 @@ func Inspect(ipt IPTables, c Config) (State, error) {
 			for _, h := range p.hooks {
 				if strings.HasPrefix(l, "-A "+h.chain+" ") {
 					ts.Hooks[h.chain] = append(ts.Hooks[h.chain], l)
+				}
+				if policy, ok := strings.CutPrefix(l, ":"+h.chain+" "); ok {
+					ts.Policies[h.chain], _, _ = strings.Cut(policy, " ")
 				}
 			}
 		}

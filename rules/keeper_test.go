@@ -351,3 +351,65 @@ func TestKeeperRepairSkipsUnchangedGeneration(t *testing.T) {
 		t.Errorf("without a generation Repair read %d times in 3 calls, want 3", reads-before)
 	}
 }
+
+// TestKeeperGrantPassesNothing: a grant may be accepted in place only at
+// the generation of a read that found mangle PREROUTING holding the jump
+// alone, in every family; a later rule there, a moved generation, a
+// reload or an unknown generation (iptables-legacy) each say no.
+func TestKeeperGrantPassesNothing(t *testing.T) {
+	c := designConfig(t)
+	v4, v6 := rulestest.New(), rulestest.New()
+	k := rules.NewKeeper(v4, v6)
+	var gen uint32 = 7
+	k.SetGeneration(func() (uint32, error) { return gen, nil })
+	if err := k.Apply(c); err != nil {
+		t.Fatal(err)
+	}
+	if k.GrantPassesNothing(gen) {
+		t.Fatal("in place before any read of the tables")
+	}
+	k.Repair()
+	if !k.GrantPassesNothing(gen) || k.GrantPassesNothing(gen+1) {
+		t.Fatalf("after a clean read at %d: in place at it %v, at %d %v; want true, false", gen, k.GrantPassesNothing(gen), gen+1, k.GrantPassesNothing(gen+1))
+	}
+
+	// An administrator's later rule in IPv6's PREROUTING: a repeat would
+	// meet it, so grants go through the chain again in both families.
+	later := []string{"-p", "tcp", "--syn", "--dport", "2000", "-j", "DROP"}
+	if err := v6.Append("mangle", "PREROUTING", later...); err != nil {
+		t.Fatal(err)
+	}
+	gen++
+	if found := k.Repair(); len(found) != 0 {
+		t.Fatalf("a later rule is no finding, got %+v", found)
+	}
+	if k.GrantPassesNothing(gen) {
+		t.Error("in place with a rule after the jump")
+	}
+	if err := v6.Delete("mangle", "PREROUTING", later...); err != nil {
+		t.Fatal(err)
+	}
+	gen++
+	k.Repair()
+	if !k.GrantPassesNothing(gen) {
+		t.Error("not in place once the later rule is gone")
+	}
+
+	// A reload applies again: nothing is in place until the next read.
+	if err := k.Apply(c); err != nil {
+		t.Fatal(err)
+	}
+	if k.GrantPassesNothing(gen) {
+		t.Error("in place after Apply, before a read")
+	}
+
+	// Without the generation (iptables-legacy) never.
+	legacy := rules.NewKeeper(rulestest.New(), nil)
+	if err := legacy.Apply(c); err != nil {
+		t.Fatal(err)
+	}
+	legacy.Repair()
+	if legacy.GrantPassesNothing(0) {
+		t.Error("in place without a generation")
+	}
+}
