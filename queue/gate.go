@@ -65,6 +65,13 @@ type GateConfig struct {
 	// NetNS is a file descriptor of the network namespace to bind in;
 	// zero: the caller's.
 	NetNS int
+	// GrantInPlace, when set, is asked once per batch of packets
+	// received, after they arrived: true lets the reader answer the
+	// batch's grants with a plain NF_ACCEPT instead of repeating them
+	// with the grant bit, because nothing after the gate's jump in its
+	// chain would see the repeat (rules.Keeper.GrantPassesNothing at the
+	// ruleset generation read then). nil: grants always repeat.
+	GrantInPlace func() bool
 	// Stats receives the reader's counters; nil: the reader keeps its own.
 	Stats *GateStats
 	// Open binds the queue; nil: OpenNFQueue.
@@ -80,6 +87,9 @@ type GateStats struct {
 	// Accepted, Dropped and Rejected count the verdicts given; Deferred
 	// counts packets moved to the hold queue.
 	Accepted, Dropped, Rejected, Deferred atomic.Uint64
+	// AcceptedInPlace counts the grants among Accepted answered with a
+	// plain NF_ACCEPT (GateConfig.GrantInPlace), not repeated.
+	AcceptedInPlace atomic.Uint64
 	// Unknown counts packets that did not decode as TCP or UDP over IP;
 	// they are dropped (and counted in Dropped too).
 	Unknown atomic.Uint64
@@ -128,6 +138,7 @@ type GateReader struct {
 	sock      Socket
 	hdr       packet.Header
 	unsettled atomic.Bool
+	inPlace   bool // GrantInPlace's answer for the batch being decided
 }
 
 // NewGate checks cfg, fills in its defaults and returns a reader that Run
@@ -213,6 +224,7 @@ func (g *GateReader) receiveError(err error) {
 // batch verdict, which covers every waiting packet up to its id, never
 // covers one that was not decided.
 func (g *GateReader) handle(pkts []Packet) {
+	g.inPlace = g.cfg.GrantInPlace != nil && len(pkts) > 0 && g.cfg.GrantInPlace()
 	start := 0
 	var run kernelVerdict
 	for i := range pkts {
@@ -241,6 +253,11 @@ func (g *GateReader) decide(p *Packet) kernelVerdict {
 		v = g.cfg.Decide(&g.hdr)
 	}
 	kv, loop := kernelVerdictOf(p, v, g.sig, g.deferTo)
+	if g.inPlace && kv.verdict == NFRepeat && !kv.refuses {
+		// Nothing after the jump would see the repeat: accept here.
+		st.AcceptedInPlace.Add(1)
+		kv = kernelVerdict{verdict: NFAccept}
+	}
 	kv, again := g.cfg.Repeats.settle(p, kv)
 	countVerdict(st, v, loop, again, kv)
 	return kv

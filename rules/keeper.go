@@ -29,7 +29,7 @@ type Keeper struct {
 
 	// passes is 1<<32 | gen when the read of the tables at generation gen
 	// found that a grant passes nothing more in mangle PREROUTING (see
-	// GrantPassesNothing), else 0. The gate readers load it per batch.
+	// GrantPassGeneration), else 0. The gate readers load it per batch.
 	passes atomic.Uint64
 }
 
@@ -213,19 +213,20 @@ func (k *Keeper) Repair() []Finding {
 	return found
 }
 
-// GrantPassesNothing reports whether the gate may answer a grant with
+// GrantPassGeneration reports whether the gate may answer a grant with
 // NF_ACCEPT instead of repeating it through mangle PREROUTING with the
-// grant bit: at the nf_tables generation gen (read by the caller after
-// the packets arrived), the last read of the tables found that chain
-// holding the jump to the gate and nothing else, and accepting by
-// policy, in every family. A repeat would then meet nothing that the
-// accept skips (the grant chain only clears the bit it set). False once
-// anything changed since that read, and where the generation is unknown
-// (iptables-legacy). It is safe to call from the gate readers at any
-// time.
-func (k *Keeper) GrantPassesNothing(gen uint32) bool {
+// grant bit, and under which condition: ok when the last read of the
+// tables found that chain holding the jump to the gate and nothing else,
+// and accepting by policy, in every family; gen is the nf_tables
+// generation that read was at. A grant may be accepted in place while the
+// generation, read after its packet arrived, is still gen: a repeat would
+// then meet nothing that the accept skips (the grant chain only clears
+// the bit it set). ok is false where the generation is unknown
+// (iptables-legacy) and until Repair has read the tables after Apply. It
+// is safe to call from the gate readers at any time.
+func (k *Keeper) GrantPassGeneration() (gen uint32, ok bool) {
 	v := k.passes.Load()
-	return v>>32 == 1 && uint32(v) == gen
+	return uint32(v), v>>32 == 1
 }
 
 // grantPassesNothing reports whether, in s, mangle PREROUTING holds the

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -773,6 +774,69 @@ func TestIntegrationContainersRevocationServerSpeaksFirst(t *testing.T) {
 					t.Errorf("the client after its write that followed the revoke: %v, want a reset", err)
 				}
 			})
+		}
+	}
+}
+
+// TestIntegrationGrantInPlace: while nothing follows sknock's jump in
+// mangle PREROUTING, a granted SYN is accepted outright (SKNOCK-GRANT
+// counts nothing: no second pass); the moment another tool appends a
+// rule there, grants repeat through the chain again and that rule sees
+// them (an administrator's DROP for the port wins at once, before the
+// keeper has read the tables); once it is gone, grants are accepted in
+// place again.
+func TestIntegrationGrantInPlace(t *testing.T) {
+	e := newEnv(t, "drop", time.Minute)
+	srv := e.net.Server
+	for _, v6 := range []bool{false, true} {
+		fam := map[bool]string{false: "iptables", true: "ip6tables"}[v6]
+		alice := e.client(v6)
+		if _, line := e.knock(t, e.alice, alice, netip.Addr{}, packet.TCP, tcpA); line.String("verdict") != "grant" {
+			t.Fatalf("%s: knock: %v, want a grant", alice.name, line)
+		}
+		repeats := func() int {
+			t.Helper()
+			out := srv.MustRun(fam, "-w", "-t", "mangle", "-nvxL", "SKNOCK-GRANT")
+			for _, l := range strings.Split(out, "\n") {
+				if f := strings.Fields(l); len(f) > 2 && f[2] == "MARK" {
+					n, err := strconv.Atoi(f[0])
+					if err != nil {
+						t.Fatalf("SKNOCK-GRANT counter %q: %v", l, err)
+					}
+					return n
+				}
+			}
+			t.Fatalf("no MARK rule in SKNOCK-GRANT:\n%s", out)
+			return 0
+		}
+		// The keeper reads the tables twice a second: wait for a read
+		// at the current generation, then connect.
+		time.Sleep(1200 * time.Millisecond)
+		before := repeats()
+		if err := probe(alice, packet.TCP, tcpA, probeTimeout); err != nil {
+			t.Fatalf("%s: granted connection: %v", alice.name, err)
+		}
+		if n := repeats(); n != before {
+			t.Errorf("%s: a granted SYN went through SKNOCK-GRANT (%d → %d) with nothing after the jump, want it accepted in place", fam, before, n)
+		}
+
+		drop := []string{"-w", "-t", "mangle", "-A", "PREROUTING", "-p", "tcp", "--dport", strconv.Itoa(tcpA), "--syn", "-j", "DROP"}
+		srv.MustRun(append([]string{fam}, drop...)...)
+		if err := probe(alice, packet.TCP, tcpA, dropTimeout); !e2e.IsTimeout(err) {
+			t.Errorf("%s: right after an appended DROP: %v, want the DROP to win (timeout)", fam, err)
+		}
+		if n := repeats(); n <= before {
+			t.Errorf("%s: SKNOCK-GRANT counted %d, want the granted SYN repeated through the chain", fam, n)
+		}
+		drop[3] = "-D"
+		srv.MustRun(append([]string{fam}, drop...)...)
+		time.Sleep(1200 * time.Millisecond)
+		before = repeats()
+		if err := probe(alice, packet.TCP, tcpA, probeTimeout); err != nil {
+			t.Fatalf("%s: granted connection after the DROP went: %v", alice.name, err)
+		}
+		if n := repeats(); n != before {
+			t.Errorf("%s: still repeating (%d → %d) once the later rule is gone", fam, before, n)
 		}
 	}
 }

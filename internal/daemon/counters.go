@@ -118,6 +118,8 @@ var counters = []counter{
 		with: [2]string{"queue", "gate"}, read: one(func(r *reading) uint64 { return r.gate.VerdictErrors })},
 	{name: "gate_repeat_loops", metric: "sknock_queue_repeat_loops_total", help: repeatLoopsHelp,
 		with: [2]string{"queue", "gate"}, read: one(func(r *reading) uint64 { return r.gate.RepeatLoops })},
+	{name: "gate_grants_in_place", metric: "sknock_gate_grants_in_place_total", help: "Granted packets accepted outright (NF_ACCEPT) because nothing followed the gate's jump in mangle PREROUTING at the ruleset generation read for their batch; the rest repeat through the chain with the grant bit.",
+		read: one(func(r *reading) uint64 { return r.gate.InPlace })},
 	{name: "gate_held", metric: "sknock_gate_held_packets_total", help: "Packets held while their source's knock was being decided.",
 		read: one(func(r *reading) uint64 { return r.engine.Deferred })},
 	{name: "gate_hold_timeouts", metric: "sknock_gate_hold_timeouts_total", help: "Held packets settled because their knock took too long.",
@@ -212,6 +214,9 @@ type gateTotals struct {
 	// RepeatLoops counts packets answered without a repeat because a
 	// rule above the gate's jump stripped their signal bit.
 	RepeatLoops uint64
+	// InPlace counts grants accepted without a repeat: nothing followed
+	// the gate's jump in mangle PREROUTING.
+	InPlace uint64
 }
 
 // gateTotals sums the counters of the gate readers, which each count their
@@ -229,6 +234,7 @@ func (d *daemon) gateTotals() gateTotals {
 		t.VerdictMessages += s.VerdictMessages.Load()
 		t.VerdictErrors += s.VerdictErrors.Load()
 		t.RepeatLoops += s.RepeatLoops.Load()
+		t.InPlace += s.AcceptedInPlace.Load()
 	}
 	return t
 }

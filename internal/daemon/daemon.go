@@ -54,7 +54,10 @@ type daemon struct {
 	// flows lists conntrack's connections after a restore of the rules
 	// (window.go); nil: not looked for.
 	flows FlowLister
-	hooks Hooks // what tests observe; none in production
+	// generations opens a reader of the nf_tables generation for each
+	// gate reader (grantInPlace); nil: grants always repeat.
+	generations func() (GenerationSource, error)
+	hooks       Hooks // what tests observe; none in production
 
 	// What the operator sees and does (operator.go): counters outside
 	// the packet path, control requests for the loop to answer, the
@@ -126,6 +129,11 @@ type OSDeps struct {
 	// Flows lists conntrack's connections, for those opened while
 	// another tool had the rules away (window.go); nil: not looked for.
 	Flows FlowLister
+	// Generations opens a reader of the nf_tables ruleset generation, one
+	// per gate reader, so that grants are accepted in place while nothing
+	// follows the gate's jump (readers.go, grantInPlace); nil: grants
+	// always repeat.
+	Generations func() (GenerationSource, error)
 	// HealthEvery is how often the trust state's warnings (no CRL, a
 	// stale CRL, certificates near expiry) are logged again while they
 	// last; zero means healthEvery.
@@ -202,6 +210,7 @@ var System = OSDeps{
 	Marker:      systemEnder{},
 	Conntrack:   connwatch.Kernel{},
 	Flows:       conns.System{},
+	Generations: func() (GenerationSource, error) { return rules.OpenGenerationReader() },
 
 	Notify:        sdNotify,
 	WatchdogEvery: sdWatchdogEvery,
@@ -242,7 +251,7 @@ func Serve(ctx context.Context, cfg *config.Config, hup <-chan os.Signal, stderr
 
 	// The readers are sized by first's restart-only keys; apply puts the
 	// rest of it in force once they are bound.
-	d := &daemon{run: state{cfg: cfg}, log: log, level: level, keeper: keeper, fetch: sys.Fetch, hooks: sys.Hooks, marker: sys.Marker, flows: sys.Flows, crl: crl}
+	d := &daemon{run: state{cfg: cfg}, log: log, level: level, keeper: keeper, fetch: sys.Fetch, hooks: sys.Hooks, marker: sys.Marker, flows: sys.Flows, generations: sys.Generations, crl: crl}
 	d.ops, d.version, d.started, d.control, d.notifier = newOpsStats(), sys.Version, time.Now(), make(chan controlCall), sys.Notify
 	d.logWarnings("crl fetch failed", warnings)
 	d.decisions = newDecisionLog(log, decisionLogPerSecond)

@@ -28,18 +28,25 @@ func (d *daemon) startReaders(ctx context.Context, cancel context.CancelFunc, op
 		return s, err
 	}
 	repeats := queue.NewRepeats(nil) // shared: a held packet returns to a gate queue
+	var closeGens []func()
 	for _, q := range gateQueues {
+		inPlace, closeGen := d.grantInPlace()
+		closeGens = append(closeGens, closeGen)
 		g, err := queue.NewGate(queue.GateConfig{
-			Queue:      q,
-			Decide:     d.decideGate,
-			HoldQueue:  d.run.cfg.HoldQueue,
-			Holding:    true,
-			RejectMark: d.run.cfg.Rules.Mark,
-			AcceptMark: d.run.cfg.Rules.AcceptMark,
-			Repeats:    repeats,
-			Open:       open,
+			Queue:        q,
+			Decide:       d.decideGate,
+			HoldQueue:    d.run.cfg.HoldQueue,
+			Holding:      true,
+			RejectMark:   d.run.cfg.Rules.Mark,
+			AcceptMark:   d.run.cfg.Rules.AcceptMark,
+			Repeats:      repeats,
+			GrantInPlace: inPlace,
+			Open:         open,
 		})
 		if err != nil {
+			for _, c := range closeGens {
+				c()
+			}
 			return nil, nil, err
 		}
 		d.gateQ = append(d.gateQ, g)
@@ -86,8 +93,9 @@ func (d *daemon) startReaders(ctx context.Context, cancel context.CancelFunc, op
 	runReader := func(run func(context.Context) error) {
 		running.Go(func() { readerDone <- run(ctx) })
 	}
-	for _, g := range d.gateQ {
-		runReader(g.Run)
+	for i, g := range d.gateQ {
+		// The generation socket closes once its reader is done with it.
+		runReader(func(ctx context.Context) error { defer closeGens[i](); return g.Run(ctx) })
 	}
 	runReader(d.knockQ.Run)
 	runReader(d.holdQ.Run)
@@ -108,6 +116,46 @@ func (d *daemon) startReaders(ctx context.Context, cancel context.CancelFunc, op
 		}
 	}
 	return readerDone, stop, nil
+}
+
+// passGenerations is the keeper's side of grants accepted in place
+// (rules.Keeper).
+type passGenerations interface {
+	GrantPassGeneration() (gen uint32, ok bool)
+}
+
+// GenerationSource reads the nf_tables ruleset generation
+// (rules.GenerationReader).
+type GenerationSource interface {
+	Generation() (uint32, error)
+	Close() error
+}
+
+// grantInPlace returns a gate reader's GrantInPlace, and what closes it.
+// Once per batch, when the keeper's last read of the tables found
+// nothing after the gate's jump in mangle PREROUTING, it reads the
+// ruleset generation over a socket of its own: a grant is accepted in
+// place (NF_ACCEPT, no second pass through the chain) while the rules
+// are still the ones read. check is nil (grants always repeat) where
+// the keeper cannot tell or no generation can be read.
+func (d *daemon) grantInPlace() (check func() bool, closeFn func()) {
+	keeper, ok := d.keeper.(passGenerations)
+	if !ok || d.generations == nil {
+		return nil, func() {}
+	}
+	src, err := d.generations()
+	if err != nil {
+		d.log.Info("grants repeat through mangle PREROUTING: the nf_tables generation cannot be read", zap.Error(err))
+		return nil, func() {}
+	}
+	return func() bool {
+		want, ok := keeper.GrantPassGeneration()
+		if !ok {
+			return false
+		}
+		gen, err := src.Generation()
+		return err == nil && gen == want
+	}, func() { src.Close() }
 }
 
 // decideGate is the gate queue's verdict function: the engine decides,
