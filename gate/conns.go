@@ -103,6 +103,9 @@ type connShard struct {
 	recs  []connRecord
 	index []uint64 // 0: empty slot; length a power of two, at least twice len(recs)
 	free  []int32  // indices of free records
+	// changes counts the shard's changes (a record made, extended or
+	// removed), so that a save can tell whether anything changed.
+	changes uint64
 }
 
 // slotOf is the index slot value for record r of hash h: the 32 bits of
@@ -205,6 +208,7 @@ func (s *connShard) removeLocked(i int) {
 	s.recs[r] = connRecord{}
 	s.free = append(s.free, r)
 	s.index[i] = 0
+	s.changes++
 	for j := (i + 1) & mask; ; j = (j + 1) & mask {
 		v := s.index[j]
 		if v == 0 {
@@ -234,6 +238,7 @@ func (t *connTable) record(h *packet.Header, certs []CertID, now int64) bool {
 			if int(rec.n) < MaxShares && !containsCert(rec.certs[:rec.n], c) {
 				rec.certs[rec.n] = c
 				rec.n++
+				s.changes++
 			}
 		}
 		return true
@@ -254,6 +259,7 @@ func (t *connTable) record(h *packet.Header, certs []CertID, now int64) bool {
 		rec.n = 1 // a grant without a certificate: recorded, attributed to none
 	}
 	s.index[slot] = slotOf(hash, r)
+	s.changes++
 	return true
 }
 
@@ -350,6 +356,32 @@ func (t *connTable) attributed() map[CertID]bool {
 		s.mu.Unlock()
 	}
 	return out
+}
+
+// changes returns a number that grows with every change to the record.
+func (t *connTable) changes() uint64 {
+	var n uint64
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		n += s.changes
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// copyShard appends shard i's records to dst, under the shard's lock
+// only for the copy, and returns it.
+func (t *connTable) copyShard(i int, dst []connRecord) []connRecord {
+	s := &t.shards[i]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, v := range s.index {
+		if v != 0 {
+			dst = append(dst, s.recs[slotRecord(v)])
+		}
+	}
+	return dst
 }
 
 // len returns how many connections are recorded.

@@ -1,11 +1,13 @@
 package gate
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"net/netip"
 	"time"
 
@@ -14,12 +16,11 @@ import (
 
 // The connection record outlives a restart through a saved form, so that
 // a revocation after a restart still ends the connections the
-// certificate opened before it (the daemon keeps it in a file,
-// gate.conns_file). AppendSavedConns writes it, RestoreConns reads it
+// certificate opened before it (the daemon keeps it beside the replay
+// file). WriteSavedConns writes it as a stream, RestoreConns reads it
 // back. All integers are big-endian:
 //
-//	header  magic "sknockC1" | saved at (Unix ns, int64)
-//	        | records (uint32) | certificates (uint32)
+//	header  magic "sknockC2" | saved at (Unix ns, int64)
 //	record  proto (uint8) | source (16) | source port (uint16)
 //	        | destination (16) | destination port (uint16)
 //	        | first accepted (Unix ns, int64) | certificates (uint8)
@@ -27,68 +28,91 @@ import (
 //	cert    CertID (16) | chain length (uint8; 0: the certificate alone,
 //	        a v1 knock's) | certificate DER, then the chain's
 //	        intermediates, each: length (uint32) | DER
-//	trailer CRC-32 (IEEE) of everything before it (uint32)
+//	trailer records (uint32) | certificates (uint32)
+//	        | CRC-32 (IEEE) of everything before it (uint32)
 //
+// The counts trail the records so that the form is written in one pass,
+// a shard at a time, through a small buffer: a save holds no copy of the
+// whole record, and holds each shard's lock only to copy its records.
 // Only the certificates the records name are saved: a grant does not
 // outlive a restart, the connections it let in do.
 const (
-	savedConnsMagic = "sknockC1"
+	savedConnsMagic = "sknockC2"
 	// savedConnsMaxDER bounds one certificate's DER in the saved form (a
 	// knock carries far less).
 	savedConnsMaxDER = 64 << 10
 	// savedConnsMaxChain bounds a saved chain: the certificate and its
 	// intermediates.
 	savedConnsMaxChain = 8
+	// savedConnsHeader and savedConnsTrailer are the fixed parts' sizes.
+	savedConnsHeader  = len(savedConnsMagic) + 8
+	savedConnsTrailer = 4 + 4 + 4
 )
 
 // errSavedConnsCorrupt is why a saved record was not restored: it is not
-// what AppendSavedConns writes.
+// what WriteSavedConns writes.
 var errSavedConnsCorrupt = errors.New("not a saved sknock connection record, or damaged")
 
-// AppendSavedConns appends the saved form of the connection record, and
-// of the certificates it names, to b, and returns it. Records naming a
-// certificate the registry no longer knows keep the CertID; RestoreConns
-// restores such records attributed to none. It holds each shard's lock
-// only while it copies that shard.
-func (e *Engine) AppendSavedConns(b []byte) []byte {
-	start := len(b)
-	b = append(b, savedConnsMagic...)
-	b = binary.BigEndian.AppendUint64(b, uint64(e.clock().UnixNano()))
-	counts := len(b)
-	b = append(b, make([]byte, 8)...)
-	var records uint32
-	attributed := map[CertID]bool{}
+// ConnsChanges returns a number that grows with every change to the
+// connection record (a connection recorded, attributed to one more
+// certificate, or forgotten): a save can be skipped while it stays.
+func (e *Engine) ConnsChanges() uint64 {
+	if t := e.conns.Load(); t != nil {
+		return t.changes()
+	}
+	return 0
+}
+
+// WriteSavedConns writes the saved form of the connection record, and of
+// the certificates it names, to w. Records naming a certificate the
+// registry no longer knows keep the CertID; RestoreConns restores such
+// records attributed to none. It holds each shard's lock only while it
+// copies that shard's records, and writes through a buffer of its own:
+// it allocates no copy of the record. Calls run one at a time.
+func (e *Engine) WriteSavedConns(w io.Writer) error {
+	e.saveMu.Lock()
+	defer e.saveMu.Unlock()
+	crc := crc32.NewIEEE()
+	bw := bufio.NewWriterSize(io.MultiWriter(w, crc), 64<<10)
+	var b [savedRecordMax]byte
+	bw.Write(append(b[:0], savedConnsMagic...))
+	bw.Write(binary.BigEndian.AppendUint64(b[:0], uint64(e.clock().UnixNano())))
+	var records, certs uint32
+	clear(e.saveAttributed)
+	if e.saveAttributed == nil {
+		e.saveAttributed = map[CertID]bool{}
+	}
 	if t := e.conns.Load(); t != nil {
 		for i := range t.shards {
-			s := &t.shards[i]
-			s.mu.Lock()
-			for _, v := range s.index {
-				if v == 0 {
-					continue
-				}
-				rec := &s.recs[slotRecord(v)]
-				b = appendSavedRecord(b, rec)
+			e.saveScratch = t.copyShard(i, e.saveScratch[:0])
+			for j := range e.saveScratch {
+				rec := &e.saveScratch[j]
+				bw.Write(appendSavedRecord(b[:0], rec))
 				for _, c := range rec.certs[:rec.n] {
 					if !c.IsZero() {
-						attributed[c] = true
+						e.saveAttributed[c] = true
 					}
 				}
 				records++
 			}
-			s.mu.Unlock()
 		}
 	}
-	var certs uint32
 	for id, n := range e.grants.certs.known() {
-		if !attributed[id] || !savable(n) {
+		if !e.saveAttributed[id] || !savable(n) {
 			continue
 		}
-		b = appendSavedCert(b, id, n)
+		writeSavedCert(bw, id, n)
 		certs++
 	}
-	binary.BigEndian.PutUint32(b[counts:], records)
-	binary.BigEndian.PutUint32(b[counts+4:], certs)
-	return binary.BigEndian.AppendUint32(b, crc32.ChecksumIEEE(b[start:]))
+	bw.Write(binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(b[:0], records), certs))
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("save the connection record: %w", err)
+	}
+	// The CRC of everything written, after it: not through crc itself.
+	if _, err := w.Write(binary.BigEndian.AppendUint32(b[:0], crc.Sum32())); err != nil {
+		return fmt.Errorf("save the connection record: %w", err)
+	}
+	return nil
 }
 
 // savable reports whether n fits the saved form's bounds (a chain no knock
@@ -106,15 +130,20 @@ func savable(n noted) bool {
 	return true
 }
 
-func appendSavedCert(b []byte, id CertID, n noted) []byte {
-	b = append(b, id[:]...)
-	b = append(b, uint8(len(n.chain))) // 0: the certificate alone
+// writeSavedCert writes certificate id, noted as n, in the saved form.
+func writeSavedCert(w *bufio.Writer, id CertID, n noted) {
+	w.Write(id[:])
+	w.WriteByte(uint8(len(n.chain))) // 0: the certificate alone
+	var l [4]byte
 	for _, der := range n.links() {
-		b = binary.BigEndian.AppendUint32(b, uint32(len(der)))
-		b = append(b, der...)
+		binary.BigEndian.PutUint32(l[:], uint32(len(der)))
+		w.Write(l[:])
+		w.Write(der)
 	}
-	return b
 }
+
+// savedRecordMax is the size of the longest saved record.
+const savedRecordMax = 1 + 16 + 2 + 16 + 2 + 8 + 1 + 16*MaxShares
 
 func appendSavedRecord(b []byte, r *connRecord) []byte {
 	b = append(b, byte(r.key.proto))
@@ -154,12 +183,12 @@ type savedCert struct {
 	v2    bool     // verified by its chain (a v2 knock's), not alone
 }
 
-// RestoreConns restores a connection record that AppendSavedConns saved
+// RestoreConns restores a connection record that WriteSavedConns saved
 // (by an earlier run) into the engine's, verifying every certificate it
 // names again under the current trust: the connections of those that no
 // longer verify are removed again and returned in Restored.Ended, to be
 // ended. Call it before the gate reads its first packet. A record that
-// is not what AppendSavedConns writes restores nothing and returns an
+// is not what WriteSavedConns writes restores nothing and returns an
 // error saying where it went wrong. It keeps nothing of data.
 func (e *Engine) RestoreConns(data []byte) (Restored, error) {
 	certs, recs, savedAt, err := parseSavedConns(data)
@@ -206,18 +235,18 @@ func (e *Engine) RestoreConns(data []byte) (Restored, error) {
 
 // parseSavedConns decodes a saved connection record.
 func parseSavedConns(data []byte) (certs []savedCert, recs []connRecord, savedAt time.Time, err error) {
-	const header = len(savedConnsMagic) + 8 + 4 + 4
-	if len(data) < header+4 || string(data[:len(savedConnsMagic)]) != savedConnsMagic {
+	if len(data) < savedConnsHeader+savedConnsTrailer || string(data[:len(savedConnsMagic)]) != savedConnsMagic {
 		return nil, nil, time.Time{}, fmt.Errorf("header: %w", errSavedConnsCorrupt)
 	}
 	body := data[:len(data)-4]
 	if crc32.ChecksumIEEE(body) != binary.BigEndian.Uint32(data[len(body):]) {
 		return nil, nil, time.Time{}, fmt.Errorf("checksum: %w", errSavedConnsCorrupt)
 	}
-	savedAt = time.Unix(0, int64(binary.BigEndian.Uint64(body[8:])))
-	nRecs := binary.BigEndian.Uint32(body[16:])
-	nCerts := binary.BigEndian.Uint32(body[20:])
-	p := body[header:]
+	savedAt = time.Unix(0, int64(binary.BigEndian.Uint64(body[len(savedConnsMagic):])))
+	counts := data[len(data)-savedConnsTrailer:]
+	nRecs := binary.BigEndian.Uint32(counts)
+	nCerts := binary.BigEndian.Uint32(counts[4:])
+	p := data[savedConnsHeader : len(data)-savedConnsTrailer]
 	take := func(n int) []byte {
 		if n < 0 || len(p) < n {
 			err = errSavedConnsCorrupt

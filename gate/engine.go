@@ -69,7 +69,12 @@ type Engine struct {
 	// grant (nil until then: an engine that never grants costs nothing).
 	conns     atomic.Pointer[connTable]
 	connsOnce sync.Once
-	replay    *ReplayCache
+	// saveMu serialises WriteSavedConns, which reuses saveScratch (one
+	// shard's records at a time) and saveAttributed.
+	saveMu         sync.Mutex
+	saveScratch    []connRecord
+	saveAttributed map[CertID]bool
+	replay         *ReplayCache
 	// outcomes spares copies of a datagram the costly checks (see
 	// outcomeCache).
 	outcomes *outcomeCache

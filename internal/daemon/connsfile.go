@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -20,10 +19,10 @@ import (
 // gate let in) is kept beside the replay file, in knock.replay_file +
 // ".conns", so that a revocation after a restart, a kill -9 or an
 // upgrade still ends the connections opened before it. The engine writes
-// and reads its form (gate.Engine.AppendSavedConns, RestoreConns); this
-// file puts it on disk: rewritten whole (a temporary file renamed over
-// it) when it changed, at most every connsSaveEvery, and once more at
-// stop. Like the replay file it is not synced: the page cache survives
+// and reads its form (gate.Engine.WriteSavedConns, RestoreConns); this
+// file puts it on disk: streamed whole into a temporary file renamed over
+// it when the record changed (gate.Engine.ConnsChanges), at most every
+// connsSaveEvery, and once more at stop. Like the replay file it is not synced: the page cache survives
 // kill -9, and a reboot ends every connection anyway.
 const (
 	// connsSaveEvery bounds what a kill -9 loses: the connections opened
@@ -51,8 +50,8 @@ type connsFile struct {
 	log    *zap.Logger
 
 	mu       sync.Mutex
-	last     []byte // what the file holds
-	buf      []byte
+	saved    uint64    // the record's ConnsChanges that the file holds
+	written  bool      // saved is known: the file was written or restored
 	loggedAt time.Time // the last failure logged
 }
 
@@ -76,7 +75,9 @@ func (d *daemon) restoreConns(path string) *connsFile {
 			zap.String("file", path), zap.Error(err))
 		return cf
 	}
-	cf.last = data
+	if len(res.Ended.Conns) == 0 {
+		cf.saved, cf.written = d.engine.ConnsChanges(), true // the file holds the record
+	}
 	d.log.Info("connection record restored",
 		zap.String("file", path), zap.Int("connections", res.Conns), zap.Int("certificates", res.Certs),
 		zap.Int("certificates_refused", len(res.Refused)), zap.Int("did_not_fit", res.Full), zap.Time("saved", res.SavedAt))
@@ -129,13 +130,11 @@ func (cf *connsFile) run(ctx context.Context) {
 func (cf *connsFile) save() {
 	cf.mu.Lock()
 	defer cf.mu.Unlock()
-	cf.buf = cf.engine.AppendSavedConns(cf.buf[:0])
-	// The header's first 16 bytes hold the time saved: compare the rest.
-	const stamp = 16
-	if len(cf.last) > stamp && len(cf.buf) > stamp && bytes.Equal(cf.last[stamp:], cf.buf[stamp:]) {
+	changes := cf.engine.ConnsChanges() // before the write: a change during it saves again
+	if cf.written && changes == cf.saved {
 		return
 	}
-	if err := cf.replace(cf.buf); err != nil {
+	if err := cf.replace(cf.engine.WriteSavedConns); err != nil {
 		if now := time.Now(); cf.loggedAt.IsZero() || now.Sub(cf.loggedAt) >= time.Minute {
 			cf.loggedAt = now
 			cf.log.Error("connection record not saved: a revocation after a restart will not end the connections opened since the last save",
@@ -143,13 +142,13 @@ func (cf *connsFile) save() {
 		}
 		return
 	}
-	cf.last, cf.buf = cf.buf, cf.last
+	cf.saved, cf.written = changes, true
 }
 
-// replace puts content in place of the file: written to a temporary file,
-// then renamed over it, so that a crash leaves one whole file or the
-// other.
-func (cf *connsFile) replace(content []byte) error {
+// replace puts what write writes in place of the file: written to a
+// temporary file, then renamed over it, so that a crash leaves one whole
+// file or the other.
+func (cf *connsFile) replace(write func(io.Writer) error) error {
 	if err := os.MkdirAll(filepath.Dir(cf.path), 0o700); err != nil {
 		return err
 	}
@@ -157,7 +156,7 @@ func (cf *connsFile) replace(content []byte) error {
 	if err != nil {
 		return err
 	}
-	_, err = tmp.Write(content)
+	err = write(tmp)
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}

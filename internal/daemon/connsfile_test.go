@@ -1,11 +1,19 @@
 package daemon
 
 import (
+	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
+	"go.uber.org/zap"
+
+	"sknock/gate"
 	"sknock/internal/testpki"
+	"sknock/packet"
 )
 
 // TestConnRecordOutlivesRestart: a connection let in by one run is in
@@ -49,7 +57,48 @@ func TestConnRecordOutlivesRestart(t *testing.T) {
 	if lines := logLines(d.logs, "connection record of the previous run not restored"); len(lines) != 1 || !strings.Contains(lines[0], "damaged") {
 		t.Errorf("log of a damaged record: %v", lines)
 	}
-	if data, err := os.ReadFile(path); err != nil || !strings.HasPrefix(string(data), "sknockC1") || len(data) < 28 {
+	if data, err := os.ReadFile(path); err != nil || !strings.HasPrefix(string(data), "sknockC2") || len(data) < 28 {
 		t.Errorf("the damaged record was not replaced: %q, %v", data, err)
+	}
+}
+
+// TestConnsFileSavesOnlyChanges: a save with the record unchanged since
+// the last one writes nothing (the file keeps its inode); a change is
+// written at the next save.
+func TestConnsFileSavesOnlyChanges(t *testing.T) {
+	e := gate.NewEngine(gate.Config{Policy: gate.PolicyDrop}, nil)
+	e.ConnsCapacity()
+	cf := &connsFile{path: filepath.Join(t.TempDir(), "replay.conns"), engine: e, log: zap.NewNop()}
+	inode := func() uint64 {
+		t.Helper()
+		fi, err := os.Stat(cf.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Sys().(*syscall.Stat_t).Ino
+	}
+	cf.save()
+	first := inode()
+	cf.save()
+	if inode() != first {
+		t.Error("an unchanged record was written again")
+	}
+	src := netip.MustParseAddr("198.18.0.2")
+	e.Grants().Add(gate.Grant{Source: src, Proto: packet.TCP, Port: 2000}, gate.CertID{1}, time.Now().Add(time.Minute))
+	h := packet.Header{Family: 4, Proto: packet.TCP, Src: src, Dst: netip.MustParseAddr("198.18.0.1"), SrcPort: 40000, DstPort: 2000}
+	if v, _ := e.Verdict(&h, time.Now()); v != packet.Accept {
+		t.Fatalf("SYN: %v", v)
+	}
+	cf.save()
+	if inode() == first {
+		t.Error("a new connection was not saved")
+	}
+	data, err := os.ReadFile(cf.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored := gate.NewEngine(gate.Config{Policy: gate.PolicyDrop}, nil)
+	if res, err := restored.RestoreConns(data); err != nil || res.Conns != 1 {
+		t.Errorf("restored %+v, %v; want the one connection", res, err)
 	}
 }
