@@ -65,9 +65,10 @@ type GateConfig struct {
 	// NetNS is a file descriptor of the network namespace to bind in;
 	// zero: the caller's.
 	NetNS int
-	// GrantInPlace, when set, is asked once per batch of packets
-	// received, after they arrived: true lets the reader answer the
-	// batch's grants with a plain NF_ACCEPT instead of repeating them
+	// GrantInPlace, when set, is asked at the first grant of each batch
+	// of packets received, after they arrived: true lets the reader
+	// answer the batch's grants with a plain NF_ACCEPT instead of
+	// repeating them
 	// with the grant bit, because nothing after the gate's jump in its
 	// chain would see the repeat (rules.Keeper.GrantPassesNothing at the
 	// ruleset generation read then). nil: grants always repeat.
@@ -138,7 +139,10 @@ type GateReader struct {
 	sock      Socket
 	hdr       packet.Header
 	unsettled atomic.Bool
-	inPlace   bool // GrantInPlace's answer for the batch being decided
+	// inPlace is GrantInPlace's answer for the batch being decided,
+	// asked at its first grant (asked): a batch without grants costs no
+	// round trip.
+	inPlace, asked bool
 }
 
 // NewGate checks cfg, fills in its defaults and returns a reader that Run
@@ -224,7 +228,7 @@ func (g *GateReader) receiveError(err error) {
 // batch verdict, which covers every waiting packet up to its id, never
 // covers one that was not decided.
 func (g *GateReader) handle(pkts []Packet) {
-	g.inPlace = g.cfg.GrantInPlace != nil && len(pkts) > 0 && g.cfg.GrantInPlace()
+	g.asked = false
 	start := 0
 	var run kernelVerdict
 	for i := range pkts {
@@ -253,10 +257,15 @@ func (g *GateReader) decide(p *Packet) kernelVerdict {
 		v = g.cfg.Decide(&g.hdr)
 	}
 	kv, loop := kernelVerdictOf(p, v, g.sig, g.deferTo)
-	if g.inPlace && kv.verdict == NFRepeat && !kv.refuses {
-		// Nothing after the jump would see the repeat: accept here.
-		st.AcceptedInPlace.Add(1)
-		kv = kernelVerdict{verdict: NFAccept}
+	if kv.verdict == NFRepeat && !kv.refuses && g.cfg.GrantInPlace != nil {
+		if !g.asked {
+			g.inPlace, g.asked = g.cfg.GrantInPlace(), true
+		}
+		if g.inPlace {
+			// Nothing after the jump would see the repeat: accept here.
+			st.AcceptedInPlace.Add(1)
+			kv = kernelVerdict{verdict: NFAccept}
+		}
 	}
 	kv, again := g.cfg.Repeats.settle(p, kv)
 	countVerdict(st, v, loop, again, kv)

@@ -406,8 +406,8 @@ func TestGateNoBatchAcceptAfterUnparsedPacket(t *testing.T) {
 
 // TestGateGrantInPlace: while GrantInPlace says so, a batch's grants are
 // plain NF_ACCEPTs (batched, counted in AcceptedInPlace) and refusals
-// still repeat with their bit; it is asked once per received batch, and
-// a batch it says no to repeats its grants again.
+// still repeat with their bit; it is asked once per received batch that
+// holds a grant, and a batch it says no to repeats its grants again.
 func TestGateGrantInPlace(t *testing.T) {
 	syn := func(id uint32, dst uint16) queue.Packet {
 		return queue.Packet{ID: id, Data: packettest.TCPPacket(client4, uint16(40000+id), server4, dst, packet.TCPSyn)}
@@ -420,11 +420,12 @@ func TestGateGrantInPlace(t *testing.T) {
 		asked.Add(1)
 		return inPlace.Load()
 	}})
-	for _, batch := range [][]queue.Packet{
+	for i, batch := range [][]queue.Packet{
 		{syn(1, 2000), syn(2, 2000), syn(3, 2002), syn(4, 2000)},
+		{syn(6, 2001), syn(7, 2002)}, // no grant: not asked
 		{syn(5, 2000)},
 	} {
-		if len(batch) == 1 {
+		if i == 2 {
 			inPlace.Store(false)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -438,13 +439,15 @@ func TestGateGrantInPlace(t *testing.T) {
 		{ID: 2, Verdict: queue.NFAccept, Batch: true},
 		{ID: 3, Verdict: queue.NFRepeat, Mark: queue.DefaultRejectMark, WithMark: true},
 		{ID: 4, Verdict: queue.NFAccept},
+		{ID: 6, Verdict: queue.NFDrop},
+		{ID: 7, Verdict: queue.NFRepeat, Mark: queue.DefaultRejectMark, WithMark: true},
 		{ID: 5, Verdict: queue.NFRepeat, Mark: queue.DefaultAcceptMark, WithMark: true},
 	}
 	if diff := cmp.Diff(want, fake.Verdicts()); diff != "" {
 		t.Errorf("verdicts (-want +got):\n%s", diff)
 	}
 	if n := asked.Load(); n != 2 {
-		t.Errorf("GrantInPlace asked %d times, want once per batch (2)", n)
+		t.Errorf("GrantInPlace asked %d times, want once per batch with a grant (2)", n)
 	}
 	if n := g.Stats().AcceptedInPlace.Load(); n != 3 {
 		t.Errorf("AcceptedInPlace = %d, want 3", n)
