@@ -600,11 +600,19 @@ func bucketMinima(samples []Event, from, to, w float64, value func(Event) float6
 // shorter than two minutes (a short bucket may hold a GC or two, whose
 // marked heap swings with what was in flight at that instant). The
 // buckets end at the phase's end; what is left over at the start is
-// left out, so that no bucket is partial.
-func LeakWindow(phase window) (from, to, bucket float64) {
+// left out, so that no bucket is partial. loaded, when later than that
+// start, is when every kind of flood had run once in the phase: the
+// window starts there instead, if that leaves two buckets of 10 s, so
+// that a bounded cache a flood fills (knock outcomes, replay memory)
+// counts in the first bucket as in the last. Only short runs meet it:
+// an hour's first floods come long before minute 10.
+func LeakWindow(phase window, loaded float64) (from, to, bucket float64) {
 	length := phase.to - phase.from
 	warm := math.Max(15, math.Min(600, length/10))
 	from, to = phase.from+warm, phase.to
+	if loaded > from && phase.to-loaded >= 20 {
+		from = loaded
+	}
 	bucket = math.Min(60, (to-from)/2)
 	if bucket <= 0 {
 		return from, to, 0
@@ -622,6 +630,24 @@ func growth(mins []float64) (first, last float64) {
 	return slices.Min(mins[:q]), slices.Min(mins[len(mins)-q:])
 }
 
+// firstOfEachFlood returns when the first flood of every kind that ran
+// in phase had ended (0 when none did).
+func firstOfEachFlood(evs []Event, phase window) float64 {
+	ends := map[string]float64{}
+	for _, e := range evs {
+		if e.Kind == KindFlood && phase.has(e.T) {
+			if _, seen := ends[e.Name]; !seen {
+				ends[e.Name] = e.T + e.Dur
+			}
+		}
+	}
+	last := 0.0
+	for _, end := range ends {
+		last = math.Max(last, end)
+	}
+	return last
+}
+
 func judgeLeaks(evs []Event, tl timeline, lim Limits) []Row {
 	var samples []Event
 	for _, e := range evs {
@@ -629,7 +655,7 @@ func judgeLeaks(evs []Event, tl timeline, lim Limits) []Row {
 			samples = append(samples, e)
 		}
 	}
-	from, to, w := LeakWindow(tl.leak)
+	from, to, w := LeakWindow(tl.leak, firstOfEachFlood(evs, tl.leak))
 	rows := []Row{}
 	type metric struct {
 		name, what string

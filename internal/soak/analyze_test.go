@@ -304,18 +304,41 @@ func TestLeakWindow(t *testing.T) {
 	tests := []struct {
 		name                    string
 		give                    window
+		loaded                  float64
 		wantFrom, wantTo, wantB float64
 	}{
-		{"long phase: from minute 10, minute buckets", window{0, 7200}, 600, 7200, 60},
-		{"36 min phase: from its first tenth, whole minutes", window{0, 2160}, 240, 2160, 60},
-		{"72 s phase: from 15 s, halves", window{100, 172}, 115, 172, 28.5},
+		{"long phase: from minute 10, minute buckets", window{0, 7200}, 0, 600, 7200, 60},
+		{"long phase: floods long before minute 10 change nothing", window{0, 7200}, 200, 600, 7200, 60},
+		{"36 min phase: from its first tenth, whole minutes", window{0, 2160}, 0, 240, 2160, 60},
+		{"72 s phase: from 15 s, halves", window{100, 172}, 0, 115, 172, 28.5},
+		{"72 s phase: from the end of the first floods", window{100, 172}, 140, 140, 172, 16},
+		{"72 s phase: floods too late to leave two buckets of 10 s", window{100, 172}, 160, 115, 172, 28.5},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			from, to, b := LeakWindow(tt.give)
+			from, to, b := LeakWindow(tt.give, tt.loaded)
 			if from != tt.wantFrom || to != tt.wantTo || b != tt.wantB {
 				t.Errorf("LeakWindow = %g, %g, %g; want %g, %g, %g", from, to, b, tt.wantFrom, tt.wantTo, tt.wantB)
 			}
 		})
+	}
+}
+
+// TestFirstOfEachFlood: the end of the last kind's first flood in the
+// phase; floods outside it and second floods of a kind do not count.
+func TestFirstOfEachFlood(t *testing.T) {
+	phase := window{100, 172}
+	evs := []Event{
+		{Kind: KindFlood, Name: "syn", T: 90, Dur: 5}, // before the phase
+		{Kind: KindFlood, Name: "syn", T: 110, Dur: 4},
+		{Kind: KindFlood, Name: "garbage", T: 120, Dur: 6},
+		{Kind: KindFlood, Name: "syn", T: 150, Dur: 4}, // a second one
+		{Kind: KindReload, T: 130},
+	}
+	if got := firstOfEachFlood(evs, phase); got != 126 {
+		t.Errorf("firstOfEachFlood = %g, want 126 (the garbage flood's end)", got)
+	}
+	if got := firstOfEachFlood(nil, phase); got != 0 {
+		t.Errorf("no floods: %g, want 0", got)
 	}
 }
