@@ -630,26 +630,6 @@ func growth(mins []float64) (first, last float64) {
 	return slices.Min(mins[:q]), slices.Min(mins[len(mins)-q:])
 }
 
-// shortWindow is the leak window under which the heap is judged at
-// shortHeapGrowth: in under two minutes a GC or two mark the heap, and
-// what is in flight at that instant (a flood's knocks, a reload's trust
-// state) swings it by about a tenth (120 s runs: -6 %, +0 %, +9.4 %).
-// A leak of the size soak-faults.sh injects (4 MiB a reload) grows it
-// by more than half there; an hour's run is judged at lim.HeapGrowth.
-const (
-	shortWindow     = 120
-	shortHeapGrowth = 0.25
-)
-
-// heapLimit is the heap's growth limit over a leak window of span
-// seconds.
-func heapLimit(limit, span float64) float64 {
-	if span < shortWindow {
-		return math.Max(limit, shortHeapGrowth)
-	}
-	return limit
-}
-
 // firstOfEachFlood returns when the first flood of every kind that ran
 // in phase had ended (0 when none did).
 func firstOfEachFlood(evs []Event, phase window) float64 {
@@ -691,7 +671,7 @@ func judgeLeaks(evs []Event, tl timeline, lim Limits) []Row {
 		// (a reload's trust state, a flood's knocks): a 600 s run saw
 		// its per-minute minima climb 33.5 → 43.5 MiB while the live
 		// heap went 31.1 → 32.2 MiB. Both are in the table.
-		{"heap", "sknockd heap live at the last GC (next_gc/2), growth over the leak phase (per-bucket minima)", samples, func(e Event) float64 { return e.NextGC / 2 }, heapLimit(lim.HeapGrowth, to-from), true},
+		{"heap", "sknockd heap live at the last GC (next_gc/2), growth over the leak phase (per-bucket minima)", samples, func(e Event) float64 { return e.NextGC / 2 }, lim.HeapGrowth, true},
 		{"fds", "sknockd open descriptors, growth over the leak phase", samples, func(e Event) float64 { return e.FDs }, lim.FDGrowth, false},
 		{"goroutines", "sknockd goroutines, growth over the leak phase", samples, func(e Event) float64 { return e.Goroutines }, lim.GoroutineGrow, false},
 	} {

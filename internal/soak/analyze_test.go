@@ -342,18 +342,3 @@ func TestFirstOfEachFlood(t *testing.T) {
 		t.Errorf("no floods: %g, want 0", got)
 	}
 }
-
-// TestHeapLimit: the heap limit holds for a minute-long window and up;
-// a window under two minutes is judged at a quarter.
-func TestHeapLimit(t *testing.T) {
-	for _, tc := range []struct{ limit, span, want float64 }{
-		{0.10, 3000, 0.10},
-		{0.10, 120, 0.10},
-		{0.10, 34, 0.25},
-		{0.50, 34, 0.50},
-	} {
-		if got := heapLimit(tc.limit, tc.span); got != tc.want {
-			t.Errorf("heapLimit(%g, %g) = %g, want %g", tc.limit, tc.span, got, tc.want)
-		}
-	}
-}
