@@ -249,7 +249,12 @@ start_daemon() {
   DFAULT=; case "$SOAK_FAULT" in fd|heap|goroutine|log) DFAULT=$SOAK_FAULT ;; esac
   # forget-conns: each start without the previous run's connection record.
   [ "$SOAK_FAULT" = forget-conns ] && rm -f "$STATE/replay.conns"
-  NOTIFY_SOCKET=$W/notify.sock WATCHDOG_USEC=$((SOAK_WATCHDOG * 1000000)) SKNOCK_SOAK_FAULT=$DFAULT \
+  # GOGC=25: a GC for every quarter of the live heap allocated, so that
+  # each bucket of the leak window holds several marks of the live heap
+  # (the analyzer reads it as next_gc/1.25); at the default 100 a quiet
+  # minute may hold none, and one GC that caught a flood in flight
+  # stands for the whole bucket.
+  GOGC=25 NOTIFY_SOCKET=$W/notify.sock WATCHDOG_USEC=$((SOAK_WATCHDOG * 1000000)) SKNOCK_SOAK_FAULT=$DFAULT \
     ip netns exec "$SRV" "$BIN/sknockd" --config "$CONF" 2>>"$DLOG" &
   DAEMON_PID=$!
   for _ in $(seq 600); do   # 30 s: a loaded machine can be slow

@@ -18,7 +18,7 @@ import (
 // Metrics are the figures the soak samples from sknockd.
 type Metrics struct {
 	Heap       float64 // go_memstats_heap_inuse_bytes
-	NextGC     float64 // go_memstats_next_gc_bytes: twice the heap live after the last GC (GOGC=100)
+	NextGC     float64 // go_memstats_next_gc_bytes: (1 + GOGC/100) × the heap live after the last GC
 	GCs        float64 // go_gc_duration_seconds_count: GC cycles so far
 	FDs        float64 // process_open_fds
 	Goroutines float64 // go_goroutines
