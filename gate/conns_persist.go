@@ -78,10 +78,7 @@ func (e *Engine) WriteSavedConns(w io.Writer) error {
 	bw.Write(append(b[:0], savedConnsMagic...))
 	bw.Write(binary.BigEndian.AppendUint64(b[:0], uint64(e.clock().UnixNano())))
 	var records, certs uint32
-	clear(e.saveAttributed)
-	if e.saveAttributed == nil {
-		e.saveAttributed = map[CertID]bool{}
-	}
+	attributed := map[CertID]bool{} // of the records written, not of the record later
 	if t := e.conns.Load(); t != nil {
 		for i := range t.shards {
 			e.saveScratch = t.copyShard(i, e.saveScratch[:0])
@@ -90,7 +87,7 @@ func (e *Engine) WriteSavedConns(w io.Writer) error {
 				bw.Write(appendSavedRecord(b[:0], rec))
 				for _, c := range rec.certs[:rec.n] {
 					if !c.IsZero() {
-						e.saveAttributed[c] = true
+						attributed[c] = true
 					}
 				}
 				records++
@@ -98,7 +95,7 @@ func (e *Engine) WriteSavedConns(w io.Writer) error {
 		}
 	}
 	for id, n := range e.grants.certs.known() {
-		if !e.saveAttributed[id] || !savable(n) {
+		if !attributed[id] || !savable(n) {
 			continue
 		}
 		writeSavedCert(bw, id, n)

@@ -70,11 +70,10 @@ type Engine struct {
 	conns     atomic.Pointer[connTable]
 	connsOnce sync.Once
 	// saveMu serialises WriteSavedConns, which reuses saveScratch (one
-	// shard's records at a time) and saveAttributed.
-	saveMu         sync.Mutex
-	saveScratch    []connRecord
-	saveAttributed map[CertID]bool
-	replay         *ReplayCache
+	// shard's records at a time).
+	saveMu      sync.Mutex
+	saveScratch []connRecord
+	replay      *ReplayCache
 	// outcomes spares copies of a datagram the costly checks (see
 	// outcomeCache).
 	outcomes *outcomeCache

@@ -68,10 +68,10 @@ type GateConfig struct {
 	// GrantInPlace, when set, is asked at the first grant of each batch
 	// of packets received, after they arrived: true lets the reader
 	// answer the batch's grants with a plain NF_ACCEPT instead of
-	// repeating them
-	// with the grant bit, because nothing after the gate's jump in its
-	// chain would see the repeat (rules.Keeper.GrantPassesNothing at the
-	// ruleset generation read then). nil: grants always repeat.
+	// repeating them with the grant bit, because nothing after the
+	// gate's jump in its chain would see the repeat
+	// (rules.Keeper.GrantPassGeneration, against the ruleset generation
+	// read then). nil: grants always repeat.
 	GrantInPlace func() bool
 	// Stats receives the reader's counters; nil: the reader keeps its own.
 	Stats *GateStats

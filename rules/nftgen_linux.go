@@ -27,8 +27,9 @@ var errGenMalformed = errors.New("nf_tables generation: malformed answer")
 // committed change to any nftables table, iptables-nft's included, before
 // the change reaches a packet. It keeps a netlink socket of its own and
 // fixed buffers, so a read is one request and one answer and allocates
-// nothing (the gate reader asks once per batch of packets; see
-// Keeper.GrantPassesNothing). It is not safe for concurrent use.
+// nothing (the gate reader asks at the first grant of each batch of
+// packets; see Keeper.GrantPassGeneration). It is not safe for
+// concurrent use.
 //
 // It is written against the socket directly, not through
 // mdlayher/netlink (the daemon's netlink library), because that

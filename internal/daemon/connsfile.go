@@ -22,8 +22,9 @@ import (
 // and reads its form (gate.Engine.WriteSavedConns, RestoreConns); this
 // file puts it on disk: streamed whole into a temporary file renamed over
 // it when the record changed (gate.Engine.ConnsChanges), at most every
-// connsSaveEvery, and once more at stop. Like the replay file it is not synced: the page cache survives
-// kill -9, and a reboot ends every connection anyway.
+// connsSaveEvery, and once more at stop. Like the replay file it is not
+// synced: the page cache survives kill -9, and a reboot ends every
+// connection anyway.
 const (
 	// connsSaveEvery bounds what a kill -9 loses: the connections opened
 	// in the last connsSaveEvery before it, which a later revocation

@@ -132,7 +132,7 @@ type GenerationSource interface {
 }
 
 // grantInPlace returns a gate reader's GrantInPlace, and what closes it.
-// Once per batch, when the keeper's last read of the tables found
+// At a batch's first grant, when the keeper's last read of the tables found
 // nothing after the gate's jump in mangle PREROUTING, it reads the
 // ruleset generation over a socket of its own: a grant is accepted in
 // place (NF_ACCEPT, no second pass through the chain) while the rules

@@ -50,16 +50,16 @@ func (d *daemon) attributeWindow() {
 		return
 	}
 	flows, err := d.flows.Conns()
+	var local map[netip.Addr]bool
 	if err == nil {
-		var local map[netip.Addr]bool
 		local, err = localAddrs()
-		if err == nil {
-			d.attributeFlows(flows, local)
-			return
-		}
 	}
-	d.log.Warn("connections opened while the rules were away not looked for: a revocation will not end them",
-		zap.Error(err))
+	if err != nil {
+		d.log.Warn("connections opened while the rules were away not looked for: a revocation will not end them",
+			zap.Error(err))
+		return
+	}
+	d.attributeFlows(flows, local)
 }
 
 // attributeFlows is attributeWindow's work on the flows conntrack listed
