@@ -32,6 +32,13 @@ type connKey struct {
 	proto        packet.Proto
 }
 
+// equal reports whether k and o are the same tuple, field by field: the
+// compiler's comparison of the whole struct calls memequal, a third of a
+// lookup's time.
+func (k *connKey) equal(o *connKey) bool {
+	return k.sport == o.sport && k.dport == o.dport && k.proto == o.proto && k.src == o.src && k.dst == o.dst
+}
+
 func connKeyOf(c Conn) connKey {
 	return connKey{
 		src: c.Src.Addr().Unmap().As16(), dst: c.Dst.Addr().Unmap().As16(),
@@ -53,12 +60,17 @@ func (k connKey) conn() Conn {
 
 // connRecord is one recorded connection: its tuple, when its first packet
 // was accepted, and the certificates whose live shares of the grant
-// admitted it (112 bytes, no pointers).
+// admitted it (128 bytes, no pointers). Records start on 128-byte
+// boundaries (the table's memory is page-aligned), and the first 64 bytes
+// hold the tuple, the count and the first certificate: finding a tuple,
+// and a retransmitted first packet under one share, read one cache line.
+// Only certs[:n] is meaningful; the rest may hold an earlier record's.
 type connRecord struct {
-	key   connKey
-	n     uint8 // certificates in certs; zero: the slot is free
-	at    int64 // Unix nanoseconds of the first accepted packet
+	key   connKey // 38 bytes
+	n     uint8   // certificates in certs; zero: the slot is free
+	at    int64   // Unix nanoseconds of the first accepted packet
 	certs [MaxShares]CertID
+	_     [16]byte
 }
 
 func (r *connRecord) attributedTo(set map[CertID]error) bool {
@@ -71,7 +83,7 @@ func (r *connRecord) attributedTo(set map[CertID]error) bool {
 }
 
 // DefaultMaxConns is the connection table's bound when none is given:
-// about 15 MB of records (112 bytes each) and 4 MB of index (8 bytes a
+// about 17 MB of records (128 bytes each) and 4 MB of index (8 bytes a
 // slot), allocated at the first grant and present in memory from then on.
 const DefaultMaxConns = 1 << 17
 
@@ -194,7 +206,7 @@ func (s *connShard) findLocked(k *connKey, h uint64) (slot int, found bool) {
 		if v == 0 {
 			return i, false
 		}
-		if uint32(v>>32) == tag && s.recs[slotRecord(v)].key == *k {
+		if uint32(v>>32) == tag && s.recs[slotRecord(v)].key.equal(k) {
 			return i, true
 		}
 	}
@@ -205,7 +217,7 @@ func (s *connShard) findLocked(k *connKey, h uint64) (slot int, found bool) {
 func (s *connShard) removeLocked(i int) {
 	mask := len(s.index) - 1
 	r := slotRecord(s.index[i])
-	s.recs[r] = connRecord{}
+	s.recs[r].n = 0 // no more: a record is written field by field when made
 	s.free = append(s.free, r)
 	s.index[i] = 0
 	s.changes++
@@ -252,11 +264,13 @@ func (t *connTable) record(h *packet.Header, certs []CertID, now int64) bool {
 	}
 	r := s.free[len(s.free)-1]
 	s.free = s.free[:len(s.free)-1]
+	// Field by field, so that a record under one share writes only its
+	// first cache line.
 	rec := &s.recs[r]
-	*rec = connRecord{key: k, at: now}
+	rec.key, rec.at = k, now
 	rec.n = uint8(copy(rec.certs[:], certs))
 	if rec.n == 0 {
-		rec.n = 1 // a grant without a certificate: recorded, attributed to none
+		rec.n, rec.certs[0] = 1, CertID{} // a grant without a certificate: recorded, attributed to none
 	}
 	s.index[slot] = slotOf(hash, r)
 	s.changes++

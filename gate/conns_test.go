@@ -185,3 +185,18 @@ func TestResidentSliceIsZeroAndFreeable(t *testing.T) {
 		free()
 	}
 }
+
+// TestConnRecordLayout: a record is two whole cache lines, and the first
+// holds everything a lookup and a one-share record touch.
+func TestConnRecordLayout(t *testing.T) {
+	var r connRecord
+	if size := unsafe.Sizeof(r); size != 128 {
+		t.Errorf("connRecord is %d bytes, want 128", size)
+	}
+	if end := unsafe.Offsetof(r.certs) + unsafe.Sizeof(r.certs[0]); end > 64 {
+		t.Errorf("the first certificate ends at byte %d, past the first cache line", end)
+	}
+	if end := unsafe.Offsetof(r.at) + unsafe.Sizeof(r.at); end > 64 {
+		t.Errorf("at ends at byte %d, past the first cache line", end)
+	}
+}

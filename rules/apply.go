@@ -82,18 +82,26 @@ func (p part) names() []string {
 }
 
 // parts returns the rule set, table by table: the gate in mangle, then the
-// refusal in filter.
+// refusal in filter. Mangle POSTROUTING's backstop is there with Labels.
 func (c Config) parts(ipv6 bool) []part {
+	hooks := []hook{{"PREROUTING", c.Jump()}}
+	if c.Labels() {
+		hooks = append(hooks, c.backstop())
+	}
 	return []part{
 		{table: mangleTable, chains: []chainRules{
 			{c.Chain, c.Rules(ipv6)},
 			{c.SynChain(), c.SynRules()},
 			{c.GrantChain(), c.GrantRules()},
 			{c.RejectChain(), c.RejectMarkRules()},
-		}, hooks: []hook{{"PREROUTING", c.Jump()}, {"POSTROUTING", c.Backstop()}}},
+		}, hooks: hooks},
 		{table: filterTable, chains: []chainRules{{c.Chain, c.RejectRules(ipv6)}}, hooks: []hook{{inputChain, c.Jump()}, {"FORWARD", c.ForwardJump()}}},
 	}
 }
+
+// backstop is mangle POSTROUTING's backstop as a hook: a rule of its own,
+// first in the chain.
+func (c Config) backstop() hook { return hook{"POSTROUTING", c.Backstop()} }
 
 // Apply installs c's rules for one address family: the gate chains in
 // mangle, which PREROUTING jumps to first, and the refusal chain in
@@ -107,7 +115,10 @@ func (c Config) parts(ipv6 bool) []part {
 // labels finds its rule. When a filter chain was there already (an
 // earlier layout, which may have carried refusals by a packet mark, or
 // gated in filter), it first holds its old rules followed by the new
-// ones, until the new gate is in: no moment is without either.
+// ones, until the new gate is in: no moment is without either. So a
+// change to the reject label's use (Labels) has no moment either where the
+// gate labels a refusal that no filter rule answers. Without Labels the
+// backstop of an earlier rule set goes last.
 //
 // On error the table that failed is unchanged (the one before it may hold
 // the new rules already); the error names the family, table and step.
@@ -137,7 +148,7 @@ func Apply(ipt IPTables, c Config, ipv6 bool) error {
 			return fmt.Errorf("%s: %w", fam, err)
 		}
 	}
-	if err := dropLegacyBackstops(ipt); err != nil {
+	if err := dropBackstops(ipt, c); err != nil {
 		return fmt.Errorf("%s: %w", fam, err)
 	}
 	return nil
@@ -307,7 +318,7 @@ func Remove(ipt IPTables, c Config, ipv6 bool) error {
 			return fmt.Errorf("%s: %w", fam, err)
 		}
 	}
-	if err := dropLegacyBackstops(ipt); err != nil {
+	if err := dropBackstops(ipt, c); err != nil {
 		return fmt.Errorf("%s: %w", fam, err)
 	}
 	return nil
@@ -369,16 +380,20 @@ const (
 	legacyBackstopEnd   = " -j DROP"
 )
 
-// dropLegacyBackstops deletes the backstops of the mark layout from mangle
-// POSTROUTING, last first, each checked just before deletion.
-func dropLegacyBackstops(ipt IPTables) error {
+// dropBackstops deletes from mangle POSTROUTING the backstops that c has
+// no use for: those of the mark layout, and c's own when c does not use
+// the reject label (Labels); last first, each checked just before
+// deletion.
+func dropBackstops(ipt IPTables, c Config) error {
 	lines, err := ipt.List(mangleTable, "POSTROUTING")
 	if err != nil {
 		return fmt.Errorf("list mangle POSTROUTING: %w", err)
 	}
 	rules := ruleLines(lines)
+	own := c.backstop().rule()
 	for i := len(rules) - 1; i >= 0; i-- {
-		if !strings.HasPrefix(rules[i], legacyBackstopStart) || !strings.HasSuffix(rules[i], legacyBackstopEnd) {
+		legacy := strings.HasPrefix(rules[i], legacyBackstopStart) && strings.HasSuffix(rules[i], legacyBackstopEnd)
+		if !legacy && (c.Labels() || unquote(rules[i]) != own) {
 			continue
 		}
 		got, err := ipt.ListById(mangleTable, "POSTROUTING", i+1)

@@ -93,6 +93,14 @@ type Config struct {
 	// hour, day); knocks over the limit are dropped before userspace sees
 	// them. Empty: no limit.
 	KnockRateLimit string
+	// Forwarding tells the rule set that this host forwards packets (IPv4
+	// or IPv6 forwarding is on for some interface), so that a connection
+	// to a protected port may be forwarded, DNAT-ed to a container or a
+	// VM: one without a local socket to destroy, which revocation ends by
+	// labelling its conntrack entry (see Labels). Keeper.Apply sets it from
+	// the kernel's settings when it has a probe (SystemKeeper's reads
+	// HostForwards), and Keeper.Refit follows their changes.
+	Forwarding bool
 }
 
 // DefaultConfig returns the configuration of DESIGN.md's defaults:

@@ -15,6 +15,9 @@ func ExampleConfig_Rules() {
 		return
 	}
 	c.Protect = []rules.PortSpec{p}
+	// A host that forwards (a router, containers): a forwarded connection
+	// is revoked by the reject label, so the label's rules are there.
+	c.Forwarding = true
 	if err := c.Validate(); err != nil {
 		fmt.Println(err)
 		return
@@ -86,7 +89,6 @@ func ExampleConfig_Script() {
 	// set -eu
 	//
 	// # iptables
-	// while iptables -w -t mangle -D POSTROUTING -m conntrack --ctstate DNAT --ctdir ORIGINAL -m connlabel --label 127 -j DROP 2>/dev/null; do :; done
 	// if iptables -w -t mangle -S SKNOCK >/dev/null 2>&1; then
 	// 	while iptables -w -t mangle -D PREROUTING -j SKNOCK 2>/dev/null; do :; done
 	// fi
@@ -104,10 +106,10 @@ func ExampleConfig_Script() {
 	// fi
 	// ! iptables -w -t filter -S SKNOCK >/dev/null 2>&1 || iptables -w -t filter -F SKNOCK
 	// ! iptables -w -t filter -S SKNOCK >/dev/null 2>&1 || iptables -w -t filter -X SKNOCK
+	// while iptables -w -t mangle -D POSTROUTING -m conntrack --ctstate DNAT --ctdir ORIGINAL -m connlabel --label 127 -j DROP 2>/dev/null; do :; done
 	//
 	// # ip6tables
 	// if [ -e /proc/net/if_inet6 ]; then
-	// 	while ip6tables -w -t mangle -D POSTROUTING -m conntrack --ctstate DNAT --ctdir ORIGINAL -m connlabel --label 127 -j DROP 2>/dev/null; do :; done
 	// 	if ip6tables -w -t mangle -S SKNOCK >/dev/null 2>&1; then
 	// 		while ip6tables -w -t mangle -D PREROUTING -j SKNOCK 2>/dev/null; do :; done
 	// 	fi
@@ -125,5 +127,6 @@ func ExampleConfig_Script() {
 	// 	fi
 	// 	! ip6tables -w -t filter -S SKNOCK >/dev/null 2>&1 || ip6tables -w -t filter -F SKNOCK
 	// 	! ip6tables -w -t filter -S SKNOCK >/dev/null 2>&1 || ip6tables -w -t filter -X SKNOCK
+	// 	while ip6tables -w -t mangle -D POSTROUTING -m conntrack --ctstate DNAT --ctdir ORIGINAL -m connlabel --label 127 -j DROP 2>/dev/null; do :; done
 	// fi
 }

@@ -27,6 +27,13 @@ type Keeper struct {
 	genKnown   bool
 	unread     int // Repairs skipped on an unchanged generation in a row
 
+	// forwards, when set, reads whether the host forwards packets
+	// (HostForwards); Apply and Refit set Config.Forwarding from it.
+	// asked is the Forwarding that Apply's caller gave, which it only
+	// adds to.
+	forwards func() bool
+	asked    bool
+
 	// passes is 1<<32 | gen when the read of the tables at generation gen
 	// found that a grant passes nothing more in mangle PREROUTING (see
 	// GrantPassGeneration), else 0. The gate readers load it per batch.
@@ -51,6 +58,7 @@ func SystemKeeper() (*Keeper, error) {
 		return nil, err
 	}
 	k := NewKeeper(v4, v6)
+	k.SetForwarding(HostForwards)
 	if usesNFTables() {
 		k.SetGeneration(nftGeneration)
 	}
@@ -68,6 +76,15 @@ func (k *Keeper) SetGeneration(gen func() (uint32, error)) {
 	k.generation, k.genKnown = gen, false
 }
 
+// SetForwarding gives Apply and Refit a reader of whether the host
+// forwards packets (HostForwards for the host), which decides
+// Config.Forwarding and so whether the rule set uses the reject label.
+func (k *Keeper) SetForwarding(forwards func() bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.forwards = forwards
+}
+
 // Finding is one family's departure from the installed rule set, found by
 // Repair.
 type Finding struct {
@@ -81,9 +98,51 @@ type Finding struct {
 // installed before. When one family fails the others are put back as they
 // were (to the previous configuration, or removed when there was none and
 // Apply created them), so both families always hold the same rule set.
+// With a forwarding reader (SetForwarding), c.Forwarding is also set when
+// the host forwards.
 func (k *Keeper) Apply(c Config) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	asked := c.Forwarding
+	if k.forwards != nil && !c.Forwarding {
+		c.Forwarding = k.forwards()
+	}
+	if err := k.applyLocked(c); err != nil {
+		return err
+	}
+	k.asked = asked
+	return nil
+}
+
+// Refit applies the rule set again when the host started or stopped
+// forwarding since it was applied, and the change decides whether the
+// rule set uses the reject label (Config.Labels): a connection forwarded
+// from then on carries a label for revocation to set. It reports whether
+// it applied, and whether the label is in use after. Before the first
+// Apply, or without a forwarding reader, it does nothing.
+func (k *Keeper) Refit() (changed, labels bool, err error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if !k.applied || k.forwards == nil {
+		return false, k.cfg.Labels(), nil
+	}
+	c := k.cfg
+	c.Forwarding = k.asked || k.forwards()
+	if c.Forwarding == k.cfg.Forwarding {
+		return false, c.Labels(), nil
+	}
+	if c.Labels() == k.cfg.Labels() {
+		k.cfg.Forwarding = c.Forwarding // the same rules
+		return false, c.Labels(), nil
+	}
+	if err := k.applyLocked(c); err != nil {
+		return false, k.cfg.Labels(), err
+	}
+	return true, c.Labels(), nil
+}
+
+// applyLocked is Apply with k.mu held and c.Forwarding decided.
+func (k *Keeper) applyLocked(c Config) error {
 	if err := c.Validate(); err != nil {
 		return err
 	}

@@ -73,6 +73,16 @@ func (c Config) writeApply(b *strings.Builder, ipt string, ipv6 bool) {
 	b.WriteString("fi\n")
 	c.writeApplyPart(b, ipt, mangle)
 	b.WriteString(fb.String())
+	c.writeDropBackstop(b, ipt)
+}
+
+// writeDropBackstop writes the deletion of the backstop when c does not use
+// the reject label (see dropBackstops): one left by an earlier rule set
+// that did.
+func (c Config) writeDropBackstop(b *strings.Builder, ipt string) {
+	if !c.Labels() {
+		fmt.Fprintf(b, "while %s -t %s -D POSTROUTING %s 2>/dev/null; do :; done\n", ipt, mangleTable, shellJoin(c.Backstop()))
+	}
 }
 
 // listing is the shell pipeline that lists a built-in chain's rules as
@@ -129,6 +139,7 @@ func (c Config) writeRemove(b *strings.Builder, ipt string) {
 			fmt.Fprintf(b, "! %s -S %s >/dev/null 2>&1 || %s -X %s\n", tipt, shellQuote(name), tipt, shellQuote(name))
 		}
 	}
+	c.writeDropBackstop(b, ipt)
 }
 
 // indent puts a tab in front of every line of s.

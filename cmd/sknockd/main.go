@@ -22,6 +22,7 @@ import (
 	"sknock/internal/config"
 	"sknock/internal/daemon"
 	"sknock/internal/journal"
+	"sknock/rules"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -113,6 +114,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return daemon.RulesOnly(&cfg, *removeRules, stdout, stderr, system())
 	}
 	if *rulesScript != "" {
+		// As the daemon's keeper decides: the reject label's rules are
+		// there when this host forwards (rules.Config.Labels).
+		cfg.Rules.Forwarding = rules.HostForwards()
 		script, err := cfg.Rules.Script(*rulesScript)
 		if err != nil {
 			fmt.Fprintf(stderr, "sknockd: --rules-script: %v\n", err)

@@ -94,6 +94,7 @@ func logLevel(name string) zap.AtomicLevel {
 type RuleKeeper interface {
 	Apply(rules.Config) error
 	Repair() []rules.Finding
+	Refit() (changed, labels bool, err error)
 }
 
 // OSDeps are the daemon's boundaries with the operating system: the

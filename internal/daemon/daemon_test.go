@@ -146,6 +146,8 @@ func (k countingKeeper) Apply(c rules.Config) error {
 
 func (k countingKeeper) Repair() []rules.Finding { return k.f.keeper.Repair() }
 
+func (k countingKeeper) Refit() (bool, bool, error) { return k.f.keeper.Refit() }
+
 func (f *fakeOS) deps() OSDeps {
 	deps := f.baseDeps()
 	if f.edit != nil {

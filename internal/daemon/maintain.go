@@ -84,6 +84,7 @@ func (d *daemon) watchRules(ctx context.Context, interval time.Duration) {
 			return
 		case <-tick.C:
 		}
+		d.refitRules()
 		findings := d.keeper.Repair()
 		d.ops.rulesChecked(findings)
 		for _, f := range findings {
@@ -103,6 +104,20 @@ func (d *daemon) watchRules(ctx context.Context, interval time.Duration) {
 		if len(findings) > 0 && d.hooks.Repaired != nil {
 			d.hooks.Repaired(findings)
 		}
+	}
+}
+
+// refitRules follows the host's forwarding (rules.Keeper.Refit): once it
+// forwards, the rules use the reject label, with which revocation ends a
+// forwarded connection; while it does not, they name no label, which
+// spares every tracked connection the kernel's labels extension.
+func (d *daemon) refitRules() {
+	changed, labels, err := d.keeper.Refit()
+	switch {
+	case err != nil:
+		d.log.Error("host forwarding changed, and the rules could not follow", zap.Bool("reject_label", labels), zap.Error(err))
+	case changed:
+		d.log.Info("host forwarding changed; rules applied again", zap.Bool("reject_label", labels))
 	}
 }
 
