@@ -6,8 +6,10 @@
 // DNAT, or a UDP flow) has the reject label set on its conntrack entry,
 // after which the gate's filter chain refuses every later packet of the
 // connection in either direction with the kernel's closed-port answer (a
-// reset to whichever end speaks next). An entry created before any rule
-// used labels has no room for one: it is deleted instead, after which
+// reset to whichever end speaks next). An entry created while no rule
+// used labels (before sknockd started, or on a host that forwarded
+// nothing and protected TCP alone, where the rules name no label: see
+// rules.Config.Labels) has no room for one: it is deleted instead, after which
 // the gate's rules refuse the client's next packets (a TCP segment that
 // is neither a SYN nor of a tracked connection never reaches a protected
 // port, and a datagram meets the gate again).

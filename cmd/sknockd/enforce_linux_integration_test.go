@@ -725,18 +725,54 @@ func (l *listener) lastRead() time.Time {
 // picked up by conntrack as a new flow and masqueraded to the published
 // port, and the client went on hearing it (2005-2005). The service
 // itself is not reset: its segments are dropped until it gives up.
+//
+// The last case protects TCP ports only, under drop, and starts sknockd
+// before the host forwards: its rules name no conntrack label until
+// forwarding is turned on, and then do within 3 s (rules.Keeper.Refit),
+// so that the connection opened after is revoked as well.
 func TestIntegrationContainersRevocationServerSpeaksFirst(t *testing.T) {
 	requireTools(t)
-	for _, policy := range []string{"reject", "drop"} {
-		for _, port := range []struct{ pub, backend uint16 }{{2004, 2003}, {2005, 2005}} {
-			t.Run(fmt.Sprintf("%s/%d-%d", policy, port.pub, port.backend), func(t *testing.T) {
-				e := &env{net: e2e.NewNet(t), pki: e2e.NewPKI(t), policy: policy}
-				e.alice = e.pki.Client(t, "alice", fmt.Sprintf("tcp/%d", port.pub))
-				ctr := addContainers(t, e, dockerRules)
-				runScript(t, e.net.Server, "iptables-restore --noflush <<'EOF'\n"+speakerRules+"EOF\n")
-				serveSpeaker(t, ctr, fmt.Sprintf(":%d", port.backend))
-				sections := strings.Replace(fmt.Sprintf(containerSections, policy, "1m"), "protect: [tcp/2000, tcp/2001, udp/8000]", "protect: [tcp/2000, tcp/2001, tcp/2004, tcp/2005, udp/8000]", 1)
+	type ports struct{ pub, backend uint16 }
+	cases := []struct {
+		policy string
+		port   ports
+		late   bool // TCP only; sknockd starts before the host forwards
+	}{
+		{"reject", ports{2004, 2003}, false}, {"reject", ports{2005, 2005}, false},
+		{"drop", ports{2004, 2003}, false}, {"drop", ports{2005, 2005}, false},
+		{"drop", ports{2005, 2005}, true},
+	}
+	for _, tc := range cases {
+		policy, port := tc.policy, tc.port
+		name := fmt.Sprintf("%s/%d-%d", policy, port.pub, port.backend)
+		if tc.late {
+			name += "/forwarding-after-start"
+		}
+		t.Run(name, func(t *testing.T) {
+			e := &env{net: e2e.NewNet(t), pki: e2e.NewPKI(t), policy: policy}
+			e.alice = e.pki.Client(t, "alice", fmt.Sprintf("tcp/%d", port.pub))
+			protect := "protect: [tcp/2000, tcp/2001, tcp/2004, tcp/2005, udp/8000]"
+			if tc.late {
+				protect = "protect: [tcp/2000, tcp/2001, tcp/2004, tcp/2005]"
+			}
+			sections := strings.Replace(fmt.Sprintf(containerSections, policy, "1m"), "protect: [tcp/2000, tcp/2001, udp/8000]", protect, 1)
+			if tc.late {
 				e.daemon = e2e.StartDaemon(t, e.net, e.pki.Config(sections))
+				if labelRules(t, e.net.Server) {
+					t.Fatal("rules name a conntrack label before the host forwards (TCP only, drop)")
+				}
+			}
+			ctr := addContainers(t, e, dockerRules)
+			runScript(t, e.net.Server, "iptables-restore --noflush <<'EOF'\n"+speakerRules+"EOF\n")
+			serveSpeaker(t, ctr, fmt.Sprintf(":%d", port.backend))
+			if tc.late {
+				if !within(time.Now(), 3*time.Second, func() bool { return labelRules(t, e.net.Server) }) {
+					t.Fatal("no rule names the reject label 3 s after the host started forwarding")
+				}
+			} else {
+				e.daemon = e2e.StartDaemon(t, e.net, e.pki.Config(sections))
+			}
+			{
 				alice := e.client(false)
 				if _, line := e.knock(t, e.alice, alice, netip.Addr{}, packet.TCP, port.pub); line.String("verdict") != "grant" {
 					t.Fatalf("knock: %v, want a grant", line)
@@ -773,9 +809,21 @@ func TestIntegrationContainersRevocationServerSpeaksFirst(t *testing.T) {
 				if !errors.Is(err, syscall.ECONNRESET) {
 					t.Errorf("the client after its write that followed the revoke: %v, want a reset", err)
 				}
-			})
+			}
+		})
+	}
+}
+
+// labelRules reports whether any rule of ns's iptables or ip6tables names a
+// conntrack label.
+func labelRules(t *testing.T, ns *netns.NS) bool {
+	t.Helper()
+	for _, save := range []string{"iptables-save", "ip6tables-save"} {
+		if strings.Contains(ns.MustRun(save), "connlabel") {
+			return true
 		}
 	}
+	return false
 }
 
 // TestIntegrationGrantInPlace: while nothing follows sknock's jump in

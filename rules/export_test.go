@@ -1,0 +1,4 @@
+package rules
+
+// ForwardsUnder is forwardsUnder, for the external tests.
+var ForwardsUnder = forwardsUnder
