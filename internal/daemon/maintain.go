@@ -71,20 +71,34 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal, readerDone <-ch
 }
 
 // watchRules checks the rules every interval until ctx is done, restoring
-// them where another tool changed them, and logs what it found. A repair
-// that keeps failing is logged at most every loudEvery.
+// them where another tool changed them and applying them again when the
+// host's forwarding changed, and logs what it found. A repair that keeps
+// failing is logged at most every loudEvery.
 func (d *daemon) watchRules(ctx context.Context, interval time.Duration) {
 	const loudEvery = 5 * time.Second
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
-	var lastLoud time.Time
+	var lastLoud, lastRefitLoud time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 		}
-		d.refitRules()
+		// The rules follow the host's forwarding (rules.Keeper.Refit):
+		// once it forwards they use the reject label, with which
+		// revocation ends a forwarded connection; while it does not they
+		// name no label, which spares every tracked connection the
+		// kernel's labels extension.
+		switch changed, labels, err := d.keeper.Refit(); {
+		case err != nil:
+			if now := time.Now(); now.Sub(lastRefitLoud) >= loudEvery {
+				lastRefitLoud = now
+				d.log.Error("host forwarding changed, and the rules could not follow; retrying at every rules check", zap.Bool("reject_label", labels), zap.Error(err))
+			}
+		case changed:
+			d.log.Info("host forwarding changed; rules applied again", zap.Bool("reject_label", labels))
+		}
 		findings := d.keeper.Repair()
 		d.ops.rulesChecked(findings)
 		for _, f := range findings {
@@ -104,20 +118,6 @@ func (d *daemon) watchRules(ctx context.Context, interval time.Duration) {
 		if len(findings) > 0 && d.hooks.Repaired != nil {
 			d.hooks.Repaired(findings)
 		}
-	}
-}
-
-// refitRules follows the host's forwarding (rules.Keeper.Refit): once it
-// forwards, the rules use the reject label, with which revocation ends a
-// forwarded connection; while it does not, they name no label, which
-// spares every tracked connection the kernel's labels extension.
-func (d *daemon) refitRules() {
-	changed, labels, err := d.keeper.Refit()
-	switch {
-	case err != nil:
-		d.log.Error("host forwarding changed, and the rules could not follow", zap.Bool("reject_label", labels), zap.Error(err))
-	case changed:
-		d.log.Info("host forwarding changed; rules applied again", zap.Bool("reject_label", labels))
 	}
 }
 
