@@ -25,6 +25,13 @@ func (c Conn) String() string {
 	return c.Proto.String() + " " + c.Src.String() + " -> " + c.Dst.String()
 }
 
+// header returns the packet header of c's first packet, as the gate
+// decides on it.
+func (c Conn) header() packet.Header {
+	return packet.Header{Proto: c.Proto, Src: c.Src.Addr().Unmap(), Dst: c.Dst.Addr().Unmap(),
+		SrcPort: c.Src.Port(), DstPort: c.Dst.Port()}
+}
+
 // connKey is a Conn without pointers: addresses in 16-byte form.
 type connKey struct {
 	src, dst     [16]byte

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"net/netip"
 	"time"
 
 	"sknock/packet"
@@ -217,8 +216,7 @@ func (e *Engine) RestoreConns(data []byte) (Restored, error) {
 	t := e.conns.Load()
 	for i := range recs {
 		r := &recs[i]
-		h := packet.Header{Proto: r.key.proto, Src: netip.AddrFrom16(r.key.src).Unmap(), Dst: netip.AddrFrom16(r.key.dst).Unmap(),
-			SrcPort: r.key.sport, DstPort: r.key.dport}
+		h := r.key.conn().header()
 		if !t.record(&h, r.certs[:r.n], r.at) {
 			res.Full++
 			continue

@@ -4,8 +4,6 @@ import (
 	"math/big"
 	"net/netip"
 	"time"
-
-	"sknock/packet"
 )
 
 // Ended is what a revocation or an operator ended: the grant shares, and
@@ -114,8 +112,7 @@ func (e *Engine) AttributeConns(conns []Conn, now time.Time) (recorded int, left
 		if t.holds(c) {
 			continue
 		}
-		h := packet.Header{Proto: c.Proto, Src: c.Src.Addr().Unmap(), Dst: c.Dst.Addr().Unmap(),
-			SrcPort: c.Src.Port(), DstPort: c.Dst.Port()}
+		h := c.header()
 		if _, ok := e.grants.admit(&h, at, t); ok {
 			recorded++
 		} else {

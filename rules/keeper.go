@@ -29,10 +29,7 @@ type Keeper struct {
 
 	// forwards, when set, reads whether the host forwards packets
 	// (HostForwards); Apply and Refit set Config.Forwarding from it.
-	// asked is the Forwarding that Apply's caller gave, which it only
-	// adds to.
 	forwards func() bool
-	asked    bool
 
 	// passes is 1<<32 | gen when the read of the tables at generation gen
 	// found that a grant passes nothing more in mangle PREROUTING (see
@@ -98,20 +95,15 @@ type Finding struct {
 // installed before. When one family fails the others are put back as they
 // were (to the previous configuration, or removed when there was none and
 // Apply created them), so both families always hold the same rule set.
-// With a forwarding reader (SetForwarding), c.Forwarding is also set when
-// the host forwards.
+// With a forwarding reader (SetForwarding), c.Forwarding is what it
+// reads.
 func (k *Keeper) Apply(c Config) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	asked := c.Forwarding
-	if k.forwards != nil && !c.Forwarding {
+	if k.forwards != nil {
 		c.Forwarding = k.forwards()
 	}
-	if err := k.applyLocked(c); err != nil {
-		return err
-	}
-	k.asked = asked
-	return nil
+	return k.applyLocked(c)
 }
 
 // Refit applies the rule set again when the host started or stopped
@@ -127,10 +119,7 @@ func (k *Keeper) Refit() (changed, labels bool, err error) {
 		return false, k.cfg.Labels(), nil
 	}
 	c := k.cfg
-	c.Forwarding = k.asked || k.forwards()
-	if c.Forwarding == k.cfg.Forwarding {
-		return false, c.Labels(), nil
-	}
+	c.Forwarding = k.forwards()
 	if c.Labels() == k.cfg.Labels() {
 		k.cfg.Forwarding = c.Forwarding // the same rules
 		return false, c.Labels(), nil

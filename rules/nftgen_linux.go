@@ -137,16 +137,3 @@ func parseGenAnswer(b []byte, seq uint32) (gen uint32, found bool, err error) {
 	}
 	return 0, false, nil
 }
-
-// nftGeneration returns the nf_tables ruleset generation of the caller's
-// network namespace, with a reader of its own: an unchanged generation
-// means unchanged rules, one netlink round trip instead of running
-// iptables-save.
-func nftGeneration() (uint32, error) {
-	r, err := OpenGenerationReader()
-	if err != nil {
-		return 0, err
-	}
-	defer r.Close()
-	return r.Generation()
-}
